@@ -1,0 +1,239 @@
+"""The codec: encoder -> quantizer -> decoder, with the user-facing encode / decode API."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from movq.config import CodecConfig
+from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.modules import Decoder, Encoder
+from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class CodecOutput:
+    """Result of ``Codec.forward``: ``sample`` ``[B, 3, H, W]`` (unclamped, about ``[-1, 1]``) and
+    the quantizer's output (``quantizer.loss`` is the codebook loss to add during training)."""
+
+    sample: Tensor
+    quantizer: QuantizerOutput
+
+
+class Codec(nn.Module):
+    """Image tokenizer: images -> discrete tokens (or continuous latents) -> images.
+
+    Built from a :class:`~movq.config.CodecConfig`. ``encode`` accepts PIL images (or lists), uint8
+    numpy ``HWC`` / ``BHWC``, float tensors ``CHW`` / ``BCHW`` in ``[-1, 1]`` (or uint8 tensors),
+    whose sides are multiples of ``downsample_factor`` ``f``, and returns ``LongTensor`` tokens
+    ``[B, H/f, W/f]`` (``[B, depth, H/f, W/f]`` for residual / grouped quantizers). ``decode``
+    returns a float tensor ``[B, 3, H, W]`` in ``[-1, 1]``. ``forward`` is the differentiable
+    training path on ``[B, 3, H, W]`` tensors in ``[-1, 1]``.
+
+    Submodule names match the published checkpoints: ``encoder``, ``quant_conv``, ``quantize``,
+    ``post_quant_conv``, ``decoder``.
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
+        self.quantize: Quantizer = build_quantizer(config.quantizer, config.embed_dim)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
+        self.decoder = Decoder(config)
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per token along each side (8 for the MoVQGAN presets)."""
+        return self.config.downsample_factor
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct token ids; valid ids are ``0 .. codebook_size - 1``."""
+        return self.quantize.codebook_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.quant_conv.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.quant_conv.weight.dtype
+
+    def tokens_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Token grid (without the batch axis) of an image of ``height x width`` pixels."""
+        check_size(height, width, self.downsample_factor)
+        f = self.downsample_factor
+        return self.quantize.indices_shape(height // f, width // f)
+
+    # ----------------------------------------------------------------------------- tensor paths
+
+    def encode_to_prequant(self, x: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` in ``[-1, 1]`` -> continuous latent ``[B, embed_dim, H/f, W/f]`` (no scaling)."""
+        return self.quant_conv(self.encoder(x))
+
+    def decode_from_quantized(self, z_q: Tensor) -> Tensor:
+        """Quantized (or continuous) latent ``[B, embed_dim, h, w]`` -> image ``[B, 3, h*f, w*f]``, unclamped."""
+        return self.decoder(self.post_quant_conv(z_q), z_q)
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Differentiable reconstruction of ``x`` ``[B, 3, H, W]`` in ``[-1, 1]`` (for training)."""
+        quantized = self.quantize(self.encode_to_prequant(x))
+        return CodecOutput(self.decode_from_quantized(quantized.z_q), quantized)
+
+    # ----------------------------------------------------------------------------- user API
+
+    @torch.no_grad()
+    def encode(self, images: ImageInput, *, pad: bool = False) -> Tensor:
+        """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
+        x = self._prepare(images, pad)
+        return self.quantize(self.encode_to_prequant(x)).indices
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
+        """``LongTensor`` tokens ``[B, *tokens_shape]`` -> float images ``[B, 3, H, W]`` in ``[-1, 1]``."""
+        self._check_tokens(tokens)
+        z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
+        image = self.decode_from_quantized(z_q)
+        return image.clamp(-1.0, 1.0) if clamp else image
+
+    def encode_latents(self, images: ImageInput, *, pad: bool = False) -> Tensor:
+        """Images -> continuous pre-quantization latents ``[B, embed_dim, H/f, W/f]`` times
+        ``config.scaling_factor`` (for latent diffusion). Differentiable for tensor input."""
+        x = self._prepare(images, pad)
+        return self.encode_to_prequant(x) * self.config.scaling_factor
+
+    def decode_latents(self, latents: Tensor, *, quantize: bool = False, clamp: bool = True) -> Tensor:
+        """Scaled latents ``[B, embed_dim, h, w]`` -> images ``[B, 3, h*f, w*f]`` in ``[-1, 1]``.
+
+        ``quantize=False`` (default) decodes the continuous latent directly, as Kandinsky's MoVQ
+        does for diffusion latents; ``quantize=True`` snaps it to the codebook first.
+        """
+        if not isinstance(latents, Tensor) or not latents.is_floating_point() or latents.ndim != 4:
+            raise TypeError(f"latents must be a float tensor [B, {self.config.embed_dim}, h, w]")
+        if latents.shape[1] != self.config.embed_dim or latents.shape[0] == 0:
+            raise ValueError(
+                f"latents must have shape [B>0, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}"
+            )
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or inf values")
+        z = latents.to(self.device, self.dtype) / self.config.scaling_factor
+        if quantize:
+            z = self.quantize(z).z_q
+        image = self.decode_from_quantized(z)
+        return image.clamp(-1.0, 1.0) if clamp else image
+
+    @torch.no_grad()
+    def reconstruct(self, images: ImageInput, *, pad: bool = False) -> Any:
+        """Encode and decode; returns the input's type (PIL in, PIL out; numpy in, numpy out; ...)."""
+        x, fmt = to_tensor(images)
+        height, width = x.shape[-2:]
+        out = self.decode(self.quantize(self.encode_to_prequant(self._fit(x, pad))).indices)
+        return from_tensor(out[..., :height, :width], fmt)
+
+    def _prepare(self, images: ImageInput, pad: bool) -> Tensor:
+        return self._fit(to_tensor(images)[0], pad)
+
+    def _fit(self, x: Tensor, pad: bool) -> Tensor:
+        """Pad ``x`` to valid sizes (or check them) and move it to the codec's device and dtype."""
+        if pad:
+            x = pad_to_multiple(x, self.downsample_factor)
+        else:
+            check_size(x.shape[-2], x.shape[-1], self.downsample_factor)
+        return x.to(self.device, self.dtype)
+
+    def _check_tokens(self, tokens: Tensor) -> None:
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"tokens must be a torch.LongTensor, got {type(tokens).__name__}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be an integer tensor (torch.long), got dtype {tokens.dtype}")
+        grid_rank = len(self.quantize.indices_shape(1, 1))
+        if tokens.ndim != grid_rank + 1:
+            expected = "[B, h, w]" if grid_rank == 2 else "[B, depth, h, w]"
+            raise ValueError(f"tokens must have shape {expected} (batch first), got {tuple(tokens.shape)}")
+        if tokens.shape[0] == 0 or tokens.numel() == 0:
+            raise ValueError(f"empty batch: tokens have shape {tuple(tokens.shape)}")
+        h, w = tokens.shape[-2:]
+        expected_grid = self.quantize.indices_shape(h, w)
+        if tuple(tokens.shape[1:]) != tuple(expected_grid):
+            raise ValueError(f"token grid {tuple(tokens.shape[1:])} does not match this codec's {expected_grid}")
+        low, high = tokens.min().item(), tokens.max().item()
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(
+                f"token ids must be in [0, {self.codebook_size}), got values in [{low}, {high}]"
+            )
+
+    # ----------------------------------------------------------------------------- persistence
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically)."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(self.config.to_json() + "\n"))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Codec:
+        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        config = CodecConfig.from_dict(json.loads(config_path.read_text()))
+        codec = cls(config)
+        codec.load_state_dict_strict(load_file(weights_path))
+        return codec.to(device=device, dtype=dtype).eval()
+
+    def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
+        """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            details = []
+            if missing:
+                details.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+            if unexpected:
+                details.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+            if wrong:
+                details.append(
+                    "wrong shapes " + ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:20])
+                )
+            raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(details))
+        self.load_state_dict(state, strict=True)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,156 @@
+"""Conversion between user images (PIL, numpy, tensors) and model tensors, with input validation.
+
+Model tensors are float ``[B, 3, H, W]`` in ``[-1, 1]``. Every check runs before any compute and
+raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+ImageInput = Union[Image.Image, Sequence[Image.Image], np.ndarray, Tensor]
+ACCEPTED = (
+    "a PIL image or a list of PIL images, a uint8 numpy array HWC or BHWC with 3 channels, "
+    "a float tensor CHW or BCHW in [-1, 1], or a uint8 tensor CHW or BCHW"
+)
+RANGE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How the user passed the images, so outputs can be returned in the same form.
+
+    ``kind`` is the container; ``batched`` says whether the input had a batch axis (list / 4-D);
+    ``dtype`` is the tensor dtype for tensor inputs.
+    """
+
+    kind: Literal["pil", "numpy", "tensor"]
+    batched: bool
+    dtype: torch.dtype | None = None
+
+
+def to_tensor(images: ImageInput) -> tuple[Tensor, ImageFormat]:
+    """Validate ``images`` and return them as float32 ``[B, 3, H, W]`` in ``[-1, 1]`` plus their format."""
+    if isinstance(images, Image.Image):
+        return _pil_to_tensor([images]), ImageFormat("pil", batched=False)
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError(f"empty batch: got an empty {type(images).__name__}; expected {ACCEPTED}")
+        if not all(isinstance(im, Image.Image) for im in images):
+            kinds = sorted({type(im).__name__ for im in images})
+            raise TypeError(f"a list of images must hold only PIL images, got {kinds}; expected {ACCEPTED}")
+        return _pil_to_tensor(list(images)), ImageFormat("pil", batched=True)
+    if isinstance(images, np.ndarray):
+        return _numpy_to_tensor(images)
+    if isinstance(images, Tensor):
+        return _tensor_to_tensor(images)
+    raise TypeError(f"unsupported image type {type(images).__name__}; expected {ACCEPTED}")
+
+
+def from_tensor(x: Tensor, fmt: ImageFormat) -> Any:
+    """Turn model output ``[B, 3, H, W]`` in ``[-1, 1]`` back into the form described by ``fmt``."""
+    x = x.detach().float().clamp(-1.0, 1.0)
+    if fmt.kind == "tensor" and fmt.dtype != torch.uint8:
+        out = x.to(fmt.dtype or torch.float32)
+        return out if fmt.batched else out[0]
+    as_uint8 = ((x + 1.0) * 127.5).round().to(torch.uint8)
+    if fmt.kind == "tensor":
+        return as_uint8 if fmt.batched else as_uint8[0]
+    arrays = as_uint8.permute(0, 2, 3, 1).cpu().numpy()
+    if fmt.kind == "numpy":
+        return arrays if fmt.batched else arrays[0]
+    pils = [Image.fromarray(a) for a in arrays]
+    return pils if fmt.batched else pils[0]
+
+
+def check_size(height: int, width: int, factor: int) -> None:
+    """Raise ``ValueError`` unless both sides are positive multiples of ``factor``, naming the nearest valid sizes."""
+    if height % factor == 0 and width % factor == 0 and height > 0 and width > 0:
+        return
+
+    def near(n: int) -> list[int]:
+        lower = n // factor * factor
+        return [s for s in (lower, lower + factor) if s > 0] if n % factor else [n]
+
+    options = [f"{h}x{w}" for h in near(height) for w in near(width)]
+    raise ValueError(
+        f"image size {height}x{width} (HxW) is not a multiple of the downsample factor {factor}; "
+        f"nearest valid sizes: {', '.join(options)}. Resize or crop the image, or pass pad=True."
+    )
+
+
+def pad_to_multiple(x: Tensor, factor: int) -> Tensor:
+    """Pad ``[B, C, H, W]`` on the right and bottom (edge replication) up to multiples of ``factor``."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % factor, -width % factor
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+def _pil_to_tensor(images: list[Image.Image]) -> Tensor:
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        raise ValueError(f"all images in a batch must have the same size, got (W, H) sizes {sorted(sizes)}")
+    arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return _uint8_to_float(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+
+
+def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
+    if array.dtype != np.uint8:
+        raise TypeError(
+            f"numpy images must be uint8 (0..255), got dtype {array.dtype}; "
+            "convert float images to a tensor in [-1, 1] instead"
+        )
+    if array.ndim not in (3, 4):
+        raise ValueError(f"numpy images must be HWC or BHWC, got {array.ndim} dimensions {array.shape}")
+    batched = array.ndim == 4
+    batch = array if batched else array[None]
+    _check_channels(batch.shape[-1], batch.shape, "HWC / BHWC (channels last)")
+    _check_not_empty(batch.shape)
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+    return _uint8_to_float(x), ImageFormat("numpy", batched=batched)
+
+
+def _tensor_to_tensor(x: Tensor) -> tuple[Tensor, ImageFormat]:
+    if x.ndim not in (3, 4):
+        raise ValueError(f"image tensors must be CHW or BCHW, got {x.ndim} dimensions {tuple(x.shape)}")
+    batched = x.ndim == 4
+    batch = x if batched else x[None]
+    _check_channels(batch.shape[1], tuple(batch.shape), "CHW / BCHW (channels first)")
+    _check_not_empty(tuple(batch.shape))
+    fmt = ImageFormat("tensor", batched=batched, dtype=x.dtype)
+    if x.dtype == torch.uint8:
+        return _uint8_to_float(batch), fmt
+    if not x.is_floating_point():
+        raise TypeError(f"image tensors must be float in [-1, 1] or uint8, got dtype {x.dtype}")
+    if not torch.isfinite(batch).all():
+        raise ValueError("image tensor contains NaN or inf values; expected finite values in [-1, 1]")
+    low, high = batch.min().item(), batch.max().item()
+    if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"float image tensors must be in [-1, 1], got values in [{low:.4g}, {high:.4g}]; "
+            "for [0, 1] images pass x * 2 - 1, for [0, 255] pass a uint8 tensor"
+        )
+    return batch.float(), fmt
+
+
+def _check_channels(channels: int, shape: tuple[int, ...], layout: str) -> None:
+    if channels != 3:
+        raise ValueError(f"expected 3 (RGB) channels in layout {layout}, got {channels} in shape {shape}")
+
+
+def _check_not_empty(shape: tuple[int, ...]) -> None:
+    if 0 in shape:
+        raise ValueError(f"empty batch or image: shape {shape} has a zero-sized axis")
+
+
+def _uint8_to_float(x: Tensor) -> Tensor:
+    return x.float() / 127.5 - 1.0

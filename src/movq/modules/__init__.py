@@ -1,0 +1,8 @@
+"""Network modules: encoder, decoder, their blocks and normalisation layers."""
+
+from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock, Upsample
+from movq.modules.decoder import Decoder
+from movq.modules.encoder import Encoder
+from movq.modules.norm import GroupNorm, SpatialNorm
+
+__all__ = ["AttnBlock", "Decoder", "Downsample", "Encoder", "GroupNorm", "ResnetBlock", "SpatialNorm", "Upsample"]

@@ -1,0 +1,82 @@
+"""VQGAN convolutional encoder."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from movq.config import CodecConfig
+from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
+from movq.modules.norm import GroupNorm
+
+
+class MidBlock(nn.Module):
+    """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``."""
+
+    def __init__(self, channels: int, dropout: float, zq_channels: int | None = None) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
+        self.attn_1 = AttnBlock(channels, zq_channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` (ResNet blocks), ``attn`` (optional, one per block) and a
+    resampling layer (``downsample`` in the encoder, ``upsample`` in the decoder), set by the owner."""
+
+    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock]) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        for i, block in enumerate(self.block):
+            x = block(x, zq)
+            if len(self.attn):
+                x = self.attn[i](x, zq)
+        return x
+
+
+def level_has_attention(config: CodecConfig, level: int) -> bool:
+    """Whether resolution level ``level`` (0 = full size) has attention blocks."""
+    return config.resolution // 2**level in config.attn_resolutions
+
+
+class Encoder(nn.Module):
+    """Image ``[B, in_channels, H, W]`` in ``[-1, 1]`` -> latent ``[B, z_channels, H/f, W/f]``.
+
+    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f.
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        ch, dropout = config.ch, config.dropout
+        self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, padding=1)
+        self.down = nn.ModuleList()
+        block_in = ch
+        for i, mult in enumerate(config.ch_mult):
+            block_out = ch * mult
+            blocks, attns = [], []
+            for _ in range(config.num_res_blocks):
+                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                block_in = block_out
+                if level_has_attention(config, i):
+                    attns.append(AttnBlock(block_in))
+            level = Level(blocks, attns)
+            level.downsample = Downsample(block_in) if i != len(config.ch_mult) - 1 else None
+            self.down.append(level)
+        self.mid = MidBlock(block_in, dropout)
+        self.norm_out = GroupNorm(block_in)
+        self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+            if level.downsample is not None:
+                h = level.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
