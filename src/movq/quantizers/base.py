@@ -1,0 +1,123 @@
+"""The contract every quantizer in :mod:`movq.quantizers` follows, and the shared nearest-code search."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_CHUNK_SIZE = 4096
+"""Rows of the flattened latent compared against the codebook at once (memory is chunk x K)."""
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns.
+
+    - ``z_q``: quantized latent ``[B, D, H, W]`` with straight-through gradients to the input.
+    - ``indices``: ``LongTensor`` in the quantizer's own layout (``indices_shape``), batch first.
+    - ``loss``: scalar training loss of the quantizer (commitment / codebook / KL), 0 if none.
+    - ``perplexity``: scalar, ``exp(entropy)`` of the code histogram of this batch.
+    - ``usage``: scalar in ``[0, 1]``, fraction of the codebook used by this batch.
+    """
+
+    z_q: Tensor
+    indices: Tensor
+    loss: Tensor
+    perplexity: Tensor
+    usage: Tensor
+
+
+class Quantizer(nn.Module, ABC):
+    """Base class: maps a continuous latent ``[B, D, H, W]`` to codes and back.
+
+    Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
+    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``.
+    """
+
+    codebook_size: int
+    dim: int
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize ``z`` ``[B, D, H, W]``."""
+
+    @abstractmethod
+    def embed(self, indices: Tensor) -> Tensor:
+        """Turn ``indices`` (layout of ``indices_shape``) into ``z_q`` ``[B, D, H, W]``."""
+
+    def indices_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of the indices of one image whose latent is ``height x width`` (no batch axis)."""
+        return (height, width)
+
+
+def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """Index of the nearest codebook row (squared L2) for every row of ``z``.
+
+    ``z`` is ``[N, D]``, ``codebook`` ``[K, D]``; returns ``LongTensor [N]``. Distances are computed
+    in float32 and in chunks of ``chunk_size`` rows, so memory is ``O(chunk_size x K)``.
+    """
+    z = z.float()
+    codebook = codebook.float()
+    code_sq = codebook.pow(2).sum(dim=1)
+    out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+    for start in range(0, z.shape[0], chunk_size):
+        chunk = z[start : start + chunk_size]
+        dist = chunk.pow(2).sum(dim=1, keepdim=True) + code_sq - 2.0 * chunk @ codebook.t()
+        out[start : start + chunk_size] = dist.argmin(dim=1)
+    return out
+
+
+def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
+    """Perplexity ``exp(H(histogram))`` and used fraction of the codebook for a batch of indices."""
+    flat = indices.reshape(-1)
+    if codebook_size <= 2**20:
+        counts = torch.bincount(flat, minlength=codebook_size).float()
+    else:  # huge implicit codebooks (LFQ, FSQ): histogram of the ids that occur only
+        counts = torch.unique(flat, return_counts=True)[1].float()
+    probs = counts / counts.sum().clamp(min=1.0)
+    entropy = -(probs * torch.log(probs.clamp(min=1e-10))).sum()
+    return entropy.exp(), (counts > 0).sum().float() / codebook_size
+
+
+def check_latent(z: Tensor, channels: int, who: str) -> None:
+    """Raise ``ValueError`` unless ``z`` is a ``[B, channels, H, W]`` floating-point tensor."""
+    if not isinstance(z, Tensor) or z.ndim != 4:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
+    if z.shape[1] != channels:
+        raise ValueError(
+            f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
+        )
+    if not z.is_floating_point():
+        raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_indices(indices: Tensor, ndim: int, who: str, layout: str) -> None:
+    """Raise ``ValueError`` unless ``indices`` is an integer tensor with ``ndim`` axes."""
+    if not isinstance(indices, Tensor) or indices.ndim != ndim or indices.is_floating_point():
+        if isinstance(indices, Tensor):
+            got = f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
+        else:
+            got = type(indices).__name__
+        raise ValueError(f"{who}.embed expects integer indices of shape {layout}, got {got}")
+
+
+def check_index_range(indices: Tensor, codebook_size: int, who: str, allow_minus_one: bool = False) -> None:
+    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed)."""
+    if indices.numel() == 0:
+        return
+    low = -1 if allow_minus_one else 0
+    lo, hi = int(indices.min()), int(indices.max())
+    if lo < low or hi >= codebook_size:
+        accepted = f"[{low}, {codebook_size - 1}]"
+        raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")

@@ -1,0 +1,192 @@
+"""Vector quantizer whose codebook follows exponential moving averages of its assigned latents."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    Quantizer,
+    QuantizerOutput,
+    check_index_range,
+    check_indices,
+    check_latent,
+    check_positive_int,
+    code_statistics,
+    nearest_code,
+)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over all replicas in place (no-op without ``torch.distributed``)."""
+    if _distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _broadcast(tensor: Tensor) -> Tensor:
+    """Replace ``tensor`` by rank 0's copy in place (no-op without ``torch.distributed``)."""
+    if _distributed():
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+def _sample_rows(x: Tensor, n: int) -> Tensor:
+    """``n`` random rows of ``x`` (without replacement when possible), identical on all replicas."""
+    if x.shape[0] >= n:
+        rows = torch.randperm(x.shape[0], device=x.device)[:n]
+    else:
+        rows = torch.randint(0, x.shape[0], (n,), device=x.device)
+    return _broadcast(x[rows].contiguous())
+
+
+def kmeans(x: Tensor, num_clusters: int, iters: int) -> Tensor:
+    """Lloyd's k-means on ``x`` ``[N, D]`` (float32); returns centroids ``[num_clusters, D]``.
+
+    Under ``torch.distributed`` the initial centroids come from rank 0 and the per-cluster sums and
+    counts are all-reduced, so every replica gets the same centroids. Empty clusters keep their place.
+    """
+    centroids = _sample_rows(x, num_clusters)
+    for _ in range(iters):
+        assign = nearest_code(x, centroids)
+        counts = _all_reduce_sum(torch.bincount(assign, minlength=num_clusters).float())
+        sums = _all_reduce_sum(torch.zeros_like(centroids).index_add_(0, assign, x))
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+class EMACodebook(nn.Module):
+    """Buffers of the EMA codebook: ``weight`` ``[K, D]``, ``cluster_size`` ``[K]``, ``embed_avg`` ``[K, D]``.
+
+    Named like taming's ``EmbeddingEMA`` so the parent's keys read ``embedding.weight`` etc.
+    """
+
+    def __init__(self, codebook_size: int, dim: int) -> None:
+        super().__init__()
+        weight = torch.randn(codebook_size, dim)
+        self.register_buffer("weight", weight)
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self.register_buffer("embed_avg", weight.clone())
+
+
+class EMAVectorQuantizer(Quantizer):
+    """Nearest-code quantizer whose codebook is the EMA of the latents assigned to each code.
+
+    Input: ``z`` ``[B, dim, H, W]``. Output :class:`QuantizerOutput` with ``z_q`` ``[B, dim, H, W]`` in
+    ``z``'s dtype (straight-through), indices ``[B, H, W]`` in ``[0, codebook_size)`` and
+    ``loss = beta * mean((z - sg[q])^2)`` (the commitment term only: the codebook gets no gradient).
+
+    In training mode only, each forward call
+
+    1. (``kmeans_init``, first call) sets the codebook to ``kmeans_iters`` rounds of k-means on the batch;
+    2. updates ``cluster_size`` and ``embed_avg`` with decay ``decay`` and sets
+       ``weight = embed_avg / cluster_size`` with Laplace smoothing (``eps``);
+    3. restarts dead codes: every code whose EMA ``cluster_size`` (roughly its expected count per
+       batch) is below ``dead_code_threshold`` becomes a random latent of the batch, with
+       ``cluster_size = dead_code_threshold`` and ``embed_avg = code * dead_code_threshold``.
+       ``dead_code_threshold=0`` disables restarts.
+
+    Under ``torch.distributed`` the counts, sums and k-means statistics are all-reduced and the
+    restart samples come from rank 0, so all replicas keep identical codebooks.
+    State-dict keys: ``embedding.weight``, ``embedding.cluster_size``, ``embedding.embed_avg``
+    (taming's ``EMAVectorQuantizer`` names) and ``initialized``. Statistics are kept in float32.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        beta: float = 0.25,
+        dead_code_threshold: float = 1.0,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        super().__init__()
+        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
+        self.dim = check_positive_int(dim, "dim")
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.kmeans_iters = check_positive_int(kmeans_iters, "kmeans_iters")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if dead_code_threshold < 0:
+            raise ValueError(
+                f"dead_code_threshold must be >= 0 (0 disables restarts), got {dead_code_threshold}"
+            )
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.beta = float(beta)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.kmeans_init = bool(kmeans_init)
+        self.embedding = EMACodebook(codebook_size, dim)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        check_latent(z, self.dim, type(self).__name__)
+        b, _, h, w = z.shape
+        flat = rearrange(z, "b d h w -> (b h w) d").detach().float()
+        if self.training and not bool(self.initialized):
+            self._init_kmeans(flat)
+        indices = nearest_code(flat, self.embedding.weight, self.chunk_size)
+        q = F.embedding(indices, self.embedding.weight)
+        q = rearrange(q, "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
+        if self.training:
+            self._ema_update(flat, indices)
+
+        loss = self.beta * F.mse_loss(z.float(), q.float())
+        z_q = z + (q - z).detach()
+        indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
+        perplexity, usage = code_statistics(indices, self.codebook_size)
+        return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
+
+    @torch.no_grad()
+    def _init_kmeans(self, flat: Tensor) -> None:
+        centroids = kmeans(flat, self.codebook_size, self.kmeans_iters)
+        self.embedding.weight.copy_(centroids)
+        self.embedding.embed_avg.copy_(centroids)
+        self.embedding.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, indices: Tensor) -> None:
+        book = self.embedding
+        counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
+        sums = torch.zeros(self.codebook_size, self.dim, device=flat.device).index_add_(0, indices, flat)
+        sums = _all_reduce_sum(sums)
+        cluster_size = book.cluster_size.float().mul(self.decay).add(counts, alpha=1.0 - self.decay)
+        embed_avg = book.embed_avg.float().mul(self.decay).add(sums, alpha=1.0 - self.decay)
+        total = cluster_size.sum()
+        smoothed = (cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        weight = embed_avg / smoothed[:, None]
+
+        dead = cluster_size < self.dead_code_threshold
+        n_dead = int(dead.sum())
+        if n_dead:
+            fresh = _sample_rows(flat, n_dead)
+            weight[dead] = fresh
+            cluster_size[dead] = self.dead_code_threshold
+            embed_avg[dead] = fresh * self.dead_code_threshold
+        book.cluster_size.copy_(cluster_size)
+        book.embed_avg.copy_(embed_avg)
+        book.weight.copy_(weight)
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]``."""
+        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
+        check_index_range(indices, self.codebook_size, type(self).__name__)
+        return rearrange(F.embedding(indices.long(), self.embedding.weight), "b h w d -> b d h w")

@@ -1,0 +1,143 @@
+"""Nearest-neighbour vector quantizer trained by gradients (VQ-VAE / VQGAN / MoVQGAN)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    Quantizer,
+    QuantizerOutput,
+    check_index_range,
+    check_indices,
+    check_latent,
+    check_positive_int,
+    code_statistics,
+    nearest_code,
+)
+
+
+class VectorQuantizer(Quantizer):
+    """Codebook of ``codebook_size`` vectors; every latent position takes its nearest code.
+
+    Input: ``z`` ``[B, dim, H, W]``, any float dtype. Output :class:`QuantizerOutput` with ``z_q``
+    ``[B, dim, H, W]`` in ``z``'s dtype (straight-through gradient ``z + (q - z).detach()``),
+    indices ``[B, H, W]`` in ``[0, codebook_size)`` (``[B, groups, H, W]`` when ``groups > 1``).
+
+    - ``legacy=True`` places ``beta`` like taming / MoVQGAN ``VectorQuantizer2``:
+      ``mean((sg[q] - z)^2) + beta * mean((q - sg[z])^2)``; ``legacy=False`` puts ``beta`` on the
+      commitment term: ``mean((q - sg[z])^2) + beta * mean((sg[q] - z)^2)``.
+    - ``code_dim`` (ViT-VQGAN factorised codes): the search runs in a ``code_dim`` space reached by a
+      linear ``project_in`` (dim -> code_dim) and left by ``project_out`` (code_dim -> dim).
+    - ``l2_normalize``: latent and codes are L2-normalised before the search (cosine similarity);
+      the quantized vector is then the normalised code.
+    - ``groups > 1`` (MoVQ multichannel quantization): the (projected) channels are split into
+      ``groups`` contiguous parts of ``C / groups`` channels, each quantized with one shared codebook
+      of dimension ``C / groups``. Perplexity and usage are computed over all groups together.
+
+    The search is done in float32 in chunks of ``chunk_size`` positions (see ``nearest_code``).
+    State-dict keys: ``embedding.weight`` (``[codebook_size, C / groups]``), plus
+    ``project_in.{weight,bias}`` and ``project_out.{weight,bias}`` when ``code_dim`` is set.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        beta: float = 0.25,
+        legacy: bool = True,
+        l2_normalize: bool = False,
+        code_dim: int | None = None,
+        groups: int = 1,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        super().__init__()
+        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
+        self.dim = check_positive_int(dim, "dim")
+        self.groups = check_positive_int(groups, "groups")
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        if code_dim is not None:
+            check_positive_int(code_dim, "code_dim")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        search_dim = code_dim if code_dim is not None else dim
+        if search_dim % groups:
+            raise ValueError(
+                f"groups must divide the quantized channel count ({'code_dim' if code_dim else 'dim'}="
+                f"{search_dim}), got groups={groups}"
+            )
+        self.beta = float(beta)
+        self.legacy = bool(legacy)
+        self.l2_normalize = bool(l2_normalize)
+        self.code_dim = code_dim
+        self.search_dim = search_dim
+        self.embedding = nn.Embedding(codebook_size, search_dim // groups)
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if code_dim is not None:
+            self.project_in = nn.Linear(dim, code_dim)
+            self.project_out = nn.Linear(code_dim, dim)
+        else:
+            self.project_in = None
+            self.project_out = None
+
+    def indices_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (height, width) if self.groups == 1 else (self.groups, height, width)
+
+    def _codebook(self) -> Tensor:
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=-1) if self.l2_normalize else weight
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        check_latent(z, self.dim, type(self).__name__)
+        b, _, h, w = z.shape
+        x = rearrange(z, "b d h w -> b h w d")
+        if self.project_in is not None:
+            x = self.project_in(x)
+        x = rearrange(x, "b h w (g c) -> b g h w c", g=self.groups)
+        if self.l2_normalize:
+            x = F.normalize(x, dim=-1)
+        codebook = self._codebook()
+        flat = rearrange(x, "b g h w c -> (b g h w) c")
+        indices = nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+        q = F.embedding(indices, codebook).to(x.dtype)
+        q = rearrange(q, "(b g h w) c -> b g h w c", b=b, g=self.groups, h=h, w=w)
+
+        codebook_term = F.mse_loss(q.float(), x.detach().float())
+        commit_term = F.mse_loss(x.float(), q.detach().float())
+        if self.legacy:
+            loss = commit_term + self.beta * codebook_term
+        else:
+            loss = codebook_term + self.beta * commit_term
+
+        x_q = x + (q - x).detach()
+        x_q = rearrange(x_q, "b g h w c -> b h w (g c)")
+        if self.project_out is not None:
+            x_q = self.project_out(x_q)
+        z_q = rearrange(x_q, "b h w d -> b d h w").to(z.dtype)
+
+        indices = rearrange(indices, "(b g h w) -> b g h w", b=b, g=self.groups, h=h, w=w)
+        if self.groups == 1:
+            indices = indices[:, 0]
+        perplexity, usage = code_statistics(indices, self.codebook_size)
+        return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """``indices`` ``[B, H, W]`` (or ``[B, groups, H, W]``) -> ``z_q`` ``[B, dim, H, W]``."""
+        name = type(self).__name__
+        if self.groups == 1:
+            check_indices(indices, 3, name, "[B, H, W]")
+            indices = indices[:, None]
+        else:
+            check_indices(indices, 4, name, f"[B, {self.groups}, H, W]")
+            if indices.shape[1] != self.groups:
+                raise ValueError(
+                    f"{name}.embed expects {self.groups} groups on axis 1, got {indices.shape[1]}"
+                )
+        check_index_range(indices, self.codebook_size, name)
+        q = F.embedding(indices.long(), self._codebook())
+        x = rearrange(q, "b g h w c -> b h w (g c)")
+        if self.project_out is not None:
+            x = self.project_out(x)
+        return rearrange(x, "b h w d -> b d h w")
