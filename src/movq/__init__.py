@@ -8,6 +8,8 @@
 
 from movq.codec import Codec, CodecOutput
 from movq.config import PRESETS, CodecConfig, get_preset
+from movq.dvae import DVAE, DVAEConfig
+from movq.hub import list_models
 from movq.loader import DEFAULT_MODEL, load
 from movq.modules import Decoder, Encoder, SpatialNorm
 from movq.quantizers import Quantizer, QuantizerOutput
@@ -20,11 +22,14 @@ __all__ = [
     "Codec",
     "CodecConfig",
     "CodecOutput",
+    "DVAE",
+    "DVAEConfig",
     "Decoder",
     "Encoder",
     "Quantizer",
     "QuantizerOutput",
     "SpatialNorm",
     "get_preset",
+    "list_models",
     "load",
 ]

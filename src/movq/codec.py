@@ -179,14 +179,31 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- persistence
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "movq") -> Path:  # noqa: A002
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically).
+
+        ``format="diffusers"`` writes ``config.json`` + ``diffusion_pytorch_model.safetensors`` for
+        ``diffusers.VQModel.from_pretrained`` instead (see :mod:`movq.hub.export`).
+        """
+        if format == "diffusers":
+            from movq.hub.export import save_diffusers
+
+            return save_diffusers(self, save_directory)
+        if format != "movq":
+            raise ValueError(f"format must be 'movq' or 'diffusers', got {format!r}")
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(self.config.to_json() + "\n"))
         return directory
+
+    def push_to_hub(self, repo_id: str, *, format: str = "movq", **kwargs: Any) -> Any:  # noqa: A002
+        """Upload this codec to the Hugging Face Hub repo ``repo_id`` in ``format`` ("movq" or
+        "diffusers"); keyword arguments go to :func:`movq.hub.export.push_to_hub`."""
+        from movq.hub.export import push_to_hub
+
+        return push_to_hub(self, repo_id, format=format, **kwargs)
 
     @classmethod
     def from_pretrained(

@@ -1,0 +1,132 @@
+"""Fetching registered weights: Hugging Face Hub (cache, revision, offline), plain URLs, package folders.
+
+Every failure to get a file becomes :class:`WeightsNotAvailableError` (a ``FileNotFoundError``)
+that names the repo / URL, the file, and how to provide it locally, instead of a traceback from
+the network stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from movq.hub.registry import PACKAGE_WEIGHTS, ModelSpec
+
+
+class WeightsNotAvailableError(FileNotFoundError):
+    """The weights of a registered model could not be found locally nor downloaded."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fetch(
+    spec: ModelSpec,
+    *,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> list[Path]:
+    """Local paths of ``spec``'s files (one per ``spec.filenames``; for ``package`` models, the folder).
+
+    ``revision`` overrides the registry's pinned revision. ``local_files_only=True`` or
+    ``HF_HUB_OFFLINE=1`` never touches the network. ``token`` defaults to the usual Hub
+    environment (``HF_TOKEN`` / ``huggingface-cli login``).
+    """
+    if spec.source == "package":
+        folder = package_folder(spec)
+        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+            raise WeightsNotAvailableError(
+                f"model {spec.name!r} is shipped inside the package at {folder}, but config.json and "
+                "model.safetensors are not there (yet). Put a folder written by Codec.save_pretrained "
+                "there, or load such a folder by path: movq.load('/path/to/folder')."
+            )
+        return [folder]
+    if spec.source == "hub":
+        return [_hub_file(spec, name, revision, local_files_only, cache_dir, token) for name in spec.filenames]
+    return [_url_file(spec, url, name, local_files_only, cache_dir) for url, name in zip(spec.urls, spec.filenames)]
+
+
+def package_folder(spec: ModelSpec) -> Path:
+    """Where a ``package`` model's folder lives (``movq/weights/<name>``)."""
+    return PACKAGE_WEIGHTS / (spec.package_dir or spec.name)
+
+
+def _hub_file(
+    spec: ModelSpec,
+    filename: str,
+    revision: str | None,
+    local_files_only: bool,
+    cache_dir: str | os.PathLike | None,
+    token: str | bool | None,
+) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    rev = revision or spec.revision
+    offline = local_files_only or _offline()
+    where = f"{spec.repo_id}/{spec.subfolder + '/' if spec.subfolder else ''}{filename}@{rev}"
+    try:
+        return Path(
+            hf_hub_download(
+                spec.repo_id, filename, subfolder=spec.subfolder, revision=rev,
+                local_files_only=offline, cache_dir=cache_dir, token=token,
+            )
+        )
+    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, OSError) as error:
+        reason = (
+            "offline (HF_HUB_OFFLINE=1 or local_files_only=True) and the file is not in the Hub cache"
+            if offline
+            else f"download failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        )
+        raise WeightsNotAvailableError(
+            f"cannot get {spec.name!r} from the Hugging Face Hub: hf://{where}: {reason}. "
+            f"To use it without network, download it once (`huggingface-cli download {spec.repo_id} "
+            f"{(spec.subfolder + '/') if spec.subfolder else ''}{filename} --revision {rev}`), or pass the "
+            f"local file to movq.load('/path/to/{filename}'{_preset_hint(spec)})."
+        ) from None
+
+
+def _preset_hint(spec: ModelSpec) -> str:
+    return f", preset={spec.preset!r}" if spec.preset else ""
+
+
+def url_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Cache of files that come from plain URLs: ``<HF_HUB_CACHE>/movq-urls``."""
+    if cache_dir is not None:
+        return Path(cache_dir) / "movq-urls"
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE", constants.HF_HUB_CACHE)) / "movq-urls"
+
+
+def _url_file(
+    spec: ModelSpec, url: str, filename: str, local_files_only: bool, cache_dir: str | os.PathLike | None
+) -> Path:
+    target = url_cache_dir(cache_dir) / hashlib.sha256(url.encode()).hexdigest()[:16] / filename
+    if target.is_file():
+        return target
+    how = (
+        f"Download {url} yourself and save it as {target}, or pass the local file to "
+        f"movq.load('/path/to/{filename}'{_preset_hint(spec)})."
+    )
+    if local_files_only or _offline():
+        raise WeightsNotAvailableError(
+            f"cannot get {spec.name!r}: offline (HF_HUB_OFFLINE=1 or local_files_only=True) and "
+            f"{filename} is not cached. {how}"
+        )
+    from huggingface_hub.file_download import http_get
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".incomplete")
+    try:
+        with open(partial, "wb") as handle:
+            http_get(url, handle)
+        os.replace(partial, target)
+    except Exception as error:  # network stack errors vary by backend; report them uniformly
+        partial.unlink(missing_ok=True)
+        raise WeightsNotAvailableError(f"cannot download {spec.name!r} ({filename}) from {url}: {error}. {how}") from None
+    return target

@@ -1,0 +1,196 @@
+"""Checkpoint key formats: detection, unwrapping (Lightning, EMA, extras) and config inference.
+
+The codec's own state-dict keys are the original taming / MoVQGAN keys (``encoder.down.1.block.0``,
+``decoder.up.3.attn.0.norm.conv_y``, ``quantize.embedding``), so an ``original`` checkpoint loads as
+is. A ``lightning`` checkpoint is the same keys inside ``{"state_dict": ...}`` next to training
+state; ``diffusers`` keys are converted by :mod:`movq.hub.diffusers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from movq.config import PRESETS, CodecConfig, GumbelConfig, VQConfig, get_preset
+
+logger = logging.getLogger(__name__)
+
+HARMLESS_PREFIXES = ("loss.", "discriminator.", "perceptual_loss.", "lpips.")
+"""Training-only modules stored next to the codec (GAN discriminator, LPIPS): dropped on load."""
+EMA_PREFIX = "model_ema."
+"""LitEma (taming / latent-diffusion / MoVQGAN): shadow of parameter ``a.b.c`` stored as
+``model_ema.abc`` (dots removed), plus ``model_ema.decay`` and ``model_ema.num_updates``."""
+EMA_BOOKKEEPING = ("decay", "num_updates")
+WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
+"""Prefixes under which codec keys may sit (DDP, latent-diffusion's first stage, wrappers)."""
+
+
+def detect_format(state: Mapping[str, Any]) -> str:
+    """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys) or
+    ``"dalle"`` (OpenAI dVAE ``blocks.*`` keys); ``ValueError`` when none fits."""
+    keys = list(state)
+    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
+        return "diffusers"
+    if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
+        return "original"
+    if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
+        return "dalle"
+    raise ValueError(
+        "unrecognised checkpoint keys (neither taming/MoVQGAN, diffusers VQModel nor DALL-E dVAE): "
+        f"first keys {keys[:8]}"
+    )
+
+
+def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]:
+    """The codec's state dict out of whatever a checkpoint file held.
+
+    Accepts a plain state dict, a Lightning checkpoint (``{"state_dict": ...}``) and codec keys
+    under a wrapper prefix (``module.``, ``first_stage_model.``...). Drops training-only extras
+    (:data:`HARMLESS_PREFIXES`). EMA shadow weights (``model_ema.*``) replace the raw weights when
+    ``ema`` is ``None`` (prefer EMA when present) or ``True`` (EMA required); ``ema=False`` drops them.
+    """
+    state = _find_state_dict(obj)
+    state = _strip_wrapper(state)
+    dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES))
+    if dropped:
+        logger.info("dropping %d training-only keys (%s ...)", len(dropped), dropped[0])
+    state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES)}
+    return apply_ema(state, ema=ema)
+
+
+def _find_state_dict(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(obj.get(key), Mapping):
+            return dict(obj[key])
+    if "model" in obj and isinstance(obj["model"], Mapping) and all(isinstance(k, str) for k in obj["model"]):
+        inner = obj["model"]
+        if any(isinstance(v, Tensor) for v in inner.values()):
+            return dict(inner)
+    bad = sorted(str(k) for k, v in obj.items() if not isinstance(v, Tensor))
+    if bad:
+        raise ValueError(f"checkpoint is not a state dict: entries {bad[:8]} are not tensors")
+    return dict(obj)
+
+
+def _strip_wrapper(state: dict[str, Any]) -> dict[str, Any]:
+    if any(k.startswith(("encoder.", "decoder.")) for k in state):
+        return state
+    for prefix in WRAPPER_PREFIXES:
+        if any(k.startswith(prefix + "encoder.") for k in state):
+            logger.info("reading codec keys under %r", prefix)
+            inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            ema = {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+            return {**inner, **ema}
+    return state
+
+
+def apply_ema(state: dict[str, Tensor], *, ema: bool | None = None) -> dict[str, Tensor]:
+    """Replace weights by their ``model_ema.*`` shadows (see :data:`EMA_PREFIX`) and drop the EMA keys."""
+    shadows = {
+        k[len(EMA_PREFIX):]: v
+        for k, v in state.items()
+        if k.startswith(EMA_PREFIX) and k[len(EMA_PREFIX):] not in EMA_BOOKKEEPING
+    }
+    base = {k: v for k, v in state.items() if not k.startswith(EMA_PREFIX)}
+    if ema is True and not shadows:
+        raise ValueError("ema=True but the checkpoint has no EMA weights (no 'model_ema.*' keys)")
+    if ema is False or not shadows:
+        return base
+    by_flat_name: dict[str, str] = {}
+    for key in base:
+        flat = key.replace(".", "")
+        if flat in by_flat_name:
+            raise ValueError(f"EMA names are ambiguous: {key!r} and {by_flat_name[flat]!r} both flatten to {flat!r}")
+        by_flat_name[flat] = key
+    unmatched = sorted(s for s in shadows if s not in by_flat_name)
+    if unmatched:
+        raise ValueError(f"EMA weights without a matching model weight: {unmatched[:20]}")
+    for flat, value in shadows.items():
+        base[by_flat_name[flat]] = value
+    logger.info("using EMA weights for %d of %d tensors", len(shadows), len(base))
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture inference from an original-format state dict.
+
+_LEVEL = re.compile(r"^encoder\.down\.(\d+)\.block\.(\d+)\.conv2\.weight$")
+
+
+def infer_config(state: Mapping[str, Tensor], preset: str | None = None) -> CodecConfig:
+    """The :class:`CodecConfig` an original-format state dict needs.
+
+    With ``preset`` given, that preset is returned (the strict load then checks it). Otherwise
+    the architecture is read from the shapes; if it equals a preset's architecture, that preset
+    (with its name) is returned, else a ``custom`` config.
+    """
+    if preset is not None:
+        return get_preset(preset)
+    try:
+        config = _config_from_shapes(state)
+    except KeyError as error:
+        raise ValueError(
+            f"cannot infer the architecture: key {error} is missing; pass preset= (one of {sorted(PRESETS)})"
+        ) from None
+    for candidate in PRESETS.values():
+        if _same_architecture(candidate, config):
+            return get_preset(candidate.name)
+    return config
+
+
+def _config_from_shapes(state: Mapping[str, Tensor]) -> CodecConfig:
+    ch = state["encoder.conv_in.weight"].shape[0]
+    levels: dict[int, dict[int, int]] = {}
+    for key, value in state.items():
+        match = _LEVEL.match(key)
+        if match:
+            levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
+    if not levels:
+        raise KeyError("encoder.down.0.block.0.conv2.weight")
+    ch_mult = tuple(levels[i][0] // ch for i in range(len(levels)))
+    num_res_blocks = len(levels[0])
+    resolution = 256
+    attn = tuple(resolution // 2**i for i in range(len(levels)) if f"encoder.down.{i}.attn.0.q.weight" in state)
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    embed_dim = state["quant_conv.weight"].shape[0]
+    norm = "spatial" if "decoder.norm_out.conv_y.weight" in state else "group"
+    quantizer: Any
+    if "quantize.embedding.weight" in state:
+        codebook = state["quantize.embedding.weight"]
+        if "quantize.project_in.weight" in state:
+            code_dim = state["quantize.project_in.weight"].shape[0]
+            quantizer = VQConfig(codebook_size=codebook.shape[0], code_dim=code_dim, groups=code_dim // codebook.shape[1])
+        else:
+            quantizer = VQConfig(codebook_size=codebook.shape[0], groups=max(1, embed_dim // codebook.shape[1]))
+    elif "quantize.embed.weight" in state:
+        quantizer = GumbelConfig(codebook_size=state["quantize.embed.weight"].shape[0])
+    else:
+        raise KeyError("quantize.embedding.weight")
+    return CodecConfig(
+        ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn, resolution=resolution,
+        z_channels=z_channels, embed_dim=embed_dim, norm=norm, quantizer=quantizer,
+        in_channels=state["encoder.conv_in.weight"].shape[1], out_channels=state["decoder.conv_out.weight"].shape[0],
+    )
+
+
+def attention_levels(config: CodecConfig) -> tuple[int, ...]:
+    """Resolution levels (0 = full size) that have attention blocks."""
+    return tuple(i for i in range(len(config.ch_mult)) if config.resolution // 2**i in config.attn_resolutions)
+
+
+def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
+    fields = ("in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm")
+    if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
+        return False
+    qa, qb = a.quantizer, b.quantizer
+    if type(qa) is not type(qb) or a.codebook_size != b.codebook_size:
+        return False
+    if isinstance(qa, VQConfig):
+        return (qa.groups, qa.code_dim) == (qb.groups, qb.code_dim)
+    return True

@@ -1,0 +1,142 @@
+"""The registry of published codecs: one :class:`ModelSpec` per name, and :func:`list_models`.
+
+A spec says where the weights live (a Hugging Face Hub repo + file, a plain URL, or a folder
+shipped inside the package), which architecture they need (a preset name, or ``None`` when the
+source carries its own config) and in which key format they are stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Format = Literal["movq", "original", "diffusers", "lightning", "dalle"]
+"""Key formats: ``movq`` (a ``save_pretrained`` folder), ``original`` (taming / MoVQGAN keys),
+``diffusers`` (``VQModel`` keys), ``lightning`` (original keys inside a ``state_dict`` wrapper),
+``dalle`` (OpenAI's pickled ``encoder.pkl`` / ``decoder.pkl`` modules)."""
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+"""Folder of weights shipped inside the package (``src/movq/weights``)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a published codec lives and how to read it.
+
+    - ``source``: ``"hub"`` (``repo_id`` / ``filename`` / ``subfolder`` at ``revision``), ``"url"``
+      (``urls``, cached under the Hub cache), or ``"package"`` (``package_dir`` inside ``movq/weights``).
+    - ``filename`` may name several files (DALL·E's encoder and decoder) separated by ``","``.
+    - ``preset``: the :mod:`movq.config` preset the weights need (``None``: read from the source's config).
+    - ``size``: human-readable parameter count; ``description``: one line for :func:`list_models`.
+    """
+
+    name: str
+    source: Literal["hub", "url", "package"]
+    format: Format
+    description: str
+    size: str
+    preset: str | None = None
+    repo_id: str | None = None
+    filename: str | None = None
+    subfolder: str | None = None
+    revision: str = "main"
+    urls: tuple[str, ...] = ()
+    package_dir: str | None = None
+
+    @property
+    def filenames(self) -> tuple[str, ...]:
+        return tuple(f for f in (self.filename or "").split(",") if f)
+
+    @property
+    def location(self) -> str:
+        """Human-readable origin: ``hf://repo/subfolder/file@revision``, the URL, or the folder."""
+        if self.source == "hub":
+            parts = [self.repo_id or "", self.subfolder or "", self.filename if len(self.filenames) == 1 else ""]
+            return "hf://" + "/".join(p for p in parts if p) + f"@{self.revision}"
+        if self.source == "url":
+            return ", ".join(self.urls)
+        return str(PACKAGE_WEIGHTS / (self.package_dir or self.name))
+
+
+_MOVQGAN = "ai-forever/MoVQGAN"
+_TAMING = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "sber-movqgan-67m", "hub", "original",
+            "SBER-MoVQGAN 67M, f=8, 16384 codes, LAION HighRes 256px (Kandinsky 2.1's codec)",
+            "67.8M", preset="movqgan-67m", repo_id=_MOVQGAN, filename="movqgan_67M.ckpt",
+        ),
+        ModelSpec(
+            "sber-movqgan-102m", "hub", "original",
+            "SBER-MoVQGAN 102M, f=8, 16384 codes, 4 res blocks per level",
+            "101.6M", preset="movqgan-102m", repo_id=_MOVQGAN, filename="movqgan_102M.ckpt",
+        ),
+        ModelSpec(
+            "sber-movqgan-270m", "hub", "original",
+            "SBER-MoVQGAN 270M, f=8, 16384 codes, 2x channels",
+            "270.7M", preset="movqgan-270m", repo_id=_MOVQGAN, filename="movqgan_270M.ckpt",
+        ),
+        ModelSpec(
+            "kandinsky-2.2-movq", "hub", "diffusers",
+            "Kandinsky 2.2 decoder's MoVQ (diffusers VQModel, spatial norm, f=8, 16384 codes)",
+            "67.8M", repo_id="kandinsky-community/kandinsky-2-2-decoder",
+            filename="config.json,diffusion_pytorch_model.safetensors", subfolder="movq",
+        ),
+        ModelSpec(
+            "sber-vqgan", "hub", "lightning",
+            "SBER-VQGAN: taming gumbel f8 fine-tuned by Sber (ruDALL-E), 8192 codes",
+            "69.0M", preset="vqgan-gumbel-f8-8192", repo_id="shonenkov/rudalle-utils",
+            filename="vqgan.gumbelf8-sber.model.ckpt",
+        ),
+        ModelSpec(
+            "vqgan-imagenet-f16-16384", "url", "lightning",
+            "taming-transformers VQGAN, ImageNet, f=16, 16384 codes",
+            "76.1M", preset="vqgan-f16-16384", filename="vqgan_imagenet_f16_16384.ckpt",
+            urls=(_TAMING.format("a7530b09fed84f80a887"),),
+        ),
+        ModelSpec(
+            "vqgan-gumbel-f8-openimages", "url", "lightning",
+            "taming-transformers VQGAN, Open Images, f=8, 8192 codes, Gumbel quantizer",
+            "69.0M", preset="vqgan-gumbel-f8-8192", filename="vqgan_gumbel_f8_8192.ckpt",
+            urls=(_TAMING.format("2e5662443a6b4307b470"),),
+        ),
+        ModelSpec(
+            "dalle-dvae", "url", "dalle",
+            "OpenAI DALL-E dVAE, f=8, 8192 codes (Gumbel-trained), logit-Laplace decoder",
+            "97.6M", filename="encoder.pkl,decoder.pkl",
+            urls=("https://cdn.openai.com/dall-e/encoder.pkl", "https://cdn.openai.com/dall-e/decoder.pkl"),
+        ),
+        ModelSpec(
+            "movqgan-tiny-photos", "package", "movq",
+            "movqgan-tiny trained by the movq project on photos, shipped inside the package",
+            "3.2M", preset="movqgan-tiny", package_dir="movqgan-tiny-photos",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name``; ``KeyError`` listing the known names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(REGISTRY)}") from None
+
+
+def list_models() -> list[dict[str, str]]:
+    """One dict per registered model: ``name``, ``source`` (where the weights come from),
+    ``format``, ``size`` (parameters) and ``description``, sorted by name."""
+    return [
+        {
+            "name": spec.name,
+            "source": spec.location,
+            "format": spec.format,
+            "size": spec.size,
+            "description": spec.description,
+        }
+        for spec in sorted(REGISTRY.values(), key=lambda s: s.name)
+    ]
