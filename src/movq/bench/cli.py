@@ -1,0 +1,131 @@
+"""``movq-bench``: reconstruction metrics of codecs on image folders, and codec speed.
+
+Usage::
+
+    movq-bench --model NAME_OR_PATH [--model ...] --data DIR [--resolution 256] [--batch-size 32]
+               [--metrics fid,is,ssim,psnr,l1,lpips] [--by-domain] [--out results.json]
+               [--limit N] [--device cuda] [--dtype bf16] [--cache DIR]
+    torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
+    movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
+
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
+
+
+def _metrics(text: str) -> list[str]:
+    names = [m.strip().lower().replace("-", "_") for m in text.split(",") if m.strip()]
+    return list(dict.fromkeys(names))
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="movq-bench", description="Reconstruction benchmark of movq codecs on an image folder.")
+    p.add_argument("--model", action="append", required=True, help="model name, codec folder or checkpoint (repeatable)")
+    p.add_argument("--data", required=True, help="image folder: flat (FFHQ), class subfolders (ImageNet) or domains")
+    p.add_argument("--by-domain", action="store_true", help="one row per top-level subfolder plus a count-weighted 'all'")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--metrics", type=_metrics, default=["fid", "ssim", "psnr", "l1"],
+                   help="comma list from fid,is,ssim,ms_ssim,psnr,l1,lpips (default fid,ssim,psnr,l1)")
+    p.add_argument("--out", help="write results.json here")
+    p.add_argument("--markdown", help="also write the Markdown report here")
+    p.add_argument("--limit", type=int, help="use at most N images (per domain with --by-domain)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="codec dtype (bf16 is much faster on AMX CPUs)")
+    p.add_argument("--cache", help="resume cache folder (per-shard statistics)")
+    p.add_argument("--cache-interval", type=float, default=60.0, help="seconds between cache saves (0: every chunk)")
+    p.add_argument("--chunk-size", type=int, default=256, help="images per resumable / sharded chunk")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    p.add_argument("--feature-extractor", default="inception", help="inception | random[:SEED] | package.module:factory")
+    p.add_argument("--inception-weights", help="local pt_inception-2015-12-05-6726825d.pth (or a TF-layout TorchScript)")
+    p.add_argument("--no-download", action="store_true", help="never download weights")
+    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
+    p.add_argument("--lpips-weights", help="local LPIPS weights file")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-chunks", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def speed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="movq-bench speed", description="Encode / decode throughput and peak memory.")
+    p.add_argument("--model", action="append", required=True)
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="write the rows as JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 ok, 2 user error, 3 interrupted by --max-chunks)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["speed"]:
+            return _speed(speed_parser().parse_args(argv[1:]))
+        return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
+    except (BenchError, ValueError, FileNotFoundError) as err:
+        print(f"movq-bench: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except BenchInterrupted as err:
+        print(f"movq-bench: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from movq.bench.speed import run_speed, speed_table
+
+    rows = run_speed(args.model, args.resolution, args.batch_size, args.iters, args.warmup, args.device,
+                     DTYPES[args.dtype], args.threads)
+    print(speed_table(rows), end="")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from movq.bench.report import markdown, results_json, write_json
+    from movq.bench.runner import Runner
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(
+        models=args.model, data=args.data, resolution=args.resolution, batch_size=args.batch_size,
+        metrics=args.metrics, by_domain=args.by_domain, limit=args.limit, device=args.device, dtype=args.dtype,
+        cache=args.cache, cache_interval=args.cache_interval, chunk_size=args.chunk_size, workers=args.workers,
+        feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
+        lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
+        progress=not args.no_progress, max_chunks=args.max_chunks,
+    )
+    runner = Runner(cfg)
+    try:
+        outcome = runner.run()
+        if runner.ctx.is_main:
+            result = results_json(runner, outcome)
+            report = markdown(result)
+            print(report, end="")
+            if args.out:
+                write_json(result, args.out)
+            if args.markdown:
+                Path(args.markdown).write_text(report)
+    finally:
+        runner.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Image folders for the bench: discovery (ImageNet / FFHQ / domain layouts), decoding and preprocessing.
+
+Preprocessing (printed with every result): EXIF orientation applied; palette / gray / CMYK /
+16-bit images converted to 8-bit RGB; transparent images composited on white; the shorter side
+resized to ``resolution`` with PIL's bicubic filter (antialiased when downscaling); centre crop
+to ``resolution x resolution``. Images smaller than the resolution are upscaled and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
+ROOT_DOMAIN = "(root)"
+ALL = "all"
+PREPROCESSING = (
+    "EXIF-transposed, converted to 8-bit RGB (alpha composited on white), shorter side resized to "
+    "{res} px (PIL bicubic, antialiased), centre crop {res}x{res}"
+)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One candidate file: ``path`` (absolute), ``rel`` (relative to the data root, POSIX), ``domain``."""
+
+    path: str
+    rel: str
+    domain: str
+
+
+@dataclass
+class Discovery:
+    """Result of scanning a data folder: image ``records`` (sorted by ``rel``) and non-image files ``skipped``."""
+
+    records: list[ImageRecord]
+    skipped: list[dict[str, str]]
+
+
+def discover(root: str | Path, by_domain: bool = False) -> Discovery:
+    """List image files under ``root`` recursively (hidden files and folders ignored), sorted.
+
+    Without ``by_domain`` every image belongs to the domain ``"all"`` (ImageNet class folders and
+    flat FFHQ folders alike). With ``by_domain`` the domain is the top-level subfolder (files
+    directly in ``root`` get ``"(root)"``). Files with other extensions are returned in ``skipped``.
+    Raises ``FileNotFoundError`` / ``NotADirectoryError`` / ``ValueError`` (no images) with the path.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"--data must be a folder of images, got the file {root}")
+    records: list[ImageRecord] = []
+    skipped: list[dict[str, str]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append({"path": rel, "reason": f"not an image file (extension {path.suffix or 'none'!r})"})
+            continue
+        parts = Path(rel).parts
+        domain = (parts[0] if len(parts) > 1 else ROOT_DOMAIN) if by_domain else ALL
+        records.append(ImageRecord(str(path.resolve()), rel, domain))
+    if not records:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    return Discovery(records, skipped)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
+    width, height = image.size
+    short = min(width, height)
+    upscaled = short < resolution
+    if short != resolution:
+        scale = resolution / short
+        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    width, height = image.size
+    left, top = (width - resolution) // 2, (height - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution)), upscaled
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image ``pixels`` uint8 ``[3, R, R]`` (or ``None`` when unreadable, with ``error``)."""
+
+    index: int
+    pixels: Tensor | None
+    upscaled: bool = False
+    error: str = ""
+
+
+def load_image(record: ImageRecord, index: int, resolution: int) -> LoadedImage:
+    """Decode and preprocess one file; never raises for bad data (the error is returned)."""
+    try:
+        with Image.open(record.path) as image:
+            image.load()
+            rgb = to_rgb(image)
+        if min(rgb.size) < 1:
+            raise ValueError("empty image")
+        cropped, upscaled = resize_center_crop(rgb, resolution)
+    except Exception as err:  # corrupt, truncated, unsupported: reported, not fatal
+        return LoadedImage(index, None, error=f"{type(err).__name__}: {err}")
+    pixels = torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return LoadedImage(index, pixels, upscaled)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Map-style dataset over ``records``: item ``i`` -> :class:`LoadedImage` (for a DataLoader)."""
+
+    def __init__(self, records: list[ImageRecord], resolution: int) -> None:
+        self.records, self.resolution = records, resolution
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> LoadedImage:
+        return load_image(self.records[index], index, self.resolution)
+
+
+def collate(items: list[LoadedImage]) -> list[LoadedImage]:
+    """Keep the list as is (batches are stacked after dropping unreadable files)."""
+    return items

@@ -1,0 +1,151 @@
+"""Formatting of bench results: the protocol, Markdown tables in the seeds' layout, and ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import movq
+from movq.bench.data import PREPROCESSING
+
+HEADERS = {"fid": "FID ↓", "is": "IS ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "psnr": "PSNR ↑", "l1": "L1 ↓",
+           "lpips": "LPIPS ↓"}
+DIGITS = {"fid": 3, "is": 3, "ssim": 4, "ms_ssim": 4, "psnr": 2, "l1": 4, "lpips": 4}
+METRIC_DEFINITIONS = {
+    "psnr": "mean over images of 10*log10(1/MSE) on [0,1] RGB (capped at 100 dB)",
+    "ssim": "mean over images of SSIM (pytorch-msssim: Gaussian window 11, sigma 1.5, data range 1)",
+    "ms_ssim": "mean over images of MS-SSIM (pytorch-msssim, 5 scales)",
+    "l1": "mean absolute error on [0,1] RGB",
+    "lpips": "mean over images of LPIPS distance",
+    "fid": "Frechet distance between feature Gaussians of the originals and of their reconstructions "
+           "(float64, scipy sqrtm); biased upward for small sets (needs thousands of images to compare with papers)",
+    "is": "Inception Score of the reconstructions, one split, 1008-way softmax (is_real: of the originals)",
+}
+
+
+def model_info(name: str, codec: movq.Codec, resolution: int) -> dict[str, Any]:
+    """Latent size / codebook size / compression of one codec, for the table's first columns."""
+    f = codec.downsample_factor
+    grid = codec.tokens_shape(resolution, resolution)
+    return {
+        "model": name, "config": codec.config.name, "latent_size": "x".join(str(s) for s in grid),
+        "codebook_size": codec.codebook_size, "compression": f,
+        "parameters": sum(p.numel() for p in codec.parameters()),
+    }
+
+
+def protocol(runner: Any) -> dict[str, Any]:
+    """The protocol block: everything needed to reproduce or compare the numbers."""
+    cfg, ctx = runner.cfg, runner.ctx
+    extractor, lpips = runner.extractor, runner.lpips
+    out: dict[str, Any] = {
+        "data": str(Path(cfg.data).resolve()),
+        "layout": "by-domain (top-level subfolders; 'all' = count-weighted mean)" if cfg.by_domain
+        else "single set (all images under the folder, recursively)",
+        "resolution": cfg.resolution,
+        "preprocessing": PREPROCESSING.format(res=cfg.resolution),
+        "reconstruction": "codec.decode(codec.encode(x)); output clamped to [-1,1] and rounded to 8-bit before metrics",
+        "metrics": list(cfg.metrics),
+        "metric_definitions": {m: METRIC_DEFINITIONS[m] for m in cfg.metrics},
+        "limit": cfg.limit, "dtype": cfg.dtype, "device": str(ctx.device), "batch_size": cfg.batch_size,
+        "world_size": ctx.world_size,
+        "models": [model_info(name, codec, cfg.resolution) for name, codec in runner.codecs.items()],
+        "movq_version": movq.__version__, "torch_version": torch.__version__, "python": platform.python_version(),
+    }
+    if extractor is not None:
+        out["feature_extractor"] = extractor.description
+        out["feature_extractor_standard"] = bool(getattr(extractor, "is_standard", False))
+        if "inception" in type(extractor).__name__.lower():
+            out["fid_preprocessing"] = "pytorch-fid: bilinear resize to 299x299 (align_corners=False), scaled to [-1,1]"
+    if lpips is not None:
+        out["lpips"] = lpips.description
+        out["lpips_standard"] = bool(lpips.is_standard)
+    return out
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def results_json(runner: Any, outcome: dict[str, Any]) -> dict[str, Any]:
+    """``{"protocol", "results", "skipped", "throughput_images_per_s", ...}`` (NaN written as null)."""
+    rows = outcome["stats"].rows()
+    return _clean({
+        "protocol": protocol(runner),
+        "results": rows,
+        "skipped": outcome["skipped"],
+        "upscaled_images": int(outcome["upscaled"]),
+        "throughput_images_per_s": outcome["throughput"],
+        "elapsed_s": outcome["elapsed_s"],
+    })
+
+
+def _fmt(value: Any, metric: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{DIGITS.get(metric, 4)}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Markdown: a protocol list, then the table(s) in the seeds' layout.
+
+    Single set: one row per model (model, latent size, codebook size, compression, then metrics).
+    By domain: one table per metric, domain rows (``all`` first) x model columns.
+    """
+    proto = result["protocol"]
+    metrics = [m for m in proto["metrics"]]
+    lines = ["**Protocol**", ""]
+    lines += [f"- data: `{proto['data']}` ({proto['layout']})", f"- preprocessing: {proto['preprocessing']}",
+              f"- reconstruction: {proto['reconstruction']}", f"- dtype {proto['dtype']} on {proto['device']}, "
+              f"batch {proto['batch_size']}, {proto['world_size']} process(es)"]
+    if "feature_extractor" in proto:
+        label = "" if proto["feature_extractor_standard"] else " — **substitute network: FID/IS not comparable to published numbers**"
+        lines.append(f"- FID/IS features: {proto['feature_extractor']}{label}")
+    if "lpips" in proto:
+        label = "" if proto["lpips_standard"] else " — **non-standard LPIPS weights**"
+        lines.append(f"- LPIPS: {proto['lpips']}{label}")
+    lines.append("")
+    info = {m["model"]: m for m in proto["models"]}
+    rows = result["results"]
+    domains = list(dict.fromkeys(r["domain"] for r in rows))
+    if domains == ["all"]:
+        head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [HEADERS[m] for m in metrics]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            i = info[r["model"]]
+            cells = [r["model"], i["latent_size"], str(i["codebook_size"]), str(i["compression"]), str(r["n_images"])]
+            cells += [_fmt(r.get(m), m) for m in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+    else:
+        models = list(info)
+        order = ["all"] + [d for d in domains if d != "all"]
+        counts = {r["domain"]: r["n_images"] for r in rows}
+        for m in metrics:
+            lines += [f"{HEADERS[m]}:", "", "| domain/model | images | " + " | ".join(models) + " |",
+                      "|" + "---|" * (len(models) + 2)]
+            for d in order:
+                cell = {r["model"]: r.get(m) for r in rows if r["domain"] == d}
+                lines.append(f"| {d} | {counts.get(d, 0)} | " + " | ".join(_fmt(cell.get(k), m) for k in models) + " |")
+            lines.append("")
+    tail = [f"Images skipped: {len(result['skipped'])}" + "".join(f"\n- `{s['path']}`: {s['reason']}" for s in result["skipped"])]
+    if result["upscaled_images"]:
+        tail.append(f"Warning: {result['upscaled_images']} image(s) smaller than {proto['resolution']} px were upscaled.")
+    if result["throughput_images_per_s"]:
+        tail.append(f"Throughput: {result['throughput_images_per_s']:.2f} images/s (all models, this run).")
+    return "\n".join(lines + [""] + tail) + "\n"
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,104 @@
+"""Pluggable feature extractors for FID / IS.
+
+A feature extractor is an ``nn.Module`` that maps images ``[B, 3, H, W]`` in ``[0, 1]`` to a
+:class:`FeatureOutput`: pooled features ``[B, D]`` (for FID) and optionally class logits
+``[B, C]`` (for IS). Any module with that contract and the attributes below can be passed to the
+bench (``--feature-extractor package.module:factory``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class FeatureOutput:
+    """``features`` ``[B, D]`` float32 (FID space) and ``logits`` ``[B, C]`` or ``None`` (no classifier head: no IS)."""
+
+    features: Tensor
+    logits: Tensor | None
+
+
+class FeatureExtractor(nn.Module):
+    """Base class: images ``[B, 3, H, W]`` float in ``[0, 1]`` -> :class:`FeatureOutput`.
+
+    Attributes: ``feature_dim`` (D), ``num_classes`` (C, or ``None`` without logits),
+    ``description`` (what network and weights - printed with the results), ``is_standard``
+    (``True`` only for the reference FID Inception weights; numbers from anything else must be
+    labelled as such).
+    """
+
+    feature_dim: int = 0
+    num_classes: int | None = None
+    description: str = "custom feature extractor"
+    is_standard: bool = False
+
+    def forward(self, images: Tensor) -> FeatureOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class RandomFeatureExtractor(FeatureExtractor):
+    """A small randomly initialised CNN (deterministic for a ``seed``), for tests and smoke runs.
+
+    In ``[B, 3, H, W]`` in ``[0, 1]`` (resized to 64x64), out features ``[B, feature_dim]`` and
+    logits ``[B, num_classes]``. Its FID / IS values are meaningless as image-quality numbers.
+    """
+
+    def __init__(self, feature_dim: int = 32, num_classes: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        self.feature_dim, self.num_classes = feature_dim, num_classes
+        self.description = f"random CNN (seed {seed}, {feature_dim}-d; test only, not a quality measure)"
+        self.is_standard = False
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+             nn.Conv2d(32, feature_dim, 3, stride=2, padding=1)]
+        )
+        self.fc = nn.Linear(feature_dim, num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: Tensor) -> FeatureOutput:
+        x = F.interpolate(images.float() * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
+        for conv in self.convs:
+            x = torch.tanh(conv(x))
+        features = x.mean((2, 3))
+        return FeatureOutput(features, self.fc(features))
+
+
+def build_feature_extractor(
+    spec: str = "inception",
+    weights: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    download: bool = True,
+) -> FeatureExtractor:
+    """Make the feature extractor named by ``spec``, in eval mode on ``device``.
+
+    ``"inception"``: the FID Inception-v3 (:func:`movq.metrics.inception.load_fid_inception`,
+    ``weights`` a local file); ``"random"`` / ``"random:SEED"``: :class:`RandomFeatureExtractor`;
+    ``"package.module:factory"``: ``factory()`` must return a :class:`FeatureExtractor`-like module.
+    """
+    if spec in ("inception", "inception-fid", "fid"):
+        from movq.metrics.inception import load_fid_inception
+
+        model: nn.Module = load_fid_inception(weights, download=download)
+    elif spec == "random" or spec.startswith("random:"):
+        model = RandomFeatureExtractor(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0)
+    elif ":" in spec:
+        module_name, attr = spec.split(":", 1)
+        model = getattr(importlib.import_module(module_name), attr)()
+        for needed in ("feature_dim", "num_classes", "description"):
+            if not hasattr(model, needed):
+                raise TypeError(f"feature extractor {spec!r} lacks the attribute {needed!r}")
+    else:
+        raise ValueError(f"unknown feature extractor {spec!r}: use 'inception', 'random[:SEED]' or 'package.module:factory'")
+    return model.to(device).eval()

