@@ -74,6 +74,7 @@ def speed_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 user error, 3 interrupted by --max-chunks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    threads = torch.get_num_threads()
     try:
         if argv[:1] == ["speed"]:
             return _speed(speed_parser().parse_args(argv[1:]))
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchInterrupted as err:
         print(f"movq-bench: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        torch.set_num_threads(threads)  # --threads must not leak into a calling process
 
 
 def _speed(args: argparse.Namespace) -> int:
@@ -111,7 +114,15 @@ def _run(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
         progress=not args.no_progress, max_chunks=args.max_chunks,
     )
-    runner = Runner(cfg)
+    try:
+        runner = Runner(cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        import movq.bench.dist as dist_helpers
+
+        dist_helpers.teardown_if_initialized()
+        raise
     try:
         outcome = runner.run()
         if runner.ctx.is_main:

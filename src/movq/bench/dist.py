@@ -67,3 +67,11 @@ def teardown(ctx: DistContext) -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def teardown_if_initialized() -> None:
+    """Destroy the default process group if one exists (error paths before a runner owns it)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,41 @@
+"""movq-bench under torchrun: 2 gloo processes give the same results as 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_bench import FAST, _photos, codec_dir, data_dir  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+
+
+def torchrun(nproc: int, args: list[str], tmp_path) -> dict:
+    out = tmp_path / f"r{nproc}.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "movq.bench", *args, "--out", str(out), "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_two_gloo_processes_equal_one(codec_dir, data_dir, tmp_path):  # noqa: F811
+    args = ["--model", str(codec_dir), "--data", str(data_dir), "--metrics", "fid,is,psnr,ssim,l1", *FAST,
+            "--chunk-size", "2", "--cache", str(tmp_path / "cache"), "--cache-interval", "0"]
+    one = torchrun(1, args, tmp_path)
+    two = torchrun(2, args, tmp_path)
+    assert two["protocol"]["world_size"] == 2 and one["protocol"]["world_size"] == 1
+    assert two["skipped"] == one["skipped"] and two["upscaled_images"] == one["upscaled_images"]
+    assert len(one["results"]) == len(two["results"]) == 1
+    a, b = one["results"][0], two["results"][0]
+    assert a["n_images"] == b["n_images"] == 7
+    for key in ("fid", "is", "is_real", "psnr", "ssim", "l1"):
+        assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*/shard*.pt")) == [
+        "shard0-of-1.pt", "shard0-of-2.pt", "shard1-of-2.pt"]
