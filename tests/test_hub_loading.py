@@ -137,6 +137,10 @@ def test_plain_files_in_every_container_load_with_inferred_or_given_preset(tmp_p
         assert loaded.config.name == "movqgan-tiny"
         assert torch.equal(loaded.decoder.conv_out.weight, codec.decoder.conv_out.weight)
     assert movq.load(tmp_path / "w.pt", preset="movqgan-tiny", dtype=torch.float64).dtype == torch.float64
+    # a single file with diffusers keys (no config.json): converted, architecture from the shapes
+    save_file(movq.hub.diffusers.original_to_diffusers(state), tmp_path / "diffusers_keys.safetensors")
+    loaded = movq.load(tmp_path / "diffusers_keys.safetensors")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
 
 
 def lightning_checkpoint(codec: Codec, with_ema: bool) -> tuple[dict, dict[str, torch.Tensor]]:
