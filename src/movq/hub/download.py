@@ -11,7 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from movq.hub.registry import PACKAGE_WEIGHTS, ModelSpec
+from movq.hub import registry
+from movq.hub.registry import ModelSpec
 
 
 class WeightsNotAvailableError(FileNotFoundError):
@@ -19,7 +20,10 @@ class WeightsNotAvailableError(FileNotFoundError):
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env or bool(constants.HF_HUB_OFFLINE)
 
 
 def fetch(
@@ -52,7 +56,7 @@ def fetch(
 
 def package_folder(spec: ModelSpec) -> Path:
     """Where a ``package`` model's folder lives (``movq/weights/<name>``)."""
-    return PACKAGE_WEIGHTS / (spec.package_dir or spec.name)
+    return registry.PACKAGE_WEIGHTS / (spec.package_dir or spec.name)
 
 
 def _hub_file(

@@ -158,7 +158,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     stored) but *calling* it raises :class:`UnsafeCheckpointError`.
     """
 
-    def __init__(self, file: io.BufferedIOBase, archive: zipfile.ZipFile, prefix: str) -> None:
+    def __init__(self, file: io.BufferedIOBase, archive: zipfile.ZipFile | None, prefix: str = "") -> None:
         super().__init__(file)
         self._archive = archive
         self._prefix = prefix
@@ -177,6 +177,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Tensor:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise UnsafeCheckpointError(f"unexpected persistent id in pickle: {_short((pid,))}")
+        if self._archive is None:
+            raise CheckpointReadError("legacy (pre-1.6, non-zip) PyTorch checkpoints are not supported")
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
             raise UnsafeCheckpointError(f"unexpected storage type in pickle: {storage_type!r}")
@@ -197,13 +199,12 @@ def load_pickled_modules(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        return _load_plain_pickle(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
-        raise CheckpointReadError(
-            f"cannot read {path}: not a PyTorch zip archive (truncated, corrupt, or the legacy "
-            f"pre-1.6 format): {error}"
-        ) from None
+        raise CheckpointReadError(f"cannot read {path}: corrupt PyTorch zip archive: {error}") from None
     with archive:
         names = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if len(names) != 1:
@@ -216,6 +217,19 @@ def load_pickled_modules(path: str | Path) -> Any:
             raise UnsafeCheckpointError(f"refusing to load {path}: {error}") from None
         except (pickle.UnpicklingError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as error:
             raise CheckpointReadError(f"cannot read {path} (truncated or corrupt?): {error}") from None
+
+
+def _load_plain_pickle(path: Path) -> Any:
+    """A plain (non-zip) pickle, through the same restricted unpickler (no tensor storages)."""
+    try:
+        with open(path, "rb") as handle:
+            return RestrictedUnpickler(handle, None).load()
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f"refusing to load {path}: {error}") from None
+    except CheckpointReadError as error:
+        raise CheckpointReadError(f"cannot read {path}: {error}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise CheckpointReadError(f"cannot read {path} (truncated, corrupt, or not a checkpoint): {error}") from None
 
 
 def module_state_dict(obj: Any, prefix: str = "") -> dict[str, Tensor]:
