@@ -165,3 +165,17 @@ def test_speed_subcommand(codec_dir, tmp_path, capsys):
     row = json.loads(out.read_text())[0]
     assert row["encode_images_per_s"] > 0 and row["decode_images_per_s"] > 0 and row["peak_memory_mb"] > 0
     assert row["dtype"] == "bfloat16"
+
+
+def test_lpips_metric_is_labelled(codec_dir, tmp_path, capsys):
+    pytest.importorskip("movq.perceptual")
+    photo = _photos()[0]
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(photo, folder / photo.name)
+    code = main(["--model", str(codec_dir), "--data", str(folder), "--metrics", "lpips", *FAST, "--out", str(tmp_path / "r.json")])
+    if code != 0:
+        pytest.skip("no LPIPS weights available offline: " + capsys.readouterr().err.strip())
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert 0 <= result["results"][0]["lpips"] <= 2
+    assert "lpips" in result["protocol"] and isinstance(result["protocol"]["lpips_standard"], bool)

@@ -30,11 +30,15 @@ METRIC_DEFINITIONS = {
 
 def model_info(name: str, codec: movq.Codec, resolution: int) -> dict[str, Any]:
     """Latent size / codebook size / compression of one codec, for the table's first columns."""
-    f = codec.downsample_factor
-    grid = codec.tokens_shape(resolution, resolution)
+    f = getattr(codec, "downsample_factor", None)
+    try:
+        grid = "x".join(str(s) for s in codec.tokens_shape(resolution, resolution))
+    except Exception:
+        grid = f"{resolution // f}x{resolution // f}" if f else "-"
+    config = getattr(codec, "config", None)
     return {
-        "model": name, "config": codec.config.name, "latent_size": "x".join(str(s) for s in grid),
-        "codebook_size": codec.codebook_size, "compression": f,
+        "model": name, "config": getattr(config, "name", type(codec).__name__), "latent_size": grid,
+        "codebook_size": getattr(codec, "codebook_size", None), "compression": f,
         "parameters": sum(p.numel() for p in codec.parameters()),
     }
 
