@@ -1,0 +1,21 @@
+"""Training codecs with the SBER-MoVQGAN recipe: ``movq-train`` / :class:`Trainer`.
+
+Modules: ``config`` (:class:`TrainConfig`), ``data`` (image folder, resumable sampler), ``losses``
+(recipe terms, PatchGAN, hinge), ``ema``, ``checkpoint``, ``logs``, ``distributed``, ``trainer``, ``cli``.
+"""
+
+from movq.train.config import TrainConfig
+
+__all__ = ["TrainConfig", "Trainer", "train"]
+
+
+def __getattr__(name: str):  # lazy: importing movq.train stays cheap
+    if name == "Trainer":
+        from movq.train.trainer import Trainer
+
+        return Trainer
+    if name == "train":
+        from movq.train.trainer import train
+
+        return train
+    raise AttributeError(name)

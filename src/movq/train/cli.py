@@ -1,0 +1,96 @@
+"""``movq-train``: train or fine-tune a codec (plain PyTorch; ``torchrun`` for several processes).
+
+    movq-train --data DIR --out DIR --preset movqgan-tiny --resolution 64 --batch-size 16 --max-steps 2000
+    movq-train --out DIR --resume                        # continue exactly where DIR stopped
+    movq-train --config run.toml --lr 3e-5               # flags override the config file
+    movq-train --data DIR --out DIR --init movqgan-tiny-photos --lr 1.5e-6 --warmup-steps 500
+    torchrun --nproc_per_node 2 -m movq.train.cli --data DIR --out DIR ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from movq.train.config import TrainConfig, read_config_file
+
+_HELP = {
+    "data": "image folder (searched recursively)",
+    "out": "output folder: checkpoints/, last -> newest checkpoint, log.csv, images/, EMA weights",
+    "preset": "codec preset to train from scratch (movq.config.PRESETS)",
+    "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
+    "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
+    "resume": "continue from OUT's latest checkpoint (its saved config; given flags override it)",
+    "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
+    "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.perceptual)",
+    "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
+    "disc_start": "optimizer step at which the PatchGAN loss starts",
+    "adaptive_weight": "taming's adaptive GAN weight (off in the SBER-MoVQGAN recipe)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="movq-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="JSON or TOML file with TrainConfig fields")
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = _HELP.get(f.name, "") + f" (default: {f.default if f.default is not f.default_factory else '{}'})"
+        hint = hints[f.name]
+        if hint is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "codec":
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text)
+        elif str(hint).startswith("tuple"):
+            parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, help=help_text)
+        else:
+            kind: Any = float if hint in (float, "float | None") or "float" in str(hint) else int if hint is int else str
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults <- config file (or, with --resume, the run's saved config) <- explicit flags."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    if args["config"]:
+        values.update(read_config_file(args.pop("config")))
+    else:
+        args.pop("config")
+    given = {k: v for k, v in args.items() if v is not None}
+    if given.get("resume") or values.get("resume"):
+        out = given.get("out") or values.get("out")
+        saved = Path(out) / "last" / "train_config.json" if out else None
+        if saved is not None and saved.is_file():
+            values = {**json.loads(saved.read_text()), **values}
+    values.update(given)
+    cfg = TrainConfig.from_dict(values)
+    if not cfg.data:
+        raise SystemExit("movq-train: --data is required (or a config / resumed run that names it)")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``movq-train`` console script; returns the exit status."""
+    cfg = config_from_args(argv)
+    from movq.train.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    step = trainer.run()
+    if trainer.dist.is_main:
+        print(f"[movq-train] done at step {step}; EMA release weights in {cfg.out} (movq.load({cfg.out!r}))", flush=True)
+    if trainer.dist.enabled:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

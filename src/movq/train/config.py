@@ -1,0 +1,121 @@
+"""Training configuration: one dataclass, readable from JSON / TOML, overridable by CLI flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Saved into every checkpoint (``config.json``).
+
+    Loss (seed 001): ``w_vq L_VQ + w_adv L_adv + w_perc L_perc + w_l2 L_2 + w_nll L_NLL (+ w_l1 L_1)``
+    with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
+    and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
+    ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
+    """
+
+    data: str = ""
+    out: str = "runs/movq"
+    preset: str = "movqgan-tiny"
+    init: str | None = None
+    codec: dict[str, Any] = field(default_factory=dict)
+    # data
+    resolution: int = 256
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    num_workers: int = 2
+    # optimisation
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 10000
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 500
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    # losses
+    w_vq: float = 1.0
+    w_adv: float = 0.1
+    w_perc: float = 0.1
+    w_l2: float = 1.0
+    w_nll: float = 1.0
+    w_l1: float = 0.0
+    nll_perc: float = 0.1
+    nll_l2: float = 1.0
+    perceptual_net: str = "vgg"  # "vgg", "alex" or "none"
+    perceptual_weights: str | None = None
+    adaptive_weight: bool = False
+    # discriminator
+    disc_start: int = 10000
+    disc_lr: float | None = None
+    disc_ndf: int = 64
+    disc_layers: int = 3
+    disc_norm: str = "batch"  # "batch" or "group"
+    # bookkeeping
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 1000
+    keep_last: int = 2
+    log_every: int = 10
+    image_every: int = 500
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
+        self.crop_ratio = tuple(self.crop_ratio)  # type: ignore[assignment]
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.perceptual_net not in ("vgg", "alex", "none"):
+            raise ValueError(f"perceptual_net must be vgg, alex or none, got {self.perceptual_net!r}")
+        if self.disc_norm not in ("batch", "group"):
+            raise ValueError(f"disc_norm must be batch or group, got {self.disc_norm!r}")
+        for name in ("batch_size", "grad_accum", "max_steps", "save_every", "log_every", "image_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The dict in a JSON or TOML config file (TOML may also put the fields under ``[train]``)."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+
+        data = tomllib.loads(path.read_text())
+        return data.get("train", data)
+    return json.loads(path.read_text())

@@ -1,0 +1,90 @@
+"""Run logs: a CSV of every loss term, optional TensorBoard, PNG grids input | reconstruction | |difference|."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+CSV_FIELDS = (
+    "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
+    "logits_real", "logits_fake", "perplexity", "usage", "dead_codes", "grad_norm", "steps_per_s",
+    "skipped_files",
+)
+
+
+class CSVLog:
+    """Appends one row per logging step to ``path`` (columns ``CSV_FIELDS``; missing values empty).
+
+    ``truncate_after(step)`` drops rows past ``step`` (rows a killed run wrote after its last checkpoint).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(CSV_FIELDS)
+
+    def truncate_after(self, step: int) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if r.get("step") and int(r["step"]) <= step]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def write(self, row: dict[str, float | int]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard (``torch.utils.tensorboard``); silently off if it is not installed."""
+
+    def __init__(self, logdir: str | os.PathLike) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(logdir))
+        except Exception:  # noqa: BLE001 - tensorboard missing or broken: no TB logs
+            self.writer = None
+
+    def write(self, row: dict[str, float | int]) -> None:
+        if self.writer is None:
+            return
+        step = int(row["step"])
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.flush()
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """``[3, H, W]`` in ``[-1, 1]`` -> ``[H, W, 3]`` uint8."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def save_grid(path: str | os.PathLike, x: Tensor, x_hat: Tensor, max_rows: int = 4) -> None:
+    """PNG with one row per image: input | reconstruction | |difference| (x4, clipped). Inputs ``[B, 3, H, W]`` in ``[-1, 1]``."""
+    rows = []
+    for a, b in zip(x[:max_rows], x_hat[:max_rows]):
+        diff = ((b.float().clamp(-1, 1) - a.float()).abs() * 4.0 - 1.0).clamp(-1, 1)
+        rows.append(np.concatenate([_to_uint8(a), _to_uint8(b), _to_uint8(diff)], axis=1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+@torch.no_grad()
+def dead_codes(counts: Tensor) -> tuple[int, float]:
+    """Codes never used in the window and the used fraction, from a histogram ``[codebook_size]``."""
+    used = int((counts > 0).sum())
+    return counts.numel() - used, used / max(counts.numel(), 1)
