@@ -43,8 +43,8 @@ def main() -> None:
 
     tokens = codec.encode(image)  # LongTensor [1, size/8, size/8]
     reconstruction = codec.reconstruct(image)  # PIL in, PIL out
-    original = torch.from_numpy(np.asarray(image)).float()
-    restored = torch.from_numpy(np.asarray(reconstruction)).float()
+    original = torch.from_numpy(np.array(image)).float()
+    restored = torch.from_numpy(np.array(reconstruction)).float()
     psnr = 10 * torch.log10(255.0**2 / (original - restored).pow(2).mean())
 
     out = Path(args.out)

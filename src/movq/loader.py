@@ -13,7 +13,7 @@ from movq.hub.checkpoints import CHECKPOINT_SUFFIXES, load_dalle, load_local
 from movq.hub.download import fetch
 from movq.hub.registry import REGISTRY, ModelSpec
 
-DEFAULT_MODEL = "movqgan-tiny"
+DEFAULT_MODEL = "movqgan-tiny-photos"
 """The codec the examples use when none is named."""
 
 
