@@ -220,3 +220,15 @@ def test_two_process_ddp_keeps_replicas_identical(tmp_path):
             assert torch.equal(value, states[1]["disc"][key]), f"disc.{key}"
     assert "quantize.embedding.weight" in states[0]["ema"]  # the EMA codebook itself
     assert ckpt.latest_checkpoint(tmp_path / "out") is not None  # rank 0 wrote
+
+
+def test_init_fine_tunes_from_released_weights(tmp_path):
+    data = make_images(tmp_path / "data")
+    first = Trainer(tiny_config(data, tmp_path / "a", max_steps=2, disc_start=100))
+    first.run()
+    second = Trainer(tiny_config(data, tmp_path / "b", codec={}, init=str(tmp_path / "a"), max_steps=1, disc_start=100))
+    released = movq.load(tmp_path / "a").state_dict()
+    for key, value in second.codec.state_dict().items():
+        assert torch.equal(value, released[key]), key
+    with pytest.raises(ValueError, match="cannot be combined"):
+        Trainer(tiny_config(data, tmp_path / "c", init=str(tmp_path / "a")))

@@ -1,7 +1,7 @@
 """Held-out reconstruction quality of a codec on an image folder: PSNR, SSIM, L1, codebook usage.
 
 Images are resized so the short side is ``size`` and centre-cropped to ``size x size``; metrics
-are computed on ``[0, 1]`` RGB (PSNR per image, averaged; SSIM from ``pytorch_msssim``; L1 mean
+are computed on ``[0, 1]`` RGB with the reconstruction rounded to 8 bits (PSNR per image, averaged; SSIM from ``pytorch_msssim``; L1 mean
 absolute error). Usage is the fraction of the codebook used by all tokens of the folder.
 """
 
@@ -58,6 +58,7 @@ def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, ba
         x = torch.stack([center_crop(p, size) for p in files[start : start + batch_size]]).to(codec.device)
         quant = codec.quantize(codec.encode_to_prequant(x.to(codec.dtype)))
         y = codec.decode_from_quantized(quant.z_q).float().clamp(-1, 1)
+        y = ((y + 1) * 127.5).round() / 127.5 - 1  # 8-bit output, as a saved PNG (and movq-bench)
         counts += torch.bincount(quant.indices.reshape(-1).cpu(), minlength=codec.codebook_size)[: codec.codebook_size].float()
         a, b = (x.float() + 1) / 2, (y + 1) / 2
         mse = (a - b).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
