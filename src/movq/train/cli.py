@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = _HELP.get(f.name, "") + f" (default: {f.default if f.default is not f.default_factory else '{}'})"
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = _HELP.get(f.name, "") + f" (default: {default})"
         hint = hints[f.name]
         if hint is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
