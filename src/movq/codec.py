@@ -17,6 +17,7 @@ from movq.config import CodecConfig
 from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
+from movq.strict import state_dict_mismatches
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,6 +45,9 @@ class Codec(nn.Module):
     Submodule names match the published checkpoints: ``encoder``, ``quant_conv``, ``quantize``,
     ``post_quant_conv``, ``decoder``.
     """
+
+    config_class = CodecConfig
+    """The config dataclass that ``config.json`` holds (subclasses with other networks override it)."""
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
@@ -219,28 +223,15 @@ class Codec(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = CodecConfig.from_dict(json.loads(config_path.read_text()))
-        codec = cls(config)
+        codec = cls(cls.config_class.from_dict(json.loads(config_path.read_text())))
         codec.load_state_dict_strict(load_file(weights_path))
         return codec.to(device=device, dtype=dtype).eval()
 
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
         """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            details = []
-            if missing:
-                details.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}")
-            if unexpected:
-                details.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
-            if wrong:
-                details.append(
-                    "wrong shapes " + ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:20])
-                )
-            raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(details))
+        problems = state_dict_mismatches(self.state_dict(), state)
+        if problems:
+            raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(problems))
         self.load_state_dict(state, strict=True)
 
 

@@ -8,9 +8,11 @@ published config maps onto one of these field by field.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
+
+from movq.strict import dataclass_from_dict
 
 # ---------------------------------------------------------------------------------------------
 # Quantizer configs: one dataclass per quantizer; the codec passes its ``embed_dim`` as ``dim``.
@@ -162,11 +164,7 @@ class CodecConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CodecConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
@@ -185,15 +183,10 @@ def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:
     kind = data.get("kind", "vq")
     if kind not in _QUANTIZER_CONFIGS:
         raise ValueError(f"unknown quantizer kind {kind!r}; expected one of {sorted(_QUANTIZER_CONFIGS)}")
-    cls = _QUANTIZER_CONFIGS[kind]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
     values = dict(data)
     if "levels" in values:
         values["levels"] = tuple(values["levels"])
-    return cls(**values)
+    return dataclass_from_dict(_QUANTIZER_CONFIGS[kind], values)
 
 
 # ---------------------------------------------------------------------------------------------

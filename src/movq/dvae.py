@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.codec import CONFIG_NAME, WEIGHTS_NAME, Codec
+from movq.codec import Codec
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
+from movq.strict import dataclass_from_dict
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -66,11 +67,7 @@ class DVAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DVAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DVAEConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 class _Conv(nn.Module):
@@ -196,6 +193,8 @@ class DVAE(Codec):
     State-dict keys: ``encoder.blocks.*`` and ``decoder.blocks.*`` (the published names).
     """
 
+    config_class = DVAEConfig
+
     def __init__(self, config: DVAEConfig | None = None) -> None:  # noqa: D107
         nn.Module.__init__(self)  # Codec.__init__ builds VQGAN modules; the dVAE has its own
         self.config = config or DVAEConfig()
@@ -228,23 +227,6 @@ class DVAE(Codec):
         if format != "movq":
             raise ValueError(f"the DALL-E dVAE can only be saved in the movq format, not {format!r}")
         return super().save_pretrained(save_directory)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | os.PathLike,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> DVAE:
-        """Load a folder written by :meth:`save_pretrained`, strictly."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config = DVAEConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        model = cls(config)
-        model.load_state_dict_strict(load_file(directory / WEIGHTS_NAME))
-        return model.to(device=device, dtype=dtype).eval()
 
 
 def dalle_state_dict(encoder_state: dict[str, Tensor], decoder_state: dict[str, Tensor]) -> dict[str, Tensor]:

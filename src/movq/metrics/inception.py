@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from movq.metrics.inception_net import FIDInceptionV3
+from movq.strict import state_dict_mismatches
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -131,19 +132,10 @@ def _load_strict(state: dict[str, Tensor], with_classifier: bool) -> FIDInceptio
         model = FIDInceptionV3(with_classifier=with_classifier)
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
-    given = {k: v for k, v in state.items()}
-    missing = sorted(set(own) - set(given) - optional)
-    unexpected = sorted(set(given) - set(own))
-    wrong = sorted(k for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys, e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[:5]}")
-        if wrong:
-            parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
-        raise ValueError("not a pytorch-fid FID Inception state dict: " + "; ".join(parts))
+    problems = state_dict_mismatches(own, state, optional=optional, limit=5)
+    if problems:
+        raise ValueError("not a pytorch-fid FID Inception state dict: " + "; ".join(problems))
+    given = dict(state)
     for key in optional - set(given):
         given[key] = torch.zeros((), dtype=torch.long)
     tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in given.items()}
