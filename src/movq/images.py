@@ -1,4 +1,5 @@
-"""Conversion between user images (PIL, numpy, tensors) and model tensors, with input validation.
+"""Conversion between user images (PIL, numpy, tensors) and model tensors, with input validation,
+and the shared PIL preprocessing (any mode to RGB, resize + centre crop).
 
 Model tensors are float ``[B, 3, H, W]`` in ``[-1, 1]``. Every check runs before any compute and
 raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted.
@@ -12,7 +13,7 @@ from typing import Any, Literal, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
 ImageInput = Union[Image.Image, Sequence[Image.Image], np.ndarray, Tensor]
@@ -95,11 +96,41 @@ def pad_to_multiple(x: Tensor, factor: int) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
+    width, height = image.size
+    short = min(width, height)
+    upscaled = short < resolution
+    if short != resolution:
+        scale = resolution / short
+        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    width, height = image.size
+    left, top = (width - resolution) // 2, (height - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution)), upscaled
+
+
 def _pil_to_tensor(images: list[Image.Image]) -> Tensor:
     sizes = {im.size for im in images}
     if len(sizes) > 1:
         raise ValueError(f"all images in a batch must have the same size, got (W, H) sizes {sorted(sizes)}")
-    arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    arrays = np.stack([np.asarray(to_rgb(im), dtype=np.uint8) for im in images])
     return _uint8_to_float(torch.from_numpy(arrays).permute(0, 3, 1, 2))
 
 

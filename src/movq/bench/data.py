@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
+
+from movq.images import resize_center_crop, to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
 ROOT_DOMAIN = "(root)"
@@ -70,36 +72,6 @@ def discover(root: str | Path, by_domain: bool = False) -> Discovery:
     if not records:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return Discovery(records, skipped)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
-    width, height = image.size
-    short = min(width, height)
-    upscaled = short < resolution
-    if short != resolution:
-        scale = resolution / short
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    width, height = image.size
-    left, top = (width - resolution) // 2, (height - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
 
 @dataclass

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from movq.codec import Codec
+from movq.images import resize_center_crop, to_rgb
+from movq.metrics.image import l1, psnr, ssim, to_unit_range
 from movq.train.data import list_images
 
 
@@ -34,22 +36,15 @@ class EvalResult:
 
 
 def center_crop(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """``[3, size, size]`` float in ``[-1, 1]``: short side resized to ``size`` (bicubic), centre crop."""
+    """``[3, size, size]`` float in ``[-1, 1]``: the bench's preprocessing (RGB, short side to ``size``, centre crop)."""
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        scale = size / min(img.size)
-        w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-        img = img.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-        left, top = (w - size) // 2, (h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+        cropped, _ = resize_center_crop(to_rgb(img), size)
+    return torch.from_numpy(np.array(cropped, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
 @torch.no_grad()
 def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, batch_size: int = 4) -> EvalResult:
     """Reconstruct every image under ``folder`` with ``codec`` (eval mode, its device) and average the metrics."""
-    from pytorch_msssim import ssim
-
     codec.eval()
     files = list_images(folder)
     psnrs, ssims, l1s = [], [], []
@@ -57,13 +52,11 @@ def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, ba
     for start in range(0, len(files), batch_size):
         x = torch.stack([center_crop(p, size) for p in files[start : start + batch_size]]).to(codec.device)
         quant = codec.quantize(codec.encode_to_prequant(x.to(codec.dtype)))
-        y = codec.decode_from_quantized(quant.z_q).float().clamp(-1, 1)
-        y = ((y + 1) * 127.5).round() / 127.5 - 1  # 8-bit output, as a saved PNG (and movq-bench)
         counts += torch.bincount(quant.indices.reshape(-1).cpu(), minlength=codec.codebook_size)[: codec.codebook_size].float()
-        a, b = (x.float() + 1) / 2, (y + 1) / 2
-        mse = (a - b).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
-        psnrs += (10 * torch.log10(1 / mse)).tolist()
-        ssims += ssim(a, b, data_range=1.0, size_average=False).tolist()
-        l1s += (a - b).abs().mean(dim=(1, 2, 3)).tolist()
+        a = to_unit_range(x, quantize=False)
+        b = to_unit_range(codec.decode_from_quantized(quant.z_q))  # 8-bit output, as a saved PNG (and movq-bench)
+        psnrs += psnr(a, b).tolist()
+        ssims += ssim(a, b).tolist()
+        l1s += l1(a, b).tolist()
     return EvalResult(len(files), size, float(np.mean(psnrs)), float(np.mean(ssims)), float(np.mean(l1s)),
                       float((counts > 0).float().mean()))
