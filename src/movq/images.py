@@ -7,6 +7,7 @@ raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
@@ -98,7 +99,6 @@ def pad_to_multiple(x: Tensor, factor: int) -> Tensor:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
-    image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -110,6 +110,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file fully, apply its EXIF orientation and convert it with :func:`to_rgb`."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
 
 
 def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:

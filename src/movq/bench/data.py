@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from movq.images import resize_center_crop, to_rgb
+from movq.images import open_rgb, resize_center_crop
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
 ROOT_DOMAIN = "(root)"
@@ -87,9 +86,7 @@ class LoadedImage:
 def load_image(record: ImageRecord, index: int, resolution: int) -> LoadedImage:
     """Decode and preprocess one file; never raises for bad data (the error is returned)."""
     try:
-        with Image.open(record.path) as image:
-            image.load()
-            rgb = to_rgb(image)
+        rgb = open_rgb(record.path)
         if min(rgb.size) < 1:
             raise ValueError("empty image")
         cropped, upscaled = resize_center_crop(rgb, resolution)

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from movq.codec import Codec
-from movq.images import resize_center_crop, to_rgb
+from movq.images import open_rgb, resize_center_crop
 from movq.metrics.image import l1, psnr, ssim, to_unit_range
 from movq.train.data import list_images
 
@@ -37,8 +36,7 @@ class EvalResult:
 
 def center_crop(path: str | os.PathLike, size: int) -> torch.Tensor:
     """``[3, size, size]`` float in ``[-1, 1]``: the bench's preprocessing (RGB, short side to ``size``, centre crop)."""
-    with Image.open(path) as img:
-        cropped, _ = resize_center_crop(to_rgb(img), size)
+    cropped, _ = resize_center_crop(open_rgb(path), size)
     return torch.from_numpy(np.array(cropped, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
