@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from movq.atomic import atomic_write, atomic_write_text
 from movq.config import CodecConfig
 from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
 from movq.modules import Decoder, Encoder
@@ -198,8 +198,8 @@ class Codec(nn.Module):
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(self.config.to_json() + "\n"))
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write_text(directory / CONFIG_NAME, self.config.to_json() + "\n")
         return directory
 
     def push_to_hub(self, repo_id: str, *, format: str = "movq", **kwargs: Any) -> Any:  # noqa: A002
@@ -233,15 +233,3 @@ class Codec(nn.Module):
         if problems:
             raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(problems))
         self.load_state_dict(state, strict=True)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

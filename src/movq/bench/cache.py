@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from movq.atomic import atomic_write
 
 
 def fingerprint_files(entries: list[tuple[str, int, int]]) -> str:
@@ -48,7 +49,7 @@ class ShardCache:
         if not self.path.is_file():
             return None
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=False)
+            return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # a torn or foreign file: start this shard again
             return None
 
@@ -57,11 +58,4 @@ class ShardCache:
         key_file = self.folder / "run.json"
         if not key_file.exists():
             key_file.write_text(self._key_text + "\n")
-        fd, tmp = tempfile.mkstemp(prefix=".shard.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, lambda tmp: torch.save(payload, tmp))

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
+from movq.atomic import atomic_write_text
 from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
@@ -96,7 +96,7 @@ def _speed(args: argparse.Namespace) -> int:
                      DTYPES[args.dtype], args.threads)
     print(speed_table(rows), end="")
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")
     return 0
 
 
@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.out:
                 write_json(result, args.out)
             if args.markdown:
-                Path(args.markdown).write_text(report)
+                atomic_write_text(args.markdown, report)
     finally:
         runner.close()
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 import movq
+from movq.atomic import atomic_write_text
 from movq.bench.data import PREPROCESSING
 
 HEADERS = {"fid": "FID ↓", "is": "IS ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "psnr": "PSNR ↑", "l1": "L1 ↓",
@@ -151,5 +152,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import save_file
 
+from movq.atomic import atomic_write, atomic_write_text
 from movq.config import CodecConfig
 from movq.hub.diffusers import DIFFUSERS_CONFIG, DIFFUSERS_WEIGHTS, config_to_diffusers, original_to_diffusers
 
@@ -28,8 +29,9 @@ def save_diffusers(codec: Codec, save_directory: str | os.PathLike) -> Path:
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
-    save_file(original_to_diffusers(state), directory / DIFFUSERS_WEIGHTS, metadata={"format": "pt"})
-    (directory / DIFFUSERS_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    weights = original_to_diffusers(state)
+    atomic_write(directory / DIFFUSERS_WEIGHTS, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    atomic_write_text(directory / DIFFUSERS_CONFIG, json.dumps(config, indent=2) + "\n")
     return directory
 
 
