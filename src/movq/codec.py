@@ -223,9 +223,15 @@ class Codec(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        codec = cls(cls.config_class.from_dict(json.loads(config_path.read_text())))
-        codec.load_state_dict_strict(load_file(weights_path))
-        return codec.to(device=device, dtype=dtype).eval()
+        config = cls.config_class.from_dict(json.loads(config_path.read_text()))
+        return cls.from_state_dict(config, load_file(weights_path)).to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_state_dict(cls, config: Any, state: dict[str, Tensor]) -> Codec:
+        """Build ``cls(config)`` and load ``state`` strictly (:meth:`load_state_dict_strict`); eval mode."""
+        codec = cls(config)
+        codec.load_state_dict_strict(state)
+        return codec.eval()
 
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
         """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.strict import state_dict_mismatches
+
 Net = Literal["vgg", "alex"]
 Variant = Literal["standard", "shift_tolerant"]
 
@@ -181,13 +183,11 @@ class LPIPS(nn.Module):
         own = self.state_dict()
         state = {_rename_key(k): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if k in own and not k.startswith(("shift", "scale"))}
-        missing = sorted(k for k in own if k not in state and not k.endswith("filt") and k not in ("shift", "scale"))
-        if missing:
-            raise ValueError(f"LPIPS weights from {source} lack {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        wrong = [k for k in state if state[k].shape != own[k].shape]
-        if wrong:
-            raise ValueError(f"LPIPS weights from {source} have wrong shapes for {wrong[:8]}")
-        self.load_state_dict(state, strict=False)
+        fixed = [k for k in own if k.endswith("filt") or k in ("shift", "scale")]  # set at init, not loaded
+        problems = state_dict_mismatches(own, state, optional=fixed, limit=8)
+        if problems:
+            raise ValueError(f"LPIPS weights from {source} do not fit: " + "; ".join(problems))
+        self.load_state_dict(state, strict=False)  # only the init-time buffers in ``fixed`` stay as they are
         self.source = source
 
 

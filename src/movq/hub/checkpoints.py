@@ -17,7 +17,6 @@ from pathlib import Path
 from torch import Tensor
 
 from movq.codec import CONFIG_NAME, WEIGHTS_NAME, Codec
-from movq.config import CodecConfig
 from movq.dvae import DVAE, DVAEConfig, dalle_state_dict
 from movq.hub.diffusers import (
     DIFFUSERS_WEIGHTS,
@@ -62,13 +61,7 @@ def load_state(obj: object, *, preset: str | None = None, ema: bool | None = Non
     if fmt == "diffusers":
         state = diffusers_to_original(state)
     config = infer_config(state, preset)
-    return _build(config, state)
-
-
-def _build(config: CodecConfig, state: dict[str, Tensor]) -> Codec:
-    codec = Codec(config)
-    codec.load_state_dict_strict(state)
-    return codec.eval()
+    return Codec.from_state_dict(config, state)
 
 
 def _load_folder(directory: Path, *, preset: str | None, ema: bool | None) -> Codec:
@@ -101,7 +94,7 @@ def _load_diffusers_folder(directory: Path, data: dict) -> Codec:
     state = unwrap_checkpoint(load_state_file(weights), ema=False)
     if detect_format(state) == "diffusers":
         state = diffusers_to_original(state)
-    return _build(config, state)
+    return Codec.from_state_dict(config, state)
 
 
 def load_dalle(encoder_path: str | Path, decoder_path: str | Path) -> DVAE:
@@ -129,6 +122,4 @@ def _dalle_from_state(state: dict[str, Tensor]) -> DVAE:
         )
     except KeyError as error:
         raise ValueError(f"incomplete DALL-E dVAE checkpoint: missing {error}") from None
-    model = DVAE(config)
-    model.load_state_dict_strict(state)
-    return model.eval()
+    return DVAE.from_state_dict(config, state)
