@@ -1,5 +1,5 @@
 """Conversion between user images (PIL, numpy, tensors) and model tensors, with input validation,
-and the shared PIL preprocessing (any mode to RGB, resize + centre crop).
+and :func:`to_rgb` (any PIL mode to 8-bit RGB). Image *files* are read by :mod:`movq.image_files`.
 
 Model tensors are float ``[B, 3, H, W]`` in ``[-1, 1]``. Every check runs before any compute and
 raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted.
@@ -7,14 +7,13 @@ raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
 ImageInput = Union[Image.Image, Sequence[Image.Image], np.ndarray, Tensor]
@@ -110,27 +109,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully, apply its EXIF orientation and convert it with :func:`to_rgb`."""
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
-
-
-def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
-    width, height = image.size
-    short = min(width, height)
-    upscaled = short < resolution
-    if short != resolution:
-        scale = resolution / short
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    width, height = image.size
-    left, top = (width - resolution) // 2, (height - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
 
 def _pil_to_tensor(images: list[Image.Image]) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 
 import movq
 from movq.atomic import atomic_write_text
-from movq.bench.data import PREPROCESSING
+from movq.image_files import PREPROCESSING
 
 HEADERS = {"fid": "FID ↓", "is": "IS ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "psnr": "PSNR ↑", "l1": "L1 ↓",
            "lpips": "LPIPS ↓"}

@@ -1,5 +1,8 @@
 """Training data: a recursive image folder, random resized crops and flips, exact resume.
 
+Files are listed and decoded by :mod:`movq.image_files`, exactly as ``movq-bench`` reads them
+(EXIF orientation, 16-bit and alpha handling, the same extensions).
+
 Augmentation randomness comes from a per-sample seed that the sampler derives from
 ``(seed, epoch, position)``, not from worker RNG, so a batch is the same whatever the number of
 workers and whether or not the run was interrupted. Corrupt or unreadable files are replaced by
@@ -21,18 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root`` (recursively, sorted, by extension); error if there are none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return files
+from movq.image_files import list_image_files, open_rgb
 
 
 def crop_box(
@@ -69,23 +61,17 @@ class ImageFolder(Dataset):
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
     ) -> None:
-        self.files = list_images(root)
+        self.files = list_image_files(root)
         self.resolution, self.scale, self.ratio, self.flip = resolution, scale, ratio, flip
 
     def __len__(self) -> int:
         return len(self.files)
 
     def load(self, path: Path, rng: random.Random) -> Tensor:
-        with Image.open(path) as img:
-            width, height = img.size
-            box = crop_box(width, height, rng, self.scale, self.ratio)
-            shrink = min(box[2] - box[0], box[3] - box[1]) / self.resolution
-            if shrink >= 2 and img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 size (DCT scaling)
-                img.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
-                sx, sy = img.size[0] / width, img.size[1] / height
-                box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-            img = img.convert("RGB")
-            img = img.resize((self.resolution, self.resolution), Image.BICUBIC, box=box, reducing_gap=3.0)
+        """Read ``path`` with :func:`movq.image_files.open_rgb` (as the bench does), then crop and flip."""
+        img = open_rgb(path)
+        box = crop_box(img.size[0], img.size[1], rng, self.scale, self.ratio)
+        img = img.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
         if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         array = np.asarray(img, dtype=np.float32)
