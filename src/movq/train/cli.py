@@ -16,7 +16,10 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from movq.atomic import check_writable_dir
 from movq.train.config import TrainConfig, read_config_file
+
+EXIT_ERROR = 2
 
 _HELP = {
     "data": "image folder (searched recursively)",
@@ -67,23 +70,48 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     given = {k: v for k, v in args.items() if v is not None}
     if given.get("resume") or values.get("resume"):
         out = given.get("out") or values.get("out")
-        saved = Path(out) / "last" / "train_config.json" if out else None
-        if saved is not None and saved.is_file():
-            values = {**json.loads(saved.read_text()), **values}
+        saved = _saved_config(Path(out)) if out else None
+        if saved is not None:
+            values = {**saved, **values}
     values.update(given)
     cfg = TrainConfig.from_dict(values)
     if not cfg.data:
-        raise SystemExit("movq-train: --data is required (or a config / resumed run that names it)")
+        raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``movq-train`` console script; returns the exit status."""
-    cfg = config_from_args(argv)
-    from movq.train.trainer import Trainer
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The training config of the newest checkpoint of ``out`` whose ``train_config.json`` reads as a JSON object."""
+    from movq.train.checkpoint import CONFIG_NAME, checkpoint_candidates
 
-    trainer = Trainer(cfg)
-    step = trainer.run()
+    for folder in checkpoint_candidates(out):
+        try:
+            data = json.loads((folder / CONFIG_NAME).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``movq-train`` console script; returns the exit status (0 done, 2 user error).
+
+    Every user error (bad flags, unwritable ``--out``, missing data, unknown device, a resumed run
+    that does not match, too little memory, disk full) is one ``movq-train: error: ...`` line.
+    """
+    from movq.train.checkpoint import CheckpointError
+
+    try:
+        cfg = config_from_args(argv)
+        check_writable_dir(cfg.out)
+        from movq.train.trainer import Trainer
+
+        trainer = Trainer(cfg)
+        step = trainer.run()
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError) as error:
+        print(f"movq-train: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     if trainer.dist.is_main:
         print(f"[movq-train] done at step {step}; EMA release weights in {cfg.out} (movq.load({cfg.out!r}))", flush=True)
     if trainer.dist.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,19 @@ class CSVLog:
                 csv.writer(f).writerow(CSV_FIELDS)
 
     def truncate_after(self, step: int) -> None:
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [r for r in rows if r.get("step") and int(r["step"]) <= step]
+        """Keep the rows up to ``step``. A damaged log (not CSV, foreign columns, bad step values) is
+        moved aside to ``log.csv.damaged`` with a warning and a fresh log is started."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != CSV_FIELDS:
+                    raise ValueError(f"unexpected columns {reader.fieldnames}")
+                kept = [r for r in reader if int(r["step"]) <= step]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+            aside = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, aside)
+            warnings.warn(f"{self.path} is damaged ({error}); moved to {aside}, starting a new log", stacklevel=2)
+            kept = []
         with open(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()

@@ -112,6 +112,7 @@ class Trainer:
             self.disc_ddp: nn.Module = DDP(self.disc, device_ids=ids)
         else:
             self.model, self.disc_ddp = self.codec, self.disc
+        self._check_memory()
         self.dataset = ImageFolder(cfg.data, cfg.resolution, cfg.crop_scale, cfg.crop_ratio, cfg.flip)
         self.sampler = ResumableSampler(len(self.dataset), cfg.seed, self.dist.rank, self.dist.world_size)
         if self.sampler.per_rank < cfg.batch_size:
@@ -119,9 +120,12 @@ class Trainer:
                 f"{len(self.dataset)} images over {self.dist.world_size} process(es) give fewer than "
                 f"batch_size={cfg.batch_size} per epoch"
             )
+        # The loader draws its workers' base seed from its own generator, never from the global RNG,
+        # so a resumed run (which creates one more iterator) keeps the same global random stream.
+        self.loader_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7 + self.dist.rank)
         self.loader = DataLoader(
             self.dataset, cfg.batch_size, sampler=self.sampler, num_workers=cfg.num_workers,
-            collate_fn=collate, drop_last=True, persistent_workers=cfg.num_workers > 0,
+            collate_fn=collate, drop_last=True, persistent_workers=cfg.num_workers > 0, generator=self.loader_rng,
         )
         self.step, self.epoch, self.position = 0, 0, 0
         self.skipped: set[str] = set()
@@ -141,12 +145,37 @@ class Trainer:
         self.perceptual_name = describe(model)
         return model
 
+    def _check_memory(self) -> None:
+        """Refuse (before any step) a resolution x batch whose activations cannot fit on the device."""
+        from movq.memory import check_memory_budget, codec_activation_bytes
+
+        cfg = self.cfg
+        needed = codec_activation_bytes(self.codec.config, cfg.batch_size, cfg.resolution, cfg.resolution, training=True)
+        check_memory_budget(
+            needed, self.device, f"training at --resolution {cfg.resolution} x --batch-size {cfg.batch_size}",
+            "lower --resolution or --batch-size (use --grad-accum for a larger effective batch)",
+        )
+
     def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out)
-        if path is None:
+        found = ckpt.load_latest_readable(self.out)
+        if found is None:
             self._print(f"--resume: no checkpoint under {self.out}, starting from scratch")
             return
-        state = ckpt.load_checkpoint(path)
+        path, state = found
+        saved_arch = {k: v for k, v in state.get("codec_config", {}).items() if k != "name"}
+        arch = {k: v for k, v in self.codec.config.to_dict().items() if k != "name"}
+        if saved_arch and saved_arch != arch:
+            changed = sorted(k for k in set(saved_arch) | set(arch) if saved_arch.get(k) != arch.get(k))
+            raise ValueError(
+                f"this run ({path}) was trained with architecture {state['codec_config'].get('name')!r} "
+                f"({', '.join(f'{k}={saved_arch.get(k)!r}' for k in changed)}), but --preset/--codec/--init now give "
+                f"({', '.join(f'{k}={arch.get(k)!r}' for k in changed)}); drop those flags to resume, or use a new --out"
+            )
+        if state["step"] > self.cfg.max_steps:
+            raise ValueError(
+                f"the run in {self.out} is already at step {state['step']}, past --max-steps {self.cfg.max_steps}; "
+                f"pass --max-steps above {state['step']} to continue it"
+            )
         self.codec.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.disc.load_state_dict(state["disc"])
@@ -158,7 +187,10 @@ class Trainer:
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             self._print(f"resuming with {self.dist.world_size} processes from a {len(rngs)}-process run: not bit-exact")
-        ckpt.set_rng_state(rngs[self.dist.rank % len(rngs)])
+        mine = rngs[self.dist.rank % len(rngs)]
+        ckpt.set_rng_state(mine)
+        if "loader" in mine:
+            self.loader_rng.set_state(mine["loader"])
         self._print(f"resumed from {path} at step {self.step}")
 
     def _print(self, msg: str) -> None:
@@ -181,7 +213,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict[str, Any]:
-        rngs = gather_objects(ckpt.rng_state(), self.dist)
+        rngs = gather_objects({**ckpt.rng_state(), "loader": self.loader_rng.get_state()}, self.dist)
         return {
             "model": self.codec.state_dict(), "ema": self.ema.state_dict(), "disc": self.disc.state_dict(),
             "opt": self.opt.state_dict(), "d_opt": self.d_opt.state_dict(),
@@ -242,11 +274,15 @@ class Trainer:
             (d_loss / self.cfg.grad_accum).backward()
         return {"d_loss": d_loss.detach(), "logits_real": real.float().mean().detach(), "logits_fake": fake.float().mean().detach()}
 
-    def train_step(self, batches: Iterator[dict[str, Any]], counts: Tensor) -> dict[str, float]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the averaged loss terms."""
+    def train_step(self, batches: Iterator[dict[str, Any]], counts: Tensor) -> dict[str, Tensor]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the averaged loss terms.
+
+        The terms stay 0-d tensors on the device and ``counts`` (the code histogram) is updated on
+        the device: nothing here waits for the GPU, the loop reads values back only when it logs.
+        """
         cfg = self.cfg
         gan = self.step >= cfg.disc_start and cfg.w_adv > 0
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         last = (None, None)
         for micro in range(cfg.grad_accum):
             batch = next(batches)
@@ -257,9 +293,10 @@ class Trainer:
             if gan:
                 terms.update(self._disc_pass(x, x_hat, sync))
             flat = indices.reshape(-1)
-            counts += torch.bincount(flat.cpu(), minlength=counts.numel())[: counts.numel()].float()
+            counts += torch.bincount(flat, minlength=counts.numel())[: counts.numel()].to(counts.dtype)
             for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+                scaled = value.detach().float() / cfg.grad_accum
+                sums[key] = sums[key] + scaled if key in sums else scaled
             last = (x, x_hat)
         grad_norm = nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.opt.step()
@@ -272,7 +309,7 @@ class Trainer:
         self.d_opt.zero_grad(set_to_none=True)
         self.ema.update(self.codec)
         self.step += 1
-        sums["grad_norm"] = float(grad_norm)
+        sums["grad_norm"] = grad_norm.detach().float()
         self._last_batch = last
         return sums
 
@@ -291,8 +328,8 @@ class Trainer:
             with contextlib.suppress(ValueError):  # not the main thread
                 signal.signal(s, request_stop)
         bar = self._bar()
-        counts = torch.zeros(min(self.codec.codebook_size, 2**20))
-        window: dict[str, float] = {}
+        counts = torch.zeros(min(self.codec.codebook_size, 2**20), device=self.device)
+        window: dict[str, Tensor] = {}
         n_window, t0 = 0, time.perf_counter()
         self.codec.train()
         batches = self._batches()
@@ -301,19 +338,22 @@ class Trainer:
                 terms = self.train_step(batches, counts)
                 n_window += 1
                 for key, value in terms.items():
-                    window[key] = window.get(key, 0.0) + value
+                    window[key] = window[key] + value if key in window else value
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{terms['loss']:.4f}", l2=f"{terms['l2']:.4f}")
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                log_now = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                if log_now:
                     rate = n_window / max(time.perf_counter() - t0, 1e-9)
-                    self._log(logs, window, n_window, counts, rate)
+                    means = self._log(logs, window, n_window, counts, rate)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['loss']:.4f}", l2=f"{means['l2']:.4f}")
                     window, n_window, t0 = {}, 0, time.perf_counter()
                     counts.zero_()
                 if self.dist.is_main and self.step % cfg.image_every == 0:
                     x, x_hat = self._last_batch
                     save_grid(self.out / "images" / f"step-{self.step:08d}.png", x, x_hat)
-                stop = any_flag(self.stop_requested, self.dist)
+                # without distribution the flag is local (no sync); with it, ranks agree at log steps
+                stop = any_flag(self.stop_requested, self.dist) if log_now or not self.dist.enabled else False
                 if stop or self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
                     self.save()
                 if stop:
@@ -350,20 +390,26 @@ class Trainer:
             return None
         return tqdm(total=self.cfg.max_steps, initial=self.step, desc="movq-train", dynamic_ncols=True)
 
-    def _log(self, logs: tuple[CSVLog | None, TensorBoardLog | None], window: dict[str, float], n: int,
-             counts: Tensor, rate: float) -> None:
+    def _log(self, logs: tuple[CSVLog | None, TensorBoardLog | None], window: dict[str, Tensor], n: int,
+             counts: Tensor, rate: float) -> dict[str, float]:
+        """Write one log row (rank 0) with the window's mean terms; returns those means (one device read)."""
+        names = sorted(window)
+        values = (torch.stack([window[k] for k in names]) / n).tolist() if names else []
+        means = dict(zip(names, values))
         csv_log, tb = logs
         if csv_log is None:
-            return
+            return means
+        counts = counts.cpu()
         dead, usage = dead_codes(counts)
         row: dict[str, float | int] = {"step": self.step, "epoch": self.epoch, "lr": self.sched.get_last_lr()[0]}
-        row.update({k: v / n for k, v in window.items()})
+        row.update(means)
         row.update({"usage": usage, "dead_codes": dead, "steps_per_s": rate, "skipped_files": len(self.skipped)})
         probs = counts / counts.sum().clamp(min=1)
         row["perplexity"] = float(torch.exp(-(probs * probs.clamp(min=1e-10).log()).sum()))
         csv_log.write(row)
         if tb is not None:
             tb.write(row)
+        return means
 
 
 def train(cfg: TrainConfig) -> Trainer:

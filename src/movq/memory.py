@@ -1,0 +1,87 @@
+"""Memory estimates checked before work starts, so an impossible run fails at once with a clear message
+instead of being killed by the kernel after minutes of work (``movq-bench``, ``movq-train``,
+``movq-tokenize``).
+
+The estimates are deliberately simple (activation sizes of the widest feature maps times a count of
+tensors alive at once) and err on the low side: a run is refused only when it cannot fit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from movq.config import CodecConfig
+
+LIVE_TENSORS_INFERENCE = 4
+"""Full-size feature maps alive at once in an eval-mode forward (input, norm output, conv output, residual)."""
+SAVED_TENSORS_PER_BLOCK = 6
+"""Feature maps a residual block keeps for the backward pass (two norms, two activations, two convs)."""
+IMAGE_COPIES = 3
+"""Copies of the image batch alive at once (uint8 input, float input, float reconstruction)."""
+GIB = 2**30
+
+
+class MemoryBudgetError(ValueError):
+    """The requested work needs more memory than the device has (raised before any work)."""
+
+
+def codec_activation_bytes(
+    config: CodecConfig, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32, training: bool = False
+) -> int:
+    """A lower estimate of the peak bytes of a codec forward (and backward when ``training``).
+
+    Counts the image batch (:data:`IMAGE_COPIES` float copies) plus, for inference, the widest feature
+    map of any level times :data:`LIVE_TENSORS_INFERENCE`; for training, every level's feature maps
+    times :data:`SAVED_TENSORS_PER_BLOCK` per residual block, for encoder and decoder.
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    levels = [
+        (config.ch * mult) * (height >> level) * (width >> level) for level, mult in enumerate(config.ch_mult)
+    ]
+    image = IMAGE_COPIES * 3 * height * width * 4
+    if training:
+        features = 2 * sum(levels) * config.num_res_blocks * SAVED_TENSORS_PER_BLOCK * max(item, 4)
+    else:
+        features = max(levels) * LIVE_TENSORS_INFERENCE * item
+    return batch * (image + features)
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Total memory of ``device``: a CUDA device's memory, else this machine's RAM (or its cgroup limit).
+
+    ``None`` when it cannot be read (then no check is made).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if device.type != "cpu":
+        return None
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for cgroup in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = cgroup.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def check_memory_budget(needed: int, device: torch.device | str, what: str, advice: str) -> None:
+    """Raise :class:`MemoryBudgetError` when ``needed`` bytes exceed the memory of ``device``.
+
+    ``what`` names the work (``"--resolution 100000 x --batch-size 8"``), ``advice`` how to shrink it.
+    """
+    total = available_bytes(device)
+    if total is not None and needed > total:
+        raise MemoryBudgetError(
+            f"{what} needs at least {needed / GIB:.1f} GiB, but {torch.device(device)} has "
+            f"{total / GIB:.1f} GiB; {advice}"
+        )
