@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from movq.atomic import atomic_write, atomic_write_text
 from movq.config import CodecConfig
-from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.images import ImageInput, check_has_data, check_size, from_tensor, pad_to_multiple, to_tensor
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
 from movq.strict import state_dict_mismatches
@@ -129,10 +129,11 @@ class Codec(nn.Module):
         """
         if not isinstance(latents, Tensor) or not latents.is_floating_point() or latents.ndim != 4:
             raise TypeError(f"latents must be a float tensor [B, {self.config.embed_dim}, h, w]")
-        if latents.shape[1] != self.config.embed_dim or latents.shape[0] == 0:
+        if latents.shape[1] != self.config.embed_dim or 0 in latents.shape:
             raise ValueError(
-                f"latents must have shape [B>0, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}"
+                f"latents must have shape [B>0, {self.config.embed_dim}, h>0, w>0], got {tuple(latents.shape)}"
             )
+        check_has_data(latents, "latents")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf values")
         z = latents.to(self.device, self.dtype) / self.config.scaling_factor
@@ -171,6 +172,7 @@ class Codec(nn.Module):
             raise ValueError(f"tokens must have shape {expected} (batch first), got {tuple(tokens.shape)}")
         if tokens.shape[0] == 0 or tokens.numel() == 0:
             raise ValueError(f"empty batch: tokens have shape {tuple(tokens.shape)}")
+        check_has_data(tokens, "tokens")
         h, w = tokens.shape[-2:]
         expected_grid = self.quantize.indices_shape(h, w)
         if tuple(tokens.shape[1:]) != tuple(expected_grid):

@@ -17,8 +17,9 @@ import sys
 
 import torch
 
-from movq.atomic import atomic_write_text
+from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
 from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
+from movq.devices import resolve_device
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["speed"]:
             return _speed(speed_parser().parse_args(argv[1:]))
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
-    except (BenchError, ValueError, FileNotFoundError) as err:
+    except (BenchError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"movq-bench: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except BenchInterrupted as err:
@@ -89,8 +90,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)  # --threads must not leak into a calling process
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """Argument checks shared by ``run`` and ``speed``, made before any model is loaded."""
+    if args.threads is not None and args.threads < 1:
+        raise BenchError(f"--threads must be >= 1, got {args.threads}")
+    if args.batch_size < 1:
+        raise BenchError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.resolution < 8:
+        raise BenchError(f"--resolution must be >= 8, got {args.resolution}")
+    resolve_device(args.device)
+    for flag in ("out", "markdown"):
+        if getattr(args, flag, None):
+            check_writable_file(getattr(args, flag), f"--{flag}")
+
+
 def _speed(args: argparse.Namespace) -> int:
     from movq.bench.speed import run_speed, speed_table
+
+    _check_common(args)
+    if args.iters < 1 or args.warmup < 0:
+        raise BenchError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
 
     rows = run_speed(args.model, args.resolution, args.batch_size, args.iters, args.warmup, args.device,
                      DTYPES[args.dtype], args.threads)
@@ -104,6 +123,9 @@ def _run(args: argparse.Namespace) -> int:
     from movq.bench.report import markdown, results_json, write_json
     from movq.bench.runner import Runner
 
+    _check_common(args)
+    if args.cache:
+        check_writable_dir(args.cache, "--cache")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = BenchConfig(

@@ -73,6 +73,25 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     return codecs
 
 
+def check_codec_memory(codecs: Any, batch_size: int, resolution: int, device: torch.device) -> None:
+    """Refuse (as :class:`BenchError`) a resolution x batch whose activations cannot fit on ``device``."""
+    from movq.config import CodecConfig
+    from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
+
+    for codec in codecs:
+        config = getattr(codec, "config", None)
+        if not isinstance(config, CodecConfig):
+            continue
+        needed = codec_activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
+        try:
+            check_memory_budget(
+                needed, device, f"--resolution {resolution} x --batch-size {batch_size} with {config.name!r}",
+                "lower --resolution or --batch-size",
+            )
+        except MemoryBudgetError as err:
+            raise BenchError(str(err)) from None
+
+
 def select_records(cfg: BenchConfig) -> tuple[list[Any], list[dict[str, str]], list[str]]:
     """Discover images; ``limit`` keeps the first N (per domain with ``by_domain``)."""
     try:
@@ -103,12 +122,17 @@ class Runner:
             raise BenchError(f"unknown metrics {unknown}; choose from fid,is,ssim,ms_ssim,psnr,l1,lpips")
         if cfg.batch_size < 1 or cfg.resolution < 8:
             raise BenchError("--batch-size must be >= 1 and --resolution >= 8")
+        if cfg.limit is not None and cfg.limit < 1:
+            raise BenchError(f"--limit must be >= 1 (images per run, or per domain with --by-domain), got {cfg.limit}")
+        if cfg.workers < 0 or cfg.chunk_size < 1:
+            raise BenchError("--workers must be >= 0 and --chunk-size >= 1")
         if "ms_ssim" in cfg.metrics and cfg.resolution < image_metrics.MS_SSIM_MIN_SIDE:
             raise BenchError(f"ms_ssim needs --resolution >= {image_metrics.MS_SSIM_MIN_SIDE}")
         self.cfg = cfg
         self.ctx = dist.setup(cfg.device)
         self.records, self.skipped, self.domains = select_records(cfg)
         self.codecs = load_models(cfg, self.ctx.device)
+        check_codec_memory(self.codecs.values(), cfg.batch_size, cfg.resolution, self.ctx.device)
         self.extractor = self._feature_extractor()
         self.lpips = self._lpips()
         self.chunk = math.ceil(max(cfg.chunk_size, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
@@ -277,6 +301,10 @@ class Runner:
         skipped = sorted(self.skipped + [s for g in gathered for s in g["skipped"]], key=lambda s: s["path"])
         total_processed = sum(g["processed"] for g in gathered)
         wall = max(g["elapsed"] for g in gathered)
+        measured = sum(a.count for a in stats.n_images.values())
+        if measured == 0:
+            reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+            raise BenchError(f"none of the {len(self.records)} image file(s) under {self.cfg.data} could be read ({reasons})")
         return {
             "stats": stats, "skipped": skipped, "upscaled": stats.upscaled.total.item(),
             "throughput": total_processed / wall if total_processed and wall > 0 else None,
