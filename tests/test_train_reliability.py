@@ -245,3 +245,12 @@ def test_training_accepts_the_bench_extensions(tmp_path):
         Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(tmp_path / "d" / f"a{i}{ext}", format="PPM" if ext == ".ppm" else "PNG")
     assert ".ppm" in IMAGE_EXTENSIONS and ".jfif" in IMAGE_EXTENSIONS
     assert len(ImageFolder(tmp_path / "d", 8).files) == 3 == len(list_image_files(tmp_path / "d"))
+
+
+def test_newest_complete_checkpoint_wins_over_a_stale_last_link(tmp_path):
+    out = tmp_path / "out"
+    for step in (1, 2):
+        ckpt.save_checkpoint(out, step, {"w": torch.full((1,), float(step))}, {}, keep_last=3)
+    (out / "last").unlink()  # a kill between the folder's rename and the link's swap
+    (out / "last").symlink_to("checkpoints/step-00000001", target_is_directory=True)
+    assert ckpt.latest_checkpoint(out).name == "step-00000002"

@@ -97,19 +97,23 @@ def _prune(root: Path, keep_last: int, keep: Path) -> None:
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The folder ``OUT/last`` points to, else the newest complete ``step-*`` folder, else None."""
+    """The newest complete ``step-*`` folder of ``out`` (see :func:`checkpoint_candidates`), else None."""
     candidates = checkpoint_candidates(out)
     return candidates[0] if candidates else None
 
 
 def checkpoint_candidates(out: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint folders of ``out``, newest first (``OUT/last`` first when it resolves)."""
+    """Complete checkpoint folders of ``out``, newest step first.
+
+    A ``step-*`` folder is complete once renamed into place, which happens before ``OUT/last`` is
+    swapped, so the newest folder is used even when a kill landed between the two. ``OUT/last``
+    alone is used when there is no ``checkpoints`` folder.
+    """
     out = Path(out)
     steps = sorted((p for p in (out / "checkpoints").glob("step-*") if (p / STATE_NAME).is_file()), reverse=True)
     last = out / "last"
-    if (last / STATE_NAME).is_file():
-        target = last.resolve()
-        steps = [target] + [p for p in steps if p.resolve() != target]
+    if not steps and (last / STATE_NAME).is_file():
+        return [last.resolve()]
     return steps
 
 
