@@ -47,7 +47,9 @@ def test_config_json_round_trip_and_presets():
         assert T2IConfig.from_json(preset.to_json()) == preset, name
     toy = get_t2i_preset("t2i-toy")
     assert (toy.n_layer, toy.n_head, toy.n_embd, toy.image_grid, toy.text_len) == (8, 8, 512, (16, 16), 128)
-    assert T2IConfig().text_loss_weight == pytest.approx(1 / 8) and T2IConfig().image_loss_weight == pytest.approx(7 / 8)
+    assert T2IConfig().text_loss_weight == pytest.approx(
+        1 / 8
+    ) and T2IConfig().image_loss_weight == pytest.approx(7 / 8)
     assert json.loads(toy.to_json())["image_grid"] == [16, 16]
     assert get_t2i_preset("t2i-tiny", n_layer=3).n_layer == 3
 
@@ -225,11 +227,15 @@ def test_bad_inputs_raise_clear_errors():
         model(bad, image)
     bad = empty_text(2, length, vocab)
     bad[1, 3] = vocab + 5
-    with pytest.raises(ValueError, match=r"text_ids\[1, 3\] = 261 is a padding id, but position 3 pads with 259"):
+    with pytest.raises(
+        ValueError, match=r"text_ids\[1, 3\] = 261 is a padding id, but position 3 pads with 259"
+    ):
         model(bad, image)
     with pytest.raises(ValueError, match=r"image ids in \[0, 64\), got values in \[.*, 64\]"):
         model(text, torch.full_like(image, 64))
-    with pytest.raises(ValueError, match=f"image_ids has {n + 1} tokens; the 4x4 image grid accepts 1 to {n}"):
+    with pytest.raises(
+        ValueError, match=f"image_ids has {n + 1} tokens; the 4x4 image grid accepts 1 to {n}"
+    ):
         model(text, torch.zeros(2, n + 1, dtype=torch.long))
     with pytest.raises(ValueError, match=f"image_ids has 5 tokens; the 4x4 image grid accepts exactly {n}"):
         model.loss(text, image[:, :5])

@@ -41,7 +41,10 @@ def test_filter_logits_top_k_keeps_exactly_k():
 
 def test_filter_logits_top_p_keeps_the_smallest_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
-    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False], [False, False, True, True]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [
+        [True, True, False, False],
+        [False, False, True, True],
+    ]
     assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist()[0] == [True, True, False, False]
     assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist()[0] == [True, True, True, False]
     assert torch.isfinite(filter_logits(logits, top_p=0.01)).sum(dim=1).tolist() == [1, 1]  # always one token
@@ -153,7 +156,8 @@ def test_guidance_scale_zero_is_the_empty_caption():
     model = make_model()
     text = captions(model)
     assert torch.equal(
-        model.generate(text, temperature=0, guidance_scale=0.0), model.generate(model.empty_text(3), temperature=0)
+        model.generate(text, temperature=0, guidance_scale=0.0),
+        model.generate(model.empty_text(3), temperature=0),
     )
 
 
@@ -174,9 +178,21 @@ def test_generate_restores_training_mode():
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number >= 0"),
         ({"temperature": math.nan}, ValueError, "temperature"),
         ({"guidance_scale": math.inf}, ValueError, "guidance_scale must be a finite number"),
-        ({"image_prefix": torch.zeros(3, 17, dtype=torch.long)}, ValueError, "image_prefix has 17 tokens; the 4x4 image grid accepts 0 to 16"),
-        ({"image_prefix": torch.zeros(2, 4, dtype=torch.long)}, ValueError, "image_prefix has batch size 2 but text_ids has 3"),
-        ({"image_prefix": torch.full((3, 4), 64)}, ValueError, r"image_prefix must hold image ids in \[0, 64\)"),
+        (
+            {"image_prefix": torch.zeros(3, 17, dtype=torch.long)},
+            ValueError,
+            "image_prefix has 17 tokens; the 4x4 image grid accepts 0 to 16",
+        ),
+        (
+            {"image_prefix": torch.zeros(2, 4, dtype=torch.long)},
+            ValueError,
+            "image_prefix has batch size 2 but text_ids has 3",
+        ),
+        (
+            {"image_prefix": torch.full((3, 4), 64)},
+            ValueError,
+            r"image_prefix must hold image ids in \[0, 64\)",
+        ),
         ({"image_prefix": torch.zeros(3, 4)}, TypeError, "integer tensor"),
     ],
 )

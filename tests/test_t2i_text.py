@@ -65,7 +65,9 @@ def test_hugging_face_tokenizer_from_file(tmp_path):
 
     tok = tokenizers.Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["a red cat", "a blue dog on a red mat"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tok.train_from_iterator(
+        ["a red cat", "a blue dog on a red mat"], trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    )
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
 

@@ -60,7 +60,15 @@ class T2IConfig:
     def __post_init__(self) -> None:
         if isinstance(self.image_grid, list):
             self.image_grid = tuple(self.image_grid)
-        for name in ("text_vocab_size", "text_len", "image_vocab_size", "image_depth", "n_layer", "n_head", "n_embd"):
+        for name in (
+            "text_vocab_size",
+            "text_len",
+            "image_vocab_size",
+            "image_depth",
+            "n_layer",
+            "n_head",
+            "n_embd",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"T2IConfig.{name} must be a positive integer, got {value!r}")
@@ -73,7 +81,11 @@ class T2IConfig:
             raise ValueError(f"T2IConfig.image_grid must be two positive integers (h, w), got {grid!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"T2IConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0 and round(self.mlp_ratio * self.n_embd) >= 1):
+        if not (
+            isinstance(self.mlp_ratio, (int, float))
+            and self.mlp_ratio > 0
+            and round(self.mlp_ratio * self.n_embd) >= 1
+        ):
             raise ValueError(f"T2IConfig.mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
         for name in ("dropout", "caption_dropout"):
             value = getattr(self, name)
@@ -138,7 +150,12 @@ class T2IConfig:
 
     @classmethod
     def for_codec(
-        cls, codec: Any, image_size: int | tuple[int, int] = 256, *, preset: str | None = None, **overrides: Any
+        cls,
+        codec: Any,
+        image_size: int | tuple[int, int] = 256,
+        *,
+        preset: str | None = None,
+        **overrides: Any,
     ) -> T2IConfig:
         """A config whose image side fits ``codec`` (a :class:`movq.Codec`) at ``image_size`` pixels.
 
@@ -169,7 +186,9 @@ class T2IConfig:
 
 T2I_PRESETS: dict[str, T2IConfig] = {
     # Tests and CPU smoke runs.
-    "t2i-tiny": T2IConfig(text_len=16, image_vocab_size=64, image_grid=(4, 4), n_layer=2, n_head=2, n_embd=32),
+    "t2i-tiny": T2IConfig(
+        text_len=16, image_vocab_size=64, image_grid=(4, 4), n_layer=2, n_head=2, n_embd=32
+    ),
     # Seed 004's toy: char-level text (here UTF-8 bytes) of 128, VQGAN 16x16 with 1024 codes, GPT 8x8x512.
     "t2i-toy": T2IConfig(),
     # DALL·E sequence sizes (256 text + 32x32 image tokens) at a CPU/one-GPU width, for a movq f8

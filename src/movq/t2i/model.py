@@ -51,14 +51,18 @@ def tokens_to_sequence(tokens: Tensor) -> Tensor:
     raise ValueError(f"codec tokens must be [B, h, w] or [B, depth, h, w], got shape {tuple(tokens.shape)}")
 
 
-def sequence_to_tokens(sequence: Tensor, grid: tuple[int, int], depth: int = 1, *, depth_axis: bool | None = None) -> Tensor:
+def sequence_to_tokens(
+    sequence: Tensor, grid: tuple[int, int], depth: int = 1, *, depth_axis: bool | None = None
+) -> Tensor:
     """Inverse of :func:`tokens_to_sequence`: ``[B, h*w*depth]`` -> ``[B, h, w]``, or
     ``[B, depth, h, w]`` when ``depth > 1`` or ``depth_axis=True`` (codecs whose token layout
     has a depth axis even at depth 1)."""
     h, w = grid
     if sequence.ndim != 2 or sequence.shape[1] != h * w * depth:
-        raise ValueError(f"image sequence must be [B, {h * w * depth}] for grid {grid} and depth {depth}, "
-                         f"got shape {tuple(sequence.shape)}")
+        raise ValueError(
+            f"image sequence must be [B, {h * w * depth}] for grid {grid} and depth {depth}, "
+            f"got shape {tuple(sequence.shape)}"
+        )
     if depth_axis is None:
         depth_axis = depth > 1
     if not depth_axis:
@@ -77,7 +81,9 @@ class KVCache:
     ``length`` positions are filled. ``append(k, v)`` stores ``[B, n_head, T, head_dim]`` new
     entries and returns all filled ones."""
 
-    def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self, batch: int, n_head: int, max_len: int, head_dim: int, device: torch.device, dtype: torch.dtype
+    ):
         self.k = torch.zeros(batch, n_head, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.length = 0
@@ -253,7 +259,11 @@ class T2ITransformer(nn.Module):
     def _embed_image(self, image_ids: Tensor, offset: int = 0) -> Tensor:
         """``[B, m]`` image ids at image positions ``offset .. offset + m - 1`` -> ``[B, m, C]``."""
         index = slice(offset, offset + image_ids.shape[1])
-        x = self.image_embed(image_ids) + self.image_row(self._image_row_ids[index]) + self.image_col(self._image_col_ids[index])
+        x = (
+            self.image_embed(image_ids)
+            + self.image_row(self._image_row_ids[index])
+            + self.image_col(self._image_col_ids[index])
+        )
         if self.image_depth is not None:
             x = x + self.image_depth(self._image_depth_ids[index])
         return x
@@ -297,7 +307,9 @@ class T2ITransformer(nn.Module):
         ``config.image_loss_weight``.
         """
         text_ids = self._check_text(text_ids)
-        image_ids = self._check_image(image_ids, "image_ids", text_ids.shape[0], min_len=self.config.image_len)
+        image_ids = self._check_image(
+            image_ids, "image_ids", text_ids.shape[0], min_len=self.config.image_len
+        )
         if caption_dropout is None:
             caption_dropout = self.config.caption_dropout if self.training else 0.0
         text_ids = drop_captions(text_ids, caption_dropout, self.config.text_vocab_size, generator=generator)
@@ -376,11 +388,15 @@ class T2ITransformer(nn.Module):
                 logits = self.image_head(hidden).float()
                 if guided:
                     logits = apply_guidance(logits[:batch], logits[batch:], guidance_scale)
-                out[:, j] = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+                out[:, j] = sample_logits(
+                    logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                )
                 if j + 1 == total:
                     break
                 if caches is not None:
-                    hidden = self._trunk(self._embed_image(doubled(out[:, j : j + 1]), offset=j), caches)[:, -1]
+                    hidden = self._trunk(self._embed_image(doubled(out[:, j : j + 1]), offset=j), caches)[
+                        :, -1
+                    ]
                 else:
                     hidden = self._hidden(text_ids, doubled(out[:, : j + 1]))[:, -1]
         finally:
@@ -432,7 +448,9 @@ class T2ITransformer(nn.Module):
         image_ids = self._check_ids(image_ids, name, batch)
         length, total = image_ids.shape[1], config.image_len
         if not min_len <= length <= total:
-            grid = f"{config.image_grid[0]}x{config.image_grid[1]}" + (f"x{config.image_depth}" if config.image_depth > 1 else "")
+            grid = f"{config.image_grid[0]}x{config.image_grid[1]}" + (
+                f"x{config.image_depth}" if config.image_depth > 1 else ""
+            )
             accepted = f"exactly {total}" if min_len == total else f"{min_len} to {total}"
             raise ValueError(f"{name} has {length} tokens; the {grid} image grid accepts {accepted}")
         if image_ids.numel():
@@ -456,14 +474,20 @@ class T2ITransformer(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> T2ITransformer:
         """Load a folder written by :meth:`save_pretrained`; every key and shape must match. Eval mode."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a movq.t2i model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+                raise FileNotFoundError(
+                    f"{path} not found: a movq.t2i model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
         config = T2IConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         state = load_file(weights_path)
         model = cls(config)

@@ -46,7 +46,9 @@ class T2IPipeline:
     out at ``image_grid * codec.downsample_factor`` pixels.
     """
 
-    def __init__(self, model: T2ITransformer, codec: Any, tokenizer: str | TextTokenizer | None = None) -> None:
+    def __init__(
+        self, model: T2ITransformer, codec: Any, tokenizer: str | TextTokenizer | None = None
+    ) -> None:
         if not isinstance(model, T2ITransformer):
             raise TypeError(f"model must be a T2ITransformer, got {type(model).__name__}")
         config = model.config
@@ -94,7 +96,9 @@ class T2IPipeline:
     def decode(self, sequences: Tensor) -> list[Image.Image]:
         """Image sequences ``[B, N]`` -> ``B`` PIL images through ``codec.decode``."""
         config = self.model.config
-        tokens = sequence_to_tokens(sequences, config.image_grid, config.image_depth, depth_axis=self.depth_axis)
+        tokens = sequence_to_tokens(
+            sequences, config.image_grid, config.image_depth, depth_axis=self.depth_axis
+        )
         return from_tensor(self.codec.decode(tokens), ImageFormat("pil", batched=True))
 
     @torch.no_grad()
@@ -131,19 +135,35 @@ class T2IPipeline:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if scorer is not None and not callable(scorer):
-            raise TypeError(f"scorer must be callable as scorer(images, prompts) -> scores, got {type(scorer).__name__}")
+            raise TypeError(
+                f"scorer must be callable as scorer(images, prompts) -> scores, got {type(scorer).__name__}"
+            )
         if prefix_image is not None and image_prefix is not None:
-            raise ValueError("pass either image_prefix (token ids) or prefix_image with prefix_rows, not both")
+            raise ValueError(
+                "pass either image_prefix (token ids) or prefix_image with prefix_rows, not both"
+            )
         if (prefix_image is None) != (prefix_rows is None):
-            raise ValueError("prefix_image and prefix_rows go together: the images and how many top rows to keep")
+            raise ValueError(
+                "prefix_image and prefix_rows go together: the images and how many top rows to keep"
+            )
         count = len(prompts)
         text_ids = encode_prompts(self.tokenizer, prompts, self.model.config.text_len).to(self.model.device)
         if prefix_image is not None:
             image_prefix = self.encode_prefix(prefix_image, prefix_rows)
         if image_prefix is not None:
-            if not isinstance(image_prefix, Tensor) or image_prefix.ndim != 2 or image_prefix.shape[0] not in (1, count):
-                shape = tuple(image_prefix.shape) if isinstance(image_prefix, Tensor) else type(image_prefix).__name__
-                raise ValueError(f"image prefix must be [1 or {count} (one per prompt), k] image ids, got {shape}")
+            if (
+                not isinstance(image_prefix, Tensor)
+                or image_prefix.ndim != 2
+                or image_prefix.shape[0] not in (1, count)
+            ):
+                shape = (
+                    tuple(image_prefix.shape)
+                    if isinstance(image_prefix, Tensor)
+                    else type(image_prefix).__name__
+                )
+                raise ValueError(
+                    f"image prefix must be [1 or {count} (one per prompt), k] image ids, got {shape}"
+                )
             image_prefix = image_prefix.to(self.model.device).expand(count, -1)
             image_prefix = image_prefix.repeat_interleave(num_candidates, dim=0)
         text_ids = text_ids.repeat_interleave(num_candidates, dim=0)
@@ -174,7 +194,9 @@ class T2IPipeline:
             best = scores.argmax(dim=1)
         return T2IOutput(
             images=[candidates[i][int(best[i])] for i in range(count)],
-            tokens=sequences_all[torch.arange(count), best.to(sequences_all.device)],
+            tokens=sequences_all[
+                torch.arange(count, device=sequences_all.device), best.to(sequences_all.device)
+            ],
             scores=scores,
             candidates=candidates,
         )
@@ -182,9 +204,13 @@ class T2IPipeline:
     @staticmethod
     def _score(scorer: Scorer, images: list[Image.Image], prompts: list[str]) -> Tensor:
         raw = scorer(images, prompts)
-        scores = torch.as_tensor(raw.detach().cpu() if isinstance(raw, Tensor) else list(raw), dtype=torch.float64).flatten()
+        scores = torch.as_tensor(
+            raw.detach().cpu() if isinstance(raw, Tensor) else list(raw), dtype=torch.float64
+        ).flatten()
         if scores.numel() != len(images):
-            raise ValueError(f"scorer returned {scores.numel()} scores for {len(images)} images; expected one per image")
+            raise ValueError(
+                f"scorer returned {scores.numel()} scores for {len(images)} images; expected one per image"
+            )
         if not all(math.isfinite(s) for s in scores.tolist()):
             raise ValueError("scorer returned NaN or infinite scores")
         return scores
@@ -210,7 +236,9 @@ def clip_scorer(
     def score(images: list[Image.Image], prompts: list[str]) -> Tensor:
         inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True, truncation=True)
         inputs = {k: v.to(model.device) for k, v in inputs.items()}
-        image_features = torch.nn.functional.normalize(model.get_image_features(pixel_values=inputs["pixel_values"]), dim=-1)
+        image_features = torch.nn.functional.normalize(
+            model.get_image_features(pixel_values=inputs["pixel_values"]), dim=-1
+        )
         text_inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
         text_features = torch.nn.functional.normalize(model.get_text_features(**text_inputs), dim=-1)
         return (image_features * text_features).sum(dim=-1).cpu()

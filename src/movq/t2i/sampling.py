@@ -17,12 +17,17 @@ from torch import Tensor
 
 
 def check_sampling_args(
-    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, guidance_scale: float = 1.0
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    guidance_scale: float = 1.0,
 ) -> None:
     """Raise a ValueError / TypeError naming the first bad sampling argument and what is accepted."""
     if not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1
+    ):
         raise ValueError(f"top_k must be None (off) or an integer >= 1, got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, numbers.Real) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be None (off) or a number in (0, 1], got {top_p!r}")

@@ -84,7 +84,9 @@ class HFTokenizer:
                     "(pip install tokenizers); or use the built-in 'byte' tokenizer"
                 ) from error
             path = Path(name_or_path)
-            tokenizer = Tokenizer.from_file(str(path)) if path.is_file() else Tokenizer.from_pretrained(self.name)
+            tokenizer = (
+                Tokenizer.from_file(str(path)) if path.is_file() else Tokenizer.from_pretrained(self.name)
+            )
         self.tokenizer = tokenizer
 
     @property
@@ -117,7 +119,9 @@ def load_tokenizer(spec: str | os.PathLike | TextTokenizer = "byte") -> TextToke
     )
 
 
-def pad_text(token_lists: Sequence[Sequence[int]], text_len: int, vocab_size: int, *, truncate: bool = True) -> Tensor:
+def pad_text(
+    token_lists: Sequence[Sequence[int]], text_len: int, vocab_size: int, *, truncate: bool = True
+) -> Tensor:
     """Token id lists -> ``LongTensor [B, text_len]``: ids first, then ``vocab_size + j`` at every free
     position ``j``. Longer lists are cut to ``text_len`` (``truncate=False``: an error instead)."""
     if text_len < 1 or vocab_size < 1:
@@ -129,7 +133,9 @@ def pad_text(token_lists: Sequence[Sequence[int]], text_len: int, vocab_size: in
             raise ValueError(f"caption {row} has {len(ids)} tokens, more than text_len={text_len}")
         bad = [i for i in ids if not 0 <= i < vocab_size]
         if bad:
-            raise ValueError(f"caption {row} has token ids {bad[:5]} outside the tokenizer's [0, {vocab_size})")
+            raise ValueError(
+                f"caption {row} has token ids {bad[:5]} outside the tokenizer's [0, {vocab_size})"
+            )
         ids = ids[:text_len]
         out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
@@ -148,7 +154,9 @@ def decode_text(tokenizer: TextTokenizer, text_ids: Tensor) -> list[str]:
     return [tokenizer.decode([i for i in row if i < tokenizer.vocab_size]) for row in text_ids.tolist()]
 
 
-def empty_text(batch: int, text_len: int, vocab_size: int, device: torch.device | str | None = None) -> Tensor:
+def empty_text(
+    batch: int, text_len: int, vocab_size: int, device: torch.device | str | None = None
+) -> Tensor:
     """The empty caption, ``[batch, text_len]`` of padding ids ``vocab_size + j``: the unconditional
     input of classifier-free guidance and the caption that caption dropout substitutes."""
     return (vocab_size + torch.arange(text_len, device=device)).repeat(batch, 1)
