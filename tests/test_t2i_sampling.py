@@ -90,6 +90,20 @@ def test_kv_cache_greedy_equals_full_forward_greedy(depth):
     assert torch.equal(model.generate(text, **kwargs), model.generate(text, use_cache=False, **kwargs))
 
 
+def test_kv_cache_in_chunks_matches_one_pass():
+    model = make_model()
+    text = captions(model)
+    image = torch.randint(0, model.config.image_vocab_size, (3, model.config.image_len), generator=seeded())
+    with torch.no_grad():
+        full = model._hidden(text, image[:, :-1])
+        caches = model.new_caches(3)
+        parts = [model._hidden(text, image[:, :4], caches)]  # BOS + text + 4 image tokens
+        parts.append(model._trunk(model._embed_image(image[:, 4:9], offset=4), caches))  # 5 at once
+        parts.append(model._trunk(model._embed_image(image[:, 9:10], offset=9), caches))  # then one
+    assert caches[0].length == 1 + model.config.text_len + 10
+    torch.testing.assert_close(torch.cat(parts, dim=1), full[:, : caches[0].length], rtol=1e-5, atol=1e-5)
+
+
 def test_generated_tokens_respect_top_k_and_top_p():
     model = make_model()
     text = captions(model)

@@ -117,12 +117,13 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             start = cache.length
             k, v = cache.append(k, v)
-        mask, causal = None, length > 1
-        if start > 0 and length > 1:  # new rows attend to all cached keys and causally among themselves
+        if start == 0:  # the whole sequence so far: plain causal attention
+            mask, causal = None, length > 1
+        elif length == 1:  # one new token: it sees every cached position
+            mask, causal = None, False
+        else:  # several new tokens: all cached positions, and causally among themselves
             rows = torch.arange(start, start + length, device=x.device)[:, None]
             mask, causal = torch.arange(start + length, device=x.device)[None, :] <= rows, False
-        elif start > 0:
-            causal = False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
@@ -394,9 +395,8 @@ class T2ITransformer(nn.Module):
                 if j + 1 == total:
                     break
                 if caches is not None:
-                    hidden = self._trunk(self._embed_image(doubled(out[:, j : j + 1]), offset=j), caches)[
-                        :, -1
-                    ]
+                    new_token = self._embed_image(doubled(out[:, j : j + 1]), offset=j)
+                    hidden = self._trunk(new_token, caches)[:, -1]
                 else:
                     hidden = self._hidden(text_ids, doubled(out[:, : j + 1]))[:, -1]
         finally:
