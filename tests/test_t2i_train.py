@@ -1,0 +1,317 @@
+"""movq-t2i-train on tiny synthetic token sets: the loss goes down, an interrupted run resumed equals
+an uninterrupted one bit for bit, the release weights load, and user errors are one CLI line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from movq.t2i import T2ITransformer, encode_prompts, load_tokenizer, tokens_to_sequence
+from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer
+
+COLOURS = ["red", "green", "blue", "white"]
+TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices run fastest on one thread (and do not fight a shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TokenList(torch.utils.data.Dataset):
+    """What the trainer reads from movq.data.TokenDataset: ``{"tokens", "source", "caption"}`` items and ``meta``.
+
+    Each caption names a colour; its image is a 4x4 token grid of that colour's code with a random
+    speck, so the text predicts the image and a few steps show it."""
+
+    def __init__(self, n: int = 32, codes: int = 16, depth: int | None = None) -> None:
+        g = torch.Generator().manual_seed(0)
+        shape = (4, 4) if depth is None else (depth, 4, 4)
+        self.items = []
+        for i in range(n):
+            colour = i % len(COLOURS)
+            tokens = torch.full(shape, colour, dtype=torch.long)
+            tokens.view(-1)[torch.randint(0, tokens.numel(), (1,), generator=g)] = int(
+                torch.randint(4, codes, (1,), generator=g)
+            )
+            caption = None if i % 8 == 7 else f"a {COLOURS[colour]} image"
+            self.items.append({"tokens": tokens, "source": f"{i}.png", "caption": caption})
+        self.meta = {
+            "kind": "tokens",
+            "codebook_size": codes,
+            "item_shape": list(shape),
+            "model": "synthetic",
+        }
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def config(out: Path, **kw) -> T2ITrainConfig:
+    base = dict(
+        data="synthetic",
+        out=str(out),
+        preset="t2i-tiny",
+        model=TINY_MODEL,
+        batch_size=8,
+        max_steps=6,
+        warmup_steps=2,
+        lr=3e-3,
+        num_workers=0,
+        log_every=1,
+        save_every=3,
+        progress=False,
+        amp="none",
+        ema_decay=0.9,
+    )
+    base.update(kw)
+    return T2ITrainConfig(**base)
+
+
+def eval_loss(model: T2ITransformer, data: TokenList) -> float:
+    batch = CaptionCollate(load_tokenizer(model.config.tokenizer), model.config.text_len)(data.items[:16])
+    with torch.no_grad():
+        return float(model.eval().loss(batch["text"], batch["image"]).total)
+
+
+def test_collate_builds_text_ids_with_the_models_tokenizer():
+    data = TokenList(8, depth=2)
+    batch = CaptionCollate(load_tokenizer("byte"), 12)(data.items)
+    expected = encode_prompts(load_tokenizer("byte"), [it["caption"] or "" for it in data.items], 12)
+    assert torch.equal(batch["text"], expected)
+    assert torch.equal(
+        batch["text"][7], encode_prompts(load_tokenizer("byte"), "", 12)[0]
+    )  # no caption: empty
+    assert torch.equal(batch["image"], tokens_to_sequence(torch.stack([it["tokens"] for it in data.items])))
+    assert batch["image"].shape == (8, 32)
+
+
+def test_few_steps_lower_the_loss_and_release_weights_load(tmp_path):
+    data = TokenList()
+    trainer = T2ITrainer(config(tmp_path / "out", max_steps=25, save_every=25, min_lr_ratio=1.0), data)
+    assert trainer.config.image_grid == (4, 4) and trainer.config.image_vocab_size == 16
+    assert trainer.config.text_vocab_size == 256 and trainer.config.tokenizer == "byte"
+    before = eval_loss(trainer.model, data)
+    assert trainer.run() == 25
+    after = eval_loss(trainer.model, data)
+    assert after < 0.6 * before, (before, after)
+
+    release = T2ITransformer.from_pretrained(tmp_path / "out")
+    assert release.config == trainer.config
+    for key, value in trainer.ema.module.state_dict().items():
+        assert torch.equal(release.state_dict()[key], value), key
+    assert eval_loss(release, data) < 0.8 * before
+    text = encode_prompts(load_tokenizer("byte"), ["a red image"], 12)
+    assert release.generate(text, temperature=0).shape == (1, 16)
+    log = (tmp_path / "out" / "log.csv").read_text().splitlines()
+    assert log[0].split(",")[:6] == ["step", "epoch", "lr", "loss", "text", "image"] and len(log) == 26
+
+
+def test_decay_groups_leave_norms_biases_and_embeddings_alone(tmp_path):
+    trainer = T2ITrainer(config(tmp_path / "out", weight_decay=0.3), TokenList())
+    decayed, plain = trainer.opt.param_groups
+    assert decayed["weight_decay"] == 0.3 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    assert all(names[id(p)].endswith(".weight") and p.ndim == 2 for p in decayed["params"])
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert {"bos", "text_embed.weight", "image_embed.weight", "ln_f.weight"} <= plain_names
+    assert len(decayed["params"]) + len(plain["params"]) == len(names)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    """Caption dropout (global RNG), data order, AdamW, schedule and EMA all continue exactly."""
+    data = TokenList()
+    model = {**TINY_MODEL, "caption_dropout": 0.5, "dropout": 0.1}
+    straight = T2ITrainer(config(tmp_path / "a", model=model), data)
+    straight.run()
+
+    first = T2ITrainer(config(tmp_path / "b", model=model), data)
+    step = first.train_step
+
+    def step_then_stop(batches, n):  # as a SIGTERM after step 4: finish the step, checkpoint, return
+        out = step(batches, n)
+        if n + 1 == 4:
+            first.loop.stop_requested = True
+        return out
+
+    first.train_step = step_then_stop
+    assert first.run() == 4
+    resumed = T2ITrainer(config(tmp_path / "b", model=model, resume=True), data)
+    assert resumed.step == 4
+    assert resumed.run() == 6
+    for name, a, b in (
+        ("model", straight.model, resumed.model),
+        ("ema", straight.ema.module, resumed.ema.module),
+    ):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), (name, key)
+    assert straight.opt.state_dict()["state"][0]["exp_avg"].equal(
+        resumed.opt.state_dict()["state"][0]["exp_avg"]
+    )
+
+
+def test_resume_with_another_model_is_refused(tmp_path):
+    T2ITrainer(config(tmp_path / "out", max_steps=3), TokenList()).run()
+    with pytest.raises(ValueError, match="n_embd=32.*n_embd=48"):
+        T2ITrainer(
+            config(tmp_path / "out", max_steps=6, resume=True, model={**TINY_MODEL, "n_embd": 48}),
+            TokenList(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"model": {"image_vocab_size": 8}}, "cannot set"),
+        ({"model": {"n_layers": 2}}, "unknown T2IConfig fields"),
+        ({"preset": "t2i-huge"}, "unknown --preset"),
+        ({"amp": "fp8"}, "amp must be"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        T2ITrainer(config(tmp_path / "out", **kw), TokenList())
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "movq.t2i.train", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("movq-t2i-train: error: "), result.stderr
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    assert "--data is required" in one_error_line(run_cli("--out", str(tmp_path / "o")))
+    assert "does not exist" in one_error_line(
+        run_cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    )
+    (tmp_path / "imgs").mkdir()
+    assert "--codec" in one_error_line(
+        run_cli("--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"))
+    )
+    assert "cannot set" in one_error_line(
+        run_cli(
+            "--data",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            '{"image_grid": [2, 2]}',
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# With movq-tokenize: real token folders
+
+
+def make_captioned_images(root: Path, n: int = 8) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        colour = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (240, 240, 240)][i % 4]
+        Image.fromarray(np.full((16, 16, 3), colour, dtype=np.uint8)).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"a {COLOURS[i % 4]} image")
+    return root
+
+
+@pytest.fixture
+def tokenize_api():
+    return pytest.importorskip("movq.tokenize.runner", reason="movq-tokenize not merged yet")
+
+
+def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, tokenize_api):
+    data = make_captioned_images(tmp_path / "imgs")
+    out = tmp_path / "run"
+    common = [
+        "--out",
+        str(out),
+        "--preset",
+        "t2i-tiny",
+        "--model",
+        '{"text_len": 12}',
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--amp",
+        "none",
+        "--save-every",
+        "2",
+    ]
+    result = run_cli(
+        "--data",
+        str(data),
+        "--codec",
+        "movqgan-tiny-photos",
+        "--resolution",
+        "16",
+        "--max-steps",
+        "2",
+        *common,
+    )
+    assert result.returncode == 0, result.stderr
+    from movq.data import TokenDataset
+
+    tokens = TokenDataset(out / "tokens")
+    assert len(tokens) == 8 and tokens[1]["caption"] == "a green image"
+    model = T2ITransformer.from_pretrained(out)
+    assert model.config.image_grid == (2, 2) and model.config.image_vocab_size == 1024
+    result = run_cli("--out", str(out), "--resume", "--max-steps", "4", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout and "step 4" in result.stdout
+
+    # the token folder itself as --data; the wrong --codec is refused before any step
+    from movq import Codec, get_preset
+
+    other = tmp_path / "other-codec"
+    Codec(get_preset("movqgan-tiny")).save_pretrained(other)
+    line = one_error_line(
+        run_cli("--data", str(out / "tokens"), "--codec", str(other), "--out", str(tmp_path / "x"))
+    )
+    assert "is not the codec that wrote" in line
+    line = one_error_line(
+        run_cli("--data", str(out / "tokens"), "--resolution", "32", "--out", str(tmp_path / "x"))
+    )
+    assert "tokenized at 16 px" in line
+
+
+def test_jsonl_manifest_is_tokenized_with_its_captions(tmp_path, tokenize_api):
+    make_captioned_images(tmp_path / "imgs", 4)
+    manifest = tmp_path / "data.jsonl"
+    manifest.write_text("".join(f'{{"image": "imgs/{i}.png", "caption": "caption {i}"}}\n' for i in range(4)))
+    cfg = config(
+        tmp_path / "run",
+        data=str(manifest),
+        codec="movqgan-tiny-photos",
+        resolution=16,
+        batch_size=2,
+        max_steps=1,
+    )
+    trainer = T2ITrainer(cfg)
+    assert [trainer.dataset[i]["caption"] for i in range(4)] == [f"caption {i}" for i in range(4)]
+    assert trainer.config.image_grid == (2, 2)
+    assert trainer.run() == 1
