@@ -7,7 +7,6 @@ import pickle
 import sys
 import types
 import warnings
-
 import zipfile
 
 import pytest
@@ -148,6 +147,11 @@ def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path, lega
     torch.testing.assert_close(loaded.decode(tokens), reference.decode(tokens))
     image = loaded.decode(tokens)
     assert image.shape == (2, 3, 32, 48) and image.min() >= -1 and image.max() <= 1
+
+    fresh = movq.load(tmp_path, pretrained=False)  # the same architecture, random weights
+    assert fresh.config == loaded.config and not torch.equal(fresh.encoder.blocks.input.w, loaded.encoder.blocks.input.w)
+    with pytest.raises(ValueError, match="preset='movqgan-tiny' cannot be used with the folder"):
+        movq.load(tmp_path, preset="movqgan-tiny")
 
     with pytest.raises(ValueError, match="pickled module object"):  # one half alone is not a codec
         movq.hub.checkpoints.load_state(load_state_file(tmp_path / "encoder.pkl"))
