@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write, atomic_write_text
-from movq.config import CodecConfig
+from movq.config import CodecConfig, record_config
 from movq.images import ImageInput, check_has_data, check_size, from_tensor, pad_to_multiple, to_tensor
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
-from movq.strict import state_dict_mismatches
+from movq.strict import dataclass_from_file, state_dict_mismatches
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,6 +56,7 @@ class Codec(nn.Module):
         self.quantize: Quantizer = build_quantizer(config.quantizer, config.embed_dim)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
         self.decoder = Decoder(config)
+        self.register_state_dict_post_hook(record_config)  # the config travels with torch.save(state_dict())
 
     # ----------------------------------------------------------------------------- properties
 
@@ -219,14 +219,17 @@ class Codec(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Codec:
-        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match)."""
+        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match); a
+        bad ``config.json`` or ``model.safetensors`` is an error naming the file and the problem."""
+        from movq.hub.safe_load import load_state_file
+
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = cls.config_class.from_dict(json.loads(config_path.read_text()))
-        return cls.from_state_dict(config, load_file(weights_path)).to(device=device, dtype=dtype)
+        config = dataclass_from_file(cls.config_class, config_path)
+        return cls.from_state_dict(config, load_state_file(weights_path)).to(device=device, dtype=dtype)
 
     @classmethod
     def from_state_dict(cls, config: Any, state: dict[str, Tensor]) -> Codec:
