@@ -274,6 +274,9 @@ def test_ddim_with_eta_0_is_deterministic_and_ddpm_follows_the_generator():
     a = d.sample(model, noise.shape, sampler="ddim", noise=noise, generator=torch.Generator().manual_seed(1))
     b = d.sample(model, noise.shape, sampler="ddim", noise=noise, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
+    assert torch.equal(
+        a, d.sample(model, noise.shape, sampler="ddim", noise=noise, progress=True)
+    )  # tqdm bar
     c = d.sample(model, noise.shape, sampler="ddpm", generator=torch.Generator().manual_seed(1))
     e = d.sample(model, noise.shape, sampler="ddpm", generator=torch.Generator().manual_seed(1))
     f = d.sample(model, noise.shape, sampler="ddpm", generator=torch.Generator().manual_seed(2))
