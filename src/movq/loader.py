@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from movq.codec import CONFIG_NAME, Codec
+from movq.codec import Codec
 from movq.config import PRESETS, get_preset
 from movq.dvae import DVAE
 from movq.hub.checkpoints import CHECKPOINT_SUFFIXES, load_dalle, load_local
 from movq.hub.download import fetch, package_folder
 from movq.hub.registry import FOLDER_FORMATS, REGISTRY, ModelSpec
+from movq.model_folder import CONFIG_NAME
 from movq.strict import did_you_mean
 
 DEFAULT_MODEL = "movqgan-tiny-photos"

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write, atomic_write_text
-from movq.codec import CONFIG_NAME, WEIGHTS_NAME
 from movq.diffusion.blocks import (
     NORM_GROUPS,
     AttentionBlock,
@@ -21,6 +17,13 @@ from movq.diffusion.blocks import (
     ResBlock,
     timestep_embedding,
     zero_module,
+)
+from movq.model_folder import (
+    WEIGHTS_NAME,
+    load_strict,
+    read_model_folder,
+    save_model_folder,
+    save_weights,
 )
 from movq.modules.blocks import Downsample, Upsample
 from movq.strict import dataclass_from_dict, state_dict_mismatches
@@ -283,22 +286,16 @@ class UNet(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` (these weights) into ``directory``, plus
         ``ema.safetensors`` from ``ema`` (a UNet of the same config, or a ``ModelEMA`` wrapping one);
         without ``ema`` a stale ``ema.safetensors`` is removed. Every file is written atomically."""
-        directory = Path(directory)
-        files = {WEIGHTS_NAME: self}
-        if ema is not None:
-            ema_model = getattr(ema, "module", ema)
+        ema_model = getattr(ema, "module", ema)
+        if ema_model is not None:
             problems = state_dict_mismatches(self.state_dict(), ema_model.state_dict())
             if problems:
                 raise ValueError("ema weights do not match this UNet: " + "; ".join(problems))
-            files[EMA_WEIGHTS_NAME] = ema_model
+        directory = save_model_folder(directory, self, self.config)
+        if ema_model is not None:
+            save_weights(directory / EMA_WEIGHTS_NAME, ema_model)
         else:
             (directory / EMA_WEIGHTS_NAME).unlink(missing_ok=True)
-        for name, module in files.items():
-            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-            atomic_write(
-                directory / name, lambda tmp, state=state: save_file(state, tmp, metadata={"format": "pt"})
-            )
-        atomic_write_text(directory / CONFIG_NAME, json.dumps(self.config.to_dict(), indent=2) + "\n")
         return directory
 
     @classmethod
@@ -320,18 +317,10 @@ class UNet(nn.Module):
         directory = Path(directory)
         if weights == "auto":
             weights = "ema" if (directory / EMA_WEIGHTS_NAME).is_file() else "model"
-        weights_path = directory / (EMA_WEIGHTS_NAME if weights == "ema" else WEIGHTS_NAME)
-        for path in (directory / CONFIG_NAME, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found: a UNet folder holds {CONFIG_NAME}, {WEIGHTS_NAME} (and {EMA_WEIGHTS_NAME})"
-                )
-        model = cls(UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text())))
-        state = load_file(weights_path)
-        problems = state_dict_mismatches(model.state_dict(), state)
-        if problems:
-            raise ValueError(f"{weights_path} does not match its config.json: " + "; ".join(problems))
-        model.load_state_dict(state, strict=True)
+        name = EMA_WEIGHTS_NAME if weights == "ema" else WEIGHTS_NAME
+        config, state = read_model_folder(directory, UNetConfig, "a UNet folder", weights_name=name)
+        model = cls(config)
+        load_strict(model, state, f"{directory / name} does not match its config.json")
         return model.to(device=device, dtype=dtype).eval()
 
 

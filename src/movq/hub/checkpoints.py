@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from movq.codec import CONFIG_NAME, WEIGHTS_NAME, Codec
+from movq.codec import Codec
 from movq.config import STATE_DICT_CONFIG_KEY, CodecConfig
 from movq.dvae import DVAE, DVAEConfig, dalle_state_dict
 from movq.hub.diffusers import (
@@ -27,6 +27,7 @@ from movq.hub.diffusers import (
 )
 from movq.hub.formats import WRAPPER_PREFIXES, detect_format, infer_config, unwrap_checkpoint
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
+from movq.model_folder import CONFIG_NAME, WEIGHTS_NAME
 from movq.strict import ConfigError, dataclass_from_dict, read_json_object
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
