@@ -16,7 +16,6 @@ MLP), as in GPT-2 / nanoGPT.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -24,12 +23,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write, atomic_write_text
-from movq.codec import CONFIG_NAME, WEIGHTS_NAME
-from movq.strict import state_dict_mismatches
+from movq.model_folder import WEIGHTS_NAME, load_strict, read_model_folder, save_model_folder
 from movq.t2i.config import T2IConfig
 from movq.t2i.sampling import apply_guidance, check_sampling_args, sample_logits
 from movq.t2i.text import drop_captions, empty_text
@@ -465,12 +461,7 @@ class T2ITransformer(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (fp as stored) into ``save_directory``, atomically."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write_text(directory / CONFIG_NAME, self.config.to_json() + "\n")
-        return directory
+        return save_model_folder(save_directory, self, self.config)
 
     @classmethod
     def from_pretrained(
@@ -481,18 +472,7 @@ class T2ITransformer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> T2ITransformer:
         """Load a folder written by :meth:`save_pretrained`; every key and shape must match. Eval mode."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found: a movq.t2i model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-                )
-        config = T2IConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        state = load_file(weights_path)
+        config, state = read_model_folder(directory, T2IConfig, "a movq.t2i model folder")
         model = cls(config)
-        problems = state_dict_mismatches(model.state_dict(), state)
-        if problems:
-            raise ValueError(f"{weights_path} does not match its config.json: " + "; ".join(problems))
-        model.load_state_dict(state, strict=True)
+        load_strict(model, state, f"{Path(directory) / WEIGHTS_NAME} does not match its config.json")
         return model.to(device=device, dtype=dtype).eval()
