@@ -163,6 +163,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     )
 
 
+def test_max_minutes_stops_with_a_checkpoint(tmp_path, capsys):
+    trainer = T2ITrainer(config(tmp_path / "out", max_steps=50, max_minutes=1e-9), TokenList())
+    assert trainer.run() == 1
+    assert (tmp_path / "out" / "checkpoints" / "step-00000001").is_dir()
+    assert "stopped by --max-minutes" in capsys.readouterr().out
+
+
 def test_resume_with_another_model_is_refused(tmp_path):
     T2ITrainer(config(tmp_path / "out", max_steps=3), TokenList()).run()
     with pytest.raises(ValueError, match="n_embd=32.*n_embd=48"):
