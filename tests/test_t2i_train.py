@@ -19,13 +19,7 @@ COLOURS = ["red", "green", "blue", "white"]
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices run fastest on one thread (and do not fight a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TokenList(torch.utils.data.Dataset):

@@ -35,7 +35,7 @@ from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
 from movq.train.cli import run_training_cli
-from movq.train.config import RunConfig
+from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.ema import ModelEMA
 from movq.train.loop import TrainLoop
@@ -48,12 +48,12 @@ TOKENS_DIR = "tokens"
 CODEC_INFO = "codec.json"
 DERIVED = ("text_vocab_size", "tokenizer", "image_vocab_size", "image_grid", "image_depth")
 """Model fields that come from the data and the tokenizer, never from ``--model``."""
-AMP_CHOICES = ("auto", "bf16", "fp16", "none")
 
 
 @dataclass
-class T2ITrainConfig(RunConfig):
-    """Everything a text-to-image training run needs (bookkeeping fields from :class:`RunConfig`).
+class T2ITrainConfig(OptimConfig):
+    """Everything a text-to-image training run needs (bookkeeping and optimisation fields from
+    :class:`~movq.train.config.OptimConfig`, with GPT-style defaults here).
 
     ``data``: a ``movq-tokenize`` folder or an image collection tokenized with ``codec`` at
     ``resolution`` (default 256; a token folder fixes its own and a different value is an error).
@@ -71,34 +71,21 @@ class T2ITrainConfig(RunConfig):
     preset: str = "t2i-toy"
     model: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
-    # optimisation
-    grad_accum: int = 1
+    # optimisation (the other fields and their checks: OptimConfig)
     lr: float = 3e-4
-    min_lr_ratio: float = 0.1
     warmup_steps: int = 200
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
     ema_decay: float = 0.999
-    ema_warmup: bool = True
     # tokenizing an image collection
     tokenize_batch_size: int = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        if self.amp not in AMP_CHOICES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
-        for name in ("grad_accum", "warmup_steps", "tokenize_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tokenize_batch_size < 1:
+            raise ValueError(f"tokenize_batch_size must be >= 1, got {self.tokenize_batch_size}")
         if self.resolution is not None and self.resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {self.resolution}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.preset not in T2I_PRESETS:
             raise ValueError(f"unknown --preset {self.preset!r}; available: {', '.join(sorted(T2I_PRESETS))}")
         derived = sorted(set(self.model) & set(DERIVED))
