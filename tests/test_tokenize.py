@@ -172,6 +172,17 @@ def test_rerun_skips_finished_shards_and_redoes_a_deleted_one(data_dir, tmp_path
             assert path.stat().st_mtime_ns == stamp, f"{path.name} was rewritten"
 
 
+def test_output_folder_inside_the_data_folder_is_not_read_as_data(data_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in GOOD[:3]:
+        (data / name).write_bytes((data_dir / name).read_bytes())
+    args = ["--model", MODEL, "--data", str(data), "--out", str(data / "tokens"), *FAST]
+    assert run(args) == 0 and (data / "tokens" / "code_histogram.png").is_file()
+    assert run(args) == 0  # the histogram PNG inside --out is no new source
+    assert "2 of 2 shards already finished" in capsys.readouterr().out and len(TokenDataset(data / "tokens")) == 3
+
+
 def test_killed_run_resumes_to_the_same_output(data_dir, tmp_path):
     manifest = tmp_path / "many.jsonl"
     manifest.write_text("".join(json.dumps({"image": str(data_dir / GOOD[i % 5])}) + "\n" for i in range(150)))

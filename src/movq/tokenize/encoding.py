@@ -1,9 +1,11 @@
 """Batches of preprocessed pixels -> stored token ids or latents, computed as ``codec.encode`` does.
 
 With ``dtype=float32`` the path is op for op ``codec.encode`` (tokens) and ``codec.encode_latents``
-(latents). With ``bfloat16`` / ``float16`` the encoder runs in that dtype while the quantizer stays
-in float32 (full-precision codebook, float32 nearest-code search): tokens can then differ from
-the float32 ones where two codes are nearly equidistant, which is why the run records its dtype.
+(latents), so the stored tokens are bit-identical to theirs. With ``bfloat16`` / ``float16`` (the
+fast path) the encoder runs in that dtype and in the channels-last memory layout (faster oneDNN /
+cuDNN convolutions) while the quantizer stays in float32 (full-precision codebook, float32
+nearest-code search): tokens can then differ from the float32 ones where two codes are nearly
+equidistant, which is why the run records its dtype.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ def token_dtype(codebook_size: int) -> torch.dtype:
 
 
 def prepare_codec(codec: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """Move ``codec`` to ``device`` in eval mode; every submodule but the quantizer takes ``dtype``."""
+    """Move ``codec`` to ``device`` in eval mode; every submodule but the quantizer takes ``dtype``
+    (and, below float32, the channels-last layout)."""
     codec = codec.to(device=device, dtype=torch.float32).eval()
     for name, child in codec.named_children():
         if name != "quantize":
             child.to(dtype)
+            if dtype != torch.float32:
+                child.to(memory_format=torch.channels_last)
     return codec
 
 
@@ -39,6 +44,8 @@ def encode_batch(codec: torch.nn.Module, pixels: Tensor, *, latents: bool, store
     Raises ``ValueError`` if a latent does not fit ``store_dtype`` (float16 overflow).
     """
     x = to_tensor(pixels.to(codec.device, non_blocking=True))[0].to(codec.dtype)
+    if x.dtype != torch.float32:
+        x = x.contiguous(memory_format=torch.channels_last)
     z = codec.encode_to_prequant(x).float()
     if latents:
         out = (z * codec.config.scaling_factor).to(store_dtype)

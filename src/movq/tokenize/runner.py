@@ -44,7 +44,7 @@ class Tokenizer:
         check_settings(cfg)
         self.cfg = cfg
         try:
-            self.sources: Sources = discover_sources(cfg.data)
+            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out)
         except (FileNotFoundError, NotADirectoryError, ValueError) as err:
             raise TokenizeError(str(err)) from None
         try:
@@ -70,7 +70,7 @@ class Tokenizer:
             dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
             shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
         )
-        self.resumed = check_compatible(cfg.out, self.meta)
+        check_compatible(cfg.out, self.meta)
         self.run_id = run_id(self.meta)
         self.ctx = dist.setup(cfg.device)
         try:

@@ -69,9 +69,11 @@ class Sources:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def discover_sources(data: str | os.PathLike) -> Sources:
-    """List the items of ``data`` (see the module docstring). Raises ``FileNotFoundError`` /
-    ``ValueError`` with a one-line message for a missing path, an empty folder, a bad manifest."""
+def discover_sources(data: str | os.PathLike, exclude: str | os.PathLike | None = None) -> Sources:
+    """List the items of ``data`` (see the module docstring); images under the folder ``exclude``
+    (the output folder, when it lies inside the data folder) are left out. Raises
+    ``FileNotFoundError`` / ``ValueError`` with a one-line message for a missing path, an empty
+    folder, a bad manifest."""
     text = str(data)
     path = Path(text)
     if any(ch in text for ch in "*?[") and not path.exists():
@@ -85,7 +87,7 @@ def discover_sources(data: str | os.PathLike) -> Sources:
         tars = sorted(p for p in path.iterdir() if p.suffix == ".tar" and p.is_file() and not p.name.startswith("."))
         if tars and not any(is_image_file(p) for p in path.rglob("*")):
             return _from_tars(tars)
-        return _from_folder(path)
+        return _from_folder(path, exclude)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _from_manifest(path)
     if path.name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
@@ -95,11 +97,18 @@ def discover_sources(data: str | os.PathLike) -> Sources:
     )
 
 
-def _from_folder(root: Path) -> Sources:
+def _from_folder(root: Path, exclude: str | os.PathLike | None) -> Sources:
     items = []
+    skip = Path(exclude).resolve() if exclude is not None else None
+    if skip is not None and not skip.is_relative_to(root.resolve()):
+        skip = None
     for path in list_image_files(root):
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue
         caption = path.with_suffix(".txt")
         items.append(SourceItem(path.relative_to(root).as_posix(), path=str(path), caption_path=str(caption)))
+    if not items:
+        raise ValueError(f"no image files under {root} outside the output folder {exclude}")
     return Sources(items, "folder")
 
 
