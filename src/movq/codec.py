@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write, atomic_write_text
-from movq.config import CodecConfig
-from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.config import CodecConfig, record_config
+from movq.images import ImageInput, check_has_data, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.model_folder import load_strict, read_model_folder, save_model_folder
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
-from movq.strict import state_dict_mismatches
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -57,6 +51,7 @@ class Codec(nn.Module):
         self.quantize: Quantizer = build_quantizer(config.quantizer, config.embed_dim)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
         self.decoder = Decoder(config)
+        self.register_state_dict_post_hook(record_config)  # the config travels with torch.save(state_dict())
 
     # ----------------------------------------------------------------------------- properties
 
@@ -129,10 +124,11 @@ class Codec(nn.Module):
         """
         if not isinstance(latents, Tensor) or not latents.is_floating_point() or latents.ndim != 4:
             raise TypeError(f"latents must be a float tensor [B, {self.config.embed_dim}, h, w]")
-        if latents.shape[1] != self.config.embed_dim or latents.shape[0] == 0:
+        if latents.shape[1] != self.config.embed_dim or 0 in latents.shape:
             raise ValueError(
-                f"latents must have shape [B>0, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}"
+                f"latents must have shape [B>0, {self.config.embed_dim}, h>0, w>0], got {tuple(latents.shape)}"
             )
+        check_has_data(latents, "latents")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf values")
         z = latents.to(self.device, self.dtype) / self.config.scaling_factor
@@ -171,6 +167,7 @@ class Codec(nn.Module):
             raise ValueError(f"tokens must have shape {expected} (batch first), got {tuple(tokens.shape)}")
         if tokens.shape[0] == 0 or tokens.numel() == 0:
             raise ValueError(f"empty batch: tokens have shape {tuple(tokens.shape)}")
+        check_has_data(tokens, "tokens")
         h, w = tokens.shape[-2:]
         expected_grid = self.quantize.indices_shape(h, w)
         if tuple(tokens.shape[1:]) != tuple(expected_grid):
@@ -195,12 +192,7 @@ class Codec(nn.Module):
             return save_diffusers(self, save_directory)
         if format != "movq":
             raise ValueError(f"format must be 'movq' or 'diffusers', got {format!r}")
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write_text(directory / CONFIG_NAME, self.config.to_json() + "\n")
-        return directory
+        return save_model_folder(save_directory, self, self.config)
 
     def push_to_hub(self, repo_id: str, *, format: str = "movq", **kwargs: Any) -> Any:  # noqa: A002
         """Upload this codec to the Hugging Face Hub repo ``repo_id`` in ``format`` ("movq" or
@@ -217,14 +209,10 @@ class Codec(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Codec:
-        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = cls.config_class.from_dict(json.loads(config_path.read_text()))
-        return cls.from_state_dict(config, load_file(weights_path)).to(device=device, dtype=dtype)
+        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match); a
+        bad ``config.json`` or ``model.safetensors`` is an error naming the file and the problem."""
+        config, state = read_model_folder(directory, cls.config_class, "a movq codec folder")
+        return cls.from_state_dict(config, state).to(device=device, dtype=dtype)
 
     @classmethod
     def from_state_dict(cls, config: Any, state: dict[str, Tensor]) -> Codec:
@@ -235,7 +223,4 @@ class Codec(nn.Module):
 
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
         """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""
-        problems = state_dict_mismatches(self.state_dict(), state)
-        if problems:
-            raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(problems))
-        self.load_state_dict(state, strict=True)
+        load_strict(self, state, f"checkpoint does not match codec {self.config.name!r}")

@@ -19,15 +19,16 @@ import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.codec import Codec
+from movq.config import record_config
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
-from movq.strict import dataclass_from_dict
+from movq.strict import PositiveFloat, PositiveInt, Range, dataclass_from_dict
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -38,13 +39,13 @@ class DVAEConfig:
 
     name: str = "dalle-dvae"
     architecture: Literal["dalle-dvae"] = "dalle-dvae"
-    group_count: int = 4
-    n_hid: int = 256
-    n_blk_per_group: int = 2
-    n_init: int = 128
-    in_channels: int = 3
-    vocab_size: int = 8192
-    scaling_factor: float = 1.0
+    group_count: PositiveInt = 4
+    n_hid: Annotated[int, Range(min=4)] = 256
+    n_blk_per_group: PositiveInt = 2
+    n_init: PositiveInt = 128
+    in_channels: PositiveInt = 3
+    vocab_size: PositiveInt = 8192
+    scaling_factor: PositiveFloat = 1.0
 
     @property
     def downsample_factor(self) -> int:
@@ -201,6 +202,7 @@ class DVAE(Codec):
         self.encoder = DVAEEncoder(self.config)
         self.quantize = OneHotQuantizer(self.config.vocab_size)
         self.decoder = DVAEDecoder(self.config)
+        self.register_state_dict_post_hook(record_config)
 
     @property
     def device(self) -> torch.device:

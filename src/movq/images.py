@@ -100,11 +100,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"PIL image of mode {image.mode!r} contains NaN or inf values; expected finite pixels")
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         image = Image.fromarray(np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":  # premultiplied: PIL converts it only to LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -112,6 +116,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _pil_to_tensor(images: list[Image.Image]) -> Tensor:
+    for im in images:
+        if im.width < 1 or im.height < 1:
+            raise ValueError(f"empty image: {im.width}x{im.height} pixels (WxH); expected at least 1x1")
     sizes = {im.size for im in images}
     if len(sizes) > 1:
         raise ValueError(f"all images in a batch must have the same size, got (W, H) sizes {sorted(sizes)}")
@@ -135,7 +142,14 @@ def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
     return _uint8_to_float(x), ImageFormat("numpy", batched=batched)
 
 
+def check_has_data(x: Tensor, what: str) -> None:
+    """Refuse tensors on the ``meta`` device (shapes only, no values) before any work reads them."""
+    if x.is_meta:
+        raise ValueError(f"got {what} on the 'meta' device (shapes only, no values); pass a tensor on cpu or cuda")
+
+
 def _tensor_to_tensor(x: Tensor) -> tuple[Tensor, ImageFormat]:
+    check_has_data(x, "the image tensor")
     if x.ndim not in (3, 4):
         raise ValueError(f"image tensors must be CHW or BCHW, got {x.ndim} dimensions {tuple(x.shape)}")
     batched = x.ndim == 4

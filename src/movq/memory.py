@@ -1,118 +1,87 @@
-"""Resource bounds before work: estimate the memory a codec pass needs and refuse a run that cannot fit.
+"""Memory estimates checked before work starts, so an impossible run fails at once with a clear message
+instead of being killed by the kernel after minutes of work (``movq-bench``, ``movq-train``,
+``movq-tokenize``).
 
-:func:`estimate_codec_bytes` is a deliberately simple model of an inference (no-grad) pass of the
-encoder (the decoder's peak is about the same): the weights, plus a few live buffers of the widest
-feature map, plus the input conversion and the quantizer's chunked distance matrix. It is meant to
-catch impossible settings (``--resolution 100000``, a batch of thousands at 1024 px) with a clear
-message before any compute, not to predict the allocator's peak to the byte.
-:func:`check_memory_budget` compares an estimate with the free memory of the device.
+The estimates are deliberately simple (activation sizes of the widest feature maps times a count of
+tensors alive at once) and err on the low side: a run is refused only when it cannot fit.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
 
 import torch
 
-LIVE_BUFFERS = 5
-"""Feature maps of the widest level alive at once in a ResNet block (input, norm, activation, conv, sum)."""
+from movq.config import CodecConfig
 
-SEARCH_CHUNK = 4096
-"""Rows of the nearest-code search done at once (``movq.quantizers.base.DEFAULT_CHUNK_SIZE``)."""
-
-
-def _config_of(codec_or_config: Any) -> Any:
-    return getattr(codec_or_config, "config", codec_or_config)
-
-
-def _level_widths(config: Any) -> list[int]:
-    """Channels of each resolution level (level ``i`` is ``2**i`` times smaller than the input)."""
-    if hasattr(config, "ch") and hasattr(config, "ch_mult"):
-        return [config.ch * m for m in config.ch_mult]
-    if hasattr(config, "n_hid") and hasattr(config, "group_count"):  # DALL-E dVAE
-        return [config.n_hid * 2**g for g in range(config.group_count)]
-    return [512]  # unknown architecture: a wide full-resolution network, on the safe side
+LIVE_TENSORS_INFERENCE = 4
+"""Full-size feature maps alive at once in an eval-mode forward (input, norm output, conv output, residual)."""
+SAVED_TENSORS_PER_BLOCK = 6
+"""Feature maps a residual block keeps for the backward pass (two norms, two activations, two convs)."""
+IMAGE_COPIES = 3
+"""Copies of the image batch alive at once (uint8 input, float input, float reconstruction)."""
+GIB = 2**30
 
 
-def _parameter_bytes(codec_or_config: Any, dtype: torch.dtype) -> int:
-    if isinstance(codec_or_config, torch.nn.Module):
-        return sum(p.numel() * p.element_size() for p in codec_or_config.parameters())
-    from movq.codec import Codec
-    from movq.dvae import DVAE, DVAEConfig
-
-    cls = DVAE if isinstance(codec_or_config, DVAEConfig) else Codec
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        model = cls(codec_or_config)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return sum(p.numel() for p in model.parameters()) * itemsize
+class MemoryBudgetError(ValueError):
+    """The requested work needs more memory than the device has (raised before any work)."""
 
 
-def estimate_codec_bytes(codec_or_config: Any, batch: int, height: int, width: int, dtype: torch.dtype) -> int:
-    """Bytes an inference pass of ``codec_or_config`` (a codec module or its config) needs for a batch.
+def codec_activation_bytes(
+    config: CodecConfig, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32, training: bool = False
+) -> int:
+    """A lower estimate of the peak bytes of a codec forward (and backward when ``training``).
 
-    ``batch`` images of ``height x width`` pixels with the codec in ``dtype``. Counts the weights,
-    ``LIVE_BUFFERS`` feature maps of the widest level, the float32 input and its cast, and the
-    float32 distance chunk of the nearest-code search (``SEARCH_CHUNK x codebook_size``).
+    Counts the image batch (:data:`IMAGE_COPIES` float copies) plus, for inference, the widest feature
+    map of any level times :data:`LIVE_TENSORS_INFERENCE`; for training, every level's feature maps
+    times :data:`SAVED_TENSORS_PER_BLOCK` per residual block, for encoder and decoder.
     """
-    config = _config_of(codec_or_config)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    pixels = height * width
-    widest = max(w * pixels // 4**i for i, w in enumerate(_level_widths(config)))
-    activations = batch * LIVE_BUFFERS * widest * itemsize
-    inputs = batch * 3 * pixels * (1 + 4 + itemsize)  # uint8 batch, float32 conversion, cast to dtype
-    f = getattr(config, "downsample_factor", 8)
-    positions = batch * (height // f) * (width // f)
-    codes = int(getattr(config, "codebook_size", 16384))
-    search = 3 * min(positions, SEARCH_CHUNK) * min(codes, 2**20) * 4
-    return _parameter_bytes(codec_or_config, dtype) + activations + inputs + search
+    item = torch.empty((), dtype=dtype).element_size()
+    levels = [
+        (config.ch * mult) * (height >> level) * (width >> level) for level, mult in enumerate(config.ch_mult)
+    ]
+    image = IMAGE_COPIES * 3 * height * width * 4
+    if training:
+        features = 2 * sum(levels) * config.num_res_blocks * SAVED_TENSORS_PER_BLOCK * max(item, 4)
+    else:
+        features = max(levels) * LIVE_TENSORS_INFERENCE * item
+    return batch * (image + features)
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int | None:
-    """Free memory of ``device``: CUDA ``mem_get_info``; for the CPU ``MemAvailable`` of
-    ``/proc/meminfo``, else ``psutil`` if installed, else ``os.sysconf`` free pages; ``None`` if unknown."""
+    """Total memory of ``device``: a CUDA device's memory, else this machine's RAM (or its cgroup limit).
+
+    ``None`` when it cannot be read (then no check is made).
+    """
     device = torch.device(device)
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        return int(torch.cuda.get_device_properties(device).total_memory)
     if device.type != "cpu":
         return None
+    limits = []
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return None
+        pass
+    for cgroup in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = cgroup.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
+def check_memory_budget(needed: int, device: torch.device | str, what: str, advice: str) -> None:
+    """Raise :class:`MemoryBudgetError` when ``needed`` bytes exceed the memory of ``device``.
 
-
-def check_memory_budget(needed: int, device: torch.device | str = "cpu", what: str = "this run") -> None:
-    """Raise ``ValueError`` naming the estimate and the free memory if ``needed`` bytes do not fit on ``device``.
-
-    Does nothing when the free memory cannot be read (unknown device type or platform).
+    ``what`` names the work (``"--resolution 100000 x --batch-size 8"``), ``advice`` how to shrink it.
     """
-    free = available_bytes(device)
-    if free is not None and needed > free:
-        kind = "GPU memory" if torch.device(device).type == "cuda" else "RAM"
-        raise ValueError(
-            f"{what} needs about {format_bytes(needed)} but only {format_bytes(free)} of {kind} is available; "
-            "lower the resolution or the batch size"
+    total = available_bytes(device)
+    if total is not None and needed > total:
+        raise MemoryBudgetError(
+            f"{what} needs at least {needed / GIB:.1f} GiB, but {torch.device(device)} has "
+            f"{total / GIB:.1f} GiB; {advice}"
         )

@@ -15,10 +15,8 @@ Differences from the original (taming / MoVQGAN) layout, which is the codec's ow
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -176,19 +174,3 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         "lookup_from_codebook": False,
         "force_upcast": False,
     }
-
-
-def read_diffusers_config(directory: Path) -> dict[str, Any]:
-    """The ``config.json`` of a diffusers model folder."""
-    return json.loads((directory / DIFFUSERS_CONFIG).read_text())
-
-
-def is_diffusers_folder(directory: Path) -> bool:
-    """Whether ``directory`` looks like a diffusers ``VQModel`` folder."""
-    config = directory / DIFFUSERS_CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return "_class_name" in json.loads(config.read_text()) or (directory / DIFFUSERS_WEIGHTS).is_file()
-    except (json.JSONDecodeError, OSError):
-        return False

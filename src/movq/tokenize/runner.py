@@ -22,7 +22,8 @@ import movq
 from movq.atomic import atomic_write_text
 from movq.bench import dist
 from movq.bench.data import collate
-from movq.memory import check_memory_budget, estimate_codec_bytes
+from movq.config import CodecConfig
+from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
 from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import DecodedItem, SourceDataset
 from movq.tokenize.encoding import encode_batch, prepare_codec, token_dtype
@@ -83,20 +84,23 @@ class Tokenizer:
             raise
 
     def _check_memory(self, codec: torch.nn.Module) -> None:
-        cfg, device = self.cfg, self.ctx.device
-        res, dtype = cfg.resolution, DTYPES[cfg.dtype]
-        model_bytes = estimate_codec_bytes(codec, cfg.batch_size, res, res, dtype)
-        # decoded batches waiting in the loader, and each worker's resize buffers
-        loader_bytes = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res + max(cfg.workers, 1) * 6 * res * res
+        """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
+        waiting in the loader (in RAM, for every process of this machine) cannot fit."""
+        cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
+        what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
+        buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        what = f"--resolution {res} with --batch-size {cfg.batch_size}"
+        config = codec.config
+        model = 0
+        if isinstance(config, CodecConfig):
+            model = codec_activation_bytes(config, cfg.batch_size, res, res, DTYPES[cfg.dtype])
         try:
-            if device.type == "cuda":
-                check_memory_budget(model_bytes, device, what)
-                check_memory_budget(local * loader_bytes, "cpu", what)
+            if device.type == "cpu":
+                check_memory_budget(local * (model + buffered), device, what, advice)
             else:
-                check_memory_budget(local * (model_bytes + loader_bytes), "cpu", what)
-        except ValueError as err:
+                check_memory_budget(model, device, what, advice)
+                check_memory_budget(local * buffered, "cpu", what, advice)
+        except MemoryBudgetError as err:
             raise TokenizeError(str(err)) from None
 
     # ------------------------------------------------------------------ work

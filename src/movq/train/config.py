@@ -1,4 +1,5 @@
-"""Training configuration: one dataclass, readable from JSON / TOML, overridable by CLI flags."""
+"""Training configurations: :class:`RunConfig` (what every trainer shares) and the codec's
+:class:`TrainConfig`; readable from JSON / TOML, overridable by CLI flags."""
 
 from __future__ import annotations
 
@@ -11,8 +12,42 @@ from movq.strict import dataclass_from_dict
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs. Saved into every checkpoint (``config.json``).
+class RunConfig:
+    """Bookkeeping fields every training config has (trainer configs inherit them).
+
+    ``out`` is the run folder; ``batch_size`` is per process; ``save_every`` / ``log_every`` count
+    optimizer steps; ``keep_last`` checkpoints are kept; ``resume`` continues ``out``'s run.
+    """
+
+    out: str = "runs/movq"
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 8
+    num_workers: int = 2
+    max_steps: int = 10000
+    save_every: int = 1000
+    keep_last: int = 2
+    log_every: int = 10
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """Everything a codec training run needs (the bookkeeping fields come from
+    :class:`RunConfig`). Saved into every checkpoint (``train_config.json``).
 
     Loss (seed 001): ``w_vq L_VQ + w_adv L_adv + w_perc L_perc + w_l2 L_2 + w_nll L_NLL (+ w_l1 L_1)``
     with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
@@ -21,7 +56,6 @@ class TrainConfig:
     """
 
     data: str = ""
-    out: str = "runs/movq"
     preset: str = "movqgan-tiny"
     init: str | None = None
     codec: dict[str, Any] = field(default_factory=dict)
@@ -30,11 +64,8 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.25, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
-    num_workers: int = 2
     # optimisation
-    batch_size: int = 8
     grad_accum: int = 1
-    max_steps: int = 10000
     lr: float = 1e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 500
@@ -63,17 +94,10 @@ class TrainConfig:
     disc_layers: int = 3
     disc_norm: str = "batch"  # "batch" or "group"
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"
-    save_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 10
     image_every: int = 500
-    tensorboard: bool = False
-    progress: bool = True
-    resume: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
         self.crop_ratio = tuple(self.crop_ratio)  # type: ignore[assignment]
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -83,14 +107,11 @@ class TrainConfig:
             raise ValueError(f"perceptual_net must be vgg, alex or none, got {self.perceptual_net!r}")
         if self.disc_norm not in ("batch", "group"):
             raise ValueError(f"disc_norm must be batch or group, got {self.disc_norm!r}")
-        for name in ("batch_size", "grad_accum", "max_steps", "save_every", "log_every", "image_every", "keep_last"):
+        for name in ("grad_accum", "image_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -1,0 +1,12 @@
+"""Shared test set-up: subprocesses (CLIs, torchrun, examples) import the movq of this checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# pytest's ``pythonpath`` setting covers this process only; child processes read PYTHONPATH, so an
+# editable install of another checkout can never be what a subprocess test exercises.
+os.environ["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
