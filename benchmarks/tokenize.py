@@ -26,6 +26,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +42,16 @@ from movq.tokenize.runner import Tokenizer
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 
 
+SCRATCH = Path(tempfile.mkdtemp(prefix="movq-tokenize-bench-"))
+"""Every file this benchmark writes (removed at the end)."""
+
+
 def load_codec(name: str, device: str) -> tuple[torch.nn.Module, str]:
     """The codec and a spec movq-tokenize can load: a preset name gets random weights saved to a folder."""
     if name in movq.PRESETS and not Path(name).exists():
         torch.manual_seed(0)
         codec = movq.load(name, pretrained=False)
-        spec = str(codec.save_pretrained(Path(tempfile.mkdtemp()) / name))
+        spec = str(codec.save_pretrained(SCRATCH / name))
         return codec.to(device), spec
     return movq.load(name, device=device), name
 
@@ -62,7 +67,7 @@ def plain_loop(codec: torch.nn.Module, files: list[Path], resolution: int) -> tu
 
 def tokenize(model: str, data: str, resolution: int, dtype: str, batch: int, workers: int,
              device: str) -> tuple[TokenDataset, dict, float]:
-    out = tempfile.mkdtemp(prefix="movq-tokenize-bench-")
+    out = tempfile.mkdtemp(prefix="out-", dir=SCRATCH)
     cfg = TokenizeConfig(model=model, data=data, out=out, resolution=resolution, batch_size=batch,
                          num_workers=workers, dtype=dtype, device=device, progress=False)
     start = time.perf_counter()
@@ -94,7 +99,7 @@ def main() -> None:
     files = list_image_files(args.data)[: args.limit]
     data = args.data
     if args.limit:
-        data = str(Path(tempfile.mkdtemp()) / "subset.jsonl")
+        data = str(SCRATCH / "subset.jsonl")
         Path(data).write_text("".join(json.dumps({"image": str(f)}) + "\n" for f in files))
     codec, model_spec = load_codec(args.model, args.device)
     codec.encode(torch.zeros(1, 3, args.resolution, args.resolution))  # warm-up
@@ -130,4 +135,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)

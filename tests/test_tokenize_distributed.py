@@ -26,7 +26,7 @@ def test_two_gloo_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     args = ["--model", MODEL, "--data", str(data_dir), *FAST]
     torchrun(1, [*args, "--out", str(tmp_path / "one")])
     stdout = torchrun(2, [*args, "--out", str(tmp_path / "two")])
-    assert "2 process(es)" in stdout and stdout.count("movq-tokenize: 5 images in 3 shards") == 1  # rank 0 reports
+    assert "2 process(es)" in stdout and stdout.count("movq-tokenize: 5 images in 3 shard(s)") == 1  # rank 0 reports
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert sorted(one) == sorted(two) and len([n for n in one if n.endswith(".safetensors")]) == 3
     for name in one:

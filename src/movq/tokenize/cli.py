@@ -77,7 +77,7 @@ def format_summary(summary: dict, out: str) -> str:
     """The end-of-run lines printed by rank 0."""
     run = summary.get("run", {})
     lines = [
-        (f"{PROG}: {summary['images']} images in {summary['shards']} shards -> {out} "
+        (f"{PROG}: {summary['images']} images in {summary['shards']} shard(s) -> {out} "
          f"({summary['skipped']} skipped, listed in skipped.jsonl)"),
         (f"  encoded now: {run.get('images_encoded_now', 0)} images in {run.get('seconds', 0):.1f} s "
          f"({run.get('images_per_s', 0):.1f} images/s, {run.get('processes', 1)} process(es))"),
