@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from movq import Codec, get_preset
+from movq.data import TokenDataset
 from movq.t2i import T2ITransformer, encode_prompts, load_tokenizer, tokens_to_sequence
 from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer
 
@@ -226,7 +228,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# With movq-tokenize: real token folders
+# Real token folders written by movq-tokenize
 
 
 def make_captioned_images(root: Path, n: int = 8) -> Path:
@@ -238,12 +240,7 @@ def make_captioned_images(root: Path, n: int = 8) -> Path:
     return root
 
 
-@pytest.fixture
-def tokenize_api():
-    return pytest.importorskip("movq.tokenize.runner", reason="movq-tokenize not merged yet")
-
-
-def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, tokenize_api):
+def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path):
     data = make_captioned_images(tmp_path / "imgs")
     out = tmp_path / "run"
     common = [
@@ -275,8 +272,6 @@ def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, to
         *common,
     )
     assert result.returncode == 0, result.stderr
-    from movq.data import TokenDataset
-
     tokens = TokenDataset(out / "tokens")
     assert len(tokens) == 8 and tokens[1]["caption"] == "a green image"
     model = T2ITransformer.from_pretrained(out)
@@ -286,8 +281,6 @@ def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, to
     assert "resumed from" in result.stdout and "step 4" in result.stdout
 
     # the token folder itself as --data; the wrong --codec is refused before any step
-    from movq import Codec, get_preset
-
     other = tmp_path / "other-codec"
     Codec(get_preset("movqgan-tiny")).save_pretrained(other)
     line = one_error_line(
@@ -300,7 +293,7 @@ def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, to
     assert "tokenized at 16 px" in line
 
 
-def test_jsonl_manifest_is_tokenized_with_its_captions(tmp_path, tokenize_api):
+def test_jsonl_manifest_is_tokenized_with_its_captions(tmp_path):
     make_captioned_images(tmp_path / "imgs", 4)
     manifest = tmp_path / "data.jsonl"
     manifest.write_text("".join(f'{{"image": "imgs/{i}.png", "caption": "caption {i}"}}\n' for i in range(4)))

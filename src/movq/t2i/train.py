@@ -116,7 +116,9 @@ HELP = {
 
 def is_token_folder(path: str | Path) -> bool:
     """Whether ``path`` is a ``movq-tokenize`` output folder (it holds ``meta.json``)."""
-    return (Path(path) / "meta.json").is_file()
+    from movq.tokenize.meta import META_NAME
+
+    return (Path(path) / META_NAME).is_file()
 
 
 def _load_codec(name: str) -> Any:
