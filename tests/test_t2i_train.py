@@ -3,6 +3,8 @@ an uninterrupted one bit for bit, the release weights load, and user errors are 
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from PIL import Image
 
 from movq import Codec, get_preset
 from movq.data import TokenDataset
 from movq.t2i import T2ITransformer, encode_prompts, load_tokenizer, tokens_to_sequence
-from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer
+from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer, main
 
 COLOURS = ["red", "green", "blue", "white"]
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
@@ -190,6 +194,7 @@ def test_bad_settings_are_refused(tmp_path, kw, message):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m movq.t2i.train ARGS`` in a subprocess (the real entry point)."""
     return subprocess.run(
         [sys.executable, "-m", "movq.t2i.train", *args],
         check=False,
@@ -199,31 +204,27 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("movq-t2i-train: error: "), result.stderr
+def cli_error(capsys, *args: str) -> str:
+    """Run the CLI's ``main`` in this process (no interpreter start-up) and return its one error line."""
+    assert main([*args, "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("movq-t2i-train: error: "), lines
     return lines[0]
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    assert "--data is required" in one_error_line(run_cli("--out", str(tmp_path / "o")))
-    assert "does not exist" in one_error_line(
-        run_cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
-    )
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert "--data is required" in cli_error(capsys, "--out", out)
+    assert "does not exist" in cli_error(capsys, "--data", str(tmp_path / "missing"), "--out", out)
     (tmp_path / "imgs").mkdir()
-    assert "--codec" in one_error_line(
-        run_cli("--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"))
+    assert "--codec" in cli_error(capsys, "--data", str(tmp_path / "imgs"), "--out", out)
+    line = cli_error(
+        capsys, "--data", str(tmp_path / "imgs"), "--out", out, "--model", '{"image_grid": [2, 2]}'
     )
-    assert "cannot set" in one_error_line(
-        run_cli(
-            "--data",
-            str(tmp_path / "imgs"),
-            "--out",
-            str(tmp_path / "o"),
-            "--model",
-            '{"image_grid": [2, 2]}',
-        )
+    assert "cannot set" in line
+    (tmp_path / "bad.json").write_text("not a tokenizer")
+    assert "cannot load --tokenizer" in cli_error(
+        capsys, "--data", str(tmp_path / "imgs"), "--out", out, "--tokenizer", str(tmp_path / "bad.json")
     )
 
 
@@ -240,57 +241,34 @@ def make_captioned_images(root: Path, n: int = 8) -> Path:
     return root
 
 
-def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path):
+def test_cli_tokenizes_an_image_folder_once_then_trains_and_resumes(tmp_path, capsys):
     data = make_captioned_images(tmp_path / "imgs")
     out = tmp_path / "run"
-    common = [
-        "--out",
-        str(out),
-        "--preset",
-        "t2i-tiny",
-        "--model",
-        '{"text_len": 12}',
-        "--batch-size",
-        "4",
-        "--num-workers",
-        "0",
-        "--no-progress",
-        "--amp",
-        "none",
-        "--save-every",
-        "2",
-    ]
     result = run_cli(
-        "--data",
-        str(data),
-        "--codec",
-        "movqgan-tiny-photos",
-        "--resolution",
-        "16",
-        "--max-steps",
-        "2",
-        *common,
-    )
+        "--data", str(data), "--codec", "movqgan-tiny-photos", "--resolution", "16", "--max-steps", "2",
+        "--out", str(out), "--preset", "t2i-tiny", "--model", '{"text_len": 12}', "--batch-size", "4",
+        "--num-workers", "0", "--no-progress", "--amp", "none", "--save-every", "2",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "8 images in" in result.stdout and "done at step 2" in result.stdout
     tokens = TokenDataset(out / "tokens")
     assert len(tokens) == 8 and tokens[1]["caption"] == "a green image"
     model = T2ITransformer.from_pretrained(out)
     assert model.config.image_grid == (2, 2) and model.config.image_vocab_size == 1024
-    result = run_cli("--out", str(out), "--resume", "--max-steps", "4", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stdout and "step 4" in result.stdout
+    assert main(["--out", str(out), "--resume", "--max-steps", "4", "--no-progress"]) == 0  # the saved config
+    stdout = capsys.readouterr().out
+    assert "resumed from" in stdout and "done at step 4" in stdout
 
     # the token folder itself as --data; the wrong --codec is refused before any step
     other = tmp_path / "other-codec"
     Codec(get_preset("movqgan-tiny")).save_pretrained(other)
-    line = one_error_line(
-        run_cli("--data", str(out / "tokens"), "--codec", str(other), "--out", str(tmp_path / "x"))
+    x = str(tmp_path / "x")
+    assert "is not the codec that wrote" in cli_error(
+        capsys, "--data", str(out / "tokens"), "--codec", str(other), "--out", x
     )
-    assert "is not the codec that wrote" in line
-    line = one_error_line(
-        run_cli("--data", str(out / "tokens"), "--resolution", "32", "--out", str(tmp_path / "x"))
+    assert "tokenized at 16 px" in cli_error(
+        capsys, "--data", str(out / "tokens"), "--resolution", "32", "--out", x
     )
-    assert "tokenized at 16 px" in line
 
 
 def test_jsonl_manifest_is_tokenized_with_its_captions(tmp_path):
@@ -309,3 +287,50 @@ def test_jsonl_manifest_is_tokenized_with_its_captions(tmp_path):
     assert [trainer.dataset[i]["caption"] for i in range(4)] == [f"caption {i}" for i in range(4)]
     assert trainer.config.image_grid == (2, 2)
     assert trainer.run() == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, data: str, out: str, dump: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    cfg = config(
+        Path(out),
+        data=data,
+        codec="movqgan-tiny-photos",
+        resolution=16,
+        batch_size=2,
+        grad_accum=2,
+        max_steps=2,
+        device="cpu",
+        model={**TINY_MODEL, "caption_dropout": 0.5},
+    )
+    trainer = T2ITrainer(cfg)
+    trainer.run()
+    torch.save(
+        {"model": trainer.model.state_dict(), "ema": trainer.ema.module.state_dict()},
+        os.path.join(dump, f"rank{rank}.pt"),
+    )
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_processes_tokenize_together_and_keep_replicas_identical(tmp_path):
+    """Under torchrun both ranks share the tokenization of the image folder, then train as DDP replicas
+    (gradient accumulation with no_sync, caption dropout drawn per rank)."""
+    data = make_captioned_images(tmp_path / "imgs")
+    mp.spawn(
+        _ddp_worker, args=(_free_port(), str(data), str(tmp_path / "out"), str(tmp_path)), nprocs=2, join=True
+    )
+    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for part in ("model", "ema"):
+        for key, value in states[0][part].items():
+            assert torch.equal(value, states[1][part][key]), f"{part}.{key}"
+    assert len(TokenDataset(tmp_path / "out" / "tokens")) == 8
+    assert T2ITransformer.from_pretrained(tmp_path / "out").config.image_grid == (2, 2)

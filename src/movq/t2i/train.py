@@ -176,9 +176,13 @@ def prepare_tokens(cfg: T2ITrainConfig, loop: TrainLoop) -> Path:
     loop.print(f"tokenizing {cfg.data} with {cfg.codec} at {settings.resolution} px into {out}")
     tokenizer = Tokenizer(settings)
     try:
-        tokenizer.run()
+        summary = tokenizer.run()
     finally:
         tokenizer.close()
+    if summary:  # rank 0
+        loop.print(
+            f"{summary['images']} images in {out} ({summary['skipped']} unreadable, listed in skipped.jsonl)"
+        )
     if loop.dist.enabled:
         torch.distributed.barrier()  # rank 0 merges the index last
     return out
@@ -302,12 +306,11 @@ class T2ITrainer:
         self.cfg = cfg
         self.loop = TrainLoop(cfg, PROG, LOG_FIELDS)
         self.dist, self.device, self.out = self.loop.dist, self.loop.device, self.loop.out
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # loading a codec draws random numbers: keep the model's init fixed
+        self.tokenizer = _load_tokenizer(cfg.tokenizer or T2I_PRESETS[cfg.preset].tokenizer)
+        # loading a codec draws random numbers: fork the RNG so the model's initialisation stays fixed
+        with torch.random.fork_rng(devices=[]):
             self.dataset = open_tokens(cfg, self.loop) if dataset is None else dataset
         self.meta: dict[str, Any] = dict(self.dataset.meta)
-        self.tokenizer = _load_tokenizer(cfg.tokenizer or T2I_PRESETS[cfg.preset].tokenizer)
         self.config = model_config(cfg, self.meta, self.tokenizer)
         self._check_memory()
         self.model = T2ITransformer(self.config).to(self.device).train()
