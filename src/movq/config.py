@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from movq.strict import (
@@ -19,7 +18,6 @@ from movq.strict import (
     PositiveInt,
     Range,
     dataclass_from_dict,
-    dataclass_from_file,
     unknown_name_error,
     value_from_hint,
 )
@@ -176,14 +174,6 @@ class CodecConfig:
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
         return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> CodecConfig:
-        """The config in the JSON file ``path``; errors name the file and the field."""
-        return dataclass_from_file(cls, path)
 
 
 def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:

@@ -18,15 +18,11 @@ import sys
 import torch
 
 from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
+from movq.bench.metric_table import CHOICES, DEFAULT_METRICS, normalise_metrics
 from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
 from movq.devices import resolve_device
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
-
-
-def _metrics(text: str) -> list[str]:
-    names = [m.strip().lower().replace("-", "_") for m in text.split(",") if m.strip()]
-    return list(dict.fromkeys(names))
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -36,8 +32,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--by-domain", action="store_true", help="one row per top-level subfolder plus a count-weighted 'all'")
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--metrics", type=_metrics, default=["fid", "ssim", "psnr", "l1"],
-                   help="comma list from fid,is,ssim,ms_ssim,psnr,l1,lpips (default fid,ssim,psnr,l1)")
+    p.add_argument("--metrics", type=normalise_metrics, default=list(DEFAULT_METRICS),
+                   help=f"comma list from {CHOICES} (default {','.join(DEFAULT_METRICS)})")
     p.add_argument("--out", help="write results.json here")
     p.add_argument("--markdown", help="also write the Markdown report here")
     p.add_argument("--limit", type=int, help="use at most N images (per domain with --by-domain)")

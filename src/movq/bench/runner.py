@@ -15,7 +15,8 @@ import movq
 from movq.bench import dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
 from movq.bench.data import ALL, ImageDataset, LoadedImage, collate, discover
-from movq.bench.stats import PER_IMAGE, BenchStats
+from movq.bench.metric_table import DEFAULT_METRICS, METRICS, check_metrics
+from movq.bench.stats import BenchStats
 from movq.metrics import image as image_metrics
 
 
@@ -35,7 +36,7 @@ class BenchConfig:
     data: str
     resolution: int = 256
     batch_size: int = 32
-    metrics: list[str] = field(default_factory=lambda: ["fid", "ssim", "psnr", "l1"])
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     by_domain: bool = False
     limit: int | None = None
     device: str | None = None
@@ -118,9 +119,10 @@ class Runner:
     def __init__(self, cfg: BenchConfig) -> None:
         if cfg.dtype not in DTYPES:
             raise BenchError(f"unknown --dtype {cfg.dtype!r}; choose from {sorted(DTYPES)}")
-        unknown = sorted(set(cfg.metrics) - set(PER_IMAGE) - {"fid", "is"})
-        if unknown or not cfg.metrics:
-            raise BenchError(f"unknown metrics {unknown}; choose from fid,is,ssim,ms_ssim,psnr,l1,lpips")
+        try:
+            check_metrics(cfg.metrics)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
         if cfg.batch_size < 1 or cfg.resolution < 8:
             raise BenchError("--batch-size must be >= 1 and --resolution >= 8")
         if cfg.limit is not None and cfg.limit < 1:
@@ -289,10 +291,11 @@ class Runner:
     def _per_image(self, real: Tensor, recon: Tensor) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for metric in self.cfg.metrics:
-            if metric == "lpips":
-                out[metric] = self.lpips(real, recon)
-            elif metric in PER_IMAGE:
-                out[metric] = getattr(image_metrics, metric)(real, recon)
+            spec = METRICS[metric]
+            if spec.kind != "per_image":
+                continue
+            fn = getattr(image_metrics, spec.fn) if spec.fn is not None else self.lpips
+            out[metric] = fn(real, recon)
         return out
 
     @staticmethod
