@@ -45,7 +45,9 @@ class _RunsCode:
 
 def _tiny(**over) -> Codec:
     torch.manual_seed(0)
-    base = dict(ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=16, quantizer=VQConfig(codebook_size=64))
+    base = dict(
+        ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=16, quantizer=VQConfig(codebook_size=64)
+    )
     return Codec(CodecConfig(**{**base, **over})).eval()
 
 
@@ -75,9 +77,24 @@ def test_movq_train_init_with_a_malicious_checkpoint_is_one_line(tmp_path, capsy
     data = tmp_path / "data"
     data.mkdir()
     Image.new("RGB", (16, 16)).save(data / "a.png")
-    code = train_main(["--data", str(data), "--out", str(tmp_path / "run"), "--init", str(path), "--device", "cpu",
-                       "--num-workers", "0", "--no-progress"])
-    assert code == 2 and "init.ckpt" in _one_line(capsys.readouterr().err, "movq-train") and not marker.exists()
+    code = train_main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--init",
+            str(path),
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ]
+    )
+    assert (
+        code == 2 and "init.ckpt" in _one_line(capsys.readouterr().err, "movq-train") and not marker.exists()
+    )
 
 
 @pytest.mark.parametrize("reader", ["lpips", "inception"])
@@ -184,23 +201,39 @@ def test_parameter_estimates_stay_below_the_real_sizes():
     def size(model):
         return sum(v.numel() * 4 for v in model.state_dict().values())
 
-    for config in [*movq.PRESETS.values(), CodecConfig(ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())]:
+    for config in [
+        *movq.PRESETS.values(),
+        CodecConfig(ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=()),
+    ]:
         with torch.device("meta"):
             assert codec_parameter_bytes(config) <= size(Codec(config)), config.name
-    for config in (DVAEConfig(), DVAEConfig(n_hid=4, n_init=1, vocab_size=2, group_count=1, n_blk_per_group=1)):
+    for config in (
+        DVAEConfig(),
+        DVAEConfig(n_hid=4, n_init=1, vocab_size=2, group_count=1, n_blk_per_group=1),
+    ):
         with torch.device("meta"):
             assert dvae_parameter_bytes(config) <= size(DVAE(config))
 
 
-_VQ = {"_class_name": "VQModel", "block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D"] * 2,
-       "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "num_vq_embeddings": 64}
+_VQ = {
+    "_class_name": "VQModel",
+    "block_out_channels": [32, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "latent_channels": 4,
+    "num_vq_embeddings": 64,
+}
 
 
 @pytest.mark.parametrize(
     "change",
     [
         {"block_out_channels": [], "down_block_types": [], "up_block_types": []},
-        {"block_out_channels": [0], "down_block_types": ["DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D"]},
+        {
+            "block_out_channels": [0],
+            "down_block_types": ["DownEncoderBlock2D"],
+            "up_block_types": ["UpDecoderBlock2D"],
+        },
         {"layers_per_block": -1},
         {"num_vq_embeddings": 0},
         {"latent_channels": 0},
@@ -226,7 +259,9 @@ def test_extreme_aspect_ratio_is_resized_with_bounded_memory(tmp_path):
 
     Image.new("RGB", (1, 100_000), (10, 120, 250)).save(tmp_path / "strip.png")
     pixels, upscaled = load_preprocessed(tmp_path / "strip.png", 256)  # a full upscale would need 19.6 GB
-    assert upscaled and tuple(pixels.shape) == (3, 256, 256) and pixels[:, 128, 128].tolist() == [10, 120, 250]
+    assert (
+        upscaled and tuple(pixels.shape) == (3, 256, 256) and pixels[:, 128, 128].tolist() == [10, 120, 250]
+    )
     # ordinary images keep the exact previous pixels (recorded benchmark numbers do not move)
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     reference = photo.resize((341, 256), Image.Resampling.BICUBIC, reducing_gap=None).crop((42, 0, 298, 256))
@@ -238,7 +273,9 @@ def test_extreme_aspect_ratio_is_resized_with_bounded_memory(tmp_path):
 
 def test_lazily_opened_truncated_image_is_a_value_error(tmp_path):
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=95)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buffer, "JPEG", quality=95
+    )
     (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
     with pytest.raises(ValueError, match="cut.jpg.*truncated"):
         _tiny().encode(Image.open(tmp_path / "cut.jpg"))
@@ -247,8 +284,11 @@ def test_lazily_opened_truncated_image_is_a_value_error(tmp_path):
 @pytest.mark.parametrize("call", ["encode", "decode", "decode_latents"])
 def test_sparse_tensors_are_refused(call):
     codec = _tiny()
-    value = {"encode": torch.zeros(3, 16, 16), "decode": torch.zeros(1, 8, 8, dtype=torch.long),
-             "decode_latents": torch.zeros(1, 4, 8, 8)}[call].to_sparse()
+    value = {
+        "encode": torch.zeros(3, 16, 16),
+        "decode": torch.zeros(1, 8, 8, dtype=torch.long),
+        "decode_latents": torch.zeros(1, 4, 8, 8),
+    }[call].to_sparse()
     with pytest.raises(TypeError, match="sparse_coo; pass a dense tensor"):
         getattr(codec, call)(value)
 
@@ -282,8 +322,15 @@ def test_zero_size_suggests_a_valid_size():
 
 def test_encode_on_a_train_mode_codec_leaves_its_codebook_alone():
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=16,
-                              quantizer=EMAConfig(codebook_size=32, dead_code_threshold=0.0)))
+    codec = Codec(
+        CodecConfig(
+            ch=32,
+            ch_mult=(1, 2),
+            attn_resolutions=(),
+            resolution=16,
+            quantizer=EMAConfig(codebook_size=32, dead_code_threshold=0.0),
+        )
+    )
     before = {k: v.clone() for k, v in codec.state_dict().items()}
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     first = codec.encode(x)
@@ -293,7 +340,9 @@ def test_encode_on_a_train_mode_codec_leaves_its_codebook_alone():
     assert all(torch.equal(v, before[k]) for k, v in codec.state_dict().items())
     assert all(m.training for m in codec.modules())  # each module's mode is restored
     out = codec(x)  # the training path still updates the EMA codebook
-    assert out.sample.shape == x.shape and not torch.equal(codec.quantize.embedding.cluster_size, before["quantize.embedding.cluster_size"])
+    assert out.sample.shape == x.shape and not torch.equal(
+        codec.quantize.embedding.cluster_size, before["quantize.embedding.cluster_size"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -336,8 +385,21 @@ def test_bench_cache_of_the_wrong_shape_is_measured_again(tmp_path, capsys):
     for i in range(2):
         Image.new("RGB", (20, 16), (60 * i, 90, 200)).save(data / f"p{i}.png")
     model = _tiny().save_pretrained(tmp_path / "codec")
-    args = ["--model", str(model), "--data", str(data), "--resolution", "16", "--metrics", "l1", "--no-progress",
-            "--cache", str(tmp_path / "cache"), "--threads", "1"]
+    args = [
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--resolution",
+        "16",
+        "--metrics",
+        "l1",
+        "--no-progress",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--threads",
+        "1",
+    ]
     assert main([*args, "--out", str(tmp_path / "a.json")]) == 0
     for shard in (tmp_path / "cache").rglob("shard*.pt"):
         torch.save({"done": [0], "stats": {"nope": 1}, "skipped": []}, shard)
@@ -378,16 +440,40 @@ def train_data(tmp_path):
 
 
 def _train_args(data, out, *extra):
-    codec = json.dumps({"ch_mult": [1, 2], "attn_resolutions": [], "quantizer": {"kind": "vq", "codebook_size": 64}})
-    return ["--data", str(data), "--out", str(out), "--codec", codec, "--resolution", "16", "--batch-size", "2",
-            "--max-steps", "1", "--perceptual-net", "none", "--num-workers", "0", "--no-progress", "--device", "cpu",
-            *extra]
+    codec = json.dumps(
+        {"ch_mult": [1, 2], "attn_resolutions": [], "quantizer": {"kind": "vq", "codebook_size": 64}}
+    )
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--codec",
+        codec,
+        "--resolution",
+        "16",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--perceptual-net",
+        "none",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--resolution", "15"], "--resolution 15 must be a positive multiple of the codec's downsample factor 2"),
+        (
+            ["--resolution", "15"],
+            "--resolution 15 must be a positive multiple of the codec's downsample factor 2",
+        ),
         (["--resolution", "0"], "--resolution 0 must be a positive multiple"),
         (["--codec", json.dumps({"quantizer": {"kind": "vq", "codebook_size": 2**40}})], "needs at least"),
     ],
@@ -425,3 +511,149 @@ def test_resume_from_a_state_that_does_not_fit_is_one_line(train_data, tmp_path,
     assert train_main(_train_args(train_data, out, "--resume", "--max-steps", "2")) == 2
     assert "lacks ['model']" in _one_line(capsys.readouterr().err, "movq-train")
     assert ckpt.latest_checkpoint(out).name == "step-00000001"
+
+
+# ------------------------------------------------------------------ movq-tokenize sources and TokenDataset
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("m.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", r"m.jsonl, line 1: JSON nested too deeply"),
+        ("m.jsonl", b'{"image": "\xff"}\n', r"m.jsonl is not UTF-8"),
+        (
+            "m.csv",
+            "image,caption\na.png," + "x" * 200_000 + "\n",
+            r"m.csv, line .*not a readable CSV manifest",
+        ),
+        ("m.csv", b"image,caption\na.png,\xff\n", r"m.csv is not UTF-8"),
+    ],
+)
+def test_hostile_manifests_are_one_line_value_errors(tmp_path, name, content, match):
+    from movq.tokenize.sources import discover_sources
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=match):
+        discover_sources(path)
+
+
+def test_truncated_tar_is_a_value_error(tmp_path):
+    import tarfile
+
+    from movq.tokenize.decode import read_member
+    from movq.tokenize.sources import Member, discover_sources
+
+    info = tarfile.TarInfo("a.jpg")
+    info.size = 8 * 2**30  # the header claims far more than the file holds
+    (tmp_path / "s.tar").write_bytes(info.tobuf() + b"\xff\xd8" * 500)
+    with pytest.raises(ValueError, match="s.tar is truncated or corrupt"):
+        discover_sources(tmp_path / "s.tar")
+    with pytest.raises(OSError, match="s.tar is truncated"):
+        read_member(Member(str(tmp_path / "s.tar"), 512, 8 * 2**30))
+
+
+def test_fifos_named_by_a_manifest_or_as_captions_never_block(tmp_path):
+    import threading
+    import time
+
+    from movq.tokenize.decode import decode_item, read_caption
+    from movq.tokenize.sources import SourceItem
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def release() -> None:  # if a read blocked on the FIFO, end it after a while so the test fails, not hangs
+        time.sleep(5)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    threading.Thread(target=release, daemon=True).start()
+    start = time.monotonic()
+    item = decode_item(SourceItem("pipe.png", path=str(fifo)), 0, 16)
+    assert item.pixels is None and "not a regular file" in item.error
+    assert read_caption(SourceItem("a.png", path="a.png", caption_path=str(fifo))) is None
+    assert time.monotonic() - start < 4
+
+
+def test_tokenize_out_with_a_meta_json_that_is_not_an_object(tmp_path):
+    from movq.tokenize.config import TokenizeError
+    from movq.tokenize.meta import read_meta
+
+    for content in (b"[1]", b"\xff\xfe", b"[" * 100_000):
+        (tmp_path / "meta.json").write_bytes(content)
+        with pytest.raises(TokenizeError, match="meta.json"):
+            read_meta(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def token_folder(tmp_path_factory):
+    from movq.tokenize.cli import main as tokenize_main
+
+    root = tmp_path_factory.mktemp("tok")
+    (root / "data").mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 16), (60 * i, 90, 200)).save(root / "data" / f"p{i}.png")
+    model = _tiny().save_pretrained(root / "codec")
+    argv = [
+        "--model",
+        str(model),
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(root / "out"),
+        "--resolution",
+        "16",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert tokenize_main(argv) == 0
+    return root / "out"
+
+
+@pytest.mark.parametrize(
+    ("damage", "match", "access"),
+    [
+        (
+            lambda o: (o / "meta.json").write_text(json.dumps({"kind": "pixels"})),
+            "'kind' must be 'tokens' or 'latents'",
+            False,
+        ),
+        (lambda o: (o / "index.jsonl").write_text("{nope\n"), r"index.jsonl, line 1: not valid JSON", False),
+        (
+            lambda o: (o / "index.jsonl").write_text('{"source": "a", "caption": null, "offset": 0}\n'),
+            r"index.jsonl, line 1: expected",
+            False,
+        ),
+        (
+            lambda o: (o / "shards" / "shard-000000.safetensors").write_bytes(b"garbage" * 10),
+            "cannot read the shard .*shard-000000",
+            True,
+        ),
+        (
+            lambda o: (o / "index.jsonl").write_text(
+                '{"source": "a", "caption": null, "shard": 0, "offset": 99}\n'
+            ),
+            "row 99 of shard 0",
+            True,
+        ),
+    ],
+)
+def test_token_dataset_names_the_damaged_file(token_folder, tmp_path, damage, match, access):
+    import shutil
+
+    from movq.data import TokenDataset
+
+    out = tmp_path / "out"
+    shutil.copytree(token_folder, out)
+    assert TokenDataset(out)[0]["tokens"].shape == (8, 8)
+    damage(out)
+    with pytest.raises(ValueError, match=match):
+        dataset = TokenDataset(out)
+        if access:
+            dataset[0]
