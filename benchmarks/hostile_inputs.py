@@ -2598,30 +2598,18 @@ add(
 )
 
 
+def speed_args(out: Path, model: str = "movqgan-tiny-photos", *extra: str) -> list[str]:
+    """``movq-bench speed`` on a tiny problem: 16 px, batch 2, one timed iteration, CPU, rows to ``out``."""
+    fixed = "--resolution 16 --batch-size 2 --iters 1 --warmup 0 --device cpu".split()
+    return ["speed", "--model", model, *fixed, "--out", str(out), *extra]
+
+
 def _speed_error(
     extra: list[str], contains: tuple[str, ...] = (), model: str = "movqgan-tiny-photos"
 ) -> Callable[[], tuple[bool, str]]:
     def run() -> tuple[bool, str]:
         out = Work.new("speed") / "speed.json"
-        args = [
-            "speed",
-            "--model",
-            model,
-            "--resolution",
-            "16",
-            "--batch-size",
-            "2",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            *extra,
-        ]
-        return expect_cli_error("movq-bench speed", args, contains, no_outputs=(out,))
+        return expect_cli_error("movq-bench speed", speed_args(out, model, *extra), contains, no_outputs=(out,))
 
     return run
 
@@ -2666,26 +2654,9 @@ add(
 @case(A4, "speed: valid tiny run", "exit 0, a table and the JSON rows")
 def _speed_ok() -> tuple[bool, str]:
     out = Work.new("speed") / "speed.json"
-    args = [
-        "speed",
-        "--model",
-        "movqgan-tiny-photos",
-        "--resolution",
-        "16",
-        "--batch-size",
-        "2",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
     return expect_cli_ok(
         "movq-bench",
-        args,
+        speed_args(out),
         lambda r: (
             out.is_file() and "img/s" in r.out,
             f"wrote {out.name}, {len(json.loads(out.read_text()))} row(s)",

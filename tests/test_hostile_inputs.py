@@ -23,24 +23,7 @@ from movq.config import EMAConfig, VQConfig
 from movq.hub.safe_load import CheckpointReadError, UnsafeCheckpointError, load_state_file
 from movq.memory import MemoryBudgetError
 from movq.strict import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class _RunsCode:
-    """Unpickling this would create ``marker`` (proof that code ran)."""
-
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from test_train_reliability import _one_thread, _RunsCode  # noqa: F401 (the autouse fixture: one torch thread)
 
 
 def _tiny(**over) -> Codec:
