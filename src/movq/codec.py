@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from movq.config import CodecConfig, record_config
-from movq.images import ImageInput, check_has_data, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.images import (
+    ImageInput,
+    batch_size_of,
+    check_has_data,
+    check_size,
+    from_tensor,
+    pad_to_multiple,
+    to_tensor,
+)
+from movq.memory import check_codec_size, check_memory_budget, codec_activation_bytes
 from movq.model_folder import load_strict, read_model_folder, save_model_folder
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
@@ -45,6 +56,8 @@ class Codec(nn.Module):
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
+        if torch.empty(0).device.type != "meta":  # shapes-only builds allocate nothing
+            check_codec_size(config)
         self.config = config
         self.encoder = Encoder(config)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
@@ -100,14 +113,16 @@ class Codec(nn.Module):
     def encode(self, images: ImageInput, *, pad: bool = False) -> Tensor:
         """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
         x = self._prepare(images, pad)
-        return self.quantize(self.encode_to_prequant(x)).indices
+        with self._inference():
+            return self.quantize(self.encode_to_prequant(x)).indices
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
         """``LongTensor`` tokens ``[B, *tokens_shape]`` -> float images ``[B, 3, H, W]`` in ``[-1, 1]``."""
         self._check_tokens(tokens)
-        z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
-        image = self.decode_from_quantized(z_q)
+        with self._inference():
+            z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
+            image = self.decode_from_quantized(z_q)
         return image.clamp(-1.0, 1.0) if clamp else image
 
     def encode_latents(self, images: ImageInput, *, pad: bool = False) -> Tensor:
@@ -129,24 +144,64 @@ class Codec(nn.Module):
                 f"latents must have shape [B>0, {self.config.embed_dim}, h>0, w>0], got {tuple(latents.shape)}"
             )
         check_has_data(latents, "latents")
+        f = self.downsample_factor
+        self._check_memory(latents.shape[0], latents.shape[-2] * f, latents.shape[-1] * f, "decoding latents")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf values")
         z = latents.to(self.device, self.dtype) / self.config.scaling_factor
         if quantize:
-            z = self.quantize(z).z_q
+            with self._inference():
+                z = self.quantize(z).z_q
         image = self.decode_from_quantized(z)
         return image.clamp(-1.0, 1.0) if clamp else image
 
     @torch.no_grad()
     def reconstruct(self, images: ImageInput, *, pad: bool = False) -> Any:
         """Encode and decode; returns the input's type (PIL in, PIL out; numpy in, numpy out; ...)."""
+        self._check_input_memory(images, pad)
         x, fmt = to_tensor(images)
         height, width = x.shape[-2:]
-        out = self.decode(self.quantize(self.encode_to_prequant(self._fit(x, pad))).indices)
+        with self._inference():
+            out = self.decode(self.quantize(self.encode_to_prequant(self._fit(x, pad))).indices)
         return from_tensor(out[..., :height, :width], fmt)
 
     def _prepare(self, images: ImageInput, pad: bool) -> Tensor:
+        self._check_input_memory(images, pad)
         return self._fit(to_tensor(images)[0], pad)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Every submodule in eval mode for the duration (an EMA codebook is not updated by ``encode``,
+        Gumbel codes are deterministic, no dropout), each one's mode restored afterwards."""
+        training = [m for m in self.modules() if m.training]
+        for module in training:
+            module.training = False
+        try:
+            yield
+        finally:
+            for module in training:
+                module.training = True
+
+    def _check_input_memory(self, images: ImageInput, pad: bool) -> None:
+        """Refuse images whose activations cannot fit, before they are converted (a huge expanded tensor)."""
+        size = batch_size_of(images)
+        if size is not None:
+            batch, height, width = size
+            f = self.downsample_factor
+            if pad:
+                height, width = height + (-height % f), width + (-width % f)
+            self._check_memory(batch, height, width, "encoding images")
+
+    def _check_memory(self, batch: int, height: int, width: int, what: str) -> None:
+        """``MemoryBudgetError`` (a ``ValueError``) when the activations of ``batch`` images of
+        ``height x width`` cannot fit on the codec's device (codecs of a :class:`CodecConfig`)."""
+        if not isinstance(self.config, CodecConfig) or min(batch, height, width) < 1:
+            return
+        needed = codec_activation_bytes(self.config, batch, height, width, self.dtype)
+        check_memory_budget(
+            needed, self.device, f"{what}: {batch} image(s) of {height}x{width} pixels",
+            "use smaller images or fewer at a time",
+        )
 
     def _fit(self, x: Tensor, pad: bool) -> Tensor:
         """Pad ``x`` to valid sizes (or check them) and move it to the codec's device and dtype."""
@@ -172,6 +227,8 @@ class Codec(nn.Module):
         expected_grid = self.quantize.indices_shape(h, w)
         if tuple(tokens.shape[1:]) != tuple(expected_grid):
             raise ValueError(f"token grid {tuple(tokens.shape[1:])} does not match this codec's {expected_grid}")
+        f = self.downsample_factor
+        self._check_memory(tokens.shape[0], h * f, w * f, "decoding tokens")
         low, high = tokens.min().item(), tokens.max().item()
         if low < 0 or high >= self.codebook_size:
             raise ValueError(
@@ -222,5 +279,14 @@ class Codec(nn.Module):
         return codec.eval()
 
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
-        """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""
+        """Load ``state`` requiring exactly this codec's keys and shapes, and finite values; the error
+        lists any mismatch (NaN / inf weights would silently give NaN images, decoded as black)."""
+        broken = [
+            k for k, v in state.items() if v.is_floating_point() and not v.is_meta and not bool(v.isfinite().all())
+        ]
+        if broken:
+            raise ValueError(
+                f"the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]}; the checkpoint is "
+                "corrupt (or from a diverged training run)"
+            )
         load_strict(self, state, f"checkpoint does not match codec {self.config.name!r}")

@@ -31,9 +31,11 @@ class TokenDataset(torch.utils.data.Dataset):
         from movq.tokenize.shards import INDEX_NAME
 
         self.root = Path(root)
-        meta = read_meta(self.root)
+        meta = read_meta(self.root)  # a TokenizeError (ValueError) naming the file when it is not a JSON object
         if meta is None:
             raise FileNotFoundError(f"{self.root} has no {META_NAME}: not a movq-tokenize output folder")
+        if meta.get("kind") not in ("tokens", "latents"):
+            raise ValueError(f"{self.root / META_NAME}: 'kind' must be 'tokens' or 'latents', got {meta.get('kind')!r}")
         index = self.root / INDEX_NAME
         if not index.is_file():
             raise FileNotFoundError(f"{index} not found: the run is not finished; rerun movq-tokenize to complete it")
@@ -41,8 +43,8 @@ class TokenDataset(torch.utils.data.Dataset):
         self.key = "latents" if meta["kind"] == "latents" else "tokens"
         sources, captions, shards, offsets = [], [], [], []
         with open(index, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
+            for n, line in enumerate(_lines(index, f), start=1):
+                row = _index_row(index, n, line)
                 sources.append(row["source"])
                 captions.append(row["caption"])
                 shards.append(row["shard"])
@@ -64,15 +66,25 @@ class TokenDataset(torch.utils.data.Dataset):
 
             from movq.tokenize.shards import shard_paths
 
-            handle = safe_open(str(shard_paths(self.root, shard)[0]), framework="pt")
-            self._files[shard] = (handle, handle.get_slice(self.key))
+            path = shard_paths(self.root, shard)[0]
+            try:
+                handle = safe_open(str(path), framework="pt")
+                self._files[shard] = (handle, handle.get_slice(self.key))
+            except Exception as err:  # noqa: BLE001 - missing, truncated or foreign: name the file
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"cannot read the shard {path} ({first}); rerun movq-tokenize to rewrite it") from None
         return self._files[shard][1]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         i = i % len(self)
-        value = self._slice(int(self.shards[i]))[int(self.offsets[i])]
+        rows = self._slice(int(self.shards[i]))
+        offset = int(self.offsets[i])
+        if not 0 <= offset < rows.get_shape()[0]:
+            raise ValueError(f"{self.root}: item {i} points at row {offset} of shard {int(self.shards[i])}, which has "
+                             f"{rows.get_shape()[0]} rows; the index does not match the shards")
+        value = rows[offset]
         if self.key == "tokens":
             value = value.long()
         return {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
@@ -81,6 +93,28 @@ class TokenDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state["_files"] = {}
         return state
+
+
+def _lines(path: Path, f: Any) -> Any:
+    try:
+        yield from f
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _index_row(path: Path, n: int, line: str) -> dict[str, Any]:
+    """One ``index.jsonl`` row, checked; ``ValueError`` naming the file and line otherwise."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{path}, line {n}: not valid JSON; the index is damaged (rerun movq-tokenize)") from None
+    ok = (isinstance(row, dict) and isinstance(row.get("source"), str) and isinstance(row.get("caption", 0), (str, type(None)))
+          and "caption" in row and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] >= 0
+                                       for k in ("shard", "offset")))
+    if not ok:
+        raise ValueError(f"{path}, line {n}: expected an object with 'source', 'caption', 'shard' and 'offset' "
+                         f"(non-negative ints), got {line.strip()[:80]!r}")
+    return row
 
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -184,6 +184,26 @@ class OneHotQuantizer(Quantizer):
         return F.one_hot(indices.long(), self.codebook_size).permute(0, 3, 1, 2).float()
 
 
+def dvae_parameter_bytes(config: DVAEConfig) -> int:
+    """A lower estimate of a dVAE's float32 parameter bytes: the 1x1 convolutions to and from the
+    code map and one 3x3 bottleneck convolution per residual block of the encoder and the decoder."""
+    widest = config.n_hid * 2 ** (config.group_count - 1)
+    blocks = sum(9 * (config.n_hid * 2**g // 4) ** 2 for g in range(config.group_count))
+    return 4 * (widest * config.vocab_size + config.vocab_size * config.n_init + 2 * config.n_blk_per_group * blocks)
+
+
+def check_dvae_size(config: DVAEConfig) -> None:
+    """Refuse (``MemoryBudgetError``) a dVAE config whose parameters alone cannot fit in memory."""
+    from movq.memory import check_memory_budget
+
+    check_memory_budget(
+        dvae_parameter_bytes(config), "cpu",
+        f"the dVAE config {config.name!r} (n_hid={config.n_hid}, vocab_size={config.vocab_size}, "
+        f"group_count={config.group_count})",
+        "the config asks for far more parameters than a dVAE has; check those fields",
+    )
+
+
 class DVAE(Codec):
     """DALL·E's dVAE with the :class:`~movq.codec.Codec` API.
 
@@ -199,6 +219,8 @@ class DVAE(Codec):
     def __init__(self, config: DVAEConfig | None = None) -> None:  # noqa: D107
         nn.Module.__init__(self)  # Codec.__init__ builds VQGAN modules; the dVAE has its own
         self.config = config or DVAEConfig()
+        if torch.empty(0).device.type != "meta":
+            check_dvae_size(self.config)
         self.encoder = DVAEEncoder(self.config)
         self.quantize = OneHotQuantizer(self.config.vocab_size)
         self.decoder = DVAEDecoder(self.config)

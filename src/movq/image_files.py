@@ -90,6 +90,13 @@ def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image
     if short != resolution:
         scale = resolution / short
         new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        if new_w * new_h > max(16 * resolution * resolution, width * height):
+            # An extreme aspect ratio (a 1 x 100000 strip) would be upscaled to gigabytes before the
+            # crop: resample only the region the crop keeps (same pixels up to rounding).
+            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+            sx, sy = width / new_w, height / new_h
+            box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
+            return image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=None), upscaled
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
     width, height = image.size
     left, top = (width - resolution) // 2, (height - resolution) // 2

@@ -78,7 +78,7 @@ def check_size(height: int, width: int, factor: int) -> None:
 
     def near(n: int) -> list[int]:
         lower = n // factor * factor
-        return [s for s in (lower, lower + factor) if s > 0] if n % factor else [n]
+        return [s for s in (lower, lower + factor) if s > 0] if n % factor or n < 1 else [n]
 
     options = [f"{h}x{w}" for h in near(height) for w in near(width)]
     raise ValueError(
@@ -122,8 +122,18 @@ def _pil_to_tensor(images: list[Image.Image]) -> Tensor:
     sizes = {im.size for im in images}
     if len(sizes) > 1:
         raise ValueError(f"all images in a batch must have the same size, got (W, H) sizes {sorted(sizes)}")
-    arrays = np.stack([np.asarray(to_rgb(im), dtype=np.uint8) for im in images])
+    arrays = np.stack([np.asarray(_decoded_rgb(im), dtype=np.uint8) for im in images])
     return _uint8_to_float(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+
+
+def _decoded_rgb(image: Image.Image) -> Image.Image:
+    """:func:`to_rgb`, with the errors of a lazily opened file that cannot be decoded (truncated,
+    corrupt, closed) turned into one ``ValueError`` naming the file."""
+    try:
+        return to_rgb(image)
+    except (OSError, SyntaxError) as error:  # PIL's decoders raise OSError / SyntaxError for broken data
+        name = getattr(image, "filename", "") or "a PIL image"
+        raise ValueError(f"cannot decode {name} ({error}); the file is truncated or corrupt") from None
 
 
 def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
@@ -138,14 +148,36 @@ def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
     batch = array if batched else array[None]
     _check_channels(batch.shape[-1], batch.shape, "HWC / BHWC (channels last)")
     _check_not_empty(batch.shape)
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+    batch = np.ascontiguousarray(batch)
+    if not batch.flags.writeable:  # e.g. np.asarray(pil_image): torch.from_numpy would warn
+        batch = batch.copy()
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
     return _uint8_to_float(x), ImageFormat("numpy", batched=batched)
 
 
 def check_has_data(x: Tensor, what: str) -> None:
-    """Refuse tensors on the ``meta`` device (shapes only, no values) before any work reads them."""
+    """Refuse tensors on the ``meta`` device (shapes only, no values) and sparse or other non-strided
+    layouts before any work reads them."""
     if x.is_meta:
         raise ValueError(f"got {what} on the 'meta' device (shapes only, no values); pass a tensor on cpu or cuda")
+    if x.layout != torch.strided:
+        raise TypeError(f"got {what} with layout {x.layout}; pass a dense tensor (x.to_dense())")
+
+
+def batch_size_of(images: object) -> tuple[int, int, int] | None:
+    """``(batch, height, width)`` of well-formed image input, read from shapes alone (nothing is
+    converted), or ``None`` when the input is not well formed (:func:`to_tensor` then says why)."""
+    if isinstance(images, Image.Image):
+        return 1, images.height, images.width
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
+        return len(images), images[0].height, images[0].width
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+        shape = images.shape if images.ndim == 4 else (1, *images.shape)
+        return shape[0], shape[1], shape[2]
+    if isinstance(images, Tensor) and images.ndim in (3, 4):
+        shape = tuple(images.shape) if images.ndim == 4 else (1, *images.shape)
+        return shape[0], shape[2], shape[3]
+    return None
 
 
 def _tensor_to_tensor(x: Tensor) -> tuple[Tensor, ImageFormat]:

@@ -10,6 +10,7 @@ import torch
 
 from movq.codec import Codec
 from movq.config import PRESETS, get_preset
+from movq.devices import ACCEPTED_DEVICES, resolve_device
 from movq.dvae import DVAE
 from movq.hub.checkpoints import CHECKPOINT_SUFFIXES, load_dalle, load_local
 from movq.hub.download import fetch, package_folder
@@ -61,10 +62,16 @@ def load(
     ``ema``: ``None`` uses EMA weights when the checkpoint has them, ``True`` requires them (an error
     for folders and DALL-E files, which hold one set of weights), ``False`` ignores them; with
     ``pretrained=False`` it must stay ``None``. Loading is strict: missing / unexpected /
-    mis-shaped keys are an error. Unknown names suggest the closest known ones.
+    mis-shaped keys are an error. Unknown names suggest the closest known ones. ``device``, ``dtype``
+    and ``revision`` are checked before anything is read (``revision`` only applies to Hub models).
     """
+    _check_arguments(name_or_path, device, dtype)
     path = Path(name_or_path)
     name = str(name_or_path)
+    if revision is not None and (path.exists() or name in PRESETS or (name in REGISTRY and REGISTRY[name].source != "hub")):
+        where = "a local path" if path.exists() else (
+            "an architecture preset" if name not in REGISTRY else f"shipped from {REGISTRY[name].location}")
+        raise ValueError(f"revision={revision!r} only applies to models on the Hugging Face Hub, but {name!r} is {where}")
     if ema is not None and not pretrained:
         raise ValueError(
             f"ema={ema!r} chooses which stored weights to load, but pretrained=False loads none: leave ema unset"
@@ -103,6 +110,30 @@ def load(
             f"{sorted(REGISTRY)}, not a preset {sorted(PRESETS)} (for pretrained=False), and no such file or folder"
         )
     return codec.to(device=device, dtype=dtype).eval()
+
+
+def _check_arguments(name_or_path: object, device: object, dtype: object) -> None:
+    """``TypeError`` / ``ValueError`` for arguments that cannot work, before any file is read."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"name_or_path must be a model name or a path (str or os.PathLike), got {type(name_or_path).__name__}"
+        )
+    if not str(name_or_path).strip():
+        raise ValueError(
+            "empty model name: pass a registered name (movq.list_models()), a preset with pretrained=False, "
+            "or the path of a folder or checkpoint file"
+        )
+    if device is not None:
+        try:
+            resolved = torch.device(device)  # type: ignore[arg-type]
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"unknown device {str(device)!r}; expected {ACCEPTED_DEVICES}") from None
+        if resolved.type in ("cuda", "mps"):
+            resolve_device(resolved)  # ValueError when this machine has no such device
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype must be a floating-point torch.dtype (torch.float32, torch.bfloat16, torch.float16), got {dtype!r}"
+        )
 
 
 def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: dict[str, Any]) -> Codec:

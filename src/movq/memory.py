@@ -49,6 +49,37 @@ def codec_activation_bytes(
     return batch * (image + features)
 
 
+def codec_parameter_bytes(config: CodecConfig) -> int:
+    """A lower estimate of the bytes of a codec's float32 parameters: the weights of its 3x3
+    convolutions (residual blocks, mid blocks, down / upsampling; :mod:`movq.modules`), plus one float
+    per code of the codebook. Norms, attention, 1x1 convolutions and biases are left out."""
+    widths = [config.ch * mult for mult in config.ch_mult]
+    blocks, top = config.num_res_blocks, widths[-1]
+    convs = 2 * 2 * 18 * top * top  # the two residual blocks of the encoder's and the decoder's mid block
+    previous = config.ch
+    for level, width in enumerate(widths):  # encoder: blocks (first one from the previous width), downsample
+        convs += 9 * (previous * width + width * width) + (blocks - 1) * 18 * width * width
+        convs += 9 * width * width if level != len(widths) - 1 else 0
+        previous = width
+    for level in reversed(range(len(widths))):  # decoder: one block more per level, upsample
+        width = widths[level]
+        convs += 9 * (previous * width + width * width) + blocks * 18 * width * width
+        convs += 9 * width * width if level != 0 else 0
+        previous = width
+    return 4 * (convs + getattr(config.quantizer, "codebook_size", 0))
+
+
+def check_codec_size(config: CodecConfig) -> None:
+    """Refuse (:class:`MemoryBudgetError`) a codec config whose parameters alone cannot fit in this
+    machine's memory, before anything is allocated (a hostile or mistyped ``config.json``)."""
+    check_memory_budget(
+        codec_parameter_bytes(config), "cpu",
+        f"the codec config {config.name!r} (ch={config.ch}, ch_mult={list(config.ch_mult)}, "
+        f"num_res_blocks={config.num_res_blocks}, codebook_size={getattr(config.quantizer, 'codebook_size', None)})",
+        "the config asks for far more parameters than a codec has; check those fields",
+    )
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int | None:
     """Total memory of ``device``: a CUDA device's memory, else this machine's RAM (or its cgroup limit).
 

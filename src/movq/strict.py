@@ -300,6 +300,8 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON ({error}); expected a JSON object of config fields") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests JSON too deeply to be a config; expected a JSON object of config fields") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} holds a JSON {type(data).__name__}, expected a JSON object of config fields")
     return data

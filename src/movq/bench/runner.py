@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,18 +186,27 @@ class Runner:
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         extractor = self.extractor
-        stats = BenchStats(
-            list(self.codecs), self.domains, cfg.metrics,
-            feature_dim=getattr(extractor, "feature_dim", 0), num_classes=getattr(extractor, "num_classes", None),
-            device=ctx.device,
-        )
+
+        def fresh_stats() -> BenchStats:
+            return BenchStats(
+                list(self.codecs), self.domains, cfg.metrics,
+                feature_dim=getattr(extractor, "feature_dim", 0), num_classes=getattr(extractor, "num_classes", None),
+                device=ctx.device,
+            )
+
+        stats = fresh_stats()
         my_chunks = [c for c in range(self.n_chunks) if c % ctx.world_size == ctx.rank]
         done: list[int] = []
         skipped_local: list[dict[str, str]] = []
         cache = ShardCache(cfg.cache, self.cache_key(), ctx.rank, ctx.world_size) if cfg.cache else None
         if cache is not None and (state := cache.load()) is not None:
-            stats.load_state_dict(state["stats"])
-            done, skipped_local = list(state["done"]), list(state["skipped"])
+            try:
+                stats.load_state_dict(state["stats"])
+                done, skipped_local = [int(c) for c in state["done"]], [dict(s) for s in state["skipped"]]
+            except Exception as err:  # noqa: BLE001 - a foreign or damaged payload: this shard starts again
+                warnings.warn(f"ignoring the unusable bench cache {cache.path} ({type(err).__name__}: {err}); "
+                              "this shard is measured again", stacklevel=2)
+                stats, done, skipped_local = fresh_stats(), [], []
         todo = [c for c in my_chunks if c not in set(done)]
         batches, ends = self._batches(todo)
         total_left = sum(len(b) for b in batches)

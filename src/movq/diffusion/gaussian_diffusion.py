@@ -408,7 +408,10 @@ class GaussianDiffusion:
             raise FileNotFoundError(
                 f"{path} not found: GaussianDiffusion.save_pretrained writes {DIFFUSION_CONFIG_NAME}"
             )
-        return cls.from_dict(json.loads(path.read_text()))
+        from movq.strict import dataclass_from_dict, read_json_object
+
+        # read_json_object / source=: a bad file is a ConfigError naming it, not a raw JSON traceback
+        return cls(**asdict(dataclass_from_dict(DiffusionConfig, read_json_object(path), source=path)))
 
 
 def _check_model_channels(model: Model, channels: int, learned_variance: bool) -> None:

@@ -125,11 +125,9 @@ def _build(config: CodecConfig | DVAEConfig, state: dict[str, Tensor], pretraine
     """``config``'s codec with ``state`` loaded strictly (mismatches name ``source``), or with fresh
     random weights when ``pretrained=False``."""
     cls: type[Codec] = DVAE if isinstance(config, DVAEConfig) else Codec
-    if not pretrained:
-        return cls(config).eval()
     try:
-        return cls.from_state_dict(config, state)
-    except ValueError as error:
+        return cls(config).eval() if not pretrained else cls.from_state_dict(config, state)
+    except ValueError as error:  # weights that do not match, or a config too large to build
         raise ValueError(f"{source}: {error}") from None
 
 
@@ -167,7 +165,7 @@ def _load_folder(directory: Path, *, preset: str | None, ema: bool | None, pretr
             cls = Codec
         _refuse_preset_and_ema(directory, "movq save_pretrained folder", preset, ema)
         if not pretrained:
-            return cls(dataclass_from_dict(cls.config_class, data, source=config_path)).eval()
+            return _build(dataclass_from_dict(cls.config_class, data, source=config_path), {}, False, str(config_path))
         try:
             return cls.from_pretrained(directory)
         except (ConfigError, CheckpointReadError):
@@ -188,7 +186,7 @@ def _load_diffusers_folder(directory: Path, data: dict, pretrained: bool) -> Cod
     except (ValueError, TypeError, AttributeError) as error:
         raise ConfigError(f"{config_path} is not a usable diffusers VQModel config: {error}") from None
     if not pretrained:
-        return Codec(config).eval()
+        return _build(config, {}, False, str(config_path))
     for name in (DIFFUSERS_WEIGHTS, DIFFUSERS_WEIGHTS_BIN):
         if (directory / name).is_file():
             weights = directory / name
@@ -212,7 +210,10 @@ def load_dalle(encoder_path: str | Path, decoder_path: str | Path, *, pretrained
     parts = []
     for path in (encoder_path, decoder_path):
         obj = load_state_file(path)
-        state = module_state_dict(obj)
+        try:
+            state = module_state_dict(obj)
+        except RecursionError:  # a pickle can make a module contain itself
+            raise CheckpointReadError(f"{path}: the pickled module tree refers to itself or nests too deeply") from None
         if not any(k.startswith("blocks.") for k in state):
             raise ValueError(f"{path} does not hold a DALL-E dVAE module (no 'blocks.*' parameters)")
         parts.append(state)

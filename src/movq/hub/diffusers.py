@@ -109,6 +109,8 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
     if class_name != "VQModel":
         raise ValueError(f"diffusers config is for {class_name!r}; only VQModel codecs can be loaded")
     channels = list(data.get("block_out_channels", (64,)))
+    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"block_out_channels must be a non-empty list of positive ints, got {channels}")
     ch = channels[0]
     if any(c % ch for c in channels):
         raise ValueError(f"block_out_channels {channels} are not multiples of the first one")
@@ -125,22 +127,23 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
             raise ValueError(f"diffusers config {field}={data[field]!r} is not supported (movq needs {expected!r})")
     if data.get("lookup_from_codebook", False):
         raise ValueError("lookup_from_codebook=True is not supported")
-    latent = int(data.get("latent_channels", 3))
+    latent = data.get("latent_channels", 3)
     resolution = 256
-    return CodecConfig(
-        name=name,
-        in_channels=int(data.get("in_channels", 3)),
-        out_channels=int(data.get("out_channels", 3)),
-        ch=ch,
-        ch_mult=tuple(c // ch for c in channels),
-        num_res_blocks=int(data.get("layers_per_block", 1)),
-        attn_resolutions=tuple(resolution // 2**i for i in attn_down),
-        resolution=resolution,
-        z_channels=latent,
-        embed_dim=int(data.get("vq_embed_dim") or latent),
-        norm="spatial" if data.get("norm_type", "group") == "spatial" else "group",
-        quantizer=VQConfig(codebook_size=int(data.get("num_vq_embeddings", 256))),
-    )
+    # through the strict reader, so every value is type- and range-checked like a movq config.json
+    return CodecConfig.from_dict({
+        "name": name,
+        "in_channels": data.get("in_channels", 3),
+        "out_channels": data.get("out_channels", 3),
+        "ch": ch,
+        "ch_mult": [c // ch for c in channels],
+        "num_res_blocks": data.get("layers_per_block", 1),
+        "attn_resolutions": [resolution // 2**i for i in attn_down],
+        "resolution": resolution,
+        "z_channels": latent,
+        "embed_dim": data.get("vq_embed_dim") or latent,
+        "norm": "spatial" if data.get("norm_type", "group") == "spatial" else "group",
+        "quantizer": {"kind": "vq", "codebook_size": data.get("num_vq_embeddings", 256)},
+    })
 
 
 def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:

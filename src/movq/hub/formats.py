@@ -65,6 +65,9 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
 def _find_state_dict(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+    not_names = sorted(repr(k) for k in obj if not isinstance(k, str))
+    if not_names:
+        raise ValueError(f"checkpoint is not a state dict: its keys {not_names[:8]} are not strings")
     for key in ("state_dict", "model_state_dict"):
         if isinstance(obj.get(key), Mapping):
             return dict(obj[key])

@@ -26,8 +26,10 @@ import torch
 from torch import Tensor
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint asked to import or call something other than tensors and plain containers."""
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """A checkpoint asked to import or call something other than tensors and plain containers.
+
+    Also a ``ValueError``, so that code handling bad user input (the CLIs) reports it in one line."""
 
 
 class CheckpointReadError(ValueError):
@@ -62,9 +64,12 @@ def load_state_file(path: str | Path) -> Any:
         # Pickled objects beyond plain containers (module objects, Lightning callback classes as
         # dict keys): the restricted unpickler rebuilds them inertly or refuses.
         return load_pickled_modules(path)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch's readers raise many types (KeyError, struct.error...) on garbage
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointReadError(
-            f"cannot read {path} (truncated, corrupt, or not a PyTorch checkpoint): {error}"
+            f"cannot read {path} (truncated, corrupt, or not a PyTorch checkpoint): {type(error).__name__}: {first}"
         ) from None
 
 

@@ -8,6 +8,7 @@ The pixels go through :func:`movq.image_files.load_preprocessed`, the preprocess
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ class DecodedItem:
 
 def read_member(member: Member) -> bytes:
     """The bytes of a tar member (one seek and one read)."""
+    if member.offset + member.size > os.path.getsize(member.path):  # a header claiming more than the file holds
+        raise OSError(f"{member.path} is truncated: expected {member.size} bytes at offset {member.offset}")
     with open(member.path, "rb") as f:
         f.seek(member.offset)
         data = f.read(member.size)
@@ -45,11 +48,10 @@ def read_caption(item: SourceItem) -> str | None:
     if item.caption_member is not None:
         raw = read_member(item.caption_member)
     elif item.caption_path is not None:
-        try:
-            with open(item.caption_path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
+        if not os.path.isfile(item.caption_path):  # absent, or a FIFO / device that would block or never end
             return None
+        with open(item.caption_path, "rb") as f:
+            raw = f.read()
     else:
         return None
     return raw.decode("utf-8", errors="replace").strip()
@@ -58,6 +60,8 @@ def read_caption(item: SourceItem) -> str | None:
 def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedItem:
     """Decode and preprocess one item; never raises for bad data (the error is returned)."""
     try:
+        if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
+            raise ValueError(f"{item.path} is not a regular file")
         image = io.BytesIO(read_member(item.member)) if item.member is not None else item.path
         pixels, _ = load_preprocessed(image, resolution)
         caption = read_caption(item)

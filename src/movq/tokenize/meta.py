@@ -85,13 +85,15 @@ def run_id(meta: dict[str, Any]) -> str:
 
 def read_meta(out: str | Path) -> dict[str, Any] | None:
     """The folder's ``meta.json``, ``None`` if there is none."""
+    from movq.strict import ConfigError, read_json_object
+
     path = Path(out) / META_NAME
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TokenizeError(f"{path} is not valid JSON ({err.msg}); it is not a movq-tokenize output folder") from None
+    try:  # a JSON object, else one line naming the file (not JSON, not UTF-8, a list, nested too deeply)
+        return read_json_object(path)
+    except ConfigError as err:
+        raise TokenizeError(f"{err}; it is not a movq-tokenize output folder") from None
 
 
 def check_compatible(out: str | Path, meta: dict[str, Any]) -> bool:

@@ -25,6 +25,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from movq.image_files import IMAGE_EXTENSIONS, is_hidden, is_image_file, list_image_files
 
@@ -133,13 +134,15 @@ def _from_manifest(path: Path) -> Sources:
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     rows = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+        for n, line in _numbered_lines(path, f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}, line {n}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}, line {n}: expected a JSON object with an 'image' key")
             rows.append((n, row))
@@ -149,9 +152,22 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
 def _read_csv(path: Path) -> list[tuple[int, dict]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "image" not in reader.fieldnames:
-            raise ValueError(f"{path}: a CSV manifest needs a header with an 'image' column (and optionally 'caption')")
-        return [(n, row) for n, row in enumerate(reader, start=2)]
+        try:
+            if reader.fieldnames is None or "image" not in reader.fieldnames:
+                raise ValueError(f"{path}: a CSV manifest needs a header with an 'image' column (and optionally 'caption')")
+            return list(_numbered_lines(path, reader, start=2))
+        except csv.Error as err:  # e.g. a field over csv.field_size_limit(): not a ValueError
+            raise ValueError(f"{path}, line {reader.line_num}: not a readable CSV manifest ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _numbered_lines(path: Path, lines: Any, start: int) -> Any:
+    """``enumerate(lines, start)``, with a file that is not UTF-8 reported as a ``ValueError`` naming it."""
+    try:
+        yield from enumerate(lines, start=start)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -189,9 +205,12 @@ def _index_tar(tar: Path) -> dict[str, dict[str, Member]]:
         ) from None
     samples: dict[str, dict[str, Member]] = {}
     with archive:
-        for info in archive:
-            if not info.isfile() or is_hidden(info.name):
-                continue
-            key, ext = split_key(info.name)
-            samples.setdefault(key, {}).setdefault(ext, Member(str(tar), info.offset_data, info.size))
+        try:
+            for info in archive:
+                if not info.isfile() or is_hidden(info.name):
+                    continue
+                key, ext = split_key(info.name)
+                samples.setdefault(key, {}).setdefault(ext, Member(str(tar), info.offset_data, info.size))
+        except tarfile.TarError as err:  # a member header past the end of the file, a corrupt header
+            raise ValueError(f"{tar} is truncated or corrupt ({err}); repair or remove it") from None
     return samples

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pickle
 import random
 import shutil
 import warnings
@@ -28,6 +27,8 @@ import torch
 
 STATE_NAME = "state.pt"
 CONFIG_NAME = "train_config.json"
+LOOP_KEYS = ("step", "epoch", "position", "rng")
+"""Keys every checkpoint's state holds (written by :meth:`movq.train.loop.TrainLoop.checkpoint_state`)."""
 
 
 class CheckpointError(RuntimeError):
@@ -125,7 +126,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     file = Path(path) / STATE_NAME
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch raises many types on garbage (struct.error, KeyError...)
         text = str(error).strip()
         if "Weights only load failed" in text:
             reason = "it asks to import or call code, and a movq checkpoint holds only tensors and plain values"
@@ -146,6 +149,9 @@ def load_latest_readable(out: str | os.PathLike) -> tuple[Path, dict[str, Any]] 
     for path in checkpoint_candidates(out):
         try:
             state = load_checkpoint(path)
+            missing = [key for key in LOOP_KEYS if key not in state]
+            if missing:
+                raise CheckpointError(f"{path / STATE_NAME} is not a complete movq training checkpoint: it lacks {missing}")
         except CheckpointError as error:
             problems.append(str(error))
             warnings.warn(f"skipping damaged checkpoint: {error}", stacklevel=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,9 +66,20 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        out, data = Path(cfg.out).resolve(), Path(cfg.data).resolve()
+        if out == data or data in out.parents:
+            raise ValueError(
+                f"--out {cfg.out} is inside --data {cfg.data}: the run's image grids would become training data "
+                "(and change the data order on --resume); put the run folder elsewhere"
+            )
         self.loop = TrainLoop(cfg, "movq-train", LOG_FIELDS)
         self.dist, self.device, self.out = self.loop.dist, self.loop.device, self.loop.out
         self.codec = build_codec(cfg).to(self.device)
+        factor = self.codec.downsample_factor
+        if cfg.resolution < factor or cfg.resolution % factor:
+            raise ValueError(
+                f"--resolution {cfg.resolution} must be a positive multiple of the codec's downsample factor {factor}"
+            )
         self.ema = ModelEMA(self.codec, cfg.ema_decay, cfg.ema_warmup)
         self.disc = NLayerDiscriminator(3, cfg.disc_ndf, cfg.disc_layers, cfg.disc_norm).to(self.device)
         self.perceptual = self._perceptual()
@@ -138,16 +150,29 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.codec.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.disc.load_state_dict(state["disc"])
-        self.opt.load_state_dict(state["opt"])
-        self.d_opt.load_state_dict(state["d_opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.d_sched.load_state_dict(state["d_sched"])
+        try:
+            self.codec.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.disc.load_state_dict(state["disc"])
+            self.opt.load_state_dict(state["opt"])
+            self.d_opt.load_state_dict(state["d_opt"])
+            self.sched.load_state_dict(state["sched"])
+            self.d_sched.load_state_dict(state["d_sched"])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:  # a damaged or foreign state
+            reason = " ".join(str(error).split())[:300]
+            raise ValueError(
+                f"the newest readable checkpoint of {self.out} does not fit this run ({type(error).__name__}: {reason}); "
+                "use a new --out, or remove that checkpoint folder to resume from the one before"
+            ) from None
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another architecture, naming the fields that differ."""
+        missing = [k for k in ("model", "ema", "disc", "opt", "d_opt", "sched", "d_sched") if k not in state]
+        if missing:
+            raise ValueError(
+                f"the newest readable checkpoint of {self.out} lacks {missing}: it is not a movq-train checkpoint; "
+                "use a new --out, or remove that checkpoint folder to resume from the one before"
+            )
         saved_arch = {k: v for k, v in state.get("codec_config", {}).items() if k != "name"}
         arch = {k: v for k, v in self.codec.config.to_dict().items() if k != "name"}
         if saved_arch and saved_arch != arch:
