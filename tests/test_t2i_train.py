@@ -179,6 +179,21 @@ def test_resume_with_another_model_is_refused(tmp_path):
         )
 
 
+def test_resume_from_a_state_that_does_not_fit_is_refused(tmp_path):
+    out = tmp_path / "out"
+    T2ITrainer(config(out, max_steps=3), TokenList()).run()
+    state_file = out / "checkpoints" / "step-00000003" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["model"]["bos"] = torch.zeros(7)
+    torch.save(state, state_file)
+    with pytest.raises(ValueError, match="does not fit this run"):
+        T2ITrainer(config(out, max_steps=6, resume=True), TokenList())
+    del state["opt"]
+    torch.save(state, state_file)
+    with pytest.raises(ValueError, match=r"lacks \['opt'\]: it is not a movq-t2i-train checkpoint"):
+        T2ITrainer(config(out, max_steps=6, resume=True), TokenList())
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [

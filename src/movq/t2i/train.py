@@ -38,7 +38,7 @@ from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.ema import ModelEMA
-from movq.train.loop import TrainLoop
+from movq.train.loop import TrainLoop, require_state_keys
 from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
 
 PROG = "movq-t2i-train"
@@ -374,7 +374,8 @@ class T2ITrainer:
         self.sched.load_state_dict(state["sched"])
 
     def check_resume(self, state: dict[str, Any]) -> None:
-        """Refuse a saved run of another model (architecture, tokens or tokenizer), naming the fields."""
+        """Refuse a saved run of another trainer or model (architecture, tokens or tokenizer), naming the fields."""
+        require_state_keys(state, ("model", "ema", "opt", "sched"), self.out, PROG)
         saved, now = state.get("t2i_config", {}), self.config.to_dict()
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if saved and changed:

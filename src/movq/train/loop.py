@@ -40,6 +40,19 @@ LOADER_SEED_OFFSET = 7
 """Keeps the DataLoader generator's seed apart from the model-initialisation and runtime seeds."""
 
 
+RESUME_ADVICE = "use a new --out, or remove that checkpoint folder to resume from the one before"
+
+
+def require_state_keys(state: dict[str, Any], keys: Sequence[str], out: Path, name: str) -> None:
+    """For a task's ``check_resume``: refuse a saved ``state`` that lacks any of ``keys`` (another trainer's
+    checkpoint, or a damaged one) with a one-line ``ValueError``."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(
+            f"the newest readable checkpoint of {out} lacks {missing}: it is not a {name} checkpoint; {RESUME_ADVICE}"
+        )
+
+
 class TrainTask(Protocol):
     """What a trainer gives :class:`TrainLoop`.
 
@@ -47,7 +60,8 @@ class TrainTask(Protocol):
     iterator as it needs (gradient accumulation), and returns 0-d tensors (kept on the device).
     ``state_dict`` / ``load_state_dict`` hold models, EMA, optimizers and schedulers (tensors and
     plain values only). ``check_resume(state)`` raises ``ValueError`` when a saved run does not fit
-    (another architecture). ``log_row()`` adds values to a log row (learning rate, codebook usage).
+    (another trainer: :func:`require_state_keys`; another architecture); a state that
+    ``load_state_dict`` still cannot take is refused by the loop with a one-line ``ValueError``. ``log_row()`` adds values to a log row (learning rate, codebook usage).
     ``export()`` writes the release weights (rank 0, after each checkpoint).
     """
 
@@ -170,7 +184,14 @@ class TrainLoop:
                 f"the run in {self.out} is already at step {state['step']}, past --max-steps {self.cfg.max_steps}; "
                 f"pass --max-steps above {state['step']} to continue it"
             )
-        task.load_state_dict(state)
+        try:
+            task.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:  # a damaged or foreign state
+            reason = " ".join(str(error).split())[:300]
+            raise ValueError(
+                f"the newest readable checkpoint of {self.out} does not fit this run ({type(error).__name__}: {reason}); "
+                f"{RESUME_ADVICE}"
+            ) from None
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.skipped = set(state.get("skipped", []))
         rngs = state["rng"]

@@ -17,7 +17,7 @@ from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
-from movq.train.loop import TrainLoop
+from movq.train.loop import TrainLoop, require_state_keys
 from movq.train.losses import CodecLoss, LossWeights, NLayerDiscriminator, hinge_d_loss
 from movq.train.optim import autocast, autocast_dtype, lr_lambda, no_sync_unless
 
@@ -150,29 +150,17 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        try:
-            self.codec.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            self.disc.load_state_dict(state["disc"])
-            self.opt.load_state_dict(state["opt"])
-            self.d_opt.load_state_dict(state["d_opt"])
-            self.sched.load_state_dict(state["sched"])
-            self.d_sched.load_state_dict(state["d_sched"])
-        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:  # a damaged or foreign state
-            reason = " ".join(str(error).split())[:300]
-            raise ValueError(
-                f"the newest readable checkpoint of {self.out} does not fit this run ({type(error).__name__}: {reason}); "
-                "use a new --out, or remove that checkpoint folder to resume from the one before"
-            ) from None
+        self.codec.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.d_sched.load_state_dict(state["d_sched"])
 
     def check_resume(self, state: dict[str, Any]) -> None:
-        """Refuse a saved run of another architecture, naming the fields that differ."""
-        missing = [k for k in ("model", "ema", "disc", "opt", "d_opt", "sched", "d_sched") if k not in state]
-        if missing:
-            raise ValueError(
-                f"the newest readable checkpoint of {self.out} lacks {missing}: it is not a movq-train checkpoint; "
-                "use a new --out, or remove that checkpoint folder to resume from the one before"
-            )
+        """Refuse a saved run of another trainer or architecture, naming the keys or fields that differ."""
+        require_state_keys(state, ("model", "ema", "disc", "opt", "d_opt", "sched", "d_sched"), self.out, "movq-train")
         saved_arch = {k: v for k, v in state.get("codec_config", {}).items() if k != "name"}
         arch = {k: v for k, v in self.codec.config.to_dict().items() if k != "name"}
         if saved_arch and saved_arch != arch:
