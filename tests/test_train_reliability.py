@@ -249,3 +249,34 @@ def test_newest_complete_checkpoint_wins_over_a_stale_last_link(tmp_path):
     (out / "last").unlink()  # a kill between the folder's rename and the link's swap
     (out / "last").symlink_to("checkpoints/step-00000001", target_is_directory=True)
     assert ckpt.latest_checkpoint(out).name == "step-00000002"
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (("--crop-ratio", "0", "1"), "crop_ratio must be"),
+        (("--crop-scale", "-1", "1"), "crop_scale must be"),
+        (("--disc-lr", "-1"), "disc_lr must be > 0"),
+        (("--weight-decay", "-0.1"), "weight_decay must be >= 0"),
+    ],
+)
+def test_bad_training_ranges_are_one_line(tmp_path, capsys, extra, expected):
+    assert train_main(_args(make_images(tmp_path / "data"), tmp_path / "run", *extra)) == 2
+    assert expected in _error_line(capsys)
+
+
+def test_only_unreadable_images_is_one_line(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(b"junk")
+    (data / "b.png").write_bytes(b"")
+    assert train_main(_args(data, tmp_path / "run")) == 2
+    assert "none of the 2 image files under the data folder could be decoded" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("name, text", [("c.json", "{nope"), ("c.json", "[1, 2]"), ("c.toml", "lr = = 3")])
+def test_bad_config_files_name_themselves(tmp_path, capsys, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert train_main(["--config", str(path), *_args(make_images(tmp_path / "data"), tmp_path / "run")]) == 2
+    assert str(path) in _error_line(capsys)

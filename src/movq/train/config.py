@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from movq.strict import dataclass_from_dict
+from movq.strict import ConfigError, dataclass_from_dict, read_json_object
 
 C = TypeVar("C", bound="RunConfig")
 
@@ -153,6 +153,16 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"disc_norm must be batch or group, got {self.disc_norm!r}")
         if self.image_every < 1:
             raise ValueError(f"image_every must be >= 1, got {self.image_every}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be two area fractions 0 < min <= max <= 1, got {self.crop_scale}")
+        low, high = self.crop_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"crop_ratio must be two aspect ratios 0 < min <= max, got {self.crop_ratio}")
+        if self.disc_lr is not None and not self.disc_lr > 0:
+            raise ValueError(f"disc_lr must be > 0 (or unset to use lr), got {self.disc_lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -164,6 +174,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
 
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not a valid TOML config file: {error}") from None
         return data.get("train", data)
-    return json.loads(path.read_text())
+    return read_json_object(path)

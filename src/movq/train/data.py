@@ -26,6 +26,9 @@ from torch.utils.data import Dataset, Sampler
 
 from movq.image_files import list_image_files, open_rgb
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+"""What reading a broken image file can raise (PIL's errors); anything else is a bug and propagates."""
+
 
 def crop_box(
     width: int, height: int, rng: random.Random, scale: tuple[float, float], ratio: tuple[float, float]
@@ -63,6 +66,20 @@ class ImageFolder(Dataset):
     ) -> None:
         self.files = list_image_files(root)
         self.resolution, self.scale, self.ratio, self.flip = resolution, scale, ratio, flip
+        self._check_one_readable()
+
+    def _check_one_readable(self) -> None:
+        """Fail at once (``ValueError``) when no file decodes, instead of inside a DataLoader worker."""
+        reasons = []
+        for path in self.files:
+            try:
+                open_rgb(path)
+                return
+            except DECODE_ERRORS as error:
+                reasons.append(f"{path.name}: {type(error).__name__}: {error}")
+        raise ValueError(
+            f"none of the {len(self.files)} image files under the data folder could be decoded ({'; '.join(reasons[:3])})"
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -84,9 +101,9 @@ class ImageFolder(Dataset):
             path = self.files[(index + attempt) % len(self.files)]
             try:
                 return {"image": self.load(path, random.Random(seed)), "skipped": skipped}
-            except Exception:  # noqa: BLE001 - any decoding failure means "skip this file"
+            except DECODE_ERRORS:  # unreadable file: skip it (other errors are bugs and propagate)
                 skipped.append(str(path))
-        raise RuntimeError(f"none of the {len(self.files)} files under the data folder could be decoded")
+        raise ValueError(f"none of the {len(self.files)} files under the data folder could be decoded")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
