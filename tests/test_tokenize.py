@@ -262,3 +262,11 @@ def test_cli_errors_are_one_line_before_any_compute(data_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("movq-tokenize: error: ") and err.count("\n") == 1 and message in err, (args, err)
     assert not (tmp_path / "out" / "shards").exists() and not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_nothing_readable_is_not_a_success(tmp_path, capsys):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(b"junk")
+    assert run(["--model", MODEL, "--data", str(data), "--out", str(tmp_path / "out"), *FAST]) == 2
+    assert "none of the source images could be read" in capsys.readouterr().err

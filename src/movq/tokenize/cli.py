@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)  # --threads must not leak into a calling process
     if summary:
         print(format_summary(summary, cfg.out))
+        if summary.get("images", 0) == 0:  # as movq-bench: nothing done is not a success
+            print(f"{PROG}: error: none of the source images could be read (see {cfg.out}/skipped.jsonl)", file=sys.stderr)
+            return EXIT_ERROR
     return 0
 
 
