@@ -21,6 +21,15 @@ from movq.atomic import check_writable_dir
 from movq.train.config import TrainConfig, read_config_file
 
 EXIT_ERROR = 2
+INT_OR_NONE = ("int | None", "typing.Optional[int]", "typing.Union[int, NoneType]")
+
+RUN_HELP = {
+    "resume": "continue from OUT's latest checkpoint (its saved config; given flags override it)",
+    "max_minutes": "stop with a checkpoint after this many minutes of training (0 = no limit)",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "batch_size": "samples per process and micro-batch",
+}
+"""Help for the :class:`~movq.train.config.RunConfig` fields every training command has."""
 
 _HELP = {
     "data": "image folder (searched recursively)",
@@ -28,7 +37,6 @@ _HELP = {
     "preset": "codec preset to train from scratch (movq.config.PRESETS)",
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
-    "resume": "continue from OUT's latest checkpoint (its saved config; given flags override it)",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
     "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.perceptual)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
@@ -43,7 +51,7 @@ def build_parser(config_cls: type = TrainConfig, prog: str = "movq-train", descr
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON or TOML file with the config's fields")
     hints = get_type_hints(config_cls)
-    texts = _HELP if help_texts is None else help_texts
+    texts = {**RUN_HELP, **(_HELP if help_texts is None else help_texts)}
     for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
@@ -56,14 +64,15 @@ def build_parser(config_cls: type = TrainConfig, prog: str = "movq-train", descr
         elif str(hint).startswith("tuple"):
             parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, help=help_text)
         else:
-            kind: Any = float if hint in (float, "float | None") or "float" in str(hint) else int if hint is int else str
+            kind: Any = float if "float" in str(hint) else int if hint is int or str(hint) in INT_OR_NONE else str
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     return parser
 
 
-def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig, prog: str = "movq-train") -> Any:
+def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig, prog: str = "movq-train",
+                     description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> Any:
     """Defaults <- config file (or, with --resume, the run's saved config) <- explicit flags."""
-    args = vars(build_parser(config_cls, prog).parse_args(argv))
+    args = vars(build_parser(config_cls, prog, description, help_texts).parse_args(argv))
     values: dict[str, Any] = {}
     if args["config"]:
         values.update(read_config_file(args.pop("config")))
@@ -96,8 +105,11 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
     return None
 
 
-def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Callable[[Any], Any], prog: str) -> int:
+def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Callable[[Any], Any], prog: str,
+                     description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> int:
     """Parse flags into ``config_cls``, check ``--out``, build the trainer and run it; returns the exit status.
+
+    ``description`` and ``help_texts`` (field name -> help) make the command's ``--help``.
 
     Every user error (bad flags, unwritable ``--out``, missing data, unknown device, a resumed run
     that does not match, too little memory, disk full) is one ``PROG: error: ...`` line, exit code 2.
@@ -106,7 +118,7 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
     from movq.train.checkpoint import CheckpointError
 
     try:
-        cfg = config_from_args(argv, config_cls, prog)
+        cfg = config_from_args(argv, config_cls, prog, description, help_texts)
         check_writable_dir(cfg.out)
         trainer = make_trainer(cfg)
         step = trainer.run()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from movq.strict import dataclass_from_dict
+
+C = TypeVar("C", bound="RunConfig")
 
 
 @dataclass
@@ -17,6 +19,8 @@ class RunConfig:
 
     ``out`` is the run folder; ``batch_size`` is per process; ``save_every`` / ``log_every`` count
     optimizer steps; ``keep_last`` checkpoints are kept; ``resume`` continues ``out``'s run.
+    ``max_minutes > 0`` stops the run (with a checkpoint) once this process has trained that long,
+    as a SIGTERM would (job time limits, fixed-budget benchmarks); the schedule still counts to ``max_steps``.
     """
 
     out: str = "runs/movq"
@@ -31,17 +35,33 @@ class RunConfig:
     tensorboard: bool = False
     progress: bool = True
     resume: bool = False
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "save_every", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every field."""
         return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:  # noqa: PYI019 (typing.Self needs 3.11)
+        """The config from (a subset of) its fields; unknown keys are an error naming them."""
+        return dataclass_from_dict(cls, data)
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:  # noqa: PYI019
+        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
+        return cls.from_dict(read_config_file(path))
 
 
 @dataclass
@@ -112,18 +132,6 @@ class TrainConfig(RunConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
-        return cls.from_dict(read_config_file(path))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

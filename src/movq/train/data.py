@@ -97,6 +97,20 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class Unseeded(Dataset):
+    """A dataset indexed by plain ``int`` (e.g. :class:`movq.data.TokenDataset`), for the
+    ``(index, sample_seed)`` keys of :class:`ResumableSampler`: the seed is ignored (no augmentation)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        return self.dataset[key[0]]
+
+
 class ResumableSampler(Sampler[tuple[int, int]]):
     """Distributed, epoch-shuffled sampler that can start in the middle of an epoch.
 

@@ -14,7 +14,7 @@ A trainer owns its models, losses and optimizers and hands the loop a :class:`Tr
   RNG stream of every rank), falling back past damaged checkpoints;
 - logs: one CSV row (and TensorBoard scalars) every ``log_every`` steps with the window's mean
   of every term the task returns, read back from the device once per row; a tqdm bar;
-- SIGTERM / SIGINT: finish the step, save, return.
+- SIGTERM / SIGINT, or ``max_minutes`` of training: finish the step, save, return.
 """
 
 from __future__ import annotations
@@ -202,6 +202,8 @@ class TrainLoop:
         bar = self._bar()
         window: dict[str, Tensor] = {}
         n_window, t0 = 0, time.perf_counter()
+        deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+        out_of_time = False
         batches = self.batches()
         try:
             while self.step < cfg.max_steps:
@@ -221,12 +223,15 @@ class TrainLoop:
                     window, n_window, t0 = {}, 0, time.perf_counter()
                 if after_step is not None:
                     after_step(self.step)
+                if deadline is not None and not out_of_time and time.perf_counter() > deadline:
+                    out_of_time = self.stop_requested = True
                 # without distribution the flag is local (no sync); with it, ranks agree at log steps
                 stop = any_flag(self.stop_requested, self.dist) if log_now or not self.dist.enabled else False
                 if stop or self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
                     self.save(task)
                 if stop:
-                    self.print(f"stopped by signal at step {self.step}; checkpoint saved, continue with --resume")
+                    why = f"--max-minutes {cfg.max_minutes:g}" if out_of_time else "signal"
+                    self.print(f"stopped by {why} at step {self.step}; checkpoint saved, continue with --resume")
                     break
         finally:
             if bar is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
 from movq.train.loop import TrainLoop
 from movq.train.losses import CodecLoss, LossWeights, NLayerDiscriminator, hinge_d_loss
+from movq.train.optim import autocast, autocast_dtype, lr_lambda, no_sync_unless
 
 LOG_FIELDS = (
     "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
@@ -51,30 +51,6 @@ def build_codec(cfg: TrainConfig) -> Codec:
         return codec.float().train()
     config = CodecConfig.from_dict(_merge(get_preset(cfg.preset).to_dict(), cfg.codec))
     return Codec(config).train()
-
-
-def lr_lambda(cfg: TrainConfig) -> Any:
-    """Linear warm-up over ``warmup_steps``, then cosine from 1 to ``min_lr_ratio`` at ``max_steps``."""
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        span = max(cfg.max_steps - cfg.warmup_steps, 1)
-        progress = min((step - cfg.warmup_steps) / span, 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 on CPU and on CUDA devices that support it (``amp="auto"``), fp16 only when asked."""
-    if cfg.amp == "none" or device.type not in ("cpu", "cuda"):
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return None if cfg.amp == "auto" else torch.bfloat16
-    return torch.bfloat16
 
 
 class Trainer:
@@ -148,9 +124,7 @@ class Trainer:
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        return autocast(self.amp, self.device)
 
     # ------------------------------------------------------------------ TrainTask: state
 
@@ -208,8 +182,7 @@ class Trainer:
     # ------------------------------------------------------------------ TrainTask: the step
 
     def _generator_pass(self, x: Tensor, gan: bool, sync: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        ctx = contextlib.nullcontext() if sync or not self.dist.enabled else self.model.no_sync()  # type: ignore[operator]
-        with ctx:
+        with no_sync_unless(self.model, sync):
             with self._autocast():
                 out = self.model(x)
                 x_hat = out.sample
@@ -226,8 +199,7 @@ class Trainer:
         return terms, x_hat.detach(), out.quantizer.indices.detach()
 
     def _disc_pass(self, x: Tensor, x_hat: Tensor, sync: bool) -> dict[str, Tensor]:
-        ctx = contextlib.nullcontext() if sync or not self.dist.enabled else self.disc_ddp.no_sync()  # type: ignore[operator]
-        with ctx:
+        with no_sync_unless(self.disc_ddp, sync):
             with self._autocast():  # one forward over real and fake (one DDP forward per backward)
                 logits = self.disc_ddp(torch.cat([x, x_hat]))
             real, fake = logits[: x.shape[0]], logits[x.shape[0]:]
