@@ -31,13 +31,7 @@ EMA_CODEC = {**TINY_CODEC, "quantizer": {"kind": "ema", "codebook_size": 32, "de
 RESTART_CODEC = {**EMA_CODEC, "quantizer": {**EMA_CODEC["quantizer"], "dead_code_threshold": 1e6}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and do not fight a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_images(root: Path, n: int = 6) -> Path:

@@ -22,12 +22,7 @@ from movq.train.trainer import Trainer
 from test_train_loop import TINY_CODEC, make_images, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _RunsCode:

@@ -64,8 +64,46 @@ class RunConfig:
         return cls.from_dict(read_config_file(path))
 
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+
+
 @dataclass
-class TrainConfig(RunConfig):
+class OptimConfig(RunConfig):
+    """The optimisation fields every trainer shares (trainer configs inherit them and may change defaults):
+    AdamW (``lr``, ``betas``, ``weight_decay``), ``warmup_steps`` of linear warm-up then cosine to
+    ``min_lr_ratio * lr`` at ``max_steps`` (:func:`movq.train.optim.lr_lambda`), ``grad_accum``
+    micro-batches per step, ``grad_clip`` (0 = off), autocast ``amp``, and the EMA of the weights
+    (``ema_decay``, ``ema_warmup``: see :class:`movq.train.ema.ModelEMA`). Defaults: the codec recipe.
+    """
+
+    grad_accum: int = 1
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 500
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class TrainConfig(OptimConfig):
     """Everything a codec training run needs (the bookkeeping fields come from
     :class:`RunConfig`). Saved into every checkpoint (``train_config.json``).
 
@@ -84,17 +122,6 @@ class TrainConfig(RunConfig):
     crop_scale: tuple[float, float] = (0.25, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
-    # optimisation
-    grad_accum: int = 1
-    lr: float = 1e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 500
-    betas: tuple[float, float] = (0.5, 0.9)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
-    ema_decay: float = 0.9999
-    ema_warmup: bool = True
     # losses
     w_vq: float = 1.0
     w_adv: float = 0.1
@@ -120,18 +147,12 @@ class TrainConfig(RunConfig):
         super().__post_init__()
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
         self.crop_ratio = tuple(self.crop_ratio)  # type: ignore[assignment]
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
         if self.perceptual_net not in ("vgg", "alex", "none"):
             raise ValueError(f"perceptual_net must be vgg, alex or none, got {self.perceptual_net!r}")
         if self.disc_norm not in ("batch", "group"):
             raise ValueError(f"disc_norm must be batch or group, got {self.disc_norm!r}")
-        for name in ("grad_accum", "image_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.image_every < 1:
+            raise ValueError(f"image_every must be >= 1, got {self.image_every}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
