@@ -11,8 +11,8 @@ the encoder in bfloat16 (the codebook search stays float32). Each row reports im
 encode loop (as the CLI prints it) and the wall time including model loading, listing and the
 end-of-run index / summary; the token columns compare every stored token with the plain loop's.
 
-    python benchmarks/tokenize.py                                  # ../shared/images, tiny codec, 256 px
-    python benchmarks/tokenize.py --model movqgan-67m --limit 16   # a random-init 67M (same compute)
+    python benchmarks/tokenize_speed.py                                  # ../shared/images, tiny codec, 256 px
+    python benchmarks/tokenize_speed.py --model movqgan-67m --limit 16   # a random-init 67M (same compute)
 """
 
 from __future__ import annotations
