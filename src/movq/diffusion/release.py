@@ -86,10 +86,11 @@ class LatentDiffusionPipeline:
         diffusion = GaussianDiffusion.from_pretrained(directory)
         if codec is None and not info["codec"]:
             raise ValueError(f"{directory} records no codec (trained on latents without a movq-tokenize folder): pass codec=")
-        if codec is None or isinstance(codec, (str, os.PathLike)):
+        load = codec is None or isinstance(codec, (str, os.PathLike))
+        if load:
             import movq
 
-            codec = movq.load(codec or info["codec"], device=device, dtype=dtype)
+            codec = movq.load(codec or info["codec"], device=device)  # as stored: the hash covers these weights
         if check_codec and info.get("weights_hash"):
             from movq.tokenize.meta import weights_hash
 
@@ -99,6 +100,8 @@ class LatentDiffusionPipeline:
                     f"({info['codec']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
                     stacklevel=2,
                 )
+        if load:
+            codec = codec.to(dtype)
         return cls(model, diffusion, codec, latent_scale=info["latent_scale"], labels=info["labels"],
                    latent_shape=info["latent_shape"])
 
