@@ -95,12 +95,10 @@ class DiffusionTrainConfig(OptimConfig):
     vlb_weight: float = 1e-3
     latent_scale: float | None = None
     p_uncond: float = 0.1
-    # optimisation (OptimConfig's fields, improved-DDPM defaults)
-    lr: float = 1e-4
+    # OptimConfig's fields with improved-DDPM defaults (lr 1e-4 and EMA 0.9999 are OptimConfig's own)
     min_lr_ratio: float = 1.0
     warmup_steps: int = 200
     betas: tuple[float, float] = (0.9, 0.999)
-    ema_decay: float = 0.9999
     # encoding an image collection
     tokenize_batch_size: int = 32
 
