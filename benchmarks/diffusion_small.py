@@ -180,7 +180,7 @@ def save_grid(path: Path, rows: list[torch.Tensor]) -> None:
 def train_arm(args: argparse.Namespace, loss: str, data: Path, out: Path) -> float:
     cfg = DiffusionTrainConfig(
         data=str(data), codec=CODEC if not (data / "meta.json").is_file() else None, resolution=SIZE,
-        out=str(out), preset="unet-tiny", loss=loss, batch_size=args.batch_size,
+        out=str(out), preset="unet-tiny", loss=loss, mean_type=args.mean_type, batch_size=args.batch_size,
         max_steps=args.steps, save_every=max(args.steps // 2, 1), keep_last=2, log_every=max(args.steps // 20, 1),
         lr=args.lr, warmup_steps=min(100, args.steps // 10), ema_decay=0.999, num_workers=0,
         progress=not args.no_progress, seed=args.seed, tokenize_batch_size=64,
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per arm")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--mean-type", default="v", choices=("v", "eps", "x0"), help="what the UNet predicts")
     parser.add_argument("--samples", type=int, default=12, help="samples per class for each sampler (and real rows)")
     parser.add_argument("--guidance", type=float, default=3.0, help="an extra DDIM-50 row with this guidance scale")
     parser.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True)

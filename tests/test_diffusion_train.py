@@ -195,6 +195,30 @@ def test_cli_trains_on_an_image_folder_and_the_release_samples(tmp_path, image_f
     assert "1 of 1 shards already finished" in capsys.readouterr().out
 
 
+def test_conditioning_vectors_train_and_sample(tmp_path):
+    from safetensors.torch import save_file
+
+    import movq
+    from movq.diffusion.data import load_cond_file
+
+    vectors = torch.randn(16, 6)
+    save_file({"cond": vectors}, str(tmp_path / "cond.safetensors"))
+    cond = load_cond_file(tmp_path / "cond.safetensors", 16)
+    with pytest.raises(ValueError, match=r"'cond' must be float \[8, D\]"):
+        load_cond_file(tmp_path / "cond.safetensors", 8)
+    base = toy_latents(16)
+    data = LatentItems(base.latents, cond=cond)
+    trainer = DiffusionTrainer(config(tmp_path, max_steps=2, p_uncond=0.5), data)
+    trainer.run()
+    assert trainer.model.config.cond_dim == 6 and trainer.model.config.num_classes is None
+    codec = movq.load("movqgan-tiny-photos")
+    pipe = LatentDiffusionPipeline.from_pretrained(tmp_path / "run", codec=codec)
+    images = pipe.generate(cond=vectors[:2], num_steps=2, guidance_scale=2.0)
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+    with pytest.raises(ValueError, match="records no codec"):
+        LatentDiffusionPipeline.from_pretrained(tmp_path / "run")
+
+
 def cli_error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
