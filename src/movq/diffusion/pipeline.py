@@ -30,6 +30,7 @@ def generate(
     clip_denoised: float | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    latent_scale: float = 1.0,
 ) -> Tensor:
     """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
 
@@ -39,8 +40,12 @@ def generate(
     model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps);
     ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
     :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
-    decoding (Kandinsky decodes them unquantized, the default).
+    decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
+    model's latents carry on top of the codec's own ``scaling_factor`` (a trained run records it):
+    samples are divided by it before ``codec.decode_latents``.
     """
+    if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
+        raise ValueError(f"latent_scale must be a number > 0, got {latent_scale!r}")
     config = model.config
     embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)
     if embed_dim is not None and embed_dim != config.in_channels:
@@ -76,4 +81,4 @@ def generate(
         device=device,
         progress=progress,
     )
-    return codec.decode_latents(latents, quantize=quantize)
+    return codec.decode_latents(latents / latent_scale, quantize=quantize)
