@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, ResnetBlock, Upsample
 from movq.modules.encoder import Level, MidBlock, level_has_attention
+from movq.modules.layout import preferred_memory_format
 from movq.modules.norm import make_norm
 
 
@@ -16,7 +16,8 @@ class Decoder(nn.Module):
 
     With ``config.norm == "spatial"`` (MoVQ) every normalisation is a SpatialNorm conditioned on
     ``zq``, the quantized latent ``[B, embed_dim, h, w]``, which must then be passed to ``forward``;
-    with ``"group"`` (VQGAN) ``zq`` is ignored.
+    with ``"group"`` (VQGAN) ``zq`` is ignored. Runs in the device's preferred layout
+    (:func:`~movq.modules.layout.preferred_memory_format`); returns NCHW.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -47,9 +48,9 @@ class Decoder(nn.Module):
         if self.conditioned and zq is None:
             raise ValueError("the MoVQ decoder (norm='spatial') needs the quantized latent zq")
         zq = zq if self.conditioned else None
-        h = self.mid(self.conv_in(z), zq)
+        h = self.mid(self.conv_in(z.contiguous(memory_format=preferred_memory_format(z.device))), zq)
         for level in reversed(self.up):
             h = level(h, zq)
             if level.upsample is not None:
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h, zq)))
+        return self.conv_out(self.norm_out(h, zq, silu=True)).contiguous()

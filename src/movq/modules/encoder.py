@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
+from movq.modules.layout import preferred_memory_format
 from movq.modules.norm import GroupNorm
 
 
@@ -48,7 +48,8 @@ def level_has_attention(config: CodecConfig, level: int) -> bool:
 class Encoder(nn.Module):
     """Image ``[B, in_channels, H, W]`` in ``[-1, 1]`` -> latent ``[B, z_channels, H/f, W/f]``.
 
-    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f.
+    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f. Runs in the device's
+    preferred layout (:func:`~movq.modules.layout.preferred_memory_format`); returns NCHW.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -73,10 +74,10 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv_in(x)
+        h = self.conv_in(x.contiguous(memory_format=preferred_memory_format(x.device)))
         for level in self.down:
             h = level(h)
             if level.downsample is not None:
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h, silu=True)).contiguous()

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 DEFAULT_CHUNK_SIZE = 4096
 """Rows of the flattened latent compared against the codebook at once (memory is chunk x K)."""
+SCORE_ELEMENTS = 2**21
+"""Most code scores held at once by ``nearest_code`` (8 MiB of float32: a block that stays in cache)."""
 
 
 @dataclass
@@ -57,16 +59,21 @@ def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SI
     """Index of the nearest codebook row (squared L2) for every row of ``z``.
 
     ``z`` is ``[N, D]``, ``codebook`` ``[K, D]``; returns ``LongTensor [N]``. Distances are computed
-    in float32 and in chunks of ``chunk_size`` rows, so memory is ``O(chunk_size x K)``.
+    in float32 as ``|c|^2 - 2 z.c`` (the row constant ``|z|^2`` does not move the argmin), one fused
+    matrix product per chunk of at most ``chunk_size`` rows and at most ``SCORE_ELEMENTS`` scores,
+    so the score block stays in cache and memory is ``O(min(chunk_size x K, SCORE_ELEMENTS))``.
     """
     z = z.float()
     codebook = codebook.float()
     code_sq = codebook.pow(2).sum(dim=1)
+    codebook_t = codebook.t()
+    rows = max(1, min(chunk_size, SCORE_ELEMENTS // max(1, codebook.shape[0])))
+    if z.shape[0] <= rows:
+        return torch.addmm(code_sq, z, codebook_t, alpha=-2.0).argmin(dim=1)
     out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-    for start in range(0, z.shape[0], chunk_size):
-        chunk = z[start : start + chunk_size]
-        dist = chunk.pow(2).sum(dim=1, keepdim=True) + code_sq - 2.0 * chunk @ codebook.t()
-        out[start : start + chunk_size] = dist.argmin(dim=1)
+    for start in range(0, z.shape[0], rows):
+        scores = torch.addmm(code_sq, z[start : start + rows], codebook_t, alpha=-2.0)
+        out[start : start + rows] = scores.argmin(dim=1)
     return out
 
 
