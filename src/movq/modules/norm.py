@@ -4,9 +4,14 @@ Both take an optional fused SiLU (``silu=True``), the activation that follows ev
 encoder and decoder. Without autograd (``torch.no_grad`` / ``inference_mode``) the modulation and
 the activation run in place on the normalised map, so a norm + SiLU costs three passes over the
 feature map instead of eight.
+
+For tiled inference a norm can take its group statistics from outside (``shared_stats``, see
+:class:`movq.tiling.SharedGroupStats`), so every tile of an image is normalised alike.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,56 @@ from movq.modules.layout import blocks_view, broadcast_view, memory_format_of, n
 
 NUM_GROUPS = 32
 EPS = 1e-6
+
+
+class GroupStatsSource(Protocol):
+    """Supplies (or records) the GroupNorm statistics of a norm layer during tiled inference."""
+
+    def lookup(self, norm: nn.Module, f: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Per-channel ``(mean, rstd)``, float32 ``[B, C, 1, 1]``, to normalise ``f`` with, or
+        ``None`` to use the statistics of ``f`` itself."""
+
+
+def modulate(x: Tensor, scale: Tensor, shift: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """``x * scale + shift`` where ``scale`` / ``shift`` ``[B, C, h, w]`` are resized to ``x``'s
+    ``[B, C, H, W]`` by nearest neighbour (broadcast without copies when ``H / h`` and ``W / w``
+    are integers). ``scale`` / ``shift`` must already have ``x``'s dtype. Writes into ``out``
+    (which may be ``x`` itself) when given; returns a tensor in ``x``'s layout."""
+    factors = nearest_factors(x, scale)
+    if factors is None:  # sizes are not integer multiples: materialise the resized maps
+        scale, shift = (F.interpolate(t, size=x.shape[-2:], mode="nearest") for t in (scale, shift))
+        factors = (1, 1)
+    layout = memory_format_of(x)
+    scale, shift = (broadcast_view(t.contiguous(memory_format=layout)) for t in (scale, shift))
+    if out is not None:
+        view = blocks_view(out, factors)
+        torch.addcmul(shift, blocks_view(x, factors), scale, out=view)
+        return out
+    view = torch.addcmul(shift, blocks_view(x, factors), scale)
+    return view.flatten(4, 5).flatten(2, 3).contiguous(memory_format=layout)
+
+
+def normalize(
+    norm: nn.Module, f: Tensor, scale: Tensor, shift: Tensor, silu: bool, affine: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """``GroupNorm(f) * scale + shift``, then SiLU if ``silu``; ``scale`` / ``shift`` float32
+    ``[B, C, h, w]`` (nearest-resized to ``f``). ``affine`` (GroupNorm's own weight and bias, for
+    per-channel modulation) lets the native kernel apply the modulation itself."""
+    inplace = not torch.is_grad_enabled()
+    source: GroupStatsSource | None = getattr(norm, "shared_stats", None)
+    stats = source.lookup(norm, f) if source is not None else None
+    if stats is not None:  # fold the given statistics into the modulation: one pass over f
+        mean, rstd = stats
+        scale = scale * rstd
+        shift = shift - mean * scale
+        target = torch.empty_like(f) if inplace else None
+        out = modulate(f, scale.to(f.dtype), shift.to(f.dtype), out=target)
+    elif affine is not None:
+        out = F.group_norm(f, NUM_GROUPS, affine[0], affine[1], EPS)
+    else:
+        out = F.group_norm(f, NUM_GROUPS, eps=EPS)
+        out = modulate(out, scale.to(f.dtype), shift.to(f.dtype), out=out if inplace else None)
+    return F.silu(out, inplace=inplace) if silu else out
 
 
 class SpatialNorm(nn.Module):
@@ -31,6 +86,8 @@ class SpatialNorm(nn.Module):
     convolution commutes with nearest resizing), then broadcast over ``f`` without building the
     upsampled maps when ``H / h`` and ``W / w`` are integers.
     """
+
+    shared_stats: GroupStatsSource | None = None
 
     def __init__(self, channels: int, zq_channels: int) -> None:
         super().__init__()
@@ -48,22 +105,8 @@ class SpatialNorm(nn.Module):
         return y * gamma, torch.addcmul(b, y, beta)
 
     def forward(self, f: Tensor, zq: Tensor, *, silu: bool = False) -> Tensor:
-        inplace = not torch.is_grad_enabled()
-        layout = memory_format_of(f)
-        scale, shift = (t.to(f.dtype).contiguous(memory_format=layout) for t in self.modulation(zq))
-        out = F.group_norm(f, NUM_GROUPS, eps=self.norm_layer.eps)
-        factors = nearest_factors(f, zq)
-        if factors is None:  # sizes are not integer multiples: materialise the resized maps
-            size = f.shape[-2:]
-            scale, shift = (F.interpolate(t, size=size, mode="nearest") for t in (scale, shift))
-            out = out.mul_(scale).add_(shift) if inplace else torch.addcmul(shift, out, scale)
-        elif inplace:
-            view = blocks_view(out, factors)
-            torch.addcmul(broadcast_view(shift), view, broadcast_view(scale), out=view)
-        else:
-            view = torch.addcmul(broadcast_view(shift), blocks_view(out, factors), broadcast_view(scale))
-            out = view.flatten(4, 5).flatten(2, 3).contiguous(memory_format=layout)
-        return F.silu(out, inplace=inplace) if silu else out
+        scale, shift = self.modulation(zq)
+        return normalize(self, f, scale, shift, silu)
 
 
 class GroupNorm(nn.GroupNorm):
@@ -73,12 +116,14 @@ class GroupNorm(nn.GroupNorm):
     In: ``[B, channels, H, W]``; out: same shape; ``silu=True`` applies SiLU to the output.
     """
 
+    shared_stats: GroupStatsSource | None = None
+
     def __init__(self, channels: int) -> None:
         super().__init__(NUM_GROUPS, channels, eps=EPS, affine=True)
 
     def forward(self, f: Tensor, zq: Tensor | None = None, *, silu: bool = False) -> Tensor:  # noqa: ARG002
-        out = super().forward(f)
-        return F.silu(out, inplace=not torch.is_grad_enabled()) if silu else out
+        scale, shift = (p.float()[None, :, None, None] for p in (self.weight, self.bias))
+        return normalize(self, f, scale, shift, silu, affine=(self.weight, self.bias))
 
 
 def make_norm(channels: int, zq_channels: int | None) -> nn.Module:

@@ -54,6 +54,11 @@ class Quantizer(nn.Module, ABC):
         """Shape of the indices of one image whose latent is ``height x width`` (no batch axis)."""
         return (height, width)
 
+    def indices(self, z: Tensor) -> Tensor:
+        """Only the token ids of ``z`` (``forward(z).indices``): the inference path, which
+        quantizers may serve without computing losses and statistics."""
+        return self.forward(z).indices
+
 
 def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
     """Index of the nearest codebook row (squared L2) for every row of ``z``.
@@ -120,8 +125,12 @@ def check_indices(indices: Tensor, ndim: int, who: str, layout: str) -> None:
 
 
 def check_index_range(indices: Tensor, codebook_size: int, who: str, allow_minus_one: bool = False) -> None:
-    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed)."""
-    if indices.numel() == 0:
+    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed).
+
+    Skipped while ``torch.compile`` / ``torch.export`` trace (a data-dependent check cannot be part
+    of a graph); the embedding lookup itself still fails on out-of-range ids.
+    """
+    if indices.numel() == 0 or torch.compiler.is_compiling():
         return
     low = -1 if allow_minus_one else 0
     lo, hi = int(indices.min()), int(indices.max())
