@@ -150,48 +150,51 @@ class Codec(nn.Module):
         restores the default automatic tiling."""
         self.tiling = replace(self.tiling, mode="off")
 
-    def _plan(self, x: Tensor, in_scale: int) -> tuple[int, bool]:
-        """``(images per forward, tiled?)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
+    def _plan(self, x: Tensor, in_scale: int) -> tuple[int, int | None]:
+        """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
         per_position = activation_bytes_per_position(self.activation_channels(), self.downsample_factor, self.dtype)
         return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position)
 
-    def _tiles(self, fn: Any, grid: tuple[int, int], out_scale: int, module: nn.Module) -> Tensor:
+    def _tiles(self, fn: Any, grid: tuple[int, int], out_scale: int, module: nn.Module, tile: int) -> Tensor:
         """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms share statistics."""
         tiling = self.tiling
         stats = SharedGroupStats() if tiling.stat_passes else None
         with shared_norm_stats(module, stats) if stats is not None else nullcontext():
             return run_tiled(
-                fn, grid, tile=tiling.tile, overlap=tiling.overlap, out_scale=out_scale,
+                fn, grid, tile=tile, overlap=tiling.overlap, out_scale=out_scale,
                 stats=stats, stat_passes=tiling.stat_passes,
             )
 
-    def _encode_tiled(self, x: Tensor) -> Tensor:
+    def _encode_tiled(self, x: Tensor, tile: int) -> Tensor:
         """Pre-quantization latent of ``x`` with the encoder's local stage in tiles (the attention
         levels, at latent resolution, see the whole image)."""
         f = self.downsample_factor
         grid = (x.shape[-2] // f, x.shape[-1] // f)
         h = self._tiles(
-            lambda window: self.encoder.local_stage(window.crop(x, f)), grid, self.encoder.local_scale, self.encoder
+            lambda window: self.encoder.local_stage(window.crop(x, f)), grid, self.encoder.local_scale,
+            self.encoder, tile,
         )
         return self.quant_conv(self.encoder.global_stage(h))
 
-    def _decode_tiled(self, z_q: Tensor) -> Tensor:
+    def _decode_tiled(self, z_q: Tensor, tile: int) -> Tensor:
         """Image of ``z_q`` with the decoder's local stage in tiles; every tile gets the matching
         slice of ``z_q`` for its SpatialNorm layers."""
         h = self.decoder.global_stage(self.post_quant_conv(z_q), z_q)
         scale = self.decoder.local_scale
         return self._tiles(
             lambda window: self.decoder.local_stage(window.crop(h, scale), window.crop(z_q)),
-            tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder,
+            tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile,
         )
 
     def _encode_bounded(self, x: Tensor) -> Tensor:
-        size, tiled = self._plan(x, self.downsample_factor)
-        return run_sliced(self._encode_tiled if tiled else self.encode_to_prequant, x, size)
+        size, tile = self._plan(x, self.downsample_factor)
+        fn = self.encode_to_prequant if tile is None else (lambda part: self._encode_tiled(part, tile))
+        return run_sliced(fn, x, size)
 
     def _decode_bounded(self, z_q: Tensor) -> Tensor:
-        size, tiled = self._plan(z_q, 1)
-        return run_sliced(self._decode_tiled if tiled else self.decode_from_quantized, z_q, size)
+        size, tile = self._plan(z_q, 1)
+        fn = self.decode_from_quantized if tile is None else (lambda part: self._decode_tiled(part, tile))
+        return run_sliced(fn, z_q, size)
 
     # ----------------------------------------------------------------------------- user API
 

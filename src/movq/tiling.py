@@ -62,16 +62,19 @@ class TilingPolicy:
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= 2 * self.overlap < self.tile:
             raise ValueError(f"overlap must be an int in [0, tile / 2) = [0, {self.tile / 2:g}), got {self.overlap!r}")
 
-    def plan(self, batch: int, height: int, width: int, bytes_per_position: float) -> tuple[int, bool]:
-        """``(images per forward, tiled?)`` for a batch of latent grids ``height x width``, given the
-        activation bytes of one image per latent position."""
-        fits = bytes_per_position * height * width <= self.memory_budget
-        larger_than_tile = height > self.tile or width > self.tile
-        tiled = larger_than_tile and (self.mode == "on" or (self.mode == "auto" and not fits))
-        if tiled:
-            height, width = min(height, self.tile), min(width, self.tile)
-        per_image = bytes_per_position * height * width
-        return max(1, int(self.memory_budget // max(per_image, 1.0))), tiled
+    def plan(self, batch: int, height: int, width: int, bytes_per_position: float) -> tuple[int, int | None]:
+        """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
+        given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
+        ``"auto"`` tiles only a grid above the budget, with the largest tiles the budget allows."""
+        tile: int | None = None
+        if self.mode == "on":
+            tile = self.tile
+        elif self.mode == "auto" and bytes_per_position * height * width > self.memory_budget:
+            tile = max(math.isqrt(int(self.memory_budget // bytes_per_position)), 2 * self.overlap + 1)
+        if tile is not None and height <= tile and width <= tile:
+            tile = None
+        area = min(height, tile) * min(width, tile) if tile else height * width
+        return max(1, int(self.memory_budget // max(bytes_per_position * area, 1.0))), tile
 
 
 def activation_bytes_per_position(channels: int, downsample_factor: int, dtype: torch.dtype) -> float:
@@ -80,13 +83,15 @@ def activation_bytes_per_position(channels: int, downsample_factor: int, dtype: 
     return ACTIVATION_MAPS * channels * downsample_factor**2 * itemsize
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of side ``min(tile, size)`` covering ``[0, size)`` with at least
-    ``overlap`` shared positions between neighbours, spread evenly so every tile is full."""
+def tile_layout(size: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """``(side, starts)``: the fewest tiles of side at most ``tile`` that cover ``[0, size)`` with at
+    least ``overlap`` positions shared by neighbours, made as small as that count allows (less
+    duplicated work) and spread evenly."""
     if size <= tile:
-        return [0]
+        return size, [0]
     count = math.ceil((size - overlap) / (tile - overlap))
-    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
+    side = math.ceil((size + (count - 1) * overlap) / count)
+    return side, [round(i * (size - side) / (count - 1)) for i in range(count)]
 
 
 BLEND_MARGIN = 0.25
@@ -103,11 +108,10 @@ def ramp(shared: int) -> Tensor:
     return ((position - margin) / (shared - 2 * margin)).clamp(0.0, 1.0)
 
 
-def ramps(starts: list[int], tile: int, size: int, scale: int) -> list[Tensor]:
-    """Blend weights (float32, ``tile * scale`` long) of each tile along one axis, in output units:
-    a :func:`ramp` across each overlap with a neighbour (complementary to the neighbour's, so the
-    weights sum to one everywhere), one elsewhere."""
-    tile = min(tile, size)
+def ramps(starts: list[int], tile: int, scale: int) -> list[Tensor]:
+    """Blend weights (float32, ``tile * scale`` long) of each tile (side ``tile``) along one axis, in
+    output units: a :func:`ramp` across each overlap with a neighbour (complementary to the
+    neighbour's, so the weights sum to one where only neighbours overlap), one elsewhere."""
     out = []
     for i, start in enumerate(starts):
         weight = torch.ones(tile * scale)
@@ -225,12 +229,14 @@ def run_tiled(
     with the previous pass's statistics), and the final pass normalises every tile with them.
     """
     h, w = grid
-    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    th, tw = min(tile, h), min(tile, w)
+    (th, rows), (tw, cols) = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
+    row_ramps, col_ramps = {out_scale: ramps(rows, th, out_scale)}, {out_scale: ramps(cols, tw, out_scale)}
     windows = [(i, j, Window(y0, x0, th, tw)) for i, y0 in enumerate(rows) for j, x0 in enumerate(cols)]
 
     def weights_at(i: int, j: int, scale: int) -> Tensor:  # float32 on the CPU: callers move it
-        return ramps(rows, tile, h, scale)[i][:, None] * ramps(cols, tile, w, scale)[j][None, :]
+        if scale not in row_ramps:
+            row_ramps[scale], col_ramps[scale] = ramps(rows, th, scale), ramps(cols, tw, scale)
+        return row_ramps[scale][i][:, None] * col_ramps[scale][j][None, :]
 
     if stats is not None:
         for _ in range(stat_passes):
@@ -247,6 +253,13 @@ def run_tiled(
             out = torch.zeros((*piece.shape[:2], h * out_scale, w * out_scale), device=piece.device)
         window.crop(out, out_scale).addcmul_(piece, weights_at(i, j, out_scale).to(piece.device))
     assert out is not None
+    # the ramps sum to one unless non-neighbouring tiles overlap (tiny tiles): normalise anyway
+    row_total, col_total = torch.zeros(h * out_scale), torch.zeros(w * out_scale)
+    for start, weight in zip(rows, row_ramps[out_scale]):
+        row_total[start * out_scale : start * out_scale + weight.numel()] += weight
+    for start, weight in zip(cols, col_ramps[out_scale]):
+        col_total[start * out_scale : start * out_scale + weight.numel()] += weight
+    out /= (row_total[:, None] * col_total[None, :]).to(out.device)
     return out.to(piece.dtype)
 
 

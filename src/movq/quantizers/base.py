@@ -85,8 +85,9 @@ def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SI
 def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
     """Perplexity ``exp(H(histogram))`` and used fraction of the codebook for a batch of indices."""
     flat = indices.reshape(-1)
-    if codebook_size <= 2**20:
-        counts = torch.bincount(flat, minlength=codebook_size).float()
+    if codebook_size <= 2**20:  # a fixed-size histogram (unlike bincount's) keeps torch.compile graphs whole
+        ones = torch.ones(flat.shape, dtype=torch.float32, device=flat.device)
+        counts = torch.zeros(codebook_size, dtype=torch.float32, device=flat.device).index_add_(0, flat, ones)
     else:  # huge implicit codebooks (LFQ, FSQ): histogram of the ids that occur only
         counts = torch.unique(flat, return_counts=True)[1].float()
     probs = counts / counts.sum().clamp(min=1.0)
