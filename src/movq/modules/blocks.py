@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.modules.derived import derived
 from movq.modules.layout import blocks_view, memory_format_of
 from movq.modules.norm import make_norm
 
@@ -59,13 +60,16 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv2d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
+    def qkv_weights(self) -> tuple[Tensor, Tensor]:
+        """``q``, ``k``, ``v`` stacked: weight ``[3C, C]`` and bias ``[3C]`` (memoised for inference)."""
+        params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
+        return derived(self, "qkv", lambda: (torch.cat(params[:3]).flatten(1), torch.cat(params[3:])), *params)
+
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x, zq)
         tokens = h.permute(0, 2, 3, 1).reshape(batch, 1, height * width, channels)  # a view if channels-last
-        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).flatten(1)
-        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        q, k, v = F.linear(tokens, weight, bias).chunk(3, dim=-1)
+        q, k, v = F.linear(tokens, *self.qkv_weights()).chunk(3, dim=-1)
         h = F.scaled_dot_product_attention(q, k, v)
         h = F.linear(h, self.proj_out.weight.flatten(1), self.proj_out.bias)
         h = h.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
@@ -105,11 +109,15 @@ class Upsample(nn.Module):
 
     def phase_weights(self) -> tuple[Tensor, Tensor]:
         """Weight ``[4 * C, C, 2, 2]`` and bias ``[4 * C]`` of the phase convolution, phases ``(a, b)``
-        in the order (0, 0), (0, 1), (1, 0), (1, 1)."""
-        weight = self.conv.weight
-        taps = PHASE_TAPS.to(weight.device, weight.dtype)
-        phases = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps)
-        return phases.flatten(0, 2), self.conv.bias.repeat(4)
+        in the order (0, 0), (0, 1), (1, 0), (1, 1) (memoised for inference)."""
+        weight, bias = self.conv.weight, self.conv.bias
+
+        def build() -> tuple[Tensor, Tensor]:
+            taps = PHASE_TAPS.to(weight.device, weight.dtype)
+            phases = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps)
+            return phases.flatten(0, 2), bias.repeat(4)
+
+        return derived(self, "phases", build, weight, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
