@@ -88,7 +88,8 @@ def assert_parity(codec: Codec, model: VQModel, sizes: list[tuple[int, int]], ba
         assert ref_tokens.unique().numel() > 4, "degenerate reference: almost one code everywhere"
         pixels = codec.decode(tokens, clamp=False)
         assert ref_pixels.std() > 0.05, "degenerate reference: flat output"
-        torch.testing.assert_close(pixels, ref_pixels, atol=1e-4, rtol=0)
+        # same arithmetic reassociated (folded norm affine, sub-pixel upsampling): fp32 rounding only
+        torch.testing.assert_close(pixels, ref_pixels, atol=1e-4, rtol=1e-5)
 
 
 def test_small_movq_parity_in_diffusers_and_original_formats(tmp_path):

@@ -234,6 +234,18 @@ class DVAE(Codec):
     def dtype(self) -> torch.dtype:
         return self.encoder.blocks.input.w.dtype
 
+    def activation_channels(self) -> int:
+        return self.config.n_hid
+
+    def _encode_tiled(self, x: Tensor, tile: int) -> Tensor:  # no attention, no norms: plain blended tiles
+        f = self.downsample_factor
+        grid = (x.shape[-2] // f, x.shape[-1] // f)
+        return self._tiles(lambda window: self.encode_to_prequant(window.crop(x, f)), grid, 1, self.encoder, tile)
+
+    def _decode_tiled(self, z_q: Tensor, tile: int) -> Tensor:
+        grid = tuple(z_q.shape[-2:])
+        return self._tiles(lambda window: self.decode_from_quantized(window.crop(z_q)), grid, 8, self.decoder, tile)
+
     def encode_to_prequant(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` in ``[-1, 1]`` -> code logits ``[B, vocab, H/8, W/8]``."""
         pixels = (x + 1.0) / 2.0

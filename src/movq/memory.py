@@ -28,6 +28,11 @@ class MemoryBudgetError(ValueError):
     """The requested work needs more memory than the device has (raised before any work)."""
 
 
+def image_bytes(batch: int, height: int, width: int) -> int:
+    """Bytes of the image batch alone (:data:`IMAGE_COPIES` float32 copies), which no tiling reduces."""
+    return batch * IMAGE_COPIES * 3 * height * width * 4
+
+
 def codec_activation_bytes(
     config: CodecConfig, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32, training: bool = False
 ) -> int:
@@ -41,7 +46,7 @@ def codec_activation_bytes(
     levels = [
         (config.ch * mult) * (height >> level) * (width >> level) for level, mult in enumerate(config.ch_mult)
     ]
-    image = IMAGE_COPIES * 3 * height * width * 4
+    image = image_bytes(1, height, width)
     if training:
         features = 2 * sum(levels) * config.num_res_blocks * SAVED_TENSORS_PER_BLOCK * max(item, 4)
     else:

@@ -3,14 +3,17 @@
 Every block takes ``(x, zq=None)``: ``zq`` is the quantized latent that conditions the MoVQ
 decoder's SpatialNorm layers and is ignored by plain GroupNorm. Module attribute names follow
 the published checkpoints (``norm1``, ``conv1``, ``nin_shortcut``, ``q``/``k``/``v``/``proj_out``).
+Blocks keep the memory layout of their input (see :mod:`movq.modules.layout`).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
+from movq.modules.derived import derived
+from movq.modules.layout import blocks_view, memory_format_of
 from movq.modules.norm import make_norm
 
 
@@ -34,18 +37,19 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x, zq)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq))))
+        h = self.conv1(self.norm1(x, zq, silu=True))
+        h = self.conv2(self.dropout(self.norm2(h, zq, silu=True)))
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)
-        return x + h
+        return x + h if torch.is_grad_enabled() else h.add_(x)
 
 
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with a residual connection.
 
-    In and out ``[B, C, H, W]``. Uses ``F.scaled_dot_product_attention``, so no ``HW x HW``
-    score matrix is built in Python (fused kernels pick the memory-efficient path).
+    In and out ``[B, C, H, W]``. ``q``, ``k``, ``v`` are computed by one matrix product over the
+    ``H*W`` positions and attention runs through ``F.scaled_dot_product_attention``, so no
+    ``HW x HW`` score matrix is built in Python (fused kernels pick the memory-efficient path).
     """
 
     def __init__(self, channels: int, zq_channels: int | None = None) -> None:
@@ -56,13 +60,21 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv2d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
+    def qkv_weights(self) -> tuple[Tensor, Tensor]:
+        """``q``, ``k``, ``v`` stacked: weight ``[3C, C]`` and bias ``[3C]`` (memoised for inference)."""
+        params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
+        return derived(self, "qkv", lambda: (torch.cat(params[:3]).flatten(1), torch.cat(params[3:])), *params)
+
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        height, width = x.shape[-2:]
+        batch, channels, height, width = x.shape
         h = self.norm(x, zq)
-        q, k, v = (rearrange(proj(h), "b c h w -> b 1 (h w) c") for proj in (self.q, self.k, self.v))
+        tokens = h.permute(0, 2, 3, 1).reshape(batch, 1, height * width, channels)  # a view if channels-last
+        q, k, v = F.linear(tokens, *self.qkv_weights()).chunk(3, dim=-1)
         h = F.scaled_dot_product_attention(q, k, v)
-        h = rearrange(h, "b 1 (h w) c -> b c h w", h=height, w=width)
-        return x + self.proj_out(h)
+        h = F.linear(h, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        h = h.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        h = h.contiguous(memory_format=memory_format_of(x))
+        return x + h if torch.is_grad_enabled() else h.add_(x)
 
 
 class Downsample(nn.Module):
@@ -76,12 +88,46 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
+# Nearest x2 upsampling followed by a 3x3 convolution (padding 1) equals, for each of the four
+# output phases (a, b) = (row % 2, column % 2), a 2x2 convolution of the small input: along each
+# axis, phase 0 reads input rows (i-1, i) with taps (w0, w1 + w2) and phase 1 reads (i, i+1) with
+# (w0 + w1, w2). PHASE_TAPS[a] maps the 3 taps of the kernel to the 2 taps of phase a.
+PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution. Doubles H and W."""
+    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution. Doubles H and W.
+
+    Computed without building the upsampled input: one 2x2 convolution with ``4 * channels``
+    outputs (one set per output phase, 4/9 of the multiply-adds), whose phases are interleaved
+    into the output.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
+    def phase_weights(self) -> tuple[Tensor, Tensor]:
+        """Weight ``[4 * C, C, 2, 2]`` and bias ``[4 * C]`` of the phase convolution, phases ``(a, b)``
+        in the order (0, 0), (0, 1), (1, 0), (1, 1) (memoised for inference)."""
+        weight, bias = self.conv.weight, self.conv.bias
+
+        def build() -> tuple[Tensor, Tensor]:
+            taps = PHASE_TAPS.to(weight.device, weight.dtype)
+            phases = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps)
+            return phases.flatten(0, 2), bias.repeat(4)
+
+        return derived(self, "phases", build, weight, bias)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        batch, channels, height, width = x.shape
+        weight, bias = self.phase_weights()
+        y = F.conv2d(x, weight, bias, padding=1)  # [B, 4C, H+1, W+1]
+        out = torch.empty(
+            (batch, channels, 2 * height, 2 * width), dtype=y.dtype, device=y.device, memory_format=memory_format_of(x)
+        )
+        view = blocks_view(out, (2, 2))  # [B, C, H, 2, W, 2]
+        for index, phase in enumerate(y.split(channels, dim=1)):
+            a, b = divmod(index, 2)
+            view[:, :, :, a, :, b] = phase[:, :, a : a + height, b : b + width]
+        return out

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
+from movq.modules.layout import preferred_memory_format
 from movq.modules.norm import GroupNorm
 
 
@@ -48,7 +48,8 @@ def level_has_attention(config: CodecConfig, level: int) -> bool:
 class Encoder(nn.Module):
     """Image ``[B, in_channels, H, W]`` in ``[-1, 1]`` -> latent ``[B, z_channels, H/f, W/f]``.
 
-    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f.
+    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f. Runs in the device's
+    preferred layout (:func:`~movq.modules.layout.preferred_memory_format`); returns NCHW.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -72,11 +73,36 @@ class Encoder(nn.Module):
         self.norm_out = GroupNorm(block_in)
         self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv_in(x)
-        for level in self.down:
+    @property
+    def local_levels(self) -> int:
+        """Levels, from full resolution, before the first one with attention: the part of the encoder
+        whose outputs depend only on a neighbourhood of the input (runs in tiles on large images)."""
+        return next((i for i, level in enumerate(self.down) if len(level.attn)), len(self.down))
+
+    @property
+    def local_scale(self) -> int:
+        """Size of :meth:`local_stage`'s output relative to the latent grid (1: latent resolution)."""
+        return 2 ** (len(self.down) - 1 - min(self.local_levels, len(self.down) - 1))
+
+    def local_stage(self, x: Tensor) -> Tensor:
+        """``conv_in`` and the levels without attention: image ``[B, 3, H, W]`` -> features at
+        ``local_scale`` times the latent resolution."""
+        h = self.conv_in(x.contiguous(memory_format=preferred_memory_format(x.device)))
+        for level in self.down[: self.local_levels]:
+            h = level(h)
+            if level.downsample is not None:
+                h = level.downsample(h)
+        return h
+
+    def global_stage(self, h: Tensor) -> Tensor:
+        """The rest (levels with attention, mid block, output conv): features -> latent (NCHW)."""
+        h = h.contiguous(memory_format=preferred_memory_format(h.device))
+        for level in self.down[self.local_levels :]:
             h = level(h)
             if level.downsample is not None:
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h, silu=True)).contiguous()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.global_stage(self.local_stage(x))

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 DEFAULT_CHUNK_SIZE = 4096
 """Rows of the flattened latent compared against the codebook at once (memory is chunk x K)."""
+SCORE_ELEMENTS = 2**21
+"""Most code scores held at once by ``nearest_code`` (8 MiB of float32: a block that stays in cache)."""
 
 
 @dataclass
@@ -52,29 +54,40 @@ class Quantizer(nn.Module, ABC):
         """Shape of the indices of one image whose latent is ``height x width`` (no batch axis)."""
         return (height, width)
 
+    def indices(self, z: Tensor) -> Tensor:
+        """Only the token ids of ``z`` (``forward(z).indices``): the inference path, which
+        quantizers may serve without computing losses and statistics."""
+        return self.forward(z).indices
+
 
 def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
     """Index of the nearest codebook row (squared L2) for every row of ``z``.
 
     ``z`` is ``[N, D]``, ``codebook`` ``[K, D]``; returns ``LongTensor [N]``. Distances are computed
-    in float32 and in chunks of ``chunk_size`` rows, so memory is ``O(chunk_size x K)``.
+    in float32 as ``|c|^2 - 2 z.c`` (the row constant ``|z|^2`` does not move the argmin), one fused
+    matrix product per chunk of at most ``chunk_size`` rows and at most ``SCORE_ELEMENTS`` scores,
+    so the score block stays in cache and memory is ``O(min(chunk_size x K, SCORE_ELEMENTS))``.
     """
     z = z.float()
     codebook = codebook.float()
     code_sq = codebook.pow(2).sum(dim=1)
+    codebook_t = codebook.t()
+    rows = max(1, min(chunk_size, SCORE_ELEMENTS // max(1, codebook.shape[0])))
+    if z.shape[0] <= rows:
+        return torch.addmm(code_sq, z, codebook_t, alpha=-2.0).argmin(dim=1)
     out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-    for start in range(0, z.shape[0], chunk_size):
-        chunk = z[start : start + chunk_size]
-        dist = chunk.pow(2).sum(dim=1, keepdim=True) + code_sq - 2.0 * chunk @ codebook.t()
-        out[start : start + chunk_size] = dist.argmin(dim=1)
+    for start in range(0, z.shape[0], rows):
+        scores = torch.addmm(code_sq, z[start : start + rows], codebook_t, alpha=-2.0)
+        out[start : start + rows] = scores.argmin(dim=1)
     return out
 
 
 def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
     """Perplexity ``exp(H(histogram))`` and used fraction of the codebook for a batch of indices."""
     flat = indices.reshape(-1)
-    if codebook_size <= 2**20:
-        counts = torch.bincount(flat, minlength=codebook_size).float()
+    if codebook_size <= 2**20:  # a fixed-size histogram (unlike bincount's) keeps torch.compile graphs whole
+        ones = torch.ones(flat.shape, dtype=torch.float32, device=flat.device)
+        counts = torch.zeros(codebook_size, dtype=torch.float32, device=flat.device).index_add_(0, flat, ones)
     else:  # huge implicit codebooks (LFQ, FSQ): histogram of the ids that occur only
         counts = torch.unique(flat, return_counts=True)[1].float()
     probs = counts / counts.sum().clamp(min=1.0)
@@ -113,8 +126,12 @@ def check_indices(indices: Tensor, ndim: int, who: str, layout: str) -> None:
 
 
 def check_index_range(indices: Tensor, codebook_size: int, who: str, allow_minus_one: bool = False) -> None:
-    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed)."""
-    if indices.numel() == 0:
+    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed).
+
+    Skipped while ``torch.compile`` / ``torch.export`` trace (a data-dependent check cannot be part
+    of a graph); the embedding lookup itself still fails on out-of-range ids.
+    """
+    if indices.numel() == 0 or torch.compiler.is_compiling():
         return
     low = -1 if allow_minus_one else 0
     lo, hi = int(indices.min()), int(indices.max())

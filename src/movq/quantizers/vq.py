@@ -89,9 +89,10 @@ class VectorQuantizer(Quantizer):
         weight = self.embedding.weight
         return F.normalize(weight, dim=-1) if self.l2_normalize else weight
 
-    def forward(self, z: Tensor) -> QuantizerOutput:
+    def _search(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, codebook, flat indices)``: the latent in search space ``[B, G, H, W, C]``, the codebook
+        and the nearest code of every position (``(b g h w)`` order)."""
         check_latent(z, self.dim, type(self).__name__)
-        b, _, h, w = z.shape
         x = rearrange(z, "b d h w -> b h w d")
         if self.project_in is not None:
             x = self.project_in(x)
@@ -100,7 +101,20 @@ class VectorQuantizer(Quantizer):
             x = F.normalize(x, dim=-1)
         codebook = self._codebook()
         flat = rearrange(x, "b g h w c -> (b g h w) c")
-        indices = nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+        return x, codebook, nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+
+    def _layout(self, flat: Tensor, z: Tensor) -> Tensor:
+        b, _, h, w = z.shape
+        indices = rearrange(flat, "(b g h w) -> b g h w", b=b, g=self.groups, h=h, w=w)
+        return indices[:, 0] if self.groups == 1 else indices
+
+    def indices(self, z: Tensor) -> Tensor:
+        """Token ids of ``z`` ``[B, dim, H, W]`` (layout of ``indices_shape``), without the losses."""
+        return self._layout(self._search(z)[2], z)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        x, codebook, indices = self._search(z)
+        b, _, h, w = z.shape
         q = F.embedding(indices, codebook).to(x.dtype)
         q = rearrange(q, "(b g h w) c -> b g h w c", b=b, g=self.groups, h=h, w=w)
 
@@ -117,9 +131,7 @@ class VectorQuantizer(Quantizer):
             x_q = self.project_out(x_q)
         z_q = rearrange(x_q, "b h w d -> b d h w").to(z.dtype)
 
-        indices = rearrange(indices, "(b g h w) -> b g h w", b=b, g=self.groups, h=h, w=w)
-        if self.groups == 1:
-            indices = indices[:, 0]
+        indices = self._layout(indices, z)
         perplexity, usage = code_statistics(indices, self.codebook_size)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
 

@@ -1,0 +1,32 @@
+"""Weights derived from parameters (stacked, folded, re-arranged), built once per inference.
+
+During inference the same derived tensors (q/k/v stacked into one matrix, the phase kernels of
+the sub-pixel upsampling, SpatialNorm's folded modulation) would otherwise be rebuilt at every
+call. :func:`derived` memoises them on the module while autograd is off and rebuilds them when a
+source parameter changes (new storage, in-place update, dtype or device); with autograd on, or
+while ``torch.compile`` / ``torch.export`` trace, it always rebuilds so gradients and graphs see the
+parameters themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+T = TypeVar("T")
+
+
+def derived(module: nn.Module, name: str, build: Callable[[], T], *sources: Tensor) -> T:
+    """``build()``, memoised on ``module`` under ``name`` for inference (see the module docstring).
+    ``sources`` are the tensors ``build`` reads."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return build()
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    store: dict[str, tuple[tuple, T]] = module.__dict__.setdefault("_derived_weights", {})
+    hit = store.get(name)
+    if hit is None or hit[0] != key:
+        hit = store[name] = (key, build())
+    return hit[1]

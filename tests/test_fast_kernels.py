@@ -1,0 +1,90 @@
+"""The fused / layout-aware building blocks equal their textbook formulas, with and without autograd,
+in NCHW and channels-last, and keep their input's memory layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample
+from movq.modules.layout import memory_format_of, preferred_memory_format
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def spatial_norm_reference(norm: SpatialNorm, f: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+    zq = F.interpolate(zq, size=f.shape[-2:], mode="nearest")
+    return norm.norm_layer(f) * norm.conv_y(zq) + norm.conv_b(zq)
+
+
+def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():  # norm scales around 1, everything else around 0
+            scale_of_norm = p.ndim == 1 and name.endswith("weight")
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + (1.0 if scale_of_norm else 0.0))
+    return module
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("size,zq_size", [((16, 24), (4, 3)), ((10, 14), (4, 6)), ((8, 8), (8, 8))])
+def test_spatial_norm_with_silu_equals_formula(layout, grad, size, zq_size):
+    torch.manual_seed(0)
+    norm = randomize(SpatialNorm(64, 4), 1)
+    f = (torch.randn(2, 64, *size) * 3 + 1).contiguous(memory_format=layout)
+    zq = torch.randn(2, 4, *zq_size)
+    expected = F.silu(spatial_norm_reference(norm, f, zq))
+    with torch.set_grad_enabled(grad):
+        out = norm(f, zq, silu=True)
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
+    assert memory_format_of(out) == memory_format_of(f)
+    if grad:  # differentiable: gradients reach the input and every parameter
+        out.square().sum().backward()
+        assert all(p.grad is not None for p in norm.parameters())
+
+
+def test_group_norm_silu_in_place_path_equals_out_of_place():
+    norm = randomize(GroupNorm(64), 2)
+    f = torch.randn(2, 64, 6, 5).contiguous(memory_format=torch.channels_last)
+    expected = F.silu(F.group_norm(f, 32, norm.weight, norm.bias, 1e-6))
+    with torch.no_grad():
+        torch.testing.assert_close(norm(f, silu=True), expected)
+    torch.testing.assert_close(norm(f, None, silu=True), expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_upsample_phase_convolution_equals_nearest_then_conv(layout, grad):
+    torch.manual_seed(0)
+    up = Upsample(32)
+    x = torch.randn(2, 32, 5, 7).contiguous(memory_format=layout)
+    expected = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    with torch.set_grad_enabled(grad):
+        out = up(x)
+    assert out.shape == (2, 32, 10, 14) and memory_format_of(out) == memory_format_of(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("zq_channels", [None, 4])
+def test_attention_fused_qkv_in_both_layouts_and_modes(layout, zq_channels):
+    torch.manual_seed(0)
+    block = AttnBlock(32, zq_channels).eval()
+    x = torch.randn(2, 32, 5, 7).contiguous(memory_format=layout)
+    zq = torch.randn(2, 4, 5, 7) if zq_channels else None
+    h = block.norm(x, zq)
+    q, k, v = (p(h).flatten(2) for p in (block.q, block.k, block.v))
+    weights = torch.softmax(q.transpose(1, 2) @ k / 32**0.5, dim=-1)
+    expected = x + block.proj_out((v @ weights.transpose(1, 2)).reshape(2, 32, 5, 7))
+    torch.testing.assert_close(block(x, zq), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        out = block(x, zq)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert memory_format_of(out) == memory_format_of(x)
+
+
+def test_preferred_layout_is_channels_last_on_cpu_only():
+    assert preferred_memory_format(torch.device("cpu")) == torch.channels_last
+    assert preferred_memory_format(torch.device("cuda", 0)) == torch.contiguous_format

@@ -1,0 +1,202 @@
+"""Every fast path against the fp32 reference path: bf16, tiling, batch slicing, compile, export.
+
+Correctness only (never timings); speed is measured in ``benchmarks/speed.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import movq
+from movq import Codec, CodecConfig, get_preset
+from movq.deploy import TokenDecoder, TokenEncoder, example_input, export_onnx, export_program
+from movq.metrics.image import psnr, to_unit_range
+from movq.tiling import SharedGroupStats, TilingPolicy, ramps, run_tiled, shared_norm_stats, tile_layout
+
+PHOTO = Path(__file__).resolve().parents[2] / "shared" / "images" / "val" / "080_palapeli-dat_cincinnati-bridge.jpg"
+
+
+def photo(size: int) -> torch.Tensor:
+    """A real photo (centre crop) if the shared images are there, else a smooth synthetic image."""
+    if PHOTO.is_file():
+        from movq.images import open_rgb, resize_center_crop, to_tensor
+
+        return to_tensor(resize_center_crop(open_rgb(PHOTO), size)[0])[0]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    return torch.stack([torch.sin(3 * xs + ys), torch.cos(2 * ys - xs), xs * ys]).clamp(-1, 1)[None]
+
+
+def small_codec(seed: int = 0, **overrides) -> Codec:
+    """A 2-level MoVQ (f=2) with attention at the latent level: graphs small enough to export fast."""
+    torch.manual_seed(seed)
+    config = CodecConfig(name="micro", ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                         resolution=16, quantizer=movq.config.VQConfig(codebook_size=64))
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    codec = Codec(config).eval()
+    with torch.no_grad():  # spread the codebook like the latents so tokens are not all one code
+        z = codec.encode_to_prequant(torch.rand(4, 3, 16, 16) * 2 - 1)
+        codec.quantize.embedding.weight.copy_(z.permute(0, 2, 3, 1).reshape(-1, 4)[torch.randperm(256)[:64]])
+    return codec
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Codec:
+    return movq.load("movqgan-tiny-photos")
+
+
+# ------------------------------------------------------------------------------------------- bf16
+
+
+def test_bf16_round_trip_matches_fp32_on_the_shipped_codec(shipped):
+    x = photo(128)
+    fast = movq.load("movqgan-tiny-photos", dtype=torch.bfloat16)
+    tokens, fast_tokens = shipped.encode(x), fast.encode(x)
+    assert (tokens == fast_tokens).float().mean() >= 0.9  # near-ties may flip
+    reference, decoded = shipped.decode(tokens), fast.decode(tokens)
+    assert decoded.dtype == torch.bfloat16
+    assert psnr(to_unit_range(reference), to_unit_range(decoded)).item() >= 40.0
+    moved = movq.load("movqgan-tiny-photos").to(torch.bfloat16)  # codec.to(bf16) is the same mode
+    assert torch.equal(moved.decode(tokens), decoded)
+
+
+# ------------------------------------------------------------------------------------------ tiling
+
+
+def test_tile_layout_covers_the_grid_and_ramps_sum_to_one():
+    for size, tile, overlap in [(128, 64, 16), (256, 128, 16), (100, 32, 8), (33, 32, 4), (20, 32, 8)]:
+        side, starts = tile_layout(size, tile, overlap)
+        assert side <= tile and starts[0] == 0 and starts[-1] + side == size
+        assert all(b - a <= side - overlap for a, b in zip(starts, starts[1:]))
+        total = torch.zeros(size * 2)
+        for start, weight in zip(starts, ramps(starts, side, 2)):
+            total[start * 2 : (start + side) * 2] += weight
+        torch.testing.assert_close(total, torch.ones(size * 2))
+    assert tile_layout(256, 128, 16) == (96, [0, 80, 160])  # 3 tiles of 96, not 3 of 128
+
+
+def test_run_tiled_blends_agreeing_tiles_exactly():
+    image = torch.randn(2, 3, 40, 56)
+    out = run_tiled(lambda w: w.crop(image, 4) * 1.0, (10, 14), tile=6, overlap=2, out_scale=4)
+    torch.testing.assert_close(out, image)
+
+
+def test_policy_plans_slices_and_tiles_from_the_budget():
+    policy = TilingPolicy(memory_budget=1000, overlap=4)
+    assert policy.plan(8, 10, 10, 1.0) == (10, None)  # 100 bytes per image: 10 per forward
+    assert policy.plan(8, 100, 100, 1.0) == (1, 31)  # too big alone: tiles of the budget, 31x31
+    assert TilingPolicy(mode="off", memory_budget=1000).plan(8, 100, 100, 1.0) == (1, None)
+    assert TilingPolicy(mode="on", tile=8, overlap=2).plan(1, 10, 10, 1.0)[1] == 8  # larger than one tile
+    with pytest.raises(ValueError, match="overlap"):
+        TilingPolicy(tile=8, overlap=4)
+
+
+def test_batch_slicing_equals_one_batch():
+    codec = small_codec()
+    x = torch.rand(5, 3, 16, 24) * 2 - 1
+    tokens, image = codec.encode(x), codec.decode(codec.encode(x))
+    codec.enable_tiling(auto=True, memory_budget=1)  # one image per forward, never tiled (too small)
+    assert torch.equal(codec.encode(x), tokens)
+    torch.testing.assert_close(codec.decode(tokens), image, atol=1e-5, rtol=0)
+
+
+def test_tiles_with_exact_statistics_equal_the_untiled_decoder():
+    """The tiling machinery is exact but for context: with the untiled image's GroupNorm statistics,
+    tiles (each with its slice of z_q for SpatialNorm) reproduce the untiled decoder's local stage."""
+    codec = small_codec()
+    decoder = codec.decoder
+    z_q = codec.quantize.embed(codec.encode(torch.rand(1, 3, 96, 128) * 2 - 1))
+    with torch.no_grad():
+        h = decoder.global_stage(codec.post_quant_conv(z_q), z_q)
+        reference = decoder.local_stage(h, z_q)
+        stats = SharedGroupStats()
+        with shared_norm_stats(decoder, stats):
+            run_tiled(lambda w: decoder.local_stage(w.crop(h), w.crop(z_q)), (48, 64), tile=100, overlap=0,
+                      out_scale=2, stats=stats, stat_passes=1)  # one tile: the exact statistics
+            stats.recording = False
+            # 2 x 3 tiles; the zero-weight margin of the overlaps (4 positions) covers the receptive
+            # field that reaches a tile's zero padding
+            tiled = run_tiled(lambda w: decoder.local_stage(w.crop(h), w.crop(z_q)), (48, 64), tile=32, overlap=15,
+                              out_scale=2)
+    torch.testing.assert_close(tiled, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):
+    x = photo(256)
+    tokens = shipped.encode(x)
+    untiled = shipped.decode(tokens)
+    tiled_codec = movq.load("movqgan-tiny-photos")
+    tiled_codec.enable_tiling(tile_size=128, overlap=32)
+    assert tiled_codec.tiling.mode == "on" and tiled_codec.tiling.tile == 16
+    decoded = tiled_codec.decode(tokens)
+    assert decoded.shape == untiled.shape
+    assert psnr(to_unit_range(untiled), to_unit_range(decoded)).item() >= 32.0  # 16 tiles of 128 px
+    assert (tiled_codec.encode(x) == tokens).float().mean() >= 0.6
+    tiled_codec.disable_tiling()
+    assert torch.equal(tiled_codec.decode(tokens), untiled)
+    with pytest.raises(ValueError, match="multiple of the downsample factor"):
+        tiled_codec.enable_tiling(tile_size=100)
+
+
+def test_automatic_tiling_switches_on_above_the_budget():
+    codec = small_codec()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    tokens = codec.encode(x)
+    untiled = codec.decode(tokens)
+    codec.enable_tiling(tile_size=32, overlap=8, auto=True, memory_budget=2**20)  # 1 MiB: 64x64 is above
+    assert codec._plan(tokens[:, None].float(), 1)[1] is not None
+    tiled = codec.decode(tokens)
+    assert psnr(to_unit_range(untiled), to_unit_range(tiled)).item() >= 25.0
+
+
+# ------------------------------------------------------------------------------- compile and export
+
+
+def test_graphs_compile_without_graph_breaks():
+    codec = small_codec(num_res_blocks=0)  # every kind of layer once: a quick trace
+    x = torch.rand(2, 3, 16, 24) * 2 - 1
+    tokens = codec.encode(x)
+    with torch.no_grad():
+        encoder = torch.compile(TokenEncoder(codec), backend="eager", fullgraph=True)  # fullgraph: no break
+        decoder = torch.compile(TokenDecoder(codec), backend="eager", fullgraph=True)
+        assert torch.equal(encoder(x), tokens)
+        torch.testing.assert_close(decoder(tokens), codec.decode(tokens), atol=1e-5, rtol=0)
+    training = torch.compile(codec, backend="eager", fullgraph=True)  # the differentiable forward
+    out = training(x)
+    out.sample.mean().backward()
+    assert codec.encoder.conv_in.weight.grad is not None
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_torch_export_equals_eager(part):
+    codec = small_codec(num_res_blocks=0)
+    program = export_program(codec, part, 16, 24, batch=2)
+    x = example_input(codec, part, 16, 24, batch=2)
+    with torch.no_grad():
+        expected = (TokenEncoder if part == "encoder" else TokenDecoder)(codec)(x)
+        out = program.module()(x)
+    if part == "encoder":
+        assert torch.equal(out, expected)
+    else:
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_onnxruntime_equals_pytorch(tmp_path, part):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    codec = small_codec(num_res_blocks=0)
+    path = export_onnx(codec, tmp_path / f"{part}.onnx", part, 16, 24, batch=2, optimize=False)
+    x = example_input(codec, part, 16, 24, batch=2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == ("images" if part == "encoder" else "tokens")
+    out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        expected = (TokenEncoder if part == "encoder" else TokenDecoder)(codec)(x)
+    if part == "encoder":
+        assert torch.equal(out, expected)
+    else:
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
