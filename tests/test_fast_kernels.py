@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample
+from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample, prepacked
 from movq.modules.layout import memory_format_of, preferred_memory_format
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -88,3 +88,22 @@ def test_attention_fused_qkv_in_both_layouts_and_modes(layout, zq_channels):
 def test_preferred_layout_is_channels_last_on_cpu_only():
     assert preferred_memory_format(torch.device("cpu")) == torch.channels_last
     assert preferred_memory_format(torch.device("cuda", 0)) == torch.contiguous_format
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prepacked_convolution_equals_conv2d_and_follows_weight_updates(dtype):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1).to(dtype)
+    x = torch.randn(2, 16, 9, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 8, 9, 7, dtype=dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
+    with torch.no_grad():
+        torch.testing.assert_close(prepacked.conv(conv, x), conv(x), **tol)
+        torch.testing.assert_close(prepacked.conv(conv, x, residual=residual), conv(x) + residual, **tol)
+        conv.weight.mul_(-2.0)  # an in-place update: the memoised packed weight must follow
+        torch.testing.assert_close(prepacked.conv(conv, x), conv(x), **tol)
+        smaller = x[:1, :, :5]  # another input size
+        torch.testing.assert_close(prepacked.conv(conv, smaller), conv(smaller), **tol)
+    out = prepacked.conv(conv, x, residual=residual)  # autograd: the plain path, differentiable
+    out.sum().backward()
+    assert conv.weight.grad is not None

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from movq.modules.derived import derived
 from movq.modules.layout import blocks_view, memory_format_of
 from movq.modules.norm import make_norm
+from movq.modules.prepacked import conv, conv2d
 
 
 class ResnetBlock(nn.Module):
@@ -37,11 +38,9 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        h = self.conv1(self.norm1(x, zq, silu=True))
-        h = self.conv2(self.dropout(self.norm2(h, zq, silu=True)))
-        if self.nin_shortcut is not None:
-            x = self.nin_shortcut(x)
-        return x + h if torch.is_grad_enabled() else h.add_(x)
+        h = conv(self.conv1, self.norm1(x, zq, silu=True))
+        shortcut = x if self.nin_shortcut is None else conv(self.nin_shortcut, x)
+        return conv(self.conv2, self.dropout(self.norm2(h, zq, silu=True)), residual=shortcut)
 
 
 class AttnBlock(nn.Module):
@@ -85,7 +84,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+        return conv(self.conv, F.pad(x, (0, 1, 0, 1)))
 
 
 # Nearest x2 upsampling followed by a 3x3 convolution (padding 1) equals, for each of the four
@@ -122,7 +121,7 @@ class Upsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
         weight, bias = self.phase_weights()
-        y = F.conv2d(x, weight, bias, padding=1)  # [B, 4C, H+1, W+1]
+        y = conv2d(x, weight, bias, owner=self, padding=1)  # [B, 4C, H+1, W+1]
         out = torch.empty(
             (batch, channels, 2 * height, 2 * width), dtype=y.dtype, device=y.device, memory_format=memory_format_of(x)
         )

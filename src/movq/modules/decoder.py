@@ -8,6 +8,7 @@ from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, ResnetBlock, Upsample
 from movq.modules.encoder import Level, MidBlock, level_has_attention
 from movq.modules.layout import preferred_memory_format
+from movq.modules.prepacked import conv
 from movq.modules.norm import make_norm
 
 
@@ -65,7 +66,7 @@ class Decoder(nn.Module):
         """``conv_in``, the mid block and the levels up to the last attention (without that level's
         upsampling): latent -> features at ``local_scale`` times the latent resolution."""
         zq = self._check_zq(zq)
-        h = self.mid(self.conv_in(z.contiguous(memory_format=preferred_memory_format(z.device))), zq)
+        h = self.mid(conv(self.conv_in, z.contiguous(memory_format=preferred_memory_format(z.device))), zq)
         run_order = list(reversed(self.up))[: self.global_levels]
         for r, level in enumerate(run_order):
             h = level(h, zq)
@@ -85,7 +86,7 @@ class Decoder(nn.Module):
             h = level(h, zq)
             if level.upsample is not None:
                 h = level.upsample(h)
-        return self.conv_out(self.norm_out(h, zq, silu=True)).contiguous()
+        return conv(self.conv_out, self.norm_out(h, zq, silu=True)).contiguous()
 
     def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         return self.local_stage(self.global_stage(z, zq), zq)

@@ -10,7 +10,7 @@ parameters themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 import torch
@@ -19,12 +19,18 @@ from torch import Tensor, nn
 T = TypeVar("T")
 
 
-def derived(module: nn.Module, name: str, build: Callable[[], T], *sources: Tensor) -> T:
+def _version(t: Tensor) -> int:
+    """In-place update counter; inference tensors (made under ``inference_mode``) have none."""
+    return 0 if t.is_inference() else t._version
+
+
+def derived(module: nn.Module, name: str, build: Callable[[], T], *sources: Tensor, extra: Hashable = None) -> T:
     """``build()``, memoised on ``module`` under ``name`` for inference (see the module docstring).
-    ``sources`` are the tensors ``build`` reads."""
+    ``sources`` are the tensors ``build`` reads; a change of ``extra`` also rebuilds (one entry per
+    ``name`` is kept)."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return build()
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    key = (extra, *((t.data_ptr(), _version(t), t.dtype, t.device) for t in sources))
     store: dict[str, tuple[tuple, T]] = module.__dict__.setdefault("_derived_weights", {})
     hit = store.get(name)
     if hit is None or hit[0] != key:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
 from movq.modules.layout import preferred_memory_format
+from movq.modules.prepacked import conv
 from movq.modules.norm import GroupNorm
 
 
@@ -87,7 +88,7 @@ class Encoder(nn.Module):
     def local_stage(self, x: Tensor) -> Tensor:
         """``conv_in`` and the levels without attention: image ``[B, 3, H, W]`` -> features at
         ``local_scale`` times the latent resolution."""
-        h = self.conv_in(x.contiguous(memory_format=preferred_memory_format(x.device)))
+        h = conv(self.conv_in, x.contiguous(memory_format=preferred_memory_format(x.device)))
         for level in self.down[: self.local_levels]:
             h = level(h)
             if level.downsample is not None:
@@ -102,7 +103,7 @@ class Encoder(nn.Module):
             if level.downsample is not None:
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(self.norm_out(h, silu=True)).contiguous()
+        return conv(self.conv_out, self.norm_out(h, silu=True)).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.global_stage(self.local_stage(x))
