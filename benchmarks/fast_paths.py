@@ -23,7 +23,8 @@ import torch
 
 import movq
 from movq.bench import versus
-from movq.images import open_rgb, resize_center_crop, to_tensor
+from movq.image_files import open_rgb, resize_center_crop
+from movq.images import to_tensor
 from movq.metrics.image import psnr, to_unit_range
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,8 @@ PHOTO = Path(__file__).resolve().parents[2] / "shared" / "images" / "val" / "080
 def photo(size: int) -> torch.Tensor:
     """A real photo (centre crop) if the shared images are there, else a smooth synthetic image."""
     if PHOTO.is_file():
-        from movq.images import open_rgb, resize_center_crop, to_tensor
+        from movq.image_files import open_rgb, resize_center_crop
+        from movq.images import to_tensor
 
         return to_tensor(resize_center_crop(open_rgb(PHOTO), size)[0])[0]
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")

@@ -112,6 +112,8 @@ def test_kandinsky_2_2_movq_config_parity(tmp_path):
     from_diffusers = movq.load(diffusers_dir)
     from_original = movq.load(original_file)
     assert from_original.config.name == "movqgan-67m"  # the shapes are exactly SBER-MoVQGAN 67M's
+    size = sum(p.numel() for p in from_diffusers.parameters()) / 1e6
+    assert f"{size:.1f}M" == movq.hub.registry.REGISTRY["kandinsky-2.2-movq"].size
     # CPU time: the full 67M model at a reduced size (64x64 and 64x96 instead of 256x256)
     assert_parity(from_diffusers, model, [(64, 64)])
     assert_parity(from_original, model, [(64, 96)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from movq import Codec, get_preset
+from movq import Codec, CodecConfig, get_preset
 from movq.hub import CheckpointReadError, WeightsNotAvailableError, registry
+from movq.hub.diffusers import config_to_diffusers
 
 torch.set_num_threads(1)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -110,6 +112,36 @@ def test_pretrained_false_builds_presets_and_registered_architectures():
     with torch.device("meta"):
         assert movq.load("sber-movqgan-67m", pretrained=False).codebook_size == 16384
         assert movq.load("dalle-dvae", pretrained=False).codebook_size == 8192
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_every_registry_size_is_the_parameter_count_of_the_architecture_it_builds(tmp_path, monkeypatch):
+    # Kandinsky's MoVQ is a Hub folder: pretrained=False fetches its config.json alone (no weights in the
+    # cache). Its published config equals movqgan-67m; test_hub_diffusers checks that with the real config.
+    config_only = tmp_path / "config.json"
+    config_only.write_text(json.dumps(config_to_diffusers(get_preset("movqgan-67m"))))
+    make_hub_cache(tmp_path / "cache", "kandinsky-community/kandinsky-2-2-decoder", {"movq/config.json": config_only}, monkeypatch)
+    for spec in registry.REGISTRY.values():
+        with torch.device("meta"):
+            codec = movq.load(spec.name, pretrained=False)
+        assert codec.config.name == spec.name
+        assert f"{count_parameters(codec) / 1e6:.1f}M" == spec.size, spec.name
+
+
+def test_package_model_without_weights_builds_its_own_architecture():
+    spec = registry.REGISTRY["movqgan-tiny-photos"]
+    assert spec.preset is None  # the package's config.json is the architecture
+    shipped = json.loads((registry.PACKAGE_WEIGHTS / spec.package_dir / "config.json").read_text())
+    torch.manual_seed(0)
+    fresh = movq.load(spec.name, pretrained=False)
+    assert fresh.config == CodecConfig.from_dict(shipped)
+    assert fresh.config.ch_mult == (1, 2, 2, 3) and fresh.config.quantizer.kind == "ema"
+    trained = movq.load(spec.name)
+    assert trained.config == fresh.config
+    assert not torch.equal(trained.encoder.conv_in.weight, fresh.encoder.conv_in.weight)
 
 
 def test_unknown_names_and_missing_paths_are_clear_errors(tmp_path):

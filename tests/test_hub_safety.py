@@ -6,14 +6,16 @@ import os
 import pickle
 import sys
 import types
+import warnings
+import zipfile
 
 import pytest
 import torch
 
 import movq
 from movq.dvae import DVAE, DVAEConfig, DVAEDecoder, DVAEEncoder
-from movq.hub import UnsafeCheckpointError
-from movq.hub.safe_load import load_state_file
+from movq.hub import CheckpointReadError, UnsafeCheckpointError
+from movq.hub.safe_load import OpaqueObject, load_pickled_modules, load_state_file
 
 torch.set_num_threads(1)
 
@@ -56,9 +58,52 @@ def test_malicious_dalle_pickle_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-def save_as_foreign_module(module: torch.nn.Module, module_name: str, class_name: str, path) -> None:
+def test_malicious_legacy_container_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    for name in ("encoder.pkl", "decoder.pkl"):
+        torch.save(Evil(str(marker)), tmp_path / name, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*encoder.pkl.*system.*nothing was executed"):
+        movq.load(tmp_path)
+    # code hidden in the header pickles (sys_info) or in the storage key list is refused too
+    magic, version = 0x1950A86A20F9469CFC6C, 1001
+    evil = pickle.dumps(Evil(str(marker)), protocol=2)
+    for parts in ([magic, version], [magic, version, {"little_endian": True}, {"a": 1}]):
+        path = tmp_path / "crafted.pt"
+        path.write_bytes(b"".join(pickle.dumps(p, protocol=2) for p in parts) + evil)
+        with pytest.raises(UnsafeCheckpointError, match="nothing was executed"):
+            movq.load(path)
+    assert not marker.exists()
+
+
+class Plain:
+    """An instance of a user class: rebuilt as an inert :class:`OpaqueObject` (its state kept)."""
+
+    def __init__(self) -> None:
+        self.size = 3
+
+
+def test_legacy_container_state_dicts_and_truncated_files(tmp_path):
+    torch.manual_seed(0)
+    state = {"w": torch.randn(3, 4), "b": torch.arange(5), "t": torch.randn(4, 3).t(), "h": torch.randn(2).half()}
+    state["shared"] = state["w"][1:]  # a view sharing w's storage
+    path = tmp_path / "legacy.pkl"
+    torch.save({"model": Plain(), **state}, path, _use_new_zipfile_serialization=False)
+    loaded = load_pickled_modules(path)
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype
+    assert loaded["shared"].data_ptr() == loaded["w"][1:].data_ptr()
+    assert isinstance(loaded["model"], OpaqueObject) and loaded["model"].state == {"size": 3}
+    data = path.read_bytes()
+    for cut in (len(data) - 7, len(data) // 2, 40):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointReadError, match="cannot read .*legacy.pkl"):
+            load_pickled_modules(path)
+
+
+def save_as_foreign_module(module: torch.nn.Module, module_name: str, class_name: str, path, legacy: bool = False) -> None:
     """``torch.save`` a whole module whose class lives in a package that is NOT importable at load time
-    (like OpenAI's ``dall_e``): the loader must rebuild it without importing anything."""
+    (like OpenAI's ``dall_e``): the loader must rebuild it without importing anything. ``legacy``:
+    PyTorch's pre-1.6 (non-zip) container, the one OpenAI's published files use."""
     fake = types.ModuleType(module_name)
     cls = type(class_name, (type(module),), {"__module__": module_name})
     setattr(fake, class_name, cls)
@@ -67,12 +112,15 @@ def save_as_foreign_module(module: torch.nn.Module, module_name: str, class_name
     sys.modules[module_name] = fake
     try:
         module.__class__ = cls
-        torch.save(module, path)
+        with warnings.catch_warnings():  # the legacy saver warns that it cannot find the class's source
+            warnings.simplefilter("ignore")
+            torch.save(module, path, _use_new_zipfile_serialization=not legacy)
     finally:
         del sys.modules[module_name], sys.modules[package]
 
 
-def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path, legacy):
     torch.manual_seed(0)
     config = DVAEConfig(n_hid=64, n_init=32, vocab_size=512)
     reference = DVAE(config).eval()
@@ -83,8 +131,9 @@ def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path):
     encoder, decoder = DVAEEncoder(config), DVAEDecoder(config)
     encoder.load_state_dict(reference.encoder.state_dict())
     decoder.load_state_dict(reference.decoder.state_dict())
-    save_as_foreign_module(encoder, "dall_e_missing.encoder", "Encoder", tmp_path / "encoder.pkl")
-    save_as_foreign_module(decoder, "dall_e_missing.decoder", "Decoder", tmp_path / "decoder.pkl")
+    save_as_foreign_module(encoder, "dall_e_missing.encoder", "Encoder", tmp_path / "encoder.pkl", legacy)
+    save_as_foreign_module(decoder, "dall_e_missing.decoder", "Decoder", tmp_path / "decoder.pkl", legacy)
+    assert zipfile.is_zipfile(tmp_path / "encoder.pkl") is not legacy
 
     with pytest.raises(pickle.UnpicklingError):  # torch's weights_only path alone refuses module objects
         torch.load(tmp_path / "encoder.pkl", weights_only=True)
@@ -98,6 +147,11 @@ def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path):
     torch.testing.assert_close(loaded.decode(tokens), reference.decode(tokens))
     image = loaded.decode(tokens)
     assert image.shape == (2, 3, 32, 48) and image.min() >= -1 and image.max() <= 1
+
+    fresh = movq.load(tmp_path, pretrained=False)  # the same architecture, random weights
+    assert fresh.config == loaded.config and not torch.equal(fresh.encoder.blocks.input.w, loaded.encoder.blocks.input.w)
+    with pytest.raises(ValueError, match="preset='movqgan-tiny' cannot be used with the folder"):
+        movq.load(tmp_path, preset="movqgan-tiny")
 
     with pytest.raises(ValueError, match="pickled module object"):  # one half alone is not a codec
         movq.hub.checkpoints.load_state(load_state_file(tmp_path / "encoder.pkl"))

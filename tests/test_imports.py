@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-OPTIONAL = ("movq.metrics", "movq.bench", "movq.train", "movq.perceptual", "scipy", "lpips", "torchvision", "diffusers")
+OPTIONAL = ("movq.metrics", "movq.bench", "movq.train", "movq.perceptual", "movq.tokenize", "movq.data", "scipy",
+            "lpips", "torchvision", "diffusers")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

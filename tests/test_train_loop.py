@@ -26,15 +26,12 @@ from movq.train.trainer import Trainer
 
 TINY_CODEC = {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [], "resolution": 16}
 EMA_CODEC = {**TINY_CODEC, "quantizer": {"kind": "ema", "codebook_size": 32, "decay": 0.9, "dead_code_threshold": 0.5}}
+# Every code's EMA count is far below this threshold, so every step restarts every code from random
+# latents drawn from the global RNG: a resume that shifts that RNG stream by one draw changes the weights.
+RESTART_CODEC = {**EMA_CODEC, "quantizer": {**EMA_CODEC["quantizer"], "dead_code_threshold": 1e6}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and do not fight a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_images(root: Path, n: int = 6) -> Path:
@@ -120,10 +117,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert (out / "last").resolve().name == "step-00000004"
 
 
-def _cli(data: Path, out: Path, max_steps: int, *extra: str) -> list[str]:
+def _cli(data: Path, out: Path, max_steps: int, *extra: str, codec: dict = EMA_CODEC) -> list[str]:
     return [
         sys.executable, "-m", "movq.train.cli", "--data", str(data), "--out", str(out),
-        "--codec", json.dumps(EMA_CODEC), "--resolution", "16", "--batch-size", "2",
+        "--codec", json.dumps(codec), "--resolution", "16", "--batch-size", "2",
         "--max-steps", str(max_steps), "--save-every", "2", "--keep-last", "50", "--log-every", "1",
         "--perceptual-net", "none", "--num-workers", "1", "--warmup-steps", "0", "--min-lr-ratio", "1",
         "--lr", "1e-3", "--disc-start", "3", "--disc-ndf", "8", "--disc-layers", "2", "--no-progress", "--seed", "5", *extra,
@@ -160,17 +157,19 @@ def _assert_equal(a, b, where=""):
 
 def test_kill9_then_resume_equals_uninterrupted(tmp_path):
     data = make_images(tmp_path / "data")
-    subprocess.run(_cli(data, tmp_path / "ref", 10), check=True, env=_env(), capture_output=True)
+    subprocess.run(_cli(data, tmp_path / "ref", 10, codec=RESTART_CODEC), check=True, env=_env(), capture_output=True)
     # constant lr, so max_steps does not change the schedule: run "forever", kill -9 after step 4
-    proc = subprocess.Popen(_cli(data, tmp_path / "run", 10_000), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_cli(data, tmp_path / "run", 10_000, codec=RESTART_CODEC), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_for(tmp_path / "run" / "checkpoints" / "step-00000004", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed_from = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))["step"]
     assert 4 <= resumed_from < 10, resumed_from
-    res = subprocess.run(_cli(data, tmp_path / "run", 10, "--resume"), env=_env(), capture_output=True, text=True)
+    res = subprocess.run(_cli(data, tmp_path / "run", 10, "--resume", codec=RESTART_CODEC), env=_env(),
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"resumed from" in res.stdout
+    assert "resumed from" in res.stdout
     _assert_equal(_final_state(tmp_path / "ref"), _final_state(tmp_path / "run"))
     steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 11))  # rows past the checkpoint were dropped on resume

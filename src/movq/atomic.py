@@ -1,10 +1,11 @@
-"""Atomic file writes: write to a temporary name in the target folder, then rename into place, so a
-crash or kill never leaves a half-written file under the final name."""
+"""Output files: atomic writes (temporary name in the target folder, then rename, so a crash or kill
+never leaves a half-written file under the final name) and up-front checks that an output location
+is writable, so a run fails before its work rather than after it."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,21 +13,19 @@ from pathlib import Path
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it onto ``path``.
 
-    The file gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s private
-    ``0o600``. On any error the temporary file is removed and the error re-raised.
+    The temporary file is created with mode ``0o666``, so the kernel applies the process umask and
+    the result gets the usual permissions; the umask itself is never changed (thread-safe). On any
+    error the temporary file is removed and the error re-raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -34,3 +33,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create the folder ``path`` if needed and prove a file can be written in it; ``ValueError`` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".movq-write-test-{uuid.uuid4().hex[:12]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"{flag} {path} is not writable: {error.strerror or error}") from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check that the file ``path`` can be written (its folder is created if needed); ``ValueError`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, expected a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} exists and is not writable")
+    try:
+        check_writable_dir(path.parent)
+    except ValueError as error:
+        raise ValueError(f"{flag} {path} cannot be written: {str(error).removeprefix('--out ')}") from None
+    return path

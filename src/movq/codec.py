@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write, atomic_write_text
-from movq.config import CodecConfig
-from movq.images import ImageInput, check_size, from_tensor, pad_to_multiple, to_tensor
+from movq.config import CodecConfig, record_config
+from movq.images import (
+    ImageInput,
+    batch_size_of,
+    check_has_data,
+    check_size,
+    from_tensor,
+    pad_to_multiple,
+    to_tensor,
+)
+from movq.memory import check_codec_size, check_memory_budget, codec_activation_bytes, image_bytes
+from movq.model_folder import load_strict, read_model_folder, save_model_folder
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
-from movq.strict import state_dict_mismatches
 from movq.tiling import (
     SharedGroupStats,
     TilingPolicy,
@@ -27,9 +35,6 @@ from movq.tiling import (
     run_tiled,
     shared_norm_stats,
 )
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -63,12 +68,15 @@ class Codec(nn.Module):
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
+        if torch.empty(0).device.type != "meta":  # shapes-only builds allocate nothing
+            check_codec_size(config)
         self.config = config
         self.encoder = Encoder(config)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
         self.quantize: Quantizer = build_quantizer(config.quantizer, config.embed_dim)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
         self.decoder = Decoder(config)
+        self.register_state_dict_post_hook(record_config)  # the config travels with torch.save(state_dict())
 
     # ----------------------------------------------------------------------------- properties
 
@@ -202,14 +210,16 @@ class Codec(nn.Module):
     def encode(self, images: ImageInput, *, pad: bool = False) -> Tensor:
         """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
         x = self._prepare(images, pad)
-        return self.quantize.indices(self._encode_bounded(x))
+        with self._inference():
+            return self.quantize.indices(self._encode_bounded(x))
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
         """``LongTensor`` tokens ``[B, *tokens_shape]`` -> float images ``[B, 3, H, W]`` in ``[-1, 1]``."""
         self._check_tokens(tokens)
-        z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
-        image = self._decode_bounded(z_q)
+        with self._inference():
+            z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
+            image = self._decode_bounded(z_q)
         return image.clamp(-1.0, 1.0) if clamp else image
 
     def encode_latents(self, images: ImageInput, *, pad: bool = False) -> Tensor:
@@ -226,28 +236,72 @@ class Codec(nn.Module):
         """
         if not isinstance(latents, Tensor) or not latents.is_floating_point() or latents.ndim != 4:
             raise TypeError(f"latents must be a float tensor [B, {self.config.embed_dim}, h, w]")
-        if latents.shape[1] != self.config.embed_dim or latents.shape[0] == 0:
+        if latents.shape[1] != self.config.embed_dim or 0 in latents.shape:
             raise ValueError(
-                f"latents must have shape [B>0, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}"
+                f"latents must have shape [B>0, {self.config.embed_dim}, h>0, w>0], got {tuple(latents.shape)}"
             )
+        check_has_data(latents, "latents")
+        f = self.downsample_factor
+        self._check_memory(latents.shape[0], latents.shape[-2] * f, latents.shape[-1] * f, "decoding latents")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf values")
         z = latents.to(self.device, self.dtype) / self.config.scaling_factor
         if quantize:
-            z = self.quantize(z).z_q
+            with self._inference():
+                z = self.quantize(z).z_q
         image = self._decode_bounded(z)
         return image.clamp(-1.0, 1.0) if clamp else image
 
     @torch.no_grad()
     def reconstruct(self, images: ImageInput, *, pad: bool = False) -> Any:
         """Encode and decode; returns the input's type (PIL in, PIL out; numpy in, numpy out; ...)."""
+        self._check_input_memory(images, pad)
         x, fmt = to_tensor(images)
         height, width = x.shape[-2:]
-        out = self.decode(self.quantize.indices(self._encode_bounded(self._fit(x, pad))))
+        with self._inference():
+            out = self.decode(self.quantize.indices(self._encode_bounded(self._fit(x, pad))))
         return from_tensor(out[..., :height, :width], fmt)
 
     def _prepare(self, images: ImageInput, pad: bool) -> Tensor:
+        self._check_input_memory(images, pad)
         return self._fit(to_tensor(images)[0], pad)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Every submodule in eval mode for the duration (an EMA codebook is not updated by ``encode``,
+        Gumbel codes are deterministic, no dropout), each one's mode restored afterwards."""
+        training = [m for m in self.modules() if m.training]
+        for module in training:
+            module.training = False
+        try:
+            yield
+        finally:
+            for module in training:
+                module.training = True
+
+    def _check_input_memory(self, images: ImageInput, pad: bool) -> None:
+        """Refuse images whose activations cannot fit, before they are converted (a huge expanded tensor)."""
+        size = batch_size_of(images)
+        if size is not None:
+            batch, height, width = size
+            f = self.downsample_factor
+            if pad:
+                height, width = height + (-height % f), width + (-width % f)
+            self._check_memory(batch, height, width, "encoding images")
+
+    def _check_memory(self, batch: int, height: int, width: int, what: str) -> None:
+        """``MemoryBudgetError`` (a ``ValueError``) when the activations of ``batch`` images of
+        ``height x width`` cannot fit on the codec's device (codecs of a :class:`CodecConfig`)."""
+        if not isinstance(self.config, CodecConfig) or min(batch, height, width) < 1:
+            return
+        if self.tiling.mode != "off":  # activations are tiled and sliced: only the images must fit
+            needed = image_bytes(batch, height, width)
+        else:
+            needed = codec_activation_bytes(self.config, batch, height, width, self.dtype)
+        check_memory_budget(
+            needed, self.device, f"{what}: {batch} image(s) of {height}x{width} pixels",
+            "use smaller images or fewer at a time",
+        )
 
     def _fit(self, x: Tensor, pad: bool) -> Tensor:
         """Pad ``x`` to valid sizes (or check them) and move it to the codec's device and dtype."""
@@ -268,12 +322,15 @@ class Codec(nn.Module):
             raise ValueError(f"tokens must have shape {expected} (batch first), got {tuple(tokens.shape)}")
         if tokens.shape[0] == 0 or tokens.numel() == 0:
             raise ValueError(f"empty batch: tokens have shape {tuple(tokens.shape)}")
+        check_has_data(tokens, "tokens")
         h, w = tokens.shape[-2:]
         expected_grid = self.quantize.indices_shape(h, w)
         if tuple(tokens.shape[1:]) != tuple(expected_grid):
             raise ValueError(f"token grid {tuple(tokens.shape[1:])} does not match this codec's {expected_grid}")
         if torch.compiler.is_compiling():  # data-dependent: not part of a traced graph
             return
+        f = self.downsample_factor
+        self._check_memory(tokens.shape[0], h * f, w * f, "decoding tokens")
         low, high = tokens.min().item(), tokens.max().item()
         if low < 0 or high >= self.codebook_size:
             raise ValueError(
@@ -294,12 +351,7 @@ class Codec(nn.Module):
             return save_diffusers(self, save_directory)
         if format != "movq":
             raise ValueError(f"format must be 'movq' or 'diffusers', got {format!r}")
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write_text(directory / CONFIG_NAME, self.config.to_json() + "\n")
-        return directory
+        return save_model_folder(save_directory, self, self.config)
 
     def push_to_hub(self, repo_id: str, *, format: str = "movq", **kwargs: Any) -> Any:  # noqa: A002
         """Upload this codec to the Hugging Face Hub repo ``repo_id`` in ``format`` ("movq" or
@@ -316,14 +368,10 @@ class Codec(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Codec:
-        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a movq codec folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = cls.config_class.from_dict(json.loads(config_path.read_text()))
-        return cls.from_state_dict(config, load_file(weights_path)).to(device=device, dtype=dtype)
+        """Load a folder written by :meth:`save_pretrained`, strictly (every key must match); a
+        bad ``config.json`` or ``model.safetensors`` is an error naming the file and the problem."""
+        config, state = read_model_folder(directory, cls.config_class, "a movq codec folder")
+        return cls.from_state_dict(config, state).to(device=device, dtype=dtype)
 
     @classmethod
     def from_state_dict(cls, config: Any, state: dict[str, Tensor]) -> Codec:
@@ -333,8 +381,14 @@ class Codec(nn.Module):
         return codec.eval()
 
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
-        """Load ``state`` requiring exactly this codec's keys and shapes; the error lists any mismatch."""
-        problems = state_dict_mismatches(self.state_dict(), state)
-        if problems:
-            raise ValueError(f"checkpoint does not match codec {self.config.name!r}: " + "; ".join(problems))
-        self.load_state_dict(state, strict=True)
+        """Load ``state`` requiring exactly this codec's keys and shapes, and finite values; the error
+        lists any mismatch (NaN / inf weights would silently give NaN images, decoded as black)."""
+        broken = [
+            k for k, v in state.items() if v.is_floating_point() and not v.is_meta and not bool(v.isfinite().all())
+        ]
+        if broken:
+            raise ValueError(
+                f"the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]}; the checkpoint is "
+                "corrupt (or from a diverged training run)"
+            )
+        load_strict(self, state, f"checkpoint does not match codec {self.config.name!r}")

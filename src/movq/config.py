@@ -9,25 +9,37 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from movq.strict import dataclass_from_dict
+from movq.strict import (
+    MinLength,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    dataclass_from_dict,
+    unknown_name_error,
+    value_from_hint,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Quantizer configs: one dataclass per quantizer; the codec passes its ``embed_dim`` as ``dim``.
+# Type hints (with ``Annotated`` bounds) say what each field accepts: ``movq.strict.dataclass_from_dict``
+# checks them when a config is read from a dict or a JSON file.
+
+Fraction = Annotated[float, Range(0, 1)]
 
 
 @dataclass
 class VQConfig:
     """Nearest-neighbour codebook trained by gradients (:class:`movq.quantizers.VectorQuantizer`)."""
 
-    codebook_size: int = 16384
-    beta: float = 0.25
+    codebook_size: PositiveInt = 16384
+    beta: NonNegativeFloat = 0.25
     legacy: bool = True
     l2_normalize: bool = False
-    code_dim: int | None = None
-    groups: int = 1
+    code_dim: PositiveInt | None = None
+    groups: PositiveInt = 1
     kind: Literal["vq"] = "vq"
 
 
@@ -35,11 +47,11 @@ class VQConfig:
 class EMAConfig:
     """Codebook updated by exponential moving averages (:class:`movq.quantizers.EMAVectorQuantizer`)."""
 
-    codebook_size: int = 16384
-    decay: float = 0.99
-    eps: float = 1e-5
-    beta: float = 0.25
-    dead_code_threshold: float = 1.0
+    codebook_size: PositiveInt = 16384
+    decay: Fraction = 0.99
+    eps: PositiveFloat = 1e-5
+    beta: NonNegativeFloat = 0.25
+    dead_code_threshold: NonNegativeFloat = 1.0
     kmeans_init: bool = False
     kind: Literal["ema"] = "ema"
 
@@ -48,9 +60,9 @@ class EMAConfig:
 class GumbelConfig:
     """Gumbel-softmax quantizer (:class:`movq.quantizers.GumbelQuantizer`)."""
 
-    codebook_size: int = 8192
-    temperature: float = 1.0
-    kl_weight: float = 5e-4
+    codebook_size: PositiveInt = 8192
+    temperature: PositiveFloat = 1.0
+    kl_weight: NonNegativeFloat = 5e-4
     hard: bool = True
     kind: Literal["gumbel"] = "gumbel"
 
@@ -59,10 +71,10 @@ class GumbelConfig:
 class ResidualConfig:
     """Residual quantization, RQ-VAE (:class:`movq.quantizers.ResidualVectorQuantizer`)."""
 
-    codebook_size: int = 16384
-    depth: int = 4
+    codebook_size: PositiveInt = 16384
+    depth: PositiveInt = 4
     shared_codebook: bool = True
-    beta: float = 0.25
+    beta: NonNegativeFloat = 0.25
     quantize_dropout: bool = False
     kind: Literal["residual"] = "residual"
 
@@ -71,7 +83,7 @@ class ResidualConfig:
 class FSQConfig:
     """Finite scalar quantization (:class:`movq.quantizers.FSQ`); ``dim == len(levels)``."""
 
-    levels: tuple[int, ...] = (8, 5, 5, 5)
+    levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
     kind: Literal["fsq"] = "fsq"
 
 
@@ -79,21 +91,13 @@ class FSQConfig:
 class LFQConfig:
     """Lookup-free quantization (:class:`movq.quantizers.LFQ`); ``codebook_size == 2 ** dim``."""
 
-    entropy_weight: float = 0.1
-    commitment_weight: float = 0.25
+    entropy_weight: NonNegativeFloat = 0.1
+    commitment_weight: NonNegativeFloat = 0.25
     kind: Literal["lfq"] = "lfq"
 
 
 QuantizerConfig = Union[VQConfig, EMAConfig, GumbelConfig, ResidualConfig, FSQConfig, LFQConfig]
-_QUANTIZER_CONFIGS: dict[str, type] = {
-    "vq": VQConfig,
-    "ema": EMAConfig,
-    "gumbel": GumbelConfig,
-    "residual": ResidualConfig,
-    "fsq": FSQConfig,
-    "lfq": LFQConfig,
-}
-
+"""Any quantizer config; in a dict the ``kind`` field says which (``"vq"`` when absent)."""
 
 # ---------------------------------------------------------------------------------------------
 
@@ -110,19 +114,19 @@ class CodecConfig:
     """
 
     name: str = "custom"
-    in_channels: int = 3
-    out_channels: int = 3
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (32,)
-    resolution: int = 256
-    z_channels: int = 4
-    embed_dim: int = 4
-    dropout: float = 0.0
+    in_channels: PositiveInt = 3
+    out_channels: PositiveInt = 3
+    ch: Annotated[int, Range(min=32)] = 128
+    ch_mult: Annotated[tuple[PositiveInt, ...], MinLength(1)] = (1, 2, 2, 4)
+    num_res_blocks: PositiveInt = 2
+    attn_resolutions: tuple[PositiveInt, ...] = (32,)
+    resolution: PositiveInt = 256
+    z_channels: PositiveInt = 4
+    embed_dim: PositiveInt = 4
+    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.0
     norm: Literal["spatial", "group"] = "spatial"
     quantizer: QuantizerConfig = field(default_factory=VQConfig)
-    scaling_factor: float = 1.0
+    scaling_factor: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
         self.ch_mult = tuple(self.ch_mult)
@@ -163,30 +167,18 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys and badly typed or out-of-range fields are a
+        :class:`movq.strict.ConfigError` naming them."""
         return dataclass_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
         return cls.from_dict(json.loads(text))
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> CodecConfig:
-        return cls.from_json(Path(path).read_text())
-
 
 def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:
-    """Build the quantizer config named by ``data["kind"]``."""
-    kind = data.get("kind", "vq")
-    if kind not in _QUANTIZER_CONFIGS:
-        raise ValueError(f"unknown quantizer kind {kind!r}; expected one of {sorted(_QUANTIZER_CONFIGS)}")
-    values = dict(data)
-    if "levels" in values:
-        values["levels"] = tuple(values["levels"])
-    return dataclass_from_dict(_QUANTIZER_CONFIGS[kind], values)
+    """The quantizer config named by ``data["kind"]`` (``"vq"`` when absent), checked field by field."""
+    return value_from_hint(data, QuantizerConfig, "quantizer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +222,23 @@ PRESETS: dict[str, CodecConfig] = {
 
 
 def get_preset(name: str) -> CodecConfig:
-    """A fresh copy of the preset config ``name``."""
+    """A fresh copy of the preset config ``name``; an unknown name suggests the closest ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available presets: {sorted(PRESETS)}")
+        raise ValueError(unknown_name_error("preset", name, PRESETS, listing="available presets"))
     return CodecConfig.from_dict(PRESETS[name].to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# The config inside a plain ``torch.save(codec.state_dict())``.
+
+STATE_DICT_CONFIG_KEY = "movq_config"
+"""Key of the codec's config (``config.to_dict()``) in the state dict's ``_metadata`` entry of the
+codec's prefix, next to PyTorch's ``version``. ``torch.save`` keeps ``_metadata``; so
+``movq.load`` rebuilds the exact architecture from a bare state-dict file, even the quantizers
+whose tensors do not reveal it (FSQ, LFQ, residual depth)."""
+
+
+def record_config(module: Any, state_dict: Any, prefix: str, local_metadata: dict[str, Any]) -> None:
+    """``state_dict`` post-hook of codecs: store ``module.config.to_dict()`` in ``local_metadata``
+    under :data:`STATE_DICT_CONFIG_KEY` (register with ``module.register_state_dict_post_hook``)."""
+    local_metadata[STATE_DICT_CONFIG_KEY] = module.config.to_dict()

@@ -19,15 +19,16 @@ import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.codec import Codec
+from movq.config import record_config
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
-from movq.strict import dataclass_from_dict
+from movq.strict import PositiveFloat, PositiveInt, Range, dataclass_from_dict
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -38,13 +39,13 @@ class DVAEConfig:
 
     name: str = "dalle-dvae"
     architecture: Literal["dalle-dvae"] = "dalle-dvae"
-    group_count: int = 4
-    n_hid: int = 256
-    n_blk_per_group: int = 2
-    n_init: int = 128
-    in_channels: int = 3
-    vocab_size: int = 8192
-    scaling_factor: float = 1.0
+    group_count: PositiveInt = 4
+    n_hid: Annotated[int, Range(min=4)] = 256
+    n_blk_per_group: PositiveInt = 2
+    n_init: PositiveInt = 128
+    in_channels: PositiveInt = 3
+    vocab_size: PositiveInt = 8192
+    scaling_factor: PositiveFloat = 1.0
 
     @property
     def downsample_factor(self) -> int:
@@ -183,6 +184,26 @@ class OneHotQuantizer(Quantizer):
         return F.one_hot(indices.long(), self.codebook_size).permute(0, 3, 1, 2).float()
 
 
+def dvae_parameter_bytes(config: DVAEConfig) -> int:
+    """A lower estimate of a dVAE's float32 parameter bytes: the 1x1 convolutions to and from the
+    code map and one 3x3 bottleneck convolution per residual block of the encoder and the decoder."""
+    widest = config.n_hid * 2 ** (config.group_count - 1)
+    blocks = sum(9 * (config.n_hid * 2**g // 4) ** 2 for g in range(config.group_count))
+    return 4 * (widest * config.vocab_size + config.vocab_size * config.n_init + 2 * config.n_blk_per_group * blocks)
+
+
+def check_dvae_size(config: DVAEConfig) -> None:
+    """Refuse (``MemoryBudgetError``) a dVAE config whose parameters alone cannot fit in memory."""
+    from movq.memory import check_memory_budget
+
+    check_memory_budget(
+        dvae_parameter_bytes(config), "cpu",
+        f"the dVAE config {config.name!r} (n_hid={config.n_hid}, vocab_size={config.vocab_size}, "
+        f"group_count={config.group_count})",
+        "the config asks for far more parameters than a dVAE has; check those fields",
+    )
+
+
 class DVAE(Codec):
     """DALL·E's dVAE with the :class:`~movq.codec.Codec` API.
 
@@ -198,9 +219,12 @@ class DVAE(Codec):
     def __init__(self, config: DVAEConfig | None = None) -> None:  # noqa: D107
         nn.Module.__init__(self)  # Codec.__init__ builds VQGAN modules; the dVAE has its own
         self.config = config or DVAEConfig()
+        if torch.empty(0).device.type != "meta":
+            check_dvae_size(self.config)
         self.encoder = DVAEEncoder(self.config)
         self.quantize = OneHotQuantizer(self.config.vocab_size)
         self.decoder = DVAEDecoder(self.config)
+        self.register_state_dict_post_hook(record_config)
 
     @property
     def device(self) -> torch.device:

@@ -1,5 +1,5 @@
 """Conversion between user images (PIL, numpy, tensors) and model tensors, with input validation,
-and the shared PIL preprocessing (any mode to RGB, resize + centre crop).
+and :func:`to_rgb` (any PIL mode to 8-bit RGB). Image *files* are read by :mod:`movq.image_files`.
 
 Model tensors are float ``[B, 3, H, W]`` in ``[-1, 1]``. Every check runs before any compute and
 raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted.
@@ -7,14 +7,13 @@ raises ``TypeError`` / ``ValueError`` saying what was wrong and what is accepted
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
 ImageInput = Union[Image.Image, Sequence[Image.Image], np.ndarray, Tensor]
@@ -79,7 +78,7 @@ def check_size(height: int, width: int, factor: int) -> None:
 
     def near(n: int) -> list[int]:
         lower = n // factor * factor
-        return [s for s in (lower, lower + factor) if s > 0] if n % factor else [n]
+        return [s for s in (lower, lower + factor) if s > 0] if n % factor or n < 1 else [n]
 
     options = [f"{h}x{w}" for h in near(height) for w in near(width)]
     raise ValueError(
@@ -101,44 +100,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB: palette/gray/CMYK/YCbCr converted, 16/32-bit scaled, alpha on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"PIL image of mode {image.mode!r} contains NaN or inf values; expected finite pixels")
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         image = Image.fromarray(np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":  # premultiplied: PIL converts it only to LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully, apply its EXIF orientation and convert it with :func:`to_rgb`."""
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
-
-
-def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
-    width, height = image.size
-    short = min(width, height)
-    upscaled = short < resolution
-    if short != resolution:
-        scale = resolution / short
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    width, height = image.size
-    left, top = (width - resolution) // 2, (height - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution)), upscaled
-
-
 def _pil_to_tensor(images: list[Image.Image]) -> Tensor:
+    for im in images:
+        if im.width < 1 or im.height < 1:
+            raise ValueError(f"empty image: {im.width}x{im.height} pixels (WxH); expected at least 1x1")
     sizes = {im.size for im in images}
     if len(sizes) > 1:
         raise ValueError(f"all images in a batch must have the same size, got (W, H) sizes {sorted(sizes)}")
-    arrays = np.stack([np.asarray(to_rgb(im), dtype=np.uint8) for im in images])
+    arrays = np.stack([np.asarray(_decoded_rgb(im), dtype=np.uint8) for im in images])
     return _uint8_to_float(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+
+
+def _decoded_rgb(image: Image.Image) -> Image.Image:
+    """:func:`to_rgb`, with the errors of a lazily opened file that cannot be decoded (truncated,
+    corrupt, closed) turned into one ``ValueError`` naming the file."""
+    try:
+        return to_rgb(image)
+    except (OSError, SyntaxError) as error:  # PIL's decoders raise OSError / SyntaxError for broken data
+        name = getattr(image, "filename", "") or "a PIL image"
+        raise ValueError(f"cannot decode {name} ({error}); the file is truncated or corrupt") from None
 
 
 def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
@@ -153,11 +148,40 @@ def _numpy_to_tensor(array: np.ndarray) -> tuple[Tensor, ImageFormat]:
     batch = array if batched else array[None]
     _check_channels(batch.shape[-1], batch.shape, "HWC / BHWC (channels last)")
     _check_not_empty(batch.shape)
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+    batch = np.ascontiguousarray(batch)
+    if not batch.flags.writeable:  # e.g. np.asarray(pil_image): torch.from_numpy would warn
+        batch = batch.copy()
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
     return _uint8_to_float(x), ImageFormat("numpy", batched=batched)
 
 
+def check_has_data(x: Tensor, what: str) -> None:
+    """Refuse tensors on the ``meta`` device (shapes only, no values) and sparse or other non-strided
+    layouts before any work reads them."""
+    if x.is_meta:
+        raise ValueError(f"got {what} on the 'meta' device (shapes only, no values); pass a tensor on cpu or cuda")
+    if x.layout != torch.strided:
+        raise TypeError(f"got {what} with layout {x.layout}; pass a dense tensor (x.to_dense())")
+
+
+def batch_size_of(images: object) -> tuple[int, int, int] | None:
+    """``(batch, height, width)`` of well-formed image input, read from shapes alone (nothing is
+    converted), or ``None`` when the input is not well formed (:func:`to_tensor` then says why)."""
+    if isinstance(images, Image.Image):
+        return 1, images.height, images.width
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
+        return len(images), images[0].height, images[0].width
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+        shape = images.shape if images.ndim == 4 else (1, *images.shape)
+        return shape[0], shape[1], shape[2]
+    if isinstance(images, Tensor) and images.ndim in (3, 4):
+        shape = tuple(images.shape) if images.ndim == 4 else (1, *images.shape)
+        return shape[0], shape[2], shape[3]
+    return None
+
+
 def _tensor_to_tensor(x: Tensor) -> tuple[Tensor, ImageFormat]:
+    check_has_data(x, "the image tensor")
     if x.ndim not in (3, 4):
         raise ValueError(f"image tensors must be CHW or BCHW, got {x.ndim} dimensions {tuple(x.shape)}")
     batched = x.ndim == 4

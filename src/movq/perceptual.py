@@ -200,11 +200,9 @@ def _rename_key(key: str) -> str:
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from movq.hub.safe_load import load_state_file  # safetensors or weights_only; errors name the file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state_file(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -217,7 +215,9 @@ def _torchvision_backbone(net: Net) -> dict[str, Tensor] | None:
     path = Path(torch.hub.get_dir()) / "checkpoints" / _TORCHVISION_FILES[net]
     if not path.is_file():
         return None
-    tv = torch.load(path, map_location="cpu", weights_only=True)
+    from movq.hub.safe_load import load_state_file
+
+    tv = load_state_file(path)
     model = LPIPS(net, "standard")
     names = [n for n in model.state_dict() if n.startswith("net.") and n.endswith(".weight")]
     out: dict[str, Tensor] = {}

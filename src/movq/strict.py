@@ -1,24 +1,319 @@
-"""Strictness helpers shared by configs and weight loading: unknown fields and key mismatches
-are errors that name what was wrong, never silently ignored."""
+"""Strictness helpers shared by configs and weight loading: unknown names, badly typed config
+fields and key mismatches are errors that name what was wrong, never silently ignored.
+
+Config dataclasses declare what each field accepts with their type hints; bounds are attached with
+``typing.Annotated`` (``ch: Annotated[int, Range(min=32)]``, or the aliases :data:`PositiveInt`,
+:data:`PositiveFloat`, :data:`NonNegativeFloat`). :func:`dataclass_from_dict` checks every field
+against its hint before building the dataclass, so every config (codec, quantizer, dVAE, training)
+gets the same checks and the same error messages.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import fields
-from typing import Any, TypeVar
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from torch import Tensor
 
 T = TypeVar("T")
 
 
-def dataclass_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """``cls(**data)`` for a dataclass ``cls``, refusing unknown keys with a message listing them."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+class ConfigError(ValueError):
+    """A config (a dict, or a JSON file) is unreadable, or has an unknown, wrongly typed or
+    out-of-range field. The message names the file (when there is one), the field, the value and
+    what is accepted."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number field, attached as ``Annotated[int, Range(min=1)]``.
+
+    ``min`` / ``max`` are inclusive unless ``min_open`` / ``max_open``.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
+            return False
+        return not (self.max is not None and (value >= self.max if self.max_open else value > self.max))
+
+    def describe(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"in {'(' if self.min_open else '['}{self.min:g}, {self.max:g}{')' if self.max_open else ']'}"
+        if self.min is not None:
+            return f"{'>' if self.min_open else '>='} {self.min:g}"
+        if self.max is not None:
+            return f"{'<' if self.max_open else '<='} {self.max:g}"
+        return ""
+
+
+@dataclass(frozen=True)
+class MinLength:
+    """Minimum number of items of a list field, attached as ``Annotated[tuple[int, ...], MinLength(1)]``."""
+
+    n: int
+
+
+PositiveInt = Annotated[int, Range(min=1)]
+PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
+NonNegativeFloat = Annotated[float, Range(min=0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``candidates`` to ``name`` (difflib), or ``""``."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"did you mean {matches[0]!r}? " if matches else ""
+
+
+def unknown_name_error(what: str, name: str, known: Iterable[str], listing: str | None = None) -> str:
+    """``"unknown {what} 'name'; did you mean 'x'? {listing}: [...]"`` (the message of a refused name)."""
+    known = sorted(known)
+    return f"unknown {what} {name!r}; {did_you_mean(name, known)}{listing or 'known ' + what + 's'}: {known}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Config dicts and files
+
+
+class _Invalid(Exception):
+    """Internal: the value at ``path`` is not what its hint accepts (``expected``)."""
+
+    def __init__(self, path: str, expected: str, value: Any) -> None:
+        super().__init__(path, expected, value)
+        self.path, self.expected, self.value = path, expected, value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, str):
+        return f"{text} (a string)"
+    if isinstance(value, (list, tuple)):
+        return f"{text} (a list)"
+    if isinstance(value, Mapping):
+        return f"{text} (an object)"
+    return text
+
+
+def dataclass_from_dict(cls: type[T], data: Any, source: str | Path | None = None) -> T:
+    """``cls(**data)`` for a dataclass ``cls``, after checking ``data`` against ``cls``'s type hints.
+
+    Every field is checked and converted: ``int`` (not bool, not ``1.5``, not ``"32"``), ``float``
+    (ints accepted, finite), ``bool``, ``str``, ``None``, ``Literal[...]``, ``tuple[T, ...]`` /
+    ``tuple[A, B]`` (JSON lists become tuples), ``dict[str, T]``, unions (``int | None``), nested
+    dataclasses (from dicts), and unions of dataclasses told apart by their ``kind`` field (a dict
+    without ``kind`` is the first member's kind). ``Annotated`` :class:`Range` / :class:`MinLength`
+    bounds are checked. Unknown keys are refused with the closest known names.
+
+    ``source`` (a file name) is put in front of the message. Raises :class:`ConfigError`, naming
+    the field, the value and what is accepted; errors of ``cls.__post_init__`` are re-raised as
+    :class:`ConfigError` with the same prefix.
+    """
+    return _reporting(lambda: _build_dataclass(cls, data, ""), cls.__name__, source)
+
+
+def value_from_hint(value: Any, hint: Any, name: str, source: str | Path | None = None) -> Any:
+    """``value`` checked and converted like the value of a dataclass field ``name: hint`` (see
+    :func:`dataclass_from_dict`); :class:`ConfigError` naming ``name`` otherwise."""
+    return _reporting(lambda: _check(value, hint, name), "config", source)
+
+
+def _reporting(build: Callable[[], T], owner: str, source: str | Path | None) -> T:
+    """``build()``, with every failure turned into one :class:`ConfigError` naming ``source`` and the field."""
+    where = f" in {source}" if source is not None else ""
+    try:
+        return build()
+    except _Invalid as error:
+        field = f" field {error.path!r}" if error.path else ""
+        raise ConfigError(
+            f"invalid {owner}{field}{where}: expected {error.expected}, got {_shown(error.value)}"
+        ) from None
+    except ConfigError as error:
+        raise ConfigError(f"{error}{where}") from None
+    except (ValueError, TypeError) as error:  # the dataclass's own cross-field checks (__post_init__)
+        raise ConfigError(f"invalid {owner}{where}: {error}") from None
+
+
+def _build_dataclass(cls: type[T], data: Any, path: str) -> T:
+    if not isinstance(data, Mapping):
+        raise _Invalid(path, f"an object with {cls.__name__} fields", data)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    known = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in data if k not in known)
+    at = f" at {path!r}" if path else ""
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
-    return cls(**data)
+        hint = "".join(did_you_mean(k, known) for k in unknown)
+        raise ConfigError(f"unknown {cls.__name__} fields {unknown}{at}; {hint}known fields: {sorted(known)}")
+    missing = [
+        f.name
+        for f in fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name not in data
+        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{cls.__name__} needs the fields {missing}{at}")
+    values = {name: _check(value, hints[name], f"{path}.{name}" if path else name) for name, value in data.items()}
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, path: str) -> Any:
+    """``value`` converted to what ``hint`` describes; :class:`_Invalid` when it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        inner, *extras = args
+        checked = _check(value, inner, path)
+        for extra in extras:
+            if isinstance(extra, Range) and not extra.contains(checked):
+                raise _Invalid(path, f"{_describe(inner)} {extra.describe()}", value)
+            if isinstance(extra, MinLength) and len(checked) < extra.n:
+                raise _Invalid(path, f"a list of at least {extra.n} item{'s' if extra.n > 1 else ''}", value)
+        return checked
+    if hint is Any or hint is object:
+        return value
+    if origin in (Union, types.UnionType):
+        return _check_union(value, args, path)
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise _Invalid(path, f"one of {list(args)}", value)
+        return value
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(path, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if not args:
+            return tuple(value)
+        if len(value) != len(args):
+            raise _Invalid(path, f"a list of {len(args)} items", value)
+        return tuple(_check(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (list, dict) or hint in (list, dict):
+        return _check_container(value, origin or hint, args, path)
+    if is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        return _build_dataclass(hint, value, path)  # type: ignore[arg-type]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(path, "true or false", value)
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Invalid(path, "an int", value)
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise _Invalid(path, "a finite number", value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Invalid(path, "a string", value)
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise _Invalid(path, "null", value)
+        return None
+    return value  # a type these checks do not know: passed through unchanged
+
+
+def _check_container(value: Any, origin: type, args: tuple, path: str) -> Any:
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(path, "a list", value)
+        return [_check(v, args[0], f"{path}[{i}]") if args else v for i, v in enumerate(value)]
+    if not isinstance(value, Mapping):
+        raise _Invalid(path, "an object", value)
+    out = {}
+    for key, item in value.items():
+        if args and args[0] is str and not isinstance(key, str):
+            raise _Invalid(f"{path}[{key!r}]", "a string key", key)
+        out[key] = _check(item, args[1], f"{path}.{key}") if args else item
+    return out
+
+
+def _check_union(value: Any, args: tuple, path: str) -> Any:
+    tagged = _tagged_members(args)
+    if tagged:
+        if isinstance(value, tuple(tagged.values())):
+            return value
+        if not isinstance(value, Mapping):
+            raise _Invalid(path, f"an object with a 'kind' in {list(tagged)}", value)
+        kind = value.get("kind", next(iter(tagged)))
+        if not isinstance(kind, str) or kind not in tagged:
+            name = path.rsplit(".", 1)[-1] or "union"
+            raise ConfigError(unknown_name_error(f"{name} kind", kind, tagged, listing="expected one of"))
+        return _build_dataclass(tagged[kind], value, path)
+    if any(isinstance(value, a) for a in args if is_dataclass(a)):
+        return value
+    failures = []
+    for member in args:
+        try:
+            return _check(value, member, path)
+        except _Invalid as error:
+            if error.path != path:  # the value has the member's shape but an inner item is wrong
+                raise
+            failures.append(error.expected)
+    raise _Invalid(path, " or ".join(failures), value)
+
+
+def _tagged_members(args: tuple) -> dict[Any, type]:
+    """``{kind: class}`` when every member of a union is a dataclass with a defaulted ``kind`` field."""
+    tagged: dict[Any, type] = {}
+    for member in args:
+        kind = {f.name: f for f in fields(member)}.get("kind") if is_dataclass(member) else None
+        if kind is None or kind.default is dataclasses.MISSING:
+            return {}
+        tagged[kind.default] = member
+    return tagged
+
+
+def _describe(hint: Any) -> str:
+    return {int: "an int", float: "a number"}.get(hint, "a value")
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object stored in ``path``; :class:`ConfigError` naming the file when it is empty,
+    not valid JSON, or holds something other than an object (``{...}``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not a UTF-8 text file (expected a JSON object): {error}") from None
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; expected a JSON object of config fields")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}); expected a JSON object of config fields") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests JSON too deeply to be a config; expected a JSON object of config fields") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, expected a JSON object of config fields")
+    return data
+
+
+def dataclass_from_file(cls: type[T], path: str | Path) -> T:
+    """:func:`dataclass_from_dict` of the JSON object in ``path``; errors name the file."""
+    return dataclass_from_dict(cls, read_json_object(path), source=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# State dicts
 
 
 def state_dict_mismatches(

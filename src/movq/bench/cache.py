@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from movq.atomic import atomic_write
+from movq.atomic import atomic_write, atomic_write_text
 
 
 def fingerprint_files(entries: list[tuple[str, int, int]]) -> str:
@@ -57,5 +57,5 @@ class ShardCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "run.json"
         if not key_file.exists():
-            key_file.write_text(self._key_text + "\n")
+            atomic_write_text(key_file, self._key_text + "\n")
         atomic_write(self.path, lambda tmp: torch.save(payload, tmp))

@@ -19,15 +19,12 @@ import sys
 
 import torch
 
-from movq.atomic import atomic_write_text
+from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
+from movq.bench.metric_table import CHOICES, DEFAULT_METRICS, normalise_metrics
 from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
+from movq.devices import resolve_device
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
-
-
-def _metrics(text: str) -> list[str]:
-    names = [m.strip().lower().replace("-", "_") for m in text.split(",") if m.strip()]
-    return list(dict.fromkeys(names))
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -37,8 +34,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--by-domain", action="store_true", help="one row per top-level subfolder plus a count-weighted 'all'")
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--metrics", type=_metrics, default=["fid", "ssim", "psnr", "l1"],
-                   help="comma list from fid,is,ssim,ms_ssim,psnr,l1,lpips (default fid,ssim,psnr,l1)")
+    p.add_argument("--metrics", type=normalise_metrics, default=list(DEFAULT_METRICS),
+                   help=f"comma list from {CHOICES} (default {','.join(DEFAULT_METRICS)})")
     p.add_argument("--out", help="write results.json here")
     p.add_argument("--markdown", help="also write the Markdown report here")
     p.add_argument("--limit", type=int, help="use at most N images (per domain with --by-domain)")
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["speed"]:
             return _speed(speed_parser().parse_args(argv[1:]))
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
-    except (BenchError, ValueError, FileNotFoundError) as err:
+    except (BenchError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"movq-bench: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except BenchInterrupted as err:
@@ -118,10 +115,28 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)  # --threads must not leak into a calling process
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """Argument checks shared by ``run`` and ``speed``, made before any model is loaded."""
+    if args.threads is not None and args.threads < 1:
+        raise BenchError(f"--threads must be >= 1, got {args.threads}")
+    if args.batch_size < 1:
+        raise BenchError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.resolution < 8:
+        raise BenchError(f"--resolution must be >= 8, got {args.resolution}")
+    resolve_device(args.device)
+    for flag in ("out", "markdown"):
+        if getattr(args, flag, None):
+            check_writable_file(getattr(args, flag), f"--{flag}")
+
+
 def _speed(args: argparse.Namespace) -> int:
     if not args.model:
         return _versus(args)
     from movq.bench.speed import run_speed, speed_table
+
+    _check_common(args)
+    if args.iters < 1 or args.warmup < 0:
+        raise BenchError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
 
     rows = run_speed(args.model, args.resolution, args.batch_size, args.iters, args.warmup, args.device,
                      DTYPES[args.dtype], args.threads)
@@ -154,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     from movq.bench.report import markdown, results_json, write_json
     from movq.bench.runner import Runner
 
+    _check_common(args)
+    if args.cache:
+        check_writable_dir(args.cache, "--cache")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = BenchConfig(

@@ -1,9 +1,7 @@
 """Image folders for the bench: discovery (ImageNet / FFHQ / domain layouts), decoding and preprocessing.
 
-Preprocessing (printed with every result): EXIF orientation applied; palette / gray / CMYK /
-16-bit images converted to 8-bit RGB; transparent images composited on white; the shorter side
-resized to ``resolution`` with PIL's bicubic filter (antialiased when downscaling); centre crop
-to ``resolution x resolution``. Images smaller than the resolution are upscaled and counted.
+Preprocessing is :func:`movq.image_files.load_preprocessed` (printed with every result). Images
+smaller than the resolution are upscaled and counted.
 """
 
 from __future__ import annotations
@@ -11,19 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from movq.images import open_rgb, resize_center_crop
+from movq.image_files import IMAGE_EXTENSIONS, check_image_folder, is_hidden, is_image_file, load_preprocessed
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
 ROOT_DOMAIN = "(root)"
 ALL = "all"
-PREPROCESSING = (
-    "EXIF-transposed, converted to 8-bit RGB (alpha composited on white), shorter side resized to "
-    "{res} px (PIL bicubic, antialiased), centre crop {res}x{res}"
-)
 
 
 @dataclass(frozen=True)
@@ -51,18 +43,14 @@ def discover(root: str | Path, by_domain: bool = False) -> Discovery:
     directly in ``root`` get ``"(root)"``). Files with other extensions are returned in ``skipped``.
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` / ``ValueError`` (no images) with the path.
     """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    if not root.is_dir():
-        raise NotADirectoryError(f"--data must be a folder of images, got the file {root}")
+    root = check_image_folder(root)
     records: list[ImageRecord] = []
     skipped: list[dict[str, str]] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in Path(rel).parts):
+        if is_hidden(rel):
             continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if not is_image_file(path):
             skipped.append({"path": rel, "reason": f"not an image file (extension {path.suffix or 'none'!r})"})
             continue
         parts = Path(rel).parts
@@ -86,13 +74,9 @@ class LoadedImage:
 def load_image(record: ImageRecord, index: int, resolution: int) -> LoadedImage:
     """Decode and preprocess one file; never raises for bad data (the error is returned)."""
     try:
-        rgb = open_rgb(record.path)
-        if min(rgb.size) < 1:
-            raise ValueError("empty image")
-        cropped, upscaled = resize_center_crop(rgb, resolution)
+        pixels, upscaled = load_preprocessed(record.path, resolution)
     except Exception as err:  # corrupt, truncated, unsupported: reported, not fatal
         return LoadedImage(index, None, error=f"{type(err).__name__}: {err}")
-    pixels = torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1)
     return LoadedImage(index, pixels, upscaled)
 
 

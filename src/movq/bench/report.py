@@ -12,21 +12,8 @@ import torch
 
 import movq
 from movq.atomic import atomic_write_text
-from movq.bench.data import PREPROCESSING
-
-HEADERS = {"fid": "FID ↓", "is": "IS ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "psnr": "PSNR ↑", "l1": "L1 ↓",
-           "lpips": "LPIPS ↓"}
-DIGITS = {"fid": 3, "is": 3, "ssim": 4, "ms_ssim": 4, "psnr": 2, "l1": 4, "lpips": 4}
-METRIC_DEFINITIONS = {
-    "psnr": "mean over images of 10*log10(1/MSE) on [0,1] RGB (capped at 100 dB)",
-    "ssim": "mean over images of SSIM (pytorch-msssim: Gaussian window 11, sigma 1.5, data range 1)",
-    "ms_ssim": "mean over images of MS-SSIM (pytorch-msssim, 5 scales)",
-    "l1": "mean absolute error on [0,1] RGB",
-    "lpips": "mean over images of LPIPS distance",
-    "fid": "Frechet distance between feature Gaussians of the originals and of their reconstructions "
-           "(float64, scipy sqrtm); biased upward for small sets (needs thousands of images to compare with papers)",
-    "is": "Inception Score of the reconstructions, one split, 1008-way softmax (is_real: of the originals)",
-}
+from movq.bench.metric_table import METRICS
+from movq.image_files import PREPROCESSING
 
 
 def model_info(name: str, codec: movq.Codec, resolution: int) -> dict[str, Any]:
@@ -56,7 +43,7 @@ def protocol(runner: Any) -> dict[str, Any]:
         "preprocessing": PREPROCESSING.format(res=cfg.resolution),
         "reconstruction": "codec.decode(codec.encode(x)); output clamped to [-1,1] and rounded to 8-bit before metrics",
         "metrics": list(cfg.metrics),
-        "metric_definitions": {m: METRIC_DEFINITIONS[m] for m in cfg.metrics},
+        "metric_definitions": {m: METRICS[m].definition for m in cfg.metrics},
         "limit": cfg.limit, "dtype": cfg.dtype, "device": str(ctx.device), "batch_size": cfg.batch_size,
         "world_size": ctx.world_size,
         "models": [model_info(name, codec, cfg.resolution) for name, codec in runner.codecs.items()],
@@ -99,7 +86,7 @@ def results_json(runner: Any, outcome: dict[str, Any]) -> dict[str, Any]:
 def _fmt(value: Any, metric: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return f"{value:.{DIGITS.get(metric, 4)}f}"
+    return f"{value:.{METRICS[metric].digits if metric in METRICS else 4}f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -125,7 +112,7 @@ def markdown(result: dict[str, Any]) -> str:
     rows = result["results"]
     domains = list(dict.fromkeys(r["domain"] for r in rows))
     if domains == ["all"]:
-        head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [HEADERS[m] for m in metrics]
+        head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [METRICS[m].header for m in metrics]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             i = info[r["model"]]
@@ -137,7 +124,7 @@ def markdown(result: dict[str, Any]) -> str:
         order = ["all"] + [d for d in domains if d != "all"]
         counts = {r["domain"]: r["n_images"] for r in rows}
         for m in metrics:
-            lines += [f"{HEADERS[m]}:", "", "| domain/model | images | " + " | ".join(models) + " |",
+            lines += [f"{METRICS[m].header}:", "", "| domain/model | images | " + " | ".join(models) + " |",
                       "|" + "---|" * (len(models) + 2)]
             for d in order:
                 cell = {r["model"]: r.get(m) for r in rows if r["domain"] == d}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,8 @@ import movq
 from movq.bench import dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
 from movq.bench.data import ALL, ImageDataset, LoadedImage, collate, discover
-from movq.bench.stats import PER_IMAGE, BenchStats
+from movq.bench.metric_table import DEFAULT_METRICS, METRICS, check_metrics
+from movq.bench.stats import BenchStats
 from movq.metrics import image as image_metrics
 
 
@@ -34,7 +36,7 @@ class BenchConfig:
     data: str
     resolution: int = 256
     batch_size: int = 32
-    metrics: list[str] = field(default_factory=lambda: ["fid", "ssim", "psnr", "l1"])
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     by_domain: bool = False
     limit: int | None = None
     device: str | None = None
@@ -73,6 +75,25 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     return codecs
 
 
+def check_codec_memory(codecs: Any, batch_size: int, resolution: int, device: torch.device) -> None:
+    """Refuse (as :class:`BenchError`) a resolution x batch whose activations cannot fit on ``device``."""
+    from movq.config import CodecConfig
+    from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
+
+    for codec in codecs:
+        config = getattr(codec, "config", None)
+        if not isinstance(config, CodecConfig):
+            continue
+        needed = codec_activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
+        try:
+            check_memory_budget(
+                needed, device, f"--resolution {resolution} x --batch-size {batch_size} with {config.name!r}",
+                "lower --resolution or --batch-size",
+            )
+        except MemoryBudgetError as err:
+            raise BenchError(str(err)) from None
+
+
 def select_records(cfg: BenchConfig) -> tuple[list[Any], list[dict[str, str]], list[str]]:
     """Discover images; ``limit`` keeps the first N (per domain with ``by_domain``)."""
     try:
@@ -98,17 +119,23 @@ class Runner:
     def __init__(self, cfg: BenchConfig) -> None:
         if cfg.dtype not in DTYPES:
             raise BenchError(f"unknown --dtype {cfg.dtype!r}; choose from {sorted(DTYPES)}")
-        unknown = sorted(set(cfg.metrics) - set(PER_IMAGE) - {"fid", "is"})
-        if unknown or not cfg.metrics:
-            raise BenchError(f"unknown metrics {unknown}; choose from fid,is,ssim,ms_ssim,psnr,l1,lpips")
+        try:
+            check_metrics(cfg.metrics)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
         if cfg.batch_size < 1 or cfg.resolution < 8:
             raise BenchError("--batch-size must be >= 1 and --resolution >= 8")
+        if cfg.limit is not None and cfg.limit < 1:
+            raise BenchError(f"--limit must be >= 1 (images per run, or per domain with --by-domain), got {cfg.limit}")
+        if cfg.workers < 0 or cfg.chunk_size < 1:
+            raise BenchError("--workers must be >= 0 and --chunk-size >= 1")
         if "ms_ssim" in cfg.metrics and cfg.resolution < image_metrics.MS_SSIM_MIN_SIDE:
             raise BenchError(f"ms_ssim needs --resolution >= {image_metrics.MS_SSIM_MIN_SIDE}")
         self.cfg = cfg
         self.ctx = dist.setup(cfg.device)
         self.records, self.skipped, self.domains = select_records(cfg)
         self.codecs = load_models(cfg, self.ctx.device)
+        check_codec_memory(self.codecs.values(), cfg.batch_size, cfg.resolution, self.ctx.device)
         self.extractor = self._feature_extractor()
         self.lpips = self._lpips()
         self.chunk = math.ceil(max(cfg.chunk_size, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
@@ -159,18 +186,27 @@ class Runner:
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         extractor = self.extractor
-        stats = BenchStats(
-            list(self.codecs), self.domains, cfg.metrics,
-            feature_dim=getattr(extractor, "feature_dim", 0), num_classes=getattr(extractor, "num_classes", None),
-            device=ctx.device,
-        )
+
+        def fresh_stats() -> BenchStats:
+            return BenchStats(
+                list(self.codecs), self.domains, cfg.metrics,
+                feature_dim=getattr(extractor, "feature_dim", 0), num_classes=getattr(extractor, "num_classes", None),
+                device=ctx.device,
+            )
+
+        stats = fresh_stats()
         my_chunks = [c for c in range(self.n_chunks) if c % ctx.world_size == ctx.rank]
         done: list[int] = []
         skipped_local: list[dict[str, str]] = []
         cache = ShardCache(cfg.cache, self.cache_key(), ctx.rank, ctx.world_size) if cfg.cache else None
         if cache is not None and (state := cache.load()) is not None:
-            stats.load_state_dict(state["stats"])
-            done, skipped_local = list(state["done"]), list(state["skipped"])
+            try:
+                stats.load_state_dict(state["stats"])
+                done, skipped_local = [int(c) for c in state["done"]], [dict(s) for s in state["skipped"]]
+            except Exception as err:  # noqa: BLE001 - a foreign or damaged payload: this shard starts again
+                warnings.warn(f"ignoring the unusable bench cache {cache.path} ({type(err).__name__}: {err}); "
+                              "this shard is measured again", stacklevel=2)
+                stats, done, skipped_local = fresh_stats(), [], []
         todo = [c for c in my_chunks if c not in set(done)]
         batches, ends = self._batches(todo)
         total_left = sum(len(b) for b in batches)
@@ -255,10 +291,11 @@ class Runner:
     def _per_image(self, real: Tensor, recon: Tensor) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for metric in self.cfg.metrics:
-            if metric == "lpips":
-                out[metric] = self.lpips(real, recon)
-            elif metric in PER_IMAGE:
-                out[metric] = getattr(image_metrics, metric)(real, recon)
+            spec = METRICS[metric]
+            if spec.kind != "per_image":
+                continue
+            fn = getattr(image_metrics, spec.fn) if spec.fn is not None else self.lpips
+            out[metric] = fn(real, recon)
         return out
 
     @staticmethod
@@ -277,6 +314,10 @@ class Runner:
         skipped = sorted(self.skipped + [s for g in gathered for s in g["skipped"]], key=lambda s: s["path"])
         total_processed = sum(g["processed"] for g in gathered)
         wall = max(g["elapsed"] for g in gathered)
+        measured = sum(a.count for a in stats.n_images.values())
+        if measured == 0:
+            reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+            raise BenchError(f"none of the {len(self.records)} image file(s) under {self.cfg.data} could be read ({reasons})")
         return {
             "stats": stats, "skipped": skipped, "upscaled": stats.upscaled.total.item(),
             "throughput": total_processed / wall if total_processed and wall > 0 else None,

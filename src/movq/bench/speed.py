@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 import movq
+from movq.bench.runner import check_codec_memory
+from movq.devices import resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -63,7 +65,7 @@ def run_speed(models: list[str], resolution: int, batch_size: int, iters: int, w
     """Measure every model; raises ``ValueError`` for unloadable models (message names the model)."""
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     results = []
     for spec in models:
         try:
@@ -72,6 +74,7 @@ def run_speed(models: list[str], resolution: int, batch_size: int, iters: int, w
             raise ValueError(f"cannot load model {spec!r}: {err}") from err
         if resolution % codec.downsample_factor:
             raise ValueError(f"--resolution {resolution} is not a multiple of {spec}'s downsample factor {codec.downsample_factor}")
+        check_codec_memory([codec], batch_size, resolution, dev)
         row = {"model": spec, "resolution": resolution, "batch_size": batch_size, "dtype": str(dtype).replace("torch.", ""),
                "device": str(dev), "threads": torch.get_num_threads()}
         row.update(measure(codec, resolution, batch_size, iters, warmup, dev))

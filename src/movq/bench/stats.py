@@ -7,12 +7,9 @@ import math
 import torch
 from torch import Tensor
 
+from movq.bench.metric_table import PER_IMAGE
 from movq.metrics.accumulators import MeanAccumulator, MomentAccumulator, PosteriorAccumulator
 from movq.metrics.frechet import fid_from_moments
-
-PER_IMAGE = ("psnr", "ssim", "ms_ssim", "l1", "lpips")
-DISTRIBUTION = ("fid", "is")
-ALL_METRICS = ("fid", "is", "ssim", "ms_ssim", "psnr", "l1", "lpips")
 
 
 class BenchStats:

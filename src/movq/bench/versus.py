@@ -91,7 +91,8 @@ def diffusers_round_trip(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 def images(batch: int, resolution: int, photos: str | None = None) -> Tensor:
     """``batch`` real photos (centre crops of the JPEG / PNG files in the folder ``photos``, reused
     if there are fewer) in ``[-1, 1]``, or random images without a folder."""
-    from movq.images import open_rgb, resize_center_crop, to_tensor
+    from movq.image_files import open_rgb, resize_center_crop
+    from movq.images import to_tensor
 
     paths = sorted(p for p in Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if photos else []
     if not paths:

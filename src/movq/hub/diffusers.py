@@ -15,10 +15,8 @@ Differences from the original (taming / MoVQGAN) layout, which is the codec's ow
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -111,6 +109,8 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
     if class_name != "VQModel":
         raise ValueError(f"diffusers config is for {class_name!r}; only VQModel codecs can be loaded")
     channels = list(data.get("block_out_channels", (64,)))
+    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"block_out_channels must be a non-empty list of positive ints, got {channels}")
     ch = channels[0]
     if any(c % ch for c in channels):
         raise ValueError(f"block_out_channels {channels} are not multiples of the first one")
@@ -127,22 +127,23 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
             raise ValueError(f"diffusers config {field}={data[field]!r} is not supported (movq needs {expected!r})")
     if data.get("lookup_from_codebook", False):
         raise ValueError("lookup_from_codebook=True is not supported")
-    latent = int(data.get("latent_channels", 3))
+    latent = data.get("latent_channels", 3)
     resolution = 256
-    return CodecConfig(
-        name=name,
-        in_channels=int(data.get("in_channels", 3)),
-        out_channels=int(data.get("out_channels", 3)),
-        ch=ch,
-        ch_mult=tuple(c // ch for c in channels),
-        num_res_blocks=int(data.get("layers_per_block", 1)),
-        attn_resolutions=tuple(resolution // 2**i for i in attn_down),
-        resolution=resolution,
-        z_channels=latent,
-        embed_dim=int(data.get("vq_embed_dim") or latent),
-        norm="spatial" if data.get("norm_type", "group") == "spatial" else "group",
-        quantizer=VQConfig(codebook_size=int(data.get("num_vq_embeddings", 256))),
-    )
+    # through the strict reader, so every value is type- and range-checked like a movq config.json
+    return CodecConfig.from_dict({
+        "name": name,
+        "in_channels": data.get("in_channels", 3),
+        "out_channels": data.get("out_channels", 3),
+        "ch": ch,
+        "ch_mult": [c // ch for c in channels],
+        "num_res_blocks": data.get("layers_per_block", 1),
+        "attn_resolutions": [resolution // 2**i for i in attn_down],
+        "resolution": resolution,
+        "z_channels": latent,
+        "embed_dim": data.get("vq_embed_dim") or latent,
+        "norm": "spatial" if data.get("norm_type", "group") == "spatial" else "group",
+        "quantizer": {"kind": "vq", "codebook_size": data.get("num_vq_embeddings", 256)},
+    })
 
 
 def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
@@ -176,19 +177,3 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         "lookup_from_codebook": False,
         "force_upcast": False,
     }
-
-
-def read_diffusers_config(directory: Path) -> dict[str, Any]:
-    """The ``config.json`` of a diffusers model folder."""
-    return json.loads((directory / DIFFUSERS_CONFIG).read_text())
-
-
-def is_diffusers_folder(directory: Path) -> bool:
-    """Whether ``directory`` looks like a diffusers ``VQModel`` folder."""
-    config = directory / DIFFUSERS_CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return "_class_name" in json.loads(config.read_text()) or (directory / DIFFUSERS_WEIGHTS).is_file()
-    except (json.JSONDecodeError, OSError):
-        return False

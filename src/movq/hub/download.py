@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from movq.hub import registry
@@ -29,6 +30,7 @@ def _offline() -> bool:
 def fetch(
     spec: ModelSpec,
     *,
+    files: Sequence[str] | None = None,
     revision: str | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
@@ -36,6 +38,7 @@ def fetch(
 ) -> list[Path]:
     """Local paths of ``spec``'s files (one per ``spec.filenames``; for ``package`` models, the folder).
 
+    ``files`` fetches only those of ``spec.filenames`` (e.g. a diffusers ``config.json`` alone).
     ``revision`` overrides the registry's pinned revision. ``local_files_only=True`` or
     ``HF_HUB_OFFLINE=1`` never touches the network. ``token`` defaults to the usual Hub
     environment (``HF_TOKEN`` / ``huggingface-cli login``).
@@ -49,9 +52,17 @@ def fetch(
                 "there, or load such a folder by path: movq.load('/path/to/folder')."
             )
         return [folder]
+    wanted = spec.filenames if files is None else tuple(files)
+    unknown = sorted(set(wanted) - set(spec.filenames))
+    if unknown:
+        raise ValueError(f"model {spec.name!r} has no files {unknown}; its files: {list(spec.filenames)}")
     if spec.source == "hub":
-        return [_hub_file(spec, name, revision, local_files_only, cache_dir, token) for name in spec.filenames]
-    return [_url_file(spec, url, name, local_files_only, cache_dir) for url, name in zip(spec.urls, spec.filenames)]
+        return [_hub_file(spec, name, revision, local_files_only, cache_dir, token) for name in wanted]
+    return [
+        _url_file(spec, url, name, local_files_only, cache_dir)
+        for url, name in zip(spec.urls, spec.filenames)
+        if name in wanted
+    ]
 
 
 def package_folder(spec: ModelSpec) -> Path:
@@ -68,7 +79,12 @@ def _hub_file(
     token: str | bool | None,
 ) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     rev = revision or spec.revision
     offline = local_files_only or _offline()

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from movq.config import PRESETS, CodecConfig, GumbelConfig, VQConfig, get_preset
+from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
 def _find_state_dict(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+    not_names = sorted(repr(k) for k in obj if not isinstance(k, str))
+    if not_names:
+        raise ValueError(f"checkpoint is not a state dict: its keys {not_names[:8]} are not strings")
     for key in ("state_dict", "model_state_dict"):
         if isinstance(obj.get(key), Mapping):
             return dict(obj[key])
@@ -123,29 +126,52 @@ def apply_ema(state: dict[str, Tensor], *, ema: bool | None = None) -> dict[str,
 _LEVEL = re.compile(r"^encoder\.down\.(\d+)\.block\.(\d+)\.conv2\.weight$")
 
 
-def infer_config(state: Mapping[str, Tensor], preset: str | None = None) -> CodecConfig:
+def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source: str = "checkpoint") -> CodecConfig:
     """The :class:`CodecConfig` an original-format state dict needs.
 
     With ``preset`` given, that preset is returned (the strict load then checks it). Otherwise
     the architecture is read from the shapes; if it equals a preset's architecture, that preset
-    (with its name) is returned, else a ``custom`` config.
+    (with its name) is returned, else a ``custom`` config. Shapes that no valid config produces
+    are a ``ValueError`` naming ``source``, listing what was found and suggesting ``preset=``.
     """
     if preset is not None:
         return get_preset(preset)
-    try:
-        config = _config_from_shapes(state)
-    except KeyError as error:
-        raise ValueError(
-            f"cannot infer the architecture: key {error} is missing; pass preset= (one of {sorted(PRESETS)})"
-        ) from None
+    config = _config_from_shapes(state, source)
     for candidate in PRESETS.values():
         if _same_architecture(candidate, config):
             return get_preset(candidate.name)
     return config
 
 
-def _config_from_shapes(state: Mapping[str, Tensor]) -> CodecConfig:
-    ch = state["encoder.conv_in.weight"].shape[0]
+def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig:
+    hint = f"pass preset= (one of {sorted(PRESETS)}) if it is a checkpoint of one of them"
+    try:
+        found = _shapes_summary(state)
+    except KeyError as error:
+        raise ValueError(f"{source}: cannot infer the architecture: key {error} is missing; {hint}") from None
+    ch, widths = found["ch"], found["level widths"]
+    quantizer = _quantizer_from_shapes(state, found["embed_dim"], source)
+    try:
+        if any(w % ch for w in widths):
+            raise ValueError(f"level widths {widths} are not multiples of ch={ch}")
+        resolution = 256
+        values = {
+            "in_channels": found["in_channels"], "out_channels": found["out_channels"], "ch": ch,
+            "ch_mult": [w // ch for w in widths], "num_res_blocks": found["num_res_blocks"],
+            "attn_resolutions": [resolution // 2**i for i in found["attention levels"]], "resolution": resolution,
+            "z_channels": found["z_channels"], "embed_dim": found["embed_dim"], "norm": found["norm"],
+            "quantizer": quantizer,
+        }
+        return CodecConfig.from_dict(values)
+    except (ValueError, ZeroDivisionError) as error:
+        shown = ", ".join(f"{k} {v}" for k, v in found.items())
+        raise ValueError(
+            f"{source}: the tensor shapes match no known architecture ({error}); found {shown}; {hint}"
+        ) from None
+
+
+def _shapes_summary(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """What the encoder / decoder tensors say about the architecture (``KeyError``: a key is missing)."""
     levels: dict[int, dict[int, int]] = {}
     for key, value in state.items():
         match = _LEVEL.match(key)
@@ -153,29 +179,44 @@ def _config_from_shapes(state: Mapping[str, Tensor]) -> CodecConfig:
             levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
     if not levels:
         raise KeyError("encoder.down.0.block.0.conv2.weight")
-    ch_mult = tuple(levels[i][0] // ch for i in range(len(levels)))
-    num_res_blocks = len(levels[0])
-    resolution = 256
-    attn = tuple(resolution // 2**i for i in range(len(levels)) if f"encoder.down.{i}.attn.0.q.weight" in state)
-    z_channels = state["encoder.conv_out.weight"].shape[0]
-    embed_dim = state["quant_conv.weight"].shape[0]
-    norm = "spatial" if "decoder.norm_out.conv_y.weight" in state else "group"
-    quantizer: Any
+    return {
+        "in_channels": state["encoder.conv_in.weight"].shape[1],
+        "out_channels": state["decoder.conv_out.weight"].shape[0],
+        "ch": state["encoder.conv_in.weight"].shape[0],
+        "level widths": [levels[i][0] if 0 in levels.get(i, {}) else 0 for i in range(max(levels) + 1)],
+        "num_res_blocks": len(levels[0]),
+        "attention levels": [i for i in range(max(levels) + 1) if f"encoder.down.{i}.attn.0.q.weight" in state],
+        "z_channels": state["encoder.conv_out.weight"].shape[0],
+        "embed_dim": state["quant_conv.weight"].shape[0],
+        "norm": "spatial" if "decoder.norm_out.conv_y.weight" in state else "group",
+    }
+
+
+def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: str) -> Any:
+    """The quantizer config the ``quantize.*`` tensors reveal.
+
+    A shared-codebook residual quantizer has the same tensors as a plain VQ one and is read as
+    VQ; FSQ and LFQ have no tensors at all. Their configs travel in ``config.json`` or in the
+    state dict's metadata (:data:`movq.config.STATE_DICT_CONFIG_KEY`), not in the shapes.
+    """
+    if "quantize.embedding.cluster_size" in state:
+        return EMAConfig(codebook_size=state["quantize.embedding.weight"].shape[0])
     if "quantize.embedding.weight" in state:
         codebook = state["quantize.embedding.weight"]
         if "quantize.project_in.weight" in state:
             code_dim = state["quantize.project_in.weight"].shape[0]
-            quantizer = VQConfig(codebook_size=codebook.shape[0], code_dim=code_dim, groups=code_dim // codebook.shape[1])
-        else:
-            quantizer = VQConfig(codebook_size=codebook.shape[0], groups=max(1, embed_dim // codebook.shape[1]))
-    elif "quantize.embed.weight" in state:
-        quantizer = GumbelConfig(codebook_size=state["quantize.embed.weight"].shape[0])
-    else:
-        raise KeyError("quantize.embedding.weight")
-    return CodecConfig(
-        ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn, resolution=resolution,
-        z_channels=z_channels, embed_dim=embed_dim, norm=norm, quantizer=quantizer,
-        in_channels=state["encoder.conv_in.weight"].shape[1], out_channels=state["decoder.conv_out.weight"].shape[0],
+            return VQConfig(codebook_size=codebook.shape[0], code_dim=code_dim, groups=code_dim // codebook.shape[1])
+        return VQConfig(codebook_size=codebook.shape[0], groups=max(1, embed_dim // codebook.shape[1]))
+    if "quantize.embed.weight" in state:
+        return GumbelConfig(codebook_size=state["quantize.embed.weight"].shape[0])
+    books = sorted(k for k in state if re.fullmatch(r"quantize\.embeddings\.\d+\.weight", k))
+    if books:
+        return ResidualConfig(codebook_size=state[books[0]].shape[0], depth=len(books), shared_codebook=False)
+    raise ValueError(
+        f"{source}: cannot infer the quantizer: the checkpoint has no 'quantize.*' codebook tensors "
+        "(FSQ and LFQ quantizers have none, so their levels are not in the tensors). Load the codec's "
+        "save_pretrained folder, a torch.save(codec.state_dict()) file written by this movq version "
+        f"(it carries the config), or pass preset= (one of {sorted(PRESETS)})"
     )
 
 

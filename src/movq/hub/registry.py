@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from movq.strict import unknown_name_error
+
 Format = Literal["movq", "original", "diffusers", "lightning", "dalle"]
 """Key formats: ``movq`` (a ``save_pretrained`` folder), ``original`` (taming / MoVQGAN keys),
 ``diffusers`` (``VQModel`` keys), ``lightning`` (original keys inside a ``state_dict`` wrapper),
 ``dalle`` (OpenAI's pickled ``encoder.pkl`` / ``decoder.pkl`` modules)."""
+FOLDER_FORMATS: tuple[Format, ...] = ("movq", "diffusers")
+"""Formats stored as a folder with a ``config.json`` (which alone gives the architecture)."""
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """Folder of weights shipped inside the package (``src/movq/weights``)."""
@@ -24,11 +28,15 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec:
     """Where a published codec lives and how to read it.
 
-    - ``source``: ``"hub"`` (``repo_id`` / ``filename`` / ``subfolder`` at ``revision``), ``"url"``
-      (``urls``, cached under the Hub cache), or ``"package"`` (``package_dir`` inside ``movq/weights``).
-    - ``filename`` may name several files (DALL·E's encoder and decoder) separated by ``","``.
-    - ``preset``: the :mod:`movq.config` preset the weights need (``None``: read from the source's config).
-    - ``size``: human-readable parameter count; ``description``: one line for :func:`list_models`.
+    - ``source``: ``"hub"`` (``repo_id`` / ``filenames`` / ``subfolder`` at ``revision``), ``"url"``
+      (``urls``, one per file of ``filenames``, cached under the Hub cache), or ``"package"``
+      (``package_dir`` inside ``movq/weights``).
+    - ``filenames``: the files to fetch, in order (DALL·E: encoder then decoder; diffusers: config
+      then weights).
+    - ``preset``: the :mod:`movq.config` preset the weights need (``None``: the source carries its
+      own architecture: a ``config.json``, or DALL·E's pickled modules).
+    - ``size``: parameter count of that architecture (``"67.8M"``, checked by the tests);
+      ``description``: one line for :func:`list_models`.
     """
 
     name: str
@@ -38,21 +46,17 @@ class ModelSpec:
     size: str
     preset: str | None = None
     repo_id: str | None = None
-    filename: str | None = None
+    filenames: tuple[str, ...] = ()
     subfolder: str | None = None
     revision: str = "main"
     urls: tuple[str, ...] = ()
     package_dir: str | None = None
 
     @property
-    def filenames(self) -> tuple[str, ...]:
-        return tuple(f for f in (self.filename or "").split(",") if f)
-
-    @property
     def location(self) -> str:
         """Human-readable origin: ``hf://repo/subfolder/file@revision``, the URL, or the folder."""
         if self.source == "hub":
-            parts = [self.repo_id or "", self.subfolder or "", self.filename if len(self.filenames) == 1 else ""]
+            parts = [self.repo_id or "", self.subfolder or "", self.filenames[0] if len(self.filenames) == 1 else ""]
             return "hf://" + "/".join(p for p in parts if p) + f"@{self.revision}"
         if self.source == "url":
             return ", ".join(self.urls)
@@ -68,63 +72,64 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "sber-movqgan-67m", "hub", "original",
             "SBER-MoVQGAN 67M, f=8, 16384 codes, LAION HighRes 256px (Kandinsky 2.1's codec)",
-            "67.8M", preset="movqgan-67m", repo_id=_MOVQGAN, filename="movqgan_67M.ckpt",
+            "67.8M", preset="movqgan-67m", repo_id=_MOVQGAN, filenames=("movqgan_67M.ckpt",),
         ),
         ModelSpec(
             "sber-movqgan-102m", "hub", "original",
             "SBER-MoVQGAN 102M, f=8, 16384 codes, 4 res blocks per level",
-            "101.6M", preset="movqgan-102m", repo_id=_MOVQGAN, filename="movqgan_102M.ckpt",
+            "101.6M", preset="movqgan-102m", repo_id=_MOVQGAN, filenames=("movqgan_102M.ckpt",),
         ),
         ModelSpec(
             "sber-movqgan-270m", "hub", "original",
             "SBER-MoVQGAN 270M, f=8, 16384 codes, 2x channels",
-            "270.7M", preset="movqgan-270m", repo_id=_MOVQGAN, filename="movqgan_270M.ckpt",
+            "270.7M", preset="movqgan-270m", repo_id=_MOVQGAN, filenames=("movqgan_270M.ckpt",),
         ),
         ModelSpec(
             "kandinsky-2.2-movq", "hub", "diffusers",
             "Kandinsky 2.2 decoder's MoVQ (diffusers VQModel, spatial norm, f=8, 16384 codes)",
             "67.8M", repo_id="kandinsky-community/kandinsky-2-2-decoder",
-            filename="config.json,diffusion_pytorch_model.safetensors", subfolder="movq",
+            filenames=("config.json", "diffusion_pytorch_model.safetensors"), subfolder="movq",
         ),
         ModelSpec(
             "sber-vqgan", "hub", "lightning",
             "SBER-VQGAN: taming gumbel f8 fine-tuned by Sber (ruDALL-E), 8192 codes",
             "69.0M", preset="vqgan-gumbel-f8-8192", repo_id="shonenkov/rudalle-utils",
-            filename="vqgan.gumbelf8-sber.model.ckpt",
+            filenames=("vqgan.gumbelf8-sber.model.ckpt",),
         ),
         ModelSpec(
             "vqgan-imagenet-f16-16384", "url", "lightning",
             "taming-transformers VQGAN, ImageNet, f=16, 16384 codes",
-            "76.1M", preset="vqgan-f16-16384", filename="vqgan_imagenet_f16_16384.ckpt",
+            "76.1M", preset="vqgan-f16-16384", filenames=("vqgan_imagenet_f16_16384.ckpt",),
             urls=(_TAMING.format("a7530b09fed84f80a887"),),
         ),
         ModelSpec(
             "vqgan-gumbel-f8-openimages", "url", "lightning",
             "taming-transformers VQGAN, Open Images, f=8, 8192 codes, Gumbel quantizer",
-            "69.0M", preset="vqgan-gumbel-f8-8192", filename="vqgan_gumbel_f8_8192.ckpt",
+            "69.0M", preset="vqgan-gumbel-f8-8192", filenames=("vqgan_gumbel_f8_8192.ckpt",),
             urls=(_TAMING.format("2e5662443a6b4307b470"),),
         ),
         ModelSpec(
             "dalle-dvae", "url", "dalle",
             "OpenAI DALL-E dVAE, f=8, 8192 codes (Gumbel-trained), logit-Laplace decoder",
-            "97.6M", filename="encoder.pkl,decoder.pkl",
+            "97.6M", filenames=("encoder.pkl", "decoder.pkl"),
             urls=("https://cdn.openai.com/dall-e/encoder.pkl", "https://cdn.openai.com/dall-e/decoder.pkl"),
         ),
         ModelSpec(
             "movqgan-tiny-photos", "package", "movq",
-            "movqgan-tiny trained by the movq project on photos, shipped inside the package",
-            "3.2M", preset="movqgan-tiny", package_dir="movqgan-tiny-photos",
+            "small MoVQ (ch_mult 1-2-2-3, EMA codebook of 1024) trained by the movq project on photos, "
+            "shipped inside the package",
+            "2.1M", package_dir="movqgan-tiny-photos",
         ),
     )
 }
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec registered as ``name``; ``KeyError`` listing the known names otherwise."""
+    """The spec registered as ``name``; ``KeyError`` suggesting the closest names otherwise."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered models: {sorted(REGISTRY)}") from None
+        raise KeyError(unknown_name_error("model", name, REGISTRY, listing="registered models")) from None
 
 
 def list_models() -> list[dict[str, str]]:

@@ -7,8 +7,6 @@ image, so callers can average over a data set (the tables report the mean of per
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -69,7 +67,3 @@ def ms_ssim(x: Tensor, y: Tensor) -> Tensor:
         raise ValueError(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE}, got {tuple(x.shape[-2:])}")
     return _ms_ssim(x.float(), y.float(), data_range=1.0, size_average=False).double()
 
-
-def psnr_from_mse(value: float) -> float:
-    """Closed form ``10 log10(1 / mse)`` for a scalar MSE on ``[0, 1]`` images."""
-    return math.inf if value == 0 else 10.0 * math.log10(1.0 / value)

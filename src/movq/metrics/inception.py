@@ -103,7 +103,11 @@ def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
     if not path.is_file():
         raise FileNotFoundError(f"FID Inception weights file {path} does not exist")
     if _is_torchscript(path):
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as error:  # noqa: BLE001 - torch.jit raises RuntimeError with multi-line C++ context
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot read the TorchScript Inception file {path}: {first}") from None
         state = convert_tf_layout_state(scripted.state_dict())
         model = _load_strict(state, with_classifier=False)
         model.description = (
@@ -112,7 +116,9 @@ def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
         )
         model.is_standard = False
         return model
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from movq.hub.safe_load import load_state_file  # weights_only; errors name the file
+
+    state = load_state_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return _from_standard_state(state, f"{STANDARD}, file {path.name}")

@@ -5,14 +5,20 @@ position, RNG states of every rank) and ``train_config.json``. It is first writt
 temporary folder and renamed into place only when complete; ``OUT/last`` is a symlink swapped by
 ``os.replace``. A write killed at any moment therefore leaves the previous checkpoint intact.
 The EMA release weights go to ``OUT/config.json`` + ``OUT/model.safetensors`` so ``movq.load(OUT)`` works.
+
+``state.pt`` holds only tensors and plain containers (RNG states included), and is read with
+``torch.load(weights_only=True)``: a run folder from elsewhere can never run code on ``--resume``.
+A write that fails for lack of space raises :class:`CheckpointError` naming the last good checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,12 @@ import torch
 
 STATE_NAME = "state.pt"
 CONFIG_NAME = "train_config.json"
+LOOP_KEYS = ("step", "epoch", "position", "rng")
+"""Keys every checkpoint's state holds (written by :meth:`movq.train.loop.TrainLoop.checkpoint_state`)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full) or no readable checkpoint exists to resume from."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,8 +67,15 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync_dir(root)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            previous = latest_checkpoint(out)
+            kept = f"the last good checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"no space left on device while writing checkpoint step {step} under {root}; {kept}. "
+                "Free space (each checkpoint needs about the size of state.pt x keep_last) and --resume."
+            ) from error
         raise
     link_tmp = out / f".last.{os.getpid()}.tmp"
     link_tmp.unlink(missing_ok=True)
@@ -79,31 +98,91 @@ def _prune(root: Path, keep_last: int, keep: Path) -> None:
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The folder ``OUT/last`` points to, else the newest complete ``step-*`` folder, else None."""
+    """The newest complete ``step-*`` folder of ``out`` (see :func:`checkpoint_candidates`), else None."""
+    candidates = checkpoint_candidates(out)
+    return candidates[0] if candidates else None
+
+
+def checkpoint_candidates(out: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders of ``out``, newest step first.
+
+    A ``step-*`` folder is complete once renamed into place, which happens before ``OUT/last`` is
+    swapped, so the newest folder is used even when a kill landed between the two. ``OUT/last``
+    alone is used when there is no ``checkpoints`` folder.
+    """
     out = Path(out)
+    steps = sorted((p for p in (out / "checkpoints").glob("step-*") if (p / STATE_NAME).is_file()), reverse=True)
     last = out / "last"
-    if (last / STATE_NAME).is_file():
-        return last.resolve()
-    steps = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / STATE_NAME).is_file())
-    return steps[-1] if steps else None
+    if not steps and (last / STATE_NAME).is_file():
+        return [last.resolve()]
+    return steps
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``state`` dict saved by :func:`save_checkpoint` (on CPU)."""
-    return torch.load(Path(path) / STATE_NAME, map_location="cpu", weights_only=False)
+    """The ``state`` dict saved by :func:`save_checkpoint` (on CPU), read with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` naming the file when it is truncated, garbage, or asks to run code.
+    """
+    file = Path(path) / STATE_NAME
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch raises many types on garbage (struct.error, KeyError...)
+        text = str(error).strip()
+        if "Weights only load failed" in text:
+            reason = "it asks to import or call code, and a movq checkpoint holds only tensors and plain values"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
+        raise CheckpointError(f"{file} is not a readable movq training checkpoint (nothing in it was run): {reason}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} is not a movq training checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
+
+
+def load_latest_readable(out: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``out`` that reads, warning about each damaged one skipped; None if there is none.
+
+    Raises :class:`CheckpointError` listing the files when checkpoints exist but none can be read.
+    """
+    problems = []
+    for path in checkpoint_candidates(out):
+        try:
+            state = load_checkpoint(path)
+            missing = [key for key in LOOP_KEYS if key not in state]
+            if missing:
+                raise CheckpointError(f"{path / STATE_NAME} is not a complete movq training checkpoint: it lacks {missing}")
+        except CheckpointError as error:
+            problems.append(str(error))
+            warnings.warn(f"skipping damaged checkpoint: {error}", stacklevel=2)
+            continue
+        return path, state
+    if problems:
+        raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems))
+    return None
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA) generator states of this process."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch CPU (and CUDA) generator states of this process, as tensors and plain values."""
+    version, keys, gauss = random.getstate()
+    kind, mt_keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "keys": torch.tensor(keys, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(mt_keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["keys"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

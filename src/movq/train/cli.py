@@ -12,11 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from movq.atomic import check_writable_dir
 from movq.train.config import TrainConfig, read_config_file
+
+EXIT_ERROR = 2
+INT_OR_NONE = ("int | None", "typing.Optional[int]", "typing.Union[int, NoneType]")
+
+RUN_HELP = {
+    "resume": "continue from OUT's latest checkpoint (its saved config; given flags override it)",
+    "max_minutes": "stop with a checkpoint after this many minutes of training (0 = no limit)",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "batch_size": "samples per process and micro-batch",
+}
+"""Help for the :class:`~movq.train.config.RunConfig` fields every training command has."""
 
 _HELP = {
     "data": "image folder (searched recursively)",
@@ -24,7 +37,6 @@ _HELP = {
     "preset": "codec preset to train from scratch (movq.config.PRESETS)",
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
-    "resume": "continue from OUT's latest checkpoint (its saved config; given flags override it)",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
     "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.perceptual)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
@@ -33,32 +45,34 @@ _HELP = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="movq-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", help="JSON or TOML file with TrainConfig fields")
-    hints = get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
+def build_parser(config_cls: type = TrainConfig, prog: str = "movq-train", description: str | None = __doc__,
+                 help_texts: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """One ``--flag`` per field of the dataclass ``config_cls`` (any movq training config), plus ``--config``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON or TOML file with the config's fields")
+    hints = get_type_hints(config_cls)
+    texts = {**RUN_HELP, **(_HELP if help_texts is None else help_texts)}
+    for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = _HELP.get(f.name, "") + f" (default: {default})"
+        help_text = texts.get(f.name, "") + f" (default: {default})"
         hint = hints[f.name]
         if hint is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif f.name == "codec":
-            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text)
+        elif str(hint).startswith(("dict", "typing.Dict")):
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text + " (JSON)")
         elif str(hint).startswith("tuple"):
             parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, help=help_text)
         else:
-            kind: Any = float if hint in (float, "float | None") or "float" in str(hint) else int if hint is int else str
+            kind: Any = float if "float" in str(hint) else int if hint is int or str(hint) in INT_OR_NONE else str
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     return parser
 
 
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig, prog: str = "movq-train",
+                     description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> Any:
     """Defaults <- config file (or, with --resume, the run's saved config) <- explicit flags."""
-    args = vars(build_parser().parse_args(argv))
+    args = vars(build_parser(config_cls, prog, description, help_texts).parse_args(argv))
     values: dict[str, Any] = {}
     if args["config"]:
         values.update(read_config_file(args.pop("config")))
@@ -67,30 +81,68 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     given = {k: v for k, v in args.items() if v is not None}
     if given.get("resume") or values.get("resume"):
         out = given.get("out") or values.get("out")
-        saved = Path(out) / "last" / "train_config.json" if out else None
-        if saved is not None and saved.is_file():
-            values = {**json.loads(saved.read_text()), **values}
+        saved = _saved_config(Path(out)) if out else None
+        if saved is not None:
+            values = {**saved, **values}
     values.update(given)
-    cfg = TrainConfig.from_dict(values)
-    if not cfg.data:
-        raise SystemExit("movq-train: --data is required (or a config / resumed run that names it)")
+    cfg = config_cls.from_dict(values)
+    if hasattr(cfg, "data") and not cfg.data:
+        raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``movq-train`` console script; returns the exit status."""
-    cfg = config_from_args(argv)
-    from movq.train.trainer import Trainer
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The training config of the newest checkpoint of ``out`` whose ``train_config.json`` reads as a JSON object."""
+    from movq.train.checkpoint import CONFIG_NAME, checkpoint_candidates
 
-    trainer = Trainer(cfg)
-    step = trainer.run()
+    for folder in checkpoint_candidates(out):
+        try:
+            data = json.loads((folder / CONFIG_NAME).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Callable[[Any], Any], prog: str,
+                     description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> int:
+    """Parse flags into ``config_cls``, check ``--out``, build the trainer and run it; returns the exit status.
+
+    ``description`` and ``help_texts`` (field name -> help) make the command's ``--help``.
+
+    Every user error (bad flags, unwritable ``--out``, missing data, unknown device, a resumed run
+    that does not match, too little memory, disk full) is one ``PROG: error: ...`` line, exit code 2.
+    The trainer must have ``run() -> int`` and ``dist``; shared by every movq training command.
+    """
+    from movq.train.checkpoint import CheckpointError
+
+    try:
+        cfg = config_from_args(argv, config_cls, prog, description, help_texts)
+        check_writable_dir(cfg.out)
+        trainer = make_trainer(cfg)
+        step = trainer.run()
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     if trainer.dist.is_main:
-        print(f"[movq-train] done at step {step}; EMA release weights in {cfg.out} (movq.load({cfg.out!r}))", flush=True)
+        print(f"[{prog}] done at step {step}; release weights in {cfg.out}", flush=True)
     if trainer.dist.enabled:
         import torch.distributed as dist
 
         dist.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``movq-train`` console script; returns the exit status (0 done, 2 user error)."""
+
+    def make_trainer(cfg: TrainConfig) -> Any:
+        from movq.train.trainer import Trainer
+
+        return Trainer(cfg)
+
+    return run_training_cli(argv, TrainConfig, make_trainer, "movq-train")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,82 @@
-"""Training configuration: one dataclass, readable from JSON / TOML, overridable by CLI flags."""
+"""Training configurations: :class:`RunConfig` (what every trainer shares) and the codec's
+:class:`TrainConfig`; readable from JSON / TOML, overridable by CLI flags."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from movq.strict import dataclass_from_dict
+from movq.strict import ConfigError, dataclass_from_dict, read_json_object
+
+C = TypeVar("C", bound="RunConfig")
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs. Saved into every checkpoint (``config.json``).
+class RunConfig:
+    """Bookkeeping fields every training config has (trainer configs inherit them).
 
-    Loss (seed 001): ``w_vq L_VQ + w_adv L_adv + w_perc L_perc + w_l2 L_2 + w_nll L_NLL (+ w_l1 L_1)``
-    with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
-    and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
-    ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
+    ``out`` is the run folder; ``batch_size`` is per process; ``save_every`` / ``log_every`` count
+    optimizer steps; ``keep_last`` checkpoints are kept; ``resume`` continues ``out``'s run.
+    ``max_minutes > 0`` stops the run (with a checkpoint) once this process has trained that long,
+    as a SIGTERM would (job time limits, fixed-budget benchmarks); the schedule still counts to ``max_steps``.
     """
 
-    data: str = ""
     out: str = "runs/movq"
-    preset: str = "movqgan-tiny"
-    init: str | None = None
-    codec: dict[str, Any] = field(default_factory=dict)
-    # data
-    resolution: int = 256
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: bool = True
-    num_workers: int = 2
-    # optimisation
+    seed: int = 0
+    device: str = "auto"
     batch_size: int = 8
-    grad_accum: int = 1
+    num_workers: int = 2
     max_steps: int = 10000
+    save_every: int = 1000
+    keep_last: int = 2
+    log_every: int = 10
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:  # noqa: PYI019 (typing.Self needs 3.11)
+        """The config from (a subset of) its fields; unknown keys are an error naming them."""
+        return dataclass_from_dict(cls, data)
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:  # noqa: PYI019
+        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
+        return cls.from_dict(read_config_file(path))
+
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+
+
+@dataclass
+class OptimConfig(RunConfig):
+    """The optimisation fields every trainer shares (trainer configs inherit them and may change defaults):
+    AdamW (``lr``, ``betas``, ``weight_decay``), ``warmup_steps`` of linear warm-up then cosine to
+    ``min_lr_ratio * lr`` at ``max_steps`` (:func:`movq.train.optim.lr_lambda`), ``grad_accum``
+    micro-batches per step, ``grad_clip`` (0 = off), autocast ``amp``, and the EMA of the weights
+    (``ema_decay``, ``ema_warmup``: see :class:`movq.train.ema.ModelEMA`). Defaults: the codec recipe.
+    """
+
+    grad_accum: int = 1
     lr: float = 1e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 500
@@ -44,6 +86,42 @@ class TrainConfig:
     amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
     ema_decay: float = 0.9999
     ema_warmup: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    """Everything a codec training run needs (the bookkeeping fields come from
+    :class:`RunConfig`). Saved into every checkpoint (``train_config.json``).
+
+    Loss (seed 001): ``w_vq L_VQ + w_adv L_adv + w_perc L_perc + w_l2 L_2 + w_nll L_NLL (+ w_l1 L_1)``
+    with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
+    and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
+    ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
+    """
+
+    data: str = ""
+    preset: str = "movqgan-tiny"
+    init: str | None = None
+    codec: dict[str, Any] = field(default_factory=dict)
+    # data
+    resolution: int = 256
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
     # losses
     w_vq: float = 1.0
     w_adv: float = 0.1
@@ -63,46 +141,28 @@ class TrainConfig:
     disc_layers: int = 3
     disc_norm: str = "batch"  # "batch" or "group"
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"
-    save_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 10
     image_every: int = 500
-    tensorboard: bool = False
-    progress: bool = True
-    resume: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.crop_scale = tuple(self.crop_scale)  # type: ignore[assignment]
         self.crop_ratio = tuple(self.crop_ratio)  # type: ignore[assignment]
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
         if self.perceptual_net not in ("vgg", "alex", "none"):
             raise ValueError(f"perceptual_net must be vgg, alex or none, got {self.perceptual_net!r}")
         if self.disc_norm not in ("batch", "group"):
             raise ValueError(f"disc_norm must be batch or group, got {self.disc_norm!r}")
-        for name in ("batch_size", "grad_accum", "max_steps", "save_every", "log_every", "image_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
-        return cls.from_dict(read_config_file(path))
+        if self.image_every < 1:
+            raise ValueError(f"image_every must be >= 1, got {self.image_every}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be two area fractions 0 < min <= max <= 1, got {self.crop_scale}")
+        low, high = self.crop_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"crop_ratio must be two aspect ratios 0 < min <= max, got {self.crop_ratio}")
+        if self.disc_lr is not None and not self.disc_lr > 0:
+            raise ValueError(f"disc_lr must be > 0 (or unset to use lr), got {self.disc_lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -114,6 +174,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
 
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not a valid TOML config file: {error}") from None
         return data.get("train", data)
-    return json.loads(path.read_text())
+    return read_json_object(path)

@@ -1,5 +1,8 @@
 """Training data: a recursive image folder, random resized crops and flips, exact resume.
 
+Files are listed and decoded by :mod:`movq.image_files`, exactly as ``movq-bench`` reads them
+(EXIF orientation, 16-bit and alpha handling, the same extensions).
+
 Augmentation randomness comes from a per-sample seed that the sampler derives from
 ``(seed, epoch, position)``, not from worker RNG, so a batch is the same whatever the number of
 workers and whether or not the run was interrupted. Corrupt or unreadable files are replaced by
@@ -21,18 +24,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+from movq.image_files import list_image_files, open_rgb
 
-
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root`` (recursively, sorted, by extension); error if there are none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return files
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+"""What reading a broken image file can raise (PIL's errors); anything else is a bug and propagates."""
 
 
 def crop_box(
@@ -69,23 +64,31 @@ class ImageFolder(Dataset):
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
     ) -> None:
-        self.files = list_images(root)
+        self.files = list_image_files(root)
         self.resolution, self.scale, self.ratio, self.flip = resolution, scale, ratio, flip
+        self._check_one_readable()
+
+    def _check_one_readable(self) -> None:
+        """Fail at once (``ValueError``) when no file decodes, instead of inside a DataLoader worker."""
+        reasons = []
+        for path in self.files:
+            try:
+                open_rgb(path)
+                return
+            except DECODE_ERRORS as error:
+                reasons.append(f"{path.name}: {type(error).__name__}: {error}")
+        raise ValueError(
+            f"none of the {len(self.files)} image files under the data folder could be decoded ({'; '.join(reasons[:3])})"
+        )
 
     def __len__(self) -> int:
         return len(self.files)
 
     def load(self, path: Path, rng: random.Random) -> Tensor:
-        with Image.open(path) as img:
-            width, height = img.size
-            box = crop_box(width, height, rng, self.scale, self.ratio)
-            shrink = min(box[2] - box[0], box[3] - box[1]) / self.resolution
-            if shrink >= 2 and img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 size (DCT scaling)
-                img.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
-                sx, sy = img.size[0] / width, img.size[1] / height
-                box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-            img = img.convert("RGB")
-            img = img.resize((self.resolution, self.resolution), Image.BICUBIC, box=box, reducing_gap=3.0)
+        """Read ``path`` with :func:`movq.image_files.open_rgb` (as the bench does), then crop and flip."""
+        img = open_rgb(path)
+        box = crop_box(img.size[0], img.size[1], rng, self.scale, self.ratio)
+        img = img.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
         if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         array = np.asarray(img, dtype=np.float32)
@@ -98,9 +101,9 @@ class ImageFolder(Dataset):
             path = self.files[(index + attempt) % len(self.files)]
             try:
                 return {"image": self.load(path, random.Random(seed)), "skipped": skipped}
-            except Exception:  # noqa: BLE001 - any decoding failure means "skip this file"
+            except DECODE_ERRORS:  # unreadable file: skip it (other errors are bugs and propagate)
                 skipped.append(str(path))
-        raise RuntimeError(f"none of the {len(self.files)} files under the data folder could be decoded")
+        raise ValueError(f"none of the {len(self.files)} files under the data folder could be decoded")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,6 +112,20 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "image": torch.stack([s["image"] for s in samples]),
         "skipped": [p for s in samples for p in s["skipped"]],
     }
+
+
+class Unseeded(Dataset):
+    """A dataset indexed by plain ``int`` (e.g. :class:`movq.data.TokenDataset`), for the
+    ``(index, sample_seed)`` keys of :class:`ResumableSampler`: the seed is ignored (no augmentation)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        return self.dataset[key[0]]
 
 
 class ResumableSampler(Sampler[tuple[int, int]]):

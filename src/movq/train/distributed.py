@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from movq.devices import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -28,14 +30,8 @@ class DistInfo:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: the local CUDA device if any, else MPS, else CPU; any other name is used as is."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"``: the local CUDA device if any, else MPS, else CPU; other names are checked (:func:`movq.devices.resolve_device`)."""
+    return resolve_device(name, local_rank)
 
 
 def setup(device_name: str = "auto") -> DistInfo:

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from movq.codec import Codec
-from movq.images import open_rgb, resize_center_crop
+from movq.image_files import list_image_files, load_preprocessed
 from movq.metrics.image import l1, psnr, ssim, to_unit_range
-from movq.train.data import list_images
 
 
 @dataclass
@@ -36,15 +35,15 @@ class EvalResult:
 
 def center_crop(path: str | os.PathLike, size: int) -> torch.Tensor:
     """``[3, size, size]`` float in ``[-1, 1]``: the bench's preprocessing (RGB, short side to ``size``, centre crop)."""
-    cropped, _ = resize_center_crop(open_rgb(path), size)
-    return torch.from_numpy(np.array(cropped, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    pixels, _ = load_preprocessed(path, size)
+    return pixels.float() / 127.5 - 1
 
 
 @torch.no_grad()
 def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, batch_size: int = 4) -> EvalResult:
     """Reconstruct every image under ``folder`` with ``codec`` (eval mode, its device) and average the metrics."""
     codec.eval()
-    files = list_images(folder)
+    files = list_image_files(folder)
     psnrs, ssims, l1s = [], [], []
     counts = torch.zeros(codec.codebook_size)
     for start in range(0, len(files), batch_size):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,37 +13,42 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-CSV_FIELDS = (
-    "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
-    "logits_real", "logits_fake", "perplexity", "usage", "dead_codes", "grad_norm", "steps_per_s",
-    "skipped_files",
-)
-
 
 class CSVLog:
-    """Appends one row per logging step to ``path`` (columns ``CSV_FIELDS``; missing values empty).
+    """Appends one row per logging step to ``path`` with the columns ``fields`` (missing values empty;
+    the first column is ``step``).
 
     ``truncate_after(step)`` drops rows past ``step`` (rows a killed run wrote after its last checkpoint).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, fields: Sequence[str]) -> None:
+        self.path, self.fields = Path(path), tuple(fields)
         if not self.path.exists():
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(CSV_FIELDS)
+                csv.writer(f).writerow(self.fields)
 
     def truncate_after(self, step: int) -> None:
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [r for r in rows if r.get("step") and int(r["step"]) <= step]
+        """Keep the rows up to ``step``. A damaged log (not CSV, foreign columns, bad step values) is
+        moved aside to ``log.csv.damaged`` with a warning and a fresh log is started."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != self.fields:
+                    raise ValueError(f"unexpected columns {reader.fieldnames}")
+                kept = [r for r in reader if int(r["step"]) <= step]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+            aside = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, aside)
+            warnings.warn(f"{self.path} is damaged ({error}); moved to {aside}, starting a new log", stacklevel=2)
+            kept = []
         with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
 
     def write(self, row: dict[str, float | int]) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore").writerow(
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
 

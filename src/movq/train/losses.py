@@ -47,6 +47,43 @@ def reconstruction_terms(x: Tensor, x_hat: Tensor, perc: Tensor | None, w: LossW
     }
 
 
+class CodecLoss:
+    """The generator objective of the recipe (module docstring) in one place.
+
+    ``loss(x, x_hat, vq, perc, logits_fake, last_layer)`` takes images ``[B, 3, H, W]`` in
+    ``[-1, 1]``, the quantizer loss (scalar), the per-image perceptual distance ``[B]`` (or None),
+    and, once the GAN term is on, the discriminator's logits on ``x_hat`` plus the decoder's last
+    weight (for the adaptive weight). Returns float32 scalars ``l2``, ``l1``, ``perc``, ``nll``,
+    ``vq``, ``adv``, ``adv_weight`` and their weighted sum ``loss``.
+    """
+
+    def __init__(self, weights: LossWeights, adaptive: bool = False) -> None:
+        self.w, self.adaptive = weights, adaptive
+
+    def __call__(
+        self, x: Tensor, x_hat: Tensor, vq: Tensor, perc: Tensor | None,
+        logits_fake: Tensor | None = None, last_layer: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        w = self.w
+        terms = reconstruction_terms(x, x_hat, perc, w)
+        zero = torch.zeros((), device=x.device)
+        terms["vq"] = vq.float()
+        terms["adv"], terms["adv_weight"] = zero, zero
+        if logits_fake is not None:
+            terms["adv"] = generator_adv_loss(logits_fake)
+            if self.adaptive:
+                if last_layer is None:
+                    raise ValueError("the adaptive GAN weight needs the decoder's last layer weight")
+                terms["adv_weight"] = adaptive_weight(terms["nll"], terms["adv"], last_layer)
+            else:
+                terms["adv_weight"] = torch.ones((), device=x.device)
+        terms["loss"] = (
+            w.vq * terms["vq"] + w.adv * terms["adv_weight"] * terms["adv"] + w.perc * terms["perc"]
+            + w.l2 * terms["l2"] + w.nll * terms["nll"] + w.l1 * terms["l1"]
+        )
+        return terms
+
+
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
     """Hinge discriminator loss ``0.5 * (mean(relu(1 - real)) + mean(relu(1 + fake)))``."""
     return 0.5 * (F.relu(1.0 - logits_real.float()).mean() + F.relu(1.0 + logits_fake.float()).mean())

@@ -1,0 +1,178 @@
+"""Latent training data for diffusion: codec latents with optional class labels and conditioning vectors.
+
+The latents are the pre-computed ones of a ``movq-tokenize --latents`` folder
+(:class:`movq.data.TokenDataset`). Class labels come from the top-level subfolder of each source
+image (the ImageNet layout ``DATA/<class>/<image>``), mapped to indices in sorted name order;
+conditioning vectors (e.g. CLIP image embeddings) from a ``.safetensors`` file holding ``cond``
+``[N, D]`` in the folder's item order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+LABEL_MODES = ("auto", "folder", "none")
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".tar")
+"""``movq-tokenize --data`` values that are not image folders: their sources' folders are not classes."""
+SCALE_ITEMS = 16384
+"""At most this many items (evenly spaced) estimate the latents' spread."""
+
+
+def folder_labels(sources: Sequence[str]) -> tuple[list[int], list[str]] | None:
+    """Label of each source from its top-level folder, and the sorted class names; ``None`` when a
+    source has no folder (e.g. a flat image folder)."""
+    tops = []
+    for source in sources:
+        parts = PurePosixPath(source.replace("\\", "/")).parts
+        if len(parts) < 2:
+            return None
+        tops.append(parts[0])
+    names = sorted(set(tops))
+    index = {name: i for i, name in enumerate(names)}
+    return [index[t] for t in tops], names
+
+
+class LatentItems(Dataset):
+    """The diffusion trainer's data: ``ds[i]`` is ``{"latents": [C, h, w]}`` plus ``"label"`` (int) when
+    ``labels`` are given and ``"cond"`` (float ``[D]``) when ``cond`` is.
+
+    ``latents``: a tensor ``[N, C, h, w]`` or an int-indexed dataset of dicts with ``"latents"`` (a
+    :class:`movq.data.TokenDataset` of a ``--latents`` run). ``labels``: ``N`` ints in
+    ``[0, len(label_names))``; ``label_names`` default to ``"0"``, ``"1"``, ... ``cond``: ``[N, D]``.
+    ``meta`` describes where the latents came from (a TokenDataset's ``meta`` by default).
+    """
+
+    def __init__(
+        self,
+        latents: Any,
+        labels: Sequence[int] | Tensor | None = None,
+        label_names: Sequence[str] | None = None,
+        cond: Tensor | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.latents = latents
+        n = len(latents)
+        if n == 0:
+            raise ValueError("no latents to train on")
+        first = self._latent(0)
+        if first.ndim != 3 or not first.is_floating_point():
+            raise ValueError(f"latents must be float [C, h, w] per item, got {first.dtype} {tuple(first.shape)}")
+        self.latent_shape = tuple(first.shape)
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if self.labels is not None:
+            if tuple(self.labels.shape) != (n,):
+                raise ValueError(f"labels must be {n} ints (one per item), got shape {tuple(self.labels.shape)}")
+            count = int(self.labels.max()) + 1 if label_names is None else len(label_names)
+            if int(self.labels.min()) < 0 or int(self.labels.max()) >= count:
+                raise ValueError(f"labels must be in [0, {count}), got [{int(self.labels.min())}, {int(self.labels.max())}]")
+            label_names = [str(i) for i in range(count)] if label_names is None else list(label_names)
+        elif label_names is not None:
+            raise ValueError("label_names given without labels")
+        self.label_names: list[str] | None = None if label_names is None else list(label_names)
+        if cond is not None and (not isinstance(cond, Tensor) or cond.ndim != 2 or cond.shape[0] != n
+                                 or not cond.is_floating_point()):
+            got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+            raise ValueError(f"cond must be a float tensor [{n}, D] (one vector per item), got {got}")
+        self.cond = cond
+        self.meta: dict[str, Any] = dict(meta if meta is not None else getattr(latents, "meta", {}))
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.label_names is None else len(self.label_names)
+
+    @property
+    def cond_dim(self) -> int | None:
+        return None if self.cond is None else int(self.cond.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def _latent(self, i: int) -> Tensor:
+        item = self.latents[i]
+        return item if isinstance(item, Tensor) else item["latents"]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"latents": self._latent(i)}
+        if self.labels is not None:
+            out["label"] = self.labels[i]
+        if self.cond is not None:
+            out["cond"] = self.cond[i]
+        return out
+
+
+def collate_latents(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """Batch :class:`LatentItems` items: ``latents`` float32 ``[B, C, h, w]``, ``y`` long ``[B]``, ``cond`` ``[B, D]``."""
+    batch = {"latents": torch.stack([it["latents"] for it in items]).float()}
+    if "label" in items[0]:
+        batch["y"] = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
+    if "cond" in items[0]:
+        batch["cond"] = torch.stack([it["cond"] for it in items]).float()
+    return batch
+
+
+def load_cond_file(path: str | os.PathLike, count: int) -> Tensor:
+    """The ``cond`` tensor ``[count, D]`` of a ``.safetensors`` file (one vector per latent item, in order)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"--cond {path}: not a readable .safetensors file ({error})") from None
+    if "cond" not in tensors:
+        raise ValueError(f"--cond {path} holds {sorted(tensors)}, not a tensor named 'cond' [N, D]")
+    cond = tensors["cond"]
+    if cond.ndim != 2 or cond.shape[0] != count or not cond.is_floating_point():
+        raise ValueError(f"--cond {path}: 'cond' must be float [{count}, D] (one vector per item), got "
+                         f"{cond.dtype} {tuple(cond.shape)}")
+    return cond.float()
+
+
+def _from_folder(meta: dict[str, Any]) -> bool:
+    """Whether a tokenize run read an image folder (not a manifest, tar shards or a glob)."""
+    data = str(meta.get("data", ""))
+    return not data.lower().endswith(MANIFEST_SUFFIXES) and not any(ch in data for ch in "*?[")
+
+
+def labelled_latents(dataset: Any, mode: str = "auto", cond_file: str | None = None) -> LatentItems:
+    """:class:`LatentItems` over a ``--latents`` :class:`movq.data.TokenDataset`: labels from the top-level
+    folders of its sources (``mode``: ``auto`` when the run read an image folder, every source has a
+    class folder and there are at least two,
+    ``folder`` always (an error otherwise), ``none`` never) and vectors from ``cond_file``."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {mode!r}")
+    found = folder_labels(dataset.sources) if mode != "none" else None
+    if mode == "folder" and found is None:
+        flat = next(s for s in dataset.sources if len(PurePosixPath(s).parts) < 2)
+        raise ValueError(
+            f"--labels folder: {flat!r} of {dataset.root} is not inside a class folder; class labels need the "
+            "layout DATA/<class>/<image> (or --labels none)"
+        )
+    if mode == "auto" and found is not None and (len(found[1]) < 2 or not _from_folder(dataset.meta)):
+        found = None
+    cond = None if cond_file is None else load_cond_file(cond_file, len(dataset))
+    labels, names = found if found is not None else (None, None)
+    return LatentItems(dataset, labels, names, cond)
+
+
+def latent_std(dataset: Any, max_items: int = SCALE_ITEMS) -> float:
+    """The spread of the latents: RMS over channels of each channel's standard deviation (per-channel
+    means removed, as ``movq-tokenize``'s ``summary.json`` ``overall_std``), from at most ``max_items``
+    evenly spaced items; deterministic."""
+    from movq.tokenize.stats import latent_summary
+
+    n = len(dataset)
+    picks = torch.linspace(0, n - 1, min(n, max_items)).round().long().unique().tolist()
+    chunks = (torch.stack([dataset[i]["latents"] for i in picks[s:s + 1024]]) for s in range(0, len(picks), 1024))
+    summary = latent_summary(chunks)
+    std = float(summary.get("overall_std", 0.0))
+    if not std > 0:
+        raise ValueError("the latents have no spread (all equal): cannot scale them to unit variance; pass --latent-scale")
+    return std

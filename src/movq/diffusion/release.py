@@ -1,0 +1,137 @@
+"""A trained latent-diffusion run folder, ready to sample: :class:`LatentDiffusionPipeline`.
+
+``movq-diffusion-train`` releases into its ``OUT``:
+
+- ``config.json`` + ``model.safetensors`` + ``ema.safetensors``: the UNet (:meth:`UNet.save_pretrained`);
+- ``diffusion.json``: the diffusion process (:meth:`GaussianDiffusion.save_pretrained`);
+- ``latent_diffusion.json``: the codec whose latents the model learned (the name or folder given to
+  ``movq.load``, its config and weights hashes), the latent shape, the extra ``latent_scale`` the
+  model's latents carry, and the class names (label ``i`` is ``labels[i]``).
+
+>>> pipe = LatentDiffusionPipeline.from_pretrained("runs/diffusion")
+>>> images = pipe.generate(labels=["cat", "dog"], num_steps=50)      # [2, 3, H, W] in [-1, 1]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from movq.atomic import atomic_write_text
+from movq.diffusion.gaussian_diffusion import GaussianDiffusion
+from movq.diffusion.pipeline import generate
+from movq.diffusion.unet import UNet
+
+RELEASE_NAME = "latent_diffusion.json"
+RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
+                "labels")
+
+
+def write_release_info(directory: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info``."""
+    missing = sorted(set(RELEASE_KEYS) - set(info))
+    if missing:
+        raise ValueError(f"release info lacks {missing}")
+    path = Path(directory) / RELEASE_NAME
+    atomic_write_text(path, json.dumps({k: info[k] for k in RELEASE_KEYS}, indent=2) + "\n")
+    return path
+
+
+def read_release_info(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``latent_diffusion.json`` of a run folder, checked for its keys."""
+    path = Path(directory) / RELEASE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a movq-diffusion-train run folder (it writes {RELEASE_NAME})")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    missing = sorted(set(RELEASE_KEYS) - set(info)) if isinstance(info, dict) else list(RELEASE_KEYS)
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    return info
+
+
+class LatentDiffusionPipeline:
+    """Class labels / conditioning vectors -> images: a UNet, its diffusion and the codec that decodes.
+
+    ``latent_scale`` divides the sampled latents before ``codec.decode_latents``; ``labels`` are the
+    class names (then :meth:`generate` accepts names); ``latent_shape`` ``(C, h, w)`` sets the sample size.
+    """
+
+    def __init__(self, model: UNet, diffusion: GaussianDiffusion, codec: Any, *, latent_scale: float = 1.0,
+                 labels: Sequence[str] | None = None, latent_shape: Sequence[int] | None = None) -> None:
+        self.model, self.diffusion, self.codec = model, diffusion, codec
+        self.latent_scale = float(latent_scale)
+        self.labels = None if labels is None else list(labels)
+        size = model.config.sample_size
+        self.latent_shape = tuple(latent_shape) if latent_shape is not None else (model.config.in_channels, size, size)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, codec: Any = None, weights: str = "auto",
+                        device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                        check_codec: bool = True) -> LatentDiffusionPipeline:
+        """Load a ``movq-diffusion-train`` run folder: the UNet (``weights="auto"``: EMA), ``diffusion.json``
+        and the recorded codec (``codec``: a codec or a name / folder to load instead). With
+        ``check_codec`` a codec whose weights differ from the recorded ones is warned about."""
+        info = read_release_info(directory)
+        model = UNet.from_pretrained(directory, weights=weights, device=device, dtype=dtype)
+        diffusion = GaussianDiffusion.from_pretrained(directory)
+        if codec is None and not info["codec"]:
+            raise ValueError(f"{directory} records no codec (trained on latents without a movq-tokenize folder): pass codec=")
+        load = codec is None or isinstance(codec, (str, os.PathLike))
+        if load:
+            import movq
+
+            codec = movq.load(codec or info["codec"], device=device)  # as stored: the hash covers these weights
+        if check_codec and info.get("weights_hash"):
+            from movq.tokenize.meta import weights_hash
+
+            if weights_hash(codec) != info["weights_hash"]:
+                warnings.warn(
+                    f"the codec's weights differ from those whose latents {directory} was trained on "
+                    f"({info['codec']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
+                    stacklevel=2,
+                )
+        if load:
+            codec = codec.to(dtype)
+        return cls(model, diffusion, codec, latent_scale=info["latent_scale"], labels=info["labels"],
+                   latent_shape=info["latent_shape"])
+
+    def label_ids(self, labels: Sequence[int | str] | Tensor) -> Tensor:
+        """Class ids ``[B]`` for ids or class names."""
+        if isinstance(labels, Tensor):
+            return labels.long()
+        ids = []
+        for label in labels:
+            if isinstance(label, str):
+                if self.labels is None or label not in self.labels:
+                    known = "this model has no class names" if self.labels is None else f"classes: {self.labels}"
+                    raise ValueError(f"unknown class {label!r}; {known}")
+                ids.append(self.labels.index(label))
+            else:
+                ids.append(int(label))
+        return torch.tensor(ids, dtype=torch.long)
+
+    @torch.no_grad()
+    def generate(self, labels: Sequence[int | str] | Tensor | None = None, *, cond: Tensor | None = None,
+                 num_samples: int | None = None, num_steps: int | None = 50, sampler: str = "ddim", eta: float = 0.0,
+                 guidance_scale: float = 1.0, clip_denoised: float | None = None, quantize: bool = False,
+                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for class ``labels`` (ids or names) and/or ``cond``
+        vectors, or ``num_samples`` unconditional ones; see :func:`movq.diffusion.generate`."""
+        return generate(
+            self.model, self.diffusion, self.codec, labels=None if labels is None else self.label_ids(labels),
+            cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
+            sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
+            generator=generator, progress=progress, latent_scale=self.latent_scale,
+        )
+
+    __call__ = generate

@@ -1,0 +1,313 @@
+"""``movq-diffusion-train``: train a class- or vector-conditional latent diffusion UNet on codec latents
+(plain PyTorch; ``torchrun`` for several processes).
+
+    movq-diffusion-train --data LATENTS --out runs/diffusion --preset unet-small --max-steps 50000
+    movq-diffusion-train --data photos/ --codec movqgan-tiny-photos --resolution 64 --out runs/diffusion
+    movq-diffusion-train --out runs/diffusion --resume                 # continue exactly where it stopped
+    torchrun --nproc_per_node 2 -m movq.diffusion.train --data LATENTS --out runs/diffusion ...
+
+``--data`` is a ``movq-tokenize --latents`` folder, or an image collection that ``movq-tokenize``
+reads, encoded once with the frozen ``--codec`` into ``OUT/latents`` (and reused on ``--resume``).
+Class labels are the top-level subfolders of an image folder (``DATA/<class>/<image>``; names in
+``OUT/latent_diffusion.json``); ``--cond FILE.safetensors`` adds one conditioning vector per item.
+Labels / vectors are dropped with probability ``--p-uncond`` so the model also learns the
+unconditional prediction (classifier-free guidance).
+
+Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``t`` uniform, ``--loss hybrid``
+(``L_simple + vlb_weight * L_vlb`` with a learned variance) or ``--loss mse`` (``L_simple``, fixed
+variance). The default prediction is ``v`` (``--mean-type v``), not the paper's ``eps``: on latents
+the cosine schedule's clipped last beta multiplies an eps error by about 32 at the first of 1000
+reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.GaussianDiffusion`), while
+``v`` is well conditioned at every step. Latents are multiplied by ``--latent-scale`` (default
+``1 / std`` of the training latents, Rombach et al.'s scale factor) so they have unit spread.
+
+``OUT`` gets the release (``LatentDiffusionPipeline.from_pretrained(OUT)``): the UNet's
+``config.json`` + ``model.safetensors`` + ``ema.safetensors`` (EMA weights, used for sampling),
+``diffusion.json``, ``latent_diffusion.json`` (codec, latent scale and shape, class names), plus
+``log.csv`` and ``checkpoints/``. Checkpoints, exact resume, DDP, EMA, logs and the progress bar
+are those of ``movq-train`` (:class:`movq.train.loop.TrainLoop`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from movq.diffusion.config import DiffusionConfig
+from movq.diffusion.data import LABEL_MODES, LatentItems, collate_latents, labelled_latents, latent_std
+from movq.diffusion.gaussian_diffusion import GaussianDiffusion
+from movq.diffusion.guidance import drop_conditions
+from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
+from movq.diffusion.release import write_release_info
+from movq.diffusion.unet import UNet
+from movq.train.cli import run_training_cli
+from movq.train.config import OptimConfig
+from movq.train.data import Unseeded
+from movq.train.ema import ModelEMA
+from movq.train.loop import TrainLoop
+from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.tokens import open_token_folder
+
+PROG = "movq-diffusion-train"
+LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
+"""Columns of the run's ``log.csv`` (``mse``: L_simple; ``vb``: the VLB term in bits/dim, hybrid only)."""
+LATENTS_DIR = "latents"
+DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large"}
+"""The reverse-step variance each loss trains with unless ``--var-type`` says otherwise (improved-diffusion's defaults)."""
+
+
+@dataclass
+class DiffusionTrainConfig(OptimConfig):
+    """Everything a latent-diffusion training run needs (bookkeeping from :class:`RunConfig`, optimisation
+    from :class:`OptimConfig`; see the module docstring for the method).
+
+    Data: ``data`` (a ``--latents`` folder or images + ``codec`` at ``resolution``, default 256),
+    ``labels`` (``auto``: class folders when the data has them; ``folder``; ``none``), ``cond`` (a
+    ``.safetensors`` file with ``cond`` ``[N, D]``). Model: ``preset`` (:data:`UNET_PRESETS`) with
+    ``model`` overrides. Diffusion: ``diffusion_steps``, ``schedule``, ``mean_type``, ``loss``,
+    ``var_type`` (default by loss: :data:`DEFAULT_VAR_TYPE`), ``vlb_weight``; ``latent_scale``
+    (``None``: ``1 / std`` of the latents); ``p_uncond`` (label / vector dropout). Optimisation:
+    AdamW, ``warmup_steps`` of linear warm-up, then constant (``min_lr_ratio=1``, as improved DDPM) or
+    cosine to ``min_lr_ratio * lr``; EMA of the weights (the sampling weights).
+    """
+
+    out: str = "runs/diffusion"
+    batch_size: int = 64
+    data: str = ""
+    codec: str | None = None
+    resolution: int | None = None
+    labels: str = "auto"
+    cond: str | None = None
+    preset: str = "unet-small"
+    model: dict[str, Any] = field(default_factory=dict)
+    # diffusion
+    diffusion_steps: int = 1000
+    schedule: str = "cosine"
+    mean_type: str = "v"
+    loss: str = "hybrid"
+    var_type: str | None = None
+    vlb_weight: float = 1e-3
+    latent_scale: float | None = None
+    p_uncond: float = 0.1
+    # OptimConfig's fields with improved-DDPM defaults (lr 1e-4 and EMA 0.9999 are OptimConfig's own)
+    min_lr_ratio: float = 1.0
+    warmup_steps: int = 200
+    betas: tuple[float, float] = (0.9, 0.999)
+    # encoding an image collection
+    tokenize_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
+        if self.latent_scale is not None and not self.latent_scale > 0:
+            raise ValueError(f"latent_scale must be > 0 (or unset: 1 / std of the latents), got {self.latent_scale}")
+        if self.resolution is not None and self.resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {self.resolution}")
+        if self.tokenize_batch_size < 1:
+            raise ValueError(f"tokenize_batch_size must be >= 1, got {self.tokenize_batch_size}")
+        if self.preset not in UNET_PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(UNET_PRESETS)}")
+        check_overrides(self.model)
+        self.diffusion_config()  # the diffusion settings must make a valid process
+
+    def diffusion_config(self) -> DiffusionConfig:
+        """The :class:`DiffusionConfig` of these settings (errors name the flags)."""
+        var_type = self.var_type or DEFAULT_VAR_TYPE.get(self.loss, "learned_range")
+        try:
+            return DiffusionConfig(steps=self.diffusion_steps, schedule=self.schedule, mean_type=self.mean_type,
+                                   var_type=var_type, loss=self.loss, vlb_weight=self.vlb_weight)
+        except ValueError as error:
+            raise ValueError(f"diffusion settings (--diffusion-steps/--schedule/--mean-type/--loss/--var-type): {error}") from None
+
+
+HELP = {
+    "data": "movq-tokenize --latents folder, or an image folder (class subfolders) / manifest / .tar collection "
+            "encoded once with --codec into OUT/latents",
+    "out": "output folder: release (UNet config.json, model/ema.safetensors, diffusion.json, latent_diffusion.json), "
+           "log.csv, checkpoints/, last, latents/",
+    "codec": "frozen codec (name or folder, as movq.load) whose latents to learn; with a latent folder, checked "
+             "against the codec that wrote it",
+    "resolution": "image side when encoding an image collection (default 256); a latent folder has its own",
+    "labels": "class labels: auto (top-level subfolders when present), folder (required), none",
+    "cond": ".safetensors file with a tensor 'cond' [N, D]: one conditioning vector per item, in the folder's order",
+    "preset": f"UNet preset: {', '.join(UNET_PRESETS)}",
+    "model": "JSON dict overriding UNet preset fields, e.g. '{\"channels\": 96, \"dropout\": 0.1}'",
+    "diffusion_steps": "steps of the diffusion process (sampling can respace to fewer)",
+    "schedule": "noise schedule: cosine or linear",
+    "mean_type": "what the model predicts: v (default: well conditioned on latents), eps or x0",
+    "loss": "hybrid (L_simple + vlb_weight * L_vlb, learned variance) or mse (L_simple, fixed variance)",
+    "var_type": "reverse-step variance: learned_range (hybrid), fixed_large or fixed_small (mse); default by --loss",
+    "vlb_weight": "lambda of the hybrid loss",
+    "latent_scale": "multiply the latents by this (default: 1 / std of the training latents)",
+    "p_uncond": "probability of dropping a sample's label / vector (classifier-free guidance)",
+    "min_lr_ratio": "learning rate at max_steps relative to --lr after a cosine decay (1 = constant after warm-up)",
+    "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
+    "tokenize_batch_size": "batch size when encoding an image collection",
+}
+
+
+class DiffusionTrainer:
+    """Trains a :class:`~movq.diffusion.UNet` on codec latents as a :class:`DiffusionTrainConfig` says.
+
+    The :class:`~movq.train.loop.TrainLoop`'s task (``self.loop`` owns data order, checkpoints, exact
+    resume, logs and signals). ``dataset`` replaces ``cfg.data`` (tests, scripts): a
+    :class:`~movq.diffusion.data.LatentItems` (latents ``[C, h, w]`` with optional labels / vectors).
+    Randomness of a step (``t``, the noise, the label dropout) comes from the global torch RNG of the
+    device, which every checkpoint saves, so a resumed run continues bit-exactly.
+    """
+
+    def __init__(self, cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> None:
+        self.cfg = cfg
+        self.loop = TrainLoop(cfg, PROG, LOG_FIELDS)
+        self.dist, self.device, self.out = self.loop.dist, self.loop.device, self.loop.out
+        with torch.random.fork_rng(devices=[]):  # encoding a collection draws random numbers: keep the init fixed
+            self.dataset = self._open_data() if dataset is None else dataset
+        if not isinstance(self.dataset, LatentItems):
+            raise TypeError(f"dataset must be a movq.diffusion.data.LatentItems, got {type(self.dataset).__name__}")
+        self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.dataset)
+        self.diffusion = GaussianDiffusion(**asdict(cfg.diffusion_config()))
+        channels, height, width = self.dataset.latent_shape
+        if height != width:
+            raise ValueError(f"latents of {height}x{width}: the UNet is built for square latents")
+        self.config = unet_config(
+            cfg.preset, cfg.model, in_channels=channels, sample_size=height, num_classes=self.dataset.num_classes,
+            cond_dim=self.dataset.cond_dim, learn_sigma=self.diffusion.config.learned_variance,
+        )
+        if cfg.p_uncond > 0 and self.dataset.num_classes is None and self.dataset.cond_dim is None:
+            self.loop.print("no class labels or vectors: training an unconditional model")
+        self.model = UNet(self.config).to(self.device).train()
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), cfg.lr, betas=cfg.betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.amp = autocast_dtype(cfg, self.device)
+        self.net = self.loop.wrap(self.model)
+        self.loop.set_data(Unseeded(self.dataset), collate_latents)
+        self.loop.begin(self)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done so far."""
+        return self.loop.step
+
+    def _open_data(self) -> LatentItems:
+        cfg = self.cfg
+        latents = open_token_folder(
+            cfg.data, Path(cfg.out) / LATENTS_DIR, kind="latents", codec=cfg.codec, resolution=cfg.resolution,
+            loop=self.loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+        )
+        return labelled_latents(latents, cfg.labels, cfg.cond)
+
+    def release_info(self) -> dict[str, Any]:
+        """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.release`)."""
+        meta = self.dataset.meta
+        return {
+            "codec": meta.get("model"), "codec_name": meta.get("model_name"), "config_hash": meta.get("config_hash"),
+            "weights_hash": meta.get("weights_hash"), "resolution": meta.get("resolution"),
+            "latent_shape": list(self.dataset.latent_shape), "latent_scale": self.latent_scale,
+            "labels": self.dataset.label_names,
+        }
+
+    # ------------------------------------------------------------------ TrainTask: state
+
+    def state_dict(self) -> dict[str, Any]:
+        """UNet, EMA, optimizer, scheduler (tensors and plain values), and what the model was built from."""
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(), **self._identity(),
+        }
+
+    def _identity(self) -> dict[str, Any]:
+        return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
+                "latent_scale": self.latent_scale, "labels": self.dataset.label_names}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
+        now = self._identity()
+        changed = [k for k in now if k in state and state[k] != now[k]]
+        if changed:
+            detail = "; ".join(f"{k}: saved {state[k]!r}, now {now[k]!r}" for k in changed)
+            raise ValueError(
+                f"this run ({self.out}) was trained with other settings ({detail}); drop the flags that changed them "
+                "to resume, or use a new --out"
+            )
+
+    def export(self) -> None:
+        """The release: UNet (+ EMA), ``diffusion.json`` and ``latent_diffusion.json`` in ``OUT``."""
+        self.model.save_pretrained(self.out, ema=self.ema)
+        self.diffusion.save_pretrained(self.out)
+        write_release_info(self.out, self.release_info())
+
+    def log_row(self) -> dict[str, float | int]:
+        return {"lr": self.sched.get_last_lr()[0]}
+
+    # ------------------------------------------------------------------ TrainTask: the step
+
+    def _forward(self, x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
+        """The (DDP-wrapped) UNet under autocast, its output in float32 for the loss terms."""
+        with autocast(self.amp, self.device):
+            out = self.net(x, t, **kwargs)
+        return out.float()
+
+    def train_step(self, batches: Iterator[dict[str, Tensor]], step: int) -> dict[str, Tensor]:
+        """One AdamW step over ``grad_accum`` micro-batches; returns the averaged terms (on the device)."""
+        cfg = self.cfg
+        sums = torch.zeros(3, device=self.device)
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            x0 = batch["latents"].to(self.device, non_blocking=True) * self.latent_scale
+            kwargs = {k: batch[k].to(self.device, non_blocking=True) for k in ("y", "cond") if k in batch}
+            if kwargs and cfg.p_uncond > 0:
+                kwargs = drop_conditions(kwargs, cfg.p_uncond)
+            t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), device=self.device)
+            with no_sync_unless(self.net, micro == cfg.grad_accum - 1):
+                terms = self.diffusion.training_losses(self._forward, x0, t, kwargs)
+                loss = terms["loss"].mean()
+                (loss / cfg.grad_accum).backward()
+            vb = terms["vb"].mean() if "vb" in terms else torch.zeros((), device=self.device)
+            sums += torch.stack([loss, terms["mse"].mean(), vb]).detach().float() / cfg.grad_accum
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        self.ema.update(self.model)
+        out = {"loss": sums[0], "mse": sums[1], "grad_norm": grad_norm.detach().float()}
+        if self.diffusion.config.learned_variance:
+            out["vb"] = sums[2]
+        return out
+
+    def run(self) -> int:
+        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
+        self.model.train()
+        return self.loop.run(self)
+
+
+def train(cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> DiffusionTrainer:
+    """Build a :class:`DiffusionTrainer`, run it and return it (scripts and tests)."""
+    trainer = DiffusionTrainer(cfg, dataset)
+    trainer.run()
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``movq-diffusion-train`` / ``python -m movq.diffusion.train``; returns the exit status."""
+    return run_training_cli(argv, DiffusionTrainConfig, DiffusionTrainer, PROG, __doc__, HELP)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Image files on disk: which files count as images, how they are listed, decoded and preprocessed.
+
+One place for every reader of image files (movq-bench, training, training evaluation,
+movq-tokenize and the examples), so they all see the same pixels:
+
+- :data:`IMAGE_EXTENSIONS` and :func:`list_image_files` (recursive, sorted, hidden files and
+  folders skipped);
+- :func:`open_rgb`: full decode, EXIF orientation applied, any mode to 8-bit RGB (16-bit scaled,
+  alpha composited on white: :func:`movq.images.to_rgb`);
+- :func:`resize_center_crop` / :func:`load_preprocessed`: the evaluation preprocessing
+  (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from movq.images import to_rgb
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+"""File suffixes (case-insensitive) read as images everywhere in movq."""
+
+PREPROCESSING = (
+    "EXIF-transposed, converted to 8-bit RGB (alpha composited on white), shorter side resized to "
+    "{res} px (PIL bicubic, antialiased), centre crop {res}x{res}"
+)
+"""The evaluation preprocessing of :func:`load_preprocessed`, as printed with every result."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s suffix is one of :data:`IMAGE_EXTENSIONS` (the contents are not read)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_hidden(relative: str | os.PathLike) -> bool:
+    """Whether any part of the relative path starts with ``.`` (hidden files and folders are skipped)."""
+    return any(part.startswith(".") for part in Path(relative).parts)
+
+
+def list_image_files(root: str | os.PathLike) -> list[Path]:
+    """Image files under the folder ``root``, recursively, sorted by relative path, hidden ones skipped.
+
+    Raises ``FileNotFoundError`` (no such folder), ``NotADirectoryError`` (a file) or ``ValueError``
+    (no image files), each naming ``root`` and the accepted extensions.
+    """
+    root = check_image_folder(root)
+    files = sorted(
+        (p for p in root.rglob("*") if is_image_file(p) and not is_hidden(p.relative_to(root)) and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    return files
+
+
+def check_image_folder(root: str | os.PathLike) -> Path:
+    """``root`` as a ``Path`` if it is an existing folder; a clear error otherwise."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"data must be a folder of images, got the file {root}")
+    return root
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file fully, apply its EXIF orientation and convert it to 8-bit RGB.
+
+    Raises ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
+    """
+    with Image.open(path) as image:
+        image.load()
+        rgb = to_rgb(ImageOps.exif_transpose(image))
+    if min(rgb.size) < 1:
+        raise ValueError(f"{path}: empty image ({rgb.size[0]}x{rgb.size[1]} pixels)")
+    return rgb
+
+
+def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
+    width, height = image.size
+    short = min(width, height)
+    upscaled = short < resolution
+    if short != resolution:
+        scale = resolution / short
+        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        if new_w * new_h > max(16 * resolution * resolution, width * height):
+            # An extreme aspect ratio (a 1 x 100000 strip) would be upscaled to gigabytes before the
+            # crop: resample only the region the crop keeps (same pixels up to rounding).
+            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+            sx, sy = width / new_w, height / new_h
+            box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
+            return image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=None), upscaled
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    width, height = image.size
+    left, top = (width - resolution) // 2, (height - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution)), upscaled
+
+
+def load_preprocessed(path: str | os.PathLike, resolution: int) -> tuple[Tensor, bool]:
+    """:func:`open_rgb` + :func:`resize_center_crop`: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
+    cropped, upscaled = resize_center_crop(open_rgb(path), resolution)
+    return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled

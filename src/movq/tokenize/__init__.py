@@ -1,0 +1,9 @@
+"""``movq-tokenize``: run a codec once over an image collection and store token / latent shards.
+
+Modules: :mod:`~movq.tokenize.sources` (folders, manifests, tar shards), :mod:`~movq.tokenize.decode`
+(worker-side reading), :mod:`~movq.tokenize.encoding` (tokens as ``codec.encode``),
+:mod:`~movq.tokenize.meta` (run identity, refusal to mix), :mod:`~movq.tokenize.shards` (atomic
+shards, resume, index), :mod:`~movq.tokenize.stats` (codebook usage, histogram),
+:mod:`~movq.tokenize.runner` and :mod:`~movq.tokenize.cli`. Read the output with
+:class:`movq.data.TokenDataset`.
+"""

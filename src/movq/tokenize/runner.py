@@ -1,0 +1,230 @@
+"""One ``movq-tokenize`` run: check everything, plan the shards, decode in workers, encode in batches,
+write shards, merge the index and summarise.
+
+Shard ``k`` is source items ``[k * shard_size, (k + 1) * shard_size)``; under ``torchrun`` rank ``r``
+of ``W`` takes the shards ``k % W == r`` (no overlap, no gap), and rank 0 merges the index after a
+barrier. Finished shards are skipped, so a rerun resumes where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import movq
+from movq.atomic import atomic_write_text
+from movq.bench import dist
+from movq.bench.data import collate
+from movq.config import CodecConfig
+from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
+from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
+from movq.tokenize.decode import DecodedItem, SourceDataset
+from movq.tokenize.encoding import encode_batch, prepare_codec, token_dtype
+from movq.tokenize.meta import build_meta, check_compatible, run_id, weights_hash, write_meta
+from movq.tokenize.shards import merge_index, read_sidecar, remove_temporary_files, shard_paths, write_shard
+from movq.tokenize.sources import Sources, discover_sources
+from movq.tokenize.stats import code_counts, code_summary, draw_histogram, latent_summary
+
+SUMMARY_NAME = "summary.json"
+HISTOGRAM_NAME = "code_histogram.png"
+PREFETCH = 2
+
+
+class Tokenizer:
+    """A prepared run: every check of ``cfg`` is done in ``__init__`` (before any image is encoded);
+    :meth:`run` does the work and returns the summary (on every rank; complete on rank 0)."""
+
+    def __init__(self, cfg: TokenizeConfig) -> None:
+        check_settings(cfg)
+        self.cfg = cfg
+        try:
+            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            raise TokenizeError(str(err)) from None
+        try:
+            codec = movq.load(cfg.model)
+        except Exception as err:
+            raise TokenizeError(f"cannot load model {cfg.model!r}: {err}") from None
+        f = codec.downsample_factor
+        if cfg.resolution % f:
+            raise TokenizeError(f"--resolution {cfg.resolution} is not a multiple of the model's downsample factor {f}")
+        if cfg.latents and not hasattr(codec.config, "scaling_factor"):
+            raise TokenizeError(f"model {cfg.model!r} has no continuous latents (--latents)")
+        weights = weights_hash(codec)
+        self.kind = "latents" if cfg.latents else "tokens"
+        if cfg.latents:
+            self.store_dtype = LATENT_DTYPES[cfg.latent_dtype]
+            grid = codec.tokens_shape(cfg.resolution, cfg.resolution)[-2:]
+            item_shape = (int(codec.config.embed_dim), *grid)
+        else:
+            self.store_dtype = token_dtype(codec.codebook_size)
+            item_shape = tuple(codec.tokens_shape(cfg.resolution, cfg.resolution))
+        self.meta = build_meta(
+            model=cfg.model, codec=codec, weights=weights, kind=self.kind, resolution=cfg.resolution,
+            dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
+            shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
+        )
+        check_compatible(cfg.out, self.meta)
+        self.run_id = run_id(self.meta)
+        self.ctx = dist.setup(cfg.device)
+        try:
+            self._check_memory(codec)
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            self.codec = prepare_codec(codec, DTYPES[cfg.dtype], self.ctx.device)
+        except BaseException:
+            dist.teardown(self.ctx)
+            raise
+
+    def _check_memory(self, codec: torch.nn.Module) -> None:
+        """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
+        waiting in the loader (in RAM, for every process of this machine) cannot fit."""
+        cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
+        what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
+        buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        config = codec.config
+        model = 0
+        if isinstance(config, CodecConfig):
+            model = codec_activation_bytes(config, cfg.batch_size, res, res, DTYPES[cfg.dtype])
+        try:
+            if device.type == "cpu":
+                check_memory_budget(local * (model + buffered), device, what, advice)
+            else:
+                check_memory_budget(model, device, what, advice)
+                check_memory_budget(local * buffered, "cpu", what, advice)
+        except MemoryBudgetError as err:
+            raise TokenizeError(str(err)) from None
+
+    # ------------------------------------------------------------------ work
+
+    def run(self) -> dict[str, Any]:
+        cfg, ctx = self.cfg, self.ctx
+        items = self.sources.items
+        num_shards = math.ceil(len(items) / cfg.shard_size)
+        if ctx.is_main:
+            write_meta(cfg.out, self.meta)
+            remove_temporary_files(cfg.out)  # left by a killed run; no process writes before the barrier
+        dist.barrier(ctx)
+        mine = [k for k in range(num_shards) if k % ctx.world_size == ctx.rank]
+        todo = [k for k in mine if read_sidecar(cfg.out, k, self.run_id) is None]
+        done_counts = dist.gather_objects(ctx, len(mine) - len(todo))
+        if ctx.is_main and sum(done_counts):
+            print(f"movq-tokenize: {sum(done_counts)} of {num_shards} shards already finished, skipping them", flush=True)
+        start = time.perf_counter()
+        processed = self._encode_shards(todo)
+        elapsed = time.perf_counter() - start
+        dist.barrier(ctx)
+        totals = dist.gather_objects(ctx, {"processed": processed, "elapsed": elapsed})
+        images = sum(t["processed"] for t in totals)
+        wall = max(t["elapsed"] for t in totals)
+        summary: dict[str, Any] = {}
+        if ctx.is_main:
+            summary = self._finish(num_shards)
+            rate = images / wall if images and wall > 0 else 0.0
+            summary["run"] = {"images_encoded_now": images, "seconds": round(wall, 3), "images_per_s": round(rate, 2),
+                              "processes": ctx.world_size, "shards_skipped": sum(done_counts)}
+        return summary
+
+    def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[tuple[int, bool]]]:
+        """Batches of item indices, never crossing a shard, and (shard, is its last batch) for each."""
+        n, size, batch = len(self.sources.items), self.cfg.shard_size, self.cfg.batch_size
+        batches, ends = [], []
+        for k in shards:
+            lo, hi = k * size, min((k + 1) * size, n)
+            starts = list(range(lo, hi, batch))
+            for s in starts:
+                batches.append(list(range(s, min(s + batch, hi))))
+                ends.append((k, s == starts[-1]))
+        return batches, ends
+
+    def _encode_shards(self, shards: list[int]) -> int:
+        cfg = self.cfg
+        batches, ends = self._batches(shards)
+        if not batches:
+            return 0
+        workers = cfg.workers
+        loader = torch.utils.data.DataLoader(
+            SourceDataset(self.sources.items, cfg.resolution), batch_sampler=batches, num_workers=workers,
+            collate_fn=collate, pin_memory=self.ctx.device.type == "cuda",
+            prefetch_factor=PREFETCH if workers else None,
+        )
+        bar = self._progress(sum(len(b) for b in batches))
+        values: list[torch.Tensor] = []
+        rows: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        processed = 0
+        for (shard, last), batch in zip(ends, loader):
+            self._encode(batch, values, rows, skipped)
+            processed += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+            if last:
+                empty = torch.empty((0, *self.meta["item_shape"]), dtype=self.store_dtype)
+                write_shard(cfg.out, shard, self.kind, torch.cat(values) if values else empty, rows, skipped, self.run_id)
+                values, rows, skipped = [], [], []
+        if bar is not None:
+            bar.close()
+        return processed
+
+    def _encode(self, batch: list[DecodedItem], values: list[torch.Tensor], rows: list[dict[str, Any]],
+                skipped: list[dict[str, Any]]) -> None:
+        good = [it for it in batch if it.pixels is not None]
+        for it in batch:
+            if it.pixels is None:
+                skipped.append({"item": it.index, "source": self.sources.items[it.index].source, "reason": it.error})
+        if not good:
+            return
+        pixels = torch.stack([it.pixels for it in good])
+        try:
+            values.append(encode_batch(self.codec, pixels, latents=self.cfg.latents, store_dtype=self.store_dtype))
+        except ValueError as err:
+            raise TokenizeError(str(err)) from None
+        rows.extend({"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption} for it in good)
+
+    def _progress(self, total: int) -> Any:
+        if not (self.cfg.progress and self.ctx.is_main):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            print("movq-tokenize: no progress bar (pip install 'movq[tokenize]' for tqdm)", file=sys.stderr)
+            return None
+        desc = "movq-tokenize" if self.ctx.world_size == 1 else f"movq-tokenize (rank 0 of {self.ctx.world_size})"
+        return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ end of run (rank 0)
+
+    def _finish(self, num_shards: int) -> dict[str, Any]:
+        out = Path(self.cfg.out)
+        stored, skipped = merge_index(out, num_shards, self.run_id, self.meta["item_shape"], self.sources.skipped)
+        summary: dict[str, Any] = {"model": self.meta["model"], "kind": self.kind, "images": stored,
+                                   "skipped": skipped, "shards": num_shards}
+        values = (self._load_shard(k) for k in range(num_shards))
+        if self.kind == "tokens":
+            size = self.meta["codebook_size"]
+            counts = code_counts(values, size)
+            summary.update(code_summary(counts, size))
+            title = (f"{self.meta['model']}: {summary['tokens']} tokens, usage {summary['usage']:.3f}, "
+                     f"perplexity {summary['perplexity']:.1f}, dead codes {summary['dead_codes']}")
+            draw_histogram(counts, out / HISTOGRAM_NAME, title)
+        else:
+            summary.update(latent_summary(values))
+        atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _load_shard(self, shard: int) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(shard_paths(self.cfg.out, shard)[0]), framework="pt") as f:
+            return f.get_tensor(self.kind)
+
+    def close(self) -> None:
+        dist.teardown(self.ctx)

@@ -1,0 +1,100 @@
+"""The shard files of an output folder: write them atomically, tell finished from missing, merge the index.
+
+Layout of ``OUT/``::
+
+    meta.json                    model, config hash, preprocessing, dtype, shapes (movq.tokenize.meta)
+    shards/shard-000000.safetensors   one tensor "tokens" [n, *grid] (uint8/16/32) or "latents" [n, C, h, w]
+    shards/shard-000000.json     sidecar: the shard's items (source, caption, offset) and skipped files
+    index.jsonl                  one line per stored item: source, caption, shape, shard, offset
+    skipped.jsonl                one line per file left out: source, reason
+    summary.json, code_histogram.png
+
+Shard ``k`` holds source items ``[k * shard_size, (k + 1) * shard_size)`` minus the unreadable
+ones, in order, so its bytes do not depend on how many processes ran. The data file is written
+first, the sidecar (which records the data file's size) second, both atomically: a shard is
+finished when its sidecar carries this run's id and the data file has the recorded size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from movq.atomic import atomic_write, atomic_write_text
+
+SHARDS_DIR = "shards"
+INDEX_NAME = "index.jsonl"
+SKIPPED_NAME = "skipped.jsonl"
+
+
+def shard_paths(out: str | Path, shard: int) -> tuple[Path, Path]:
+    """(data file, sidecar) of shard number ``shard``."""
+    stem = Path(out) / SHARDS_DIR / f"shard-{shard:06d}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def write_shard(out: str | Path, shard: int, key: str, values: torch.Tensor, items: list[dict[str, Any]],
+                skipped: list[dict[str, str]], run: str) -> None:
+    """Write shard ``shard``: ``values`` ``[n, ...]`` under ``key`` (n = ``len(items)``), then its sidecar.
+
+    ``items`` are ``{"item", "source", "caption"}`` rows in order (their offset is their position);
+    ``skipped`` the ``{"item", "source", "reason"}`` rows of unreadable files of the shard.
+    """
+    data_path, sidecar_path = shard_paths(out, shard)
+    # one metadata key only: safetensors writes several in a random order, and shards must be byte-identical
+    metadata = {"movq": json.dumps({"run": run, "shard": shard})}
+    atomic_write(data_path, lambda tmp: save_file({key: values.contiguous()}, tmp, metadata=metadata))
+    rows = [{**row, "offset": i} for i, row in enumerate(items)]
+    sidecar = {"shard": shard, "run": run, "file": data_path.name, "bytes": data_path.stat().st_size, "count": len(rows),
+               "items": rows, "skipped": skipped}
+    atomic_write_text(sidecar_path, json.dumps(sidecar, ensure_ascii=False) + "\n")
+
+
+def remove_temporary_files(out: str | Path) -> int:
+    """Delete the temporary files a killed run left in ``OUT/shards`` (call before any process writes)."""
+    stale = list((Path(out) / SHARDS_DIR).glob(".shard-*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def read_sidecar(out: str | Path, shard: int, run: str) -> dict[str, Any] | None:
+    """The sidecar of a finished shard of run ``run``; ``None`` when the shard must be (re)done."""
+    data_path, sidecar_path = shard_paths(out, shard)
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(sidecar, dict) or sidecar.get("run") != run or sidecar.get("shard") != shard:
+        return None
+    try:
+        complete = data_path.stat().st_size == sidecar.get("bytes")
+    except OSError:
+        return None
+    return sidecar if complete else None
+
+
+def merge_index(out: str | Path, num_shards: int, run: str, item_shape: list[int],
+                listing_skipped: list[dict[str, str]]) -> tuple[int, int]:
+    """Write ``index.jsonl`` and ``skipped.jsonl`` from the sidecars of all ``num_shards`` shards.
+
+    ``listing_skipped`` are entries left out before decoding (e.g. tar samples without an image).
+    Returns (items stored, files skipped). Raises ``RuntimeError`` if a shard is not finished.
+    """
+    index_lines, skipped = [], list(listing_skipped)
+    for shard in range(num_shards):
+        sidecar = read_sidecar(out, shard, run)
+        if sidecar is None:
+            raise RuntimeError(f"shard {shard} of {out} is not finished; rerun movq-tokenize to complete it")
+        for row in sidecar["items"]:
+            entry = {"source": row["source"], "caption": row["caption"], "shape": item_shape, "shard": shard,
+                     "offset": row["offset"]}
+            index_lines.append(json.dumps(entry, ensure_ascii=False))
+        skipped.extend({"source": s["source"], "reason": s["reason"]} for s in sidecar["skipped"])
+    atomic_write_text(Path(out) / SKIPPED_NAME, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+    atomic_write_text(Path(out) / INDEX_NAME, "".join(line + "\n" for line in index_lines))
+    return len(index_lines), len(skipped)

@@ -1,0 +1,127 @@
+"""Training data from ``movq-tokenize``: a finished token / latent folder, or an image collection
+tokenized once with a frozen codec into the run folder (what every generator trainer on top of a
+codec shares).
+
+    dataset = open_token_folder(cfg.data, Path(cfg.out) / "latents", kind="latents", codec=cfg.codec,
+                                resolution=cfg.resolution, loop=loop)
+
+The folder is :class:`movq.data.TokenDataset`'s; its ``meta`` records the codec (name, config and
+weights hashes), the resolution and the preprocessing. A killed tokenizing run resumes where it
+stopped (``movq-tokenize`` skips finished shards), so ``--resume`` of a trainer reuses the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from movq.train.loop import TrainLoop
+
+DEFAULT_RESOLUTION = 256
+KINDS = ("tokens", "latents")
+
+
+def is_token_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``movq-tokenize`` output folder (it holds ``meta.json``)."""
+    from movq.tokenize.meta import META_NAME
+
+    return (Path(path) / META_NAME).is_file()
+
+
+def load_codec(name: str, flag: str = "--codec") -> Any:
+    """``movq.load(name)``; a name or folder that does not load is a one-line ``ValueError``."""
+    import movq
+
+    try:
+        return movq.load(name)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"cannot load {flag} {name!r}: {error}") from None
+
+
+def check_codec_matches(codec_name: str, meta: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Refuse a ``--codec`` that is not the codec whose tokens / latents ``folder`` holds (config or weights differ)."""
+    from movq.tokenize.meta import config_hash, weights_hash
+
+    codec = load_codec(codec_name)
+    mine = (config_hash(codec.config), weights_hash(codec))
+    theirs = (meta.get("config_hash"), meta.get("weights_hash"))
+    if mine != theirs:
+        what = "architecture" if mine[0] != theirs[0] else "weights"
+        raise ValueError(
+            f"--codec {codec_name!r} is not the codec that wrote {folder} ({meta.get('model')!r}): other {what} "
+            f"(config {mine[0][:12]} vs {str(theirs[0])[:12]}, weights {mine[1][:12]} vs {str(theirs[1])[:12]}); "
+            "drop --codec or pass the codec the folder came from"
+        )
+
+
+def prepare_token_folder(
+    data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
+    loop: TrainLoop, batch_size: int = 32, num_workers: int = 2,
+) -> Path:
+    """The ``movq-tokenize`` folder to train on: ``data`` itself, or ``out`` after tokenizing the image
+    collection ``data`` once with the frozen ``codec`` at ``resolution`` (``kind="latents"``: continuous
+    latents). All ranks share the work under torchrun; a partly written ``out`` resumes."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if is_token_folder(data):
+        return Path(data)
+    if not Path(data).exists() and not any(ch in data for ch in "*?["):
+        raise FileNotFoundError(f"--data {data} does not exist")
+    if not codec:
+        flag = " --latents" if kind == "latents" else ""
+        raise ValueError(
+            f"--data {data} is not a movq-tokenize folder (no meta.json): pass --codec NAME_OR_PATH to tokenize "
+            f"it once into {out}, or run movq-tokenize{flag} first"
+        )
+    from movq.tokenize.config import TokenizeConfig
+    from movq.tokenize.runner import Tokenizer
+
+    cfg = loop.cfg
+    settings = TokenizeConfig(
+        model=codec, data=data, out=str(out), resolution=resolution or DEFAULT_RESOLUTION,
+        latents=kind == "latents", batch_size=batch_size, num_workers=num_workers,
+        device=None if cfg.device == "auto" else cfg.device, progress=cfg.progress,
+    )
+    loop.print(f"tokenizing {data} ({kind}) with {codec} at {settings.resolution} px into {out}")
+    tokenizer = Tokenizer(settings)
+    try:
+        tokenizer.run()
+    finally:
+        tokenizer.close()
+    if loop.dist.enabled:
+        torch.distributed.barrier()  # rank 0 merges the index last
+    return Path(out)
+
+
+def open_token_folder(
+    data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
+    loop: TrainLoop, batch_size: int = 32, num_workers: int = 2,
+) -> Any:
+    """A :class:`movq.data.TokenDataset` of ``kind`` (see :func:`prepare_token_folder`), checked: the
+    folder holds ``kind``, at least one item, and (for a given folder) was written by ``codec`` at
+    ``resolution`` when those are given."""
+    folder = prepare_token_folder(
+        data, out, kind=kind, codec=codec, resolution=resolution, loop=loop, batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    from movq.data import TokenDataset
+
+    dataset = TokenDataset(folder)
+    meta = dataset.meta
+    if meta.get("kind") != kind:
+        hint = "tokenize with --latents" if kind == "latents" else "tokenize without --latents"
+        raise ValueError(f"{folder} holds {meta.get('kind')}, not {kind}: {hint}")
+    if folder == Path(data):
+        if codec:
+            check_codec_matches(codec, meta, folder)
+        if resolution is not None and resolution != meta.get("resolution"):
+            raise ValueError(
+                f"--resolution {resolution}, but {folder} was tokenized at {meta.get('resolution')} px; "
+                "drop --resolution or tokenize again"
+            )
+    if len(dataset) == 0:
+        raise ValueError(f"{folder} holds no items")
+    return dataset
