@@ -126,16 +126,16 @@ def test_tiles_with_exact_statistics_equal_the_untiled_decoder():
 
 
 def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):
-    x = photo(256)
+    x = photo(192)
     tokens = shipped.encode(x)
     untiled = shipped.decode(tokens)
     tiled_codec = movq.load("movqgan-tiny-photos")
     tiled_codec.enable_tiling(tile_size=128, overlap=32)
     assert tiled_codec.tiling.mode == "on" and tiled_codec.tiling.tile == 16
-    decoded = tiled_codec.decode(tokens)
+    decoded = tiled_codec.decode(tokens)  # 2 x 2 tiles of 112 px, 2 statistics passes
     assert decoded.shape == untiled.shape
-    assert psnr(to_unit_range(untiled), to_unit_range(decoded)).item() >= 32.0  # 16 tiles of 128 px
-    assert (tiled_codec.encode(x) == tokens).float().mean() >= 0.6
+    assert psnr(to_unit_range(untiled), to_unit_range(decoded)).item() >= 36.0  # 41.7 dB when written
+    assert (tiled_codec.encode(x) == tokens).float().mean() >= 0.8  # 90%
     tiled_codec.disable_tiling()
     assert torch.equal(tiled_codec.decode(tokens), untiled)
     with pytest.raises(ValueError, match="multiple of the downsample factor"):

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 import movq
 from movq import Codec, CodecConfig, get_preset
+from movq.bench.versus import spread_weights
 from movq.config import GumbelConfig
 from movq.hub.diffusers import diffusers_to_original
 
@@ -32,21 +33,6 @@ KANDINSKY_MOVQ = {
     "vq_embed_dim": 4,
 }
 SMALL_MOVQ = {**KANDINSKY_MOVQ, "block_out_channels": [32, 64, 64, 128], "layers_per_block": 1, "num_vq_embeddings": 512}
-
-
-def spread_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random, non-default weights: norms away from (1, 0), codebook spread like the latents."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if "norm" in name and name.endswith("weight") and param.ndim == 1:
-                param.copy_(1.0 + 0.2 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.05 * noise)
-            elif name == "quantize.embedding.weight":
-                param.copy_(0.5 * noise)
-    return model.eval()
 
 
 def reference_model(config: dict, seed: int) -> VQModel:

@@ -2,11 +2,13 @@
 
 A :class:`TilingPolicy` decides, from an estimate of the activation memory of one forward pass,
 how many images run at once and whether each image is cut into tiles. Tiles live on the latent
-grid (one position = ``f x f`` pixels); neighbouring tiles share ``overlap`` positions, and the
-outputs are blended there with linear ramps that sum to one, so there is no seam. A MoVQ decoder
-tile receives the matching slice of ``z_q`` for its SpatialNorm layers. Tiles see only their own
-context (GroupNorm statistics and attention are computed per tile), so a tiled result is close to,
-not equal to, the untiled one.
+grid (one position = ``f x f`` pixels); neighbouring tiles share at least ``overlap`` positions,
+and the outputs are blended there with ramps that sum to one, so there is no seam. Only the levels
+without attention are tiled (the codec runs the attention levels on the whole image), a MoVQ
+decoder tile receives the matching slice of ``z_q`` for its SpatialNorm layers, and all tiles are
+normalised with the image's GroupNorm statistics, gathered by extra passes over the tiles
+(:class:`SharedGroupStats`). The result is close to the untiled one, not equal: the statistics
+are estimates, and a tile's border sees zero padding instead of its neighbour.
 """
 
 from __future__ import annotations
@@ -132,8 +134,9 @@ class SharedGroupStats:
     the tile's blend weights (so overlaps count once), to a per-layer, per-image running total
     (Chan's parallel mean / variance update in float64). ``lookup`` returns the statistics of the
     previous pass (``None`` before the first one), which the norm then uses instead of the tile's
-    own: a tile normalised with the image's statistics computes what the untiled pass computes,
-    except near its border and in attention.
+    own: a tile normalised with the image's exact statistics computes what the untiled pass
+    computes, except near its border. Each pass makes the statistics of one more layer exact and
+    improves the deeper ones.
     """
 
     def __init__(self) -> None:

@@ -5,7 +5,8 @@ repeats; the median of each is reported), so load from other processes affects b
 round trip is ``decode(encode(x))``: tokens and back to pixels. Reported per configuration:
 images/s of both, their ratio, movq's effective GFLOP/s (the reference architecture's FLOPs,
 counted by ``torch.utils.flop_counter``) and its share of this machine's measured 3x3 convolution
-peak, the token agreement with diffusers, and the peak memory of one round trip of each (CPU: RSS
+peak, the token agreement with diffusers' fp32 tokens (of movq, and of the diffusers variant
+timed), and the peak memory of one round trip of each (CPU: RSS
 growth of a child process; CUDA: ``max_memory_allocated``).
 """
 
@@ -47,6 +48,7 @@ class Row:
     movq_gflops: float
     conv_peak_gflops: float
     token_agreement: float
+    diffusers_token_agreement: float
     movq_peak_mib: float | None = None
     diffusers_peak_mib: float | None = None
 
@@ -193,13 +195,15 @@ def compare(preset: str, resolution: int, batch: int, precision: str, repeats: i
     seconds = interleaved(variants, repeats, device)
     best = min((k for k in seconds if k != "movq"), key=seconds.__getitem__)
     with torch.inference_mode():
-        agreement = (fast.encode(x) == diffusers_round_trip(model, x)[0]).float().mean().item()
+        reference = diffusers_round_trip(model, x)[0]
+        agreement = (fast.encode(x) == reference).float().mean().item()
+        theirs = (variants[best]()[0] == reference).float().mean().item()
     row = Row(
         model=preset, resolution=resolution, batch=batch, precision=precision,
         movq_images_per_s=batch / seconds["movq"], diffusers_images_per_s=batch / seconds[best],
         diffusers_variant=best.removeprefix("diffusers "), ratio=seconds[best] / seconds["movq"],
         gflop_per_round_trip=gflop, movq_gflops=gflop / seconds["movq"], conv_peak_gflops=peak,
-        token_agreement=agreement,
+        token_agreement=agreement, diffusers_token_agreement=theirs,
     )
     if memory:
         row.movq_peak_mib = peak_memory_mib("movq", preset, resolution, batch, precision, device)
@@ -284,7 +288,7 @@ def diffusers_version() -> str:
 def table(rows: list[Row]) -> str:
     """Markdown table of the rows."""
     head = ("| model | res | batch | precision | movq img/s | diffusers img/s (variant) | ratio | movq GFLOP/s "
-            "| % conv peak | tokens = diffusers fp32 | peak MiB movq / diffusers |")
+            "| % conv peak | tokens = diffusers fp32: movq / diffusers | peak MiB movq / diffusers |")
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         memory = "-" if r.movq_peak_mib is None else f"{r.movq_peak_mib:.0f} / {r.diffusers_peak_mib:.0f}"
@@ -292,7 +296,7 @@ def table(rows: list[Row]) -> str:
             f"| {r.model} | {r.resolution} | {r.batch} | {r.precision} | {r.movq_images_per_s:.3g} | "
             f"{r.diffusers_images_per_s:.3g} ({r.diffusers_variant}) | **{r.ratio:.2f}x** | {r.movq_gflops:.0f} | "
             f"{100 * r.movq_gflops / r.conv_peak_gflops:.0f}% of {r.conv_peak_gflops:.0f} | "
-            f"{100 * r.token_agreement:.2f}% | {memory} |"
+            f"{100 * r.token_agreement:.2f}% / {100 * r.diffusers_token_agreement:.2f}% | {memory} |"
         )
     return "\n".join(lines) + "\n"
 
