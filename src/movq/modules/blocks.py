@@ -46,9 +46,10 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with a residual connection.
 
-    In and out ``[B, C, H, W]``. ``q``, ``k``, ``v`` are computed by one matrix product over the
-    ``H*W`` positions and attention runs through ``F.scaled_dot_product_attention``, so no
-    ``HW x HW`` score matrix is built in Python (fused kernels pick the memory-efficient path).
+    In and out ``[B, C, H, W]``. ``q``, ``k``, ``v`` come from one 1x1 convolution with the three
+    weights stacked, attention runs through ``F.scaled_dot_product_attention`` (no ``HW x HW``
+    score matrix is built in Python), and the output projection adds the residual (fused into
+    the convolution on CPU inference, see :mod:`movq.modules.prepacked`).
     """
 
     def __init__(self, channels: int, zq_channels: int | None = None) -> None:
@@ -60,20 +61,17 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
     def qkv_weights(self) -> tuple[Tensor, Tensor]:
-        """``q``, ``k``, ``v`` stacked: weight ``[3C, C]`` and bias ``[3C]`` (memoised for inference)."""
+        """``q``, ``k``, ``v`` stacked: weight ``[3C, C, 1, 1]`` and bias ``[3C]`` (memoised for inference)."""
         params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
-        return derived(self, "qkv", lambda: (torch.cat(params[:3]).flatten(1), torch.cat(params[3:])), *params)
+        return derived(self, "qkv", lambda: (torch.cat(params[:3]), torch.cat(params[3:])), *params)
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         batch, channels, height, width = x.shape
-        h = self.norm(x, zq)
-        tokens = h.permute(0, 2, 3, 1).reshape(batch, 1, height * width, channels)  # a view if channels-last
-        q, k, v = F.linear(tokens, *self.qkv_weights()).chunk(3, dim=-1)
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = F.linear(h, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        qkv = conv2d(self.norm(x, zq), *self.qkv_weights(), owner=self)
+        tokens = qkv.permute(0, 2, 3, 1).reshape(batch, 1, height * width, 3 * channels)  # a view if channels-last
+        h = F.scaled_dot_product_attention(*tokens.chunk(3, dim=-1))
         h = h.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        h = h.contiguous(memory_format=memory_format_of(x))
-        return x + h if torch.is_grad_enabled() else h.add_(x)
+        return conv(self.proj_out, h.contiguous(memory_format=memory_format_of(x)), residual=x)
 
 
 class Downsample(nn.Module):
