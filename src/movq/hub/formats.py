@@ -17,6 +17,7 @@ from torch import Tensor
 
 from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
 from movq.modules.blocks import level_has_attention
+from movq.quantizers import quantizer_class
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,4 @@ def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     qa, qb = a.quantizer, b.quantizer
     if type(qa) is not type(qb) or a.codebook_size != b.codebook_size:
         return False
-    if isinstance(qa, VQConfig):
-        return (qa.groups, qa.code_dim) == (qb.groups, qb.code_dim)
-    return True
+    return all(getattr(qa, f) == getattr(qb, f) for f in quantizer_class(qa).architecture_fields)

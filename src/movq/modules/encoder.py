@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, Downsample, Level, MidBlock, ResnetBlock, level_has_attention
 from movq.modules.layout import preferred_memory_format
 from movq.modules.norm import GroupNorm
 from movq.modules.prepacked import conv
+
+if TYPE_CHECKING:
+    from movq.config import CodecConfig
 
 
 class Encoder(nn.Module):
