@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import movq
 from movq.codec import Codec
 from movq.config import CodecConfig, quantizer_config_from_dict
 from movq.quantizers import (
@@ -98,8 +99,8 @@ def test_toy_quantizer_builds_a_codec_through_the_table(toy_registered, tmp_path
     assert codec.decode(tokens).shape == (1, 3, 16, 16)
 
     codec.save_pretrained(tmp_path)
-    loaded = Codec.from_pretrained(tmp_path)
-    assert loaded.config == codec.config and type(loaded.quantize) is ToyQuantizer
+    for loaded in (Codec.from_pretrained(tmp_path), movq.load(tmp_path)):
+        assert loaded.config == codec.config and type(loaded.quantize) is ToyQuantizer
     torch.testing.assert_close(loaded.state_dict()["quantize.scale"], codec.state_dict()["quantize.scale"])
 
 
