@@ -9,97 +9,61 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
+from movq.modules.norm import NUM_GROUPS
+
+# The quantizer configs live next to their quantizers in movq.quantizers; re-exported here, where
+# users import them.
+from movq.quantizers import (
+    DEFAULT_KIND,
+    EMAConfig,
+    FSQConfig,
+    GumbelConfig,
+    LFQConfig,
+    QuantizerConfig,
+    ResidualConfig,
+    VQConfig,
+    quantizer_class,
+    quantizer_configs,
+)
 from movq.strict import (
     MinLength,
-    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     Range,
+    Tagged,
     dataclass_from_dict,
     unknown_name_error,
     value_from_hint,
 )
 
-# ---------------------------------------------------------------------------------------------
-# Quantizer configs: one dataclass per quantizer; the codec passes its ``embed_dim`` as ``dim``.
-# Type hints (with ``Annotated`` bounds) say what each field accepts: ``movq.strict.dataclass_from_dict``
-# checks them when a config is read from a dict or a JSON file.
+__all__ = [
+    "MOVQGAN_67M",
+    "MOVQGAN_102M",
+    "MOVQGAN_270M",
+    "MOVQGAN_TINY",
+    "PRESETS",
+    "STATE_DICT_CONFIG_KEY",
+    "VQGAN_F16_16384",
+    "VQGAN_GUMBEL_F8_8192",
+    "CodecConfig",
+    "EMAConfig",
+    "FSQConfig",
+    "GumbelConfig",
+    "LFQConfig",
+    "QuantizerConfig",
+    "QuantizerField",
+    "ResidualConfig",
+    "VQConfig",
+    "get_preset",
+    "quantizer_config_from_dict",
+    "record_config",
+]
 
-Fraction = Annotated[float, Range(0, 1)]
-
-
-@dataclass
-class VQConfig:
-    """Nearest-neighbour codebook trained by gradients (:class:`movq.quantizers.VectorQuantizer`)."""
-
-    codebook_size: PositiveInt = 16384
-    beta: NonNegativeFloat = 0.25
-    legacy: bool = True
-    l2_normalize: bool = False
-    code_dim: PositiveInt | None = None
-    groups: PositiveInt = 1
-    kind: Literal["vq"] = "vq"
-
-
-@dataclass
-class EMAConfig:
-    """Codebook updated by exponential moving averages (:class:`movq.quantizers.EMAVectorQuantizer`)."""
-
-    codebook_size: PositiveInt = 16384
-    decay: Fraction = 0.99
-    eps: PositiveFloat = 1e-5
-    beta: NonNegativeFloat = 0.25
-    dead_code_threshold: NonNegativeFloat = 1.0
-    kmeans_init: bool = False
-    kind: Literal["ema"] = "ema"
-
-
-@dataclass
-class GumbelConfig:
-    """Gumbel-softmax quantizer (:class:`movq.quantizers.GumbelQuantizer`)."""
-
-    codebook_size: PositiveInt = 8192
-    temperature: PositiveFloat = 1.0
-    kl_weight: NonNegativeFloat = 5e-4
-    hard: bool = True
-    kind: Literal["gumbel"] = "gumbel"
-
-
-@dataclass
-class ResidualConfig:
-    """Residual quantization, RQ-VAE (:class:`movq.quantizers.ResidualVectorQuantizer`)."""
-
-    codebook_size: PositiveInt = 16384
-    depth: PositiveInt = 4
-    shared_codebook: bool = True
-    beta: NonNegativeFloat = 0.25
-    quantize_dropout: bool = False
-    kind: Literal["residual"] = "residual"
-
-
-@dataclass
-class FSQConfig:
-    """Finite scalar quantization (:class:`movq.quantizers.FSQ`); ``dim == len(levels)``."""
-
-    levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
-    kind: Literal["fsq"] = "fsq"
-
-
-@dataclass
-class LFQConfig:
-    """Lookup-free quantization (:class:`movq.quantizers.LFQ`); ``codebook_size == 2 ** dim``."""
-
-    entropy_weight: NonNegativeFloat = 0.1
-    commitment_weight: NonNegativeFloat = 0.25
-    kind: Literal["lfq"] = "lfq"
-
-
-QuantizerConfig = Union[VQConfig, EMAConfig, GumbelConfig, ResidualConfig, FSQConfig, LFQConfig]
-"""Any quantizer config; in a dict the ``kind`` field says which (``"vq"`` when absent)."""
-
-# ---------------------------------------------------------------------------------------------
+QuantizerField = Annotated[QuantizerConfig, Tagged(quantizer_configs, DEFAULT_KIND)]
+"""Any quantizer config of the table ``movq.quantizers.QUANTIZERS``; in a dict the ``kind`` field
+says which (``"vq"`` when absent)."""
 
 
 @dataclass
@@ -116,7 +80,7 @@ class CodecConfig:
     name: str = "custom"
     in_channels: PositiveInt = 3
     out_channels: PositiveInt = 3
-    ch: Annotated[int, Range(min=32)] = 128
+    ch: Annotated[int, Range(min=NUM_GROUPS)] = 128
     ch_mult: Annotated[tuple[PositiveInt, ...], MinLength(1)] = (1, 2, 2, 4)
     num_res_blocks: PositiveInt = 2
     attn_resolutions: tuple[PositiveInt, ...] = (32,)
@@ -125,7 +89,7 @@ class CodecConfig:
     embed_dim: PositiveInt = 4
     dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.0
     norm: Literal["spatial", "group"] = "spatial"
-    quantizer: QuantizerConfig = field(default_factory=VQConfig)
+    quantizer: QuantizerField = field(default_factory=VQConfig)
     scaling_factor: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
@@ -137,8 +101,10 @@ class CodecConfig:
             raise ValueError(f"norm must be 'spatial' (MoVQ) or 'group' (VQGAN), got {self.norm!r}")
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
             raise ValueError(f"ch_mult must be a non-empty tuple of positive ints, got {self.ch_mult}")
-        if self.ch % 32 or self.ch < 32:
-            raise ValueError(f"ch must be a positive multiple of 32 (GroupNorm(32)), got {self.ch}")
+        if self.ch % NUM_GROUPS or self.ch < NUM_GROUPS:
+            raise ValueError(
+                f"ch must be a positive multiple of {NUM_GROUPS} (GroupNorm({NUM_GROUPS})), got {self.ch}"
+            )
 
     @property
     def downsample_factor(self) -> int:
@@ -148,15 +114,7 @@ class CodecConfig:
     @property
     def codebook_size(self) -> int:
         """Number of distinct token ids per position (and per level / group)."""
-        q = self.quantizer
-        if isinstance(q, FSQConfig):
-            size = 1
-            for level in q.levels:
-                size *= level
-            return size
-        if isinstance(q, LFQConfig):
-            return 2**self.embed_dim
-        return q.codebook_size
+        return quantizer_class(self.quantizer).config_codebook_size(self.quantizer, self.embed_dim)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
@@ -178,7 +136,7 @@ class CodecConfig:
 
 def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:
     """The quantizer config named by ``data["kind"]`` (``"vq"`` when absent), checked field by field."""
-    return value_from_hint(data, QuantizerConfig, "quantizer")
+    return value_from_hint(data, QuantizerField, "quantizer")
 
 
 # ---------------------------------------------------------------------------------------------

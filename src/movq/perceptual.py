@@ -31,6 +31,8 @@ Net = Literal["vgg", "alex"]
 Variant = Literal["standard", "shift_tolerant"]
 
 WEIGHTS_ENV = "MOVQ_LPIPS_WEIGHTS"
+NORM_EPS = 1e-10
+"""Added to the channel norm when LPIPS unit-normalises features (its ``normalize_tensor`` eps)."""
 _CHANNELS: dict[str, tuple[int, ...]] = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
 _TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 # torchvision ``features`` indices of the conv layers, in the LPIPS slices' numbering (standard layout)
@@ -169,7 +171,7 @@ class LPIPS(nn.Module):
         total: Tensor | None = None
         for lin, f in zip(self.lins, feats):
             f = f.float()
-            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + NORM_EPS)
             d = lin((f[:n] - f[n:]).pow(2).to(lin.model[1].weight.dtype)).float()
             d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False) if spatial else d.mean((2, 3))
             total = d if total is None else total + d

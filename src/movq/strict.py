@@ -66,6 +66,19 @@ class MinLength:
     n: int
 
 
+@dataclass(frozen=True)
+class Tagged:
+    """A field holding one of several dataclasses told apart by their ``kind`` field, attached as
+    ``Annotated[Base, Tagged(members, default)]``.
+
+    ``members()`` returns the ``{kind: dataclass}`` table at the time a value is read, so kinds
+    registered after the hint was written are accepted; a dict without ``kind`` is of kind ``default``.
+    """
+
+    members: Callable[[], Mapping[str, type]]
+    default: str
+
+
 PositiveInt = Annotated[int, Range(min=1)]
 PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0)]
@@ -118,8 +131,9 @@ def dataclass_from_dict(cls: type[T], data: Any, source: str | Path | None = Non
     (ints accepted, finite), ``bool``, ``str``, ``None``, ``Literal[...]``, ``tuple[T, ...]`` /
     ``tuple[A, B]`` (JSON lists become tuples), ``dict[str, T]``, unions (``int | None``), nested
     dataclasses (from dicts), and unions of dataclasses told apart by their ``kind`` field (a dict
-    without ``kind`` is the first member's kind). ``Annotated`` :class:`Range` / :class:`MinLength`
-    bounds are checked. Unknown keys are refused with the closest known names.
+    without ``kind`` is the first member's kind; :class:`Tagged` for a table that can grow).
+    ``Annotated`` :class:`Range` / :class:`MinLength` bounds are checked. Unknown keys are refused
+    with the closest known names.
 
     ``source`` (a file name) is put in front of the message. Raises :class:`ConfigError`, naming
     the field, the value and what is accepted; errors of ``cls.__post_init__`` are re-raised as
@@ -177,6 +191,9 @@ def _check(value: Any, hint: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         inner, *extras = args
+        tagged = next((extra for extra in extras if isinstance(extra, Tagged)), None)
+        if tagged is not None:
+            return _check_tagged(value, dict(tagged.members()), tagged.default, path)
         checked = _check(value, inner, path)
         for extra in extras:
             if isinstance(extra, Range) and not extra.contains(checked):
@@ -249,15 +266,7 @@ def _check_container(value: Any, origin: type, args: tuple, path: str) -> Any:
 def _check_union(value: Any, args: tuple, path: str) -> Any:
     tagged = _tagged_members(args)
     if tagged:
-        if isinstance(value, tuple(tagged.values())):
-            return value
-        if not isinstance(value, Mapping):
-            raise _Invalid(path, f"an object with a 'kind' in {list(tagged)}", value)
-        kind = value.get("kind", next(iter(tagged)))
-        if not isinstance(kind, str) or kind not in tagged:
-            name = path.rsplit(".", 1)[-1] or "union"
-            raise ConfigError(unknown_name_error(f"{name} kind", kind, tagged, listing="expected one of"))
-        return _build_dataclass(tagged[kind], value, path)
+        return _check_tagged(value, tagged, next(iter(tagged)), path)
     if any(isinstance(value, a) for a in args if is_dataclass(a)):
         return value
     failures = []
@@ -269,6 +278,19 @@ def _check_union(value: Any, args: tuple, path: str) -> Any:
                 raise
             failures.append(error.expected)
     raise _Invalid(path, " or ".join(failures), value)
+
+
+def _check_tagged(value: Any, tagged: Mapping[str, type], default: str, path: str) -> Any:
+    """``value`` as the dataclass of ``tagged`` its ``kind`` names (``default`` when absent)."""
+    if isinstance(value, tuple(tagged.values())):
+        return value
+    if not isinstance(value, Mapping):
+        raise _Invalid(path, f"an object with a 'kind' in {list(tagged)}", value)
+    kind = value.get("kind", default)
+    if not isinstance(kind, str) or kind not in tagged:
+        name = path.rsplit(".", 1)[-1] or "union"
+        raise ConfigError(unknown_name_error(f"{name} kind", kind, tagged, listing="expected one of"))
+    return _build_dataclass(tagged[kind], value, path)
 
 
 def _tagged_members(args: tuple) -> dict[Any, type]:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from movq.config import CodecConfig, VQConfig
 from movq.hub.formats import attention_levels
+from movq.modules.norm import NUM_GROUPS
 
 DIFFUSERS_CONFIG = "config.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -122,7 +123,7 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
     attn_up = sorted(len(up) - 1 - k for k, t in enumerate(up) if t.startswith("Attn"))
     if attn_down != attn_up:
         raise ValueError(f"encoder attention levels {attn_down} differ from decoder levels {attn_up}; unsupported")
-    for field, expected in (("act_fn", "silu"), ("norm_num_groups", 32), ("mid_block_add_attention", True)):
+    for field, expected in (("act_fn", "silu"), ("norm_num_groups", NUM_GROUPS), ("mid_block_add_attention", True)):
         if data.get(field, expected) != expected:
             raise ValueError(f"diffusers config {field}={data[field]!r} is not supported (movq needs {expected!r})")
     if data.get("lookup_from_codebook", False):
@@ -169,7 +170,7 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         "latent_channels": config.z_channels,
         "sample_size": config.resolution,
         "num_vq_embeddings": q.codebook_size,
-        "norm_num_groups": 32,
+        "norm_num_groups": NUM_GROUPS,
         "vq_embed_dim": config.embed_dim,
         "scaling_factor": config.scaling_factor,
         "norm_type": config.norm,

@@ -16,6 +16,8 @@ from typing import Any
 from torch import Tensor
 
 from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
+from movq.modules.blocks import level_has_attention
+from movq.quantizers import quantizer_class
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +224,7 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
 
 def attention_levels(config: CodecConfig) -> tuple[int, ...]:
     """Resolution levels (0 = full size) that have attention blocks."""
-    return tuple(i for i in range(len(config.ch_mult)) if config.resolution // 2**i in config.attn_resolutions)
+    return tuple(i for i in range(len(config.ch_mult)) if level_has_attention(config, i))
 
 
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
@@ -232,6 +234,4 @@ def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     qa, qb = a.quantizer, b.quantizer
     if type(qa) is not type(qb) or a.codebook_size != b.codebook_size:
         return False
-    if isinstance(qa, VQConfig):
-        return (qa.groups, qa.code_dim) == (qb.groups, qb.code_dim)
-    return True
+    return all(getattr(qa, f) == getattr(qb, f) for f in quantizer_class(qa).architecture_fields)

@@ -1,4 +1,5 @@
-"""Building blocks shared by the encoder and decoder: ResNet block, self-attention, resampling.
+"""Building blocks shared by the encoder and decoder: ResNet block, self-attention, resampling,
+the mid block and the resolution level that groups them.
 
 Every block takes ``(x, zq=None)``: ``zq`` is the quantized latent that conditions the MoVQ
 decoder's SpatialNorm layers and is ignored by plain GroupNorm. Module attribute names follow
@@ -8,6 +9,8 @@ Blocks keep the memory layout of their input (see :mod:`movq.modules.layout`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +19,9 @@ from movq.modules.derived import derived
 from movq.modules.layout import blocks_view, memory_format_of
 from movq.modules.norm import make_norm
 from movq.modules.prepacked import conv, conv2d
+
+if TYPE_CHECKING:
+    from movq.config import CodecConfig
 
 
 class ResnetBlock(nn.Module):
@@ -128,3 +134,38 @@ class Upsample(nn.Module):
             a, b = divmod(index, 2)
             view[:, :, :, a, :, b] = phase[:, :, a : a + height, b : b + width]
         return out
+
+
+class MidBlock(nn.Module):
+    """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``."""
+
+    def __init__(self, channels: int, dropout: float, zq_channels: int | None = None) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
+        self.attn_1 = AttnBlock(channels, zq_channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` (ResNet blocks), ``attn`` (optional, one per block) and a
+    resampling layer (``downsample`` in the encoder, ``upsample`` in the decoder), set by the owner."""
+
+    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock]) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        for i, block in enumerate(self.block):
+            x = block(x, zq)
+            if len(self.attn):
+                x = self.attn[i](x, zq)
+        return x
+
+
+def level_has_attention(config: CodecConfig, level: int) -> bool:
+    """Whether resolution level ``level`` (0 = full size) has attention blocks."""
+    return config.resolution // 2**level in config.attn_resolutions

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from movq.config import CodecConfig
-from movq.modules.blocks import AttnBlock, ResnetBlock, Upsample
-from movq.modules.encoder import Level, MidBlock, level_has_attention
+from movq.modules.blocks import AttnBlock, Level, MidBlock, ResnetBlock, Upsample, level_has_attention
 from movq.modules.layout import preferred_memory_format
-from movq.modules.prepacked import conv
 from movq.modules.norm import make_norm
+from movq.modules.prepacked import conv
+
+if TYPE_CHECKING:
+    from movq.config import CodecConfig
 
 
 class Decoder(nn.Module):

@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from movq.config import CodecConfig
-from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
+from movq.modules.blocks import AttnBlock, Downsample, Level, MidBlock, ResnetBlock, level_has_attention
 from movq.modules.layout import preferred_memory_format
-from movq.modules.prepacked import conv
 from movq.modules.norm import GroupNorm
+from movq.modules.prepacked import conv
 
-
-class MidBlock(nn.Module):
-    """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``."""
-
-    def __init__(self, channels: int, dropout: float, zq_channels: int | None = None) -> None:
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
-        self.attn_1 = AttnBlock(channels, zq_channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
-
-    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
-
-
-class Level(nn.Module):
-    """One resolution level: ``block`` (ResNet blocks), ``attn`` (optional, one per block) and a
-    resampling layer (``downsample`` in the encoder, ``upsample`` in the decoder), set by the owner."""
-
-    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock]) -> None:
-        super().__init__()
-        self.block = nn.ModuleList(blocks)
-        self.attn = nn.ModuleList(attns)
-
-    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        for i, block in enumerate(self.block):
-            x = block(x, zq)
-            if len(self.attn):
-                x = self.attn[i](x, zq)
-        return x
-
-
-def level_has_attention(config: CodecConfig, level: int) -> bool:
-    """Whether resolution level ``level`` (0 = full size) has attention blocks."""
-    return config.resolution // 2**level in config.attn_resolutions
+if TYPE_CHECKING:
+    from movq.config import CodecConfig
 
 
 class Encoder(nn.Module):

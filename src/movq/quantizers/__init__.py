@@ -1,80 +1,109 @@
-"""Quantizers: turn a continuous latent ``[B, D, H, W]`` into discrete codes and back."""
+"""Quantizers: turn a continuous latent ``[B, D, H, W]`` into discrete codes and back.
+
+Every quantizer file holds the quantizer and its config dataclass; :data:`QUANTIZERS` maps each
+``kind`` (the name in JSON configs) to its class. A new quantizer is one file: a
+:class:`QuantizerConfig` subclass with ``kind: Literal["name"] = "name"``, and a :class:`Quantizer`
+subclass declaring ``kind``, ``config_class`` and ``from_config``, added with
+:func:`register_quantizer`.
+"""
 
 from __future__ import annotations
 
-from ..config import EMAConfig, FSQConfig, GumbelConfig, LFQConfig, ResidualConfig, VQConfig
-from .base import DEFAULT_CHUNK_SIZE, Quantizer, QuantizerOutput, code_statistics, nearest_code
-from .ema import EMAVectorQuantizer
-from .fsq import FSQ
-from .gumbel import GumbelQuantizer
-from .lfq import LFQ
-from .residual import ResidualVectorQuantizer
-from .vq import VectorQuantizer
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    LOG_EPS,
+    Quantizer,
+    QuantizerConfig,
+    QuantizerOutput,
+    code_statistics,
+    histogram_perplexity,
+    nearest_code,
+)
+from .ema import EMAConfig, EMAVectorQuantizer
+from .fsq import FSQ, FSQConfig
+from .gumbel import GumbelConfig, GumbelQuantizer
+from .lfq import LFQ, LFQConfig
+from .residual import ResidualConfig, ResidualVectorQuantizer
+from .vq import VectorQuantizer, VQConfig
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "EMAVectorQuantizer",
+    "DEFAULT_KIND",
     "FSQ",
-    "GumbelQuantizer",
     "LFQ",
+    "LOG_EPS",
+    "QUANTIZERS",
+    "EMAConfig",
+    "EMAVectorQuantizer",
+    "FSQConfig",
+    "GumbelConfig",
+    "GumbelQuantizer",
+    "LFQConfig",
     "Quantizer",
+    "QuantizerConfig",
     "QuantizerOutput",
+    "ResidualConfig",
     "ResidualVectorQuantizer",
+    "VQConfig",
     "VectorQuantizer",
     "build_quantizer",
     "code_statistics",
+    "histogram_perplexity",
     "nearest_code",
+    "quantizer_class",
+    "quantizer_configs",
+    "register_quantizer",
 ]
 
+QUANTIZERS: dict[str, type[Quantizer]] = {
+    cls.kind: cls for cls in (VectorQuantizer, EMAVectorQuantizer, GumbelQuantizer, ResidualVectorQuantizer, FSQ, LFQ)
+}
+"""The quantizer table ``{kind: class}``: codec configs are read and quantizers built through it."""
+DEFAULT_KIND = VectorQuantizer.kind
+"""Kind of a quantizer config dict that has no ``kind`` key."""
 
-def build_quantizer(config: object, dim: int) -> Quantizer:
-    """The quantizer described by ``config`` (a quantizer dataclass of :mod:`movq.config`).
+
+def register_quantizer(cls: type[Quantizer]) -> type[Quantizer]:
+    """Add ``cls`` to :data:`QUANTIZERS` under ``cls.kind`` (also a class decorator); returns ``cls``.
+
+    ``cls`` must declare ``kind`` and ``config_class``, a dataclass whose ``kind`` field defaults to
+    ``cls.kind``. ``ValueError`` if another class already has that kind.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
+        raise TypeError(f"register_quantizer expects a Quantizer subclass, got {cls!r}")
+    kind, config_class = getattr(cls, "kind", None), getattr(cls, "config_class", None)
+    if not isinstance(kind, str) or not (isinstance(config_class, type) and is_dataclass(config_class)):
+        raise TypeError(f"{cls.__name__} must declare kind (a str) and config_class (a dataclass)")
+    kind_field = {f.name: f for f in fields(config_class)}.get("kind")
+    if kind_field is None or kind_field.default != kind:
+        raise ValueError(f"{config_class.__name__} needs a field kind: Literal[{kind!r}] = {kind!r}")
+    if QUANTIZERS.get(kind, cls) is not cls:
+        raise ValueError(f"quantizer kind {kind!r} is already taken by {QUANTIZERS[kind].__name__}")
+    QUANTIZERS[kind] = cls
+    return cls
+
+
+def quantizer_configs() -> dict[str, type[Any]]:
+    """``{kind: config dataclass}`` of the quantizers in :data:`QUANTIZERS`."""
+    return {kind: cls.config_class for kind, cls in QUANTIZERS.items()}
+
+
+def quantizer_class(config: Any) -> type[Quantizer]:
+    """The class in :data:`QUANTIZERS` that ``config`` (a quantizer config dataclass) describes."""
+    kind = getattr(config, "kind", None) if is_dataclass(config) else None
+    cls = QUANTIZERS.get(kind) if isinstance(kind, str) else None
+    if cls is None or not isinstance(config, cls.config_class):
+        accepted = ", ".join(c.config_class.__name__ for c in QUANTIZERS.values())
+        raise ValueError(f"expected a quantizer config (one of {accepted}), got {type(config).__name__}")
+    return cls
+
+
+def build_quantizer(config: Any, dim: int) -> Quantizer:
+    """The quantizer described by ``config`` (a quantizer config dataclass, e.g. :class:`VQConfig`).
 
     ``dim`` is the channel count of the latent it will quantize (the codec's ``embed_dim``).
     """
-    if isinstance(config, VQConfig):
-        return VectorQuantizer(
-            config.codebook_size,
-            dim,
-            beta=config.beta,
-            legacy=config.legacy,
-            l2_normalize=config.l2_normalize,
-            code_dim=config.code_dim,
-            groups=config.groups,
-        )
-    if isinstance(config, EMAConfig):
-        return EMAVectorQuantizer(
-            config.codebook_size,
-            dim,
-            decay=config.decay,
-            eps=config.eps,
-            beta=config.beta,
-            dead_code_threshold=config.dead_code_threshold,
-            kmeans_init=config.kmeans_init,
-        )
-    if isinstance(config, GumbelConfig):
-        return GumbelQuantizer(
-            config.codebook_size,
-            dim,
-            in_channels=dim,
-            temperature=config.temperature,
-            kl_weight=config.kl_weight,
-            hard=config.hard,
-        )
-    if isinstance(config, ResidualConfig):
-        return ResidualVectorQuantizer(
-            config.codebook_size,
-            dim,
-            config.depth,
-            shared_codebook=config.shared_codebook,
-            beta=config.beta,
-            quantize_dropout=config.quantize_dropout,
-        )
-    if isinstance(config, FSQConfig):
-        return FSQ(config.levels, dim=dim)
-    if isinstance(config, LFQConfig):
-        return LFQ(dim=dim, entropy_weight=config.entropy_weight, commitment_weight=config.commitment_weight)
-    accepted = "VQConfig, EMAConfig, GumbelConfig, ResidualConfig, FSQConfig, LFQConfig"
-    raise ValueError(
-        f"build_quantizer expects one of {accepted} from movq.config, got {type(config).__name__}"
-    )
+    return quantizer_class(config).from_config(config, dim)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+LOG_EPS = 1e-10
+"""Floor of a probability before its logarithm (entropies, KL), so that ``0 * log 0`` stays 0."""
+DENSE_HISTOGRAM_MAX = 2**20
+"""Largest codebook whose :func:`code_statistics` counts codes in a fixed-size histogram (one float
+per code); larger, implicit codebooks (LFQ, FSQ) count only the ids that occur."""
 DEFAULT_CHUNK_SIZE = 4096
 """Rows of the flattened latent compared against the codebook at once (memory is chunk x K)."""
 SCORE_ELEMENTS = 2**21
@@ -32,15 +38,44 @@ class QuantizerOutput:
     usage: Tensor
 
 
+@dataclass
+class QuantizerConfig:
+    """Base of the quantizer configs: one dataclass per quantizer, defined next to it.
+
+    A subclass's last field is ``kind: Literal["name"] = "name"``, the name of its quantizer in the
+    table :data:`movq.quantizers.QUANTIZERS` and in JSON (``{"kind": "name", ...}``); its type hints
+    (with ``Annotated`` bounds of :mod:`movq.strict`) say what each field accepts.
+    """
+
+
 class Quantizer(nn.Module, ABC):
     """Base class: maps a continuous latent ``[B, D, H, W]`` to codes and back.
 
     Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
-    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``.
+    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``. To be built
+    from a codec config they declare ``kind`` and ``config_class`` and implement :meth:`from_config`
+    (then :func:`movq.quantizers.register_quantizer` adds them to the table).
     """
 
     codebook_size: int
     dim: int
+    kind: ClassVar[str]
+    """Name in the quantizer table and in JSON configs (the ``kind`` of ``config_class``)."""
+    config_class: ClassVar[type[Any]]
+    """The config dataclass this quantizer is built from."""
+    architecture_fields: ClassVar[tuple[str, ...]] = ("codebook_size",)
+    """Config fields that set the shapes of the quantizer's tensors (two configs with equal values
+    load each other's weights)."""
+
+    @classmethod
+    def from_config(cls, config: Any, dim: int) -> Quantizer:
+        """The quantizer ``config`` (a ``config_class``) describes, for a latent of ``dim`` channels."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
+
+    @classmethod
+    def config_codebook_size(cls, config: Any, dim: int) -> int:
+        """``codebook_size`` of ``from_config(config, dim)``, without building it."""
+        return config.codebook_size
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -85,14 +120,18 @@ def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SI
 def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
     """Perplexity ``exp(H(histogram))`` and used fraction of the codebook for a batch of indices."""
     flat = indices.reshape(-1)
-    if codebook_size <= 2**20:  # a fixed-size histogram (unlike bincount's) keeps torch.compile graphs whole
+    if codebook_size <= DENSE_HISTOGRAM_MAX:  # a fixed-size histogram (unlike bincount's) keeps torch.compile graphs whole
         ones = torch.ones(flat.shape, dtype=torch.float32, device=flat.device)
         counts = torch.zeros(codebook_size, dtype=torch.float32, device=flat.device).index_add_(0, flat, ones)
     else:  # huge implicit codebooks (LFQ, FSQ): histogram of the ids that occur only
         counts = torch.unique(flat, return_counts=True)[1].float()
+    return histogram_perplexity(counts), (counts > 0).sum().float() / codebook_size
+
+
+def histogram_perplexity(counts: Tensor) -> Tensor:
+    """``exp(H)`` of the distribution of the float ``counts`` (a histogram of codes; 1 when empty)."""
     probs = counts / counts.sum().clamp(min=1.0)
-    entropy = -(probs * torch.log(probs.clamp(min=1e-10))).sum()
-    return entropy.exp(), (counts > 0).sum().float() / codebook_size
+    return (-(probs * torch.log(probs.clamp(min=LOG_EPS))).sum()).exp()
 
 
 def check_latent(z: Tensor, channels: int, who: str) -> None:

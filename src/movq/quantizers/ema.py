@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
+    QuantizerConfig,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -19,6 +25,19 @@ from .base import (
     code_statistics,
     nearest_code,
 )
+
+
+@dataclass
+class EMAConfig(QuantizerConfig):
+    """Codebook updated by exponential moving averages (:class:`EMAVectorQuantizer`)."""
+
+    codebook_size: PositiveInt = 16384
+    decay: Annotated[float, Range(0, 1)] = 0.99
+    eps: PositiveFloat = 1e-5
+    beta: NonNegativeFloat = 0.25
+    dead_code_threshold: NonNegativeFloat = 1.0
+    kmeans_init: bool = False
+    kind: Literal["ema"] = "ema"
 
 
 def _distributed() -> bool:
@@ -100,6 +119,21 @@ class EMAVectorQuantizer(Quantizer):
     State-dict keys: ``embedding.weight``, ``embedding.cluster_size``, ``embedding.embed_avg``
     (taming's ``EMAVectorQuantizer`` names) and ``initialized``. Statistics are kept in float32.
     """
+
+    kind = "ema"
+    config_class = EMAConfig
+
+    @classmethod
+    def from_config(cls, config: EMAConfig, dim: int) -> EMAVectorQuantizer:
+        return cls(
+            config.codebook_size,
+            dim,
+            decay=config.decay,
+            eps=config.eps,
+            beta=config.beta,
+            dead_code_threshold=config.dead_code_threshold,
+            kmeans_init=config.kmeans_init,
+        )
 
     def __init__(
         self,

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from .base import Quantizer, QuantizerOutput, check_index_range, check_indices, check_latent, code_statistics
+from movq.strict import MinLength, Range
+
+from .base import (
+    Quantizer,
+    QuantizerConfig,
+    QuantizerOutput,
+    check_index_range,
+    check_indices,
+    check_latent,
+    code_statistics,
+)
+
+
+@dataclass
+class FSQConfig(QuantizerConfig):
+    """Finite scalar quantization (:class:`FSQ`); ``dim == len(levels)``."""
+
+    levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
+    kind: Literal["fsq"] = "fsq"
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -27,6 +47,18 @@ class FSQ(Quantizer):
     rounding), indices ``[B, H, W]`` = mixed-radix ``sum_i digit_i * prod(levels[:i])`` in
     ``[0, prod(levels))``, loss 0. No parameters (state dict empty apart from non-persistent buffers).
     """
+
+    kind = "fsq"
+    config_class = FSQConfig
+    architecture_fields = ("levels",)
+
+    @classmethod
+    def from_config(cls, config: FSQConfig, dim: int) -> FSQ:
+        return cls(config.levels, dim=dim)
+
+    @classmethod
+    def config_codebook_size(cls, config: FSQConfig, dim: int) -> int:
+        return math.prod(config.levels)
 
     def __init__(self, levels: Sequence[int], dim: int | None = None, eps: float = 1e-3) -> None:
         super().__init__()

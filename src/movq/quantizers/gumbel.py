@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt
+
 from .base import (
+    LOG_EPS,
     Quantizer,
+    QuantizerConfig,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -16,6 +23,17 @@ from .base import (
     check_positive_int,
     code_statistics,
 )
+
+
+@dataclass
+class GumbelConfig(QuantizerConfig):
+    """Gumbel-softmax quantizer (:class:`GumbelQuantizer`)."""
+
+    codebook_size: PositiveInt = 8192
+    temperature: PositiveFloat = 1.0
+    kl_weight: NonNegativeFloat = 5e-4
+    hard: bool = True
+    kind: Literal["gumbel"] = "gumbel"
 
 
 class GumbelQuantizer(Quantizer):
@@ -36,6 +54,20 @@ class GumbelQuantizer(Quantizer):
     The codebook submodule is registered as ``embed`` but read through :attr:`codebook`, because
     ``embed`` is the method of the quantizer contract.
     """
+
+    kind = "gumbel"
+    config_class = GumbelConfig
+
+    @classmethod
+    def from_config(cls, config: GumbelConfig, dim: int) -> GumbelQuantizer:
+        return cls(
+            config.codebook_size,
+            dim,
+            in_channels=dim,
+            temperature=config.temperature,
+            kl_weight=config.kl_weight,
+            hard=config.hard,
+        )
 
     def __init__(
         self,
@@ -87,7 +119,7 @@ class GumbelQuantizer(Quantizer):
         z_q = torch.einsum("bnhw,nd->bdhw", one_hot.to(weight.dtype), weight).to(z.dtype)
 
         probs = F.softmax(logits, dim=1)
-        kl = (probs * torch.log(probs * self.codebook_size + 1e-10)).sum(dim=1).mean()
+        kl = (probs * torch.log(probs * self.codebook_size + LOG_EPS)).sum(dim=1).mean()
         indices = one_hot.argmax(dim=1)
         perplexity, usage = code_statistics(indices, self.codebook_size)
         loss = self.kl_weight * kl

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from .base import Quantizer, QuantizerOutput, check_index_range, check_indices, check_latent, code_statistics
+from movq.strict import NonNegativeFloat
+
+from .base import (
+    LOG_EPS,
+    Quantizer,
+    QuantizerConfig,
+    QuantizerOutput,
+    check_index_range,
+    check_indices,
+    check_latent,
+    code_statistics,
+)
+
+
+@dataclass
+class LFQConfig(QuantizerConfig):
+    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``."""
+
+    entropy_weight: NonNegativeFloat = 0.1
+    commitment_weight: NonNegativeFloat = 0.25
+    kind: Literal["lfq"] = "lfq"
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
     """Entropy (nats) of Bernoulli(``p``), elementwise."""
-    return -(p * torch.log(p.clamp(min=1e-10)) + (1 - p) * torch.log((1 - p).clamp(min=1e-10)))
+    return -(p * torch.log(p.clamp(min=LOG_EPS)) + (1 - p) * torch.log((1 - p).clamp(min=LOG_EPS)))
 
 
 class LFQ(Quantizer):
@@ -32,6 +55,18 @@ class LFQ(Quantizer):
     bound of the entropy of the averaged code distribution that is exact when bits are independent.
     No parameters.
     """
+
+    kind = "lfq"
+    config_class = LFQConfig
+    architecture_fields = ()
+
+    @classmethod
+    def from_config(cls, config: LFQConfig, dim: int) -> LFQ:
+        return cls(dim=dim, entropy_weight=config.entropy_weight, commitment_weight=config.commitment_weight)
+
+    @classmethod
+    def config_codebook_size(cls, config: LFQConfig, dim: int) -> int:
+        return 2**dim
 
     def __init__(
         self,

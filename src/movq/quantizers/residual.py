@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from movq.strict import NonNegativeFloat, PositiveInt
+
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
+    QuantizerConfig,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -18,6 +24,18 @@ from .base import (
     code_statistics,
     nearest_code,
 )
+
+
+@dataclass
+class ResidualConfig(QuantizerConfig):
+    """Residual quantization, RQ-VAE (:class:`ResidualVectorQuantizer`)."""
+
+    codebook_size: PositiveInt = 16384
+    depth: PositiveInt = 4
+    shared_codebook: bool = True
+    beta: NonNegativeFloat = 0.25
+    quantize_dropout: bool = False
+    kind: Literal["residual"] = "residual"
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -39,6 +57,21 @@ class ResidualVectorQuantizer(Quantizer):
     State-dict keys: ``embedding.weight`` ``[codebook_size, dim]`` with ``shared_codebook=True``,
     otherwise ``embeddings.{0..depth-1}.weight``.
     """
+
+    kind = "residual"
+    config_class = ResidualConfig
+    architecture_fields = ("codebook_size", "depth", "shared_codebook")
+
+    @classmethod
+    def from_config(cls, config: ResidualConfig, dim: int) -> ResidualVectorQuantizer:
+        return cls(
+            config.codebook_size,
+            dim,
+            config.depth,
+            shared_codebook=config.shared_codebook,
+            beta=config.beta,
+            quantize_dropout=config.quantize_dropout,
+        )
 
     def __init__(
         self,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from movq.strict import NonNegativeFloat, PositiveInt
+
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
+    QuantizerConfig,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -17,6 +23,19 @@ from .base import (
     code_statistics,
     nearest_code,
 )
+
+
+@dataclass
+class VQConfig(QuantizerConfig):
+    """Nearest-neighbour codebook trained by gradients (:class:`VectorQuantizer`)."""
+
+    codebook_size: PositiveInt = 16384
+    beta: NonNegativeFloat = 0.25
+    legacy: bool = True
+    l2_normalize: bool = False
+    code_dim: PositiveInt | None = None
+    groups: PositiveInt = 1
+    kind: Literal["vq"] = "vq"
 
 
 class VectorQuantizer(Quantizer):
@@ -41,6 +60,22 @@ class VectorQuantizer(Quantizer):
     State-dict keys: ``embedding.weight`` (``[codebook_size, C / groups]``), plus
     ``project_in.{weight,bias}`` and ``project_out.{weight,bias}`` when ``code_dim`` is set.
     """
+
+    kind = "vq"
+    config_class = VQConfig
+    architecture_fields = ("codebook_size", "groups", "code_dim")
+
+    @classmethod
+    def from_config(cls, config: VQConfig, dim: int) -> VectorQuantizer:
+        return cls(
+            config.codebook_size,
+            dim,
+            beta=config.beta,
+            legacy=config.legacy,
+            l2_normalize=config.l2_normalize,
+            code_dim=config.code_dim,
+            groups=config.groups,
+        )
 
     def __init__(
         self,

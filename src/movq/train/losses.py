@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.modules.norm import NUM_GROUPS
+
 
 @dataclass
 class LossWeights:
@@ -108,7 +110,7 @@ class NLayerDiscriminator(nn.Module):
 
     conv4x4/2 + LeakyReLU(0.2), then ``n_layers - 1`` conv4x4/2 + norm + LeakyReLU with
     ``ndf * min(2^n, 8)`` channels, one conv4x4/1 + norm + LeakyReLU, and a conv4x4/1 to 1 channel.
-    ``norm="batch"`` (taming default) or ``"group"`` (32 groups; batch-size independent).
+    ``norm="batch"`` (taming default) or ``"group"`` (:data:`~movq.modules.norm.NUM_GROUPS` groups, as in the codec; batch-size independent).
     Weights init N(0, 0.02), norm scales N(1, 0.02).
     """
 
@@ -116,7 +118,7 @@ class NLayerDiscriminator(nn.Module):
         super().__init__()
 
         def make_norm(c: int) -> nn.Module:
-            return nn.BatchNorm2d(c) if norm == "batch" else nn.GroupNorm(min(32, c), c)
+            return nn.BatchNorm2d(c) if norm == "batch" else nn.GroupNorm(min(NUM_GROUPS, c), c)
 
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
+from movq.quantizers import histogram_perplexity
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
@@ -188,8 +189,7 @@ class Trainer:
         counts = self.counts.cpu()
         self.counts.zero_()
         dead, usage = dead_codes(counts)
-        probs = counts / counts.sum().clamp(min=1)
-        perplexity = float(torch.exp(-(probs * probs.clamp(min=1e-10).log()).sum()))
+        perplexity = float(histogram_perplexity(counts))
         return {"lr": self.sched.get_last_lr()[0], "usage": usage, "dead_codes": dead, "perplexity": perplexity}
 
     # ------------------------------------------------------------------ TrainTask: the step
