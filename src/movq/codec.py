@@ -14,6 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from movq.config import CodecConfig, record_config
+from movq.hub.diffusers import DIFFUSERS_WEIGHTS, to_diffusers
+from movq.hub.formats import DIFFUSERS, MOVQ, check_write_format
+from movq.hub.upload import upload_folder
 from movq.images import (
     ImageInput,
     batch_size_of,
@@ -345,17 +348,12 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- persistence
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "movq") -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str = MOVQ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically).
 
         ``format="diffusers"`` writes ``config.json`` + ``diffusion_pytorch_model.safetensors`` for
         ``diffusers.VQModel.from_pretrained`` instead (converted by :func:`movq.hub.diffusers.to_diffusers`).
         """
-        # Imported here because importing the movq.hub package imports the loader, which builds codecs;
-        # these two modules are pure (format names, key conversion) and import nothing of the codec.
-        from movq.hub.diffusers import DIFFUSERS_WEIGHTS, to_diffusers
-        from movq.hub.formats import DIFFUSERS, check_write_format
-
         check_write_format(format)
         if format == DIFFUSERS:
             config, state = to_diffusers(self.config, self.state_dict())
@@ -366,7 +364,7 @@ class Codec(nn.Module):
         self,
         repo_id: str,
         *,
-        format: str = "movq",
+        format: str = MOVQ,
         private: bool | None = None,
         token: str | bool | None = None,
         revision: str | None = None,
@@ -377,9 +375,6 @@ class Codec(nn.Module):
         """Save this codec in ``format`` ("movq" or "diffusers") to a temporary folder and upload it to
         the Hugging Face Hub repo ``repo_id`` (created if needed). Returns the upload's ``CommitInfo``;
         ``api`` defaults to ``huggingface_hub.HfApi(token=token)``."""
-        from movq.hub.formats import check_write_format  # see save_pretrained
-        from movq.hub.upload import upload_folder
-
         check_write_format(format)
         return upload_folder(
             lambda folder: self.save_pretrained(folder, format=format),

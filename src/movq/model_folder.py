@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write, atomic_write_text
+from movq.hub.safe_load import load_state_file
 from movq.strict import dataclass_from_file, state_dict_mismatches
 
 MODEL_CONFIG_FILE = "config.json"
@@ -63,8 +64,6 @@ def read_model_folder(
     ``what`` names the kind of folder in the error when a file is missing ("a movq codec folder").
     A bad ``config.json`` or weights file is an error naming the file and the problem.
     """
-    from movq.hub.safe_load import load_state_file
-
     directory = Path(directory)
     config_path, weights_path = directory / MODEL_CONFIG_FILE, directory / weights_name
     for path in (config_path, weights_path):
