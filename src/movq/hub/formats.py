@@ -48,8 +48,6 @@ FORMATS: dict[str, FormatSpec] = {
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
 WRITE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.write)
 """Formats ``Codec.save_pretrained`` / ``push_to_hub`` write: ``("movq", "diffusers")``."""
-FOLDER_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.layout == "folder")
-"""Formats stored as a folder with a ``config.json`` (which alone gives the architecture)."""
 
 
 def check_write_format(format: str) -> None:
