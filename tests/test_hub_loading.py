@@ -225,7 +225,7 @@ def test_wrong_shape_missing_and_unexpected_keys_are_listed(tmp_path):
     with pytest.raises(ValueError, match="wrong shapes"):  # a 67M checkpoint forced into the tiny preset
         with torch.device("meta"):
             big = Codec(get_preset("movqgan-67m")).state_dict()
-        movq.hub.checkpoints.load_state(big, preset="movqgan-tiny")
+        movq.loader.codec_from_state(big, preset="movqgan-tiny")
 
 
 def test_truncated_files_are_clear_errors(tmp_path):

@@ -154,7 +154,7 @@ def test_dalle_pickled_modules_load_with_the_restricted_unpickler(tmp_path, lega
         movq.load(tmp_path, preset="movqgan-tiny")
 
     with pytest.raises(ValueError, match="pickled module object"):  # one half alone is not a codec
-        movq.hub.checkpoints.load_state(load_state_file(tmp_path / "encoder.pkl"))
+        movq.loader.codec_from_state(load_state_file(tmp_path / "encoder.pkl"))
 
 
 def test_dvae_shares_the_codec_api_and_saves_in_movq_format(tmp_path):

@@ -14,7 +14,7 @@ import movq
 from movq import DVAE, Codec, CodecConfig, DVAEConfig, get_preset
 from movq.config import PRESETS, EMAConfig, FSQConfig, GumbelConfig, LFQConfig, ResidualConfig, VQConfig
 from movq.hub import CheckpointReadError, get_spec
-from movq.hub.checkpoints import load_state
+from movq.loader import codec_from_state
 from movq.strict import ConfigError
 
 torch.set_num_threads(1)
@@ -82,8 +82,8 @@ def test_every_preset_state_dict_rebuilds_its_preset(name):
     """Without writing hundreds of MB: the saved config, and the shapes alone, both give the preset."""
     with torch.device("meta"):
         state = Codec(get_preset(name)).state_dict()
-        from_metadata = load_state(state, pretrained=False)
-        from_shapes = load_state(dict(state), pretrained=False)  # a plain dict: no saved config
+        from_metadata = codec_from_state(state, pretrained=False)
+        from_shapes = codec_from_state(dict(state), pretrained=False)  # a plain dict: no saved config
     assert from_metadata.config == get_preset(name)
     assert from_shapes.config == get_preset(name)
 

@@ -14,6 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from movq.config import CodecConfig, record_config
+from movq.hub.diffusers import DIFFUSERS_WEIGHTS, to_diffusers
+from movq.hub.formats import DIFFUSERS, MOVQ, check_write_format
+from movq.hub.upload import upload_folder
 from movq.images import (
     ImageInput,
     batch_size_of,
@@ -24,7 +27,13 @@ from movq.images import (
     to_tensor,
 )
 from movq.memory import check_codec_size, check_memory_budget, codec_activation_bytes, image_bytes
-from movq.model_folder import load_strict, read_model_folder, save_model_folder
+from movq.model_folder import (
+    MODEL_WEIGHTS_FILE,
+    load_strict,
+    read_model_folder,
+    save_model_folder,
+    write_folder,
+)
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
 from movq.tiling import (
@@ -339,26 +348,40 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- persistence
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "movq") -> Path:  # noqa: A002
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str = MOVQ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically).
 
         ``format="diffusers"`` writes ``config.json`` + ``diffusion_pytorch_model.safetensors`` for
-        ``diffusers.VQModel.from_pretrained`` instead (see :mod:`movq.hub.export`).
+        ``diffusers.VQModel.from_pretrained`` instead (converted by :func:`movq.hub.diffusers.to_diffusers`).
         """
-        if format == "diffusers":
-            from movq.hub.export import save_diffusers
-
-            return save_diffusers(self, save_directory)
-        if format != "movq":
-            raise ValueError(f"format must be 'movq' or 'diffusers', got {format!r}")
+        check_write_format(format)
+        if format == DIFFUSERS:
+            config, state = to_diffusers(self.config, self.state_dict())
+            return write_folder(save_directory, config, state, weights_file=DIFFUSERS_WEIGHTS)
         return save_model_folder(save_directory, self, self.config)
 
-    def push_to_hub(self, repo_id: str, *, format: str = "movq", **kwargs: Any) -> Any:  # noqa: A002
-        """Upload this codec to the Hugging Face Hub repo ``repo_id`` in ``format`` ("movq" or
-        "diffusers"); keyword arguments go to :func:`movq.hub.export.push_to_hub`."""
-        from movq.hub.export import push_to_hub
-
-        return push_to_hub(self, repo_id, format=format, **kwargs)
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        format: str = MOVQ,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        api: Any = None,
+    ) -> Any:
+        """Save this codec in ``format`` ("movq" or "diffusers") to a temporary folder and upload it to
+        the Hugging Face Hub repo ``repo_id`` (created if needed). Returns the upload's ``CommitInfo``;
+        ``api`` defaults to ``huggingface_hub.HfApi(token=token)``."""
+        check_write_format(format)
+        return upload_folder(
+            lambda folder: self.save_pretrained(folder, format=format),
+            repo_id,
+            commit_message=commit_message or f"Upload {self.config.name} ({format} format) with movq",
+            private=private, token=token, revision=revision, create_pr=create_pr, api=api,
+        )
 
     @classmethod
     def from_pretrained(
@@ -369,9 +392,16 @@ class Codec(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> Codec:
         """Load a folder written by :meth:`save_pretrained`, strictly (every key must match); a
-        bad ``config.json`` or ``model.safetensors`` is an error naming the file and the problem."""
+        bad ``config.json`` or ``model.safetensors`` is an error naming the file and the problem.
+
+        This is ``movq.load``'s reader of movq folders (``movq.load(directory)`` calls it).
+        """
         config, state = read_model_folder(directory, cls.config_class, "a movq codec folder")
-        return cls.from_state_dict(config, state).to(device=device, dtype=dtype)
+        try:
+            codec = cls.from_state_dict(config, state)
+        except ValueError as error:  # the weights do not match the config
+            raise ValueError(f"{Path(directory) / MODEL_WEIGHTS_FILE}: {error}") from None
+        return codec.to(device=device, dtype=dtype)
 
     @classmethod
     def from_state_dict(cls, config: Any, state: dict[str, Tensor]) -> Codec:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from movq.codec import Codec
 from movq.config import record_config
+from movq.hub.formats import MOVQ
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
 from movq.strict import PositiveFloat, PositiveInt, Range, dataclass_from_dict
 
@@ -216,7 +217,7 @@ class DVAE(Codec):
 
     config_class = DVAEConfig
 
-    def __init__(self, config: DVAEConfig | None = None) -> None:  # noqa: D107
+    def __init__(self, config: DVAEConfig | None = None) -> None:
         nn.Module.__init__(self)  # Codec.__init__ builds VQGAN modules; the dVAE has its own
         self.config = config or DVAEConfig()
         if torch.empty(0).device.type != "meta":
@@ -258,9 +259,9 @@ class DVAE(Codec):
         pixels = ((mu - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0.0, 1.0)
         return (pixels * 2.0 - 1.0).to(z_q.dtype if z_q.is_floating_point() else self.dtype)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "movq") -> Path:  # noqa: A002
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str = MOVQ) -> Path:
         """Write ``config.json`` + ``model.safetensors``; only the movq format exists for the dVAE."""
-        if format != "movq":
+        if format != MOVQ:
             raise ValueError(f"the DALL-E dVAE can only be saved in the movq format, not {format!r}")
         return super().save_pretrained(save_directory)
 

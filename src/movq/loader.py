@@ -1,25 +1,63 @@
-"""``movq.load``: one entry point for registered models, presets, folders and checkpoint files."""
+"""``movq.load``: a model name or a path -> a codec, in one file.
+
+It reads top to bottom:
+
+1. check the arguments, before anything is read (:func:`load`, :func:`_check_arguments`);
+2. resolve the source: a local folder or checkpoint file (:func:`load_local`), a registered model
+   on the Hugging Face Hub / at a URL / shipped in the package (:func:`_load_registered`), or an
+   architecture preset;
+3. read its config and state, by format: each format of :data:`movq.hub.formats.FORMATS` has one
+   reader here (folders: :data:`FOLDER_READERS`; checkpoint files: :func:`codec_from_state`;
+   DALL·E's ``encoder.pkl`` + ``decoder.pkl``: :func:`load_dalle`);
+4. build the codec and load the weights strictly (:func:`_build`): the error lists missing,
+   unexpected and wrongly shaped keys, and names the file.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from movq.codec import Codec
-from movq.config import PRESETS, get_preset
+from movq.config import PRESETS, STATE_DICT_CONFIG_KEY, CodecConfig, get_preset
 from movq.devices import ACCEPTED_DEVICES, resolve_device
-from movq.dvae import DVAE
-from movq.hub.checkpoints import CHECKPOINT_SUFFIXES, load_dalle, load_local
+from movq.dvae import DVAE, DVAEConfig, dalle_state_dict
+from movq.hub.diffusers import (
+    DIFFUSERS_WEIGHTS,
+    DIFFUSERS_WEIGHTS_BIN,
+    config_from_diffusers,
+    diffusers_to_original,
+)
 from movq.hub.download import fetch, package_folder
-from movq.hub.registry import FOLDER_FORMATS, REGISTRY, ModelSpec
-from movq.model_folder import CONFIG_NAME
-from movq.strict import did_you_mean
+from movq.hub.formats import (
+    DALLE,
+    DIFFUSERS,
+    FORMATS,
+    MOVQ,
+    WRAPPER_PREFIXES,
+    detect_format,
+    infer_config,
+    unwrap_checkpoint,
+)
+from movq.hub.registry import REGISTRY, ModelSpec
+from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
+from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
+from movq.strict import ConfigError, dataclass_from_dict, did_you_mean, read_json_object
 
 DEFAULT_MODEL = "movqgan-tiny-photos"
 """The codec the examples use when none is named."""
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+"""Single checkpoint files (formats ``original``, ``lightning``, or ``diffusers`` keys)."""
+DALLE_FILES = ("encoder.pkl", "decoder.pkl")
+"""The two files of the ``dalle`` format."""
+
+
+# ------------------------------------------------------------------------------ 1. arguments
 
 
 def load(
@@ -136,24 +174,257 @@ def _check_arguments(name_or_path: object, device: object, dtype: object) -> Non
         )
 
 
+# ------------------------------------------------------------------------------ 2. sources
+
+
 def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: dict[str, Any]) -> Codec:
     """A registered model: its weights, or (``pretrained=False``) its architecture with random
     weights; ``hub`` holds :func:`~movq.hub.download.fetch`'s keyword arguments."""
-    if not pretrained and spec.format == "dalle":
+    layout = FORMATS[spec.format].layout
+    if not pretrained and spec.format == DALLE:
         codec: Codec = DVAE()  # the published architecture is DVAEConfig's defaults
     elif not pretrained and spec.preset is not None:
         codec = Codec(get_preset(spec.preset))
     elif not pretrained and spec.source == "package":
         codec = load_local(package_folder(spec), pretrained=False)
-    elif spec.format == "dalle":
+    elif spec.format == DALLE:
         if ema:
             raise ValueError(f"ema=True, but {spec.name!r} (DALL-E's pickled modules) has no EMA weights. Use ema=None.")
         codec = load_dalle(*fetch(spec, **hub))
-    elif spec.source == "package" or spec.format in FOLDER_FORMATS:
-        files = spec.filenames if pretrained else tuple(f for f in spec.filenames if f == CONFIG_NAME)
+    elif spec.source == "package" or layout == "folder":
+        files = spec.filenames if pretrained else tuple(f for f in spec.filenames if f == MODEL_CONFIG_FILE)
         paths = fetch(spec, files=files, **hub)
         codec = load_local(paths[0] if paths[0].is_dir() else paths[0].parent, ema=ema, pretrained=pretrained)
-    else:
+    else:  # a single checkpoint file
         codec = load_local(fetch(spec, **hub)[0], preset=spec.preset, ema=ema)
     codec.config.name = spec.name
     return codec
+
+
+def load_local(
+    path: str | Path, *, preset: str | None = None, ema: bool | None = None, pretrained: bool = True
+) -> Codec:
+    """The codec stored at ``path`` (a folder or a checkpoint file), on CPU in float32, eval mode.
+
+    ``pretrained=False`` builds the same architecture with fresh random weights (like diffusers'
+    ``from_config``): a folder's ``config.json`` is read, its weights are not. ``preset=`` applies
+    only to checkpoint files (folders carry their architecture: refused with a ``ValueError``);
+    ``ema=True`` is refused for folders, which hold one set of weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        fmt, data = folder_format(path)
+        kind, reader = FOLDER_READERS[fmt]
+        _refuse_preset_and_ema(path, kind, preset, ema)
+        return reader(path, data, pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported checkpoint type {path.suffix!r}; expected one of {CHECKPOINT_SUFFIXES} "
+            "or a folder (save_pretrained / diffusers / DALL-E encoder.pkl + decoder.pkl)"
+        )
+    return codec_from_state(load_state_file(path), preset=preset, ema=ema, source=str(path), pretrained=pretrained)
+
+
+def folder_format(directory: Path) -> tuple[str, dict[str, Any]]:
+    """The format of a codec folder (``"dalle"``, ``"diffusers"`` or ``"movq"``) and its parsed
+    ``config.json`` (``{}`` for DALL-E); ``FileNotFoundError`` when it is none of them."""
+    if all((directory / name).is_file() for name in DALLE_FILES):
+        return DALLE, {}
+    config_path = directory / MODEL_CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a codec folder: expected {MODEL_CONFIG_FILE} + {MODEL_WEIGHTS_FILE} (movq "
+            f"save_pretrained), {MODEL_CONFIG_FILE} + {DIFFUSERS_WEIGHTS} (diffusers VQModel), or "
+            f"{DALLE_FILES[0]} + {DALLE_FILES[1]} (DALL-E); found {sorted(p.name for p in directory.iterdir())[:10]}"
+        )
+    data = read_json_object(config_path)
+    if data.get("architecture") != DVAEConfig.architecture and (
+        "_class_name" in data
+        or (
+            not (directory / MODEL_WEIGHTS_FILE).is_file()
+            and any((directory / n).is_file() for n in (DIFFUSERS_WEIGHTS, DIFFUSERS_WEIGHTS_BIN))
+        )
+    ):
+        return DIFFUSERS, data
+    return MOVQ, data
+
+
+def _refuse_preset_and_ema(directory: Path, kind: str, preset: str | None, ema: bool | None) -> None:
+    """Folders carry their own architecture and one set of weights: ``preset=`` and ``ema=True`` are errors."""
+    if preset is not None:
+        raise ValueError(
+            f"preset={preset!r} cannot be used with the folder {directory}: a {kind} carries its own "
+            "architecture. preset= is only for single checkpoint files, whose architecture is otherwise "
+            "inferred from the tensor shapes. Drop preset=, or use pretrained=False for a random codec of a preset."
+        )
+    if ema is True:
+        raise ValueError(
+            f"ema=True, but the folder {directory} ({kind}) holds a single set of weights, not EMA "
+            "shadow weights ('model_ema.*' keys exist only in training checkpoints). Use ema=None."
+        )
+
+
+# ------------------------------------------------------------------------------ 3. formats: config + state
+
+
+def _read_movq_folder(directory: Path, data: dict[str, Any], pretrained: bool) -> Codec:
+    """A ``save_pretrained`` folder: :meth:`Codec.from_pretrained` of the class its config names."""
+    cls: type[Codec] = DVAE if data.get("architecture") == DVAEConfig.architecture else Codec
+    if pretrained:
+        return cls.from_pretrained(directory)
+    config_path = directory / MODEL_CONFIG_FILE
+    return _build(dataclass_from_dict(cls.config_class, data, source=config_path), {}, False, str(config_path))
+
+
+def _read_diffusers_folder(directory: Path, data: dict[str, Any], pretrained: bool) -> Codec:
+    """A diffusers ``VQModel`` folder: its ``config.json`` converted, its weights' keys converted."""
+    config_path = directory / MODEL_CONFIG_FILE
+    try:
+        config = config_from_diffusers(data, name=directory.name or DIFFUSERS)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{config_path} is not a usable diffusers VQModel config: {error}") from None
+    if not pretrained:
+        return _build(config, {}, False, str(config_path))
+    for name in (DIFFUSERS_WEIGHTS, DIFFUSERS_WEIGHTS_BIN):
+        if (directory / name).is_file():
+            weights = directory / name
+            break
+    else:
+        raise FileNotFoundError(f"{directory}: diffusers config found but no {DIFFUSERS_WEIGHTS} / {DIFFUSERS_WEIGHTS_BIN}")
+    obj = load_state_file(weights)
+    try:
+        state = unwrap_checkpoint(obj, ema=False)
+        if detect_format(state) == DIFFUSERS:
+            state = diffusers_to_original(state)
+    except ValueError as error:
+        raise ValueError(f"{weights}: {error}") from None
+    return _build(config, state, pretrained, str(weights))
+
+
+def _read_dalle_folder(directory: Path, data: dict[str, Any], pretrained: bool) -> Codec:
+    """A folder holding DALL·E's ``encoder.pkl`` and ``decoder.pkl``."""
+    return load_dalle(directory / DALLE_FILES[0], directory / DALLE_FILES[1], pretrained=pretrained)
+
+
+FOLDER_READERS: dict[str, tuple[str, Callable[[Path, dict[str, Any], bool], Codec]]] = {
+    MOVQ: ("movq save_pretrained folder", _read_movq_folder),
+    DIFFUSERS: ("diffusers VQModel folder", _read_diffusers_folder),
+    DALLE: (f"DALL-E {DALLE_FILES[0]} + {DALLE_FILES[1]} folder", _read_dalle_folder),
+}
+"""Per folder format (:func:`folder_format`): what to call it in errors, and its reader
+``(directory, parsed config.json, pretrained) -> codec``."""
+
+
+def codec_from_state(
+    obj: object,
+    *,
+    preset: str | None = None,
+    ema: bool | None = None,
+    source: str = "checkpoint",
+    pretrained: bool = True,
+) -> Codec:
+    """A codec from what a checkpoint file held (state dict, Lightning dict, pickled module).
+
+    The key format (``original``, ``diffusers`` or ``dalle``) is detected. The architecture is, in
+    this order: ``preset``; the config a movq codec stored in its state dict's metadata
+    (:func:`saved_config`); the one the tensor shapes imply. Errors name ``source``.
+    """
+    if isinstance(obj, OpaqueObject):
+        raise ValueError(
+            f"{source} holds a pickled module object, not a state dict. For DALL-E's dVAE pass the "
+            f"folder holding both {DALLE_FILES[0]} and {DALLE_FILES[1]}."
+        )
+    try:
+        state = unwrap_checkpoint(obj, ema=ema)
+        fmt = detect_format(state)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    if fmt == DIFFUSERS:
+        state = diffusers_to_original(state)
+    config = saved_config(obj, source) if preset is None else None
+    if config is None and fmt == DALLE:
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} does not apply to {source}: it is a DALL-E dVAE checkpoint, whose "
+                "architecture is read from its tensors. Drop preset=."
+            )
+        config = dalle_config(state, source)
+    elif config is None:
+        config = infer_config(state, preset, source)
+    return _build(config, state, pretrained, source)
+
+
+def saved_config(obj: object, source: str = "checkpoint") -> CodecConfig | DVAEConfig | None:
+    """The config a movq codec stored in its state dict (``torch.save(codec.state_dict())``), or ``None``.
+
+    ``Codec.state_dict()`` puts ``config.to_dict()`` into the state dict's ``_metadata`` (see
+    :data:`movq.config.STATE_DICT_CONFIG_KEY`) under the codec's prefix: ``""`` for a codec saved
+    alone, or a wrapper prefix (``module``, ``model``...) that :func:`unwrap_checkpoint` strips.
+    It is checked like a ``config.json`` (a bad one is a :class:`~movq.strict.ConfigError`).
+    """
+    holders = [obj]
+    if isinstance(obj, Mapping):
+        holders += [obj[k] for k in ("state_dict", "model_state_dict", "model") if isinstance(obj.get(k), Mapping)]
+    for holder in holders:
+        metadata = getattr(holder, "_metadata", None)
+        if not isinstance(metadata, Mapping):
+            continue
+        for prefix in ("", *(p.rstrip(".") for p in WRAPPER_PREFIXES)):
+            entry = metadata.get(prefix)
+            if isinstance(entry, Mapping) and STATE_DICT_CONFIG_KEY in entry:
+                data = entry[STATE_DICT_CONFIG_KEY]
+                is_dvae = isinstance(data, Mapping) and data.get("architecture") == DVAEConfig.architecture
+                return dataclass_from_dict(
+                    DVAEConfig if is_dvae else CodecConfig, data, source=f"{source} (config saved in its state dict)"
+                )
+    return None
+
+
+def load_dalle(encoder_path: str | Path, decoder_path: str | Path, *, pretrained: bool = True) -> DVAE:
+    """DALL·E's dVAE from OpenAI's ``encoder.pkl`` / ``decoder.pkl`` (read with the restricted
+    unpickler; PyTorch's zip and pre-1.6 containers). ``pretrained=False``: that architecture,
+    random weights."""
+    parts = []
+    for path in (encoder_path, decoder_path):
+        obj = load_state_file(path)
+        try:
+            state = module_state_dict(obj)
+        except RecursionError:  # a pickle can make a module contain itself
+            raise CheckpointReadError(f"{path}: the pickled module tree refers to itself or nests too deeply") from None
+        if not any(k.startswith("blocks.") for k in state):
+            raise ValueError(f"{path} does not hold a DALL-E dVAE module (no 'blocks.*' parameters)")
+        parts.append(state)
+    state = dalle_state_dict(*parts)
+    source = f"{encoder_path} + {decoder_path}"
+    return _build(dalle_config(state, source), state, pretrained, source)  # type: ignore[return-value]
+
+
+def dalle_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> DVAEConfig:
+    """The :class:`DVAEConfig` that a DALL-E dVAE state dict (``encoder.blocks.*`` / ``decoder.blocks.*``) needs."""
+    try:
+        groups = sorted({k.split(".")[2] for k in state if k.startswith("encoder.blocks.group_")})
+        return DVAEConfig(
+            group_count=len(groups),
+            n_hid=state["encoder.blocks.input.w"].shape[0],
+            n_blk_per_group=len({k.split(".")[3] for k in state if k.startswith("encoder.blocks.group_1.block_")}),
+            n_init=state["decoder.blocks.input.w"].shape[0],
+            in_channels=state["encoder.blocks.input.w"].shape[1],
+            vocab_size=state["encoder.blocks.output.conv.w"].shape[0],
+        )
+    except KeyError as error:
+        raise ValueError(f"{source}: incomplete DALL-E dVAE checkpoint: missing {error}") from None
+
+
+# ------------------------------------------------------------------------------ 4. build
+
+
+def _build(config: CodecConfig | DVAEConfig, state: dict[str, Tensor], pretrained: bool, source: str) -> Codec:
+    """``config``'s codec with ``state`` loaded strictly (mismatches name ``source``), or with fresh
+    random weights when ``pretrained=False``."""
+    cls: type[Codec] = DVAE if isinstance(config, DVAEConfig) else Codec
+    try:
+        return cls(config).eval() if not pretrained else cls.from_state_dict(config, state)
+    except ValueError as error:  # weights that do not match, or a config too large to build
+        raise ValueError(f"{source}: {error}") from None

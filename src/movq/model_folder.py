@@ -18,10 +18,13 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write, atomic_write_text
+from movq.hub.safe_load import load_state_file
 from movq.strict import dataclass_from_file, state_dict_mismatches
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+"""A model folder's architecture: the config dataclass as JSON (not a training run's config)."""
+MODEL_WEIGHTS_FILE = "model.safetensors"
+"""A model folder's weights (safetensors)."""
 
 C = TypeVar("C")
 
@@ -34,28 +37,38 @@ def save_weights(path: str | os.PathLike, module: nn.Module) -> Path:
 
 def save_model_folder(directory: str | os.PathLike, module: nn.Module, config: Any) -> Path:
     """Write ``config.json`` (``config.to_dict()``) and ``model.safetensors`` into ``directory``."""
+    return write_folder(directory, config.to_dict(), module.state_dict())
+
+
+def write_folder(
+    directory: str | os.PathLike,
+    config: dict[str, Any],
+    state: dict[str, Tensor],
+    weights_file: str = MODEL_WEIGHTS_FILE,
+) -> Path:
+    """Write the JSON ``config`` as ``config.json`` and ``state`` (detached, contiguous, on CPU) as the
+    safetensors file ``weights_file`` into ``directory`` (created if needed), each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_weights(directory / WEIGHTS_NAME, module)
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    atomic_write(directory / weights_file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write_text(directory / MODEL_CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 
 def read_model_folder(
-    directory: str | os.PathLike, config_class: type[C], what: str, weights_name: str = WEIGHTS_NAME
+    directory: str | os.PathLike, config_class: type[C], what: str, weights_name: str = MODEL_WEIGHTS_FILE
 ) -> tuple[C, dict[str, Tensor]]:
     """The config and the weights of a folder written by :func:`save_model_folder`.
 
     ``what`` names the kind of folder in the error when a file is missing ("a movq codec folder").
     A bad ``config.json`` or weights file is an error naming the file and the problem.
     """
-    from movq.hub.safe_load import load_state_file
-
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / weights_name
+    config_path, weights_path = directory / MODEL_CONFIG_FILE, directory / weights_name
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {what} holds {CONFIG_NAME} and {weights_name}")
+            raise FileNotFoundError(f"{path} not found: {what} holds {MODEL_CONFIG_FILE} and {weights_name}")
     return dataclass_from_file(config_class, config_path), load_state_file(weights_path)
 
 

@@ -19,7 +19,7 @@ from movq.diffusion.blocks import (
     zero_module,
 )
 from movq.model_folder import (
-    WEIGHTS_NAME,
+    MODEL_WEIGHTS_FILE,
     load_strict,
     read_model_folder,
     save_model_folder,
@@ -317,7 +317,7 @@ class UNet(nn.Module):
         directory = Path(directory)
         if weights == "auto":
             weights = "ema" if (directory / EMA_WEIGHTS_NAME).is_file() else "model"
-        name = EMA_WEIGHTS_NAME if weights == "ema" else WEIGHTS_NAME
+        name = EMA_WEIGHTS_NAME if weights == "ema" else MODEL_WEIGHTS_FILE
         config, state = read_model_folder(directory, UNetConfig, "a UNet folder", weights_name=name)
         model = cls(config)
         load_strict(model, state, f"{directory / name} does not match its config.json")

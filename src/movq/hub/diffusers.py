@@ -1,4 +1,5 @@
-"""diffusers ``VQModel`` format: key / shape / config conversion in both directions, and export.
+"""diffusers ``VQModel`` format: key / shape / config conversion in both directions (pure functions:
+no files are read or written here, and nothing of the codec is imported).
 
 Differences from the original (taming / MoVQGAN) layout, which is the codec's own:
 
@@ -94,6 +95,15 @@ def original_to_diffusers(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         new = re.sub(r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out.", new)
         out[new] = value.contiguous()
     return out
+
+
+def to_diffusers(config: CodecConfig, state: Mapping[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(config.json dict, state dict)`` of a diffusers ``VQModel`` equal to the codec of ``config``
+    with weights ``state`` (original keys); ``ValueError`` if diffusers cannot express ``config``."""
+    if not isinstance(config, CodecConfig):
+        raise ValueError(f"{type(config).__name__} cannot be exported to diffusers (only VQGAN / MoVQ codecs)")
+    diffusers_config = config_to_diffusers(config)  # first: refuses what diffusers cannot express
+    return diffusers_config, original_to_diffusers({k: v.detach().cpu() for k, v in state.items()})
 
 
 # ---------------------------------------------------------------------------------------------

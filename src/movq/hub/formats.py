@@ -1,4 +1,5 @@
-"""Checkpoint key formats: detection, unwrapping (Lightning, EMA, extras) and config inference.
+"""Checkpoint formats: the one table of format names, key-format detection, unwrapping (Lightning,
+EMA, extras) and config inference.
 
 The codec's own state-dict keys are the original taming / MoVQGAN keys (``encoder.down.1.block.0``,
 ``decoder.up.3.attn.0.norm.conv_y``, ``quantize.embedding``), so an ``original`` checkpoint loads as
@@ -11,7 +12,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -20,6 +22,41 @@ from movq.modules.blocks import level_has_attention
 from movq.quantizers import quantizer_class
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One checkpoint format: its ``name``, how it is stored (``layout``: a ``"folder"`` with a
+    ``config.json`` that gives the architecture, a single ``"file"``, or DALL-E's ``"file pair"``),
+    whether ``Codec.save_pretrained`` can ``write`` it, and a one-line ``description``."""
+
+    name: str
+    layout: Literal["folder", "file", "file pair"]
+    write: bool
+    description: str
+
+
+MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
+FORMATS: dict[str, FormatSpec] = {
+    spec.name: spec
+    for spec in (
+        FormatSpec(MOVQ, "folder", True, "Codec.save_pretrained folder: config.json + model.safetensors"),
+        FormatSpec(DIFFUSERS, "folder", True, "diffusers VQModel: config.json + diffusion_pytorch_model.safetensors"),
+        FormatSpec(ORIGINAL, "file", False, "taming-transformers / MoVQGAN state dict (encoder.down.* keys)"),
+        FormatSpec(LIGHTNING, "file", False, "original keys inside a Lightning checkpoint's 'state_dict'"),
+        FormatSpec(DALLE, "file pair", False, "OpenAI DALL-E dVAE: pickled encoder.pkl + decoder.pkl modules"),
+    )
+}
+"""Every checkpoint format movq reads, by name: the only place format names are spelled out."""
+WRITE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.write)
+"""Formats ``Codec.save_pretrained`` / ``push_to_hub`` write: ``("movq", "diffusers")``."""
+
+
+def check_write_format(format: str) -> None:
+    """``ValueError`` unless ``format`` is one of :data:`WRITE_FORMATS`."""
+    if format not in WRITE_FORMATS:
+        raise ValueError(f"format must be one of {WRITE_FORMATS}, got {format!r}")
+
 
 HARMLESS_PREFIXES = ("loss.", "discriminator.", "perceptual_loss.", "lpips.")
 """Training-only modules stored next to the codec (GAN discriminator, LPIPS): dropped on load."""
@@ -36,11 +73,11 @@ def detect_format(state: Mapping[str, Any]) -> str:
     ``"dalle"`` (OpenAI dVAE ``blocks.*`` keys); ``ValueError`` when none fits."""
     keys = list(state)
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
-        return "diffusers"
+        return DIFFUSERS
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
-        return "original"
+        return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
-        return "dalle"
+        return DALLE
     raise ValueError(
         "unrecognised checkpoint keys (neither taming/MoVQGAN, diffusers VQModel nor DALL-E dVAE): "
         f"first keys {keys[:8]}"

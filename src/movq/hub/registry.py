@@ -11,14 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, MOVQ, ORIGINAL
 from movq.strict import unknown_name_error
-
-Format = Literal["movq", "original", "diffusers", "lightning", "dalle"]
-"""Key formats: ``movq`` (a ``save_pretrained`` folder), ``original`` (taming / MoVQGAN keys),
-``diffusers`` (``VQModel`` keys), ``lightning`` (original keys inside a ``state_dict`` wrapper),
-``dalle`` (OpenAI's pickled ``encoder.pkl`` / ``decoder.pkl`` modules)."""
-FOLDER_FORMATS: tuple[Format, ...] = ("movq", "diffusers")
-"""Formats stored as a folder with a ``config.json`` (which alone gives the architecture)."""
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """Folder of weights shipped inside the package (``src/movq/weights``)."""
@@ -31,6 +25,7 @@ class ModelSpec:
     - ``source``: ``"hub"`` (``repo_id`` / ``filenames`` / ``subfolder`` at ``revision``), ``"url"``
       (``urls``, one per file of ``filenames``, cached under the Hub cache), or ``"package"``
       (``package_dir`` inside ``movq/weights``).
+    - ``format``: a name of :data:`movq.hub.formats.FORMATS`.
     - ``filenames``: the files to fetch, in order (DALL·E: encoder then decoder; diffusers: config
       then weights).
     - ``preset``: the :mod:`movq.config` preset the weights need (``None``: the source carries its
@@ -41,7 +36,7 @@ class ModelSpec:
 
     name: str
     source: Literal["hub", "url", "package"]
-    format: Format
+    format: str
     description: str
     size: str
     preset: str | None = None
@@ -51,6 +46,10 @@ class ModelSpec:
     revision: str = "main"
     urls: tuple[str, ...] = ()
     package_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"model {self.name!r}: unknown format {self.format!r}; expected one of {tuple(FORMATS)}")
 
     @property
     def location(self) -> str:
@@ -70,52 +69,52 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            "sber-movqgan-67m", "hub", "original",
+            "sber-movqgan-67m", "hub", ORIGINAL,
             "SBER-MoVQGAN 67M, f=8, 16384 codes, LAION HighRes 256px (Kandinsky 2.1's codec)",
             "67.8M", preset="movqgan-67m", repo_id=_MOVQGAN, filenames=("movqgan_67M.ckpt",),
         ),
         ModelSpec(
-            "sber-movqgan-102m", "hub", "original",
+            "sber-movqgan-102m", "hub", ORIGINAL,
             "SBER-MoVQGAN 102M, f=8, 16384 codes, 4 res blocks per level",
             "101.6M", preset="movqgan-102m", repo_id=_MOVQGAN, filenames=("movqgan_102M.ckpt",),
         ),
         ModelSpec(
-            "sber-movqgan-270m", "hub", "original",
+            "sber-movqgan-270m", "hub", ORIGINAL,
             "SBER-MoVQGAN 270M, f=8, 16384 codes, 2x channels",
             "270.7M", preset="movqgan-270m", repo_id=_MOVQGAN, filenames=("movqgan_270M.ckpt",),
         ),
         ModelSpec(
-            "kandinsky-2.2-movq", "hub", "diffusers",
+            "kandinsky-2.2-movq", "hub", DIFFUSERS,
             "Kandinsky 2.2 decoder's MoVQ (diffusers VQModel, spatial norm, f=8, 16384 codes)",
             "67.8M", repo_id="kandinsky-community/kandinsky-2-2-decoder",
             filenames=("config.json", "diffusion_pytorch_model.safetensors"), subfolder="movq",
         ),
         ModelSpec(
-            "sber-vqgan", "hub", "lightning",
+            "sber-vqgan", "hub", LIGHTNING,
             "SBER-VQGAN: taming gumbel f8 fine-tuned by Sber (ruDALL-E), 8192 codes",
             "69.0M", preset="vqgan-gumbel-f8-8192", repo_id="shonenkov/rudalle-utils",
             filenames=("vqgan.gumbelf8-sber.model.ckpt",),
         ),
         ModelSpec(
-            "vqgan-imagenet-f16-16384", "url", "lightning",
+            "vqgan-imagenet-f16-16384", "url", LIGHTNING,
             "taming-transformers VQGAN, ImageNet, f=16, 16384 codes",
             "76.1M", preset="vqgan-f16-16384", filenames=("vqgan_imagenet_f16_16384.ckpt",),
             urls=(_TAMING.format("a7530b09fed84f80a887"),),
         ),
         ModelSpec(
-            "vqgan-gumbel-f8-openimages", "url", "lightning",
+            "vqgan-gumbel-f8-openimages", "url", LIGHTNING,
             "taming-transformers VQGAN, Open Images, f=8, 8192 codes, Gumbel quantizer",
             "69.0M", preset="vqgan-gumbel-f8-8192", filenames=("vqgan_gumbel_f8_8192.ckpt",),
             urls=(_TAMING.format("2e5662443a6b4307b470"),),
         ),
         ModelSpec(
-            "dalle-dvae", "url", "dalle",
+            "dalle-dvae", "url", DALLE,
             "OpenAI DALL-E dVAE, f=8, 8192 codes (Gumbel-trained), logit-Laplace decoder",
             "97.6M", filenames=("encoder.pkl", "decoder.pkl"),
             urls=("https://cdn.openai.com/dall-e/encoder.pkl", "https://cdn.openai.com/dall-e/decoder.pkl"),
         ),
         ModelSpec(
-            "movqgan-tiny-photos", "package", "movq",
+            "movqgan-tiny-photos", "package", MOVQ,
             "small MoVQ (ch_mult 1-2-2-3, EMA codebook of 1024) trained by the movq project on photos, "
             "shipped inside the package",
             "2.1M", package_dir="movqgan-tiny-photos",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.model_folder import WEIGHTS_NAME, load_strict, read_model_folder, save_model_folder
+from movq.model_folder import MODEL_WEIGHTS_FILE, load_strict, read_model_folder, save_model_folder
 from movq.t2i.config import T2IConfig
 from movq.t2i.sampling import apply_guidance, check_sampling_args, sample_logits
 from movq.t2i.text import drop_captions, empty_text
@@ -474,5 +474,5 @@ class T2ITransformer(nn.Module):
         """Load a folder written by :meth:`save_pretrained`; every key and shape must match. Eval mode."""
         config, state = read_model_folder(directory, T2IConfig, "a movq.t2i model folder")
         model = cls(config)
-        load_strict(model, state, f"{Path(directory) / WEIGHTS_NAME} does not match its config.json")
+        load_strict(model, state, f"{Path(directory) / MODEL_WEIGHTS_FILE} does not match its config.json")
         return model.to(device=device, dtype=dtype).eval()

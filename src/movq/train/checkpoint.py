@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 STATE_NAME = "state.pt"
-CONFIG_NAME = "train_config.json"
+RUN_CONFIG_FILE = "train_config.json"
+"""A checkpoint's training-run config (JSON): not a model folder's ``config.json``."""
 LOOP_KEYS = ("step", "epoch", "position", "rng")
 """Keys every checkpoint's state holds (written by :meth:`movq.train.loop.TrainLoop.checkpoint_state`)."""
 
@@ -62,7 +63,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)

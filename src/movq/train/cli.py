@@ -93,11 +93,11 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConf
 
 def _saved_config(out: Path) -> dict[str, Any] | None:
     """The training config of the newest checkpoint of ``out`` whose ``train_config.json`` reads as a JSON object."""
-    from movq.train.checkpoint import CONFIG_NAME, checkpoint_candidates
+    from movq.train.checkpoint import RUN_CONFIG_FILE, checkpoint_candidates
 
     for folder in checkpoint_candidates(out):
         try:
-            data = json.loads((folder / CONFIG_NAME).read_text())
+            data = json.loads((folder / RUN_CONFIG_FILE).read_text())
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):

@@ -1,0 +1,38 @@
+"""Uploading a model folder to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def upload_folder(
+    write: Callable[[Path], object],
+    repo_id: str,
+    *,
+    commit_message: str,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    api: Any = None,
+) -> Any:
+    """Create the model repo ``repo_id`` if needed, let ``write`` fill a temporary folder, upload that
+    folder in one commit and return its ``CommitInfo``. ``api`` defaults to ``huggingface_hub.HfApi``."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    with tempfile.TemporaryDirectory(prefix="movq-push-") as tmp:
+        write(Path(tmp))
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=tmp,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
