@@ -182,15 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
         progress=not args.no_progress, max_chunks=args.max_chunks,
     )
-    try:
-        runner = Runner(cfg)
-    except KeyboardInterrupt:
-        raise
-    except Exception:
-        import movq.bench.dist as dist_helpers
-
-        dist_helpers.teardown_if_initialized()
-        raise
+    runner = Runner(cfg)
     try:
         outcome = runner.run()
         if runner.ctx.is_main:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 import movq
-from movq.bench import dist
+from movq import distributed as dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
 from movq.bench.data import ALL, ImageDataset, LoadedImage, collate, discover
 from movq.bench.metric_table import DEFAULT_METRICS, METRICS, check_metrics
@@ -133,11 +133,15 @@ class Runner:
             raise BenchError(f"ms_ssim needs --resolution >= {image_metrics.MS_SSIM_MIN_SIDE}")
         self.cfg = cfg
         self.ctx = dist.setup(cfg.device)
-        self.records, self.skipped, self.domains = select_records(cfg)
-        self.codecs = load_models(cfg, self.ctx.device)
-        check_codec_memory(self.codecs.values(), cfg.batch_size, cfg.resolution, self.ctx.device)
-        self.extractor = self._feature_extractor()
-        self.lpips = self._lpips()
+        try:
+            self.records, self.skipped, self.domains = select_records(cfg)
+            self.codecs = load_models(cfg, self.ctx.device)
+            check_codec_memory(self.codecs.values(), cfg.batch_size, cfg.resolution, self.ctx.device)
+            self.extractor = self._feature_extractor()
+            self.lpips = self._lpips()
+        except Exception:
+            dist.teardown(self.ctx)  # a failed start leaves no process group behind
+            raise
         self.chunk = math.ceil(max(cfg.chunk_size, cfg.batch_size) / cfg.batch_size) * cfg.batch_size
         self.n_chunks = math.ceil(len(self.records) / self.chunk)
 
@@ -310,7 +314,7 @@ class Runner:
         ctx = self.ctx
         if ctx.world_size > 1:
             stats.all_reduce()
-        gathered = dist.gather_objects(ctx, {"skipped": skipped_local, "processed": processed, "elapsed": elapsed})
+        gathered = dist.gather_objects({"skipped": skipped_local, "processed": processed, "elapsed": elapsed}, ctx)
         skipped = sorted(self.skipped + [s for g in gathered for s in g["skipped"]], key=lambda s: s["path"])
         total_processed = sum(g["processed"] for g in gathered)
         wall = max(g["elapsed"] for g in gathered)

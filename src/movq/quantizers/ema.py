@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from movq.distributed import all_reduce_sum, broadcast
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 
 from .base import (
@@ -40,31 +40,13 @@ class EMAConfig(QuantizerConfig):
     kind: Literal["ema"] = "ema"
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` over all replicas in place (no-op without ``torch.distributed``)."""
-    if _distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def _broadcast(tensor: Tensor) -> Tensor:
-    """Replace ``tensor`` by rank 0's copy in place (no-op without ``torch.distributed``)."""
-    if _distributed():
-        dist.broadcast(tensor, src=0)
-    return tensor
-
-
 def _sample_rows(x: Tensor, n: int) -> Tensor:
     """``n`` random rows of ``x`` (without replacement when possible), identical on all replicas."""
     if x.shape[0] >= n:
         rows = torch.randperm(x.shape[0], device=x.device)[:n]
     else:
         rows = torch.randint(0, x.shape[0], (n,), device=x.device)
-    return _broadcast(x[rows].contiguous())
+    return broadcast(x[rows].contiguous())
 
 
 def kmeans(x: Tensor, num_clusters: int, iters: int) -> Tensor:
@@ -76,8 +58,8 @@ def kmeans(x: Tensor, num_clusters: int, iters: int) -> Tensor:
     centroids = _sample_rows(x, num_clusters)
     for _ in range(iters):
         assign = nearest_code(x, centroids)
-        counts = _all_reduce_sum(torch.bincount(assign, minlength=num_clusters).float())
-        sums = _all_reduce_sum(torch.zeros_like(centroids).index_add_(0, assign, x))
+        counts = all_reduce_sum(torch.bincount(assign, minlength=num_clusters).float())
+        sums = all_reduce_sum(torch.zeros_like(centroids).index_add_(0, assign, x))
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
     return centroids
@@ -199,9 +181,9 @@ class EMAVectorQuantizer(Quantizer):
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, indices: Tensor) -> None:
         book = self.embedding
-        counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
+        counts = all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
         sums = torch.zeros(self.codebook_size, self.dim, device=flat.device).index_add_(0, indices, flat)
-        sums = _all_reduce_sum(sums)
+        sums = all_reduce_sum(sums)
         cluster_size = book.cluster_size.float().mul(self.decay).add(counts, alpha=1.0 - self.decay)
         embed_avg = book.embed_avg.float().mul(self.decay).add(sums, alpha=1.0 - self.decay)
         total = cluster_size.sum()

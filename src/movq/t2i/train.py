@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write_text
+from movq.distributed import barrier
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
@@ -183,8 +184,7 @@ def prepare_tokens(cfg: T2ITrainConfig, loop: TrainLoop) -> Path:
         loop.print(
             f"{summary['images']} images in {out} ({summary['skipped']} unreadable, listed in skipped.jsonl)"
         )
-    if loop.dist.enabled:
-        torch.distributed.barrier()  # rank 0 merges the index last
+    barrier(loop.dist)  # rank 0 merges the index last
     return out
 
 

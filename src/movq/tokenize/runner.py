@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 import movq
+from movq import distributed as dist
 from movq.atomic import atomic_write_text
-from movq.bench import dist
 from movq.bench.data import collate
 from movq.config import CodecConfig
 from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
@@ -115,14 +115,14 @@ class Tokenizer:
         dist.barrier(ctx)
         mine = [k for k in range(num_shards) if k % ctx.world_size == ctx.rank]
         todo = [k for k in mine if read_sidecar(cfg.out, k, self.run_id) is None]
-        done_counts = dist.gather_objects(ctx, len(mine) - len(todo))
+        done_counts = dist.gather_objects(len(mine) - len(todo), ctx)
         if ctx.is_main and sum(done_counts):
             print(f"movq-tokenize: {sum(done_counts)} of {num_shards} shards already finished, skipping them", flush=True)
         start = time.perf_counter()
         processed = self._encode_shards(todo)
         elapsed = time.perf_counter() - start
         dist.barrier(ctx)
-        totals = dist.gather_objects(ctx, {"processed": processed, "elapsed": elapsed})
+        totals = dist.gather_objects({"processed": processed, "elapsed": elapsed}, ctx)
         images = sum(t["processed"] for t in totals)
         wall = max(t["elapsed"] for t in totals)
         summary: dict[str, Any] = {}

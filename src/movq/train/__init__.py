@@ -1,7 +1,8 @@
 """Training codecs with the SBER-MoVQGAN recipe: ``movq-train`` / :class:`Trainer`.
 
 Modules: ``config`` (:class:`TrainConfig`), ``data`` (image folder, resumable sampler), ``losses``
-(recipe terms, PatchGAN, hinge), ``ema``, ``checkpoint``, ``logs``, ``distributed``, ``trainer``, ``cli``.
+(recipe terms, PatchGAN, hinge), ``ema``, ``checkpoint``, ``logs``, ``loop``, ``trainer``, ``cli``; process groups come from
+:mod:`movq.distributed`.
 """
 
 from movq.train.config import TrainConfig

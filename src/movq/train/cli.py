@@ -115,6 +115,7 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
     that does not match, too little memory, disk full) is one ``PROG: error: ...`` line, exit code 2.
     The trainer must have ``run() -> int`` and ``dist``; shared by every movq training command.
     """
+    from movq.distributed import teardown
     from movq.train.checkpoint import CheckpointError
 
     try:
@@ -127,10 +128,7 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
         return EXIT_ERROR
     if trainer.dist.is_main:
         print(f"[{prog}] done at step {step}; release weights in {cfg.out}", flush=True)
-    if trainer.dist.enabled:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    teardown(trainer.dist)
     return 0
 
 

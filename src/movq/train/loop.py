@@ -30,10 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from movq.distributed import DistContext, any_flag, barrier, gather_objects, setup
 from movq.train import checkpoint as ckpt
 from movq.train.config import RunConfig
 from movq.train.data import ResumableSampler
-from movq.train.distributed import DistInfo, any_flag, gather_objects, setup
 from movq.train.logs import CSVLog, TensorBoardLog
 
 LOADER_SEED_OFFSET = 7
@@ -89,7 +89,7 @@ class TrainLoop:
 
     def __init__(self, cfg: RunConfig, name: str, log_fields: Sequence[str]) -> None:
         self.cfg, self.name, self.log_fields = cfg, name, tuple(log_fields)
-        self.dist: DistInfo = setup(cfg.device)
+        self.dist: DistContext = setup(cfg.device)
         self.device = self.dist.device
         self.out = Path(cfg.out)
         self.step, self.epoch, self.position = 0, 0, 0
@@ -168,8 +168,7 @@ class TrainLoop:
         if self.dist.is_main:
             ckpt.save_checkpoint(self.out, self.step, state, self.cfg.to_dict(), self.cfg.keep_last)
             task.export()
-        if self.dist.enabled:
-            torch.distributed.barrier()
+        barrier(self.dist)
 
     def resume(self, task: TrainTask) -> None:
         """Restore the newest readable checkpoint of ``cfg.out`` (none: start from scratch, said so)."""

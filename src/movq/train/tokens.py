@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from movq.distributed import barrier
 from movq.train.loop import TrainLoop
 
 DEFAULT_RESOLUTION = 256
@@ -91,8 +90,7 @@ def prepare_token_folder(
         tokenizer.run()
     finally:
         tokenizer.close()
-    if loop.dist.enabled:
-        torch.distributed.barrier()  # rank 0 merges the index last
+    barrier(loop.dist)  # rank 0 merges the index last
     return Path(out)
 
 
