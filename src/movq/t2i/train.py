@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write_text
-from movq.distributed import barrier
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
@@ -41,6 +40,7 @@ from movq.train.data import Unseeded
 from movq.train.ema import ModelEMA
 from movq.train.loop import TrainLoop, require_state_keys
 from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.tokens import open_token_folder
 
 PROG = "movq-t2i-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "text", "image", "grad_norm", "steps_per_s", "skipped_files")
@@ -115,101 +115,17 @@ HELP = {
 # Data
 
 
-def is_token_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a ``movq-tokenize`` output folder (it holds ``meta.json``)."""
-    from movq.tokenize.meta import META_NAME
-
-    return (Path(path) / META_NAME).is_file()
-
-
-def _load_codec(name: str) -> Any:
-    import movq
-
-    try:
-        return movq.load(name)
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"cannot load --codec {name!r}: {error}") from None
-
-
-def check_codec_matches(codec_name: str, meta: dict[str, Any], folder: str | Path) -> None:
-    """Refuse a ``--codec`` that is not the codec whose tokens ``folder`` holds (config or weights differ)."""
-    from movq.tokenize.meta import config_hash, weights_hash
-
-    codec = _load_codec(codec_name)
-    mine = (config_hash(codec.config), weights_hash(codec))
-    theirs = (meta.get("config_hash"), meta.get("weights_hash"))
-    if mine != theirs:
-        what = "architecture" if mine[0] != theirs[0] else "weights"
-        raise ValueError(
-            f"--codec {codec_name!r} is not the codec that wrote {folder} ({meta.get('model')!r}): other {what} "
-            f"(config {mine[0][:12]} vs {str(theirs[0])[:12]}, weights {mine[1][:12]} vs {str(theirs[1])[:12]}); "
-            "drop --codec or pass the codec the tokens came from"
-        )
-
-
-def prepare_tokens(cfg: T2ITrainConfig, loop: TrainLoop) -> Path:
-    """The token folder to train on: ``cfg.data`` itself, or ``OUT/tokens`` after tokenizing ``cfg.data``
-    once with ``cfg.codec`` (all ranks share the work under torchrun; an existing run resumes)."""
-    data = Path(cfg.data)
-    if is_token_folder(data):
-        return data
-    if not data.exists() and not any(ch in cfg.data for ch in "*?["):
-        raise FileNotFoundError(f"--data {cfg.data} does not exist")
-    if not cfg.codec:
-        raise ValueError(
-            f"--data {cfg.data} is not a movq-tokenize folder (no meta.json): pass --codec NAME_OR_PATH to tokenize "
-            f"it once into {Path(cfg.out) / TOKENS_DIR}, or run movq-tokenize first"
-        )
-    from movq.tokenize.config import TokenizeConfig
-    from movq.tokenize.runner import Tokenizer
-
-    out = Path(cfg.out) / TOKENS_DIR
-    settings = TokenizeConfig(
-        model=cfg.codec,
-        data=cfg.data,
-        out=str(out),
-        resolution=cfg.resolution or 256,
-        batch_size=cfg.tokenize_batch_size,
-        num_workers=cfg.num_workers,
-        device=None if cfg.device == "auto" else cfg.device,
-        progress=cfg.progress,
-    )
-    loop.print(f"tokenizing {cfg.data} with {cfg.codec} at {settings.resolution} px into {out}")
-    tokenizer = Tokenizer(settings)
-    try:
-        summary = tokenizer.run()
-    finally:
-        tokenizer.close()
-    if summary:  # rank 0
-        loop.print(
-            f"{summary['images']} images in {out} ({summary['skipped']} unreadable, listed in skipped.jsonl)"
-        )
-    barrier(loop.dist)  # rank 0 merges the index last
-    return out
-
-
 def open_tokens(cfg: T2ITrainConfig, loop: TrainLoop) -> Any:
-    """A :class:`movq.data.TokenDataset` over the run's tokens, checked against ``cfg`` (codec, resolution, captions)."""
-    folder = prepare_tokens(cfg, loop)
-    from movq.data import TokenDataset
-
-    dataset = TokenDataset(folder)
-    meta = dataset.meta
-    if meta.get("kind") != "tokens":
-        raise ValueError(f"{folder} holds {meta.get('kind')}, not tokens: tokenize without --latents")
-    if folder == Path(cfg.data):
-        if cfg.codec:
-            check_codec_matches(cfg.codec, meta, folder)
-        if cfg.resolution is not None and cfg.resolution != meta.get("resolution"):
-            raise ValueError(
-                f"--resolution {cfg.resolution}, but {folder} was tokenized at {meta.get('resolution')} px; "
-                "drop --resolution or tokenize again"
-            )
-    if len(dataset) == 0:
-        raise ValueError(f"{folder} holds no items")
+    """A :class:`movq.data.TokenDataset` over the run's tokens (``cfg.data`` itself, or ``OUT/tokens``
+    after tokenizing ``cfg.data`` once with ``cfg.codec``), checked against ``cfg`` (codec,
+    resolution) and required to carry captions."""
+    dataset = open_token_folder(
+        cfg.data, Path(cfg.out) / TOKENS_DIR, kind="tokens", codec=cfg.codec, resolution=cfg.resolution,
+        loop=loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+    )
     if all(c is None for c in dataset.captions):
         raise ValueError(
-            f"no item of {folder} has a caption: a text-to-image model needs captions "
+            f"no item of {dataset.root} has a caption: a text-to-image model needs captions "
             "(same-name .txt files, or a caption column in the manifest)"
         )
     return dataset

@@ -87,9 +87,11 @@ def prepare_token_folder(
     loop.print(f"tokenizing {data} ({kind}) with {codec} at {settings.resolution} px into {out}")
     tokenizer = Tokenizer(settings)
     try:
-        tokenizer.run()
+        summary = tokenizer.run()
     finally:
         tokenizer.close()
+    if summary:  # rank 0
+        loop.print(f"{summary['images']} images in {out} ({summary['skipped']} unreadable, listed in skipped.jsonl)")
     barrier(loop.dist)  # rank 0 merges the index last
     return Path(out)
 
