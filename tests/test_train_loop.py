@@ -22,6 +22,7 @@ from PIL import Image
 import movq
 from movq.train import checkpoint as ckpt
 from movq.train.config import TrainConfig
+from movq.train.losses import LossWeights
 from movq.train.trainer import Trainer
 
 TINY_CODEC = {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [], "resolution": 16}
@@ -58,7 +59,7 @@ def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
 def test_few_steps_lower_the_loss_and_corrupt_file_is_skipped(tmp_path):
     data = make_images(tmp_path / "data")
     (data / "broken.jpg").write_bytes(b"garbage")
-    cfg = tiny_config(data, tmp_path / "out", codec=EMA_CODEC, max_steps=12, disc_start=1000, w_l1=1.0,
+    cfg = tiny_config(data, tmp_path / "out", codec=EMA_CODEC, max_steps=12, disc_start=1000, loss=LossWeights(l1=1.0),
                       ema_decay=0.5, min_lr_ratio=1.0, lr=3e-3)
     trainer = Trainer(cfg)
     x = torch.stack([trainer.dataset[(i, 0)]["image"] for i in range(4)])

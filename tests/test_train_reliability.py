@@ -126,6 +126,35 @@ def test_resume_with_other_architecture_says_so(tmp_path, capsys):
     assert "was trained with architecture" in err and "ch=32" in err and "ch=64" in err
 
 
+def test_resume_reads_the_flat_loss_weights_of_older_runs(tmp_path, capsys):
+    data = make_images(tmp_path / "data")
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
+    saved = tmp_path / "run" / "checkpoints" / "step-00000002" / ckpt.CONFIG_NAME
+    config = json.loads(saved.read_text())
+    assert config.pop("loss") == {"vq": 1.0, "adv": 0.1, "perc": 0.1, "l2": 1.0, "nll": 1.0, "l1": 0.0,
+                                  "nll_perc": 0.1, "nll_l2": 1.0}
+    flat = {"w_vq": 0.5, "w_adv": 0.0, "w_perc": 0.2, "w_l2": 2.0, "w_nll": 0.0, "w_l1": 1.0, "nll_perc": 0.3, "nll_l2": 0.7}
+    saved.write_text(json.dumps({**config, **flat}))  # the train_config.json of an older movq
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "3", "--resume", "--w-l2", "1.5")) == 0
+    assert "resumed from" in capsys.readouterr().out
+    resumed = json.loads((tmp_path / "run" / "checkpoints" / "step-00000003" / ckpt.CONFIG_NAME).read_text())
+    assert resumed["loss"] == {"vq": 0.5, "adv": 0.0, "perc": 0.2, "l2": 1.5, "nll": 0.0, "l1": 1.0,
+                               "nll_perc": 0.3, "nll_l2": 0.7}
+    assert not set(flat) & set(resumed)
+
+
+def test_discriminator_schedule_is_saved_and_restored(tmp_path):
+    data = make_images(tmp_path / "data")
+    cfg = tiny_config(data, tmp_path / "run", max_steps=2, warmup_steps=4, disc_start=0, disc_lr=5e-4)
+    Trainer(cfg).run()
+    saved = ckpt.load_checkpoint(tmp_path / "run" / "last")
+    assert saved["d_sched"]["last_epoch"] == 2
+    resumed = Trainer(tiny_config(data, tmp_path / "run", max_steps=4, warmup_steps=4, disc_start=0, disc_lr=5e-4,
+                                  resume=True))
+    assert resumed.step == 2 and resumed.d_sched.state_dict() == saved["d_sched"]
+    assert resumed.d_opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 3 / 4)  # warm-up factor of step 2
+
+
 def test_resume_below_saved_step_says_so(tmp_path, capsys):
     data = make_images(tmp_path / "data")
     assert train_main(_args(data, tmp_path / "run")) == 0
