@@ -100,6 +100,29 @@ def test_psnr_matches_manual_reconstruction(codec_dir, tmp_path):
     assert result["results"][0]["l1"] == pytest.approx(np.abs(crop - recon).mean(), abs=1e-6)
 
 
+def test_training_evaluation_equals_the_bench(codec_dir, tmp_path, one_thread):  # one thread, as FAST
+    from movq.metrics.lpips import LPIPSMetric
+    from movq.train.evaluate import evaluate_folder
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, size in enumerate([(80, 64), (64, 96), (70, 70), (120, 64), (64, 64)]):
+        small = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(folder / f"img{i}.png")
+    try:
+        lpips = LPIPSMetric("alex")
+    except RuntimeError:  # no LPIPS weights offline: compare the other metrics
+        lpips = None
+    metrics = "psnr,ssim,l1" + (",lpips" if lpips is not None else "")
+    bench = run_cli(["--model", str(codec_dir), "--data", str(folder), "--metrics", metrics, *FAST], tmp_path / "r.json")
+    result = evaluate_folder(movq.load(codec_dir), folder, size=64, batch_size=2, lpips=lpips)
+    row = bench["results"][0]
+    assert result.images == row["n_images"] == 5
+    assert (result.psnr, result.ssim, result.l1) == (row["psnr"], row["ssim"], row["l1"])
+    assert result.lpips == row.get("lpips")
+
+
 def test_by_domain_rows_and_weighted_all(codec_dir, tmp_path, capsys):
     photos = _photos()
     root = tmp_path / "domains"
