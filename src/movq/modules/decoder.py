@@ -8,8 +8,8 @@ from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, ResnetBlock, Upsample
 from movq.modules.encoder import Level, MidBlock, level_has_attention
 from movq.modules.layout import preferred_memory_format
-from movq.modules.prepacked import conv
 from movq.modules.norm import make_norm
+from movq.modules.prepacked import conv
 
 
 class Decoder(nn.Module):

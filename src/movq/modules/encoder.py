@@ -7,8 +7,8 @@ from torch import Tensor, nn
 from movq.config import CodecConfig
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock
 from movq.modules.layout import preferred_memory_format
-from movq.modules.prepacked import conv
 from movq.modules.norm import GroupNorm
+from movq.modules.prepacked import conv
 
 
 class MidBlock(nn.Module):
