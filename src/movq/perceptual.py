@@ -303,7 +303,7 @@ def _missing_weights_message(net: Net) -> str:
     backbone = "found" if (cache / _TORCHVISION_FILES[net]).is_file() else "not there"
     return (
         f"no LPIPS-{net} weights found (they are never downloaded). Looked in: weights= / ${WEIGHTS_ENV} (not set); "
-        f"the stlpips-pytorch package (not installed); the lpips package's heads "
+        f"the stlpips-pytorch package (not installed, or without its weight files); the lpips package's heads "
         f"({heads if heads is not None else 'lpips not installed'}) with torchvision's {_TORCHVISION_FILES[net]} "
         f"in {cache} ({backbone}). Provide them with weights=PATH (or ${WEIGHTS_ENV}=PATH) to a full LPIPS state "
         f"dict, or `pip install --no-deps stlpips-pytorch` (full shift-tolerant AlexNet/VGG LPIPS weights), or "
