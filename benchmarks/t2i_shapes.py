@@ -272,6 +272,7 @@ def train_codec(images: Path, out: Path, size: int, steps: int, codes: int, late
     It trains on crops of a quarter of the image at their own scale (``size / 2`` pixels, 4x cheaper
     than whole images; the codec is convolutional and is used on whole images afterwards)."""
     from movq.train.config import TrainConfig
+    from movq.train.losses import LossWeights
     from movq.train.trainer import Trainer
 
     if (out / "model.safetensors").is_file() and (out / "checkpoints").is_dir():
@@ -281,7 +282,7 @@ def train_codec(images: Path, out: Path, size: int, steps: int, codes: int, late
         data=str(images), out=str(out), preset="movqgan-tiny",
         codec={"quantizer": quantizer, "z_channels": latent, "embed_dim": latent}, resolution=size // 2,
         crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0), batch_size=16, max_steps=steps, lr=5e-4,
-        warmup_steps=min(50, steps // 10), w_l1=1.0, perceptual_net="none", disc_start=10**9, num_workers=1,
+        warmup_steps=min(50, steps // 10), loss=LossWeights(l1=1.0), perceptual_net="none", disc_start=10**9, num_workers=1,
         save_every=steps, log_every=25, image_every=steps, progress=False, seed=seed,
     )
     Trainer(cfg).run()

@@ -1,13 +1,15 @@
-"""Shared test set-up: subprocesses (CLIs, torchrun, examples) import the movq of this checkout."""
+"""Shared test set-up: subprocesses (CLIs, torchrun, examples) import the movq of this checkout;
+fixtures used by several test files (their helpers are in ``helpers.py``)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from helpers import SRC, bench_photos, smooth_image
 
 # pytest's ``pythonpath`` setting covers this process only; child processes read PYTHONPATH, so an
 # editable install of another checkout can never be what a subprocess test exercises.
@@ -25,3 +27,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bench_codec_dir(tmp_path_factory) -> Path:
+    """A saved ``movqgan-tiny`` codec with random weights (seed 0)."""
+    import torch
+
+    import movq
+
+    torch.manual_seed(0)
+    return movq.Codec(movq.get_preset("movqgan-tiny")).save_pretrained(tmp_path_factory.mktemp("codec") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def bench_data_dir(tmp_path_factory) -> Path:
+    """Three real photos, a corrupt JPEG, a text file, and gray / RGBA / CMYK / small images."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    photos = bench_photos()
+    for p in photos:
+        shutil.copy(p, root / p.name)
+    base = Image.open(photos[0]).convert("RGB")
+    base.convert("L").save(root / "gray.png")
+    rgba = base.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(root / "rgba.png")
+    base.convert("CMYK").save(root / "cmyk.jpg")
+    base.resize((40, 30)).save(root / "small.png")
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def token_data_dir(tmp_path_factory) -> Path:
+    """5 images (one in a subfolder, one gray, one smaller than TOKENIZE_RES), 2 captions, a corrupt JPEG."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "sub").mkdir()
+    smooth_image(0, (80, 60)).save(root / "a.jpg", quality=95)
+    smooth_image(1, (50, 70)).save(root / "b.png")
+    smooth_image(2, (64, 64)).convert("L").save(root / "c_gray.png")
+    smooth_image(3, (24, 40)).save(root / "d_small.png")
+    smooth_image(4, (90, 45)).save(root / "sub" / "e.webp")
+    (root / "a.txt").write_text("a red thing\n", encoding="utf-8")
+    (root / "sub" / "e.txt").write_text("ünïcode caption", encoding="utf-8")
+    (root / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    return root

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from test_bench import FAST, _photos, codec_dir, data_dir  # noqa: F401  (fixtures)
+from helpers import BENCH_FAST
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 
@@ -25,8 +25,8 @@ def torchrun(nproc: int, args: list[str], tmp_path) -> dict:
     return json.loads(out.read_text())
 
 
-def test_two_gloo_processes_equal_one(codec_dir, data_dir, tmp_path):  # noqa: F811
-    args = ["--model", str(codec_dir), "--data", str(data_dir), "--metrics", "fid,is,psnr,ssim,l1", *FAST,
+def test_two_gloo_processes_equal_one(bench_codec_dir, bench_data_dir, tmp_path):
+    args = ["--model", str(bench_codec_dir), "--data", str(bench_data_dir), "--metrics", "fid,is,psnr,ssim,l1", *BENCH_FAST,
             "--chunk-size", "2", "--cache", str(tmp_path / "cache"), "--cache-interval", "0"]
     one = torchrun(1, args, tmp_path)
     two = torchrun(2, args, tmp_path)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import movq
+from helpers import tiny_codec
 from movq import Codec, CodecConfig, get_preset
 from movq.config import PRESETS, GumbelConfig, ResidualConfig, VQConfig
 from movq.modules import AttnBlock, SpatialNorm
@@ -24,14 +25,6 @@ PUBLISHED_PARAMETER_COUNTS = {
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def tiny_codec(seed: int = 0, **overrides) -> Codec:
-    torch.manual_seed(seed)
-    config = get_preset("movqgan-tiny")
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return Codec(CodecConfig.from_dict(config.to_dict())).eval()
 
 
 @pytest.mark.parametrize("name,expected", sorted(PUBLISHED_PARAMETER_COUNTS.items()))

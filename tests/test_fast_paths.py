@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import movq
-from movq import Codec, CodecConfig, get_preset
+from movq import Codec, CodecConfig
 from movq.deploy import TokenDecoder, TokenEncoder, example_input, export_onnx, export_program
 from movq.metrics.image import psnr, to_unit_range
 from movq.tiling import SharedGroupStats, TilingPolicy, ramps, run_tiled, shared_norm_stats, tile_layout

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 import movq
+from helpers import RunsCode, save_as_foreign_module
 from movq import Codec, CodecConfig
 from movq.config import EMAConfig, VQConfig
 from movq.hub.safe_load import CheckpointReadError, UnsafeCheckpointError, load_state_file
 from movq.memory import MemoryBudgetError
 from movq.strict import ConfigError
-from test_train_reliability import _RunsCode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +48,7 @@ def _one_line(err: str, prog: str) -> str:
 def test_unsafe_checkpoint_error_is_also_a_value_error(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "init.ckpt"
-    torch.save({"state_dict": {"x": _RunsCode(marker)}}, path)
+    torch.save({"state_dict": {"x": RunsCode(marker)}}, path)
     with pytest.raises(ValueError, match="refusing to load .*init.ckpt") as info:
         movq.load(path)
     assert isinstance(info.value, UnsafeCheckpointError) and not marker.exists()
@@ -58,7 +58,7 @@ def test_movq_train_init_with_a_malicious_checkpoint_is_one_line(tmp_path, capsy
     from movq.train.cli import main as train_main
 
     marker, path = tmp_path / "pwned", tmp_path / "init.ckpt"
-    torch.save({"state_dict": {"x": _RunsCode(marker)}}, path)
+    torch.save({"state_dict": {"x": RunsCode(marker)}}, path)
     data = tmp_path / "data"
     data.mkdir()
     Image.new("RGB", (16, 16)).save(data / "a.png")
@@ -90,7 +90,7 @@ def test_metric_weight_files_are_read_safely_with_one_line_errors(tmp_path, read
 
     marker, path = tmp_path / "pwned", tmp_path / "weights.pth"
     if content == "malicious":
-        torch.save({"x": _RunsCode(marker)}, path)
+        torch.save({"x": RunsCode(marker)}, path)
     else:
         path.write_bytes(b"hello, not weights\n" * 20)
     with pytest.raises(ValueError, match="weights.pth") as info:
@@ -112,8 +112,6 @@ def test_corrupt_torchscript_inception_file_names_the_file(tmp_path):
 
 
 def test_dalle_pickle_whose_module_contains_itself(tmp_path):
-    from test_hub_safety import save_as_foreign_module
-
     from movq.dvae import DVAE, DVAEConfig
 
     torch.manual_seed(0)

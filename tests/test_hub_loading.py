@@ -10,17 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 import movq
+from helpers import tiny_codec
 from movq import Codec, CodecConfig, get_preset
 from movq.hub import CheckpointReadError, WeightsNotAvailableError, registry
 from movq.hub.diffusers import config_to_diffusers
 
 torch.set_num_threads(1)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def tiny_codec(seed: int = 0) -> Codec:
-    torch.manual_seed(seed)
-    return Codec(get_preset("movqgan-tiny")).eval()
 
 
 def make_hub_cache(root: Path, repo_id: str, files: dict[str, Path], monkeypatch) -> None:

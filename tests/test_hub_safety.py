@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import types
-import warnings
 import zipfile
 
 import pytest
 import torch
 
 import movq
+from helpers import save_as_foreign_module
 from movq.dvae import DVAE, DVAEConfig, DVAEDecoder, DVAEEncoder
 from movq.hub import CheckpointReadError, UnsafeCheckpointError
 from movq.hub.safe_load import OpaqueObject, load_pickled_modules, load_state_file
@@ -98,25 +97,6 @@ def test_legacy_container_state_dicts_and_truncated_files(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(CheckpointReadError, match="cannot read .*legacy.pkl"):
             load_pickled_modules(path)
-
-
-def save_as_foreign_module(module: torch.nn.Module, module_name: str, class_name: str, path, legacy: bool = False) -> None:
-    """``torch.save`` a whole module whose class lives in a package that is NOT importable at load time
-    (like OpenAI's ``dall_e``): the loader must rebuild it without importing anything. ``legacy``:
-    PyTorch's pre-1.6 (non-zip) container, the one OpenAI's published files use."""
-    fake = types.ModuleType(module_name)
-    cls = type(class_name, (type(module),), {"__module__": module_name})
-    setattr(fake, class_name, cls)
-    package = module_name.split(".")[0]
-    sys.modules[package] = types.ModuleType(package)
-    sys.modules[module_name] = fake
-    try:
-        module.__class__ = cls
-        with warnings.catch_warnings():  # the legacy saver warns that it cannot find the class's source
-            warnings.simplefilter("ignore")
-            torch.save(module, path, _use_new_zipfile_serialization=not legacy)
-    finally:
-        del sys.modules[module_name], sys.modules[package]
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])

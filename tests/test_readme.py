@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +46,12 @@ def test_example_writes_a_reconstruction(tmp_path):
     # a random codec scores about 10 dB on photos; the shipped one must really reconstruct
     assert "movqgan-tiny-photos" in result.stdout
     assert psnr > 16.0
+
+
+def test_ci_runs_the_readme_test_commands():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"Run the tests.*?```bash\n(.*?)```", readme, flags=re.S)
+    assert block is not None, "README has no 'Run the tests' bash block"
+    commands = [line.strip() for line in block.group(1).splitlines() if line.strip()]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert commands and ci[-len(commands):] == commands  # the same commands, in order, at the end of .ci/run

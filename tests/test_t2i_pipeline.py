@@ -12,23 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import SMALL_2X, tiny_codec
 from movq import Codec
-from movq.config import CodecConfig, ResidualConfig, VQConfig
+from movq.config import ResidualConfig, VQConfig
 from movq.t2i import T2IConfig, T2IPipeline, T2ITransformer, clip_scorer, tokens_to_sequence
-
-
-def tiny_codec(quantizer=None) -> Codec:
-    """A 2x-downsampling codec small enough for CPU tests."""
-    torch.manual_seed(0)
-    config = CodecConfig(
-        ch=32,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(),
-        resolution=8,
-        quantizer=quantizer or VQConfig(codebook_size=64),
-    )
-    return Codec(config).eval()
 
 
 def pipeline_for(codec: Codec) -> T2IPipeline:
@@ -42,14 +29,14 @@ def brightness(images: list[Image.Image], prompts: list[str]) -> list[float]:
 
 
 def test_config_for_codec():
-    config = T2IConfig.for_codec(tiny_codec(), 8, preset="t2i-tiny")
+    config = T2IConfig.for_codec(tiny_codec(config=SMALL_2X), 8, preset="t2i-tiny")
     assert (config.image_vocab_size, config.image_grid, config.image_depth, config.n_layer) == (
         64,
         (4, 4),
         1,
         2,
     )
-    residual = T2IConfig.for_codec(tiny_codec(ResidualConfig(codebook_size=32, depth=3)), (8, 12), n_layer=1)
+    residual = T2IConfig.for_codec(tiny_codec(config=SMALL_2X, quantizer=ResidualConfig(codebook_size=32, depth=3)), (8, 12), n_layer=1)
     assert (residual.image_vocab_size, residual.image_grid, residual.image_depth, residual.n_layer) == (
         32,
         (4, 6),
@@ -57,11 +44,11 @@ def test_config_for_codec():
         1,
     )
     with pytest.raises(ValueError, match="derives"):
-        T2IConfig.for_codec(tiny_codec(), 8, image_grid=(2, 2))
+        T2IConfig.for_codec(tiny_codec(config=SMALL_2X), 8, image_grid=(2, 2))
 
 
 def test_prompts_to_images_with_reranking():
-    pipe = pipeline_for(tiny_codec())
+    pipe = pipeline_for(tiny_codec(config=SMALL_2X))
     assert pipe.image_size == (8, 8)
     out = pipe(
         ["a red square", "a blue circle"],
@@ -90,7 +77,7 @@ def test_prompts_to_images_with_reranking():
 
 
 def test_image_completion_keeps_the_top_rows():
-    pipe = pipeline_for(tiny_codec())
+    pipe = pipeline_for(tiny_codec(config=SMALL_2X))
     image = Image.new("RGB", (8, 8), (200, 30, 30))
     expected = tokens_to_sequence(pipe.codec.encode([image]))
     out = pipe(
@@ -108,7 +95,7 @@ def test_image_completion_keeps_the_top_rows():
 
 
 def test_residual_codec_end_to_end():
-    codec = tiny_codec(ResidualConfig(codebook_size=32, depth=2))
+    codec = tiny_codec(config=SMALL_2X, quantizer=ResidualConfig(codebook_size=32, depth=2))
     pipe = pipeline_for(codec)
     assert pipe.model.config.image_len == 32
     out = pipe("stripes", guidance_scale=2.0, top_p=0.9, generator=torch.Generator().manual_seed(2))
@@ -116,13 +103,13 @@ def test_residual_codec_end_to_end():
 
 
 def test_mismatched_codec_or_tokenizer_is_refused():
-    pipe = pipeline_for(tiny_codec())
+    pipe = pipeline_for(tiny_codec(config=SMALL_2X))
     with pytest.raises(
         ValueError, match="codec has 32 codes but the model was built for image_vocab_size=64"
     ):
-        T2IPipeline(pipe.model, tiny_codec(VQConfig(codebook_size=32)))
+        T2IPipeline(pipe.model, tiny_codec(config=SMALL_2X, quantizer=VQConfig(codebook_size=32)))
     with pytest.raises(ValueError, match="image_depth=1"):
-        T2IPipeline(pipe.model, tiny_codec(ResidualConfig(codebook_size=64, depth=2)))
+        T2IPipeline(pipe.model, tiny_codec(config=SMALL_2X, quantizer=ResidualConfig(codebook_size=64, depth=2)))
     with pytest.raises(
         ValueError, match="tokenizer 'byte' has 256 ids but the model was built for text_vocab_size=300"
     ):

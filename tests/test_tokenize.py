@@ -13,50 +13,18 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
 
 import movq
+from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, token_files
 from movq.data import TokenDataset, collate_items
 from movq.image_files import load_preprocessed
 from movq.tokenize.cli import EXIT_ERROR, main
 from movq.tokenize.encoding import token_dtype
 from movq.tokenize.shards import shard_paths
-
-MODEL = "movqgan-tiny-photos"
-RES = 32
-FAST = ["--resolution", str(RES), "--batch-size", "3", "--shard-size", "2", "--num-workers", "0", "--no-progress",
-        "--threads", "1"]
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def _image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([np.sin(xx / (5 + seed) + c) * np.cos(yy / (7 + c)) for c in range(3)], -1)
-    pixels = (base * 100 + 128 + rng.normal(0, 20, (h, w, 3))).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """5 images (one in a subfolder, one gray, one smaller than RES), 2 captions, a corrupt JPEG."""
-    root = tmp_path_factory.mktemp("images")
-    (root / "sub").mkdir()
-    _image(0, (80, 60)).save(root / "a.jpg", quality=95)
-    _image(1, (50, 70)).save(root / "b.png")
-    _image(2, (64, 64)).convert("L").save(root / "c_gray.png")
-    _image(3, (24, 40)).save(root / "d_small.png")
-    _image(4, (90, 45)).save(root / "sub" / "e.webp")
-    (root / "a.txt").write_text("a red thing\n", encoding="utf-8")
-    (root / "sub" / "e.txt").write_text("ünïcode caption", encoding="utf-8")
-    (root / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
-    return root
-
 
 GOOD = ["a.jpg", "b.png", "c_gray.png", "d_small.png", "sub/e.webp"]
 
@@ -66,9 +34,9 @@ def run(args: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def folder_run(data_dir, tmp_path_factory) -> Path:
+def folder_run(token_data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "folder"
-    assert run(["--model", MODEL, "--data", str(data_dir), "--out", str(out), *FAST]) == 0
+    assert run(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]) == 0
     return out
 
 
@@ -77,17 +45,12 @@ def _items(out: Path) -> dict[str, dict]:
     return {ds[i]["source"]: ds[i] for i in range(len(ds))}
 
 
-def _files(out: Path) -> dict[str, bytes]:
-    names = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".jsonl"))
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in names if p.name != "meta.json"}
-
-
-def test_tokens_equal_codec_encode_captions_and_skipped(folder_run, data_dir):
-    codec = movq.load(MODEL)
+def test_tokens_equal_codec_encode_captions_and_skipped(folder_run, token_data_dir):
+    codec = movq.load(TOKENIZE_MODEL)
     items = _items(folder_run)
     assert sorted(items) == GOOD  # sorted relative paths; bad.jpg left out
     for source, item in items.items():
-        pixels, _ = load_preprocessed(data_dir / source, RES)
+        pixels, _ = load_preprocessed(token_data_dir / source, TOKENIZE_RES)
         expected = codec.encode(pixels[None])[0]
         assert item["tokens"].dtype == torch.long and torch.equal(item["tokens"], expected), source
     assert items["a.jpg"]["caption"] == "a red thing" and items["sub/e.webp"]["caption"] == "ünïcode caption"
@@ -95,8 +58,8 @@ def test_tokens_equal_codec_encode_captions_and_skipped(folder_run, data_dir):
     skipped = [json.loads(line) for line in (folder_run / "skipped.jsonl").read_text().splitlines()]
     assert [s["source"] for s in skipped] == ["bad.jpg"] and "Error" in skipped[0]["reason"]
     meta = json.loads((folder_run / "meta.json").read_text())
-    assert meta["model"] == MODEL and meta["resolution"] == RES and meta["dtype"] == "float32"
-    assert meta["store_dtype"] == "uint16" and meta["item_shape"] == [RES // 8, RES // 8]
+    assert meta["model"] == TOKENIZE_MODEL and meta["resolution"] == TOKENIZE_RES and meta["dtype"] == "float32"
+    assert meta["store_dtype"] == "uint16" and meta["item_shape"] == [TOKENIZE_RES // 8, TOKENIZE_RES // 8]
     assert "centre crop 32x32" in meta["preprocessing"] and len(meta["config_hash"]) == 64
     with safe_open(str(shard_paths(folder_run, 0)[0]), framework="pt") as f:
         assert f.get_tensor("tokens").dtype == torch.uint16
@@ -114,15 +77,15 @@ def test_token_dtype_is_the_smallest_that_holds_the_codebook():
     assert token_dtype(65536) == torch.uint16 and token_dtype(65537) == torch.uint32
 
 
-def test_manifests_and_tar_shards_give_the_same_tokens(folder_run, data_dir, tmp_path):
+def test_manifests_and_tar_shards_give_the_same_tokens(folder_run, token_data_dir, tmp_path):
     reference = _items(folder_run)
     (tmp_path / "m.jsonl").write_text(
-        "".join(json.dumps({"image": str(data_dir / s), "caption": f"cap {s}"}) + "\n" for s in GOOD))
-    (tmp_path / "m.csv").write_text("image,caption\n" + "".join(f"{data_dir / s},\"cap, {s}\"\n" for s in GOOD))
+        "".join(json.dumps({"image": str(token_data_dir / s), "caption": f"cap {s}"}) + "\n" for s in GOOD))
+    (tmp_path / "m.csv").write_text("image,caption\n" + "".join(f"{token_data_dir / s},\"cap, {s}\"\n" for s in GOOD))
     tar_path = tmp_path / "shard-0000.tar"
     with tarfile.open(tar_path, "w") as tar:
         for i, s in enumerate(GOOD):
-            for name, data in ((f"{i:04d}.{s.rsplit('.', 1)[1]}", (data_dir / s).read_bytes()),
+            for name, data in ((f"{i:04d}.{s.rsplit('.', 1)[1]}", (token_data_dir / s).read_bytes()),
                                (f"{i:04d}.txt", f"tar {s}".encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -132,7 +95,7 @@ def test_manifests_and_tar_shards_give_the_same_tokens(folder_run, data_dir, tmp
         tar.addfile(info, io.BytesIO(b"{}"))
     for data, caption in ((tmp_path / "m.jsonl", "cap {}"), (tmp_path / "m.csv", "cap, {}"), (tar_path, "tar {}")):
         out = tmp_path / f"out-{data.suffix}"
-        assert run(["--model", MODEL, "--data", str(data), "--out", str(out), *FAST]) == 0
+        assert run(["--model", TOKENIZE_MODEL, "--data", str(data), "--out", str(out), *TOKENIZE_FAST]) == 0
         ds = TokenDataset(out)
         assert len(ds) == len(GOOD)
         for i, s in enumerate(GOOD):
@@ -141,52 +104,52 @@ def test_manifests_and_tar_shards_give_the_same_tokens(folder_run, data_dir, tmp
     assert "9999" in skipped and "no image in sample" in skipped
 
 
-def test_latents_equal_encode_latents(data_dir, tmp_path):
+def test_latents_equal_encode_latents(token_data_dir, tmp_path):
     out = tmp_path / "lat"
-    assert run(["--model", MODEL, "--data", str(data_dir), "--out", str(out), "--latents", *FAST]) == 0
-    codec = movq.load(MODEL)
+    assert run(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), "--latents", *TOKENIZE_FAST]) == 0
+    codec = movq.load(TOKENIZE_MODEL)
     ds = TokenDataset(out)
     assert len(ds) == 5 and ds.meta["kind"] == "latents" and ds.meta["store_dtype"] == "float16"
     for i in range(len(ds)):
         item = ds[i]
-        pixels, _ = load_preprocessed(data_dir / item["source"], RES)
+        pixels, _ = load_preprocessed(token_data_dir / item["source"], TOKENIZE_RES)
         expected = codec.encode_latents(pixels[None])[0].detach().half()
         assert item["latents"].dtype == torch.float16 and torch.equal(item["latents"], expected)
     assert len(json.loads((out / "summary.json").read_text())["std"]) == codec.config.embed_dim
 
 
-def test_rerun_skips_finished_shards_and_redoes_a_deleted_one(data_dir, tmp_path, capsys):
+def test_rerun_skips_finished_shards_and_redoes_a_deleted_one(token_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--model", MODEL, "--data", str(data_dir), "--out", str(out), *FAST]
+    args = ["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]
     assert run(args) == 0
-    first = _files(out)
+    first = token_files(out)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     data1, sidecar1 = shard_paths(out, 1)
     data1.unlink()
     capsys.readouterr()
     assert run(args) == 0
     assert "2 of 3 shards already finished" in capsys.readouterr().out
-    assert _files(out) == first  # the redone shard is byte-identical
+    assert token_files(out) == first  # the redone shard is byte-identical
     for path, stamp in stamps.items():
         if path not in (data1, sidecar1):
             assert path.stat().st_mtime_ns == stamp, f"{path.name} was rewritten"
 
 
-def test_output_folder_inside_the_data_folder_is_not_read_as_data(data_dir, tmp_path, capsys):
+def test_output_folder_inside_the_data_folder_is_not_read_as_data(token_data_dir, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for name in GOOD[:3]:
-        (data / name).write_bytes((data_dir / name).read_bytes())
-    args = ["--model", MODEL, "--data", str(data), "--out", str(data / "tokens"), *FAST]
+        (data / name).write_bytes((token_data_dir / name).read_bytes())
+    args = ["--model", TOKENIZE_MODEL, "--data", str(data), "--out", str(data / "tokens"), *TOKENIZE_FAST]
     assert run(args) == 0 and (data / "tokens" / "code_histogram.png").is_file()
     assert run(args) == 0  # the histogram PNG inside --out is no new source
     assert "2 of 2 shards already finished" in capsys.readouterr().out and len(TokenDataset(data / "tokens")) == 3
 
 
-def test_killed_run_resumes_to_the_same_output(data_dir, tmp_path):
+def test_killed_run_resumes_to_the_same_output(token_data_dir, tmp_path):
     manifest = tmp_path / "many.jsonl"
-    manifest.write_text("".join(json.dumps({"image": str(data_dir / GOOD[i % 5])}) + "\n" for i in range(150)))
-    args = ["--model", MODEL, "--data", str(manifest), *FAST]
+    manifest.write_text("".join(json.dumps({"image": str(token_data_dir / GOOD[i % 5])}) + "\n" for i in range(150)))
+    args = ["--model", TOKENIZE_MODEL, "--data", str(manifest), *TOKENIZE_FAST]
     cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(tmp_path / "killed")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -205,7 +168,7 @@ def test_killed_run_resumes_to_the_same_output(data_dir, tmp_path):
     assert f"{finished} of 75 shards already finished" in res.stdout
     assert not list((tmp_path / "killed" / "shards").glob(".*.tmp"))  # a kill's temporary files are cleaned up
     assert run([*args, "--out", str(tmp_path / "clean")]) == 0
-    assert _files(tmp_path / "killed") == _files(tmp_path / "clean")
+    assert token_files(tmp_path / "killed") == token_files(tmp_path / "clean")
 
 
 def test_token_dataset_with_two_workers_returns_every_item_once(folder_run):
@@ -218,25 +181,25 @@ def test_token_dataset_with_two_workers_returns_every_item_once(folder_run):
     assert sorted(set(halves[0]) | set(halves[1])) == list(range(len(ds)))
 
 
-def test_mixing_models_in_one_folder_is_refused(folder_run, data_dir, tmp_path, capsys):
+def test_mixing_models_in_one_folder_is_refused(folder_run, token_data_dir, tmp_path, capsys):
     other = movq.Codec(movq.get_preset("movqgan-tiny")).save_pretrained(tmp_path / "other")
-    before = _files(folder_run)
+    before = token_files(folder_run)
     capsys.readouterr()
-    assert run(["--model", str(other), "--data", str(data_dir), "--out", str(folder_run), *FAST]) == EXIT_ERROR
+    assert run(["--model", str(other), "--data", str(token_data_dir), "--out", str(folder_run), *TOKENIZE_FAST]) == EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds a run of another model ('movqgan-tiny-photos'" in err
-    assert run(["--model", MODEL, "--data", str(data_dir), "--out", str(folder_run), "--latents", *FAST]) == EXIT_ERROR
+    assert run(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(folder_run), "--latents", *TOKENIZE_FAST]) == EXIT_ERROR
     assert "kind: 'tokens' there, 'latents' now" in capsys.readouterr().err
-    assert _files(folder_run) == before
+    assert token_files(folder_run) == before
 
 
-def _bad_args(data_dir: Path, tmp_path: Path) -> list[tuple[list[str], str]]:
+def _bad_args(token_data_dir: Path, tmp_path: Path) -> list[tuple[list[str], str]]:
     empty = tmp_path / "empty"
     empty.mkdir()
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = ["--out", str(tmp_path / "out")]
-    data = ["--data", str(data_dir)]
+    data = ["--data", str(token_data_dir)]
     cases = [
         ([*data, *out, "--batch-size", "0"], "--batch-size must be >= 1"),
         ([*data, *out, "--shard-size", "0"], "--shard-size must be >= 1"),
@@ -255,9 +218,9 @@ def _bad_args(data_dir: Path, tmp_path: Path) -> list[tuple[list[str], str]]:
     return cases
 
 
-def test_cli_errors_are_one_line_before_any_compute(data_dir, tmp_path, capsys):
-    for args, message in _bad_args(data_dir, tmp_path):
-        full = ["--model", MODEL, *args] if "--model" not in args else args
+def test_cli_errors_are_one_line_before_any_compute(token_data_dir, tmp_path, capsys):
+    for args, message in _bad_args(token_data_dir, tmp_path):
+        full = ["--model", TOKENIZE_MODEL, *args] if "--model" not in args else args
         assert run(full) == EXIT_ERROR, args
         err = capsys.readouterr().err
         assert err.startswith("movq-tokenize: error: ") and err.count("\n") == 1 and message in err, (args, err)
@@ -268,5 +231,5 @@ def test_nothing_readable_is_not_a_success(tmp_path, capsys):
     data = tmp_path / "bad"
     data.mkdir()
     (data / "a.jpg").write_bytes(b"junk")
-    assert run(["--model", MODEL, "--data", str(data), "--out", str(tmp_path / "out"), *FAST]) == 2
+    assert run(["--model", TOKENIZE_MODEL, "--data", str(data), "--out", str(tmp_path / "out"), *TOKENIZE_FAST]) == 2
     assert "none of the source images could be read" in capsys.readouterr().err

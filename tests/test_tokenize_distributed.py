@@ -8,7 +8,8 @@ import sys
 
 import pytest
 import torch
-from test_tokenize import FAST, MODEL, SRC, _files, data_dir  # noqa: F401  (fixture)
+
+from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, token_files
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 
@@ -22,12 +23,12 @@ def torchrun(nproc: int, args: list[str]) -> str:
     return proc.stdout
 
 
-def test_two_gloo_processes_equal_one(data_dir, tmp_path):  # noqa: F811
-    args = ["--model", MODEL, "--data", str(data_dir), *FAST]
+def test_two_gloo_processes_equal_one(token_data_dir, tmp_path):
+    args = ["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), *TOKENIZE_FAST]
     torchrun(1, [*args, "--out", str(tmp_path / "one")])
     stdout = torchrun(2, [*args, "--out", str(tmp_path / "two")])
     assert "2 process(es)" in stdout and stdout.count("movq-tokenize: 5 images in 3 shard(s)") == 1  # rank 0 reports
-    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    one, two = token_files(tmp_path / "one"), token_files(tmp_path / "two")
     assert sorted(one) == sorted(two) and len([n for n in one if n.endswith(".safetensors")]) == 3
     for name in one:
         assert one[name] == two[name], name

@@ -66,6 +66,20 @@ def test_lpips_offline():
     assert model.variant == "shift_tolerant" and "stlpips" in model.source
 
 
+def test_lpips_missing_weights_error_says_where_it_looked(monkeypatch):
+    import movq.perceptual as P
+    from movq.metrics.lpips import LPIPSMetric
+
+    monkeypatch.setattr(P, "stlpips_weights_path", lambda net: None)
+    monkeypatch.setattr(P, "_standard_lin_path", lambda net: None)
+    monkeypatch.delenv(P.WEIGHTS_ENV, raising=False)
+    with pytest.raises(RuntimeError) as error:
+        LPIPSMetric("alex")
+    message = str(error.value)
+    assert "never downloaded" in message and "downloaded from" not in message
+    assert P.WEIGHTS_ENV in message and "alexnet-owt-7be5be79.pth" in message and "--lpips-weights" in message
+
+
 def test_lpips_missing_weights_error(tmp_path, monkeypatch):
     import movq.perceptual as P
 

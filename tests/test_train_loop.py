@@ -12,20 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from PIL import Image
 
 import movq
+from helpers import TRAIN_CODEC, make_images, tiny_train_config
 from movq.train import checkpoint as ckpt
-from movq.train.config import TrainConfig
+from movq.train.losses import LossWeights
 from movq.train.trainer import Trainer
 
-TINY_CODEC = {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [], "resolution": 16}
-EMA_CODEC = {**TINY_CODEC, "quantizer": {"kind": "ema", "codebook_size": 32, "decay": 0.9, "dead_code_threshold": 0.5}}
+EMA_CODEC = {**TRAIN_CODEC, "quantizer": {"kind": "ema", "codebook_size": 32, "decay": 0.9, "dead_code_threshold": 0.5}}
 # Every code's EMA count is far below this threshold, so every step restarts every code from random
 # latents drawn from the global RNG: a resume that shifts that RNG stream by one draw changes the weights.
 RESTART_CODEC = {**EMA_CODEC, "quantizer": {**EMA_CODEC["quantizer"], "dead_code_threshold": 1e6}}
@@ -34,31 +32,10 @@ RESTART_CODEC = {**EMA_CODEC, "quantizer": {**EMA_CODEC["quantizer"], "dead_code
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_images(root: Path, n: int = 6) -> Path:
-    """Smooth random colour images (sizes vary) in a nested folder."""
-    rng = np.random.default_rng(0)
-    (root / "sub").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        small = rng.integers(0, 255, (4, 5, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((40 + 3 * i, 32), Image.BICUBIC)
-        img.save(root / ("sub" if i % 2 else "") / f"img{i}.png")
-    return root
-
-
-def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data), out=str(out), codec=TINY_CODEC, resolution=16, batch_size=2, max_steps=4,
-        perceptual_net="none", num_workers=0, warmup_steps=1, lr=1e-3, log_every=1, save_every=2,
-        image_every=2, progress=False, disc_start=2, amp="none", disc_ndf=8, disc_layers=2,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 def test_few_steps_lower_the_loss_and_corrupt_file_is_skipped(tmp_path):
     data = make_images(tmp_path / "data")
     (data / "broken.jpg").write_bytes(b"garbage")
-    cfg = tiny_config(data, tmp_path / "out", codec=EMA_CODEC, max_steps=12, disc_start=1000, w_l1=1.0,
+    cfg = tiny_train_config(data, tmp_path / "out", codec=EMA_CODEC, max_steps=12, disc_start=1000, loss=LossWeights(l1=1.0),
                       ema_decay=0.5, min_lr_ratio=1.0, lr=3e-3)
     trainer = Trainer(cfg)
     x = torch.stack([trainer.dataset[(i, 0)]["image"] for i in range(4)])
@@ -84,7 +61,7 @@ def test_few_steps_lower_the_loss_and_corrupt_file_is_skipped(tmp_path):
 
 
 def test_gan_and_adaptive_weight_run(tmp_path):
-    cfg = tiny_config(make_images(tmp_path / "data"), tmp_path / "out", max_steps=3, disc_start=1,
+    cfg = tiny_train_config(make_images(tmp_path / "data"), tmp_path / "out", max_steps=3, disc_start=1,
                       adaptive_weight=True, grad_accum=2, disc_norm="group")
     trainer = Trainer(cfg)
     disc_before = [p.detach().clone() for p in trainer.disc.parameters()]
@@ -198,7 +175,7 @@ def _free_port() -> int:
 def _ddp_worker(rank: int, port: int, data: str, out: str, dump: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    cfg = tiny_config(Path(data), Path(out), codec=EMA_CODEC, max_steps=4, disc_start=2, device="cpu")
+    cfg = tiny_train_config(Path(data), Path(out), codec=EMA_CODEC, max_steps=4, disc_start=2, device="cpu")
     trainer = Trainer(cfg)
     trainer.run()
     torch.save({"model": trainer.codec.state_dict(), "ema": trainer.ema.module.state_dict(), "disc": trainer.disc.state_dict()},
@@ -223,11 +200,11 @@ def test_two_process_ddp_keeps_replicas_identical(tmp_path):
 
 def test_init_fine_tunes_from_released_weights(tmp_path):
     data = make_images(tmp_path / "data")
-    first = Trainer(tiny_config(data, tmp_path / "a", max_steps=2, disc_start=100))
+    first = Trainer(tiny_train_config(data, tmp_path / "a", max_steps=2, disc_start=100))
     first.run()
-    second = Trainer(tiny_config(data, tmp_path / "b", codec={}, init=str(tmp_path / "a"), max_steps=1, disc_start=100))
+    second = Trainer(tiny_train_config(data, tmp_path / "b", codec={}, init=str(tmp_path / "a"), max_steps=1, disc_start=100))
     released = movq.load(tmp_path / "a").state_dict()
     for key, value in second.codec.state_dict().items():
         assert torch.equal(value, released[key]), key
     with pytest.raises(ValueError, match="cannot be combined"):
-        Trainer(tiny_config(data, tmp_path / "c", init=str(tmp_path / "a")))
+        Trainer(tiny_train_config(data, tmp_path / "c", init=str(tmp_path / "a")))

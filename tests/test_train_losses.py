@@ -97,3 +97,19 @@ def test_config_file_and_flags(tmp_path):
     assert (cfg.data, cfg.codec, cfg.crop_scale, cfg.max_steps) == ("e", {"norm": "group"}, (0.5, 1.0), 7)
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"data": "d", "bogus": 1})
+
+
+def test_loss_weights_are_one_nested_field(tmp_path):
+    cfg = config_from_args(["--data", "d", "--w-adv", "0.3", "--nll-l2", "2"])
+    assert cfg.loss == LossWeights(adv=0.3, nll_l2=2.0) and cfg.to_dict()["loss"]["adv"] == 0.3
+    assert not any(k.startswith("w_") for k in cfg.to_dict())
+    (tmp_path / "run.toml").write_text('data = "d"\n[loss]\nperc = 0.5\n')
+    cfg = config_from_args(["--config", str(tmp_path / "run.toml"), "--w-l1", "1"])
+    assert cfg.loss == LossWeights(perc=0.5, l1=1.0)
+    assert TrainConfig.from_dict({"w_vq": 2, "loss": {"adv": 0}}).loss == LossWeights(vq=2.0, adv=0.0)  # older keys
+    with pytest.raises(ValueError, match="'loss.vq'.*finite number"):
+        TrainConfig.from_dict({"loss": {"vq": "high"}})
+    with pytest.raises(ValueError, match="unknown LossWeights fields \\['adversarial'\\] at 'loss'"):
+        TrainConfig.from_dict({"loss": {"adversarial": 1}})
+    with pytest.raises(ValueError, match="w_vq and loss.vq"):
+        TrainConfig.from_dict({"w_vq": 1, "loss": {"vq": 2}})

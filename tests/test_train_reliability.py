@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import pickle
 import warnings
 
@@ -15,29 +14,18 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import TRAIN_CODEC, RunsCode, make_images, tiny_train_config
 from movq.train import checkpoint as ckpt
 from movq.train.cli import main as train_main
 from movq.train.data import ImageFolder
 from movq.train.trainer import Trainer
-from test_train_loop import TINY_CODEC, make_images, tiny_config
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class _RunsCode:
-    """A pickle payload that would create ``marker`` when unpickled."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _args(data, out, *extra) -> list[str]:
     return [
-        "--data", str(data), "--out", str(out), "--codec", json.dumps(TINY_CODEC), "--resolution", "16",
+        "--data", str(data), "--out", str(out), "--codec", json.dumps(TRAIN_CODEC), "--resolution", "16",
         "--batch-size", "2", "--max-steps", "4", "--save-every", "2", "--perceptual-net", "none",
         "--num-workers", "0", "--warmup-steps", "0", "--disc-start", "100", "--no-progress", *extra,
     ]
@@ -57,7 +45,7 @@ def test_malicious_state_runs_nothing_and_names_the_file(tmp_path, capsys):
     assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
     state = tmp_path / "run" / "checkpoints" / "step-00000002" / "state.pt"
     marker = tmp_path / "pwned"
-    state.write_bytes(pickle.dumps({"step": _RunsCode(str(marker))}))
+    state.write_bytes(pickle.dumps({"step": RunsCode(str(marker))}))
     code = train_main(_args(data, tmp_path / "run", "--max-steps", "4", "--resume"))
     assert code == 2 and not marker.exists()
     err = _error_line(capsys)
@@ -66,7 +54,7 @@ def test_malicious_state_runs_nothing_and_names_the_file(tmp_path, capsys):
 
 def test_checkpoint_state_loads_with_weights_only(tmp_path):
     data = make_images(tmp_path / "data")
-    trainer = Trainer(tiny_config(data, tmp_path / "out", codec=TINY_CODEC, max_steps=1))
+    trainer = Trainer(tiny_train_config(data, tmp_path / "out", codec=TRAIN_CODEC, max_steps=1))
     buffer = io.BytesIO()
     torch.save(trainer.state(), buffer)
     buffer.seek(0)
@@ -88,7 +76,7 @@ def test_rng_state_round_trip_restores_every_stream():
 
 def test_new_dataloader_iterator_leaves_the_global_rng_alone(tmp_path):
     data = make_images(tmp_path / "data")
-    trainer = Trainer(tiny_config(data, tmp_path / "out", codec=TINY_CODEC))
+    trainer = Trainer(tiny_train_config(data, tmp_path / "out", codec=TRAIN_CODEC))
     before = torch.get_rng_state()
     next(iter(trainer.loader))
     assert torch.equal(before, torch.get_rng_state())
@@ -120,10 +108,39 @@ def test_damaged_log_is_moved_aside(tmp_path):
 def test_resume_with_other_architecture_says_so(tmp_path, capsys):
     data = make_images(tmp_path / "data")
     assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
-    other = json.dumps({**TINY_CODEC, "ch": 64})
+    other = json.dumps({**TRAIN_CODEC, "ch": 64})
     assert train_main(_args(data, tmp_path / "run", "--resume", "--codec", other)) == 2
     err = _error_line(capsys)
     assert "was trained with architecture" in err and "ch=32" in err and "ch=64" in err
+
+
+def test_resume_reads_the_flat_loss_weights_of_older_runs(tmp_path, capsys):
+    data = make_images(tmp_path / "data")
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
+    saved = tmp_path / "run" / "checkpoints" / "step-00000002" / ckpt.CONFIG_NAME
+    config = json.loads(saved.read_text())
+    assert config.pop("loss") == {"vq": 1.0, "adv": 0.1, "perc": 0.1, "l2": 1.0, "nll": 1.0, "l1": 0.0,
+                                  "nll_perc": 0.1, "nll_l2": 1.0}
+    flat = {"w_vq": 0.5, "w_adv": 0.0, "w_perc": 0.2, "w_l2": 2.0, "w_nll": 0.0, "w_l1": 1.0, "nll_perc": 0.3, "nll_l2": 0.7}
+    saved.write_text(json.dumps({**config, **flat}))  # the train_config.json of an older movq
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "3", "--resume", "--w-l2", "1.5")) == 0
+    assert "resumed from" in capsys.readouterr().out
+    resumed = json.loads((tmp_path / "run" / "checkpoints" / "step-00000003" / ckpt.CONFIG_NAME).read_text())
+    assert resumed["loss"] == {"vq": 0.5, "adv": 0.0, "perc": 0.2, "l2": 1.5, "nll": 0.0, "l1": 1.0,
+                               "nll_perc": 0.3, "nll_l2": 0.7}
+    assert not set(flat) & set(resumed)
+
+
+def test_discriminator_schedule_is_saved_and_restored(tmp_path):
+    data = make_images(tmp_path / "data")
+    cfg = tiny_train_config(data, tmp_path / "run", max_steps=2, warmup_steps=4, disc_start=0, disc_lr=5e-4)
+    Trainer(cfg).run()
+    saved = ckpt.load_checkpoint(tmp_path / "run" / "last")
+    assert saved["d_sched"]["last_epoch"] == 2
+    resumed = Trainer(tiny_train_config(data, tmp_path / "run", max_steps=4, warmup_steps=4, disc_start=0, disc_lr=5e-4,
+                                  resume=True))
+    assert resumed.step == 2 and resumed.d_sched.state_dict() == saved["d_sched"]
+    assert resumed.d_opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 3 / 4)  # warm-up factor of step 2
 
 
 def test_resume_below_saved_step_says_so(tmp_path, capsys):

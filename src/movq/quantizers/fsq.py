@@ -63,7 +63,7 @@ class FSQ(Quantizer):
     def __init__(self, levels: Sequence[int], dim: int | None = None, eps: float = 1e-3) -> None:
         super().__init__()
         levels = tuple(levels)
-        if not levels or any(isinstance(l, bool) or not isinstance(l, int) or l < 2 for l in levels):
+        if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
             raise ValueError(f"levels must be a non-empty sequence of ints >= 2, got {levels}")
         if dim is not None and dim != len(levels):
             raise ValueError(

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -42,6 +42,14 @@ _HELP = {
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
     "disc_start": "optimizer step at which the PatchGAN loss starts",
     "adaptive_weight": "taming's adaptive GAN weight (off in the SBER-MoVQGAN recipe)",
+    "loss.vq": "weight of the quantizer loss L_VQ",
+    "loss.adv": "weight of the PatchGAN generator loss L_adv",
+    "loss.perc": "weight of the perceptual loss L_perc",
+    "loss.l2": "weight of the squared error L_2",
+    "loss.nll": "weight of L_NLL = mean(nll_perc L_perc + nll_l2 L_2)",
+    "loss.l1": "weight of the absolute error L_1",
+    "loss.nll_perc": "weight of L_perc inside L_NLL",
+    "loss.nll_l2": "weight of L_2 inside L_NLL",
 }
 
 
@@ -52,43 +60,72 @@ def build_parser(config_cls: type = TrainConfig, prog: str = "movq-train", descr
     parser.add_argument("--config", help="JSON or TOML file with the config's fields")
     hints = get_type_hints(config_cls)
     texts = {**RUN_HELP, **(_HELP if help_texts is None else help_texts)}
+    flags = {dotted: flat for flat, dotted in getattr(config_cls, "flat_names", {}).items()}
     for f in fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = texts.get(f.name, "") + f" (default: {default})"
-        hint = hints[f.name]
-        if hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif str(hint).startswith(("dict", "typing.Dict")):
-            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text + " (JSON)")
-        elif str(hint).startswith("tuple"):
-            parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, help=help_text)
+        if is_dataclass(hints[f.name]):  # one flag per nested field: --w-adv (a flat name) or --loss-adv
+            sub_hints = get_type_hints(hints[f.name])
+            for sub in fields(hints[f.name]):
+                dotted = f"{f.name}.{sub.name}"
+                name = flags.get(dotted, f"{f.name}_{sub.name}")
+                _add_flag(parser, name, dotted, sub_hints[sub.name], sub, texts.get(dotted, ""))
         else:
-            kind: Any = float if "float" in str(hint) else int if hint is int or str(hint) in INT_OR_NONE else str
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            _add_flag(parser, f.name, f.name, hints[f.name], f, texts.get(f.name, ""))
     return parser
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, dest: str, hint: Any, f: Any, text: str) -> None:
+    """``--name`` (underscores as dashes) setting ``dest``, typed after the field ``f``'s ``hint``."""
+    flag = "--" + name.replace("_", "-")
+    default = f.default if f.default is not MISSING else f.default_factory()
+    help_text = text + f" (default: {default})"
+    shown: dict[str, Any] = {"metavar": name.upper()} if hint is not bool else {}
+    if hint is bool:
+        parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif str(hint).startswith(("dict", "typing.Dict")):
+        parser.add_argument(flag, dest=dest, type=json.loads, default=None, help=help_text + " (JSON)", **shown)
+    elif str(hint).startswith("tuple"):
+        parser.add_argument(flag, dest=dest, type=float, nargs=2, default=None, help=help_text, **shown)
+    else:
+        kind: Any = float if "float" in str(hint) else int if hint is int or str(hint) in INT_OR_NONE else str
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, **shown)
 
 
 def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig, prog: str = "movq-train",
                      description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> Any:
     """Defaults <- config file (or, with --resume, the run's saved config) <- explicit flags."""
     args = vars(build_parser(config_cls, prog, description, help_texts).parse_args(argv))
+    nest = getattr(config_cls, "nest_flat_names", dict)
+    hints = get_type_hints(config_cls)
+    nested = {f.name for f in fields(config_cls) if is_dataclass(hints[f.name])}
     values: dict[str, Any] = {}
     if args["config"]:
-        values.update(read_config_file(args.pop("config")))
+        values.update(nest(read_config_file(args.pop("config"))))
     else:
         args.pop("config")
-    given = {k: v for k, v in args.items() if v is not None}
+    given: dict[str, Any] = {}
+    for key, value in args.items():
+        if value is not None:  # a nested field's flag sets "parent.child"
+            parent, _, child = key.partition(".")
+            given = _merge_layers(given, {parent: {child: value}} if child else {key: value}, nested)
     if given.get("resume") or values.get("resume"):
         out = given.get("out") or values.get("out")
         saved = _saved_config(Path(out)) if out else None
-        if saved is not None:
-            values = {**saved, **values}
-    values.update(given)
-    cfg = config_cls.from_dict(values)
+        if saved is not None:  # the run's own config, older spellings (flat loss weights) read too
+            values = _merge_layers(nest(saved), values, nested)
+    cfg = config_cls.from_dict(_merge_layers(values, given, nested))
     if hasattr(cfg, "data") and not cfg.data:
         raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
+
+
+def _merge_layers(base: dict[str, Any], over: dict[str, Any], nested: set[str]) -> dict[str, Any]:
+    """``over``'s values on top of ``base``'s; the objects of ``nested`` fields (nested configs such
+    as ``loss``) merge field by field, other values (``codec`` included) are replaced whole."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = {**out[key], **value} if both and key in nested else value
+    return out
 
 
 def _saved_config(out: Path) -> dict[str, Any] | None:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from movq.strict import ConfigError, dataclass_from_dict, read_json_object
+from movq.train.losses import LossWeights
 
 C = TypeVar("C", bound="RunConfig")
 
@@ -37,6 +38,10 @@ class RunConfig:
     resume: bool = False
     max_minutes: float = 0.0
 
+    flat_names: ClassVar[dict[str, str]] = {}
+    """Flat spellings of nested fields (``{"w_vq": "loss.vq"}``): the CLI flag names of those fields,
+    and keys that :meth:`from_dict` still reads (config files and run folders of older versions)."""
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "save_every", "log_every", "keep_last"):
             if getattr(self, name) < 1:
@@ -50,18 +55,29 @@ class RunConfig:
         """Plain JSON-serialisable dict of every field."""
         return asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:  # noqa: PYI019 (typing.Self needs 3.11)
-        """The config from (a subset of) its fields; unknown keys are an error naming them."""
-        return dataclass_from_dict(cls, data)
+        """The config from (a subset of) its fields, nested fields as objects (flat spellings of
+        :attr:`flat_names` accepted); unknown keys are an error naming them."""
+        return dataclass_from_dict(cls, cls.nest_flat_names(data))
 
     @classmethod
-    def load(cls: type[C], path: str | Path) -> C:  # noqa: PYI019
-        """Read a ``.json`` or ``.toml`` file holding (a subset of) the fields."""
-        return cls.from_dict(read_config_file(path))
+    def nest_flat_names(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with the keys of :attr:`flat_names` moved into their nested objects
+        (``{"w_vq": 2}`` -> ``{"loss": {"vq": 2}}``); giving both spellings of one field is an error."""
+        out = {k: v for k, v in data.items() if k not in cls.flat_names}
+        for flat, dotted in cls.flat_names.items():
+            if flat not in data:
+                continue
+            parent, child = dotted.split(".")
+            inner = out.get(parent, {})
+            inner = asdict(inner) if is_dataclass(inner) and not isinstance(inner, type) else inner
+            if not isinstance(inner, Mapping):
+                continue  # the type check of ``parent`` reports it
+            if child in inner:
+                raise ConfigError(f"{flat} and {dotted} are the same field (older and current spelling); give one")
+            out[parent] = {**inner, child: data[flat]}
+        return out
 
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
@@ -107,7 +123,10 @@ class TrainConfig(OptimConfig):
     """Everything a codec training run needs (the bookkeeping fields come from
     :class:`RunConfig`). Saved into every checkpoint (``train_config.json``).
 
-    Loss (seed 001): ``w_vq L_VQ + w_adv L_adv + w_perc L_perc + w_l2 L_2 + w_nll L_NLL (+ w_l1 L_1)``
+    ``loss`` holds the weights of the loss terms (:class:`~movq.train.losses.LossWeights`, a nested
+    object in JSON / TOML: ``{"loss": {"adv": 0.2}}``; CLI flags ``--w-adv`` etc.; the flat keys
+    ``w_vq, w_adv, w_perc, w_l2, w_nll, w_l1, nll_perc, nll_l2`` of older versions are still read).
+    Loss (seed 001): ``vq L_VQ + adv L_adv + perc L_perc + l2 L_2 + nll L_NLL (+ l1 L_1)``
     with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
     and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
     ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
@@ -123,14 +142,7 @@ class TrainConfig(OptimConfig):
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     # losses
-    w_vq: float = 1.0
-    w_adv: float = 0.1
-    w_perc: float = 0.1
-    w_l2: float = 1.0
-    w_nll: float = 1.0
-    w_l1: float = 0.0
-    nll_perc: float = 0.1
-    nll_l2: float = 1.0
+    loss: LossWeights = field(default_factory=LossWeights)
     perceptual_net: str = "vgg"  # "vgg", "alex" or "none"
     perceptual_weights: str | None = None
     adaptive_weight: bool = False
@@ -142,6 +154,11 @@ class TrainConfig(OptimConfig):
     disc_norm: str = "batch"  # "batch" or "group"
     # bookkeeping
     image_every: int = 500
+
+    flat_names: ClassVar[dict[str, str]] = {
+        "w_vq": "loss.vq", "w_adv": "loss.adv", "w_perc": "loss.perc", "w_l2": "loss.l2", "w_nll": "loss.nll",
+        "w_l1": "loss.l1", "nll_perc": "loss.nll_perc", "nll_l2": "loss.nll_l2",
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

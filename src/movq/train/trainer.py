@@ -19,7 +19,7 @@ from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
 from movq.train.loop import TrainLoop, require_state_keys
-from movq.train.losses import CodecLoss, LossWeights, NLayerDiscriminator, hinge_d_loss
+from movq.train.losses import CodecLoss, NLayerDiscriminator, hinge_d_loss
 from movq.train.optim import autocast, autocast_dtype, lr_lambda, no_sync_unless
 
 LOG_FIELDS = (
@@ -84,8 +84,7 @@ class Trainer:
         self.ema = ModelEMA(self.codec, cfg.ema_decay, cfg.ema_warmup)
         self.disc = NLayerDiscriminator(3, cfg.disc_ndf, cfg.disc_layers, cfg.disc_norm).to(self.device)
         self.perceptual = self._perceptual()
-        weights = LossWeights(cfg.w_vq, cfg.w_adv, cfg.w_perc, cfg.w_l2, cfg.w_nll, cfg.w_l1, cfg.nll_perc, cfg.nll_l2)
-        self.loss = CodecLoss(weights, cfg.adaptive_weight)
+        self.loss = CodecLoss(cfg.loss, cfg.adaptive_weight)
         self.opt = torch.optim.AdamW(self.codec.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.d_opt = torch.optim.AdamW(
             self.disc.parameters(), cfg.disc_lr or cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
@@ -115,7 +114,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup helpers
 
     def _perceptual(self) -> nn.Module | None:
-        if self.cfg.perceptual_net == "none" or (self.cfg.w_perc == 0 and self.cfg.nll_perc * self.cfg.w_nll == 0):
+        w = self.cfg.loss
+        if self.cfg.perceptual_net == "none" or (w.perc == 0 and w.nll_perc * w.nll == 0):
             return None
         from movq.perceptual import describe, load_lpips
 
@@ -227,7 +227,7 @@ class Trainer:
         nothing here waits for the GPU; the loop reads values back only when it logs.
         """
         cfg = self.cfg
-        gan = step >= cfg.disc_start and cfg.w_adv > 0
+        gan = step >= cfg.disc_start and cfg.loss.adv > 0
         sums: dict[str, Tensor] = {}
         for micro in range(cfg.grad_accum):
             x = next(batches)["image"].to(self.device, non_blocking=True)

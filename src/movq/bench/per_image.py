@@ -1,0 +1,40 @@
+"""The bench's per-image path: reconstruct a batch, then every per-image metric of
+:data:`~movq.bench.metric_table.METRICS` (PSNR, SSIM, MS-SSIM, L1, LPIPS) on it.
+
+``movq-bench`` and the training evaluation (:mod:`movq.train.evaluate`) both call these, so their
+numbers for the same images and codec are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from movq.bench.metric_table import METRICS
+from movq.metrics import image as image_metrics
+
+
+def reconstruct(codec: Any, real: Tensor) -> tuple[Tensor, Tensor]:
+    """``real`` ``[B, 3, H, W]`` in ``[0, 1]`` (8-bit images / 255) -> ``(tokens, recon)``: the
+    codec's tokens and its reconstruction ``[B, 3, H, W]`` in ``[0, 1]``, rounded to 8 bits as a
+    saved PNG. ``codec`` is anything with ``encode`` / ``decode`` (a :class:`~movq.Codec`, a dVAE)."""
+    tokens = codec.encode(real * 2 - 1)
+    return tokens, image_metrics.to_unit_range(codec.decode(tokens))
+
+
+def per_image_metrics(real: Tensor, recon: Tensor, metrics: Iterable[str], lpips: Any = None) -> dict[str, Tensor]:
+    """``{metric: [B] float64}`` for the per-image ``metrics`` among the given names (others are
+    left out), images ``[B, 3, H, W]`` in ``[0, 1]``. ``lpips`` computes ``"lpips"`` (a
+    :class:`~movq.metrics.lpips.LPIPSMetric`); asking for it without one is a ``ValueError``."""
+    out: dict[str, Tensor] = {}
+    for metric in metrics:
+        spec = METRICS[metric]
+        if spec.kind != "per_image":
+            continue
+        if spec.fn is None and lpips is None:
+            raise ValueError(f"{metric} needs a loaded network (lpips=LPIPSMetric(...))")
+        fn = getattr(image_metrics, spec.fn) if spec.fn is not None else lpips
+        out[metric] = fn(real, recon)
+    return out
