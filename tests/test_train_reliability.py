@@ -117,7 +117,7 @@ def test_resume_with_other_architecture_says_so(tmp_path, capsys):
 def test_resume_reads_the_flat_loss_weights_of_older_runs(tmp_path, capsys):
     data = make_images(tmp_path / "data")
     assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
-    saved = tmp_path / "run" / "checkpoints" / "step-00000002" / ckpt.CONFIG_NAME
+    saved = tmp_path / "run" / "checkpoints" / "step-00000002" / ckpt.RUN_CONFIG_FILE
     config = json.loads(saved.read_text())
     assert config.pop("loss") == {"vq": 1.0, "adv": 0.1, "perc": 0.1, "l2": 1.0, "nll": 1.0, "l1": 0.0,
                                   "nll_perc": 0.1, "nll_l2": 1.0}
@@ -125,7 +125,7 @@ def test_resume_reads_the_flat_loss_weights_of_older_runs(tmp_path, capsys):
     saved.write_text(json.dumps({**config, **flat}))  # the train_config.json of an older movq
     assert train_main(_args(data, tmp_path / "run", "--max-steps", "3", "--resume", "--w-l2", "1.5")) == 0
     assert "resumed from" in capsys.readouterr().out
-    resumed = json.loads((tmp_path / "run" / "checkpoints" / "step-00000003" / ckpt.CONFIG_NAME).read_text())
+    resumed = json.loads((tmp_path / "run" / "checkpoints" / "step-00000003" / ckpt.RUN_CONFIG_FILE).read_text())
     assert resumed["loss"] == {"vq": 0.5, "adv": 0.0, "perc": 0.2, "l2": 1.5, "nll": 0.0, "l1": 1.0,
                                "nll_perc": 0.3, "nll_l2": 0.7}
     assert not set(flat) & set(resumed)

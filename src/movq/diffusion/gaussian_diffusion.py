@@ -20,7 +20,7 @@ from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from movq.diffusion.schedules import check_kept_timesteps, get_betas, space_timesteps
 
-DIFFUSION_CONFIG_NAME = "diffusion.json"
+DIFFUSION_CONFIG_FILE = "diffusion.json"
 SAMPLERS = ("ddpm", "ddim")
 Model = Callable[..., Tensor]
 
@@ -396,17 +396,17 @@ class GaussianDiffusion:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``diffusion.json`` into ``directory`` (atomically), beside a model's files."""
-        path = Path(directory) / DIFFUSION_CONFIG_NAME
+        path = Path(directory) / DIFFUSION_CONFIG_FILE
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path.parent
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> GaussianDiffusion:
         """Read the ``diffusion.json`` of a folder written by :meth:`save_pretrained`."""
-        path = Path(directory) / DIFFUSION_CONFIG_NAME
+        path = Path(directory) / DIFFUSION_CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} not found: GaussianDiffusion.save_pretrained writes {DIFFUSION_CONFIG_NAME}"
+                f"{path} not found: GaussianDiffusion.save_pretrained writes {DIFFUSION_CONFIG_FILE}"
             )
         from movq.strict import dataclass_from_dict, read_json_object
 

@@ -28,7 +28,7 @@ from movq.model_folder import (
 from movq.modules.blocks import Downsample, Upsample
 from movq.strict import dataclass_from_dict, state_dict_mismatches
 
-EMA_WEIGHTS_NAME = "ema.safetensors"
+EMA_WEIGHTS_FILE = "ema.safetensors"
 WEIGHT_CHOICES = ("auto", "ema", "model")
 
 
@@ -293,9 +293,9 @@ class UNet(nn.Module):
                 raise ValueError("ema weights do not match this UNet: " + "; ".join(problems))
         directory = save_model_folder(directory, self, self.config)
         if ema_model is not None:
-            save_weights(directory / EMA_WEIGHTS_NAME, ema_model)
+            save_weights(directory / EMA_WEIGHTS_FILE, ema_model)
         else:
-            (directory / EMA_WEIGHTS_NAME).unlink(missing_ok=True)
+            (directory / EMA_WEIGHTS_FILE).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -316,8 +316,8 @@ class UNet(nn.Module):
             raise ValueError(f"weights must be one of {list(WEIGHT_CHOICES)}, got {weights!r}")
         directory = Path(directory)
         if weights == "auto":
-            weights = "ema" if (directory / EMA_WEIGHTS_NAME).is_file() else "model"
-        name = EMA_WEIGHTS_NAME if weights == "ema" else MODEL_WEIGHTS_FILE
+            weights = "ema" if (directory / EMA_WEIGHTS_FILE).is_file() else "model"
+        name = EMA_WEIGHTS_FILE if weights == "ema" else MODEL_WEIGHTS_FILE
         config, state = read_model_folder(directory, UNetConfig, "a UNet folder", weights_name=name)
         model = cls(config)
         load_strict(model, state, f"{directory / name} does not match its config.json")

