@@ -55,3 +55,26 @@ def test_ci_runs_the_readme_test_commands():
     commands = [line.strip() for line in block.group(1).splitlines() if line.strip()]
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands and ci[-len(commands):] == commands  # the same commands, in order, at the end of .ci/run
+
+
+def architecture_modules(markdown: str) -> set[str]:
+    """Module paths (relative to ``src/movq``) of the README's package map."""
+    section = markdown.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    tree = re.search(r"```\nsrc/movq/\n(.*?)```", section, flags=re.S).group(1)
+    paths, folder = set(), ""
+    for line in tree.splitlines():
+        name = line.split()[0]
+        if name.endswith("/"):
+            folder = name
+        else:
+            paths.add((folder if line.startswith("    ") else "") + name)
+    return paths
+
+
+def test_readme_architecture_map_matches_the_package():
+    listed = architecture_modules((ROOT / "README.md").read_text())
+    package = ROOT / "src" / "movq"
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert listed <= modules, f"the README lists modules that do not exist: {sorted(listed - modules)}"
+    unlisted = {m for m in modules - listed if not (m.endswith("/__init__.py"))}
+    assert not unlisted, f"modules missing from the README's architecture map: {sorted(unlisted)}"
