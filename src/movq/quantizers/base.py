@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -53,8 +53,9 @@ class Quantizer(nn.Module, ABC):
 
     Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
     (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``. To be built
-    from a codec config they declare ``kind`` and ``config_class`` and implement :meth:`from_config`
-    (then :func:`movq.quantizers.register_quantizer` adds them to the table).
+    from a codec config they declare ``kind`` and ``config_class`` (and override :meth:`from_config`
+    where the constructor's keywords are not the config's fields); then
+    :func:`movq.quantizers.register_quantizer` adds them to the table.
     """
 
     codebook_size: int
@@ -69,8 +70,9 @@ class Quantizer(nn.Module, ABC):
 
     @classmethod
     def from_config(cls, config: Any, dim: int) -> Quantizer:
-        """The quantizer ``config`` (a ``config_class``) describes, for a latent of ``dim`` channels."""
-        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
+        """The quantizer ``config`` (a ``config_class``) describes, for a latent of ``dim`` channels:
+        the config's fields other than ``kind`` are the constructor's keyword arguments, with ``dim``."""
+        return cls(dim=dim, **{f.name: getattr(config, f.name) for f in fields(config) if f.name != "kind"})
 
     @classmethod
     def config_codebook_size(cls, config: Any, dim: int) -> int:

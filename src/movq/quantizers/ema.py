@@ -105,18 +105,6 @@ class EMAVectorQuantizer(Quantizer):
     kind = "ema"
     config_class = EMAConfig
 
-    @classmethod
-    def from_config(cls, config: EMAConfig, dim: int) -> EMAVectorQuantizer:
-        return cls(
-            config.codebook_size,
-            dim,
-            decay=config.decay,
-            eps=config.eps,
-            beta=config.beta,
-            dead_code_threshold=config.dead_code_threshold,
-            kmeans_init=config.kmeans_init,
-        )
-
     def __init__(
         self,
         codebook_size: int,

@@ -53,10 +53,6 @@ class FSQ(Quantizer):
     architecture_fields = ("levels",)
 
     @classmethod
-    def from_config(cls, config: FSQConfig, dim: int) -> FSQ:
-        return cls(config.levels, dim=dim)
-
-    @classmethod
     def config_codebook_size(cls, config: FSQConfig, dim: int) -> int:
         return math.prod(config.levels)
 

@@ -61,10 +61,6 @@ class LFQ(Quantizer):
     architecture_fields = ()
 
     @classmethod
-    def from_config(cls, config: LFQConfig, dim: int) -> LFQ:
-        return cls(dim=dim, entropy_weight=config.entropy_weight, commitment_weight=config.commitment_weight)
-
-    @classmethod
     def config_codebook_size(cls, config: LFQConfig, dim: int) -> int:
         return 2**dim
 

@@ -62,17 +62,6 @@ class ResidualVectorQuantizer(Quantizer):
     config_class = ResidualConfig
     architecture_fields = ("codebook_size", "depth", "shared_codebook")
 
-    @classmethod
-    def from_config(cls, config: ResidualConfig, dim: int) -> ResidualVectorQuantizer:
-        return cls(
-            config.codebook_size,
-            dim,
-            config.depth,
-            shared_codebook=config.shared_codebook,
-            beta=config.beta,
-            quantize_dropout=config.quantize_dropout,
-        )
-
     def __init__(
         self,
         codebook_size: int,

@@ -65,18 +65,6 @@ class VectorQuantizer(Quantizer):
     config_class = VQConfig
     architecture_fields = ("codebook_size", "groups", "code_dim")
 
-    @classmethod
-    def from_config(cls, config: VQConfig, dim: int) -> VectorQuantizer:
-        return cls(
-            config.codebook_size,
-            dim,
-            beta=config.beta,
-            legacy=config.legacy,
-            l2_normalize=config.l2_normalize,
-            code_dim=config.code_dim,
-            groups=config.groups,
-        )
-
     def __init__(
         self,
         codebook_size: int,
