@@ -88,7 +88,7 @@ def test_run_tiled_blends_agreeing_tiles_exactly():
 def test_policy_plans_slices_and_tiles_from_the_budget():
     policy = TilingPolicy(memory_budget=1000, overlap=4)
     assert policy.plan(8, 10, 10, 1.0) == (10, None)  # 100 bytes per image: 10 per forward
-    assert policy.plan(8, 100, 100, 1.0) == (1, 31)  # too big alone: tiles of the budget, 31x31
+    assert policy.plan(8, 100, 100, 1.0) == (1, 22)  # too big alone: tiles of half the budget, 22x22
     assert TilingPolicy(mode="off", memory_budget=1000).plan(8, 100, 100, 1.0) == (1, None)
     assert TilingPolicy(mode="on", tile=8, overlap=2).plan(1, 10, 10, 1.0)[1] == 8  # larger than one tile
     with pytest.raises(ValueError, match="overlap"):

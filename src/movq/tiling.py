@@ -30,13 +30,20 @@ level (``ch * max(ch_mult[:2])`` channels at ``H x W``): measured 3.5 for a MoVQ
 2.5 for an encode (process RSS above the loaded model, fp32, 512x512)."""
 
 
+TILE_BUDGET_SHARE = 0.5
+"""Share of ``memory_budget`` the tiles of an automatically tiled image may use: the rest holds
+what a tiled run keeps besides the tile's activations (the full-size output and blend weights,
+the statistics, the prepacked weights), so a 2048x2048 MoVQGAN-67M decode stays under 4 GiB RSS
+while a 1024x1024 one still runs untiled."""
+
 @dataclass(frozen=True)
 class TilingPolicy:
     """How a codec bounds its memory at inference.
 
     - ``mode``: ``"auto"`` (default) tiles an image only when one image alone would exceed
-      ``memory_budget``; ``"on"`` (:meth:`Codec.enable_tiling`) tiles every image larger than one
-      tile; ``"off"`` (:meth:`Codec.disable_tiling`) never tiles.
+      ``memory_budget`` (its tiles then use at most half of it); ``"on"``
+      (:meth:`Codec.enable_tiling`) tiles every image larger than one tile; ``"off"``
+      (:meth:`Codec.disable_tiling`) never tiles.
     - ``tile`` / ``overlap``: tile side and overlap between neighbouring tiles, in latent positions
       (``tile * f`` pixels); ``overlap`` must be below ``tile / 2``.
     - ``memory_budget``: bytes of activations one forward pass may use; larger batches are sliced
@@ -67,16 +74,19 @@ class TilingPolicy:
     def plan(self, batch: int, height: int, width: int, bytes_per_position: float) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
         given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
-        ``"auto"`` tiles only a grid above the budget, with the largest tiles the budget allows."""
+        ``"auto"`` tiles only a grid above the budget, with the largest tiles that take at most
+        :data:`TILE_BUDGET_SHARE` of it; tiled images are batched within that share too."""
         tile: int | None = None
         if self.mode == "on":
             tile = self.tile
         elif self.mode == "auto" and bytes_per_position * height * width > self.memory_budget:
-            tile = max(math.isqrt(int(self.memory_budget // bytes_per_position)), 2 * self.overlap + 1)
+            tile_budget = self.memory_budget * TILE_BUDGET_SHARE
+            tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
         if tile is not None and height <= tile and width <= tile:
             tile = None
         area = min(height, tile) * min(width, tile) if tile else height * width
-        return max(1, int(self.memory_budget // max(bytes_per_position * area, 1.0))), tile
+        budget = self.memory_budget * (TILE_BUDGET_SHARE if tile else 1.0)
+        return max(1, int(budget // max(bytes_per_position * area, 1.0))), tile
 
 
 def activation_bytes_per_position(channels: int, downsample_factor: int, dtype: torch.dtype) -> float:
