@@ -154,6 +154,20 @@ def test_speed_subcommand(bench_codec_dir, tmp_path, capsys):
     assert row["dtype"] == "bfloat16"
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS restart is Linux-only")
+def test_versus_peak_memory_counts_the_round_trip_not_the_model_building():
+    import torch
+
+    from movq.bench.versus import peak_memory_mib
+
+    cpu = torch.device("cpu")
+    small = peak_memory_mib("movq", "movqgan-tiny", 64, 1, "fp32", cpu)
+    large = peak_memory_mib("movq", "movqgan-tiny", 256, 4, "fp32", cpu)
+    # building the models peaks higher than a 64 px round trip: the old measurement read 0 here
+    assert 0 < small < large
+    assert large > 4 * 3 * 256 * 256 * 4 / 2**20  # at least the input batch and its reconstruction
+
+
 def test_lpips_metric_is_labelled(bench_codec_dir, tmp_path, capsys):
     pytest.importorskip("movq.perceptual")
     photo = bench_photos()[0]

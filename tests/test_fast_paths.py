@@ -91,6 +91,8 @@ def test_policy_plans_slices_and_tiles_from_the_budget():
     assert policy.plan(8, 100, 100, 1.0) == (1, 22)  # too big alone: tiles of half the budget, 22x22
     assert TilingPolicy(mode="off", memory_budget=1000).plan(8, 100, 100, 1.0) == (1, None)
     assert TilingPolicy(mode="on", tile=8, overlap=2).plan(1, 10, 10, 1.0)[1] == 8  # larger than one tile
+    assert policy.plan(8, 10, 10, 1.0, cache_bytes=250) == (2, None)  # CPU: slices of the cache size
+    assert policy.plan(8, 100, 100, 1.0, cache_bytes=250) == (1, 22)  # at least one image per forward
     with pytest.raises(ValueError, match="overlap"):
         TilingPolicy(tile=8, overlap=4)
 
@@ -201,3 +203,13 @@ def test_onnxruntime_equals_pytorch(tmp_path, part):
         assert torch.equal(out, expected)
     else:
         torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+def test_cpu_batches_run_in_cache_sized_slices_with_the_same_tokens():
+    codec = movq.load("movqgan-tiny-photos")
+    f = codec.downsample_factor
+    x = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert codec._plan(x, f)[0] == 1  # 256 px maps outgrow the caches: one image per forward
+    assert codec._plan(x[:, :, :32, :32], f)[0] >= 3  # small images still batch
+    with torch.inference_mode():
+        assert torch.equal(codec.encode(x), torch.cat([codec.encode(image[None]) for image in x]))

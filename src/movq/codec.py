@@ -37,6 +37,7 @@ from movq.model_folder import (
 from movq.modules import Decoder, Encoder
 from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
 from movq.tiling import (
+    CPU_SLICE_BYTES,
     SharedGroupStats,
     TilingPolicy,
     activation_bytes_per_position,
@@ -170,7 +171,8 @@ class Codec(nn.Module):
     def _plan(self, x: Tensor, in_scale: int) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
         per_position = activation_bytes_per_position(self.activation_channels(), self.downsample_factor, self.dtype)
-        return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position)
+        cache = CPU_SLICE_BYTES if x.device.type == "cpu" else None
+        return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position, cache)
 
     def _tiles(self, fn: Any, grid: tuple[int, int], out_scale: int, module: nn.Module, tile: int) -> Tensor:
         """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms share statistics."""
@@ -203,7 +205,8 @@ class Codec(nn.Module):
             tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile,
         )
 
-    def _encode_bounded(self, x: Tensor) -> Tensor:
+    def encode_to_prequant_bounded(self, x: Tensor) -> Tensor:
+        """:meth:`encode_to_prequant` within the memory policy: batches sliced, large images tiled."""
         size, tile = self._plan(x, self.downsample_factor)
         fn = self.encode_to_prequant if tile is None else (lambda part: self._encode_tiled(part, tile))
         return run_sliced(fn, x, size)
@@ -220,7 +223,7 @@ class Codec(nn.Module):
         """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
         x = self._prepare(images, pad)
         with self._inference():
-            return self.quantize.indices(self._encode_bounded(x))
+            return self.quantize.indices(self.encode_to_prequant_bounded(x))
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
@@ -235,7 +238,7 @@ class Codec(nn.Module):
         """Images -> continuous pre-quantization latents ``[B, embed_dim, H/f, W/f]`` times
         ``config.scaling_factor`` (for latent diffusion). Differentiable for tensor input."""
         x = self._prepare(images, pad)
-        return self._encode_bounded(x) * self.config.scaling_factor
+        return self.encode_to_prequant_bounded(x) * self.config.scaling_factor
 
     def decode_latents(self, latents: Tensor, *, quantize: bool = False, clamp: bool = True) -> Tensor:
         """Scaled latents ``[B, embed_dim, h, w]`` -> images ``[B, 3, h*f, w*f]`` in ``[-1, 1]``.
@@ -268,7 +271,7 @@ class Codec(nn.Module):
         x, fmt = to_tensor(images)
         height, width = x.shape[-2:]
         with self._inference():
-            out = self.decode(self.quantize.indices(self._encode_bounded(self._fit(x, pad))))
+            out = self.decode(self.quantize.indices(self.encode_to_prequant_bounded(self._fit(x, pad))))
         return from_tensor(out[..., :height, :width], fmt)
 
     def _prepare(self, images: ImageInput, pad: bool) -> Tensor:

@@ -36,6 +36,12 @@ what a tiled run keeps besides the tile's activations (the full-size output and 
 the statistics, the prepacked weights), so a 2048x2048 MoVQGAN-67M decode stays under 4 GiB RSS
 while a 1024x1024 one still runs untiled."""
 
+CPU_SLICE_BYTES = 64 * 2**20
+"""On CPU a batch is run in slices whose activations stay within this many bytes: a convolution
+gains nothing from a larger batch there (its matrices are already as large as the feature map),
+while a batch whose maps outgrow the caches runs slower per image. Measured on the shipped tiny
+codec at 256 px (fp32, 2 threads): 37 images/s one at a time, 18 in one batch of 32."""
+
 @dataclass(frozen=True)
 class TilingPolicy:
     """How a codec bounds its memory at inference.
@@ -71,11 +77,15 @@ class TilingPolicy:
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= 2 * self.overlap < self.tile:
             raise ValueError(f"overlap must be an int in [0, tile / 2) = [0, {self.tile / 2:g}), got {self.overlap!r}")
 
-    def plan(self, batch: int, height: int, width: int, bytes_per_position: float) -> tuple[int, int | None]:
+    def plan(
+        self, batch: int, height: int, width: int, bytes_per_position: float, cache_bytes: float | None = None
+    ) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
         given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
         ``"auto"`` tiles only a grid above the budget, with the largest tiles that take at most
-        :data:`TILE_BUDGET_SHARE` of it; tiled images are batched within that share too."""
+        :data:`TILE_BUDGET_SHARE` of it; tiled images are batched within that share too.
+        ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps the images per forward so that
+        one forward's activations stay near the caches' size (at least one image)."""
         tile: int | None = None
         if self.mode == "on":
             tile = self.tile
@@ -86,6 +96,8 @@ class TilingPolicy:
             tile = None
         area = min(height, tile) * min(width, tile) if tile else height * width
         budget = self.memory_budget * (TILE_BUDGET_SHARE if tile else 1.0)
+        if cache_bytes is not None:
+            budget = min(budget, cache_bytes)
         return max(1, int(budget // max(bytes_per_position * area, 1.0))), tile
 
 

@@ -215,7 +215,8 @@ def compare(preset: str, resolution: int, batch: int, precision: str, repeats: i
 def peak_memory_mib(which: str, preset: str, resolution: int, batch: int, precision: str,
                     device: torch.device) -> float:
     """Peak memory of one round trip (random images) above the loaded models, in MiB: measured in
-    a child process, as RSS growth on CPU and with ``max_memory_allocated`` on CUDA."""
+    a child process: on Linux the peak RSS (``VmHWM``, restarted before the round trip) above the
+    resident size before it; on CUDA ``max_memory_allocated`` above the allocated size."""
     args = [which, preset, str(resolution), str(batch), precision, str(device)]
     out = subprocess.run([sys.executable, "-m", "movq.bench.versus", *args], capture_output=True, text=True,
                          check=True)
@@ -238,14 +239,29 @@ def _child(which: str, preset: str, resolution: int, batch: int, precision: str,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with torch.inference_mode():
+            fn()
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():  # Linux: restart the high-water mark here, so building the models does not hide the peak
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _status_kib(status, "VmRSS")
+        with torch.inference_mode():
+            fn()
+        return (_status_kib(status, "VmHWM") - base) / 2**10
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: growth of the peak (may read 0)
     with torch.inference_mode():
         fn()
-    if device.type == "cuda":
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * scale / 2**20
+
+
+def _status_kib(status: Path, field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``: resident now, ``VmHWM``: its peak)."""
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in {status}")
 
 
 def decode_peak_rss_gib(preset: str, resolution: int, precision: str = "fp32") -> tuple[float, float]:

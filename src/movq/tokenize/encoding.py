@@ -46,7 +46,7 @@ def encode_batch(codec: torch.nn.Module, pixels: Tensor, *, latents: bool, store
     x = to_tensor(pixels.to(codec.device, non_blocking=True))[0].to(codec.dtype)
     if x.dtype != torch.float32:
         x = x.contiguous(memory_format=torch.channels_last)
-    z = codec.encode_to_prequant(x).float()
+    z = codec.encode_to_prequant_bounded(x).float()
     if latents:
         out = (z * codec.config.scaling_factor).to(store_dtype)
         if not torch.isfinite(out).all():
