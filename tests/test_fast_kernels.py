@@ -107,3 +107,28 @@ def test_prepacked_convolution_equals_conv2d_and_follows_weight_updates(dtype):
     out = prepacked.conv(conv, x, residual=residual)  # autograd: the plain path, differentiable
     out.sum().backward()
     assert conv.weight.grad is not None
+
+
+def test_a_weight_derived_from_a_derived_weight_follows_its_rebuilds():
+    from torch import nn
+
+    from movq.modules.derived import derived
+
+    module, weight = nn.Module(), nn.Parameter(torch.ones(4))
+    with torch.inference_mode():  # an inference tensor has no version counter, like a fresh torch.cat
+        buffer = torch.empty(4)  # every rebuild of "stacked" lands at this address, as freed memory can
+
+    def stacked() -> torch.Tensor:
+        buffer.copy_(weight.detach() * 2)
+        return buffer[:]
+
+    with torch.inference_mode():
+        first = derived(module, "stacked", stacked, weight)
+        packed = derived(module, "packed", lambda: first + 1, first)
+        assert derived(module, "packed", lambda: first + 1, first) is packed  # memoised
+    with torch.no_grad():
+        weight.add_(1)
+    with torch.inference_mode():
+        second = derived(module, "stacked", stacked, weight)
+        assert second.data_ptr() == first.data_ptr()
+        assert torch.equal(derived(module, "packed", lambda: second + 1, second), torch.full((4,), 5.0))

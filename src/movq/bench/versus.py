@@ -243,8 +243,7 @@ def _child(which: str, preset: str, resolution: int, batch: int, precision: str,
             fn()
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     status = Path("/proc/self/status")
-    if status.is_file():  # Linux: restart the high-water mark here, so building the models does not hide the peak
-        Path("/proc/self/clear_refs").write_text("5")
+    if status.is_file() and _restart_peak_rss():  # building the models must not hide the round trip's peak
         base = _status_kib(status, "VmRSS")
         with torch.inference_mode():
             fn()
@@ -254,6 +253,15 @@ def _child(which: str, preset: str, resolution: int, batch: int, precision: str,
         fn()
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * scale / 2**20
+
+
+def _restart_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0); False where refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def _status_kib(status: Path, field: str) -> int:

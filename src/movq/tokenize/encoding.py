@@ -46,7 +46,10 @@ def encode_batch(codec: torch.nn.Module, pixels: Tensor, *, latents: bool, store
     x = to_tensor(pixels.to(codec.device, non_blocking=True))[0].to(codec.dtype)
     if x.dtype != torch.float32:
         x = x.contiguous(memory_format=torch.channels_last)
-    z = codec.encode_to_prequant_bounded(x).float()
+    # CPU: the codec's bounded path (cache-sized slices, tiles above the memory budget), as
+    # codec.encode; elsewhere one forward per batch, which the tokenizer's memory check has sized.
+    bounded = x.device.type == "cpu"
+    z = (codec.encode_to_prequant_bounded(x) if bounded else codec.encode_to_prequant(x)).float()
     if latents:
         out = (z * codec.config.scaling_factor).to(store_dtype)
         if not torch.isfinite(out).all():
