@@ -236,23 +236,22 @@ def _child(which: str, preset: str, resolution: int, batch: int, precision: str,
         variants = diffusers_variants(model, x, precision)
         fn = variants[which.removeprefix("diffusers:")]
         del codec
+    status = Path("/proc/self/status")
+    peak_mib: Callable[[], float]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        with torch.inference_mode():
-            fn()
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    status = Path("/proc/self/status")
-    if status.is_file() and _restart_peak_rss():  # building the models must not hide the round trip's peak
+        peak_mib = lambda: (torch.cuda.max_memory_allocated(device) - base) / 2**20  # noqa: E731
+    elif status.is_file() and _restart_peak_rss():  # building the models must not hide the round trip's peak
         base = _status_kib(status, "VmRSS")
-        with torch.inference_mode():
-            fn()
-        return (_status_kib(status, "VmHWM") - base) / 2**10
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: growth of the peak (may read 0)
+        peak_mib = lambda: (_status_kib(status, "VmHWM") - base) / 2**10  # noqa: E731
+    else:  # growth of the process's peak RSS (reads 0 when building the models peaked higher)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        peak_mib = lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * scale / 2**20  # noqa: E731
     with torch.inference_mode():
         fn()
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * scale / 2**20
+    return peak_mib()
 
 
 def _restart_peak_rss() -> bool:
