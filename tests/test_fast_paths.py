@@ -128,6 +128,8 @@ def test_tiles_with_exact_statistics_equal_the_untiled_decoder():
 
 
 def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):
+    if not PHOTO.is_file():  # the thresholds are for a real photo, which the shipped codec was trained on
+        pytest.skip(f"real photo not found: {PHOTO} (the shared image folder is absent)")
     x = photo(192)
     tokens = shipped.encode(x)
     untiled = shipped.decode(tokens)
