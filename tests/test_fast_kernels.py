@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample, prepacked
+from movq.modules import attention as attention_module
 from movq.modules.layout import memory_format_of, preferred_memory_format
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -83,6 +84,27 @@ def test_attention_fused_qkv_in_both_layouts_and_modes(layout, zq_channels):
         out = block(x, zq)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert memory_format_of(out) == memory_format_of(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_bytes", [attention_module.SCORE_CHUNK_BYTES, 3 * 4 * 50])  # one chunk; 3 rows
+def test_cpu_attention_equals_softmax_formula_in_every_chunking(monkeypatch, dtype, chunk_bytes):
+    monkeypatch.setattr(attention_module, "SCORE_CHUNK_BYTES", chunk_bytes)
+    gen = torch.Generator().manual_seed(0)
+    qkv = (torch.randn(2, 50, 3 * 24, generator=gen) * 2).to(dtype)  # q, k, v interleaved like AttnBlock's
+    q, k, v = qkv.chunk(3, dim=-1)
+    scores = q.double() @ k.double().transpose(1, 2) / 24**0.5
+    expected = torch.softmax(scores, dim=-1) @ v.double()
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.02, "rtol": 0.01}
+    with torch.no_grad():
+        out = attention_module.attention(q, k, v)
+    assert out.dtype == dtype and out.shape == q.shape
+    torch.testing.assert_close(out.double(), expected, **tol)
+    sdpa = attention_module.attention(q, k, v)  # autograd on: torch's own kernel, same result
+    torch.testing.assert_close(out.double(), sdpa.double(), **tol)
+    if dtype == torch.bfloat16:  # float32 scores inside: closer to the exact result than bf16 SDPA
+        error = (out.double() - expected).abs().max()
+        assert error <= (sdpa.double() - expected).abs().max() + 1e-3
 
 
 def test_preferred_layout_is_channels_last_on_cpu_only():

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.modules.attention import attention
 from movq.modules.derived import derived
 from movq.modules.layout import blocks_view, memory_format_of
 from movq.modules.norm import make_norm
@@ -53,9 +54,10 @@ class AttnBlock(nn.Module):
     """Single-head spatial self-attention with a residual connection.
 
     In and out ``[B, C, H, W]``. ``q``, ``k``, ``v`` come from one 1x1 convolution with the three
-    weights stacked, attention runs through ``F.scaled_dot_product_attention`` (no ``HW x HW``
-    score matrix is built in Python), and the output projection adds the residual (fused into
-    the convolution on CPU inference, see :mod:`movq.modules.prepacked`).
+    weights stacked, attention runs through :func:`movq.modules.attention.attention` (SDPA, or
+    chunked oneDNN products on CPU inference; the ``HW x HW`` score matrix is never built whole),
+    and the output projection adds the residual (fused into the convolution on CPU inference, see
+    :mod:`movq.modules.prepacked`).
     """
 
     def __init__(self, channels: int, zq_channels: int | None = None) -> None:
@@ -74,8 +76,8 @@ class AttnBlock(nn.Module):
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         batch, channels, height, width = x.shape
         qkv = conv2d(self.norm(x, zq), *self.qkv_weights(), owner=self)
-        tokens = qkv.permute(0, 2, 3, 1).reshape(batch, 1, height * width, 3 * channels)  # a view if channels-last
-        h = F.scaled_dot_product_attention(*tokens.chunk(3, dim=-1))
+        tokens = qkv.permute(0, 2, 3, 1).reshape(batch, height * width, 3 * channels)  # a view if channels-last
+        h = attention(*tokens.chunk(3, dim=-1))
         h = h.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return conv(self.proj_out, h.contiguous(memory_format=memory_format_of(x)), residual=x)
 

@@ -22,14 +22,22 @@ _OPS = torch.backends.mkldnn.is_available() and all(
 )
 
 
+def cpu_inference(x: Tensor) -> bool:
+    """Whether ``x`` takes the oneDNN inference kernels: a float32 / bfloat16 CPU tensor with
+    autograd off, outside ``torch.compile`` / ``torch.export`` tracing."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
+
+
 def _packable(x: Tensor, weight: Tensor, owner: nn.Module) -> bool:
     return (
         _OPS
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and cpu_inference(x)
         and weight.dtype == x.dtype
-        and not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
         and x.is_contiguous(memory_format=torch.channels_last)
         and not owner.__dict__.get("_unpackable", False)
     )
