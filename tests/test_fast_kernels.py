@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample, prepacked
 from movq.modules import attention as attention_module
-from movq.modules import norm as norm_module
 from movq.modules.layout import memory_format_of, preferred_memory_format
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -45,39 +44,6 @@ def test_spatial_norm_with_silu_equals_formula(layout, grad, size, zq_size):
     if grad:  # differentiable: gradients reach the input and every parameter
         out.square().sum().backward()
         assert all(p.grad is not None for p in norm.parameters())
-
-
-@pytest.mark.parametrize("band_bytes", [1, 64 * 9 * 4 * 3, 1 << 30])  # a row per band, 3 rows, one band
-def test_banded_group_stats_equal_float64_group_statistics(monkeypatch, band_bytes):
-    monkeypatch.setattr(norm_module, "BAND_BYTES", band_bytes)
-    f = (torch.randn(2, 64, 10, 9, generator=torch.Generator().manual_seed(0)) * 0.5 + 20.0)  # offset: no cancellation
-    f[1, :2] = 3.0  # a constant group: variance 0
-    mean, rstd = norm_module.banded_group_stats(f.contiguous(memory_format=torch.channels_last))
-    groups = f.double().view(2, 32, -1)
-    expected_mean = groups.mean(-1).repeat_interleave(2, dim=1)[:, :, None, None]
-    expected_var = groups.var(-1, correction=0).repeat_interleave(2, dim=1)[:, :, None, None]
-    assert mean.dtype == rstd.dtype == torch.float32 and mean.shape == (2, 64, 1, 1)
-    torch.testing.assert_close(mean.double(), expected_mean, atol=1e-5, rtol=1e-6)
-    # mean^2 / variance = 1600 here: the native channels-last kernel on the whole map is off by 9.5e-4
-    torch.testing.assert_close(rstd.double().pow(-2), expected_var + 1e-6, atol=1e-6, rtol=1e-3)
-
-
-@pytest.mark.parametrize("conditioned", [False, True])
-def test_norms_with_banded_statistics_equal_the_formula(monkeypatch, conditioned):
-    monkeypatch.setattr(norm_module, "BANDED_FROM_BYTES", 0)  # every float32 CPU map takes the banded path
-    monkeypatch.setattr(norm_module, "BAND_BYTES", 64 * 12 * 4 * 5)  # 5 rows per band, 3 bands
-    calls = []
-    original = norm_module.banded_group_stats
-    monkeypatch.setattr(norm_module, "banded_group_stats", lambda f: calls.append(f.shape) or original(f))
-    norm = randomize(SpatialNorm(64, 4) if conditioned else GroupNorm(64), 3)
-    f = (torch.randn(2, 64, 14, 12) * 3 + 1).contiguous(memory_format=torch.channels_last)
-    zq = torch.randn(2, 4, 7, 6)
-    expected = F.silu(spatial_norm_reference(norm, f, zq) if conditioned else norm(f))
-    with torch.no_grad():
-        out = norm(f, zq, silu=True)
-    assert calls == [f.shape]
-    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
-    assert memory_format_of(out) == torch.channels_last
 
 
 def test_group_norm_silu_in_place_path_equals_out_of_place():

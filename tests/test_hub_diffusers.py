@@ -76,8 +76,8 @@ def assert_parity(codec: Codec, model: VQModel, sizes: list[tuple[int, int]], ba
         assert ref_tokens.unique().numel() > 4, "degenerate reference: almost one code everywhere"
         pixels = codec.decode(tokens, clamp=False)
         assert ref_pixels.std() > 0.05, "degenerate reference: flat output"
-        # same arithmetic reassociated (folded norm affine, sub-pixel upsampling, banded norm
-        # statistics): float32 rounding only. Judged against diffusers run in float64: movq's float32
+        # same arithmetic reassociated (folded norm affine, sub-pixel upsampling, attention
+        # products): float32 rounding only. Judged against diffusers run in float64: movq's float32
         # decode is as close to it as diffusers' own float32 decode (random decoders amplify rounding
         # to a few 1e-4 at some pixels), and the two float32 decodes agree to that rounding.
         exact_model = copy.deepcopy(model).double()

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, Moments, SpatialNorm, merge_moments
+from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm
 
 ACTIVATION_MAPS = 4.0
 """Peak activation memory of an encode or decode, in feature maps of the widest full-resolution
@@ -165,7 +165,7 @@ class SharedGroupStats:
     def __init__(self) -> None:
         self.recording = True
         self.weights: Callable[[int, int], Tensor] | None = None
-        self._totals: dict[int, Moments] = {}
+        self._totals: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         self._stats: dict[int, tuple[Tensor, Tensor]] = {}
 
     def lookup(self, norm: nn.Module, f: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -184,8 +184,13 @@ class SharedGroupStats:
         s2 = torch.einsum("bchw,hw->bc", centred.square_(), weight).double()
         tile_mean = mean.flatten(1).double() + s1 / total
         tile_m2 = s2 - s1.square() / total
-        part = (total, tile_mean, tile_m2)
-        self._totals[key] = merge_moments(self._totals[key], part) if key in self._totals else part
+        if key not in self._totals:
+            self._totals[key] = (total, tile_mean, tile_m2)
+            return
+        count, run_mean, run_m2 = self._totals[key]
+        delta = tile_mean - run_mean
+        merged = count + total
+        self._totals[key] = (merged, run_mean + delta * total / merged, run_m2 + tile_m2 + delta.square() * count * total / merged)
 
     def finish_pass(self) -> None:
         """Turn the recorded totals into group statistics for the next pass and start a new record."""

@@ -23,8 +23,6 @@ from movq.modules.layout import blocks_view, broadcast_view, memory_format_of, n
 
 NUM_GROUPS = 32
 EPS = 1e-6
-BAND_BYTES = 1 << 20  # rows per band of banded_group_stats: cache-sized
-BANDED_FROM_BYTES = 8 << 20  # float32 CPU maps from this size take their statistics in bands
 
 
 class GroupStatsSource(Protocol):
@@ -33,45 +31,6 @@ class GroupStatsSource(Protocol):
     def lookup(self, norm: nn.Module, f: Tensor) -> tuple[Tensor, Tensor] | None:
         """Per-channel ``(mean, rstd)``, float32 ``[B, C, 1, 1]``, to normalise ``f`` with, or
         ``None`` to use the statistics of ``f`` itself."""
-
-
-Moments = tuple[float | Tensor, Tensor, Tensor]  # (count, mean, sum of squared deviations from the mean)
-
-
-def merge_moments(a: Moments, b: Moments) -> Moments:
-    """The moments of the union of two disjoint parts (Chan et al.'s parallel update)."""
-    count = a[0] + b[0]
-    delta = b[1] - a[1]
-    return count, a[1] + delta * (b[0] / count), a[2] + b[2] + delta.square() * (a[0] * b[0] / count)
-
-
-def banded_group_stats(f: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel GroupNorm ``(mean, rstd)``, float32 ``[B, C, 1, 1]``, of ``f`` ``[B, C, H, W]``,
-    taken by the native kernel over bands of rows of about :data:`BAND_BYTES` and merged in
-    float64. On CPU the native kernel runs 3-7x slower on whole float32 maps whose groups hold
-    2^18 elements or more (128-256 channels at 256-512 px) than on such bands. Each band is first
-    shifted by its group's mean over the first row, so the kernel's sums do not cancel."""
-    batch, channels, height, width = f.shape
-    rows = max(1, min(height, BAND_BYTES // (channels * width * f.element_size())))
-    per_group = channels // NUM_GROUPS
-    shift = f[:, :, :1].reshape(batch, NUM_GROUPS, -1).mean(-1).repeat_interleave(per_group, dim=1)
-    moments: Moments | None = None
-    for start in range(0, height, rows):
-        band = f[:, :, start : start + rows] - shift[:, :, None, None]
-        pixels = band.shape[2] * width
-        _, mean, rstd = torch.ops.aten.native_group_norm(band, None, None, batch, channels, pixels, NUM_GROUPS, 0.0)
-        part = (float(pixels), mean.double(), rstd.double().pow(-2) * pixels)
-        moments = part if moments is None else merge_moments(moments, part)
-    count, mean, m2 = moments
-    mean = mean + shift[:, ::per_group].double()
-    rstd = (m2 / count + EPS).rsqrt()
-    return tuple(t.float().repeat_interleave(per_group, dim=1)[:, :, None, None] for t in (mean, rstd))
-
-
-def _banded(f: Tensor) -> bool:
-    """Whether :func:`normalize` takes ``f``'s statistics with :func:`banded_group_stats`: a large
-    float32 CPU map (in bfloat16 the whole-map kernel is as fast)."""
-    return f.device.type == "cpu" and f.dtype == torch.float32 and f.numel() * 4 >= BANDED_FROM_BYTES
 
 
 def modulate(x: Tensor, scale: Tensor, shift: Tensor, *, out: Tensor | None = None) -> Tensor:
@@ -108,9 +67,7 @@ def normalize(
     inplace = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
     source: GroupStatsSource | None = getattr(norm, "shared_stats", None)
     stats = source.lookup(norm, f) if source is not None else None
-    if stats is None and inplace and _banded(f):
-        stats = banded_group_stats(f)
-    if stats is not None:  # fold the statistics into the modulation: one pass over f
+    if stats is not None:  # fold the given statistics into the modulation: one pass over f
         mean, rstd = stats
         scale, shift = modulation(torch.float32)
         scale = scale * rstd
