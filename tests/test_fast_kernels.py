@@ -90,6 +90,7 @@ def test_attention_fused_qkv_in_both_layouts_and_modes(layout, zq_channels):
 @pytest.mark.parametrize("chunk_bytes", [attention_module.SCORE_CHUNK_BYTES, 3 * 4 * 50])  # one chunk; 3 rows
 def test_cpu_attention_equals_softmax_formula_in_every_chunking(monkeypatch, dtype, chunk_bytes):
     monkeypatch.setattr(attention_module, "SCORE_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(attention_module, "MIN_CHUNK_ROWS", 1)
     gen = torch.Generator().manual_seed(0)
     qkv = (torch.randn(2, 50, 3 * 24, generator=gen) * 2).to(dtype)  # q, k, v interleaved like AttnBlock's
     q, k, v = qkv.chunk(3, dim=-1)

@@ -4,9 +4,9 @@ PyTorch's CPU attention kernel and ``torch.matmul`` in float32 go through MKL's 
 some CPUs (AMD Zen among them) runs at half the speed of oneDNN's. For CPU inference
 :func:`attention` therefore computes ``softmax(q k^T / sqrt(C)) v`` with oneDNN matrix products
 (``torch.ops.mkldnn._linear_pointwise``, the op behind ``torch.compile``'s CPU linear fusion) in
-float32, a chunk of queries at a time so the score rows stay within :data:`SCORE_CHUNK_BYTES`:
-about 2x the fused kernel at 1024 and 4096 positions, with float32 scores for bfloat16 inputs as
-well. Everywhere else (CUDA, autograd, tracing, builds without the op) it is
+float32, a chunk of queries at a time so the score rows stay within :data:`SCORE_CHUNK_BYTES`
+(at least :data:`MIN_CHUNK_ROWS` queries): about 2x the fused kernel at 1024 and 4096 positions,
+with float32 scores for bfloat16 inputs as well. Everywhere else (CUDA, autograd, tracing, builds without the op) it is
 ``F.scaled_dot_product_attention``.
 """
 
@@ -19,6 +19,7 @@ from torch import Tensor
 from movq.modules.prepacked import cpu_inference
 
 SCORE_CHUNK_BYTES = 4 << 20  # float32 score rows computed at once: cache-sized, bounds memory at any length
+MIN_CHUNK_ROWS = 128  # but never fewer queries per product than this (long sequences: large images)
 
 _OP = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -34,7 +35,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     if not (_OP and cpu_inference(q)):
         return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
     batch, length, channels = q.shape
-    rows = max(1, SCORE_CHUNK_BYTES // (4 * k.shape[1]))
+    rows = max(MIN_CHUNK_ROWS, SCORE_CHUNK_BYTES // (4 * k.shape[1]))
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     for b in range(batch):
         queries = q[b].float() * channels**-0.5
