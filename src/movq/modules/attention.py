@@ -6,8 +6,8 @@ some CPUs (AMD Zen among them) runs at half the speed of oneDNN's. For CPU infer
 (``torch.ops.mkldnn._linear_pointwise``, the op behind ``torch.compile``'s CPU linear fusion) in
 float32, a chunk of queries at a time so the score rows stay within :data:`SCORE_CHUNK_BYTES`
 (at least :data:`MIN_CHUNK_ROWS` queries): about 2x the fused kernel at 1024 and 4096 positions,
-with float32 scores for bfloat16 inputs as well. Everywhere else (CUDA, autograd, tracing, builds without the op) it is
-``F.scaled_dot_product_attention``.
+with float32 scores for bfloat16 inputs as well. Everywhere else (CUDA, autograd, tracing, builds
+without the op) it is ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from movq.modules.prepacked import cpu_inference
+from movq.modules.prepacked import cpu_inference, has_onednn_ops
 
 SCORE_CHUNK_BYTES = 4 << 20  # float32 score rows computed at once: cache-sized, bounds memory at any length
 MIN_CHUNK_ROWS = 128  # but never fewer queries per product than this (long sequences: large images)
 
-_OP = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_OP = has_onednn_ops("_linear_pointwise")
 
 
 def _product(x: Tensor, weight: Tensor) -> Tensor:

@@ -17,9 +17,13 @@ from torch import Tensor, nn
 
 from movq.modules.derived import derived
 
-_OPS = torch.backends.mkldnn.is_available() and all(
-    hasattr(torch.ops.mkldnn, name) for name in ("_reorder_convolution_weight", "_convolution_pointwise")
-)
+
+def has_onednn_ops(*names: str) -> bool:
+    """Whether this PyTorch build has oneDNN and every ``torch.ops.mkldnn`` op in ``names``."""
+    return torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, name) for name in names)
+
+
+_OPS = has_onednn_ops("_reorder_convolution_weight", "_convolution_pointwise")
 
 
 def cpu_inference(x: Tensor) -> bool:
