@@ -282,12 +282,17 @@ class HostileCase:
     fn: Callable[[], tuple[bool, str]]
     slow: bool = False
     xfail: str | None = None
+    marks: tuple[Any, ...] = ()
     mem_gb: float = 4.0
 
     def check(self) -> None:
         with memory_cap(self.mem_gb):
             ok, detail = self.fn()
         assert ok, f"{self.name}: expected {self.expected}; got {detail}"
+
+
+NO_GPU = (pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message"),)
+"""``marks`` of a case that asks for CUDA and expects to be told there is no GPU."""
 
 
 class HostileCases(list):
@@ -308,6 +313,7 @@ class HostileCases(list):
         assert len(set(names)) == len(names), "hostile case names must be unique"
         return [
             pytest.param(c, id=c.name, marks=[
+                *c.marks,
                 *([pytest.mark.slow] if c.slow else []),
                 *([pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []),
             ])

@@ -8,7 +8,6 @@ naming what is accepted before any compute, or the right result.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -200,19 +199,6 @@ add(
 )
 
 
-@case(
-    "encode a lazily opened PIL image of a truncated JPEG",
-    "ValueError saying the image cannot be decoded",
-)
-def _lazy_truncated() -> tuple[bool, str]:
-    path = Work.new("img") / "cut.jpg"
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-        buffer, "JPEG", quality=95
-    )
-    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])  # header intact, pixel data cut
-    image = Image.open(path)  # opens lazily: the error comes when the pixels are decoded
-    return expect_error(enc(image), contains=("cut.jpg", "truncated"))
 
 
 @case("encode a closed PIL image", "ValueError")
@@ -251,13 +237,6 @@ add(
     lambda: expect_ok(enc(lambda: np.zeros((2, 16, 16, 3), np.uint8)), _tokens_ok((2, 2, 2))),
 )
 add(
-    "encode read-only numpy (np.asarray(PIL))",
-    "tokens, no warning",
-    lambda: expect_ok(
-        enc(lambda: np.asarray(Image.new("RGB", (16, 16)))), _tokens_ok((1, 2, 2)), no_warnings=True
-    ),
-)
-add(
     "encode non-contiguous numpy (every 2nd pixel)",
     "same tokens as the contiguous copy",
     lambda: expect_ok(
@@ -294,13 +273,6 @@ for _label, _t, _exc, _cont in (
     ("2-D", lambda: torch.zeros(16, 16), ValueError, ("CHW",)),
     ("5-D", lambda: torch.zeros(1, 1, 3, 16, 16), ValueError, ("CHW",)),
     ("HWC layout float (16,16,3)", lambda: torch.zeros(16, 16, 3), ValueError, ("3",)),
-    ("sparse COO", lambda: torch.zeros(3, 16, 16).to_sparse(), (TypeError, ValueError), ("sparse",)),
-    (
-        "huge: expand(1,3,65536,65536) of one pixel",
-        lambda: torch.zeros(1, 3, 1, 1).expand(1, 3, 65536, 65536),
-        ValueError,
-        ("GiB",),
-    ),
 ):
     add(
         f"encode tensor {_label}",
@@ -355,13 +327,6 @@ for _label, _t, _exc, _cont in (
     ("empty grid (1,0,0)", lambda: torch.zeros(1, 0, 0, dtype=torch.long), ValueError, ("empty",)),
     ("numpy tokens", lambda: np.zeros((1, 2, 2), np.int64), TypeError, ("tensor",)),
     ("list tokens", lambda: [[[0, 1], [2, 3]]], TypeError, ("tensor",)),
-    ("sparse COO tokens", lambda: torch.zeros(1, 2, 2, dtype=torch.long).to_sparse(), TypeError, ("sparse",)),
-    (
-        "huge grid (1, 8192, 8192) = 65536 px",
-        lambda: torch.zeros(1, 1, 1, dtype=torch.long).expand(1, 8192, 8192),
-        ValueError,
-        ("GiB",),
-    ),
 ):
     add(
         f"decode {_label}",
@@ -401,13 +366,6 @@ for _label, _t, _exc, _cont in (
     ("int tensor", lambda: torch.zeros(1, 4, 2, 2, dtype=torch.long), TypeError, ("float",)),
     ("3-D (no batch)", lambda: torch.zeros(4, 2, 2), (TypeError, ValueError), ("[B",)),
     ("numpy array", lambda: np.zeros((1, 4, 2, 2), np.float32), TypeError, ("tensor",)),
-    ("sparse COO", lambda: torch.zeros(1, 4, 2, 2).to_sparse(), TypeError, ("sparse",)),
-    (
-        "huge: expand(1,4,8192,8192)",
-        lambda: torch.zeros(1, 4, 1, 1).expand(1, 4, 8192, 8192),
-        ValueError,
-        ("GiB",),
-    ),
 ):
     add(
         f"decode_latents {_label}",
@@ -482,11 +440,6 @@ add(
     "tokens_shape(12, 16)",
     "ValueError: not a multiple of 8",
     lambda: expect_error(lambda: hostile_photos().tokens_shape(12, 16), contains=("multiple",)),
-)
-add(
-    "tokens_shape(0, 0)",
-    "ValueError suggesting a valid size (8x8), not 0x0",
-    lambda: expect_error(lambda: hostile_photos().tokens_shape(0, 0), contains=("8x8",)),
 )
 
 
@@ -614,39 +567,6 @@ for _label, _call, _exc, _cont in (
     ("an empty folder", lambda: movq.load(Work.new("empty")), FileNotFoundError, ("config.json",)),
     ("a folder of images", lambda: movq.load(hostile_images()), FileNotFoundError, ("photo0.jpg",)),
     ("an image file", lambda: movq.load(sorted(hostile_images().iterdir())[0]), ValueError, (".jpg",)),
-    ("name_or_path=123 (an int)", lambda: movq.load(123), TypeError, ("str",)),
-    ("name_or_path='' (empty)", lambda: movq.load(""), ValueError, ("empty",)),
-    ("device='foo'", lambda: movq.load("movqgan-tiny-photos", device="foo"), ValueError, ("device",)),
-    (
-        "device='cuda' on a machine without GPU",
-        lambda: movq.load("movqgan-tiny-photos", device="cuda"),
-        ValueError,
-        ("cuda",),
-    ),
-    (
-        "dtype='float16' (a string)",
-        lambda: movq.load("movqgan-tiny-photos", dtype="float16"),
-        TypeError,
-        ("dtype",),
-    ),
-    (
-        "dtype=torch.int64",
-        lambda: movq.load("movqgan-tiny-photos", dtype=torch.int64),
-        (TypeError, ValueError),
-        ("float",),
-    ),
-    (
-        "revision= with a local folder (cannot apply)",
-        lambda: movq.load(hostile_tiny_folder(), revision="v2"),
-        ValueError,
-        ("revision",),
-    ),
-    (
-        "revision= with the package model (cannot apply)",
-        lambda: movq.load("movqgan-tiny-photos", revision="v2"),
-        ValueError,
-        ("revision",),
-    ),
     (
         "Hub model offline (local_files_only=True)",
         lambda: movq.load("sber-movqgan-67m", local_files_only=True),
@@ -746,29 +666,6 @@ add(
 )
 
 
-@case(
-    "encode() on a codec left in train mode does not change its codebook",
-    "codebook unchanged, same tokens twice",
-)
-def _train_mode_encode() -> tuple[bool, str]:
-    from movq.config import EMAConfig
-
-    torch.manual_seed(0)
-    codec = Codec(
-        tiny_config(quantizer=EMAConfig(codebook_size=32, dead_code_threshold=0.0))
-    )  # train mode: nn.Module's default
-    before = {k: v.clone() for k, v in codec.quantize.state_dict().items()}
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-
-    def run() -> Any:
-        first = codec.encode(x)
-        return first, codec.encode(x)
-
-    def check(r: Any) -> tuple[bool, str]:
-        changed = [k for k, v in codec.quantize.state_dict().items() if not torch.equal(v, before[k])]
-        return not changed and torch.equal(*r), f"changed buffers {changed[:3]}" if changed else "unchanged"
-
-    return expect_ok(run, check)
 
 
 @case("reconstruct a 16-bit PIL photo-like image", "not all white; close to the 8-bit version")
