@@ -75,3 +75,30 @@ def token_data_dir(tmp_path_factory) -> Path:
     (root / "sub" / "e.txt").write_text("ünïcode caption", encoding="utf-8")
     (root / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     return root
+
+
+@pytest.fixture(scope="session")
+def hostile_shared(tmp_path_factory) -> Path:
+    """The session's folder for the inputs several hostile-input cases share (see ``helpers.Work``)."""
+    from helpers import Work
+
+    Work.shared = tmp_path_factory.mktemp("hostile-shared")
+    return Work.shared
+
+
+@pytest.fixture
+def hostile_work(tmp_path, hostile_shared, monkeypatch):
+    """Point ``helpers.Work`` at this test's ``tmp_path`` (markers in ``tmp_path / "markers"``); offline
+    (nothing a hostile case does may touch the network); torch on one thread."""
+    import torch
+
+    from helpers import Work
+
+    Work.root, Work.markers = tmp_path, tmp_path / "markers"
+    Work.markers.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Work
+    torch.set_num_threads(before)
+    assert not list(Work.markers.iterdir()), "a hostile input ran code"

@@ -5,11 +5,20 @@ Test files import these (``from helpers import tiny_codec``), never private name
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import io
 import os
+import struct
+import subprocess
 import sys
+import traceback
 import types
 import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +148,496 @@ def save_as_foreign_module(module: torch.nn.Module, module_name: str, class_name
             torch.save(module, path, _use_new_zipfile_serialization=not legacy)
     finally:
         del sys.modules[module_name], sys.modules[package]
+
+
+# ------------------------------------------------------------------ hostile-input cases
+# The hostile-input suite (tests/test_hostile_*.py) states each case as a small function returning
+# ``(ok, detail)``; the judges below decide ``ok`` by the README's rules:
+# - no file runs code: every malicious pickle would create a marker file; the marker must never appear;
+# - a user error is a ValueError / TypeError / FileNotFoundError (or subclass) raised by movq itself,
+#   its message naming what was wrong; an exception leaking out of torch / PIL / safetensors / numpy /
+#   json (its innermost frame is there) counts as a raw traceback;
+# - CLIs answer a user error with one ``PROG: error: ...`` line on stderr and exit code 2, no traceback,
+#   and write no output (argparse's usage line before it is accepted);
+# - nothing succeeds with a wrong result.
+
+NOTHING_RUNS = "refused, names the file, marker never created"
+"""What every malicious-file case expects."""
+
+HOSTILE_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
+_DEEP = ("/torch/", "/PIL/", "/safetensors/", "/numpy/", "/huggingface_hub/", "/json/", "/pickle.py", "/zipfile",
+         "/tomllib/")
+
+MOVQ_INTERNALS = {
+    "config_to_diffusers": "movq.hub.diffusers:config_to_diffusers",
+    "load_state_file": "movq.hub.safe_load:load_state_file",
+    "load_lpips": "movq.perceptual:load_lpips",
+    "load_inception_file": "movq.metrics.inception:load_inception_file",
+    "CheckpointError": "movq.train.checkpoint:CheckpointError",
+    "load_checkpoint": "movq.train.checkpoint:load_checkpoint",
+    "ShardCache": "movq.bench.cache:ShardCache",
+    "ImageRecord": "movq.bench.data:ImageRecord",
+    "load_image": "movq.bench.data:load_image",
+    "load_preprocessed": "movq.image_files:load_preprocessed",
+    "open_rgb": "movq.image_files:open_rgb",
+    "DVAE": "movq.dvae:DVAE",
+    "DVAEConfig": "movq.dvae:DVAEConfig",
+    "T2IConfig": "movq.t2i:T2IConfig",
+    "T2ITransformer": "movq.t2i:T2ITransformer",
+    "UNet": "movq.diffusion.unet:UNet",
+    "UNetConfig": "movq.diffusion.unet:UNetConfig",
+    "GaussianDiffusion": "movq.diffusion:GaussianDiffusion",
+    "TokenDataset": "movq.data:TokenDataset",
+}
+"""The movq names below the public API that hostile-input cases use: the one place to fix when one moves."""
+
+
+def movq_internal(name: str) -> Any:
+    """The object :data:`MOVQ_INTERNALS` names ``name`` (imported on first use)."""
+    import importlib
+
+    module, attr = MOVQ_INTERNALS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def console_script(prog: str) -> tuple[str, str]:
+    """``(module, function)`` of console script ``prog`` (``movq-bench``, ...), as pyproject.toml declares it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    scripts = tomllib.loads((Path(SRC).parent / "pyproject.toml").read_text())["project"]["scripts"]
+    module, attr = scripts[prog].split(":")
+    return module, attr
+
+
+def cli_main(prog: str) -> Any:
+    """The ``main(argv)`` of console script ``prog``."""
+    import importlib
+
+    module, attr = console_script(prog)
+    return getattr(importlib.import_module(module), attr)
+
+
+class Work:
+    """Where a hostile case writes: ``root`` (this test's tmp_path), ``markers`` (what malicious pickles
+    would create) and ``shared`` (the session's folder for the cached inputs several cases use).
+    The ``hostile_work`` fixture of conftest.py sets them."""
+
+    root: Path = Path()
+    markers: Path = Path()
+    shared: Path = Path()
+    counter = 0
+
+    @classmethod
+    def new(cls, name: str) -> Path:
+        cls.counter += 1
+        path = cls.root / f"{cls.counter:03d}-{name}"
+        path.mkdir(parents=True)
+        return path
+
+    @classmethod
+    def marker(cls, name: str) -> Path:
+        return cls.markers / f"pwned-{name}-{cls.counter}"
+
+
+def code_ran() -> list[str]:
+    """Names of the marker files malicious pickles created (must stay empty)."""
+    return sorted(p.name for p in Work.markers.iterdir()) if Work.markers.is_dir() else []
+
+
+@contextlib.contextmanager
+def memory_cap(extra_gb: float = 4.0) -> Iterator[None]:
+    """Cap the address space at what the process maps now plus ``extra_gb`` (restored afterwards), so a
+    case that tries to allocate too much gets an allocation error instead of starving the machine."""
+    try:
+        import resource
+    except ImportError:  # not on Linux: no cap
+        yield
+        return
+    status = Path("/proc/self/status")
+    if extra_gb <= 0 or not status.exists():
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmSize:"))
+    cap = mapped + int(extra_gb * 2**30)
+    for limit in (hard, soft):
+        if limit != resource.RLIM_INFINITY:
+            cap = min(cap, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@dataclasses.dataclass
+class HostileCase:
+    """One hostile input: ``fn()`` builds it, feeds it to movq and returns ``(ok, what happened)``."""
+
+    name: str
+    expected: str
+    fn: Callable[[], tuple[bool, str]]
+    slow: bool = False
+    xfail: str | None = None
+    marks: tuple[Any, ...] = ()
+    mem_gb: float = 4.0
+
+    def check(self) -> None:
+        with memory_cap(self.mem_gb):
+            ok, detail = self.fn()
+        assert ok, f"{self.name}: expected {self.expected}; got {detail}"
+
+
+NO_GPU = (pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message"),)
+"""``marks`` of a case that asks for CUDA and expects to be told there is no GPU."""
+
+
+class HostileCases(list):
+    """The cases of one test file; :meth:`params` feeds them to ``pytest.mark.parametrize``."""
+
+    def add(self, name: str, expected: str, fn: Callable[[], tuple[bool, str]], **kw: Any) -> None:
+        self.append(HostileCase(name, expected, fn, **kw))
+
+    def case(self, name: str, expected: str, **kw: Any) -> Callable[[Callable], Callable]:
+        def register(fn: Callable[[], tuple[bool, str]]) -> Callable[[], tuple[bool, str]]:
+            self.add(name, expected, fn, **kw)
+            return fn
+
+        return register
+
+    def params(self) -> list[Any]:
+        names = [c.name for c in self]
+        assert len(set(names)) == len(names), "hostile case names must be unique"
+        return [
+            pytest.param(c, id=c.name, marks=[
+                *c.marks,
+                *([pytest.mark.slow] if c.slow else []),
+                *([pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []),
+            ])
+            for c in self
+        ]
+
+
+def short(text: str, n: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _deep(error: BaseException) -> str | None:
+    """The library the exception leaked out of (its innermost frame), or None when movq raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = frames[-1].filename if frames else ""
+    if "/movq/" in where:
+        return None
+    for part in _DEEP:
+        if part in where:
+            return part.strip("/").removesuffix(".py")
+    return Path(where).name or "?"
+
+
+def describe(value: Any) -> str:
+    """A short description of a result (type, dtype, shape)."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array {value.shape}"
+    if isinstance(value, Image.Image):
+        return f"PIL {value.mode} {value.size}"
+    if isinstance(value, torch.nn.Module):
+        return f"{type(value).__name__} ({getattr(getattr(value, 'config', None), 'name', '?')})"
+    return f"{type(value).__name__} {short(repr(value), 60)}"
+
+
+def expect_error(fn: Callable[[], Any], types: tuple[type[BaseException], ...] = HOSTILE_USER_ERRORS,
+                 contains: tuple[str, ...] = (), allow_deep: bool = False) -> tuple[bool, str]:
+    """OK when ``fn`` raises one of ``types`` from movq's own code, the message has every ``contains``
+    (case-insensitive) and no marker appeared."""
+    before = set(code_ran())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = fn()
+    except Exception as error:  # noqa: BLE001 - judging every outcome
+        ran = set(code_ran()) - before
+        message = f"{type(error).__name__}: {short(str(error))}"
+        if ran:
+            return False, f"CODE RAN (marker {sorted(ran)}); {message}"
+        where = _deep(error)
+        if not isinstance(error, types):
+            return False, f"raw {message}" + (f" (from {where})" if where else "")
+        if where and not allow_deep:
+            return False, f"raw {message} (raised inside {where})"
+        missing = [c for c in contains if c.lower() not in str(error).lower()]
+        if missing:
+            return False, f"{message} -- message lacks {missing}"
+        return True, message
+    ran = set(code_ran()) - before
+    if ran:
+        return False, f"CODE RAN (marker {sorted(ran)}); returned {type(result).__name__}"
+    return False, f"no error: returned {describe(result)}"
+
+
+def expect_ok(fn: Callable[[], Any], check: Callable[[Any], tuple[bool, str]] | None = None,
+              no_warnings: bool = False) -> tuple[bool, str]:
+    """OK when ``fn`` returns, no marker appeared and ``check(result)`` agrees (and, with ``no_warnings``,
+    nothing but deprecations was warned)."""
+    before = set(code_ran())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = fn()
+        except Exception as error:  # noqa: BLE001
+            where = _deep(error)
+            return False, f"{type(error).__name__}: {short(str(error))}" + (f" (from {where})" if where else "")
+    ran = set(code_ran()) - before
+    if ran:
+        return False, f"CODE RAN (marker {sorted(ran)})"
+    ok, note = check(result) if check is not None else (True, describe(result))
+    noisy = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    if noisy:
+        note += f" [warning: {short(str(noisy[0].message), 70)}]"
+        ok = ok and not no_warnings
+    return ok, note
+
+
+@dataclasses.dataclass
+class CliRun:
+    """What one console-script run did: exit code, stdout, stderr, and the exception that escaped."""
+
+    rc: int | None
+    out: str
+    err: str
+    error: BaseException | None = None
+
+
+def run_cli(prog: str, argv: list[str]) -> CliRun:
+    """Call console script ``prog``'s ``main(argv)`` in this process, capturing stdout, stderr and warnings."""
+    main = cli_main(prog.split()[0])
+    out, err = io.StringIO(), io.StringIO()
+    rc: int | None = None
+    error: BaseException | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown on (captured) stderr where they happen, as in a real run
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # to the captured stderr, as in a real run (not to pytest's recorder)
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: err.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(argv)
+            except SystemExit as exit_:
+                rc = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception as exc:  # noqa: BLE001 - a traceback is what we look for
+                error = exc
+                traceback.print_exc(file=err)
+    return CliRun(rc, out.getvalue(), err.getvalue(), error)
+
+
+def run_cli_process(prog: str, argv: list[str], timeout: float = 120) -> CliRun:
+    """Run console script ``prog`` in a child process (this checkout's movq), for cases that could hang:
+    a run past ``timeout`` seconds comes back as ``rc=None`` with a TimeoutError."""
+    module, attr = console_script(prog)
+    code = f"import sys; from {module} import {attr} as main; sys.exit(main(sys.argv[1:]))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])})
+    except subprocess.TimeoutExpired:
+        return CliRun(None, "", "", TimeoutError(f"{prog} still running after {timeout} s (hung)"))
+    return CliRun(done.returncode, done.stdout, done.stderr)
+
+
+def error_lines(run: CliRun) -> list[str]:
+    return [line for line in run.err.splitlines() if line.strip()]
+
+
+def judge_cli_error(prog: str, run: CliRun, before: set[str], contains: tuple[str, ...] = (),
+                    no_outputs: tuple[Path, ...] = (), code: int = 2) -> tuple[bool, str]:
+    """OK when the run exited ``code`` with one ``PROG: error:`` line (argparse: usage + error) holding
+    every ``contains``, no traceback, no new marker (``before``: those that existed), and none of
+    ``no_outputs`` exists."""
+    lines = error_lines(run)
+    ran = set(code_ran()) - before
+    last = lines[-1] if lines else ""
+    head = f"rc={run.rc}, {len(lines)} stderr line(s)"
+    if ran:
+        return False, f"CODE RAN (marker {sorted(ran)}); {head}"
+    if run.error is not None or "Traceback" in run.err:
+        kind = f"{type(run.error).__name__}: {short(str(run.error), 90)}" if run.error else short(last, 90)
+        return False, f"raw traceback ({kind}); {head}"
+    if run.rc == 0:
+        return False, f"no error: exit 0 (the run went ahead); {head}"
+    written = [str(p.name) for p in no_outputs if p.exists()]
+    if written:
+        return False, f"wrote {written} although it failed; {head}; {short(last, 80)}"
+    base = prog.split()[0]
+    # accepted before the error line: argparse's usage lines, and warnings (with their source line)
+    extra = [line for line in lines[:-1] if not line.startswith(("usage:", " ")) and "Warning: " not in line]
+    if run.rc != code:
+        return False, f"exit code {run.rc} (expected {code}); {head}; {short(last, 90)}"
+    if not last.startswith((f"{base}: error:", f"{prog}: error:")):
+        return False, f"last stderr line is not '{base}: error: ...': {short(last, 90)}; {head}"
+    if extra:
+        return False, f"{len(lines)} stderr lines (extra: {short(extra[0], 70)}); {short(last, 80)}"
+    missing = [c for c in contains if c.lower() not in last.lower()]
+    if missing:
+        return False, f"{short(last, 110)} -- message lacks {missing}"
+    return True, f"rc={run.rc}: {short(last.split('error:', 1)[-1].strip(), 100)}"
+
+
+def expect_cli_error(prog: str, argv: list[str], contains: tuple[str, ...] = (), no_outputs: tuple[Path, ...] = (),
+                     code: int = 2) -> tuple[bool, str]:
+    """Run ``prog argv`` (in this process) and judge it with :func:`judge_cli_error`."""
+    before = set(code_ran())
+    return judge_cli_error(prog, run_cli(prog, argv), before, contains, no_outputs, code)
+
+
+def judge_cli_ok(run: CliRun, before: set[str], check: Callable[[CliRun], tuple[bool, str]]) -> tuple[bool, str]:
+    """OK when the run exited 0 without a traceback or a new marker and ``check(run)`` agrees."""
+    ran = set(code_ran()) - before
+    if ran:
+        return False, f"CODE RAN (marker {sorted(ran)})"
+    if run.error is not None or "Traceback" in run.err:
+        return False, f"raw traceback: {type(run.error).__name__ if run.error else ''} {short(str(run.error), 90)}"
+    if run.rc != 0:
+        lines = error_lines(run)
+        return False, f"exit code {run.rc}: {short(lines[-1] if lines else '', 100)}"
+    return check(run)
+
+
+def expect_cli_ok(prog: str, argv: list[str], check: Callable[[CliRun], tuple[bool, str]]) -> tuple[bool, str]:
+    """Run ``prog argv`` (in this process) and judge it with :func:`judge_cli_ok`."""
+    before = set(code_ran())
+    return judge_cli_ok(run_cli(prog, argv), before, check)
+
+
+class Pickle:
+    """A tiny protocol-2 pickle assembler, for pickles no Python object would produce."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(b"\x80\x02")
+
+    def glob(self, module: str, name: str) -> Pickle:
+        self.data += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+        return self
+
+    def raw(self, ops: bytes) -> Pickle:
+        self.data += ops
+        return self
+
+    def str(self, text: str) -> Pickle:
+        encoded = text.encode()
+        self.data += b"X" + struct.pack("<I", len(encoded)) + encoded
+        return self
+
+    def int(self, value: int) -> Pickle:
+        self.data += b"J" + struct.pack("<i", value) if 0 <= value < 2**31 else b"\x8a\x08" + struct.pack("<q", value)
+        return self
+
+    def done(self) -> bytes:
+        return bytes(self.data + b".")
+
+
+def torch_zip(payload: bytes, storages: dict[str, bytes]) -> bytes:
+    """A PyTorch-style zip archive (``archive/data.pkl`` + ``archive/data/<key>``)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/version", "3\n")
+        for key, raw in storages.items():
+            archive.writestr(f"archive/data/{key}", raw)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(size: tuple[int, int] = (48, 40), color: tuple[int, int, int] = (200, 60, 30)) -> bytes:
+    """A plain-colour JPEG file's bytes."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR claims ``width`` x ``height`` (a decompression-bomb header, no data)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def a_file(folder: Path) -> Path:
+    """A small regular file ``folder/file`` (where a folder is expected)."""
+    (folder / "file").write_text("x")
+    return folder / "file"
+
+
+HOSTILE_CONFIG = dataclasses.replace(SMALL_2X, name="audit-tiny", resolution=16, num_res_blocks=2)
+"""The hostile cases' small codec: ch 32, ch_mult (1, 2) (f=2), no attention, a VQ codebook of 64 codes."""
+
+
+@functools.cache
+def hostile_tiny() -> Codec:
+    """An eval-mode codec of :data:`HOSTILE_CONFIG` (seed 0), built once."""
+    return tiny_codec(config=HOSTILE_CONFIG)
+
+
+@functools.cache
+def hostile_photos() -> Codec:
+    """The shipped ``movqgan-tiny-photos`` (f=8, EMA codebook of 1024), loaded once."""
+    import movq
+
+    return movq.load("movqgan-tiny-photos")
+
+
+@functools.cache
+def hostile_tiny_folder() -> Path:
+    """:func:`hostile_tiny` saved with ``save_pretrained``."""
+    return hostile_tiny().save_pretrained(Work.shared / "tiny-folder")
+
+
+@functools.cache
+def hostile_tiny_state() -> dict[str, torch.Tensor]:
+    """:func:`hostile_tiny`'s weights as a plain dict (no saved config)."""
+    return {k: v.clone() for k, v in hostile_tiny().state_dict().items()}
+
+
+@functools.cache
+def hostile_preset_state() -> dict[str, torch.Tensor]:
+    """Weights of a random ``movqgan-tiny`` preset codec (seed 1; a plain dict, original key format)."""
+    return {k: v.clone() for k, v in tiny_codec(seed=1).state_dict().items()}
+
+
+@functools.cache
+def hostile_ckpt_file() -> Path:
+    """A plain original-format checkpoint ``tiny.ckpt`` of :func:`hostile_preset_state` (no saved config)."""
+    path = Work.shared / "tiny.ckpt"
+    torch.save({"state_dict": hostile_preset_state()}, path)
+    return path
+
+
+@functools.cache
+def hostile_images() -> Path:
+    """Four photo-like 56x48 JPEGs ``photo0.jpg`` .. ``photo3.jpg`` (what the bench and training read)."""
+    folder = Work.shared / "images"
+    folder.mkdir()
+    for i in range(4):
+        smooth_image(i, (56, 48)).save(folder / f"photo{i}.jpg", quality=92)
+    return folder
+
+
+def folder_with(files: dict[str, bytes | Image.Image], good: int = 0) -> Path:
+    """A fresh data folder holding ``files`` (bytes or PIL images) plus ``good`` of :func:`hostile_images`."""
+    import shutil
+
+    folder = Work.new("data")
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content.save(path) if isinstance(content, Image.Image) else path.write_bytes(content)
+    for src in sorted(hostile_images().iterdir())[:good]:
+        shutil.copy(src, folder / src.name)
+    return folder

@@ -1,4 +1,5 @@
-"""Regression tests for the hostile-input audit (``benchmarks/hostile_inputs.py`` runs the full audit).
+"""Regression tests for the hostile-input audit (its full set of cases: ``test_hostile_files.py``,
+``test_hostile_codec.py``, ``test_hostile_cli.py``).
 
 One test per problem the audit found and fixed: each hostile file, argument or input gets a clear
 ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` (or a one-line CLI error), never a raw
