@@ -34,12 +34,13 @@ from movq.atomic import atomic_write_text
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
+from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.ema import ModelEMA
 from movq.train.loop import TrainLoop, require_state_keys
-from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
 from movq.train.tokens import open_token_folder
 
 PROG = "movq-t2i-train"
@@ -233,6 +234,7 @@ class T2ITrainer:
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), cfg.lr, betas=cfg.betas)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.optimizer_step = OptimizerStep(self.model, self.opt, self.sched, cfg.grad_clip, self.ema)
         self.amp = autocast_dtype(cfg, self.device)
         self.loss = self.loop.wrap(_Loss(self.model))
         self.loop.set_data(Unseeded(self.dataset), CaptionCollate(self.tokenizer, self.config.text_len))
@@ -275,31 +277,15 @@ class T2ITrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Model, EMA, optimizer and scheduler (tensors and plain values), and the model config."""
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "t2i_config": self.config.to_dict(),
-        }
+        return {**self.optimizer_step.state_dict(), "t2i_config": self.config.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+        self.optimizer_step.load_state_dict(state)
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or model (architecture, tokens or tokenizer), naming the fields."""
         require_state_keys(state, ("model", "ema", "opt", "sched"), self.out, PROG)
-        saved, now = state.get("t2i_config", {}), self.config.to_dict()
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if saved and changed:
-            raise ValueError(
-                f"this run ({self.out}) trained a model with {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}, "
-                f"but the flags and data now give {', '.join(f'{k}={now.get(k)!r}' for k in changed)}; "
-                "drop those flags to resume, or use a new --out"
-            )
+        check_same_run(state.get("t2i_config", {}), self.config.to_dict(), self.out, "model")
 
     def export(self) -> None:
         """The EMA release weights: ``OUT/config.json`` + ``OUT/model.safetensors``."""
@@ -323,13 +309,8 @@ class T2ITrainer:
                     total, text_loss, image_loss = self.loss(text, image)
                 (total / cfg.grad_accum).backward()
             sums += torch.stack([total, text_loss, image_loss]).detach().float() / cfg.grad_accum
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        self.ema.update(self.model)
-        return {"loss": sums[0], "text": sums[1], "image": sums[2], "grad_norm": grad_norm.detach().float()}
+        grad_norm = self.optimizer_step()
+        return {"loss": sums[0], "text": sums[1], "image": sums[2], "grad_norm": grad_norm}
 
     def run(self) -> int:
         """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,14 @@ from torch import Tensor, nn
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
+from movq.train.checkpoint import check_same_run
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
 from movq.train.loop import TrainLoop, require_state_keys
 from movq.train.losses import CodecLoss, NLayerDiscriminator, hinge_d_loss
-from movq.train.optim import autocast, autocast_dtype, lr_lambda, no_sync_unless
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, lr_lambda, no_sync_unless
 
 LOG_FIELDS = (
     "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
@@ -91,6 +91,9 @@ class Trainer:
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.d_sched = torch.optim.lr_scheduler.LambdaLR(self.d_opt, lr_lambda(cfg))
+        self.optimizer_step = OptimizerStep(self.codec, self.opt, self.sched, cfg.grad_clip, self.ema)
+        # the discriminator's schedule is counted in codec steps, also before disc_start
+        self.d_optimizer_step = OptimizerStep(self.disc, self.d_opt, self.d_sched, grad_clip=None)
         self.amp = autocast_dtype(cfg, self.device)
         self.model, self.disc_ddp = self.loop.wrap(self.codec), self.loop.wrap(self.disc)
         self._check_memory()
@@ -144,33 +147,21 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Codec, EMA, discriminator, optimizers and schedulers (tensors and plain values)."""
         return {
-            "model": self.codec.state_dict(), "ema": self.ema.state_dict(), "disc": self.disc.state_dict(),
-            "opt": self.opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "sched": self.sched.state_dict(), "d_sched": self.d_sched.state_dict(),
-            "codec_config": self.codec.config.to_dict(),
+            **self.optimizer_step.state_dict(), "disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "d_sched": self.d_sched.state_dict(), "codec_config": self.codec.config.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.codec.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        self.optimizer_step.load_state_dict(state)
         self.disc.load_state_dict(state["disc"])
-        self.opt.load_state_dict(state["opt"])
         self.d_opt.load_state_dict(state["d_opt"])
-        self.sched.load_state_dict(state["sched"])
         self.d_sched.load_state_dict(state["d_sched"])
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or architecture, naming the keys or fields that differ."""
         require_state_keys(state, ("model", "ema", "disc", "opt", "d_opt", "sched", "d_sched"), self.out, "movq-train")
-        saved_arch = {k: v for k, v in state.get("codec_config", {}).items() if k != "name"}
-        arch = {k: v for k, v in self.codec.config.to_dict().items() if k != "name"}
-        if saved_arch and saved_arch != arch:
-            changed = sorted(k for k in set(saved_arch) | set(arch) if saved_arch.get(k) != arch.get(k))
-            raise ValueError(
-                f"this run ({self.out}) was trained with architecture {state['codec_config'].get('name')!r} "
-                f"({', '.join(f'{k}={saved_arch.get(k)!r}' for k in changed)}), but --preset/--codec/--init now give "
-                f"({', '.join(f'{k}={arch.get(k)!r}' for k in changed)}); drop those flags to resume, or use a new --out"
-            )
+        saved = state.get("codec_config", {})
+        check_same_run(saved, self.codec.config.to_dict(), self.out, f"architecture {saved.get('name')!r}", ignore=("name",))
 
     def state(self) -> dict[str, Any]:
         """The whole checkpoint (this state plus the loop's step, data position and RNG streams)."""
@@ -240,18 +231,8 @@ class Trainer:
                 scaled = value.detach().float() / cfg.grad_accum
                 sums[key] = sums[key] + scaled if key in sums else scaled
             self._last_batch = (x, x_hat)
-        grad_norm = nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        if gan:
-            self.d_opt.step()
-        self.d_opt.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # before disc_start d_opt has not stepped yet: expected
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-            self.d_sched.step()  # same warm-up + cosine as the codec, counted in codec steps
-        self.ema.update(self.codec)
-        sums["grad_norm"] = grad_norm.detach().float()
+        sums["grad_norm"] = self.optimizer_step()
+        self.d_optimizer_step(apply=gan)
         return sums
 
     def _save_images(self, step: int) -> None:
