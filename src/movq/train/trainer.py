@@ -14,6 +14,7 @@ from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
 from movq.train.checkpoint import check_same_run
+from movq.train.cli import merge_dicts
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
@@ -32,16 +33,6 @@ HISTOGRAM_CAP = 2**20
 """Largest codebook whose per-code usage is counted for the logs (larger ones count the first codes)."""
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("kind", out[key].get("kind")) != out[key].get("kind"):
-            out[key] = value  # another quantizer kind: replace, do not merge
-            continue
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def build_codec(cfg: TrainConfig) -> Codec:
     """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec`` overrides."""
     if cfg.init:
@@ -51,7 +42,7 @@ def build_codec(cfg: TrainConfig) -> Codec:
         if cfg.codec:
             raise ValueError("codec overrides cannot be combined with --init (the weights fix the architecture)")
         return codec.float().train()
-    config = CodecConfig.from_dict(_merge(get_preset(cfg.preset).to_dict(), cfg.codec))
+    config = CodecConfig.from_dict(merge_dicts(get_preset(cfg.preset).to_dict(), cfg.codec))
     return Codec(config).train()
 
 
