@@ -19,7 +19,7 @@ from movq.train.losses import (
     hinge_d_loss,
     reconstruction_terms,
 )
-from movq.train.trainer import lr_lambda
+from movq.train.optim import lr_lambda
 
 
 def test_reconstruction_terms_by_hand():

@@ -50,9 +50,8 @@ from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
-from movq.train.ema import ModelEMA
 from movq.train.loop import TrainLoop
-from movq.train.optim import OptimizerStep, autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 from movq.train.tokens import open_token_folder
 
 PROG = "movq-diffusion-train"
@@ -186,10 +185,8 @@ class DiffusionTrainer:
         if cfg.p_uncond > 0 and self.dataset.num_classes is None and self.dataset.cond_dim is None:
             self.loop.print("no class labels or vectors: training an unconditional model")
         self.model = UNet(self.config).to(self.device).train()
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), cfg.lr, betas=cfg.betas)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.optimizer_step = OptimizerStep(self.model, self.opt, self.sched, cfg.grad_clip, self.ema)
+        self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
+        self.opt, self.sched, self.ema = self.optimizer_step.opt, self.optimizer_step.sched, self.optimizer_step.ema
         self.amp = autocast_dtype(cfg, self.device)
         self.net = self.loop.wrap(self.model)
         self.loop.set_data(Unseeded(self.dataset), collate_latents)

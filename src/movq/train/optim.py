@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from movq.train.ema import ModelEMA
+
+if TYPE_CHECKING:
+    from movq.train.config import OptimConfig
 
 
 class ScheduleConfig(Protocol):
@@ -86,7 +89,8 @@ class OptimizerStep:
     ``0`` for no clipping (the norm is still measured), ``None`` for neither. ``ema``: updated after
     every applied step, or ``None``.
 
-    ``step = OptimizerStep(model, opt, sched, cfg.grad_clip, ema)``; after the backward passes,
+    ``step = OptimizerStep(model, opt, sched, cfg.grad_clip, ema)`` (or :meth:`adamw`, what the
+    trainers use: AdamW, warm-up + cosine, EMA, all from the config); after the backward passes,
     ``grad_norm = step()`` returns the norm before clipping as a 0-d float32 tensor on the device,
     never read back (no host sync), or ``None`` when ``grad_clip`` is ``None``. ``step(apply=False)``
     (a model that does not train yet, such as the codec's discriminator before ``disc_start``) skips
@@ -99,6 +103,21 @@ class OptimizerStep:
                  grad_clip: float | None = 0.0, ema: ModelEMA | None = None) -> None:
         self.model, self.opt, self.sched, self.ema = model, opt, sched, ema
         self.max_norm = None if grad_clip is None else grad_clip if grad_clip > 0 else float("inf")
+
+    @classmethod
+    def adamw(cls, model: nn.Module, cfg: OptimConfig, params: Any = None, lr: float | None = None,
+              ema: bool = True, clip: bool = True) -> OptimizerStep:
+        """The step of an :class:`~movq.train.config.OptimConfig`: AdamW over ``params`` (default
+        :func:`decay_groups`: weight decay on linear and convolution weights only; an iterable of
+        parameters all decay) at ``lr`` (default ``cfg.lr``) with ``cfg.betas`` and ``cfg.weight_decay``,
+        the warm-up + cosine schedule (:func:`lr_lambda`), clipping at ``cfg.grad_clip`` (``clip=False``:
+        none, no norm) and a :class:`~movq.train.ema.ModelEMA` of ``model`` (``ema=False``: none)."""
+        if params is None:
+            params = decay_groups(model, cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr or cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+        average = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup) if ema else None
+        return cls(model, opt, sched, cfg.grad_clip if clip else None, average)
 
     def __call__(self, apply: bool = True) -> Tensor | None:
         grad_norm = None

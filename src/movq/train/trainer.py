@@ -17,11 +17,10 @@ from movq.train.checkpoint import check_same_run
 from movq.train.cli import merge_dicts
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
-from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
 from movq.train.loop import TrainLoop, require_state_keys
 from movq.train.losses import CodecLoss, NLayerDiscriminator, hinge_d_loss
-from movq.train.optim import OptimizerStep, autocast, autocast_dtype, lr_lambda, no_sync_unless
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 
 LOG_FIELDS = (
     "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
@@ -72,19 +71,15 @@ class Trainer:
             raise ValueError(
                 f"--resolution {cfg.resolution} must be a positive multiple of the codec's downsample factor {factor}"
             )
-        self.ema = ModelEMA(self.codec, cfg.ema_decay, cfg.ema_warmup)
         self.disc = NLayerDiscriminator(3, cfg.disc_ndf, cfg.disc_layers, cfg.disc_norm).to(self.device)
         self.perceptual = self._perceptual()
         self.loss = CodecLoss(cfg.loss, cfg.adaptive_weight)
-        self.opt = torch.optim.AdamW(self.codec.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.d_opt = torch.optim.AdamW(
-            self.disc.parameters(), cfg.disc_lr or cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-        )
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.d_sched = torch.optim.lr_scheduler.LambdaLR(self.d_opt, lr_lambda(cfg))
-        self.optimizer_step = OptimizerStep(self.codec, self.opt, self.sched, cfg.grad_clip, self.ema)
-        # the discriminator's schedule is counted in codec steps, also before disc_start
-        self.d_optimizer_step = OptimizerStep(self.disc, self.d_opt, self.d_sched, grad_clip=None)
+        # AdamW with weight decay on every codec weight (the recipe); the discriminator: no EMA, no
+        # clipping, its schedule counted in codec steps (also before disc_start)
+        self.optimizer_step = OptimizerStep.adamw(self.codec, cfg, params=self.codec.parameters())
+        self.d_optimizer_step = OptimizerStep.adamw(self.disc, cfg, self.disc.parameters(), cfg.disc_lr, ema=False, clip=False)
+        self.opt, self.sched, self.ema = self.optimizer_step.opt, self.optimizer_step.sched, self.optimizer_step.ema
+        self.d_opt, self.d_sched = self.d_optimizer_step.opt, self.d_optimizer_step.sched
         self.amp = autocast_dtype(cfg, self.device)
         self.model, self.disc_ddp = self.loop.wrap(self.codec), self.loop.wrap(self.disc)
         self._check_memory()
