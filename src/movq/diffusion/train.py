@@ -50,7 +50,7 @@ from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
-from movq.train.loop import TrainLoop
+from movq.train.loop import TaskBase, TrainLoop
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 from movq.train.tokens import open_token_folder
 
@@ -155,7 +155,7 @@ HELP = {
 }
 
 
-class DiffusionTrainer:
+class DiffusionTrainer(TaskBase):
     """Trains a :class:`~movq.diffusion.UNet` on codec latents as a :class:`DiffusionTrainConfig` says.
 
     The :class:`~movq.train.loop.TrainLoop`'s task (``self.loop`` owns data order, checkpoints, exact
@@ -192,11 +192,6 @@ class DiffusionTrainer:
         self.loop.set_data(Unseeded(self.dataset), collate_latents)
         self.loop.begin(self)
 
-    @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
-
     def _open_data(self) -> LatentItems:
         cfg = self.cfg
         latents = open_token_folder(
@@ -219,14 +214,11 @@ class DiffusionTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """UNet, EMA, optimizer, scheduler (tensors and plain values), and what the model was built from."""
-        return {**self.optimizer_step.state_dict(), **self._identity()}
+        return {**super().state_dict(), **self._identity()}
 
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
                 "latent_scale": self.latent_scale, "labels": self.dataset.label_names}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer_step.load_state_dict(state)
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
@@ -238,9 +230,6 @@ class DiffusionTrainer:
         self.model.save_pretrained(self.out, ema=self.ema)
         self.diffusion.save_pretrained(self.out)
         write_release_info(self.out, self.release_info())
-
-    def log_row(self) -> dict[str, float | int]:
-        return {"lr": self.sched.get_last_lr()[0]}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -272,11 +261,6 @@ class DiffusionTrainer:
         if self.diffusion.config.learned_variance:
             out["vb"] = sums[2]
         return out
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
-        self.model.train()
-        return self.loop.run(self)
 
 
 def train(cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> DiffusionTrainer:

@@ -38,7 +38,7 @@ from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
-from movq.train.loop import TrainLoop, require_state_keys
+from movq.train.loop import TaskBase, TrainLoop, require_state_keys
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 from movq.train.tokens import open_token_folder
 
@@ -209,7 +209,7 @@ class _Loss(nn.Module):
         return loss.total, loss.text, loss.image
 
 
-class T2ITrainer:
+class T2ITrainer(TaskBase):
     """Trains a :class:`~movq.t2i.T2ITransformer` as described by a :class:`T2ITrainConfig`.
 
     The :class:`~movq.train.loop.TrainLoop`'s task: the loop (``self.loop``) owns data order,
@@ -240,11 +240,6 @@ class T2ITrainer:
             atomic_write_text(self.out / CODEC_INFO, json.dumps(self.codec_info(), indent=2) + "\n")
         self.loop.begin(self)
 
-    @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
-
     def codec_info(self) -> dict[str, Any]:
         """What ``OUT/codec.json`` records: the codec whose tokens the model was trained on."""
         keys = (
@@ -274,10 +269,7 @@ class T2ITrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Model, EMA, optimizer and scheduler (tensors and plain values), and the model config."""
-        return {**self.optimizer_step.state_dict(), "t2i_config": self.config.to_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer_step.load_state_dict(state)
+        return {**super().state_dict(), "t2i_config": self.config.to_dict()}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or model (architecture, tokens or tokenizer), naming the fields."""
@@ -287,9 +279,6 @@ class T2ITrainer:
     def export(self) -> None:
         """The EMA release weights: ``OUT/config.json`` + ``OUT/model.safetensors``."""
         self.ema.module.save_pretrained(self.out)
-
-    def log_row(self) -> dict[str, float | int]:
-        return {"lr": self.sched.get_last_lr()[0]}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -308,11 +297,6 @@ class T2ITrainer:
             sums += torch.stack([total, text_loss, image_loss]).detach().float() / cfg.grad_accum
         grad_norm = self.optimizer_step()
         return {"loss": sums[0], "text": sums[1], "image": sums[2], "grad_norm": grad_norm}
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
-        self.model.train()
-        return self.loop.run(self)
 
 
 def train(cfg: T2ITrainConfig, dataset: Any = None) -> T2ITrainer:

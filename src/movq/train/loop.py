@@ -35,6 +35,7 @@ from movq.train import checkpoint as ckpt
 from movq.train.config import RunConfig
 from movq.train.data import ResumableSampler
 from movq.train.logs import CSVLog, TensorBoardLog
+from movq.train.optim import OptimizerStep
 
 LOADER_SEED_OFFSET = 7
 """Keeps the DataLoader generator's seed apart from the model-initialisation and runtime seeds."""
@@ -76,6 +77,44 @@ class TrainTask(Protocol):
     def log_row(self) -> dict[str, float | int]: ...
 
     def export(self) -> None: ...
+
+
+class TaskBase:
+    """The half of a :class:`TrainTask` that every movq trainer shares.
+
+    A subclass sets ``self.loop`` (its :class:`TrainLoop`) and ``self.optimizer_step`` (the model
+    it trains with its optimizer, schedule and EMA: :class:`~movq.train.optim.OptimizerStep`) and
+    adds ``train_step``, ``check_resume`` and ``export``. Given here: ``step``, ``state_dict`` /
+    ``load_state_dict`` (those of the optimizer step: extend them with more), ``log_row`` (the
+    learning rate), ``after_step`` (nothing) and ``run``.
+    """
+
+    loop: TrainLoop
+    optimizer_step: OptimizerStep
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done so far."""
+        return self.loop.step
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, EMA, optimizer and schedule (tensors and plain values)."""
+        return self.optimizer_step.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer_step.load_state_dict(state)
+
+    def log_row(self) -> dict[str, float | int]:
+        """The learning rate of the step just taken."""
+        return {"lr": self.optimizer_step.sched.get_last_lr()[0]}
+
+    def after_step(self, step: int) -> None:
+        """Runs after every optimizer step (e.g. image grids); nothing by default."""
+
+    def run(self) -> int:
+        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
+        self.optimizer_step.model.train()
+        return self.loop.run(self, after_step=self.after_step)
 
 
 class TrainLoop:

@@ -18,7 +18,7 @@ from movq.train.cli import merge_dicts
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.logs import dead_codes, save_grid
-from movq.train.loop import TrainLoop, require_state_keys
+from movq.train.loop import TaskBase, TrainLoop, require_state_keys
 from movq.train.losses import CodecLoss, NLayerDiscriminator, hinge_d_loss
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 
@@ -45,7 +45,7 @@ def build_codec(cfg: TrainConfig) -> Codec:
     return Codec(config).train()
 
 
-class Trainer:
+class Trainer(TaskBase):
     """Trains one codec as described by a :class:`TrainConfig` (see ``movq-train --help``).
 
     Build it, then call :meth:`run`; it returns the final step. Under ``torchrun`` every process
@@ -91,11 +91,6 @@ class Trainer:
         self.loop.begin(self)
 
     @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
-
-    @property
     def skipped(self) -> set[str]:
         """Paths of unreadable files met so far (replaced by the next readable file)."""
         return self.loop.skipped
@@ -133,12 +128,12 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Codec, EMA, discriminator, optimizers and schedulers (tensors and plain values)."""
         return {
-            **self.optimizer_step.state_dict(), "disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict(),
+            **super().state_dict(), "disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict(),
             "d_sched": self.d_sched.state_dict(), "codec_config": self.codec.config.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer_step.load_state_dict(state)
+        super().load_state_dict(state)
         self.disc.load_state_dict(state["disc"])
         self.d_opt.load_state_dict(state["d_opt"])
         self.d_sched.load_state_dict(state["d_sched"])
@@ -167,7 +162,7 @@ class Trainer:
         self.counts.zero_()
         dead, usage = dead_codes(counts)
         perplexity = float(histogram_perplexity(counts))
-        return {"lr": self.sched.get_last_lr()[0], "usage": usage, "dead_codes": dead, "perplexity": perplexity}
+        return {**super().log_row(), "usage": usage, "dead_codes": dead, "perplexity": perplexity}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -221,14 +216,10 @@ class Trainer:
         self.d_optimizer_step(apply=gan)
         return sums
 
-    def _save_images(self, step: int) -> None:
+    def after_step(self, step: int) -> None:
+        """The image grid of the last batch every ``image_every`` steps (rank 0)."""
         if self.dist.is_main and step % self.cfg.image_every == 0 and self._last_batch is not None:
             save_grid(self.out / "images" / f"step-{step:08d}.png", *self._last_batch)
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a SIGTERM/SIGINT: save and return). Returns the last step."""
-        self.codec.train()
-        return self.loop.run(self, after_step=self._save_images)
 
 
 def train(cfg: TrainConfig) -> Trainer:
