@@ -1,8 +1,9 @@
 """The training skeleton every movq trainer shares: codec training today, the text-to-image and
 diffusion trainers on top of it.
 
-A trainer owns its models, losses and optimizers and hands the loop a :class:`TrainTask`; the
-:class:`TrainLoop` owns everything else, the same way for every model:
+A trainer owns its models, losses and optimizers (each trained model with an
+:class:`~movq.train.optim.OptimizerStep`) and hands the loop a :class:`TrainTask` (its shared half:
+:class:`TaskBase`); the :class:`TrainLoop` owns everything else, the same way for every model:
 
 - distributed set-up (``torchrun``), seeds (identical initialisation on every replica, then a
   per-rank runtime stream), the device;
@@ -61,7 +62,8 @@ class TrainTask(Protocol):
     iterator as it needs (gradient accumulation), and returns 0-d tensors (kept on the device).
     ``state_dict`` / ``load_state_dict`` hold models, EMA, optimizers and schedulers (tensors and
     plain values only). ``check_resume(state)`` raises ``ValueError`` when a saved run does not fit
-    (another trainer: :func:`require_state_keys`; another architecture); a state that
+    (another trainer: :func:`require_state_keys`; another architecture or settings:
+    :func:`movq.train.checkpoint.check_same_run`); a state that
     ``load_state_dict`` still cannot take is refused by the loop with a one-line ``ValueError``. ``log_row()`` adds values to a log row (learning rate, codebook usage).
     ``export()`` writes the release weights (rank 0, after each checkpoint).
     """
