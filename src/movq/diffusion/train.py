@@ -186,7 +186,6 @@ class DiffusionTrainer(TaskBase):
             self.loop.print("no class labels or vectors: training an unconditional model")
         self.model = UNet(self.config).to(self.device).train()
         self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
-        self.opt, self.sched, self.ema = self.optimizer_step.opt, self.optimizer_step.sched, self.optimizer_step.ema
         self.amp = autocast_dtype(cfg, self.device)
         self.net = self.loop.wrap(self.model)
         self.loop.set_data(Unseeded(self.dataset), collate_latents)

@@ -231,7 +231,6 @@ class T2ITrainer(TaskBase):
         self._check_memory()
         self.model = T2ITransformer(self.config).to(self.device).train()
         self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
-        self.opt, self.sched, self.ema = self.optimizer_step.opt, self.optimizer_step.sched, self.optimizer_step.ema
         self.amp = autocast_dtype(cfg, self.device)
         self.loss = self.loop.wrap(_Loss(self.model))
         self.loop.set_data(Unseeded(self.dataset), CaptionCollate(self.tokenizer, self.config.text_len))

@@ -86,9 +86,9 @@ class TaskBase:
 
     A subclass sets ``self.loop`` (its :class:`TrainLoop`) and ``self.optimizer_step`` (the model
     it trains with its optimizer, schedule and EMA: :class:`~movq.train.optim.OptimizerStep`) and
-    adds ``train_step``, ``check_resume`` and ``export``. Given here: ``step``, ``state_dict`` /
-    ``load_state_dict`` (those of the optimizer step: extend them with more), ``log_row`` (the
-    learning rate), ``after_step`` (nothing) and ``run``.
+    adds ``train_step``, ``check_resume`` and ``export``. Given here: ``step``, ``opt`` / ``sched`` /
+    ``ema`` (the optimizer step's), ``state_dict`` / ``load_state_dict`` (those of the optimizer
+    step: extend them with more), ``log_row`` (the learning rate), ``after_step`` (nothing) and ``run``.
     """
 
     loop: TrainLoop
@@ -98,6 +98,21 @@ class TaskBase:
     def step(self) -> int:
         """Optimizer steps done so far."""
         return self.loop.step
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        """The trained model's optimizer."""
+        return self.optimizer_step.opt
+
+    @property
+    def sched(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """Its learning-rate schedule."""
+        return self.optimizer_step.sched
+
+    @property
+    def ema(self) -> Any:
+        """Its :class:`~movq.train.ema.ModelEMA` (the release weights)."""
+        return self.optimizer_step.ema
 
     def state_dict(self) -> dict[str, Any]:
         """Model, EMA, optimizer and schedule (tensors and plain values)."""

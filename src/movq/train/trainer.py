@@ -78,7 +78,6 @@ class Trainer(TaskBase):
         # clipping, its schedule counted in codec steps (also before disc_start)
         self.optimizer_step = OptimizerStep.adamw(self.codec, cfg, params=self.codec.parameters())
         self.d_optimizer_step = OptimizerStep.adamw(self.disc, cfg, self.disc.parameters(), cfg.disc_lr, ema=False, clip=False)
-        self.opt, self.sched, self.ema = self.optimizer_step.opt, self.optimizer_step.sched, self.optimizer_step.ema
         self.d_opt, self.d_sched = self.d_optimizer_step.opt, self.d_optimizer_step.sched
         self.amp = autocast_dtype(cfg, self.device)
         self.model, self.disc_ddp = self.loop.wrap(self.codec), self.loop.wrap(self.disc)
