@@ -19,7 +19,7 @@ from movq.train.losses import (
     hinge_d_loss,
     reconstruction_terms,
 )
-from movq.train.trainer import lr_lambda
+from movq.train.optim import lr_lambda
 
 
 def test_reconstruction_terms_by_hand():
@@ -113,3 +113,61 @@ def test_loss_weights_are_one_nested_field(tmp_path):
         TrainConfig.from_dict({"loss": {"adversarial": 1}})
     with pytest.raises(ValueError, match="w_vq and loss.vq"):
         TrainConfig.from_dict({"w_vq": 1, "loss": {"vq": 2}})
+
+
+def test_optimizer_step_is_clip_step_zero_schedule_ema():
+    from movq.train.config import OptimConfig
+    from movq.train.optim import OptimizerStep
+
+    cfg = OptimConfig(lr=0.1, warmup_steps=2, max_steps=10, grad_clip=0.5, ema_decay=0.5, ema_warmup=False)
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(4, 3), torch.randn(8, 4)
+    by_hand = torch.nn.Linear(4, 3)
+    by_hand.load_state_dict(model.state_dict())
+    step = OptimizerStep.adamw(model, cfg, params=model.parameters())
+    opt = torch.optim.AdamW(by_hand.parameters(), 0.1, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    ema = ModelEMA(by_hand, 0.5, warmup=False)
+    for _ in range(3):
+        model(x).pow(2).sum().backward()
+        grad_norm = step()
+        by_hand(x).pow(2).sum().backward()
+        expected = torch.nn.utils.clip_grad_norm_(by_hand.parameters(), 0.5)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        ema.update(by_hand)
+        assert grad_norm.dtype == torch.float32 and torch.equal(grad_norm, expected)
+    assert all(p.grad is None for p in model.parameters())
+    for name, value in by_hand.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value) and torch.equal(step.ema.module.state_dict()[name], ema.module.state_dict()[name])
+    assert step.sched.state_dict() == sched.state_dict() and set(step.state_dict()) == {"model", "ema", "opt", "sched"}
+    frozen = OptimizerStep.adamw(by_hand, cfg, ema=False, clip=False)
+    weight = by_hand.weight.detach().clone()
+    by_hand(x).sum().backward()
+    assert frozen(apply=False) is None  # no step, no norm: gradients dropped, the schedule still counts
+    assert torch.equal(by_hand.weight, weight) and by_hand.weight.grad is None and frozen.sched.last_epoch == 1
+
+
+def test_check_same_run_names_each_field_saved_and_given(tmp_path):
+    from movq.train.checkpoint import check_same_run
+
+    saved = {"name": "a", "ch": 32, "quantizer": {"kind": "vq", "codebook_size": 16}}
+    check_same_run(saved, {**saved, "name": "b"}, tmp_path, ignore=("name",))
+    check_same_run({}, saved, tmp_path)  # an older checkpoint that recorded nothing
+    with pytest.raises(ValueError, match="drop the flags") as info:
+        check_same_run(saved, {**saved, "ch": 64, "quantizer": {"kind": "vq", "codebook_size": 8}}, tmp_path, "architecture")
+    message = str(info.value)
+    assert f"this run ({tmp_path}) was trained with architecture (ch=32, quantizer.codebook_size=16)" in message
+    assert "now give (ch=64, quantizer.codebook_size=8)" in message and "name=" not in message
+
+
+def test_merge_dicts_recursive_with_kind_and_only():
+    from movq.train.cli import merge_dicts
+
+    base = {"a": 1, "q": {"kind": "vq", "size": 16, "beta": 0.25}, "loss": {"l1": 1.0, "l2": 0.0}, "codec": {"ch": 32, "z": 4}}
+    assert merge_dicts(base, {"q": {"size": 8}})["q"] == {"kind": "vq", "size": 8, "beta": 0.25}
+    assert merge_dicts(base, {"q": {"kind": "fsq", "levels": [8, 5]}})["q"] == {"kind": "fsq", "levels": [8, 5]}
+    layered = merge_dicts(base, {"loss": {"l2": 1.0}, "codec": {"ch": 64}, "a": 2}, only={"loss"})
+    assert layered == {**base, "a": 2, "loss": {"l1": 1.0, "l2": 1.0}, "codec": {"ch": 64}}
+    assert base["q"]["size"] == 16  # neither input changes

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.data import LABEL_MODES, LatentItems, collate_latents, labelled_latents, latent_std
@@ -46,12 +46,12 @@ from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.release import write_release_info
 from movq.diffusion.unet import UNet
+from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
-from movq.train.ema import ModelEMA
-from movq.train.loop import TrainLoop
-from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.loop import TaskBase, TrainLoop
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 from movq.train.tokens import open_token_folder
 
 PROG = "movq-diffusion-train"
@@ -155,7 +155,7 @@ HELP = {
 }
 
 
-class DiffusionTrainer:
+class DiffusionTrainer(TaskBase):
     """Trains a :class:`~movq.diffusion.UNet` on codec latents as a :class:`DiffusionTrainConfig` says.
 
     The :class:`~movq.train.loop.TrainLoop`'s task (``self.loop`` owns data order, checkpoints, exact
@@ -185,18 +185,11 @@ class DiffusionTrainer:
         if cfg.p_uncond > 0 and self.dataset.num_classes is None and self.dataset.cond_dim is None:
             self.loop.print("no class labels or vectors: training an unconditional model")
         self.model = UNet(self.config).to(self.device).train()
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), cfg.lr, betas=cfg.betas)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
         self.amp = autocast_dtype(cfg, self.device)
         self.net = self.loop.wrap(self.model)
         self.loop.set_data(Unseeded(self.dataset), collate_latents)
         self.loop.begin(self)
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
 
     def _open_data(self) -> LatentItems:
         cfg = self.cfg
@@ -220,40 +213,22 @@ class DiffusionTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """UNet, EMA, optimizer, scheduler (tensors and plain values), and what the model was built from."""
-        return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(), **self._identity(),
-        }
+        return {**super().state_dict(), **self._identity()}
 
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
                 "latent_scale": self.latent_scale, "labels": self.dataset.label_names}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
         now = self._identity()
-        changed = [k for k in now if k in state and state[k] != now[k]]
-        if changed:
-            detail = "; ".join(f"{k}: saved {state[k]!r}, now {now[k]!r}" for k in changed)
-            raise ValueError(
-                f"this run ({self.out}) was trained with other settings ({detail}); drop the flags that changed them "
-                "to resume, or use a new --out"
-            )
+        check_same_run({k: state[k] for k in now if k in state}, now, self.out)
 
     def export(self) -> None:
         """The release: UNet (+ EMA), ``diffusion.json`` and ``latent_diffusion.json`` in ``OUT``."""
         self.model.save_pretrained(self.out, ema=self.ema)
         self.diffusion.save_pretrained(self.out)
         write_release_info(self.out, self.release_info())
-
-    def log_row(self) -> dict[str, float | int]:
-        return {"lr": self.sched.get_last_lr()[0]}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -280,21 +255,11 @@ class DiffusionTrainer:
                 (loss / cfg.grad_accum).backward()
             vb = terms["vb"].mean() if "vb" in terms else torch.zeros((), device=self.device)
             sums += torch.stack([loss, terms["mse"].mean(), vb]).detach().float() / cfg.grad_accum
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        self.ema.update(self.model)
-        out = {"loss": sums[0], "mse": sums[1], "grad_norm": grad_norm.detach().float()}
+        grad_norm = self.optimizer_step()
+        out = {"loss": sums[0], "mse": sums[1], "grad_norm": grad_norm}
         if self.diffusion.config.learned_variance:
             out["vb"] = sums[2]
         return out
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
-        self.model.train()
-        return self.loop.run(self)
 
 
 def train(cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> DiffusionTrainer:

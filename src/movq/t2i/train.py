@@ -34,12 +34,12 @@ from movq.atomic import atomic_write_text
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
+from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
-from movq.train.ema import ModelEMA
-from movq.train.loop import TrainLoop, require_state_keys
-from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
+from movq.train.loop import TaskBase, TrainLoop, require_state_keys
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 from movq.train.tokens import open_token_folder
 
 PROG = "movq-t2i-train"
@@ -209,7 +209,7 @@ class _Loss(nn.Module):
         return loss.total, loss.text, loss.image
 
 
-class T2ITrainer:
+class T2ITrainer(TaskBase):
     """Trains a :class:`~movq.t2i.T2ITransformer` as described by a :class:`T2ITrainConfig`.
 
     The :class:`~movq.train.loop.TrainLoop`'s task: the loop (``self.loop``) owns data order,
@@ -230,9 +230,7 @@ class T2ITrainer:
         self.config = model_config(cfg, self.meta, self.tokenizer)
         self._check_memory()
         self.model = T2ITransformer(self.config).to(self.device).train()
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        self.opt = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), cfg.lr, betas=cfg.betas)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
         self.amp = autocast_dtype(cfg, self.device)
         self.loss = self.loop.wrap(_Loss(self.model))
         self.loop.set_data(Unseeded(self.dataset), CaptionCollate(self.tokenizer, self.config.text_len))
@@ -240,11 +238,6 @@ class T2ITrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CODEC_INFO, json.dumps(self.codec_info(), indent=2) + "\n")
         self.loop.begin(self)
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
 
     def codec_info(self) -> dict[str, Any]:
         """What ``OUT/codec.json`` records: the codec whose tokens the model was trained on."""
@@ -275,38 +268,16 @@ class T2ITrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Model, EMA, optimizer and scheduler (tensors and plain values), and the model config."""
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
-            "t2i_config": self.config.to_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+        return {**super().state_dict(), "t2i_config": self.config.to_dict()}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or model (architecture, tokens or tokenizer), naming the fields."""
         require_state_keys(state, ("model", "ema", "opt", "sched"), self.out, PROG)
-        saved, now = state.get("t2i_config", {}), self.config.to_dict()
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if saved and changed:
-            raise ValueError(
-                f"this run ({self.out}) trained a model with {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}, "
-                f"but the flags and data now give {', '.join(f'{k}={now.get(k)!r}' for k in changed)}; "
-                "drop those flags to resume, or use a new --out"
-            )
+        check_same_run(state.get("t2i_config", {}), self.config.to_dict(), self.out, "model")
 
     def export(self) -> None:
         """The EMA release weights: ``OUT/config.json`` + ``OUT/model.safetensors``."""
         self.ema.module.save_pretrained(self.out)
-
-    def log_row(self) -> dict[str, float | int]:
-        return {"lr": self.sched.get_last_lr()[0]}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -323,18 +294,8 @@ class T2ITrainer:
                     total, text_loss, image_loss = self.loss(text, image)
                 (total / cfg.grad_accum).backward()
             sums += torch.stack([total, text_loss, image_loss]).detach().float() / cfg.grad_accum
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        self.ema.update(self.model)
-        return {"loss": sums[0], "text": sums[1], "image": sums[2], "grad_norm": grad_norm.detach().float()}
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
-        self.model.train()
-        return self.loop.run(self)
+        grad_norm = self.optimizer_step()
+        return {"loss": sums[0], "text": sums[1], "image": sums[2], "grad_norm": grad_norm}
 
 
 def train(cfg: T2ITrainConfig, dataset: Any = None) -> T2ITrainer:

@@ -9,6 +9,7 @@ The EMA release weights go to ``OUT/config.json`` + ``OUT/model.safetensors`` so
 ``state.pt`` holds only tensors and plain containers (RNG states included), and is read with
 ``torch.load(weights_only=True)``: a run folder from elsewhere can never run code on ``--resume``.
 A write that fails for lack of space raises :class:`CheckpointError` naming the last good checkpoint.
+:func:`check_same_run` refuses to resume a run with settings other than the ones it was trained with.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_same_run(saved: Mapping[str, Any], given: Mapping[str, Any], run_dir: str | os.PathLike,
+                   what: str = "settings", ignore: Collection[str] = ()) -> None:
+    """Refuse to resume the run in ``run_dir`` when ``given`` (what the flags and data give now) differs
+    from ``saved`` (what its checkpoint recorded, e.g. the model config); ``what`` names them in the message.
+
+    Nested dicts compare field by field (``diffusion_config.loss``). Only the fields ``saved``
+    records are compared (an older checkpoint that did not record one is not refused for it); a
+    field ``given`` lacks counts as ``None``; top-level fields named in ``ignore`` are skipped.
+    Raises ``ValueError`` listing every differing field with its saved and its given value, and how to go on.
+    """
+    now = dict(_leaves(given))
+    changed = [(key, value, now.get(key)) for key, value in _leaves(saved)
+               if key.split(".")[0] not in ignore and now.get(key) != value]
+    if changed:
+        before = ", ".join(f"{key}={value!r}" for key, value, _ in changed)
+        after = ", ".join(f"{key}={value!r}" for key, _, value in changed)
+        raise ValueError(
+            f"this run ({run_dir}) was trained with {what} ({before}), but the flags and data now give ({after}); "
+            "drop the flags that changed them to resume, or use a new --out"
+        )
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted name, value)`` of every non-dict value of ``tree`` (an empty dict is a value)."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -106,25 +106,34 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConf
     for key, value in args.items():
         if value is not None:  # a nested field's flag sets "parent.child"
             parent, _, child = key.partition(".")
-            given = _merge_layers(given, {parent: {child: value}} if child else {key: value}, nested)
+            given = merge_dicts(given, {parent: {child: value}} if child else {key: value}, nested)
     if given.get("resume") or values.get("resume"):
         out = given.get("out") or values.get("out")
         saved = _saved_config(Path(out)) if out else None
         if saved is not None:  # the run's own config, older spellings (flat loss weights) read too
-            values = _merge_layers(nest(saved), values, nested)
-    cfg = config_cls.from_dict(_merge_layers(values, given, nested))
+            values = merge_dicts(nest(saved), values, nested)
+    cfg = config_cls.from_dict(merge_dicts(values, given, nested))
     if hasattr(cfg, "data") and not cfg.data:
         raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
 
 
-def _merge_layers(base: dict[str, Any], over: dict[str, Any], nested: set[str]) -> dict[str, Any]:
-    """``over``'s values on top of ``base``'s; the objects of ``nested`` fields (nested configs such
-    as ``loss``) merge field by field, other values (``codec`` included) are replaced whole."""
+def merge_dicts(base: dict[str, Any], override: dict[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
+    """A new dict: ``override``'s values on top of ``base``'s (neither is changed).
+
+    Where both hold a dict under a key, the two merge key by key, recursively, unless their
+    ``kind`` differs (another quantizer: ``override``'s replaces ``base``'s whole); any other value
+    of ``override`` replaces ``base``'s. ``only``: the top-level keys whose dicts merge (the nested
+    configs of a training config, such as ``loss``); other top-level dicts (``codec``) are replaced whole.
+    """
     out = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = {**out[key], **value} if both and key in nested else value
+    for key, value in override.items():
+        old = out.get(key)
+        both = isinstance(value, dict) and isinstance(old, dict)
+        if both and (only is None or key in only) and value.get("kind", old.get("kind")) == old.get("kind"):
+            out[key] = merge_dicts(old, value)
+        else:
+            out[key] = value
     return out
 
 

@@ -1,8 +1,9 @@
 """The training skeleton every movq trainer shares: codec training today, the text-to-image and
 diffusion trainers on top of it.
 
-A trainer owns its models, losses and optimizers and hands the loop a :class:`TrainTask`; the
-:class:`TrainLoop` owns everything else, the same way for every model:
+A trainer owns its models, losses and optimizers (each trained model with an
+:class:`~movq.train.optim.OptimizerStep`) and hands the loop a :class:`TrainTask` (its shared half:
+:class:`TaskBase`); the :class:`TrainLoop` owns everything else, the same way for every model:
 
 - distributed set-up (``torchrun``), seeds (identical initialisation on every replica, then a
   per-rank runtime stream), the device;
@@ -35,6 +36,7 @@ from movq.train import checkpoint as ckpt
 from movq.train.config import RunConfig
 from movq.train.data import ResumableSampler
 from movq.train.logs import CSVLog, TensorBoardLog
+from movq.train.optim import OptimizerStep
 
 LOADER_SEED_OFFSET = 7
 """Keeps the DataLoader generator's seed apart from the model-initialisation and runtime seeds."""
@@ -60,7 +62,8 @@ class TrainTask(Protocol):
     iterator as it needs (gradient accumulation), and returns 0-d tensors (kept on the device).
     ``state_dict`` / ``load_state_dict`` hold models, EMA, optimizers and schedulers (tensors and
     plain values only). ``check_resume(state)`` raises ``ValueError`` when a saved run does not fit
-    (another trainer: :func:`require_state_keys`; another architecture); a state that
+    (another trainer: :func:`require_state_keys`; another architecture or settings:
+    :func:`movq.train.checkpoint.check_same_run`); a state that
     ``load_state_dict`` still cannot take is refused by the loop with a one-line ``ValueError``. ``log_row()`` adds values to a log row (learning rate, codebook usage).
     ``export()`` writes the release weights (rank 0, after each checkpoint).
     """
@@ -76,6 +79,59 @@ class TrainTask(Protocol):
     def log_row(self) -> dict[str, float | int]: ...
 
     def export(self) -> None: ...
+
+
+class TaskBase:
+    """The half of a :class:`TrainTask` that every movq trainer shares.
+
+    A subclass sets ``self.loop`` (its :class:`TrainLoop`) and ``self.optimizer_step`` (the model
+    it trains with its optimizer, schedule and EMA: :class:`~movq.train.optim.OptimizerStep`) and
+    adds ``train_step``, ``check_resume`` and ``export``. Given here: ``step``, ``opt`` / ``sched`` /
+    ``ema`` (the optimizer step's), ``state_dict`` / ``load_state_dict`` (those of the optimizer
+    step: extend them with more), ``log_row`` (the learning rate), ``after_step`` (nothing) and ``run``.
+    """
+
+    loop: TrainLoop
+    optimizer_step: OptimizerStep
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done so far."""
+        return self.loop.step
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        """The trained model's optimizer."""
+        return self.optimizer_step.opt
+
+    @property
+    def sched(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """Its learning-rate schedule."""
+        return self.optimizer_step.sched
+
+    @property
+    def ema(self) -> Any:
+        """Its :class:`~movq.train.ema.ModelEMA` (the release weights)."""
+        return self.optimizer_step.ema
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, EMA, optimizer and schedule (tensors and plain values)."""
+        return self.optimizer_step.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer_step.load_state_dict(state)
+
+    def log_row(self) -> dict[str, float | int]:
+        """The learning rate of the step just taken."""
+        return {"lr": self.optimizer_step.sched.get_last_lr()[0]}
+
+    def after_step(self, step: int) -> None:
+        """Runs after every optimizer step (e.g. image grids); nothing by default."""
+
+    def run(self) -> int:
+        """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
+        self.optimizer_step.model.train()
+        return self.loop.run(self, after_step=self.after_step)
 
 
 class TrainLoop:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,14 @@ from torch import Tensor, nn
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
+from movq.train.checkpoint import check_same_run
+from movq.train.cli import merge_dicts
 from movq.train.config import TrainConfig
 from movq.train.data import ImageFolder, collate
-from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
-from movq.train.loop import TrainLoop, require_state_keys
+from movq.train.loop import TaskBase, TrainLoop, require_state_keys
 from movq.train.losses import CodecLoss, NLayerDiscriminator, hinge_d_loss
-from movq.train.optim import autocast, autocast_dtype, lr_lambda, no_sync_unless
+from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 
 LOG_FIELDS = (
     "step", "epoch", "lr", "loss", "vq", "l2", "l1", "perc", "nll", "adv", "adv_weight", "d_loss",
@@ -32,16 +32,6 @@ HISTOGRAM_CAP = 2**20
 """Largest codebook whose per-code usage is counted for the logs (larger ones count the first codes)."""
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("kind", out[key].get("kind")) != out[key].get("kind"):
-            out[key] = value  # another quantizer kind: replace, do not merge
-            continue
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def build_codec(cfg: TrainConfig) -> Codec:
     """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec`` overrides."""
     if cfg.init:
@@ -51,11 +41,11 @@ def build_codec(cfg: TrainConfig) -> Codec:
         if cfg.codec:
             raise ValueError("codec overrides cannot be combined with --init (the weights fix the architecture)")
         return codec.float().train()
-    config = CodecConfig.from_dict(_merge(get_preset(cfg.preset).to_dict(), cfg.codec))
+    config = CodecConfig.from_dict(merge_dicts(get_preset(cfg.preset).to_dict(), cfg.codec))
     return Codec(config).train()
 
 
-class Trainer:
+class Trainer(TaskBase):
     """Trains one codec as described by a :class:`TrainConfig` (see ``movq-train --help``).
 
     Build it, then call :meth:`run`; it returns the final step. Under ``torchrun`` every process
@@ -81,16 +71,14 @@ class Trainer:
             raise ValueError(
                 f"--resolution {cfg.resolution} must be a positive multiple of the codec's downsample factor {factor}"
             )
-        self.ema = ModelEMA(self.codec, cfg.ema_decay, cfg.ema_warmup)
         self.disc = NLayerDiscriminator(3, cfg.disc_ndf, cfg.disc_layers, cfg.disc_norm).to(self.device)
         self.perceptual = self._perceptual()
         self.loss = CodecLoss(cfg.loss, cfg.adaptive_weight)
-        self.opt = torch.optim.AdamW(self.codec.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.d_opt = torch.optim.AdamW(
-            self.disc.parameters(), cfg.disc_lr or cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-        )
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.d_sched = torch.optim.lr_scheduler.LambdaLR(self.d_opt, lr_lambda(cfg))
+        # AdamW with weight decay on every codec weight (the recipe); the discriminator: no EMA, no
+        # clipping, its schedule counted in codec steps (also before disc_start)
+        self.optimizer_step = OptimizerStep.adamw(self.codec, cfg, params=self.codec.parameters())
+        self.d_optimizer_step = OptimizerStep.adamw(self.disc, cfg, self.disc.parameters(), cfg.disc_lr, ema=False, clip=False)
+        self.d_opt, self.d_sched = self.d_optimizer_step.opt, self.d_optimizer_step.sched
         self.amp = autocast_dtype(cfg, self.device)
         self.model, self.disc_ddp = self.loop.wrap(self.codec), self.loop.wrap(self.disc)
         self._check_memory()
@@ -100,11 +88,6 @@ class Trainer:
         self.counts = torch.zeros(min(self.codec.codebook_size, HISTOGRAM_CAP), device=self.device)
         self._last_batch: tuple[Tensor, Tensor] | None = None
         self.loop.begin(self)
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps done so far."""
-        return self.loop.step
 
     @property
     def skipped(self) -> set[str]:
@@ -144,33 +127,21 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Codec, EMA, discriminator, optimizers and schedulers (tensors and plain values)."""
         return {
-            "model": self.codec.state_dict(), "ema": self.ema.state_dict(), "disc": self.disc.state_dict(),
-            "opt": self.opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "sched": self.sched.state_dict(), "d_sched": self.d_sched.state_dict(),
-            "codec_config": self.codec.config.to_dict(),
+            **super().state_dict(), "disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "d_sched": self.d_sched.state_dict(), "codec_config": self.codec.config.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.codec.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        super().load_state_dict(state)
         self.disc.load_state_dict(state["disc"])
-        self.opt.load_state_dict(state["opt"])
         self.d_opt.load_state_dict(state["d_opt"])
-        self.sched.load_state_dict(state["sched"])
         self.d_sched.load_state_dict(state["d_sched"])
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or architecture, naming the keys or fields that differ."""
         require_state_keys(state, ("model", "ema", "disc", "opt", "d_opt", "sched", "d_sched"), self.out, "movq-train")
-        saved_arch = {k: v for k, v in state.get("codec_config", {}).items() if k != "name"}
-        arch = {k: v for k, v in self.codec.config.to_dict().items() if k != "name"}
-        if saved_arch and saved_arch != arch:
-            changed = sorted(k for k in set(saved_arch) | set(arch) if saved_arch.get(k) != arch.get(k))
-            raise ValueError(
-                f"this run ({self.out}) was trained with architecture {state['codec_config'].get('name')!r} "
-                f"({', '.join(f'{k}={saved_arch.get(k)!r}' for k in changed)}), but --preset/--codec/--init now give "
-                f"({', '.join(f'{k}={arch.get(k)!r}' for k in changed)}); drop those flags to resume, or use a new --out"
-            )
+        saved = state.get("codec_config", {})
+        check_same_run(saved, self.codec.config.to_dict(), self.out, f"architecture {saved.get('name')!r}", ignore=("name",))
 
     def state(self) -> dict[str, Any]:
         """The whole checkpoint (this state plus the loop's step, data position and RNG streams)."""
@@ -190,7 +161,7 @@ class Trainer:
         self.counts.zero_()
         dead, usage = dead_codes(counts)
         perplexity = float(histogram_perplexity(counts))
-        return {"lr": self.sched.get_last_lr()[0], "usage": usage, "dead_codes": dead, "perplexity": perplexity}
+        return {**super().log_row(), "usage": usage, "dead_codes": dead, "perplexity": perplexity}
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -240,28 +211,14 @@ class Trainer:
                 scaled = value.detach().float() / cfg.grad_accum
                 sums[key] = sums[key] + scaled if key in sums else scaled
             self._last_batch = (x, x_hat)
-        grad_norm = nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        if gan:
-            self.d_opt.step()
-        self.d_opt.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # before disc_start d_opt has not stepped yet: expected
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-            self.d_sched.step()  # same warm-up + cosine as the codec, counted in codec steps
-        self.ema.update(self.codec)
-        sums["grad_norm"] = grad_norm.detach().float()
+        sums["grad_norm"] = self.optimizer_step()
+        self.d_optimizer_step(apply=gan)
         return sums
 
-    def _save_images(self, step: int) -> None:
+    def after_step(self, step: int) -> None:
+        """The image grid of the last batch every ``image_every`` steps (rank 0)."""
         if self.dist.is_main and step % self.cfg.image_every == 0 and self._last_batch is not None:
             save_grid(self.out / "images" / f"step-{step:08d}.png", *self._last_batch)
-
-    def run(self) -> int:
-        """Train until ``max_steps`` (or a SIGTERM/SIGINT: save and return). Returns the last step."""
-        self.codec.train()
-        return self.loop.run(self, after_step=self._save_images)
 
 
 def train(cfg: TrainConfig) -> Trainer:
