@@ -245,4 +245,5 @@ def test_a_bf16_run_stores_the_codecs_own_bf16_encode():
     stored = encode_batch(codec, pixels, latents=False, store_dtype=torch.uint16)
     assert torch.equal(stored.long(), codec.encode(pixels))
     latents = encode_batch(codec, pixels, latents=True, store_dtype=torch.float32)
-    assert torch.equal(latents, codec.encode_latents(pixels).float())
+    with torch.no_grad():  # the inference path (eager CPU inference has its own kernels)
+        assert torch.equal(latents, codec.encode_latents(pixels).float())
