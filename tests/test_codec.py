@@ -239,3 +239,62 @@ def test_pil_modes_are_converted_to_rgb():
         tokens = codec.encode(rgb.convert(mode))
         assert tokens.shape == (1, 2, 2)
     assert torch.equal(codec.encode(rgb.convert("RGBA")), codec.encode(rgb))
+
+
+# ------------------------------------------------------------------------- one codec, any network
+
+
+def test_bf16_and_fp16_keep_the_codebook_in_float32():
+    torch.manual_seed(0)
+    reference = movq.load("movqgan-tiny", pretrained=False)
+    codebook = reference.quantize.embedding.weight.detach().clone()
+    fast = movq.load("movqgan-tiny", pretrained=False, dtype=torch.bfloat16)
+    fast.load_state_dict(reference.state_dict())
+    assert fast.dtype == torch.bfloat16 and fast.quant_conv.weight.dtype == torch.bfloat16
+    assert torch.equal(fast.quantize.embedding.weight, codebook)  # float32, not rounded through bf16
+    reference.half()
+    assert reference.dtype == torch.float16 and reference.quantize.embedding.weight.dtype == torch.float32
+    reference.double()  # above float32 the codebook follows
+    assert reference.quantize.embedding.weight.dtype == torch.float64
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = fast.train()(x.bfloat16())  # the training path too: float32 search, bf16 networks
+    assert out.sample.dtype == torch.bfloat16 and out.quantizer.indices.shape == (2, 4, 4)
+
+
+def test_parameter_bytes_come_from_a_meta_build():
+    from movq.codec import parameter_bytes
+    from movq.dvae import DVAE, DVAEConfig
+    from movq.memory_budget import module_bytes
+
+    for config, cls in ((get_preset("movqgan-tiny"), Codec), (DVAEConfig(n_hid=16, n_init=8, vocab_size=32), DVAE)):
+        assert parameter_bytes(config) == module_bytes(cls(config)) > 0
+
+
+def test_the_dvae_is_a_codec_assembled_from_its_config():
+    from movq.dvae import DVAE, DVAEConfig
+
+    config = DVAEConfig(n_hid=16, n_init=8, vocab_size=32, n_blk_per_group=1)
+    torch.manual_seed(0)
+    plain = Codec(config).eval()
+    torch.manual_seed(0)
+    dvae = DVAE(config).eval()
+    assert DVAE().config == DVAEConfig() and type(plain) is Codec
+    assert list(plain.state_dict()) == list(dvae.state_dict())
+    assert all(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in plain.state_dict())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(plain.encode(x), dvae.encode(x))
+    with pytest.raises(ValueError, match="movq format"):
+        plain.save_pretrained("unused", format="diffusers")
+
+
+def test_one_activation_estimate_sizes_the_memory_check_and_the_tiling_plan():
+    from movq.memory_budget import feature_bytes_per_pixel, image_bytes
+
+    codec = tiny_codec()
+    per_pixel = feature_bytes_per_pixel(codec.config, codec.dtype)
+    assert codec.activation_bytes(2, 64, 32) == image_bytes(2, 64, 32) + int(2 * 64 * 32 * per_pixel)
+    assert codec.activation_bytes(1, 64, 64, training=True) > codec.activation_bytes(1, 64, 64)
+    f = codec.downsample_factor
+    codec.enable_tiling(2 * f, 0, auto=True, memory_budget=int(per_pixel * 128 * 128))
+    assert codec._plan(torch.empty(1, 3, 256, 256), f)[1] is not None  # above the budget: tiled
+    assert codec._plan(torch.empty(1, 3, 128, 64), f)[1] is None

@@ -23,7 +23,7 @@ from helpers import RunsCode, save_as_foreign_module
 from movq import Codec, CodecConfig
 from movq.config import EMAConfig, VQConfig
 from movq.hub.safe_load import CheckpointReadError, UnsafeCheckpointError, load_state_file
-from movq.memory import MemoryBudgetError
+from movq.memory_budget import MemoryBudgetError
 from movq.strict import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -179,8 +179,8 @@ def test_huge_dvae_config_is_refused_before_allocating(tmp_path):
 
 
 def test_parameter_estimates_stay_below_the_real_sizes():
-    from movq.dvae import DVAE, DVAEConfig, dvae_parameter_bytes
-    from movq.memory import codec_parameter_bytes
+    from movq.codec import parameter_bytes
+    from movq.dvae import DVAE, DVAEConfig
 
     def size(model):
         return sum(v.numel() * 4 for v in model.state_dict().values())
@@ -190,13 +190,13 @@ def test_parameter_estimates_stay_below_the_real_sizes():
         CodecConfig(ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=()),
     ]:
         with torch.device("meta"):
-            assert codec_parameter_bytes(config) <= size(Codec(config)), config.name
+            assert parameter_bytes(config) <= size(Codec(config)), config.name
     for config in (
         DVAEConfig(),
         DVAEConfig(n_hid=4, n_init=1, vocab_size=2, group_count=1, n_blk_per_group=1),
     ):
         with torch.device("meta"):
-            assert dvae_parameter_bytes(config) <= size(DVAE(config))
+            assert parameter_bytes(config) <= size(DVAE(config))
 
 
 _VQ = {

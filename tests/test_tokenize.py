@@ -233,3 +233,17 @@ def test_nothing_readable_is_not_a_success(tmp_path, capsys):
     (data / "a.jpg").write_bytes(b"junk")
     assert run(["--model", TOKENIZE_MODEL, "--data", str(data), "--out", str(tmp_path / "out"), *TOKENIZE_FAST]) == 2
     assert "none of the source images could be read" in capsys.readouterr().err
+
+
+def test_a_bf16_run_stores_the_codecs_own_bf16_encode():
+    from movq.tokenize.encoding import encode_batch
+
+    torch.manual_seed(0)
+    codec = movq.load("movqgan-tiny", pretrained=False, dtype=torch.bfloat16)
+    assert codec.quantize.embedding.weight.dtype == torch.float32  # the codebook search stays float32
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    stored = encode_batch(codec, pixels, latents=False, store_dtype=torch.uint16)
+    assert torch.equal(stored.long(), codec.encode(pixels))
+    latents = encode_batch(codec, pixels, latents=True, store_dtype=torch.float32)
+    with torch.no_grad():  # the inference path (eager CPU inference has its own kernels)
+        assert torch.equal(latents, codec.encode_latents(pixels).float())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,13 @@ from movq.images import (
     pad_to_multiple,
     to_tensor,
 )
-from movq.memory import check_codec_size, check_memory_budget, codec_activation_bytes, image_bytes
+from movq.memory_budget import (
+    activation_bytes,
+    check_memory_budget,
+    feature_bytes_per_pixel,
+    image_bytes,
+    module_bytes,
+)
 from movq.model_folder import (
     MODEL_WEIGHTS_FILE,
     load_strict,
@@ -34,17 +40,72 @@ from movq.model_folder import (
     save_model_folder,
     write_folder,
 )
-from movq.modules import Decoder, Encoder
-from movq.quantizers import Quantizer, QuantizerOutput, build_quantizer
+from movq.quantizers import Quantizer, QuantizerOutput
 from movq.tiling import (
     CPU_SLICE_BYTES,
     SharedGroupStats,
     TilingPolicy,
-    activation_bytes_per_position,
     run_sliced,
     run_tiled,
     shared_norm_stats,
+    shared_norms,
 )
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+"""Network dtypes below float32: the quantizer of such a codec stays in float32 (see ``Codec._apply``)."""
+
+
+class NetworkConfig(Protocol):
+    """What :class:`Codec` asks of a config (:class:`~movq.config.CodecConfig`,
+    :class:`~movq.dvae.DVAEConfig`, ...): its networks and a few sizes.
+
+    The encoder maps images ``[B, 3, H, W]`` in ``[-1, 1]`` to ``[B, C, H/f, W/f]`` (any pixel mapping
+    of the family inside it), the decoder ``decoder(post_quant_conv(z_q), z_q)`` back to images in
+    about ``[-1, 1]``. For tiling both expose ``local_stage`` / ``global_stage`` / ``local_scale``:
+    the global stage (attention, at low resolution) sees the whole image, the local stage runs in
+    tiles, ``local_scale`` is the local stage's grid relative to the latent grid (a network without
+    attention is all local: global stage the identity, scale 1).
+    """
+
+    name: str
+    embed_dim: int
+    scaling_factor: float
+
+    @property
+    def downsample_factor(self) -> int: ...
+
+    @property
+    def activation_channels(self) -> int: ...
+
+    def build_encoder(self) -> nn.Module: ...
+    def build_quant_conv(self) -> nn.Module: ...
+    def build_quantizer(self) -> Quantizer: ...
+    def build_post_quant_conv(self) -> nn.Module: ...
+    def build_decoder(self) -> nn.Module: ...
+    def describe(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def parameter_bytes(config: NetworkConfig) -> int:
+    """Bytes of the parameters and buffers of ``Codec(config)``, counted on a build on the meta
+    device (nothing is allocated)."""
+    with torch.device("meta"):
+        return module_bytes(Codec(config))
+
+
+def check_network_size(config: NetworkConfig) -> None:
+    """Refuse (:class:`~movq.memory_budget.MemoryBudgetError`) a config whose parameters alone cannot
+    fit in this machine's memory, before anything is allocated (a hostile or mistyped ``config.json``)."""
+    check_memory_budget(
+        parameter_bytes(config), "cpu", config.describe(),
+        "the config asks for far more parameters than such a network has; check those fields",
+    )
+
+
+def search_dtype(z: Tensor) -> Tensor:
+    """The pre-quantization latent ``z`` in float32 at least: a bfloat16 / float16 network hands its
+    quantizer (kept in float32) float32 latents, so the nearest-code search runs in float32."""
+    return z.to(torch.promote_types(z.dtype, torch.float32))
 
 
 @dataclass
@@ -59,7 +120,8 @@ class CodecOutput:
 class Codec(nn.Module):
     """Image tokenizer: images -> discrete tokens (or continuous latents) -> images.
 
-    Built from a :class:`~movq.config.CodecConfig`. ``encode`` accepts PIL images (or lists), uint8
+    Built from a :class:`~movq.config.CodecConfig` (or any :class:`NetworkConfig`, e.g. the
+    :class:`~movq.dvae.DVAEConfig`: the codec assembles the networks its config builds). ``encode`` accepts PIL images (or lists), uint8
     numpy ``HWC`` / ``BHWC``, float tensors ``CHW`` / ``BCHW`` in ``[-1, 1]`` (or uint8 tensors),
     whose sides are multiples of ``downsample_factor`` ``f``, and returns ``LongTensor`` tokens
     ``[B, H/f, W/f]`` (``[B, depth, H/f, W/f]`` for residual / grouped quantizers). ``decode``
@@ -67,7 +129,9 @@ class Codec(nn.Module):
     training path on ``[B, 3, H, W]`` tensors in ``[-1, 1]``.
 
     Submodule names match the published checkpoints: ``encoder``, ``quant_conv``, ``quantize``,
-    ``post_quant_conv``, ``decoder``.
+    ``post_quant_conv``, ``decoder`` (the 1x1 convolutions are ``nn.Identity`` in families without them).
+    Cast to bfloat16 / float16 (``to``, ``movq.load(..., dtype=)``), the networks run in that dtype
+    while the quantizer's codebook and nearest-code search stay in float32.
     """
 
     config_class = CodecConfig
@@ -76,16 +140,16 @@ class Codec(nn.Module):
     """Memory bound of the user API (``encode``, ``decode``, ``encode_latents``, ``decode_latents``,
     ``reconstruct``): batch slicing and tiling; see :meth:`enable_tiling`."""
 
-    def __init__(self, config: CodecConfig) -> None:
+    def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         if torch.empty(0).device.type != "meta":  # shapes-only builds allocate nothing
-            check_codec_size(config)
+            check_network_size(config)
         self.config = config
-        self.encoder = Encoder(config)
-        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
-        self.quantize: Quantizer = build_quantizer(config.quantizer, config.embed_dim)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
-        self.decoder = Decoder(config)
+        self.encoder = config.build_encoder()
+        self.quant_conv = config.build_quant_conv()
+        self.quantize: Quantizer = config.build_quantizer()
+        self.post_quant_conv = config.build_post_quant_conv()
+        self.decoder = config.build_decoder()
         self.register_state_dict_post_hook(record_config)  # the config travels with torch.save(state_dict())
 
     # ----------------------------------------------------------------------------- properties
@@ -102,15 +166,20 @@ class Codec(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.quant_conv.weight.device
+        return next(self.encoder.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
+        """The networks' dtype (the quantizer of a bf16 / fp16 codec stays in float32)."""
+        return next(self.encoder.parameters()).dtype
 
-    def activation_channels(self) -> int:
-        """Channels of the widest full-resolution feature map (sizes the memory estimate of tiling)."""
-        return self.config.ch * max(self.config.ch_mult[:2])
+    def activation_bytes(
+        self, batch: int, height: int, width: int, *, dtype: torch.dtype | None = None, training: bool = False
+    ) -> int:
+        """Estimated peak bytes of one untiled forward (and backward when ``training``) over ``batch``
+        images of ``height x width`` pixels in ``dtype`` (default: the codec's); see
+        :func:`movq.memory_budget.activation_bytes`."""
+        return activation_bytes(self.config, batch, height, width, dtype or self.dtype, training)
 
     def tokens_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Token grid (without the batch axis) of an image of ``height x width`` pixels."""
@@ -126,12 +195,30 @@ class Codec(nn.Module):
 
     def decode_from_quantized(self, z_q: Tensor) -> Tensor:
         """Quantized (or continuous) latent ``[B, embed_dim, h, w]`` -> image ``[B, 3, h*f, w*f]``, unclamped."""
+        z_q = z_q.to(self.dtype)
         return self.decoder(self.post_quant_conv(z_q), z_q)
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Differentiable reconstruction of ``x`` ``[B, 3, H, W]`` in ``[-1, 1]`` (for training)."""
-        quantized = self.quantize(self.encode_to_prequant(x))
+        quantized = self.quantize(search_dtype(self.encode_to_prequant(x)))
         return CodecOutput(self.decode_from_quantized(quantized.z_q), quantized)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Codec:
+        """``to`` / ``half`` / ``bfloat16`` / ``cuda`` ...: a cast to bfloat16 or float16 reaches the
+        networks but not the quantizer, whose codebook (and so the nearest-code search) stays in
+        float32; a device move reaches everything."""
+        if not recurse:
+            return super()._apply(fn, recurse)
+
+        def codebook_fn(t: Tensor) -> Tensor:
+            target = fn(t.new_empty(0))  # where and in which dtype fn would put t
+            if t.is_floating_point() and target.dtype in HALF_DTYPES:
+                return t.to(device=target.device, dtype=torch.promote_types(t.dtype, torch.float32))
+            return fn(t)
+
+        for child in self.children():
+            child._apply(codebook_fn if child is self.quantize else fn)
+        return super()._apply(fn, recurse=False)
 
     # ----------------------------------------------------------------------------- memory bound
 
@@ -170,14 +257,14 @@ class Codec(nn.Module):
 
     def _plan(self, x: Tensor, in_scale: int) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
-        per_position = activation_bytes_per_position(self.activation_channels(), self.downsample_factor, self.dtype)
+        per_position = feature_bytes_per_pixel(self.config, self.dtype) * self.downsample_factor**2
         cache = CPU_SLICE_BYTES if x.device.type == "cpu" else None
         return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position, cache)
 
     def _tiles(self, fn: Any, grid: tuple[int, int], out_scale: int, module: nn.Module, tile: int) -> Tensor:
-        """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms share statistics."""
+        """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms (if any) share statistics."""
         tiling = self.tiling
-        stats = SharedGroupStats() if tiling.stat_passes else None
+        stats = SharedGroupStats() if tiling.stat_passes and shared_norms(module) else None
         with shared_norm_stats(module, stats) if stats is not None else nullcontext():
             return run_tiled(
                 fn, grid, tile=tile, overlap=tiling.overlap, out_scale=out_scale,
@@ -223,7 +310,7 @@ class Codec(nn.Module):
         """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
         x = self._prepare(images, pad)
         with self._inference():
-            return self.quantize.indices(self.encode_to_prequant_bounded(x))
+            return self.quantize.indices(search_dtype(self.encode_to_prequant_bounded(x)))
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
@@ -260,7 +347,7 @@ class Codec(nn.Module):
         z = latents.to(self.device, self.dtype) / self.config.scaling_factor
         if quantize:
             with self._inference():
-                z = self.quantize(z).z_q
+                z = self.quantize(search_dtype(z)).z_q
         image = self._decode_bounded(z)
         return image.clamp(-1.0, 1.0) if clamp else image
 
@@ -271,7 +358,8 @@ class Codec(nn.Module):
         x, fmt = to_tensor(images)
         height, width = x.shape[-2:]
         with self._inference():
-            out = self.decode(self.quantize.indices(self.encode_to_prequant_bounded(self._fit(x, pad))))
+            z = self.encode_to_prequant_bounded(self._fit(x, pad))
+            out = self.decode(self.quantize.indices(search_dtype(z)))
         return from_tensor(out[..., :height, :width], fmt)
 
     def _prepare(self, images: ImageInput, pad: bool) -> Tensor:
@@ -303,13 +391,13 @@ class Codec(nn.Module):
 
     def _check_memory(self, batch: int, height: int, width: int, what: str) -> None:
         """``MemoryBudgetError`` (a ``ValueError``) when the activations of ``batch`` images of
-        ``height x width`` cannot fit on the codec's device (codecs of a :class:`CodecConfig`)."""
-        if not isinstance(self.config, CodecConfig) or min(batch, height, width) < 1:
+        ``height x width`` cannot fit on the codec's device."""
+        if min(batch, height, width) < 1:
             return
         if self.tiling.mode != "off":  # activations are tiled and sliced: only the images must fit
             needed = image_bytes(batch, height, width)
         else:
-            needed = codec_activation_bytes(self.config, batch, height, width, self.dtype)
+            needed = self.activation_bytes(batch, height, width)
         check_memory_budget(
             needed, self.device, f"{what}: {batch} image(s) of {height}x{width} pixels",
             "use smaller images or fewer at a time",
@@ -359,7 +447,10 @@ class Codec(nn.Module):
         """
         check_write_format(format)
         if format == DIFFUSERS:
-            config, state = to_diffusers(self.config, self.state_dict())
+            try:
+                config, state = to_diffusers(self.config, self.state_dict())
+            except ValueError as error:
+                raise ValueError(f"{error}; save this codec in the movq format (format={MOVQ!r})") from None
             return write_folder(save_directory, config, state, weights_file=DIFFUSERS_WEIGHTS)
         return save_model_folder(save_directory, self, self.config)
 

@@ -11,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any, Literal
 
+from torch import nn
+
+from movq.modules import Decoder, Encoder
 from movq.modules.norm import NUM_GROUPS
 
 # The quantizer configs live next to their quantizers in movq.quantizers; re-exported here, where
@@ -21,9 +24,11 @@ from movq.quantizers import (
     FSQConfig,
     GumbelConfig,
     LFQConfig,
+    Quantizer,
     QuantizerConfig,
     ResidualConfig,
     VQConfig,
+    build_quantizer,
     quantizer_class,
     quantizer_configs,
 )
@@ -132,6 +137,38 @@ class CodecConfig:
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
         return cls.from_dict(json.loads(text))
+
+    # --------------------------------------------------------------- the network (``Codec`` assembles it)
+
+    def build_encoder(self) -> Encoder:
+        return Encoder(self)
+
+    def build_quant_conv(self) -> nn.Module:
+        """The 1x1 convolution ``z_channels -> embed_dim`` before the quantizer."""
+        return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=1)
+
+    def build_quantizer(self) -> Quantizer:
+        return build_quantizer(self.quantizer, self.embed_dim)
+
+    def build_post_quant_conv(self) -> nn.Module:
+        """The 1x1 convolution ``embed_dim -> z_channels`` after the quantizer."""
+        return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=1)
+
+    def build_decoder(self) -> Decoder:
+        return Decoder(self)
+
+    @property
+    def activation_channels(self) -> int:
+        """Channels of the widest full-resolution feature map (the decoder's last upsampling runs at
+        full resolution with ``ch * ch_mult[1]`` channels): sizes the activation-memory estimate."""
+        return self.ch * max(self.ch_mult[:2])
+
+    def describe(self) -> str:
+        """The fields that set the size of the network (for error messages)."""
+        return (
+            f"the codec config {self.name!r} (ch={self.ch}, ch_mult={list(self.ch_mult)}, "
+            f"num_res_blocks={self.num_res_blocks}, codebook_size={getattr(self.quantizer, 'codebook_size', None)})"
+        )
 
 
 def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:

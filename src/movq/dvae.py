@@ -8,17 +8,18 @@ logit-Laplace means: ``pixels = unmap(sigmoid(mu))``. Residual branches are scal
 ``1 / n_layers**2`` (``n_layers = group_count * n_blk_per_group``). Parameter names (``blocks.
 group_1.block_1.res_path.conv_1.w``) match the published pickles, so their state loads directly.
 
-:class:`DVAE` reuses :class:`movq.codec.Codec`'s user API (``encode`` / ``decode`` /
-``reconstruct`` / latents, input validation) by subclassing it: only the networks differ.
+The dVAE is a checkpoint family like any other: :class:`DVAEConfig` builds its encoder, decoder and
+one-hot quantizer (no 1x1 convolutions around the quantizer), and :class:`movq.codec.Codec`
+assembles them, so it has the whole codec API (``encode`` / ``decode`` / ``reconstruct`` /
+latents, tiling, input validation). The logit-Laplace pixel map lives in the encoder (``[-1, 1]``
+-> ``[eps, 1 - eps]``) and the decoder (``sigmoid`` and unmap back to ``[-1, 1]``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
@@ -26,8 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.codec import Codec
-from movq.config import record_config
-from movq.hub.formats import MOVQ
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
 from movq.strict import PositiveFloat, PositiveInt, Range, dataclass_from_dict
 
@@ -70,6 +69,35 @@ class DVAEConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DVAEConfig:
         return dataclass_from_dict(cls, data)
+
+    # --------------------------------------------------------------- the network (``Codec`` assembles it)
+
+    def build_encoder(self) -> DVAEEncoder:
+        return DVAEEncoder(self)
+
+    def build_quant_conv(self) -> nn.Module:
+        return nn.Identity()  # the encoder's logits are the quantizer's input
+
+    def build_quantizer(self) -> OneHotQuantizer:
+        return OneHotQuantizer(self.vocab_size)
+
+    def build_post_quant_conv(self) -> nn.Module:
+        return nn.Identity()  # the one-hot map is the decoder's input
+
+    def build_decoder(self) -> DVAEDecoder:
+        return DVAEDecoder(self)
+
+    @property
+    def activation_channels(self) -> int:
+        """Channels of the widest full-resolution feature map (sizes the activation-memory estimate)."""
+        return self.n_hid
+
+    def describe(self) -> str:
+        """The fields that set the size of the network (for error messages)."""
+        return (
+            f"the dVAE config {self.name!r} (n_hid={self.n_hid}, vocab_size={self.vocab_size}, "
+            f"group_count={self.group_count})"
+        )
 
 
 class _Conv(nn.Module):
@@ -115,7 +143,14 @@ def _group(blocks: list[nn.Module], resample: tuple[str, nn.Module] | None) -> n
 
 
 class DVAEEncoder(nn.Module):
-    """Pixels mapped to ``[eps, 1 - eps]`` ``[B, 3, H, W]`` -> code logits ``[B, vocab, H/8, W/8]``."""
+    """Image ``[B, 3, H, W]`` in ``[-1, 1]`` -> code logits ``[B, vocab, H/8, W/8]``.
+
+    The image is mapped to ``[eps, 1 - eps]`` (the logit-Laplace pixel map) before ``blocks``, the
+    published network. No attention, no norms: the whole encoder is the local stage of tiling.
+    """
+
+    local_scale = 1
+    """The local stage (the whole network) ends at the latent resolution."""
 
     def __init__(self, config: DVAEConfig) -> None:
         super().__init__()
@@ -133,11 +168,27 @@ class DVAEEncoder(nn.Module):
         self.blocks = nn.Sequential(layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x)
+        pixels = (x + 1.0) / 2.0
+        return self.blocks((1 - 2 * LOGIT_LAPLACE_EPS) * pixels + LOGIT_LAPLACE_EPS)
+
+    def local_stage(self, x: Tensor) -> Tensor:
+        return self(x)
+
+    def global_stage(self, h: Tensor) -> Tensor:
+        return h
 
 
 class DVAEDecoder(nn.Module):
-    """Code map ``[B, vocab, h, w]`` (one-hot or relaxed) -> statistics ``[B, 6, 8h, 8w]``."""
+    """Code map ``[B, vocab, h, w]`` (one-hot or relaxed) -> image ``[B, 3, 8h, 8w]`` in ``[-1, 1]``.
+
+    ``blocks`` (the published network) gives the logit-Laplace statistics ``[B, 6, 8h, 8w]``; the
+    image is ``unmap(sigmoid(mu))`` of the first 3, computed in float32, returned in the input's
+    dtype. ``zq`` is accepted and ignored (the codec's decoder call). No attention, no norms: the
+    whole decoder is the local stage of tiling.
+    """
+
+    local_scale = 1
+    """The global stage (the identity) ends at the latent resolution."""
 
     def __init__(self, config: DVAEConfig) -> None:
         super().__init__()
@@ -154,9 +205,19 @@ class DVAEDecoder(nn.Module):
             layers[f"group_{g + 1}"] = _group(blocks, None if last else upsample)
         layers["output"] = nn.Sequential(OrderedDict(relu=nn.ReLU(), conv=_Conv(n_in, 2 * config.in_channels, 1)))
         self.blocks = nn.Sequential(layers)
+        self.in_channels = config.in_channels
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.blocks(z)
+    def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
+        stats = self.blocks(z)
+        mu = torch.sigmoid(stats[:, : self.in_channels].float())
+        pixels = ((mu - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0.0, 1.0)
+        return (pixels * 2.0 - 1.0).to(z.dtype)
+
+    def global_stage(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
+        return z
+
+    def local_stage(self, h: Tensor, zq: Tensor | None = None) -> Tensor:
+        return self(h)
 
 
 class OneHotQuantizer(Quantizer):
@@ -185,85 +246,22 @@ class OneHotQuantizer(Quantizer):
         return F.one_hot(indices.long(), self.codebook_size).permute(0, 3, 1, 2).float()
 
 
-def dvae_parameter_bytes(config: DVAEConfig) -> int:
-    """A lower estimate of a dVAE's float32 parameter bytes: the 1x1 convolutions to and from the
-    code map and one 3x3 bottleneck convolution per residual block of the encoder and the decoder."""
-    widest = config.n_hid * 2 ** (config.group_count - 1)
-    blocks = sum(9 * (config.n_hid * 2**g // 4) ** 2 for g in range(config.group_count))
-    return 4 * (widest * config.vocab_size + config.vocab_size * config.n_init + 2 * config.n_blk_per_group * blocks)
-
-
-def check_dvae_size(config: DVAEConfig) -> None:
-    """Refuse (``MemoryBudgetError``) a dVAE config whose parameters alone cannot fit in memory."""
-    from movq.memory import check_memory_budget
-
-    check_memory_budget(
-        dvae_parameter_bytes(config), "cpu",
-        f"the dVAE config {config.name!r} (n_hid={config.n_hid}, vocab_size={config.vocab_size}, "
-        f"group_count={config.group_count})",
-        "the config asks for far more parameters than a dVAE has; check those fields",
-    )
-
-
 class DVAE(Codec):
-    """DALL·E's dVAE with the :class:`~movq.codec.Codec` API.
+    """DALL·E's dVAE with the :class:`~movq.codec.Codec` API: ``DVAE(config)`` is ``Codec(config)``
+    with ``config`` defaulting to the published architecture (:class:`DVAEConfig`).
 
     ``encode`` takes the same image inputs as ``Codec`` (sides multiples of 8) and returns
     ``LongTensor`` tokens ``[B, H/8, W/8]`` in ``[0, 8192)``; ``decode`` returns float images
     ``[B, 3, H, W]`` in ``[-1, 1]``. ``encode_latents`` gives the code logits ``[B, 8192, h, w]``;
     ``decode_latents(..., quantize=False)`` decodes a relaxed (e.g. softmax) code map.
-    State-dict keys: ``encoder.blocks.*`` and ``decoder.blocks.*`` (the published names).
+    State-dict keys: ``encoder.blocks.*`` and ``decoder.blocks.*`` (the published names). Only the
+    movq format can be saved (diffusers has no dVAE).
     """
 
     config_class = DVAEConfig
 
     def __init__(self, config: DVAEConfig | None = None) -> None:
-        nn.Module.__init__(self)  # Codec.__init__ builds VQGAN modules; the dVAE has its own
-        self.config = config or DVAEConfig()
-        if torch.empty(0).device.type != "meta":
-            check_dvae_size(self.config)
-        self.encoder = DVAEEncoder(self.config)
-        self.quantize = OneHotQuantizer(self.config.vocab_size)
-        self.decoder = DVAEDecoder(self.config)
-        self.register_state_dict_post_hook(record_config)
-
-    @property
-    def device(self) -> torch.device:
-        return self.encoder.blocks.input.w.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.encoder.blocks.input.w.dtype
-
-    def activation_channels(self) -> int:
-        return self.config.n_hid
-
-    def _encode_tiled(self, x: Tensor, tile: int) -> Tensor:  # no attention, no norms: plain blended tiles
-        f = self.downsample_factor
-        grid = (x.shape[-2] // f, x.shape[-1] // f)
-        return self._tiles(lambda window: self.encode_to_prequant(window.crop(x, f)), grid, 1, self.encoder, tile)
-
-    def _decode_tiled(self, z_q: Tensor, tile: int) -> Tensor:
-        grid = tuple(z_q.shape[-2:])
-        return self._tiles(lambda window: self.decode_from_quantized(window.crop(z_q)), grid, 8, self.decoder, tile)
-
-    def encode_to_prequant(self, x: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` in ``[-1, 1]`` -> code logits ``[B, vocab, H/8, W/8]``."""
-        pixels = (x + 1.0) / 2.0
-        return self.encoder((1 - 2 * LOGIT_LAPLACE_EPS) * pixels + LOGIT_LAPLACE_EPS)
-
-    def decode_from_quantized(self, z_q: Tensor) -> Tensor:
-        """Code map ``[B, vocab, h, w]`` -> image ``[B, 3, 8h, 8w]`` in ``[-1, 1]``."""
-        stats = self.decoder(z_q.to(self.dtype))
-        mu = torch.sigmoid(stats[:, : self.config.in_channels].float())
-        pixels = ((mu - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0.0, 1.0)
-        return (pixels * 2.0 - 1.0).to(z_q.dtype if z_q.is_floating_point() else self.dtype)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = MOVQ) -> Path:
-        """Write ``config.json`` + ``model.safetensors``; only the movq format exists for the dVAE."""
-        if format != MOVQ:
-            raise ValueError(f"the DALL-E dVAE can only be saved in the movq format, not {format!r}")
-        return super().save_pretrained(save_directory)
+        super().__init__(config or DVAEConfig())
 
 
 def dalle_state_dict(encoder_state: dict[str, Tensor], decoder_state: dict[str, Tensor]) -> dict[str, Tensor]:

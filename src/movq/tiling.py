@@ -1,9 +1,10 @@
 """Bounded-memory inference: overlapping tiles blended without seams, and batch slicing.
 
-A :class:`TilingPolicy` decides, from an estimate of the activation memory of one forward pass,
-how many images run at once and whether each image is cut into tiles. Tiles live on the latent
-grid (one position = ``f x f`` pixels); neighbouring tiles share at least ``overlap`` positions,
-and the outputs are blended there with ramps that sum to one, so there is no seam. Only the levels
+A :class:`TilingPolicy` decides, from an estimate of the activation memory of one forward pass
+(:func:`movq.memory_budget.feature_bytes_per_pixel`, the estimate the memory check uses), how many
+images run at once and whether each image is cut into tiles. Tiles live on the latent grid (one
+position = ``f x f`` pixels); neighbouring tiles share at least ``overlap`` positions, and the
+outputs are blended there with ramps that sum to one, so there is no seam. Only the levels
 without attention are tiled (the codec runs the attention levels on the whole image), a MoVQ
 decoder tile receives the matching slice of ``z_q`` for its SpatialNorm layers, and all tiles are
 normalised with the image's GroupNorm statistics, gathered by extra passes over the tiles
@@ -23,12 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm
-
-ACTIVATION_MAPS = 4.0
-"""Peak activation memory of an encode or decode, in feature maps of the widest full-resolution
-level (``ch * max(ch_mult[:2])`` channels at ``H x W``): measured 3.5 for a MoVQGAN-67M decode and
-2.5 for an encode (process RSS above the loaded model, fp32, 512x512)."""
-
 
 TILE_BUDGET_SHARE = 0.5
 """Share of ``memory_budget`` the tiles of an automatically tiled image may use: the rest holds
@@ -100,12 +95,6 @@ class TilingPolicy:
         if cache_bytes is not None:
             budget = min(budget, cache_bytes)
         return max(1, int(budget // max(bytes_per_position * area, 1.0))), tile
-
-
-def activation_bytes_per_position(channels: int, downsample_factor: int, dtype: torch.dtype) -> float:
-    """Estimated peak activation bytes of one image per latent position (see ``ACTIVATION_MAPS``)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return ACTIVATION_MAPS * channels * downsample_factor**2 * itemsize
 
 
 def tile_layout(size: int, tile: int, overlap: int) -> tuple[int, list[int]]:
@@ -207,10 +196,15 @@ class SharedGroupStats:
         self._totals = {}
 
 
+def shared_norms(module: nn.Module) -> list[nn.Module]:
+    """The GroupNorm / SpatialNorm layers inside ``module`` (none: its tiles need no shared statistics)."""
+    return [m for m in module.modules() if isinstance(m, (GroupNorm, SpatialNorm))]
+
+
 @contextmanager
 def shared_norm_stats(module: nn.Module, stats: SharedGroupStats) -> Iterator[None]:
     """Make every GroupNorm / SpatialNorm inside ``module`` use ``stats`` for the duration."""
-    norms = [m for m in module.modules() if isinstance(m, (GroupNorm, SpatialNorm))]
+    norms = shared_norms(module)
     for norm in norms:
         norm.shared_stats = stats
     try:

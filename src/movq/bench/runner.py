@@ -79,13 +79,13 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
 def check_codec_memory(codecs: Any, batch_size: int, resolution: int, device: torch.device) -> None:
     """Refuse (as :class:`BenchError`) a resolution x batch whose activations cannot fit on ``device``."""
     from movq.config import CodecConfig
-    from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
+    from movq.memory_budget import MemoryBudgetError, activation_bytes, check_memory_budget
 
     for codec in codecs:
         config = getattr(codec, "config", None)
         if not isinstance(config, CodecConfig):
             continue
-        needed = codec_activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
+        needed = activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
         try:
             check_memory_budget(
                 needed, device, f"--resolution {resolution} x --batch-size {batch_size} with {config.name!r}",

@@ -253,7 +253,7 @@ class T2ITrainer(TaskBase):
         return {"tokens": str(getattr(self.dataset, "root", "")), **{k: self.meta.get(k) for k in keys}}
 
     def _check_memory(self) -> None:
-        from movq.memory import check_memory_budget
+        from movq.memory_budget import check_memory_budget
 
         cfg = self.cfg
         check_memory_budget(

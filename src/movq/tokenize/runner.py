@@ -22,11 +22,10 @@ import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
 from movq.bench.data import collate
-from movq.config import CodecConfig
-from movq.memory import MemoryBudgetError, check_memory_budget, codec_activation_bytes
+from movq.memory_budget import MemoryBudgetError, check_memory_budget
 from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import DecodedItem, SourceDataset
-from movq.tokenize.encoding import encode_batch, prepare_codec, token_dtype
+from movq.tokenize.encoding import encode_batch, token_dtype
 from movq.tokenize.meta import build_meta, check_compatible, run_id, weights_hash, write_meta
 from movq.tokenize.shards import merge_index, read_sidecar, remove_temporary_files, shard_paths, write_shard
 from movq.tokenize.sources import Sources, discover_sources
@@ -78,22 +77,19 @@ class Tokenizer:
             self._check_memory(codec)
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            self.codec = prepare_codec(codec, DTYPES[cfg.dtype], self.ctx.device)
+            self.codec = codec.to(device=self.ctx.device, dtype=DTYPES[cfg.dtype]).eval()
         except BaseException:
             dist.teardown(self.ctx)
             raise
 
-    def _check_memory(self, codec: torch.nn.Module) -> None:
+    def _check_memory(self, codec: movq.Codec) -> None:
         """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
         waiting in the loader (in RAM, for every process of this machine) cannot fit."""
         cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
         buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        config = codec.config
-        model = 0
-        if isinstance(config, CodecConfig):
-            model = codec_activation_bytes(config, cfg.batch_size, res, res, DTYPES[cfg.dtype])
+        model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
         try:
             if device.type == "cpu":
                 check_memory_budget(local * (model + buffered), device, what, advice)

@@ -110,10 +110,10 @@ class Trainer(TaskBase):
 
     def _check_memory(self) -> None:
         """Refuse (before any step) a resolution x batch whose activations cannot fit on the device."""
-        from movq.memory import check_memory_budget, codec_activation_bytes
+        from movq.memory_budget import check_memory_budget
 
         cfg = self.cfg
-        needed = codec_activation_bytes(self.codec.config, cfg.batch_size, cfg.resolution, cfg.resolution, training=True)
+        needed = self.codec.activation_bytes(cfg.batch_size, cfg.resolution, cfg.resolution, training=True)
         check_memory_budget(
             needed, self.device, f"training at --resolution {cfg.resolution} x --batch-size {cfg.batch_size}",
             "lower --resolution or --batch-size (use --grad-accum for a larger effective batch)",

@@ -1,0 +1,110 @@
+"""Memory estimates and the before-work budget check: an impossible run fails at once with a clear
+message instead of being killed by the kernel after minutes of work (``Codec`` construction and
+``encode`` / ``decode``, ``movq-bench``, ``movq-train``, ``movq-tokenize``).
+
+One activation estimate serves every caller: :func:`feature_bytes_per_pixel` (feature maps of the
+network's widest full-resolution width, ``config.activation_channels``) sizes both the memory check
+(:func:`activation_bytes`) and the codec's tiling plan (:meth:`movq.codec.Codec.enable_tiling`).
+Parameter bytes are not estimated: :func:`module_bytes` sums a build on the meta device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+ACTIVATION_MAPS = 4.0
+"""Peak activation memory of an encode or decode, in feature maps of the widest full-resolution
+width (``config.activation_channels``) at ``H x W``: measured 3.5 for a MoVQGAN-67M decode and
+2.5 for an encode (process RSS above the loaded model, fp32, 512x512)."""
+SAVED_MAPS_TRAINING = 12
+"""Feature maps of that width kept for the backward pass of a training step (a lower bound: six per
+residual block, two norms, two activations and two convolutions, for the first full-resolution block
+of the encoder and of the decoder; AMP keeps them at least in float32)."""
+IMAGE_COPIES = 3
+"""Copies of the image batch alive at once (uint8 input, float input, float reconstruction)."""
+GIB = 2**30
+
+
+class MemoryBudgetError(ValueError):
+    """The requested work needs more memory than the device has (raised before any work)."""
+
+
+class SizedNetwork(Protocol):
+    """What the activation estimate needs from a codec config."""
+
+    @property
+    def activation_channels(self) -> int: ...
+
+
+def image_bytes(batch: int, height: int, width: int) -> int:
+    """Bytes of the image batch alone (:data:`IMAGE_COPIES` float32 copies), which no tiling reduces."""
+    return batch * IMAGE_COPIES * 3 * height * width * 4
+
+
+def feature_bytes_per_pixel(config: SizedNetwork, dtype: torch.dtype = torch.float32, training: bool = False) -> float:
+    """Peak feature-map bytes of one image per pixel: :data:`ACTIVATION_MAPS` maps (inference) or
+    :data:`SAVED_MAPS_TRAINING` maps (forward and backward) of ``config.activation_channels`` channels."""
+    item = torch.empty((), dtype=dtype).element_size()
+    if training:
+        return SAVED_MAPS_TRAINING * config.activation_channels * max(item, 4)
+    return ACTIVATION_MAPS * config.activation_channels * item
+
+
+def activation_bytes(
+    config: SizedNetwork, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32,
+    training: bool = False,
+) -> int:
+    """Peak bytes of a codec forward (and backward when ``training``) over ``batch`` images of
+    ``height x width`` pixels in one piece (untiled, unsliced): the image copies plus the feature maps
+    (:func:`feature_bytes_per_pixel`)."""
+    features = batch * height * width * feature_bytes_per_pixel(config, dtype, training)
+    return image_bytes(batch, height, width) + int(features)
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s parameters and buffers (works on the meta device: nothing is read)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Total memory of ``device``: a CUDA device's memory, else this machine's RAM (or its cgroup limit).
+
+    ``None`` when it cannot be read (then no check is made).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if device.type != "cpu":
+        return None
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for cgroup in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = cgroup.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def check_memory_budget(needed: int, device: torch.device | str, what: str, advice: str) -> None:
+    """Raise :class:`MemoryBudgetError` when ``needed`` bytes exceed the memory of ``device``.
+
+    ``what`` names the work (``"--resolution 100000 x --batch-size 8"``), ``advice`` how to shrink it.
+    """
+    total = available_bytes(device)
+    if total is not None and needed > total:
+        raise MemoryBudgetError(
+            f"{what} needs at least {needed / GIB:.1f} GiB, but {torch.device(device)} has "
+            f"{total / GIB:.1f} GiB; {advice}"
+        )
