@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import movq
+from movq.bench.evaluate import evaluate_folder
 from movq.train.config import TrainConfig
-from movq.train.evaluate import evaluate_folder
 from movq.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

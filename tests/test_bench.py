@@ -65,8 +65,8 @@ def test_psnr_matches_manual_reconstruction(bench_codec_dir, tmp_path):
 
 
 def test_training_evaluation_equals_the_bench(bench_codec_dir, tmp_path, one_thread):  # one thread, as BENCH_FAST
+    from movq.bench.evaluate import evaluate_folder
     from movq.metrics.lpips import LPIPSMetric
-    from movq.train.evaluate import evaluate_folder
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "images"

@@ -21,8 +21,9 @@ import torch
 
 from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
 from movq.bench.metric_table import CHOICES, DEFAULT_METRICS, normalise_metrics
-from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
+from movq.bench.runner import BenchConfig, BenchError, BenchInterrupted
 from movq.devices import resolve_device
+from movq.dtypes import DTYPES
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
 

@@ -46,13 +46,13 @@ from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.release import write_release_info
 from movq.diffusion.unet import UNet
+from movq.tokenize.training_data import open_token_folder
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.ema import ModelEMA
 from movq.train.loop import TrainLoop
 from movq.train.optim import autocast, autocast_dtype, decay_groups, lr_lambda, no_sync_unless
-from movq.train.tokens import open_token_folder
 
 PROG = "movq-diffusion-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
