@@ -169,7 +169,7 @@ def test_versus_peak_memory_counts_the_round_trip_not_the_model_building():
 
 
 def test_lpips_metric_is_labelled(bench_codec_dir, tmp_path, capsys):
-    pytest.importorskip("movq.perceptual")
+    pytest.importorskip("movq.metrics.lpips")
     photo = bench_photos()[0]
     folder = tmp_path / "one"
     folder.mkdir()

@@ -38,7 +38,7 @@ _HELP = {
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
-    "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.perceptual)",
+    "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.metrics.lpips)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
     "disc_start": "optimizer step at which the PatchGAN loss starts",
     "adaptive_weight": "taming's adaptive GAN weight (off in the SBER-MoVQGAN recipe)",

@@ -117,7 +117,7 @@ class Trainer:
         w = self.cfg.loss
         if self.cfg.perceptual_net == "none" or (w.perc == 0 and w.nll_perc * w.nll == 0):
             return None
-        from movq.perceptual import describe, load_lpips
+        from movq.metrics.lpips import describe, load_lpips
 
         model = load_lpips(self.cfg.perceptual_net, self.cfg.perceptual_weights, device=self.device)  # type: ignore[arg-type]
         if self.dist.is_main:
