@@ -25,6 +25,22 @@ from movq.train.config import TrainConfig
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 """This checkout's ``src`` folder (what subprocesses must import)."""
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str) -> types.ModuleType:
+    """The script ``benchmarks/<name>.py`` imported as a module (benchmarks are measurements, not part of
+    the package), cached in ``sys.modules`` under its name."""
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 # ------------------------------------------------------------------ codecs
 
 SMALL_2X = CodecConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=8,
