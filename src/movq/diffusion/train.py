@@ -43,8 +43,8 @@ from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.data import LABEL_MODES, LatentItems, collate_latents, labelled_latents, latent_std
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
+from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
-from movq.diffusion.release import write_release_info
 from movq.diffusion.unet import UNet
 from movq.tokenize.training_data import open_token_folder
 from movq.train.cli import run_training_cli
@@ -207,7 +207,7 @@ class DiffusionTrainer:
         return labelled_latents(latents, cfg.labels, cfg.cond)
 
     def release_info(self) -> dict[str, Any]:
-        """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.release`)."""
+        """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.pipeline`)."""
         meta = self.dataset.meta
         return {
             "codec": meta.get("model"), "codec_name": meta.get("model_name"), "config_hash": meta.get("config_hash"),

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from movq.atomic import check_writable_dir
-from movq.train.config import TrainConfig, read_config_file
+from movq.train.config import CodecTrainConfig as TrainConfig  # the codec recipe
+from movq.train.config import read_config_file
 
 EXIT_ERROR = 2
 INT_OR_NONE = ("int | None", "typing.Optional[int]", "typing.Union[int, NoneType]")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
-from movq.train.config import TrainConfig
+from movq.train.config import CodecTrainConfig as TrainConfig  # the codec recipe
 from movq.train.data import ImageFolder, collate
 from movq.train.ema import ModelEMA
 from movq.train.logs import dead_codes, save_grid
