@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 import movq
-from movq.bench import versus
 from movq.image_files import open_rgb, resize_center_crop
 from movq.images import to_tensor
 from movq.metrics.image import psnr, to_unit_range
+
+import versus  # benchmarks/versus.py, next to this script
 
 ROOT = Path(__file__).resolve().parent.parent
 

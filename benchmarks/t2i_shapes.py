@@ -271,14 +271,14 @@ def train_codec(images: Path, out: Path, size: int, steps: int, codes: int, late
 
     It trains on crops of a quarter of the image at their own scale (``size / 2`` pixels, 4x cheaper
     than whole images; the codec is convolutional and is used on whole images afterwards)."""
-    from movq.train.config import TrainConfig
+    from movq.train.config import CodecTrainConfig
     from movq.train.losses import LossWeights
     from movq.train.trainer import Trainer
 
     if (out / "model.safetensors").is_file() and (out / "checkpoints").is_dir():
         return out
     quantizer = {"kind": "ema", "codebook_size": codes, "decay": 0.99, "dead_code_threshold": 0.03, "kmeans_init": True}
-    cfg = TrainConfig(
+    cfg = CodecTrainConfig(
         data=str(images), out=str(out), preset="movqgan-tiny",
         codec={"quantizer": quantizer, "z_channels": latent, "embed_dim": latent}, resolution=size // 2,
         crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0), batch_size=16, max_steps=steps, lr=5e-4,

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 
 import movq
-from movq.data import TokenDataset
 from movq.image_files import list_image_files, open_rgb, resize_center_crop
 from movq.tokenize.config import TokenizeConfig, default_workers
+from movq.tokenize.dataset import TokenDataset
 from movq.tokenize.runner import Tokenizer
 
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"

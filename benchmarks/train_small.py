@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import movq
-from movq.train.config import TrainConfig
-from movq.train.evaluate import evaluate_folder
+from movq.bench.evaluate import evaluate_folder
+from movq.train.config import CodecTrainConfig
 from movq.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def main() -> None:
     rows = []
     for norm in ("spatial", "group"):
         out = Path(args.out) / norm
-        cfg = TrainConfig(
+        cfg = CodecTrainConfig(
             data=str(images / "train"), out=str(out), preset="movqgan-tiny",
             codec={"norm": norm, "quantizer": QUANTIZER}, resolution=64, batch_size=args.batch_size,
             max_steps=args.steps, lr=args.lr, warmup_steps=min(100, args.steps // 10), crop_scale=(0.05, 1.0),

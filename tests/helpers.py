@@ -29,10 +29,26 @@ from PIL import Image
 
 from movq import Codec, CodecConfig, get_preset
 from movq.config import VQConfig
-from movq.train.config import TrainConfig
+from movq.train.config import CodecTrainConfig
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 """This checkout's ``src`` folder (what subprocesses must import)."""
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str) -> types.ModuleType:
+    """The script ``benchmarks/<name>.py`` imported as a module (benchmarks are measurements, not part of
+    the package), cached in ``sys.modules`` under its name."""
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 # ------------------------------------------------------------------ codecs
 
@@ -107,15 +123,15 @@ def make_images(root: Path, n: int = 6) -> Path:
     return root
 
 
-def tiny_train_config(data: Path, out: Path, **kw: Any) -> TrainConfig:
-    """A :class:`TrainConfig` of a few CPU steps of :data:`TRAIN_CODEC` at 16 px; ``kw`` override fields."""
+def tiny_train_config(data: Path, out: Path, **kw: Any) -> CodecTrainConfig:
+    """A :class:`CodecTrainConfig` of a few CPU steps of :data:`TRAIN_CODEC` at 16 px; ``kw`` override fields."""
     base = dict(
         data=str(data), out=str(out), codec=TRAIN_CODEC, resolution=16, batch_size=2, max_steps=4,
         perceptual_net="none", num_workers=0, warmup_steps=1, lr=1e-3, log_every=1, save_every=2,
         image_every=2, progress=False, disc_start=2, amp="none", disc_ndf=8, disc_layers=2,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return CodecTrainConfig(**base)
 
 
 # ------------------------------------------------------------------ hostile pickles

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import movq
-from helpers import BENCH_FAST, bench_photos
+from helpers import BENCH_FAST, bench_photos, benchmark_module
 from movq.bench.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 
 
@@ -65,8 +65,8 @@ def test_psnr_matches_manual_reconstruction(bench_codec_dir, tmp_path):
 
 
 def test_training_evaluation_equals_the_bench(bench_codec_dir, tmp_path, one_thread):  # one thread, as BENCH_FAST
+    from movq.bench.evaluate import evaluate_folder
     from movq.metrics.lpips import LPIPSMetric
-    from movq.train.evaluate import evaluate_folder
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "images"
@@ -158,8 +158,7 @@ def test_speed_subcommand(bench_codec_dir, tmp_path, capsys):
 def test_versus_peak_memory_counts_the_round_trip_not_the_model_building():
     import torch
 
-    from movq.bench.versus import peak_memory_mib
-
+    peak_memory_mib = benchmark_module("versus").peak_memory_mib
     cpu = torch.device("cpu")
     small = peak_memory_mib("movq", "movqgan-tiny", 64, 1, "fp32", cpu)
     large = peak_memory_mib("movq", "movqgan-tiny", 256, 4, "fp32", cpu)
@@ -169,7 +168,7 @@ def test_versus_peak_memory_counts_the_round_trip_not_the_model_building():
 
 
 def test_lpips_metric_is_labelled(bench_codec_dir, tmp_path, capsys):
-    pytest.importorskip("movq.perceptual")
+    pytest.importorskip("movq.metrics.lpips")
     photo = bench_photos()[0]
     folder = tmp_path / "one"
     folder.mkdir()

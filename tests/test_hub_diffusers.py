@@ -9,10 +9,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import movq
+from helpers import benchmark_module
 from movq import Codec, CodecConfig, get_preset
-from movq.bench.versus import spread_weights
 from movq.config import GumbelConfig
 from movq.hub.diffusers import diffusers_to_original
+
+spread_weights = benchmark_module("versus").spread_weights  # benchmarks/versus.py
 
 diffusers = pytest.importorskip("diffusers")
 VQModel = diffusers.VQModel

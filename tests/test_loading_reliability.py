@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from movq import DVAE, Codec, CodecConfig, DVAEConfig, get_preset
+from movq import Codec, CodecConfig, get_preset
 from movq.config import PRESETS, EMAConfig, FSQConfig, GumbelConfig, LFQConfig, ResidualConfig, VQConfig
+from movq.dvae import DVAE, DVAEConfig
 from movq.hub import CheckpointReadError, get_spec
 from movq.loader import codec_from_state
 from movq.strict import ConfigError

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from movq.metrics.inception import convert_tf_layout_state, fid_helper_weights_path, load_inception_file
-from movq.metrics.inception_net import FIDInceptionV3
+from movq.metrics.inception import (
+    FIDInceptionV3,
+    convert_tf_layout_state,
+    fid_helper_weights_path,
+    load_inception_file,
+)
 
 
 def pytorch_fid_layout(with_num_batches_tracked: bool) -> dict[str, torch.Tensor]:

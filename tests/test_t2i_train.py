@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from movq import Codec, get_preset
-from movq.data import TokenDataset
 from movq.t2i import T2ITransformer, encode_prompts, load_tokenizer, tokens_to_sequence
 from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer, main
+from movq.tokenize.dataset import TokenDataset
 
 COLOURS = ["red", "green", "blue", "white"]
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TokenList(torch.utils.data.Dataset):
-    """What the trainer reads from movq.data.TokenDataset: ``{"tokens", "source", "caption"}`` items and ``meta``.
+    """What the trainer reads from movq.tokenize.dataset.TokenDataset: ``{"tokens", "source", "caption"}`` items and ``meta``.
 
     Each caption names a colour; its image is a 4x4 token grid of that colour's code with a random
     speck, so the text predicts the image and a few steps show it."""

@@ -1,4 +1,4 @@
-"""movq-tokenize and movq.data.TokenDataset: tokens equal codec.encode, captions, bad files, sources
+"""movq-tokenize and movq.tokenize.dataset.TokenDataset: tokens equal codec.encode, captions, bad files, sources
 (folder / manifest / tar), latents, resume (rerun, deleted shard, kill -9), refusal to mix, CLI errors."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from safetensors import safe_open
 
 import movq
 from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, token_files
-from movq.data import TokenDataset, collate_items
 from movq.image_files import load_preprocessed
 from movq.tokenize.cli import EXIT_ERROR, main
+from movq.tokenize.dataset import TokenDataset, collate_items
 from movq.tokenize.encoding import token_dtype
 from movq.tokenize.shards import shard_paths
 

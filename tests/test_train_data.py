@@ -51,7 +51,7 @@ def test_sampler_shards_and_resumes():
 
 
 def test_lpips_offline():
-    from movq.perceptual import load_lpips, stlpips_weights_path
+    from movq.metrics.lpips import load_lpips, stlpips_weights_path
 
     if stlpips_weights_path("alex") is None:
         pytest.skip("stlpips-pytorch not installed (pip install --no-deps stlpips-pytorch)")
@@ -67,7 +67,7 @@ def test_lpips_offline():
 
 
 def test_lpips_missing_weights_error_says_where_it_looked(monkeypatch):
-    import movq.perceptual as P
+    import movq.metrics.lpips as P
     from movq.metrics.lpips import LPIPSMetric
 
     monkeypatch.setattr(P, "stlpips_weights_path", lambda net: None)
@@ -81,7 +81,7 @@ def test_lpips_missing_weights_error_says_where_it_looked(monkeypatch):
 
 
 def test_lpips_missing_weights_error(tmp_path, monkeypatch):
-    import movq.perceptual as P
+    import movq.metrics.lpips as P
 
     monkeypatch.setattr(P, "stlpips_weights_path", lambda net: None)
     monkeypatch.setattr(P, "_standard_lin_path", lambda net: None)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from movq.train.cli import config_from_args
-from movq.train.config import TrainConfig
+from movq.train.config import CodecTrainConfig
 from movq.train.ema import ModelEMA
 from movq.train.losses import (
     LossWeights,
@@ -83,7 +83,7 @@ def test_ema_update_by_hand():
 
 
 def test_warmup_cosine_schedule():
-    f = lr_lambda(TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1))
+    f = lr_lambda(CodecTrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
 
@@ -95,8 +95,8 @@ def test_config_file_and_flags(tmp_path):
     (tmp_path / "run.toml").write_text('[train]\ndata = "e"\ncodec = { norm = "group" }\ncrop_scale = [0.5, 1.0]\n')
     cfg = config_from_args(["--config", str(tmp_path / "run.toml"), "--max-steps", "7"])
     assert (cfg.data, cfg.codec, cfg.crop_scale, cfg.max_steps) == ("e", {"norm": "group"}, (0.5, 1.0), 7)
-    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
-        TrainConfig.from_dict({"data": "d", "bogus": 1})
+    with pytest.raises(ValueError, match="unknown CodecTrainConfig fields"):
+        CodecTrainConfig.from_dict({"data": "d", "bogus": 1})
 
 
 def test_loss_weights_are_one_nested_field(tmp_path):
@@ -106,13 +106,13 @@ def test_loss_weights_are_one_nested_field(tmp_path):
     (tmp_path / "run.toml").write_text('data = "d"\n[loss]\nperc = 0.5\n')
     cfg = config_from_args(["--config", str(tmp_path / "run.toml"), "--w-l1", "1"])
     assert cfg.loss == LossWeights(perc=0.5, l1=1.0)
-    assert TrainConfig.from_dict({"w_vq": 2, "loss": {"adv": 0}}).loss == LossWeights(vq=2.0, adv=0.0)  # older keys
+    assert CodecTrainConfig.from_dict({"w_vq": 2, "loss": {"adv": 0}}).loss == LossWeights(vq=2.0, adv=0.0)  # older keys
     with pytest.raises(ValueError, match="'loss.vq'.*finite number"):
-        TrainConfig.from_dict({"loss": {"vq": "high"}})
+        CodecTrainConfig.from_dict({"loss": {"vq": "high"}})
     with pytest.raises(ValueError, match="unknown LossWeights fields \\['adversarial'\\] at 'loss'"):
-        TrainConfig.from_dict({"loss": {"adversarial": 1}})
+        CodecTrainConfig.from_dict({"loss": {"adversarial": 1}})
     with pytest.raises(ValueError, match="w_vq and loss.vq"):
-        TrainConfig.from_dict({"w_vq": 1, "loss": {"vq": 2}})
+        CodecTrainConfig.from_dict({"w_vq": 1, "loss": {"vq": 2}})
 
 
 def test_optimizer_step_is_clip_step_zero_schedule_ema():

@@ -7,8 +7,8 @@ Usage::
                [--limit N] [--device cuda] [--dtype bf16] [--cache DIR]
     torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
     movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
-    movq-bench speed [--vs-diffusers movqgan-67m] [--sizes 256,512] [--batches 1,8] [--precisions fp32,bf16]
-                     [--repeats 5] [--photos DIR] [--large 2048] [--quick]   # movq vs diffusers, same weights
+
+movq against diffusers' ``VQModel`` on the same weights is a benchmark: ``python benchmarks/speed.py``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 
 from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
 from movq.bench.metric_table import CHOICES, DEFAULT_METRICS, normalise_metrics
-from movq.bench.runner import DTYPES, BenchConfig, BenchError, BenchInterrupted
+from movq.bench.runner import BenchConfig, BenchError, BenchInterrupted
 from movq.devices import resolve_device
+from movq.dtypes import DTYPES
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
 
@@ -56,25 +57,13 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _precisions(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(names) - {"fp32", "bf16"})
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown precision(s) {unknown}; use fp32 and/or bf16")
-    return names
-
-
 def speed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="movq-bench speed",
-        description="Encode / decode throughput and peak memory of --model codecs; without --model, movq "
-        "against diffusers' VQModel on the same random weights (round trips interleaved, median of --repeats).",
+        description="Encode / decode throughput and peak memory of --model codecs (movq against diffusers' "
+        "VQModel: python benchmarks/speed.py).",
     )
-    p.add_argument("--model", action="append", help="codec to time alone (repeatable)")
+    p.add_argument("--model", action="append", required=True, help="codec to time (repeatable)")
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=5)
@@ -83,17 +72,6 @@ def speed_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="write the rows as JSON here")
-    versus = p.add_argument_group("movq vs diffusers (when no --model is given)")
-    versus.add_argument("--vs-diffusers", default="movqgan-67m", metavar="PRESET", help="architecture (random weights)")
-    versus.add_argument("--sizes", type=_ints, default=[256, 512], help="comma list of resolutions")
-    versus.add_argument("--batches", type=_ints, default=[1, 8], help="comma list of batch sizes")
-    versus.add_argument("--precisions", type=_precisions, default=["fp32", "bf16"], help="fp32, bf16 or both")
-    versus.add_argument("--repeats", type=int, default=5, help="interleaved timed round trips per variant")
-    versus.add_argument("--photos", help="folder of real photos to time on (default: random images)")
-    versus.add_argument("--no-memory", action="store_true", help="skip the per-row peak memory child processes")
-    versus.add_argument("--large", type=int, action="append", default=[], metavar="RES",
-                        help="also the peak RSS of one default codec.decode at RES x RES (child process, repeatable)")
-    versus.add_argument("--quick", action="store_true", help="256 px, batch 1, 3 repeats, no memory columns")
     return p
 
 
@@ -130,8 +108,6 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _speed(args: argparse.Namespace) -> int:
-    if not args.model:
-        return _versus(args)
     from movq.bench.speed import run_speed, speed_table
 
     _check_common(args)
@@ -143,25 +119,6 @@ def _speed(args: argparse.Namespace) -> int:
     print(speed_table(rows), end="")
     if args.out:
         atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")
-    return 0
-
-
-def _versus(args: argparse.Namespace) -> int:
-    from movq.bench import versus
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.sizes, args.batches, args.repeats, args.no_memory = [256], [1], 3, True
-    print(f"movq vs diffusers {versus.diffusers_version()} on {versus.machine()}, {torch.get_num_threads()} threads, "
-          f"{args.vs_diffusers} random weights, median of {args.repeats} interleaved round trips")
-    print(versus.table([]), end="")
-    versus.run(args.vs_diffusers, args.sizes, args.batches, args.precisions, args.repeats, args.device,
-               not args.no_memory, args.photos, args.out)
-    for resolution in args.large:
-        gib, seconds = versus.decode_peak_rss_gib(args.vs_diffusers, resolution)
-        print(f"\n{args.vs_diffusers} codec.decode of a {resolution}x{resolution} image, default settings (fp32): "
-              f"peak RSS {gib:.2f} GiB, {seconds:.0f} s")
     return 0
 
 

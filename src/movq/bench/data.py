@@ -92,7 +92,3 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> LoadedImage:
         return load_image(self.records[index], index, self.resolution)
 
-
-def collate(items: list[LoadedImage]) -> list[LoadedImage]:
-    """Keep the list as is (batches are stacked after dropping unreadable files)."""
-    return items

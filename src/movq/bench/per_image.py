@@ -1,7 +1,7 @@
 """The bench's per-image path: reconstruct a batch, then every per-image metric of
 :data:`~movq.bench.metric_table.METRICS` (PSNR, SSIM, MS-SSIM, L1, LPIPS) on it.
 
-``movq-bench`` and the training evaluation (:mod:`movq.train.evaluate`) both call these, so their
+``movq-bench`` and the training evaluation (:mod:`movq.bench.evaluate`) both call these, so their
 numbers for the same images and codec are the same.
 """
 

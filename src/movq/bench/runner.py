@@ -14,10 +14,11 @@ from torch import Tensor
 import movq
 from movq import distributed as dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
-from movq.bench.data import ALL, ImageDataset, LoadedImage, collate, discover
+from movq.bench.data import ALL, ImageDataset, LoadedImage, discover
 from movq.bench.metric_table import DEFAULT_METRICS, check_metrics
 from movq.bench.per_image import per_image_metrics, reconstruct
 from movq.bench.stats import BenchStats
+from movq.dtypes import DTYPES
 from movq.metrics import image as image_metrics
 
 
@@ -53,10 +54,6 @@ class BenchConfig:
     download: bool = True
     progress: bool = True
     max_chunks: int | None = None
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 
 
 def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
@@ -219,7 +216,7 @@ class Runner:
         start = time.perf_counter()
         bar = self._progress(total_left, len(self.records) - total_left if ctx.world_size == 1 else 0)
         loader = torch.utils.data.DataLoader(
-            ImageDataset(self.records, cfg.resolution), batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate
+            ImageDataset(self.records, cfg.resolution), batch_sampler=batches, num_workers=cfg.workers, collate_fn=list
         )
         for (chunk_id, is_last), items in zip(ends, loader):
             self._process(items, stats, skipped_local)

@@ -13,17 +13,17 @@ Training and sampling a run (``movq-diffusion-train``, :mod:`movq.diffusion.trai
 
 Modules: ``schedules`` (betas, respacing), ``losses`` (KL, discretized likelihood), ``config``
 (:class:`DiffusionConfig`), ``gaussian_diffusion``, ``guidance`` (conditioning dropout, guided
-model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``pipeline`` (labels /
-vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``release``
-(a trained run folder -> :class:`LatentDiffusionPipeline`).
+model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``sampling`` (:func:`generate`:
+labels / vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``pipeline``
+(:class:`LatentDiffusionPipeline`: a trained run folder, ready to sample).
 """
 
 from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import ClassifierFreeGuidance, drop_conditions
-from movq.diffusion.pipeline import generate
+from movq.diffusion.pipeline import LatentDiffusionPipeline
 from movq.diffusion.presets import UNET_PRESETS, unet_config
-from movq.diffusion.release import LatentDiffusionPipeline
+from movq.diffusion.sampling import generate
 from movq.diffusion.unet import UNet, UNetConfig
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Latent training data for diffusion: codec latents with optional class labels and conditioning vectors.
 
 The latents are the pre-computed ones of a ``movq-tokenize --latents`` folder
-(:class:`movq.data.TokenDataset`). Class labels come from the top-level subfolder of each source
+(:class:`movq.tokenize.dataset.TokenDataset`). Class labels come from the top-level subfolder of each source
 image (the ImageNet layout ``DATA/<class>/<image>``), mapped to indices in sorted name order;
 conditioning vectors (e.g. CLIP image embeddings) from a ``.safetensors`` file holding ``cond``
 ``[N, D]`` in the folder's item order.
@@ -44,7 +44,7 @@ class LatentItems(Dataset):
     ``labels`` are given and ``"cond"`` (float ``[D]``) when ``cond`` is.
 
     ``latents``: a tensor ``[N, C, h, w]`` or an int-indexed dataset of dicts with ``"latents"`` (a
-    :class:`movq.data.TokenDataset` of a ``--latents`` run). ``labels``: ``N`` ints in
+    :class:`movq.tokenize.dataset.TokenDataset` of a ``--latents`` run). ``labels``: ``N`` ints in
     ``[0, len(label_names))``; ``label_names`` default to ``"0"``, ``"1"``, ... ``cond``: ``[N, D]``.
     ``meta`` describes where the latents came from (a TokenDataset's ``meta`` by default).
     """
@@ -142,7 +142,7 @@ def _from_folder(meta: dict[str, Any]) -> bool:
 
 
 def labelled_latents(dataset: Any, mode: str = "auto", cond_file: str | None = None) -> LatentItems:
-    """:class:`LatentItems` over a ``--latents`` :class:`movq.data.TokenDataset`: labels from the top-level
+    """:class:`LatentItems` over a ``--latents`` :class:`movq.tokenize.dataset.TokenDataset`: labels from the top-level
     folders of its sources (``mode``: ``auto`` when the run read an image folder, every source has a
     class folder and there are at least two,
     ``folder`` always (an error otherwise), ``none`` never) and vectors from ``cond_file``."""

@@ -1,84 +1,137 @@
-"""End to end: class labels or conditioning vectors -> latents (diffusion) -> images (codec)."""
+"""A trained latent-diffusion run folder, ready to sample: :class:`LatentDiffusionPipeline`.
+
+``movq-diffusion-train`` releases into its ``OUT``:
+
+- ``config.json`` + ``model.safetensors`` + ``ema.safetensors``: the UNet (:meth:`UNet.save_pretrained`);
+- ``diffusion.json``: the diffusion process (:meth:`GaussianDiffusion.save_pretrained`);
+- ``latent_diffusion.json``: the codec whose latents the model learned (the name or folder given to
+  ``movq.load``, its config and weights hashes), the latent shape, the extra ``latent_scale`` the
+  model's latents carry, and the class names (label ``i`` is ``labels[i]``).
+
+>>> pipe = LatentDiffusionPipeline.from_pretrained("runs/diffusion")
+>>> images = pipe.generate(labels=["cat", "dog"], num_steps=50)      # [2, 3, H, W] in [-1, 1]
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from movq.atomic import atomic_write_text
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
+from movq.diffusion.sampling import generate
 from movq.diffusion.unet import UNet
 
+RELEASE_NAME = "latent_diffusion.json"
+RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
+                "labels")
 
-@torch.no_grad()
-def generate(
-    model: UNet,
-    diffusion: GaussianDiffusion,
-    codec: Any,
-    *,
-    labels: Tensor | Sequence[int] | None = None,
-    cond: Tensor | None = None,
-    num_samples: int | None = None,
-    latent_size: int | tuple[int, int] | None = None,
-    num_steps: int | None = 50,
-    sampler: str = "ddim",
-    eta: float = 0.0,
-    guidance_scale: float = 1.0,
-    quantize: bool = False,
-    clip_denoised: float | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    latent_scale: float = 1.0,
-) -> Tensor:
-    """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
 
-    ``labels`` (``[B]`` ints) and/or ``cond`` (``[B, cond_dim]`` vectors, e.g. a CLIP image
-    embedding as Kandinsky's decoder uses) set the batch; without either, ``num_samples`` does
-    (unconditional, or the null condition of a conditional model). ``latent_size`` defaults to the
-    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps);
-    ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
-    :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
-    decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
-    model's latents carry on top of the codec's own ``scaling_factor`` (a trained run records it):
-    samples are divided by it before ``codec.decode_latents``.
+def write_release_info(directory: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info``."""
+    missing = sorted(set(RELEASE_KEYS) - set(info))
+    if missing:
+        raise ValueError(f"release info lacks {missing}")
+    path = Path(directory) / RELEASE_NAME
+    atomic_write_text(path, json.dumps({k: info[k] for k in RELEASE_KEYS}, indent=2) + "\n")
+    return path
+
+
+def read_release_info(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``latent_diffusion.json`` of a run folder, checked for its keys."""
+    path = Path(directory) / RELEASE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a movq-diffusion-train run folder (it writes {RELEASE_NAME})")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    missing = sorted(set(RELEASE_KEYS) - set(info)) if isinstance(info, dict) else list(RELEASE_KEYS)
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    return info
+
+
+class LatentDiffusionPipeline:
+    """Class labels / conditioning vectors -> images: a UNet, its diffusion and the codec that decodes.
+
+    ``latent_scale`` divides the sampled latents before ``codec.decode_latents``; ``labels`` are the
+    class names (then :meth:`generate` accepts names); ``latent_shape`` ``(C, h, w)`` sets the sample size.
     """
-    if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
-        raise ValueError(f"latent_scale must be a number > 0, got {latent_scale!r}")
-    config = model.config
-    embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)
-    if embed_dim is not None and embed_dim != config.in_channels:
-        raise ValueError(
-            f"the codec's latents have {embed_dim} channels but the UNet takes {config.in_channels}"
+
+    def __init__(self, model: UNet, diffusion: GaussianDiffusion, codec: Any, *, latent_scale: float = 1.0,
+                 labels: Sequence[str] | None = None, latent_shape: Sequence[int] | None = None) -> None:
+        self.model, self.diffusion, self.codec = model, diffusion, codec
+        self.latent_scale = float(latent_scale)
+        self.labels = None if labels is None else list(labels)
+        size = model.config.sample_size
+        self.latent_shape = tuple(latent_shape) if latent_shape is not None else (model.config.in_channels, size, size)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, codec: Any = None, weights: str = "auto",
+                        device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                        check_codec: bool = True) -> LatentDiffusionPipeline:
+        """Load a ``movq-diffusion-train`` run folder: the UNet (``weights="auto"``: EMA), ``diffusion.json``
+        and the recorded codec (``codec``: a codec or a name / folder to load instead). With
+        ``check_codec`` a codec whose weights differ from the recorded ones is warned about."""
+        info = read_release_info(directory)
+        model = UNet.from_pretrained(directory, weights=weights, device=device, dtype=dtype)
+        diffusion = GaussianDiffusion.from_pretrained(directory)
+        if codec is None and not info["codec"]:
+            raise ValueError(f"{directory} records no codec (trained on latents without a movq-tokenize folder): pass codec=")
+        load = codec is None or isinstance(codec, (str, os.PathLike))
+        if load:
+            import movq
+
+            codec = movq.load(codec or info["codec"], device=device)  # as stored: the hash covers these weights
+        if check_codec and info.get("weights_hash"):
+            from movq.tokenize.meta import weights_hash
+
+            if weights_hash(codec) != info["weights_hash"]:
+                warnings.warn(
+                    f"the codec's weights differ from those whose latents {directory} was trained on "
+                    f"({info['codec']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
+                    stacklevel=2,
+                )
+        if load:
+            codec = codec.to(dtype)
+        return cls(model, diffusion, codec, latent_scale=info["latent_scale"], labels=info["labels"],
+                   latent_shape=info["latent_shape"])
+
+    def label_ids(self, labels: Sequence[int | str] | Tensor) -> Tensor:
+        """Class ids ``[B]`` for ids or class names."""
+        if isinstance(labels, Tensor):
+            return labels.long()
+        ids = []
+        for label in labels:
+            if isinstance(label, str):
+                if self.labels is None or label not in self.labels:
+                    known = "this model has no class names" if self.labels is None else f"classes: {self.labels}"
+                    raise ValueError(f"unknown class {label!r}; {known}")
+                ids.append(self.labels.index(label))
+            else:
+                ids.append(int(label))
+        return torch.tensor(ids, dtype=torch.long)
+
+    @torch.no_grad()
+    def generate(self, labels: Sequence[int | str] | Tensor | None = None, *, cond: Tensor | None = None,
+                 num_samples: int | None = None, num_steps: int | None = 50, sampler: str = "ddim", eta: float = 0.0,
+                 guidance_scale: float = 1.0, clip_denoised: float | None = None, quantize: bool = False,
+                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for class ``labels`` (ids or names) and/or ``cond``
+        vectors, or ``num_samples`` unconditional ones; see :func:`movq.diffusion.generate`."""
+        return generate(
+            self.model, self.diffusion, self.codec, labels=None if labels is None else self.label_ids(labels),
+            cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
+            sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
+            generator=generator, progress=progress, latent_scale=self.latent_scale,
         )
-    device = next(model.parameters()).device
-    kwargs: dict[str, Tensor] = {}
-    if labels is not None:
-        kwargs["y"] = torch.as_tensor(labels, dtype=torch.long, device=device)
-    if cond is not None:
-        kwargs["cond"] = cond.to(device)
-    batches = {v.shape[0] if v.ndim else -1 for v in kwargs.values()}
-    if num_samples is not None:
-        batches.add(num_samples)
-    if len(batches) != 1 or min(batches) < 1:
-        raise ValueError(
-            f"give labels [B], cond [B, D] or num_samples (agreeing on B >= 1); got batch sizes {sorted(batches)}"
-        )
-    size = config.sample_size if latent_size is None else latent_size
-    height, width = (size, size) if isinstance(size, int) else size
-    if num_steps is not None and num_steps != diffusion.num_timesteps:
-        diffusion = diffusion.respace(num_steps)
-    latents = diffusion.sample(
-        model,
-        (batches.pop(), config.in_channels, height, width),
-        model_kwargs=kwargs,
-        sampler=sampler,
-        eta=eta,
-        guidance_scale=guidance_scale,
-        clip_denoised=clip_denoised,
-        generator=generator,
-        device=device,
-        progress=progress,
-    )
-    return codec.decode_latents(latents / latent_scale, quantize=quantize)
+
+    __call__ = generate

@@ -43,16 +43,16 @@ from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.data import LABEL_MODES, LatentItems, collate_latents, labelled_latents, latent_std
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
+from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
-from movq.diffusion.release import write_release_info
 from movq.diffusion.unet import UNet
+from movq.tokenize.training_data import open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.loop import TaskBase, TrainLoop
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
-from movq.train.tokens import open_token_folder
 
 PROG = "movq-diffusion-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
@@ -200,7 +200,7 @@ class DiffusionTrainer(TaskBase):
         return labelled_latents(latents, cfg.labels, cfg.cond)
 
     def release_info(self) -> dict[str, Any]:
-        """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.release`)."""
+        """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.pipeline`)."""
         meta = self.dataset.meta
         return {
             "codec": meta.get("model"), "codec_name": meta.get("model_name"), "config_hash": meta.get("config_hash"),

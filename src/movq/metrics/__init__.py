@@ -34,11 +34,11 @@ _EXPORTS: dict[str, str] = {
     "MeanAccumulator": "movq.metrics.accumulators",
     "PosteriorAccumulator": "movq.metrics.accumulators",
     # feature extractors
-    "FeatureExtractor": "movq.metrics.features",
-    "FeatureOutput": "movq.metrics.features",
+    "FeatureExtractor": "movq.metrics.extractor",
+    "FeatureOutput": "movq.metrics.extractor",
     "RandomFeatureExtractor": "movq.metrics.features",
     "build_feature_extractor": "movq.metrics.features",
-    "FIDInceptionV3": "movq.metrics.inception_net",
+    "FIDInceptionV3": "movq.metrics.inception",
     "load_fid_inception": "movq.metrics.inception",
 }
 

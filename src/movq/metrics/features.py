@@ -3,44 +3,20 @@
 A feature extractor is an ``nn.Module`` that maps images ``[B, 3, H, W]`` in ``[0, 1]`` to a
 :class:`FeatureOutput`: pooled features ``[B, D]`` (for FID) and optionally class logits
 ``[B, C]`` (for IS). Any module with that contract and the attributes below can be passed to the
-bench (``--feature-extractor package.module:factory``).
+bench (``--feature-extractor package.module:factory``). The contract itself (:class:`FeatureExtractor`,
+:class:`FeatureOutput`) is in :mod:`movq.metrics.extractor`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass
-class FeatureOutput:
-    """``features`` ``[B, D]`` float32 (FID space) and ``logits`` ``[B, C]`` or ``None`` (no classifier head: no IS)."""
-
-    features: Tensor
-    logits: Tensor | None
-
-
-class FeatureExtractor(nn.Module):
-    """Base class: images ``[B, 3, H, W]`` float in ``[0, 1]`` -> :class:`FeatureOutput`.
-
-    Attributes: ``feature_dim`` (D), ``num_classes`` (C, or ``None`` without logits),
-    ``description`` (what network and weights - printed with the results), ``is_standard``
-    (``True`` only for the reference FID Inception weights; numbers from anything else must be
-    labelled as such).
-    """
-
-    feature_dim: int = 0
-    num_classes: int | None = None
-    description: str = "custom feature extractor"
-    is_standard: bool = False
-
-    def forward(self, images: Tensor) -> FeatureOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+from movq.metrics.extractor import FeatureExtractor, FeatureOutput
 
 
 class RandomFeatureExtractor(FeatureExtractor):

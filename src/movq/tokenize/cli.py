@@ -8,7 +8,7 @@ Usage::
 
 ``SRC`` is an image folder (captions: same-name ``.txt``), a ``.jsonl`` / ``.csv`` manifest with
 ``image`` and ``caption`` columns, or WebDataset-style ``.tar`` shards. Read the result with
-``movq.data.TokenDataset(DIR)``.
+``movq.tokenize.dataset.TokenDataset(DIR)``.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from movq.atomic import check_writable_dir
-from movq.bench.runner import DTYPES  # the compute dtypes movq-bench accepts
 from movq.devices import resolve_device
+from movq.dtypes import DTYPES, dtype_names
 
-LATENT_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+LATENT_DTYPES = dtype_names(torch.float16, torch.bfloat16)  # what --latents stores
 
 
 class TokenizeError(ValueError):

@@ -21,7 +21,6 @@ import torch
 import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
-from movq.bench.data import collate
 from movq.memory_budget import MemoryBudgetError, check_memory_budget
 from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import DecodedItem, SourceDataset
@@ -149,7 +148,7 @@ class Tokenizer:
         workers = cfg.workers
         loader = torch.utils.data.DataLoader(
             SourceDataset(self.sources.items, cfg.resolution), batch_sampler=batches, num_workers=workers,
-            collate_fn=collate, pin_memory=self.ctx.device.type == "cuda",
+            collate_fn=list, pin_memory=self.ctx.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
         )
         bar = self._progress(sum(len(b) for b in batches))

@@ -1,13 +1,13 @@
 """Training codecs with the SBER-MoVQGAN recipe: ``movq-train`` / :class:`Trainer`.
 
-Modules: ``config`` (:class:`TrainConfig`), ``data`` (image folder, resumable sampler), ``losses``
-(recipe terms, PatchGAN, hinge), ``ema``, ``checkpoint``, ``logs``, ``loop``, ``trainer``, ``cli``; process groups come from
-:mod:`movq.distributed`.
+Modules: ``config`` (:class:`CodecTrainConfig`, the codec recipe), ``data`` (image folder, resumable
+sampler), ``losses`` (recipe terms, PatchGAN, hinge), ``ema``, ``checkpoint``, ``logs``, ``loop``, ``trainer``,
+``cli``; process groups come from :mod:`movq.distributed`.
 """
 
-from movq.train.config import TrainConfig
+from movq.train.config import CodecTrainConfig
 
-__all__ = ["TrainConfig", "Trainer", "train"]
+__all__ = ["CodecTrainConfig", "Trainer", "train"]
 
 
 def __getattr__(name: str):  # lazy: importing movq.train stays cheap
@@ -19,4 +19,8 @@ def __getattr__(name: str):  # lazy: importing movq.train stays cheap
         from movq.train.trainer import train
 
         return train
+    if name == "TrainConfig":  # deprecated alias of CodecTrainConfig (warns)
+        from movq.train import config
+
+        return config.TrainConfig
     raise AttributeError(name)

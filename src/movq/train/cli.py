@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from movq.atomic import check_writable_dir
-from movq.train.config import TrainConfig, read_config_file
+from movq.train.config import CodecTrainConfig, read_config_file
 
 EXIT_ERROR = 2
 INT_OR_NONE = ("int | None", "typing.Optional[int]", "typing.Union[int, NoneType]")
@@ -38,7 +38,7 @@ _HELP = {
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
-    "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.perceptual)",
+    "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.metrics.lpips)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",
     "disc_start": "optimizer step at which the PatchGAN loss starts",
     "adaptive_weight": "taming's adaptive GAN weight (off in the SBER-MoVQGAN recipe)",
@@ -53,7 +53,7 @@ _HELP = {
 }
 
 
-def build_parser(config_cls: type = TrainConfig, prog: str = "movq-train", description: str | None = __doc__,
+def build_parser(config_cls: type = CodecTrainConfig, prog: str = "movq-train", description: str | None = __doc__,
                  help_texts: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """One ``--flag`` per field of the dataclass ``config_cls`` (any movq training config), plus ``--config``."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +90,7 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, dest: str, hint: Any, 
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text, **shown)
 
 
-def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig, prog: str = "movq-train",
+def config_from_args(argv: list[str] | None = None, config_cls: type = CodecTrainConfig, prog: str = "movq-train",
                      description: str | None = __doc__, help_texts: dict[str, str] | None = None) -> Any:
     """Defaults <- config file (or, with --resume, the run's saved config) <- explicit flags."""
     args = vars(build_parser(config_cls, prog, description, help_texts).parse_args(argv))
@@ -181,12 +181,12 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``movq-train`` console script; returns the exit status (0 done, 2 user error)."""
 
-    def make_trainer(cfg: TrainConfig) -> Any:
+    def make_trainer(cfg: CodecTrainConfig) -> Any:
         from movq.train.trainer import Trainer
 
         return Trainer(cfg)
 
-    return run_training_cli(argv, TrainConfig, make_trainer, "movq-train")
+    return run_training_cli(argv, CodecTrainConfig, make_trainer, "movq-train")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Training configurations: :class:`RunConfig` (what every trainer shares) and the codec's
-:class:`TrainConfig`; readable from JSON / TOML, overridable by CLI flags."""
+:class:`CodecTrainConfig` (the codec recipe); readable from JSON / TOML, overridable by CLI flags."""
 
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ class OptimConfig(RunConfig):
 
 
 @dataclass
-class TrainConfig(OptimConfig):
-    """Everything a codec training run needs (the bookkeeping fields come from
+class CodecTrainConfig(OptimConfig):
+    """Everything a codec training run needs (``movq-train``) (the bookkeeping fields come from
     :class:`RunConfig`). Saved into every checkpoint (``train_config.json``).
 
     ``loss`` holds the weights of the loss terms (:class:`~movq.train.losses.LossWeights`, a nested
@@ -197,3 +197,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path} is not a valid TOML config file: {error}") from None
         return data.get("train", data)
     return read_json_object(path)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainConfig":  # deprecated in 0.2; removed in the next release
+        import warnings
+
+        warnings.warn("movq.train.config.TrainConfig is deprecated: it is CodecTrainConfig (the codec recipe)",
+                      DeprecationWarning, stacklevel=2)
+        return CodecTrainConfig
+    raise AttributeError(f"module 'movq.train.config' has no attribute {name!r}")

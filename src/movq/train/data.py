@@ -115,7 +115,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Unseeded(Dataset):
-    """A dataset indexed by plain ``int`` (e.g. :class:`movq.data.TokenDataset`), for the
+    """A dataset indexed by plain ``int`` (e.g. :class:`movq.tokenize.dataset.TokenDataset`), for the
     ``(index, sample_seed)`` keys of :class:`ResumableSampler`: the seed is ignored (no augmentation)."""
 
     def __init__(self, dataset: Any) -> None:

@@ -12,11 +12,10 @@ import argparse
 import os
 from pathlib import Path
 
-import torch
-
 from movq.codec import Codec
+from movq.dtypes import dtype_names
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = dtype_names(short=True)  # fp32, bf16, fp16
 
 
 def export_release(run_out: str | os.PathLike, dest: str | os.PathLike, dtype: str = "fp16", name: str | None = None) -> Path:

@@ -15,7 +15,7 @@ from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import merge_dicts
-from movq.train.config import TrainConfig
+from movq.train.config import CodecTrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.logs import dead_codes, save_grid
 from movq.train.loop import TaskBase, TrainLoop, require_state_keys
@@ -32,7 +32,7 @@ HISTOGRAM_CAP = 2**20
 """Largest codebook whose per-code usage is counted for the logs (larger ones count the first codes)."""
 
 
-def build_codec(cfg: TrainConfig) -> Codec:
+def build_codec(cfg: CodecTrainConfig) -> Codec:
     """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec`` overrides."""
     if cfg.init:
         from movq.loader import load
@@ -46,7 +46,7 @@ def build_codec(cfg: TrainConfig) -> Codec:
 
 
 class Trainer(TaskBase):
-    """Trains one codec as described by a :class:`TrainConfig` (see ``movq-train --help``).
+    """Trains one codec as described by a :class:`CodecTrainConfig` (see ``movq-train --help``).
 
     Build it, then call :meth:`run`; it returns the final step. Under ``torchrun`` every process
     builds one; rank 0 alone writes files. ``codec`` / ``ema.module`` / ``disc`` are the unwrapped
@@ -55,7 +55,7 @@ class Trainer(TaskBase):
     this class is the :class:`~movq.train.loop.TrainTask` with the codec recipe.
     """
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: CodecTrainConfig) -> None:
         self.cfg = cfg
         out, data = Path(cfg.out).resolve(), Path(cfg.data).resolve()
         if out == data or data in out.parents:
@@ -100,7 +100,7 @@ class Trainer(TaskBase):
         w = self.cfg.loss
         if self.cfg.perceptual_net == "none" or (w.perc == 0 and w.nll_perc * w.nll == 0):
             return None
-        from movq.perceptual import describe, load_lpips
+        from movq.metrics.lpips import describe, load_lpips
 
         model = load_lpips(self.cfg.perceptual_net, self.cfg.perceptual_weights, device=self.device)  # type: ignore[arg-type]
         if self.dist.is_main:
@@ -221,7 +221,7 @@ class Trainer(TaskBase):
             save_grid(self.out / "images" / f"step-{step:08d}.png", *self._last_batch)
 
 
-def train(cfg: TrainConfig) -> Trainer:
+def train(cfg: CodecTrainConfig) -> Trainer:
     """Build a :class:`Trainer` for ``cfg``, run it, and return it (for scripts and tests)."""
     trainer = Trainer(cfg)
     trainer.run()

@@ -1,4 +1,5 @@
-"""``movq-bench speed --vs-diffusers``: movq against diffusers' ``VQModel`` on the same weights.
+"""movq against diffusers' ``VQModel`` on the same weights: the measurement behind ``benchmarks/speed.py``
+(and the helpers ``benchmarks/fast_paths.py`` times with).
 
 Every pair is measured interleaved in one process (variant A, variant B, A, B, ... for several
 repeats; the median of each is reported), so load from other processes affects both alike. The
@@ -27,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import movq
+from movq.dtypes import dtype_names
 from movq.hub.diffusers import config_to_diffusers, original_to_diffusers
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = dtype_names(torch.float32, torch.bfloat16, short=True)  # fp32, bf16
 
 
 @dataclass
@@ -218,7 +220,7 @@ def peak_memory_mib(which: str, preset: str, resolution: int, batch: int, precis
     a child process: on Linux the peak RSS (``VmHWM``, restarted before the round trip) above the
     resident size before it; on CUDA ``max_memory_allocated`` above the allocated size."""
     args = [which, preset, str(resolution), str(batch), precision, str(device)]
-    out = subprocess.run([sys.executable, "-m", "movq.bench.versus", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

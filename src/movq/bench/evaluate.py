@@ -1,6 +1,6 @@
 """Held-out reconstruction quality of a codec on an image folder: PSNR, SSIM, L1 (LPIPS), codebook usage.
 
-The images, reconstructions and per-image metrics are ``movq-bench``'s (:mod:`movq.bench.per_image`):
+The images, reconstructions and per-image metrics are ``movq-bench``'s (:mod:`movq.bench.per_image`); training runs call it on their held-out folder:
 each image is resized so the short side is ``size`` and centre-cropped to ``size x size``
 (:func:`movq.image_files.load_preprocessed`), metrics are computed on ``[0, 1]`` RGB with the
 reconstruction rounded to 8 bits, one value per image, averaged. Usage is the fraction of the

@@ -5,7 +5,7 @@ codec shares).
     dataset = open_token_folder(cfg.data, Path(cfg.out) / "latents", kind="latents", codec=cfg.codec,
                                 resolution=cfg.resolution, loop=loop)
 
-The folder is :class:`movq.data.TokenDataset`'s; its ``meta`` records the codec (name, config and
+The folder is :class:`movq.tokenize.dataset.TokenDataset`'s; its ``meta`` records the codec (name, config and
 weights hashes), the resolution and the preprocessing. A killed tokenizing run resumes where it
 stopped (``movq-tokenize`` skips finished shards), so ``--resume`` of a trainer reuses the folder.
 """
@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from movq.distributed import barrier
-from movq.train.loop import TrainLoop
+from movq.distributed import DistContext, barrier
 
 DEFAULT_RESOLUTION = 256
 KINDS = ("tokens", "latents")
+
+
+class TrainingRun(Protocol):
+    """What the tokenize-once step needs from a trainer's loop (:class:`movq.train.loop.TrainLoop` has it):
+    ``cfg.device`` / ``cfg.progress``, ``dist`` (the process group) and ``print`` (rank 0 only)."""
+
+    cfg: Any
+    dist: DistContext
+
+    def print(self, msg: str) -> None: ...
 
 
 def is_token_folder(path: str | os.PathLike) -> bool:
@@ -58,7 +67,7 @@ def check_codec_matches(codec_name: str, meta: dict[str, Any], folder: str | os.
 
 def prepare_token_folder(
     data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
-    loop: TrainLoop, batch_size: int = 32, num_workers: int = 2,
+    loop: TrainingRun, batch_size: int = 32, num_workers: int = 2,
 ) -> Path:
     """The ``movq-tokenize`` folder to train on: ``data`` itself, or ``out`` after tokenizing the image
     collection ``data`` once with the frozen ``codec`` at ``resolution`` (``kind="latents"``: continuous
@@ -98,16 +107,16 @@ def prepare_token_folder(
 
 def open_token_folder(
     data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
-    loop: TrainLoop, batch_size: int = 32, num_workers: int = 2,
+    loop: TrainingRun, batch_size: int = 32, num_workers: int = 2,
 ) -> Any:
-    """A :class:`movq.data.TokenDataset` of ``kind`` (see :func:`prepare_token_folder`), checked: the
+    """A :class:`movq.tokenize.dataset.TokenDataset` of ``kind`` (see :func:`prepare_token_folder`), checked: the
     folder holds ``kind``, at least one item, and (for a given folder) was written by ``codec`` at
     ``resolution`` when those are given."""
     folder = prepare_token_folder(
         data, out, kind=kind, codec=codec, resolution=resolution, loop=loop, batch_size=batch_size,
         num_workers=num_workers,
     )
-    from movq.data import TokenDataset
+    from movq.tokenize.dataset import TokenDataset
 
     dataset = TokenDataset(folder)
     meta = dataset.meta

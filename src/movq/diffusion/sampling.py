@@ -1,0 +1,85 @@
+"""Sampling end to end, as one function: class labels or conditioning vectors -> latents (diffusion) -> images
+(codec). :class:`movq.diffusion.pipeline.LatentDiffusionPipeline` calls it for a trained run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from movq.diffusion.gaussian_diffusion import GaussianDiffusion
+from movq.diffusion.unet import UNet
+
+
+@torch.no_grad()
+def generate(
+    model: UNet,
+    diffusion: GaussianDiffusion,
+    codec: Any,
+    *,
+    labels: Tensor | Sequence[int] | None = None,
+    cond: Tensor | None = None,
+    num_samples: int | None = None,
+    latent_size: int | tuple[int, int] | None = None,
+    num_steps: int | None = 50,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
+    quantize: bool = False,
+    clip_denoised: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    latent_scale: float = 1.0,
+) -> Tensor:
+    """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
+
+    ``labels`` (``[B]`` ints) and/or ``cond`` (``[B, cond_dim]`` vectors, e.g. a CLIP image
+    embedding as Kandinsky's decoder uses) set the batch; without either, ``num_samples`` does
+    (unconditional, or the null condition of a conditional model). ``latent_size`` defaults to the
+    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps);
+    ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
+    :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
+    decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
+    model's latents carry on top of the codec's own ``scaling_factor`` (a trained run records it):
+    samples are divided by it before ``codec.decode_latents``.
+    """
+    if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
+        raise ValueError(f"latent_scale must be a number > 0, got {latent_scale!r}")
+    config = model.config
+    embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)
+    if embed_dim is not None and embed_dim != config.in_channels:
+        raise ValueError(
+            f"the codec's latents have {embed_dim} channels but the UNet takes {config.in_channels}"
+        )
+    device = next(model.parameters()).device
+    kwargs: dict[str, Tensor] = {}
+    if labels is not None:
+        kwargs["y"] = torch.as_tensor(labels, dtype=torch.long, device=device)
+    if cond is not None:
+        kwargs["cond"] = cond.to(device)
+    batches = {v.shape[0] if v.ndim else -1 for v in kwargs.values()}
+    if num_samples is not None:
+        batches.add(num_samples)
+    if len(batches) != 1 or min(batches) < 1:
+        raise ValueError(
+            f"give labels [B], cond [B, D] or num_samples (agreeing on B >= 1); got batch sizes {sorted(batches)}"
+        )
+    size = config.sample_size if latent_size is None else latent_size
+    height, width = (size, size) if isinstance(size, int) else size
+    if num_steps is not None and num_steps != diffusion.num_timesteps:
+        diffusion = diffusion.respace(num_steps)
+    latents = diffusion.sample(
+        model,
+        (batches.pop(), config.in_channels, height, width),
+        model_kwargs=kwargs,
+        sampler=sampler,
+        eta=eta,
+        guidance_scale=guidance_scale,
+        clip_denoised=clip_denoised,
+        generator=generator,
+        device=device,
+        progress=progress,
+    )
+    return codec.decode_latents(latents / latent_scale, quantize=quantize)

@@ -1,0 +1,126 @@
+"""Reading the output of ``movq-tokenize``: :class:`TokenDataset` (stored tokens or latents, memory-mapped)
+and its DataLoader ``collate_fn``, :func:`collate_items`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """The items of a finished ``movq-tokenize`` output folder ``root``, in index order.
+
+    ``ds[i]`` is a dict: ``"tokens"`` ``LongTensor [h, w]`` (``[depth, h, w]`` for residual /
+    grouped quantizers) for a token run, or ``"latents"`` ``[C, h, w]`` in the stored dtype
+    (float16 / bfloat16, already times the codec's scaling factor) for a ``--latents`` run; plus
+    ``"source"`` (str) and ``"caption"`` (str or ``None``). ``ds.meta`` is the run's ``meta.json``
+    (model, config hash, resolution, preprocessing, dtype).
+
+    The shard files are opened lazily, memory-mapped through ``safetensors``, once per process,
+    so the dataset works with DataLoader workers and ``DistributedSampler``; batch it with
+    ``collate_fn=movq.tokenize.dataset.collate_items`` (captions may be ``None``, which PyTorch's default collate
+    refuses). Several folders (for instance one per node) combine with ``torch.utils.data.ConcatDataset``.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        from movq.tokenize.meta import META_NAME, read_meta
+        from movq.tokenize.shards import INDEX_NAME
+
+        self.root = Path(root)
+        meta = read_meta(self.root)  # a TokenizeError (ValueError) naming the file when it is not a JSON object
+        if meta is None:
+            raise FileNotFoundError(f"{self.root} has no {META_NAME}: not a movq-tokenize output folder")
+        if meta.get("kind") not in ("tokens", "latents"):
+            raise ValueError(f"{self.root / META_NAME}: 'kind' must be 'tokens' or 'latents', got {meta.get('kind')!r}")
+        index = self.root / INDEX_NAME
+        if not index.is_file():
+            raise FileNotFoundError(f"{index} not found: the run is not finished; rerun movq-tokenize to complete it")
+        self.meta: dict[str, Any] = meta
+        self.key = "latents" if meta["kind"] == "latents" else "tokens"
+        sources, captions, shards, offsets = [], [], [], []
+        with open(index, encoding="utf-8") as f:
+            for n, line in enumerate(_lines(index, f), start=1):
+                row = _index_row(index, n, line)
+                sources.append(row["source"])
+                captions.append(row["caption"])
+                shards.append(row["shard"])
+                offsets.append(row["offset"])
+        self.sources, self.captions = sources, captions
+        self.shards = np.asarray(shards, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._files: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _slice(self, shard: int) -> Any:
+        if self._pid != os.getpid():  # a forked DataLoader worker: open its own handles
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            from safetensors import safe_open
+
+            from movq.tokenize.shards import shard_paths
+
+            path = shard_paths(self.root, shard)[0]
+            try:
+                handle = safe_open(str(path), framework="pt")
+                self._files[shard] = (handle, handle.get_slice(self.key))
+            except Exception as err:  # noqa: BLE001 - missing, truncated or foreign: name the file
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"cannot read the shard {path} ({first}); rerun movq-tokenize to rewrite it") from None
+        return self._files[shard][1]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        i = i % len(self)
+        rows = self._slice(int(self.shards[i]))
+        offset = int(self.offsets[i])
+        if not 0 <= offset < rows.get_shape()[0]:
+            raise ValueError(f"{self.root}: item {i} points at row {offset} of shard {int(self.shards[i])}, which has "
+                             f"{rows.get_shape()[0]} rows; the index does not match the shards")
+        value = rows[offset]
+        if self.key == "tokens":
+            value = value.long()
+        return {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
+
+    def __getstate__(self) -> dict[str, Any]:  # spawned workers: do not pickle open files
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+
+def _lines(path: Path, f: Any) -> Any:
+    try:
+        yield from f
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _index_row(path: Path, n: int, line: str) -> dict[str, Any]:
+    """One ``index.jsonl`` row, checked; ``ValueError`` naming the file and line otherwise."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{path}, line {n}: not valid JSON; the index is damaged (rerun movq-tokenize)") from None
+    ok = (isinstance(row, dict) and isinstance(row.get("source"), str) and isinstance(row.get("caption", 0), (str, type(None)))
+          and "caption" in row and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] >= 0
+                                       for k in ("shard", "offset")))
+    if not ok:
+        raise ValueError(f"{path}, line {n}: expected an object with 'source', 'caption', 'shard' and 'offset' "
+                         f"(non-negative ints), got {line.strip()[:80]!r}")
+    return row
+
+
+def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader ``collate_fn`` for :class:`TokenDataset`: the ``"tokens"`` / ``"latents"`` stacked
+    into ``[B, ...]``, ``"source"`` and ``"caption"`` kept as lists (captions may be ``None``)."""
+    key = "latents" if "latents" in items[0] else "tokens"
+    return {key: torch.stack([it[key] for it in items]), "source": [it["source"] for it in items],
+            "caption": [it["caption"] for it in items]}
