@@ -163,7 +163,7 @@ def test_check_same_run_names_each_field_saved_and_given(tmp_path):
 
 
 def test_merge_dicts_recursive_with_kind_and_only():
-    from movq.train.cli import merge_dicts
+    from movq.strict import merge_dicts
 
     base = {"a": 1, "q": {"kind": "vq", "size": 16, "beta": 0.25}, "loss": {"l1": 1.0, "l2": 0.0}, "codec": {"ch": 32, "z": 4}}
     assert merge_dicts(base, {"q": {"size": 8}})["q"] == {"kind": "vq", "size": 8, "beta": 0.25}

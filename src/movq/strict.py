@@ -16,7 +16,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
@@ -306,6 +306,25 @@ def _tagged_members(args: tuple) -> dict[Any, type]:
 
 def _describe(hint: Any) -> str:
     return {int: "an int", float: "a number"}.get(hint, "a value")
+
+
+def merge_dicts(base: dict[str, Any], override: dict[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
+    """A new dict: ``override``'s values on top of ``base``'s (neither is changed).
+
+    Where both hold a dict under a key, the two merge key by key, recursively, unless their
+    ``kind`` differs (another quantizer: ``override``'s replaces ``base``'s whole); any other value
+    of ``override`` replaces ``base``'s. ``only``: the top-level keys whose dicts merge (the nested
+    configs of a training config, such as ``loss``); other top-level dicts (``codec``) are replaced whole.
+    """
+    out = dict(base)
+    for key, value in override.items():
+        old = out.get(key)
+        both = isinstance(value, dict) and isinstance(old, dict)
+        if both and (only is None or key in only) and value.get("kind", old.get("kind")) == old.get("kind"):
+            out[key] = merge_dicts(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from movq.atomic import check_writable_dir
+from movq.strict import merge_dicts
 from movq.train.config import CodecTrainConfig, read_config_file
 
 EXIT_ERROR = 2
@@ -116,25 +117,6 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = CodecTrai
     if hasattr(cfg, "data") and not cfg.data:
         raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
-
-
-def merge_dicts(base: dict[str, Any], override: dict[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
-    """A new dict: ``override``'s values on top of ``base``'s (neither is changed).
-
-    Where both hold a dict under a key, the two merge key by key, recursively, unless their
-    ``kind`` differs (another quantizer: ``override``'s replaces ``base``'s whole); any other value
-    of ``override`` replaces ``base``'s. ``only``: the top-level keys whose dicts merge (the nested
-    configs of a training config, such as ``loss``); other top-level dicts (``codec``) are replaced whole.
-    """
-    out = dict(base)
-    for key, value in override.items():
-        old = out.get(key)
-        both = isinstance(value, dict) and isinstance(old, dict)
-        if both and (only is None or key in only) and value.get("kind", old.get("kind")) == old.get("kind"):
-            out[key] = merge_dicts(old, value)
-        else:
-            out[key] = value
-    return out
 
 
 def _saved_config(out: Path) -> dict[str, Any] | None:

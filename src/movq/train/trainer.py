@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
+from movq.strict import merge_dicts
 from movq.train.checkpoint import check_same_run
-from movq.train.cli import merge_dicts
 from movq.train.config import CodecTrainConfig
 from movq.train.data import ImageFolder, collate
 from movq.train.logs import dead_codes, save_grid
