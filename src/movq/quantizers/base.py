@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from movq.strict import StrictConfig
+
 LOG_EPS = 1e-10
 """Floor of a probability before its logarithm (entropies, KL), so that ``0 * log 0`` stays 0."""
 DENSE_HISTOGRAM_MAX = 2**20
@@ -39,45 +41,42 @@ class QuantizerOutput:
 
 
 @dataclass
-class QuantizerConfig:
-    """Base of the quantizer configs: one dataclass per quantizer, defined next to it.
+class QuantizerConfigBase(StrictConfig):
+    """Base of the quantizer configs: one dataclass per quantizer, defined next to it; the union
+    :data:`movq.quantizers.QuantizerConfig` lists them all.
 
-    A subclass's last field is ``kind: Literal["name"] = "name"``, the name of its quantizer in the
-    table :data:`movq.quantizers.QUANTIZERS` and in JSON (``{"kind": "name", ...}``); its type hints
-    (with ``Annotated`` bounds of :mod:`movq.strict`) say what each field accepts.
+    A subclass's type hints (with ``Annotated`` bounds of :mod:`movq.strict`) say what each field
+    accepts, checked on construction; its last field is ``kind: Literal["name"] = "name"``, its name
+    in JSON (``{"kind": "name", ...}``). It builds its quantizer with :meth:`build`.
     """
+
+    architecture_fields: ClassVar[tuple[str, ...]] = ("codebook_size",)
+    """Fields that set the shapes of the quantizer's tensors (two configs with equal values load each
+    other's weights)."""
+
+    def build(self, dim: int) -> Quantizer:
+        """The quantizer this config describes, for a latent of ``dim`` channels (``[B, dim, H, W]``)."""
+        raise NotImplementedError
+
+    def codebook_size_for(self, dim: int) -> int:
+        """``codebook_size`` of ``build(dim)``, without building it."""
+        return self.codebook_size  # type: ignore[attr-defined]
+
+    def options(self) -> dict[str, Any]:
+        """The fields other than ``kind``, as keyword arguments of the quantizer's constructor."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
 
 
 class Quantizer(nn.Module, ABC):
     """Base class: maps a continuous latent ``[B, D, H, W]`` to codes and back.
 
     Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
-    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``. To be built
-    from a codec config they declare ``kind`` and ``config_class`` (and override :meth:`from_config`
-    where the constructor's keywords are not the config's fields); then
-    :func:`movq.quantizers.register_quantizer` adds them to the table.
+    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``; their config
+    (a :class:`QuantizerConfigBase`) builds them from a codec config.
     """
 
     codebook_size: int
     dim: int
-    kind: ClassVar[str]
-    """Name in the quantizer table and in JSON configs (the ``kind`` of ``config_class``)."""
-    config_class: ClassVar[type[Any]]
-    """The config dataclass this quantizer is built from."""
-    architecture_fields: ClassVar[tuple[str, ...]] = ("codebook_size",)
-    """Config fields that set the shapes of the quantizer's tensors (two configs with equal values
-    load each other's weights)."""
-
-    @classmethod
-    def from_config(cls, config: Any, dim: int) -> Quantizer:
-        """The quantizer ``config`` (a ``config_class``) describes, for a latent of ``dim`` channels:
-        the config's fields other than ``kind`` are the constructor's keyword arguments, with ``dim``."""
-        return cls(dim=dim, **{f.name: getattr(config, f.name) for f in fields(config) if f.name != "kind"})
-
-    @classmethod
-    def config_codebook_size(cls, config: Any, dim: int) -> int:
-        """``codebook_size`` of ``from_config(config, dim)``, without building it."""
-        return config.codebook_size
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:

@@ -15,7 +15,7 @@ from movq.strict import MinLength, Range
 
 from .base import (
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -25,11 +25,19 @@ from .base import (
 
 
 @dataclass
-class FSQConfig(QuantizerConfig):
+class FSQConfig(QuantizerConfigBase):
     """Finite scalar quantization (:class:`FSQ`); ``dim == len(levels)``."""
+
+    architecture_fields = ("levels",)
 
     levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
     kind: Literal["fsq"] = "fsq"
+
+    def build(self, dim: int) -> FSQ:
+        return FSQ(self.levels, dim)
+
+    def codebook_size_for(self, dim: int) -> int:
+        return math.prod(self.levels)
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -48,19 +56,9 @@ class FSQ(Quantizer):
     ``[0, prod(levels))``, loss 0. No parameters (state dict empty apart from non-persistent buffers).
     """
 
-    kind = "fsq"
-    config_class = FSQConfig
-    architecture_fields = ("levels",)
-
-    @classmethod
-    def config_codebook_size(cls, config: FSQConfig, dim: int) -> int:
-        return math.prod(config.levels)
-
     def __init__(self, levels: Sequence[int], dim: int | None = None, eps: float = 1e-3) -> None:
         super().__init__()
-        levels = tuple(levels)
-        if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
-            raise ValueError(f"levels must be a non-empty sequence of ints >= 2, got {levels}")
+        levels = FSQConfig(levels=tuple(levels)).levels  # checked: ConfigError naming a bad level
         if dim is not None and dim != len(levels):
             raise ValueError(
                 f"FSQ needs dim == len(levels) (one channel per level); got dim={dim}, levels={levels}"

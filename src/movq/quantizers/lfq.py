@@ -15,7 +15,7 @@ from movq.strict import NonNegativeFloat
 from .base import (
     LOG_EPS,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -25,12 +25,20 @@ from .base import (
 
 
 @dataclass
-class LFQConfig(QuantizerConfig):
+class LFQConfig(QuantizerConfigBase):
     """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``."""
+
+    architecture_fields = ()
 
     entropy_weight: NonNegativeFloat = 0.1
     commitment_weight: NonNegativeFloat = 0.25
     kind: Literal["lfq"] = "lfq"
+
+    def build(self, dim: int) -> LFQ:
+        return LFQ(dim=dim, **self.options())
+
+    def codebook_size_for(self, dim: int) -> int:
+        return 2**dim
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
@@ -56,14 +64,6 @@ class LFQ(Quantizer):
     No parameters.
     """
 
-    kind = "lfq"
-    config_class = LFQConfig
-    architecture_fields = ()
-
-    @classmethod
-    def config_codebook_size(cls, config: LFQConfig, dim: int) -> int:
-        return 2**dim
-
     def __init__(
         self,
         codebook_size: int | None = None,
@@ -87,15 +87,13 @@ class LFQ(Quantizer):
             dim = bits
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 62:
             raise ValueError(f"dim must be an int in [1, 62] (bits per code), got {dim!r}")
-        if entropy_weight < 0 or commitment_weight < 0 or inv_temperature <= 0:
-            raise ValueError(
-                "entropy_weight and commitment_weight must be >= 0 and inv_temperature > 0, got "
-                f"{entropy_weight}, {commitment_weight}, {inv_temperature}"
-            )
+        config = LFQConfig(entropy_weight=entropy_weight, commitment_weight=commitment_weight)  # checks them
+        if not inv_temperature > 0:
+            raise ValueError(f"inv_temperature must be > 0, got {inv_temperature}")
         self.dim = dim
         self.codebook_size = 2**dim
-        self.entropy_weight = float(entropy_weight)
-        self.commitment_weight = float(commitment_weight)
+        self.entropy_weight = config.entropy_weight
+        self.commitment_weight = config.commitment_weight
         self.inv_temperature = float(inv_temperature)
         self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long), persistent=False)
 

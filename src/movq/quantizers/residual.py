@@ -15,7 +15,7 @@ from movq.strict import NonNegativeFloat, PositiveInt
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -27,8 +27,10 @@ from .base import (
 
 
 @dataclass
-class ResidualConfig(QuantizerConfig):
+class ResidualConfig(QuantizerConfigBase):
     """Residual quantization, RQ-VAE (:class:`ResidualVectorQuantizer`)."""
+
+    architecture_fields = ("codebook_size", "depth", "shared_codebook")
 
     codebook_size: PositiveInt = 16384
     depth: PositiveInt = 4
@@ -36,6 +38,9 @@ class ResidualConfig(QuantizerConfig):
     beta: NonNegativeFloat = 0.25
     quantize_dropout: bool = False
     kind: Literal["residual"] = "residual"
+
+    def build(self, dim: int) -> ResidualVectorQuantizer:
+        return ResidualVectorQuantizer(dim=dim, **self.options())
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -58,10 +63,6 @@ class ResidualVectorQuantizer(Quantizer):
     otherwise ``embeddings.{0..depth-1}.weight``.
     """
 
-    kind = "residual"
-    config_class = ResidualConfig
-    architecture_fields = ("codebook_size", "depth", "shared_codebook")
-
     def __init__(
         self,
         codebook_size: int,
@@ -73,15 +74,17 @@ class ResidualVectorQuantizer(Quantizer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
+        config = ResidualConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, depth=depth, shared_codebook=shared_codebook, beta=beta,
+            quantize_dropout=quantize_dropout,
+        )
+        self.codebook_size = config.codebook_size
         self.dim = check_positive_int(dim, "dim")
-        self.depth = check_positive_int(depth, "depth")
+        self.depth = config.depth
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = float(beta)
-        self.shared_codebook = bool(shared_codebook)
-        self.quantize_dropout = bool(quantize_dropout)
+        self.beta = config.beta
+        self.shared_codebook = config.shared_codebook
+        self.quantize_dropout = config.quantize_dropout
         count = 1 if shared_codebook else depth
         books = [nn.Embedding(codebook_size, dim) for _ in range(count)]
         for book in books:

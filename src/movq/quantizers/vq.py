@@ -14,7 +14,7 @@ from movq.strict import NonNegativeFloat, PositiveInt
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
     check_index_range,
     check_indices,
@@ -26,8 +26,10 @@ from .base import (
 
 
 @dataclass
-class VQConfig(QuantizerConfig):
+class VQConfig(QuantizerConfigBase):
     """Nearest-neighbour codebook trained by gradients (:class:`VectorQuantizer`)."""
+
+    architecture_fields = ("codebook_size", "groups", "code_dim")
 
     codebook_size: PositiveInt = 16384
     beta: NonNegativeFloat = 0.25
@@ -36,6 +38,9 @@ class VQConfig(QuantizerConfig):
     code_dim: PositiveInt | None = None
     groups: PositiveInt = 1
     kind: Literal["vq"] = "vq"
+
+    def build(self, dim: int) -> VectorQuantizer:
+        return VectorQuantizer(dim=dim, **self.options())
 
 
 class VectorQuantizer(Quantizer):
@@ -61,10 +66,6 @@ class VectorQuantizer(Quantizer):
     ``project_in.{weight,bias}`` and ``project_out.{weight,bias}`` when ``code_dim`` is set.
     """
 
-    kind = "vq"
-    config_class = VQConfig
-    architecture_fields = ("codebook_size", "groups", "code_dim")
-
     def __init__(
         self,
         codebook_size: int,
@@ -77,23 +78,23 @@ class VectorQuantizer(Quantizer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
+        config = VQConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, beta=beta, legacy=legacy, l2_normalize=l2_normalize, code_dim=code_dim,
+            groups=groups,
+        )
+        self.codebook_size = config.codebook_size
         self.dim = check_positive_int(dim, "dim")
-        self.groups = check_positive_int(groups, "groups")
+        self.groups = config.groups
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        if code_dim is not None:
-            check_positive_int(code_dim, "code_dim")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
         search_dim = code_dim if code_dim is not None else dim
         if search_dim % groups:
             raise ValueError(
                 f"groups must divide the quantized channel count ({'code_dim' if code_dim else 'dim'}="
                 f"{search_dim}), got groups={groups}"
             )
-        self.beta = float(beta)
-        self.legacy = bool(legacy)
-        self.l2_normalize = bool(l2_normalize)
+        self.beta = config.beta
+        self.legacy = config.legacy
+        self.l2_normalize = config.l2_normalize
         self.code_dim = code_dim
         self.search_dim = search_dim
         self.embedding = nn.Embedding(codebook_size, search_dim // groups)
