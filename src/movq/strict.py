@@ -66,12 +66,14 @@ class Range:
 
 @dataclass(frozen=True)
 class MinLength:
-    """Minimum number of items of a list field, attached as ``Annotated[tuple[int, ...], MinLength(1)]``."""
+    """Minimum number of items of a list field (``Annotated[tuple[int, ...], MinLength(1)]``) or of
+    characters of a string field (``Annotated[str, MinLength(1)]``)."""
 
     n: int
 
 
 PositiveInt = Annotated[int, Range(min=1)]
+NonNegativeInt = Annotated[int, Range(min=0)]
 PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0)]
 Probability = Annotated[float, Range(0, 1, max_open=True)]
@@ -238,7 +240,9 @@ def _check(value: Any, hint: Any, path: str) -> Any:
             if isinstance(extra, Range) and not extra.contains(checked):
                 raise _Invalid(path, f"{_describe(inner)} {extra.describe()}", value)
             if isinstance(extra, MinLength) and len(checked) < extra.n:
-                raise _Invalid(path, f"a list of at least {extra.n} item{'s' if extra.n > 1 else ''}", value)
+                items = "character" if isinstance(checked, str) else "item"
+                what = "a string" if isinstance(checked, str) else "a list"
+                raise _Invalid(path, f"{what} of at least {extra.n} {items}{'s' if extra.n > 1 else ''}", value)
         return checked
     if hint is Any or hint is object:
         return value
