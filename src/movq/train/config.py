@@ -103,7 +103,7 @@ class OptimConfig(RunConfig):
     min_lr_ratio: float = 0.1
     warmup_steps: NonNegativeInt = 500
     betas: tuple[float, float] = (0.5, 0.9)
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: float = 0.0
     grad_clip: float = 1.0
     amp: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16" (CUDA), "none"
     ema_decay: Probability = 0.9999
@@ -145,7 +145,7 @@ class TrainConfig(OptimConfig):
     adaptive_weight: bool = False
     # discriminator
     disc_start: int = 10000
-    disc_lr: PositiveFloat | None = None  # None: lr
+    disc_lr: float | None = None  # None: lr
     disc_ndf: int = 64
     disc_layers: int = 3
     disc_norm: Literal["batch", "group"] = "batch"
@@ -165,6 +165,11 @@ class TrainConfig(OptimConfig):
         low, high = self.crop_ratio
         if not 0 < low <= high:
             raise ValueError(f"crop_ratio must be two aspect ratios 0 < min <= max, got {self.crop_ratio}")
+        # the CLI's wording of these two is kept by its tests
+        if self.disc_lr is not None and not self.disc_lr > 0:
+            raise ValueError(f"disc_lr must be > 0 (or unset to use lr), got {self.disc_lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
