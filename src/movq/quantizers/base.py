@@ -95,6 +95,50 @@ class Quantizer(nn.Module, ABC):
         quantizers may serve without computing losses and statistics."""
         return self.forward(z).indices
 
+    @staticmethod
+    def check_positive_int(value: object, name: str) -> int:
+        """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name`` (the
+        constructor arguments that are not config fields: ``dim``, ``chunk_size``, ...)."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        return value
+
+    def check_latent(self, z: Tensor, channels: int | None = None) -> None:
+        """Raise ``ValueError`` unless ``z`` is a ``[B, channels, H, W]`` floating-point tensor
+        (``channels``: ``dim`` unless given)."""
+        who, channels = type(self).__name__, self.dim if channels is None else channels
+        if not isinstance(z, Tensor) or z.ndim != 4:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
+        if z.shape[1] != channels:
+            raise ValueError(
+                f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
+            )
+        if not z.is_floating_point():
+            raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")
+
+    def check_indices(self, indices: Tensor, ndim: int, layout: str, allow_minus_one: bool = False) -> None:
+        """Raise ``ValueError`` unless ``indices`` is an integer tensor with ``ndim`` axes (``layout``
+        names them) whose ids lie in ``[0, codebook_size)`` (or are -1 when allowed).
+
+        The range is not checked while ``torch.compile`` / ``torch.export`` trace (a data-dependent
+        check cannot be part of a graph); the embedding lookup itself still fails on out-of-range ids.
+        """
+        who = type(self).__name__
+        if not isinstance(indices, Tensor) or indices.ndim != ndim or indices.is_floating_point():
+            if isinstance(indices, Tensor):
+                got = f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
+            else:
+                got = type(indices).__name__
+            raise ValueError(f"{who}.embed expects integer indices of shape {layout}, got {got}")
+        if indices.numel() == 0 or torch.compiler.is_compiling():
+            return
+        low = -1 if allow_minus_one else 0
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < low or hi >= self.codebook_size:
+            accepted = f"[{low}, {self.codebook_size - 1}]"
+            raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")
+
 
 def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
     """Index of the nearest codebook row (squared L2) for every row of ``z``.
@@ -133,48 +177,3 @@ def histogram_perplexity(counts: Tensor) -> Tensor:
     """``exp(H)`` of the distribution of the float ``counts`` (a histogram of codes; 1 when empty)."""
     probs = counts / counts.sum().clamp(min=1.0)
     return (-(probs * torch.log(probs.clamp(min=LOG_EPS))).sum()).exp()
-
-
-def check_latent(z: Tensor, channels: int, who: str) -> None:
-    """Raise ``ValueError`` unless ``z`` is a ``[B, channels, H, W]`` floating-point tensor."""
-    if not isinstance(z, Tensor) or z.ndim != 4:
-        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
-    if z.shape[1] != channels:
-        raise ValueError(
-            f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
-        )
-    if not z.is_floating_point():
-        raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_indices(indices: Tensor, ndim: int, who: str, layout: str) -> None:
-    """Raise ``ValueError`` unless ``indices`` is an integer tensor with ``ndim`` axes."""
-    if not isinstance(indices, Tensor) or indices.ndim != ndim or indices.is_floating_point():
-        if isinstance(indices, Tensor):
-            got = f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
-        else:
-            got = type(indices).__name__
-        raise ValueError(f"{who}.embed expects integer indices of shape {layout}, got {got}")
-
-
-def check_index_range(indices: Tensor, codebook_size: int, who: str, allow_minus_one: bool = False) -> None:
-    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed).
-
-    Skipped while ``torch.compile`` / ``torch.export`` trace (a data-dependent check cannot be part
-    of a graph); the embedding lookup itself still fails on out-of-range ids.
-    """
-    if indices.numel() == 0 or torch.compiler.is_compiling():
-        return
-    low = -1 if allow_minus_one else 0
-    lo, hi = int(indices.min()), int(indices.max())
-    if lo < low or hi >= codebook_size:
-        accepted = f"[{low}, {codebook_size - 1}]"
-        raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")

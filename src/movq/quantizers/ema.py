@@ -18,10 +18,6 @@ from .base import (
     Quantizer,
     QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
@@ -128,9 +124,9 @@ class EMAVectorQuantizer(Quantizer):
             kmeans_init=kmeans_init,
         )
         self.codebook_size = config.codebook_size
-        self.dim = check_positive_int(dim, "dim")
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        self.kmeans_iters = check_positive_int(kmeans_iters, "kmeans_iters")
+        self.dim = self.check_positive_int(dim, "dim")
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
+        self.kmeans_iters = self.check_positive_int(kmeans_iters, "kmeans_iters")
         self.decay = config.decay
         self.eps = config.eps
         self.beta = config.beta
@@ -140,7 +136,7 @@ class EMAVectorQuantizer(Quantizer):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         b, _, h, w = z.shape
         flat = rearrange(z, "b d h w -> (b h w) d").detach().float()
         if self.training and not bool(self.initialized):
@@ -190,6 +186,5 @@ class EMAVectorQuantizer(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]``."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         return rearrange(F.embedding(indices.long(), self.embedding.weight), "b h w d -> b d h w")

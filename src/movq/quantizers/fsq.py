@@ -13,15 +13,7 @@ from torch import Tensor
 
 from movq.strict import MinLength, Range
 
-from .base import (
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    code_statistics,
-)
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
@@ -79,7 +71,7 @@ class FSQ(Quantizer):
         return torch.tanh(x + shift) * half - offset
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> b h w d").float()
         rounded = round_ste(self._bound(x))
         half_width = torch.div(self._levels, 2, rounding_mode="floor")
@@ -97,14 +89,13 @@ class FSQ(Quantizer):
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """Inverse of :meth:`embed`: grid values ``[B, len(levels), H, W]`` -> indices ``[B, H, W]``."""
-        check_latent(codes, self.dim, type(self).__name__)
+        self.check_latent(codes)
         x = rearrange(codes, "b d h w -> b h w d").float()
         return self._grid_to_indices(x * torch.div(self._levels, 2, rounding_mode="floor"))
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> grid values ``[B, len(levels), H, W]`` (float32)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         digits = (indices.long().unsqueeze(-1) // self._basis) % self._levels.long()
         half_width = torch.div(self._levels, 2, rounding_mode="floor")
         q = (digits.float() - half_width) / half_width

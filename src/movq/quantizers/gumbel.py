@@ -12,17 +12,7 @@ from torch import Tensor, nn
 
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from .base import (
-    LOG_EPS,
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
-    code_statistics,
-)
+from .base import LOG_EPS, Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
@@ -72,8 +62,8 @@ class GumbelQuantizer(Quantizer):
             codebook_size=codebook_size, temperature=temperature, kl_weight=kl_weight, hard=hard
         )
         self.codebook_size = config.codebook_size
-        self.dim = check_positive_int(dim, "dim")
-        self.in_channels = check_positive_int(in_channels if in_channels is not None else dim, "in_channels")
+        self.dim = self.check_positive_int(dim, "dim")
+        self.in_channels = self.check_positive_int(in_channels if in_channels is not None else dim, "in_channels")
         self.temperature = config.temperature
         self.kl_weight = config.kl_weight
         self.hard = config.hard
@@ -98,7 +88,7 @@ class GumbelQuantizer(Quantizer):
         self._temperature = float(value)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.in_channels, type(self).__name__)
+        self.check_latent(z, self.in_channels)
         logits = self.proj(z).float()
         if self.training:
             one_hot = F.gumbel_softmax(logits, tau=self.temperature, hard=self.hard, dim=1)
@@ -117,6 +107,5 @@ class GumbelQuantizer(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]`` (codebook rows)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         return rearrange(F.embedding(indices.long(), self.codebook.weight), "b h w d -> b d h w")

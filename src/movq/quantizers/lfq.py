@@ -12,16 +12,7 @@ from torch import Tensor
 
 from movq.strict import NonNegativeFloat
 
-from .base import (
-    LOG_EPS,
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    code_statistics,
-)
+from .base import LOG_EPS, Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
@@ -98,7 +89,7 @@ class LFQ(Quantizer):
         self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long), persistent=False)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> (b h w) d").float()
         q = torch.where(x > 0, 1.0, -1.0)
         indices = ((x > 0).long() * self._bits).sum(dim=-1)
@@ -119,13 +110,12 @@ class LFQ(Quantizer):
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """Inverse of :meth:`embed`: codes ``[B, dim, H, W]`` (only the sign counts) -> ``[B, H, W]``."""
-        check_latent(codes, self.dim, type(self).__name__)
+        self.check_latent(codes)
         return ((rearrange(codes, "b d h w -> b h w d") > 0).long() * self._bits).sum(dim=-1)
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``+-1`` codes ``[B, dim, H, W]`` (float32)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         bits = (indices.long().unsqueeze(-1) & self._bits) != 0
         return rearrange(torch.where(bits, 1.0, -1.0), "b h w d -> b d h w")
 

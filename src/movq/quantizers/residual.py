@@ -17,10 +17,6 @@ from .base import (
     Quantizer,
     QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
@@ -79,9 +75,9 @@ class ResidualVectorQuantizer(Quantizer):
             quantize_dropout=quantize_dropout,
         )
         self.codebook_size = config.codebook_size
-        self.dim = check_positive_int(dim, "dim")
+        self.dim = self.check_positive_int(dim, "dim")
         self.depth = config.depth
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
         self.beta = config.beta
         self.shared_codebook = config.shared_codebook
         self.quantize_dropout = config.quantize_dropout
@@ -104,7 +100,7 @@ class ResidualVectorQuantizer(Quantizer):
         return self.embedding.weight if self.embeddings is None else self.embeddings[level].weight
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         b, _, h, w = z.shape
         x = rearrange(z, "b d h w -> (b h w) d").float()
         kept = self.depth
@@ -138,10 +134,9 @@ class ResidualVectorQuantizer(Quantizer):
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, d, H, W]`` (first ``d <= depth`` levels, ``-1`` = none) -> ``[B, dim, H, W]``."""
         name = type(self).__name__
-        check_indices(indices, 4, name, f"[B, d, H, W] with 1 <= d <= {self.depth}")
+        self.check_indices(indices, 4, f"[B, d, H, W] with 1 <= d <= {self.depth}", allow_minus_one=True)
         if not 1 <= indices.shape[1] <= self.depth:
             raise ValueError(f"{name}.embed expects 1..{self.depth} levels on axis 1, got {indices.shape[1]}")
-        check_index_range(indices, self.codebook_size, name, allow_minus_one=True)
         out = None
         for level in range(indices.shape[1]):
             idx = indices[:, level].long()

@@ -16,10 +16,6 @@ from .base import (
     Quantizer,
     QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
@@ -83,9 +79,9 @@ class VectorQuantizer(Quantizer):
             groups=groups,
         )
         self.codebook_size = config.codebook_size
-        self.dim = check_positive_int(dim, "dim")
+        self.dim = self.check_positive_int(dim, "dim")
         self.groups = config.groups
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
         search_dim = code_dim if code_dim is not None else dim
         if search_dim % groups:
             raise ValueError(
@@ -116,7 +112,7 @@ class VectorQuantizer(Quantizer):
     def _search(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, codebook, flat indices)``: the latent in search space ``[B, G, H, W, C]``, the codebook
         and the nearest code of every position (``(b g h w)`` order)."""
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> b h w d")
         if self.project_in is not None:
             x = self.project_in(x)
@@ -163,15 +159,14 @@ class VectorQuantizer(Quantizer):
         """``indices`` ``[B, H, W]`` (or ``[B, groups, H, W]``) -> ``z_q`` ``[B, dim, H, W]``."""
         name = type(self).__name__
         if self.groups == 1:
-            check_indices(indices, 3, name, "[B, H, W]")
+            self.check_indices(indices, 3, "[B, H, W]")
             indices = indices[:, None]
         else:
-            check_indices(indices, 4, name, f"[B, {self.groups}, H, W]")
+            self.check_indices(indices, 4, f"[B, {self.groups}, H, W]")
             if indices.shape[1] != self.groups:
                 raise ValueError(
                     f"{name}.embed expects {self.groups} groups on axis 1, got {indices.shape[1]}"
                 )
-        check_index_range(indices, self.codebook_size, name)
         q = F.embedding(indices.long(), self._codebook())
         x = rearrange(q, "b g h w c -> b h w (g c)")
         if self.project_out is not None:
