@@ -309,7 +309,7 @@ def _check_container(value: Any, origin: type, args: tuple, path: str) -> Any:
 def _check_union(value: Any, args: tuple, path: str) -> Any:
     tagged = _tagged_members(args)
     if tagged:
-        return _check_tagged(value, tagged, next(iter(tagged)), path)
+        return _check_tagged(value, tagged, path)
     if any(isinstance(value, a) for a in args if is_dataclass(a)):
         return value
     failures = []
@@ -323,13 +323,13 @@ def _check_union(value: Any, args: tuple, path: str) -> Any:
     raise _Invalid(path, " or ".join(failures), value)
 
 
-def _check_tagged(value: Any, tagged: Mapping[str, type], default: str, path: str) -> Any:
-    """``value`` as the dataclass of ``tagged`` its ``kind`` names (``default`` when absent)."""
+def _check_tagged(value: Any, tagged: Mapping[str, type], path: str) -> Any:
+    """``value`` as the dataclass of ``tagged`` its ``kind`` names (the first member's when absent)."""
     if isinstance(value, tuple(tagged.values())):
         return value
     if not isinstance(value, Mapping):
         raise _Invalid(path, f"an object with a 'kind' in {list(tagged)}", value)
-    kind = value.get("kind", default)
+    kind = value.get("kind", next(iter(tagged)))
     if not isinstance(kind, str) or kind not in tagged:
         name = path.rsplit(".", 1)[-1] or "union"
         raise ConfigError(unknown_name_error(f"{name} kind", kind, tagged, listing="expected one of"))
