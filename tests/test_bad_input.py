@@ -9,7 +9,11 @@ import torch
 from PIL import Image
 
 from movq import Codec, get_preset
+from movq.config import CodecConfig, VQConfig
 from movq.images import check_size, to_tensor
+from movq.strict import ConfigError
+from movq.t2i.config import T2IConfig
+from movq.tiling import TilingPolicy
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +98,32 @@ def test_uint8_and_float_inputs_agree():
     assert fmt.kind == "numpy" and fmt.batched
     assert torch.equal(from_numpy, from_tensor) and torch.equal(from_numpy, from_pil)
     assert from_numpy.min() >= -1 and from_numpy.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs are checked when they are built, from Python too (not only from dicts and JSON files).
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: CodecConfig(ch=-1), r"invalid CodecConfig field 'ch': expected an int >= 32, got -1"),
+        (lambda: CodecConfig(norm="batch"), r"field 'norm': expected one of \['spatial', 'group'\], got 'batch'"),
+        (lambda: CodecConfig(ch_mult=()), r"field 'ch_mult': expected a list of at least 1 item"),
+        (lambda: CodecConfig(quantizer={"kind": "fsq", "levels": [8, 1]}),
+         r"field 'quantizer.levels\[1\]': expected an int >= 2, got 1"),
+        (lambda: VQConfig(codebook_size=True), r"invalid VQConfig field 'codebook_size': expected an int, got True"),
+        (lambda: TilingPolicy(stat_passes=-1), r"invalid TilingPolicy field 'stat_passes': expected an int >= 0"),
+        (lambda: T2IConfig(tokenizer=""), r"invalid T2IConfig field 'tokenizer': expected a string of at least 1"),
+    ],
+)
+def test_configs_built_in_python_are_checked(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_configs_built_in_python_are_converted_like_json():
+    config = CodecConfig(ch_mult=[1, 2], attn_resolutions=[], quantizer={"codebook_size": 64}, dropout=0)
+    assert config.ch_mult == (1, 2) and config.attn_resolutions == () and isinstance(config.dropout, float)
+    assert config.quantizer == VQConfig(codebook_size=64)
+    assert config == CodecConfig.from_dict(config.to_dict())

@@ -1,29 +1,23 @@
-"""The quantizer table: every kind round-trips through JSON, and a new quantizer is one file
-(here a toy quantizer defined in this test only, registered and built into a Codec)."""
+"""The quantizer configs: a static union (``movq.quantizers.QuantizerConfig``) whose every member has a
+``kind`` and builds its quantizer; every kind round-trips through JSON, and bad configs are refused
+with the field named."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Literal, get_args, get_type_hints
 
 import pytest
 import torch
-from torch import Tensor, nn
 
 import movq
 from movq.codec import Codec
 from movq.config import CodecConfig, quantizer_config_from_dict
-from movq.quantizers import (
-    QUANTIZERS,
-    Quantizer,
-    QuantizerConfig,
-    QuantizerOutput,
-    build_quantizer,
-    code_statistics,
-    register_quantizer,
-)
+from movq.quantizers import Quantizer, QuantizerConfig, QuantizerConfigBase, VectorQuantizer, build_quantizer
 from movq.strict import ConfigError, PositiveInt
+
+MEMBERS = get_args(QuantizerConfig)
 
 
 def tiny_config(quantizer: object, embed_dim: int = 4) -> CodecConfig:
@@ -33,117 +27,72 @@ def tiny_config(quantizer: object, embed_dim: int = 4) -> CodecConfig:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# A toy quantizer, defined here only: channel 0 rounded and clipped to ``levels`` integer values.
+def test_the_union_is_static_and_every_member_has_a_kind_and_build():
+    kinds = [member().kind for member in MEMBERS]
+    assert kinds == ["vq", "ema", "gumbel", "residual", "fsq", "lfq"]  # "vq" first: a dict without kind
+    for member in MEMBERS:
+        assert is_dataclass(member) and issubclass(member, QuantizerConfigBase)
+        kind = {f.name: f for f in fields(member)}["kind"]
+        assert get_args(get_type_hints(member)["kind"]) == (kind.default,)  # kind: Literal["name"] = "name"
+        assert member.build is not QuantizerConfigBase.build, member.__name__
+    assert CodecConfig.from_dict({"quantizer": {"codebook_size": 8}}).quantizer == MEMBERS[0](codebook_size=8)
 
 
-@dataclass
-class ToyConfig(QuantizerConfig):
-    levels: PositiveInt = 5
-    kind: Literal["toy"] = "toy"
+def test_a_config_outside_the_union_is_refused():
+    @dataclass
+    class ToyConfig(QuantizerConfigBase):
+        levels: PositiveInt = 5
+        kind: Literal["toy"] = "toy"
+
+    with pytest.raises(ConfigError, match=r"unknown quantizer kind 'toy'; expected one of: \['ema', 'fsq', 'gumbel', 'lfq', 'residual', 'vq'\]"):
+        CodecConfig.from_dict({"quantizer": {"kind": "toy"}})
+    with pytest.raises(ConfigError, match="unknown quantizer kind 'toy'"):
+        CodecConfig(quantizer={"kind": "toy"})
+    with pytest.raises(ValueError, match="expected a quantizer config"):
+        build_quantizer(ToyConfig(), 4)
+    with pytest.raises(ConfigError, match=r"invalid ToyConfig field 'levels': expected an int >= 1, got 0"):
+        ToyConfig(levels=0)
 
 
-class ToyQuantizer(Quantizer):
-    """Rounds channel 0 of ``z`` ``[B, dim, H, W]`` to ``0 .. levels - 1``; the code is that value in
-    every channel, times a learned scale."""
-
-    kind = "toy"
-    config_class = ToyConfig
-    architecture_fields = ("levels",)
-
-    def __init__(self, levels: int, dim: int) -> None:
-        super().__init__()
-        self.codebook_size, self.dim = levels, dim
-        self.scale = nn.Parameter(torch.ones(()))
-
-    @classmethod
-    def from_config(cls, config: ToyConfig, dim: int) -> ToyQuantizer:
-        return cls(config.levels, dim)
-
-    @classmethod
-    def config_codebook_size(cls, config: ToyConfig, dim: int) -> int:
-        return config.levels
-
-    def forward(self, z: Tensor) -> QuantizerOutput:
-        indices = z[:, 0].detach().round().clamp(0, self.codebook_size - 1).long()
-        q = self.embed(indices).to(z.dtype)
-        z_q = z + (q - z).detach()
-        perplexity, usage = code_statistics(indices, self.codebook_size)
-        return QuantizerOutput(z_q, indices, torch.zeros((), device=z.device), perplexity, usage)
-
-    def embed(self, indices: Tensor) -> Tensor:
-        return (indices.float() * self.scale)[:, None].expand(-1, self.dim, -1, -1)
+def test_quantizer_configs_are_checked_from_dicts_and_from_python():
+    with pytest.raises(ConfigError, match=r"field 'quantizer.levels\[1\]'.*expected an int >= 2, got 0"):
+        CodecConfig.from_dict({"quantizer": {"kind": "fsq", "levels": [4, 0]}})
+    with pytest.raises(ConfigError, match=r"invalid CodecConfig field 'quantizer.codebook_size'.*expected an int >= 1, got 0"):
+        CodecConfig(quantizer={"kind": "vq", "codebook_size": 0})
+    with pytest.raises(ConfigError, match=r"invalid EMAConfig field 'decay': expected a number in \[0, 1\], got 1.5"):
+        movq.config.EMAConfig(decay=1.5)
+    with pytest.raises(ConfigError, match="invalid VQConfig field 'codebook_size'"):
+        VectorQuantizer(0, 4)  # a quantizer built directly checks its arguments through its config
 
 
-@pytest.fixture
-def toy_registered():
-    register_quantizer(ToyQuantizer)
-    yield ToyQuantizer
-    QUANTIZERS.pop("toy", None)
-
-
-def test_toy_quantizer_builds_a_codec_through_the_table(toy_registered, tmp_path):
-    config = tiny_config(ToyConfig(levels=7))
+def test_fsq_codec_round_trips_through_save_and_load(tmp_path):
+    config = tiny_config(movq.config.FSQConfig(levels=(7,)), embed_dim=1)
     text = config.to_json()
-    assert json.loads(text)["quantizer"] == {"levels": 7, "kind": "toy"}
-    assert CodecConfig.from_json(text) == config
-    assert CodecConfig.from_dict({"quantizer": {"kind": "toy", "levels": 3}}).quantizer == ToyConfig(levels=3)
-    assert config.codebook_size == 7
+    assert json.loads(text)["quantizer"] == {"levels": [7], "kind": "fsq"}
+    assert CodecConfig.from_json(text) == config and config.codebook_size == 7
 
     torch.manual_seed(0)
     codec = Codec(CodecConfig.from_json(text)).eval()
-    assert type(codec.quantize) is ToyQuantizer and codec.codebook_size == 7
+    assert codec.codebook_size == 7
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     tokens = codec.encode(x)
     assert tokens.shape == (1, 8, 8) and 0 <= int(tokens.min()) and int(tokens.max()) < 7
-    assert codec.decode(tokens).shape == (1, 3, 16, 16)
-
     codec.save_pretrained(tmp_path)
     for loaded in (Codec.from_pretrained(tmp_path), movq.load(tmp_path)):
-        assert loaded.config == codec.config and type(loaded.quantize) is ToyQuantizer
-    torch.testing.assert_close(loaded.state_dict()["quantize.scale"], codec.state_dict()["quantize.scale"])
+        assert loaded.config == codec.config and type(loaded.quantize) is type(codec.quantize)
 
 
-def test_toy_config_is_checked_and_unknown_once_removed(toy_registered):
-    with pytest.raises(ConfigError, match=r"field 'quantizer.levels'.*expected an int >= 1, got 0"):
-        CodecConfig.from_dict({"quantizer": {"kind": "toy", "levels": 0}})
-    QUANTIZERS.pop("toy")
-    with pytest.raises(ConfigError, match="unknown quantizer kind 'toy'"):
-        CodecConfig.from_dict({"quantizer": {"kind": "toy"}})
-    with pytest.raises(ValueError, match="expected a quantizer config"):
-        build_quantizer(ToyConfig(), 4)
-
-
-def test_register_quantizer_refuses_inconsistent_classes(toy_registered):
-    class Other(ToyQuantizer):
-        pass
-
-    with pytest.raises(ValueError, match="'toy' is already taken by ToyQuantizer"):
-        register_quantizer(Other)
-    Other.kind = "other"
-    with pytest.raises(ValueError, match=r"ToyConfig needs a field kind: Literal\['other'\]"):
-        register_quantizer(Other)
-    with pytest.raises(TypeError, match="Quantizer subclass"):
-        register_quantizer(ToyConfig)  # type: ignore[arg-type]
-    assert register_quantizer(ToyQuantizer) is ToyQuantizer  # registering again is a no-op
-
-
-# ---------------------------------------------------------------------------------------------
-# Every kind of the table.
-
-
-@pytest.mark.parametrize("kind", sorted(QUANTIZERS))
-def test_every_kind_round_trips_config_json_config_quantizer(kind):
-    cls = QUANTIZERS[kind]
-    config = cls.config_class()
-    assert config.kind == cls.kind == kind
-    assert json.loads(json.dumps(asdict(config)))["kind"] == kind
+@pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.__name__)
+def test_every_kind_round_trips_config_json_config_quantizer(member):
+    config = member()
+    assert json.loads(json.dumps(asdict(config)))["kind"] == config.kind
     assert quantizer_config_from_dict(json.loads(json.dumps(asdict(config)))) == config
 
     codec_config = tiny_config(config)
     again = CodecConfig.from_json(codec_config.to_json())
     assert again == codec_config and again.to_json() == codec_config.to_json()
     quantizer = build_quantizer(again.quantizer, again.embed_dim)
-    assert type(quantizer) is cls and quantizer.dim == again.embed_dim
+    assert isinstance(quantizer, Quantizer) and quantizer.dim == again.embed_dim
+    assert type(quantizer) is type(again.quantizer.build(again.embed_dim))
     assert quantizer.codebook_size == again.codebook_size
-    assert all(hasattr(config, name) for name in cls.architecture_fields)
+    assert all(hasattr(config, name) for name in member.architecture_fields)

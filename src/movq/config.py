@@ -19,7 +19,6 @@ from movq.modules.norm import NUM_GROUPS
 # The quantizer configs live next to their quantizers in movq.quantizers; re-exported here, where
 # users import them.
 from movq.quantizers import (
-    DEFAULT_KIND,
     EMAConfig,
     FSQConfig,
     GumbelConfig,
@@ -29,15 +28,14 @@ from movq.quantizers import (
     ResidualConfig,
     VQConfig,
     build_quantizer,
-    quantizer_class,
-    quantizer_configs,
 )
 from movq.strict import (
     MinLength,
     PositiveFloat,
     PositiveInt,
+    Probability,
     Range,
-    Tagged,
+    StrictConfig,
     dataclass_from_dict,
     unknown_name_error,
     value_from_hint,
@@ -58,7 +56,6 @@ __all__ = [
     "GumbelConfig",
     "LFQConfig",
     "QuantizerConfig",
-    "QuantizerField",
     "ResidualConfig",
     "VQConfig",
     "get_preset",
@@ -66,13 +63,8 @@ __all__ = [
     "record_config",
 ]
 
-QuantizerField = Annotated[QuantizerConfig, Tagged(quantizer_configs, DEFAULT_KIND)]
-"""Any quantizer config of the table ``movq.quantizers.QUANTIZERS``; in a dict the ``kind`` field
-says which (``"vq"`` when absent)."""
-
-
 @dataclass
-class CodecConfig:
+class CodecConfig(StrictConfig):
     """Architecture of an encoder / quantizer / decoder codec.
 
     ``resolution`` is the training resolution; with ``ch_mult`` it places the attention blocks
@@ -80,6 +72,9 @@ class CodecConfig:
     The codec itself runs at any size that is a multiple of ``2 ** (len(ch_mult) - 1)``.
     ``norm="spatial"`` gives the MoVQ decoder, ``norm="group"`` the plain VQGAN decoder.
     ``scaling_factor`` multiplies the continuous latents of ``Codec.encode_latents``.
+    ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
+    ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
+    construction (:class:`movq.strict.ConfigError` naming it).
     """
 
     name: str = "custom"
@@ -92,21 +87,14 @@ class CodecConfig:
     resolution: PositiveInt = 256
     z_channels: PositiveInt = 4
     embed_dim: PositiveInt = 4
-    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.0
+    dropout: Probability = 0.0
     norm: Literal["spatial", "group"] = "spatial"
-    quantizer: QuantizerField = field(default_factory=VQConfig)
+    quantizer: QuantizerConfig = field(default_factory=VQConfig)
     scaling_factor: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
-        self.ch_mult = tuple(self.ch_mult)
-        self.attn_resolutions = tuple(self.attn_resolutions)
-        if isinstance(self.quantizer, dict):
-            self.quantizer = quantizer_config_from_dict(self.quantizer)
-        if self.norm not in ("spatial", "group"):
-            raise ValueError(f"norm must be 'spatial' (MoVQ) or 'group' (VQGAN), got {self.norm!r}")
-        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
-            raise ValueError(f"ch_mult must be a non-empty tuple of positive ints, got {self.ch_mult}")
-        if self.ch % NUM_GROUPS or self.ch < NUM_GROUPS:
+        super().__post_init__()
+        if self.ch % NUM_GROUPS:  # GroupNorm's group count; the hint bounds ch >= NUM_GROUPS
             raise ValueError(
                 f"ch must be a positive multiple of {NUM_GROUPS} (GroupNorm({NUM_GROUPS})), got {self.ch}"
             )
@@ -119,7 +107,7 @@ class CodecConfig:
     @property
     def codebook_size(self) -> int:
         """Number of distinct token ids per position (and per level / group)."""
-        return quantizer_class(self.quantizer).config_codebook_size(self.quantizer, self.embed_dim)
+        return self.quantizer.codebook_size_for(self.embed_dim)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
@@ -173,7 +161,7 @@ class CodecConfig:
 
 def quantizer_config_from_dict(data: dict[str, Any]) -> QuantizerConfig:
     """The quantizer config named by ``data["kind"]`` (``"vq"`` when absent), checked field by field."""
-    return value_from_hint(data, QuantizerField, "quantizer")
+    return value_from_hint(data, QuantizerConfig, "quantizer")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ from torch import Tensor, nn
 
 from movq.codec import Codec
 from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
-from movq.strict import PositiveFloat, PositiveInt, Range, dataclass_from_dict
+from movq.strict import PositiveFloat, PositiveInt, Range, StrictConfig, dataclass_from_dict
 
 LOGIT_LAPLACE_EPS = 0.1
 
 
 @dataclass
-class DVAEConfig:
+class DVAEConfig(StrictConfig):
     """Architecture of a DALL·E dVAE; defaults are the published model."""
 
     name: str = "dalle-dvae"

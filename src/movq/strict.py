@@ -1,22 +1,27 @@
 """Strictness helpers shared by configs and weight loading: unknown names, badly typed config
 fields and key mismatches are errors that name what was wrong, never silently ignored.
 
-Config dataclasses declare what each field accepts with their type hints; bounds are attached with
-``typing.Annotated`` (``ch: Annotated[int, Range(min=32)]``, or the aliases :data:`PositiveInt`,
-:data:`PositiveFloat`, :data:`NonNegativeFloat`). :func:`dataclass_from_dict` checks every field
-against its hint before building the dataclass, so every config (codec, quantizer, dVAE, training)
-gets the same checks and the same error messages.
+Config dataclasses declare what each field accepts with their type hints, once; bounds are attached
+with ``typing.Annotated`` (``ch: Annotated[int, Range(min=32)]``, or the aliases :data:`PositiveInt`,
+:data:`PositiveFloat`, :data:`NonNegativeFloat`). A config that derives from :class:`StrictConfig`
+has its fields checked against those hints whenever it is built: from Python (``CodecConfig(ch=-1)``),
+from a dict or JSON file (:func:`dataclass_from_dict`, which adds unknown-key checks and JSON
+conversions) or from CLI flags. Its own ``__post_init__`` (calling ``super().__post_init__()`` first)
+holds only the rules between fields. Every config (codec, quantizer, dVAE, training) thus gets the same
+checks and the same error messages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import types
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
@@ -61,27 +66,18 @@ class Range:
 
 @dataclass(frozen=True)
 class MinLength:
-    """Minimum number of items of a list field, attached as ``Annotated[tuple[int, ...], MinLength(1)]``."""
+    """Minimum number of items of a list field (``Annotated[tuple[int, ...], MinLength(1)]``) or of
+    characters of a string field (``Annotated[str, MinLength(1)]``)."""
 
     n: int
 
 
-@dataclass(frozen=True)
-class Tagged:
-    """A field holding one of several dataclasses told apart by their ``kind`` field, attached as
-    ``Annotated[Base, Tagged(members, default)]``.
-
-    ``members()`` returns the ``{kind: dataclass}`` table at the time a value is read, so kinds
-    registered after the hint was written are accepted; a dict without ``kind`` is of kind ``default``.
-    """
-
-    members: Callable[[], Mapping[str, type]]
-    default: str
-
-
 PositiveInt = Annotated[int, Range(min=1)]
+NonNegativeInt = Annotated[int, Range(min=0)]
 PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0)]
+Probability = Annotated[float, Range(0, 1, max_open=True)]
+"""A probability in ``[0, 1)`` (dropout rates, decays)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +127,7 @@ def dataclass_from_dict(cls: type[T], data: Any, source: str | Path | None = Non
     (ints accepted, finite), ``bool``, ``str``, ``None``, ``Literal[...]``, ``tuple[T, ...]`` /
     ``tuple[A, B]`` (JSON lists become tuples), ``dict[str, T]``, unions (``int | None``), nested
     dataclasses (from dicts), and unions of dataclasses told apart by their ``kind`` field (a dict
-    without ``kind`` is the first member's kind; :class:`Tagged` for a table that can grow).
+    without ``kind`` is the first member's kind).
     ``Annotated`` :class:`Range` / :class:`MinLength` bounds are checked. Unknown keys are refused
     with the closest known names.
 
@@ -167,7 +163,7 @@ def _reporting(build: Callable[[], T], owner: str, source: str | Path | None) ->
 def _build_dataclass(cls: type[T], data: Any, path: str) -> T:
     if not isinstance(data, Mapping):
         raise _Invalid(path, f"an object with {cls.__name__} fields", data)
-    hints = typing.get_type_hints(cls, include_extras=True)
+    hints = _hints(cls)
     known = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in data if k not in known)
     at = f" at {path!r}" if path else ""
@@ -183,7 +179,55 @@ def _build_dataclass(cls: type[T], data: Any, path: str) -> T:
     if missing:
         raise ConfigError(f"{cls.__name__} needs the fields {missing}{at}")
     values = {name: _check(value, hints[name], f"{path}.{name}" if path else name) for name, value in data.items()}
-    return cls(**values)
+    token = _PRECHECKED.set(cls)  # checked just now (with the field's full path): check_fields skips them
+    try:
+        return cls(**values)
+    finally:
+        _PRECHECKED.reset(token)
+
+
+_PRECHECKED: ContextVar[type | None] = ContextVar("_PRECHECKED", default=None)
+"""The class whose instance :func:`_build_dataclass` is building from values it has already checked."""
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of the dataclass instance ``config`` against its type hint (as
+    :func:`dataclass_from_dict` does) and store the converted values (lists -> tuples, ints -> floats,
+    dicts -> nested configs). Raises :class:`ConfigError` naming the class, the field, the value and
+    what is accepted. :class:`StrictConfig` calls it from ``__post_init__``; values that
+    :func:`dataclass_from_dict` has just checked are not checked again."""
+    cls = type(config)
+    if _PRECHECKED.get() is cls:
+        _PRECHECKED.set(None)
+        return
+    _reporting(lambda: _check_fields(config), cls.__name__, None)
+
+
+def _check_fields(config: Any) -> None:
+    hints = _hints(type(config))
+    for f in fields(config):
+        if f.init:
+            value = getattr(config, f.name)
+            checked = _check(value, hints[f.name], f.name)
+            if checked is not value:
+                object.__setattr__(config, f.name, checked)  # object's: frozen dataclasses too
+
+
+class StrictConfig:
+    """Base of the config dataclasses: on construction, every field is checked against its type hint
+    (:func:`check_fields`), whether the config comes from Python, a dict, a JSON file or CLI flags.
+
+    A subclass with rules between fields defines ``__post_init__`` calling ``super().__post_init__()``
+    first; errors name the field (``ConfigError``), the cross-field rules raise ``ValueError``.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _check(value: Any, hint: Any, path: str) -> Any:
@@ -191,15 +235,14 @@ def _check(value: Any, hint: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         inner, *extras = args
-        tagged = next((extra for extra in extras if isinstance(extra, Tagged)), None)
-        if tagged is not None:
-            return _check_tagged(value, dict(tagged.members()), tagged.default, path)
         checked = _check(value, inner, path)
         for extra in extras:
             if isinstance(extra, Range) and not extra.contains(checked):
                 raise _Invalid(path, f"{_describe(inner)} {extra.describe()}", value)
             if isinstance(extra, MinLength) and len(checked) < extra.n:
-                raise _Invalid(path, f"a list of at least {extra.n} item{'s' if extra.n > 1 else ''}", value)
+                items = "character" if isinstance(checked, str) else "item"
+                what = "a string" if isinstance(checked, str) else "a list"
+                raise _Invalid(path, f"{what} of at least {extra.n} {items}{'s' if extra.n > 1 else ''}", value)
         return checked
     if hint is Any or hint is object:
         return value
@@ -266,7 +309,7 @@ def _check_container(value: Any, origin: type, args: tuple, path: str) -> Any:
 def _check_union(value: Any, args: tuple, path: str) -> Any:
     tagged = _tagged_members(args)
     if tagged:
-        return _check_tagged(value, tagged, next(iter(tagged)), path)
+        return _check_tagged(value, tagged, path)
     if any(isinstance(value, a) for a in args if is_dataclass(a)):
         return value
     failures = []
@@ -280,13 +323,13 @@ def _check_union(value: Any, args: tuple, path: str) -> Any:
     raise _Invalid(path, " or ".join(failures), value)
 
 
-def _check_tagged(value: Any, tagged: Mapping[str, type], default: str, path: str) -> Any:
-    """``value`` as the dataclass of ``tagged`` its ``kind`` names (``default`` when absent)."""
+def _check_tagged(value: Any, tagged: Mapping[str, type], path: str) -> Any:
+    """``value`` as the dataclass of ``tagged`` its ``kind`` names (the first member's when absent)."""
     if isinstance(value, tuple(tagged.values())):
         return value
     if not isinstance(value, Mapping):
         raise _Invalid(path, f"an object with a 'kind' in {list(tagged)}", value)
-    kind = value.get("kind", default)
+    kind = value.get("kind", next(iter(tagged)))
     if not isinstance(kind, str) or kind not in tagged:
         name = path.rsplit(".", 1)[-1] or "union"
         raise ConfigError(unknown_name_error(f"{name} kind", kind, tagged, listing="expected one of"))

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm
+from movq.strict import NonNegativeInt, PositiveInt, StrictConfig
 
 TILE_BUDGET_SHARE = 0.5
 """Share of ``memory_budget`` the tiles of an automatically tiled image may use: the rest holds
@@ -39,7 +40,7 @@ codec at 256 px (fp32, 2 threads): 37 images/s one at a time, 18 in one batch of
 
 
 @dataclass(frozen=True)
-class TilingPolicy:
+class TilingPolicy(StrictConfig):
     """How a codec bounds its memory at inference.
 
     - ``mode``: ``"auto"`` (default) tiles an image only when one image alone would exceed
@@ -56,21 +57,14 @@ class TilingPolicy:
     """
 
     mode: Literal["auto", "on", "off"] = "auto"
-    tile: int = 64
-    overlap: int = 16
-    memory_budget: int = 4 * 2**30
-    stat_passes: int = 2
+    tile: PositiveInt = 64
+    overlap: NonNegativeInt = 16
+    memory_budget: PositiveInt = 4 * 2**30
+    stat_passes: NonNegativeInt = 2
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "on", "off"):
-            raise ValueError(f"tiling mode must be 'auto', 'on' or 'off', got {self.mode!r}")
-        for name in ("tile", "memory_budget"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.stat_passes, bool) or not isinstance(self.stat_passes, int) or self.stat_passes < 0:
-            raise ValueError(f"stat_passes must be an int >= 0, got {self.stat_passes!r}")
-        if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= 2 * self.overlap < self.tile:
+        super().__post_init__()
+        if not 2 * self.overlap < self.tile:
             raise ValueError(f"overlap must be an int in [0, tile / 2) = [0, {self.tile / 2:g}), got {self.overlap!r}")
 
     def plan(

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from movq.diffusion.schedules import SCHEDULES, check_kept_timesteps
-from movq.strict import dataclass_from_dict
+from movq.strict import NonNegativeFloat, PositiveFloat, StrictConfig, dataclass_from_dict
 
 MEAN_TYPES = ("eps", "x0", "v")
 VAR_TYPES = ("learned_range", "fixed_small", "fixed_large")
@@ -19,7 +19,7 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(StrictConfig):
     """What :class:`~movq.diffusion.GaussianDiffusion` is built from (saved as ``diffusion.json``).
 
     ``steps`` and ``schedule`` give the base process; ``timesteps`` (ascending indices into it),
@@ -36,11 +36,13 @@ class DiffusionConfig:
     mean_type: str = "eps"
     var_type: str = "learned_range"
     loss: str | None = None
-    vlb_weight: float = 1e-3
-    bin_width: float = 2.0 / 255.0
+    vlb_weight: NonNegativeFloat = 1e-3
+    bin_width: PositiveFloat = 2.0 / 255.0
     timesteps: list[int] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        # steps and the names keep their own messages (``unknown schedule 'x'; expected one of [...]``)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
             raise ValueError(f"steps must be an int >= 2, got {self.steps!r}")
         _choice("schedule", self.schedule, SCHEDULES)
@@ -59,10 +61,6 @@ class DiffusionConfig:
                 f"loss='hybrid' trains the variance through the VLB term, but var_type={self.var_type!r} is fixed: "
                 "use var_type='learned_range' or loss='mse'"
             )
-        if not (isinstance(self.vlb_weight, (int, float)) and self.vlb_weight >= 0):
-            raise ValueError(f"vlb_weight must be a number >= 0, got {self.vlb_weight!r}")
-        if not (isinstance(self.bin_width, (int, float)) and self.bin_width > 0):
-            raise ValueError(f"bin_width must be a number > 0, got {self.bin_width!r}")
         if self.timesteps is not None:
             self.timesteps = check_kept_timesteps(self.steps, self.timesteps)
 

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
@@ -46,6 +46,7 @@ from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.unet import UNet
+from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from movq.tokenize.training_data import open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
@@ -81,7 +82,7 @@ class DiffusionTrainConfig(OptimConfig):
     batch_size: int = 64
     data: str = ""
     codec: str | None = None
-    resolution: int | None = None
+    resolution: PositiveInt | None = None
     labels: str = "auto"
     cond: str | None = None
     preset: str = "unet-small"
@@ -92,28 +93,20 @@ class DiffusionTrainConfig(OptimConfig):
     mean_type: str = "v"
     loss: str = "hybrid"
     var_type: str | None = None
-    vlb_weight: float = 1e-3
-    latent_scale: float | None = None
-    p_uncond: float = 0.1
+    vlb_weight: NonNegativeFloat = 1e-3
+    latent_scale: PositiveFloat | None = None  # None: 1 / std of the latents
+    p_uncond: Annotated[float, Range(0, 1)] = 0.1
     # OptimConfig's fields with improved-DDPM defaults (lr 1e-4 and EMA 0.9999 are OptimConfig's own)
     min_lr_ratio: float = 1.0
-    warmup_steps: int = 200
+    warmup_steps: NonNegativeInt = 200
     betas: tuple[float, float] = (0.9, 0.999)
     # encoding an image collection
-    tokenize_batch_size: int = 32
+    tokenize_batch_size: PositiveInt = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.labels not in LABEL_MODES:
             raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
-        if not 0.0 <= self.p_uncond <= 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
-        if self.latent_scale is not None and not self.latent_scale > 0:
-            raise ValueError(f"latent_scale must be > 0 (or unset: 1 / std of the latents), got {self.latent_scale}")
-        if self.resolution is not None and self.resolution < 1:
-            raise ValueError(f"resolution must be >= 1, got {self.resolution}")
-        if self.tokenize_batch_size < 1:
-            raise ValueError(f"tokenize_batch_size must be >= 1, got {self.tokenize_batch_size}")
         if self.preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(UNET_PRESETS)}")
         check_overrides(self.model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
@@ -26,14 +26,21 @@ from movq.model_folder import (
     save_weights,
 )
 from movq.modules.blocks import Downsample, Upsample
-from movq.strict import dataclass_from_dict, state_dict_mismatches
+from movq.strict import (
+    MinLength,
+    PositiveInt,
+    Probability,
+    StrictConfig,
+    dataclass_from_dict,
+    state_dict_mismatches,
+)
 
 EMA_WEIGHTS_FILE = "ema.safetensors"
 WEIGHT_CHOICES = ("auto", "ema", "model")
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(StrictConfig):
     """Size and conditioning of a :class:`UNet`.
 
     ``sample_size`` is the latent side the model is built for: a level whose side at that size is
@@ -46,31 +53,20 @@ class UNetConfig:
     classifier-free guidance.
     """
 
-    in_channels: int = 4
-    sample_size: int = 32
-    channels: int = 128
-    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
-    num_res_blocks: int = 2
+    in_channels: PositiveInt = 4
+    sample_size: PositiveInt = 32
+    channels: PositiveInt = 128
+    channel_mult: Annotated[tuple[PositiveInt, ...], MinLength(1)] = (1, 2, 3, 4)
+    num_res_blocks: PositiveInt = 2
     attention_resolutions: tuple[int, ...] = (16, 8)
-    head_channels: int = 64
-    dropout: float = 0.0
+    head_channels: PositiveInt = 64
+    dropout: Probability = 0.0
     learn_sigma: bool = True
-    num_classes: int | None = None
-    cond_dim: int | None = None
+    num_classes: PositiveInt | None = None
+    cond_dim: PositiveInt | None = None
 
     def __post_init__(self) -> None:
-        self.channel_mult = tuple(self.channel_mult)
-        self.attention_resolutions = tuple(self.attention_resolutions)
-        for name in ("in_channels", "sample_size", "channels", "num_res_blocks", "head_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not self.channel_mult or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.channel_mult
-        ):
-            raise ValueError(
-                f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult}"
-            )
+        super().__post_init__()
         if any(self.channels * m % NORM_GROUPS for m in self.channel_mult):
             raise ValueError(
                 f"channels * channel_mult must be multiples of {NORM_GROUPS} (GroupNorm), got {self.level_channels}"
@@ -90,12 +86,6 @@ class UNetConfig:
                 raise ValueError(
                     f"head_channels {self.head_channels} must divide the {ch} channels attended at side {side}"
                 )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("num_classes", "cond_dim"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be None or a positive int, got {value!r}")
 
     @property
     def level_channels(self) -> list[int]:

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
 from movq.modules.blocks import level_has_attention
-from movq.quantizers import quantizer_class
 
 logger = logging.getLogger(__name__)
 
@@ -271,4 +270,4 @@ def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     qa, qb = a.quantizer, b.quantizer
     if type(qa) is not type(qb) or a.codebook_size != b.codebook_size:
         return False
-    return all(getattr(qa, f) == getattr(qb, f) for f in quantizer_class(qa).architecture_fields)
+    return all(getattr(qa, f) == getattr(qb, f) for f in qa.architecture_fields)

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from movq.strict import StrictConfig
+
 LOG_EPS = 1e-10
 """Floor of a probability before its logarithm (entropies, KL), so that ``0 * log 0`` stays 0."""
 DENSE_HISTOGRAM_MAX = 2**20
@@ -39,45 +41,42 @@ class QuantizerOutput:
 
 
 @dataclass
-class QuantizerConfig:
-    """Base of the quantizer configs: one dataclass per quantizer, defined next to it.
+class QuantizerConfigBase(StrictConfig):
+    """Base of the quantizer configs: one dataclass per quantizer, defined next to it; the union
+    :data:`movq.quantizers.QuantizerConfig` lists them all.
 
-    A subclass's last field is ``kind: Literal["name"] = "name"``, the name of its quantizer in the
-    table :data:`movq.quantizers.QUANTIZERS` and in JSON (``{"kind": "name", ...}``); its type hints
-    (with ``Annotated`` bounds of :mod:`movq.strict`) say what each field accepts.
+    A subclass's type hints (with ``Annotated`` bounds of :mod:`movq.strict`) say what each field
+    accepts, checked on construction; its last field is ``kind: Literal["name"] = "name"``, its name
+    in JSON (``{"kind": "name", ...}``). It builds its quantizer with :meth:`build`.
     """
+
+    architecture_fields: ClassVar[tuple[str, ...]] = ("codebook_size",)
+    """Fields that set the shapes of the quantizer's tensors (two configs with equal values load each
+    other's weights)."""
+
+    def build(self, dim: int) -> Quantizer:
+        """The quantizer this config describes, for a latent of ``dim`` channels (``[B, dim, H, W]``)."""
+        raise NotImplementedError
+
+    def codebook_size_for(self, dim: int) -> int:
+        """``codebook_size`` of ``build(dim)``, without building it."""
+        return self.codebook_size  # type: ignore[attr-defined]
+
+    def options(self) -> dict[str, Any]:
+        """The fields other than ``kind``, as keyword arguments of the quantizer's constructor."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
 
 
 class Quantizer(nn.Module, ABC):
     """Base class: maps a continuous latent ``[B, D, H, W]`` to codes and back.
 
     Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
-    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``. To be built
-    from a codec config they declare ``kind`` and ``config_class`` (and override :meth:`from_config`
-    where the constructor's keywords are not the config's fields); then
-    :func:`movq.quantizers.register_quantizer` adds them to the table.
+    (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``; their config
+    (a :class:`QuantizerConfigBase`) builds them from a codec config.
     """
 
     codebook_size: int
     dim: int
-    kind: ClassVar[str]
-    """Name in the quantizer table and in JSON configs (the ``kind`` of ``config_class``)."""
-    config_class: ClassVar[type[Any]]
-    """The config dataclass this quantizer is built from."""
-    architecture_fields: ClassVar[tuple[str, ...]] = ("codebook_size",)
-    """Config fields that set the shapes of the quantizer's tensors (two configs with equal values
-    load each other's weights)."""
-
-    @classmethod
-    def from_config(cls, config: Any, dim: int) -> Quantizer:
-        """The quantizer ``config`` (a ``config_class``) describes, for a latent of ``dim`` channels:
-        the config's fields other than ``kind`` are the constructor's keyword arguments, with ``dim``."""
-        return cls(dim=dim, **{f.name: getattr(config, f.name) for f in fields(config) if f.name != "kind"})
-
-    @classmethod
-    def config_codebook_size(cls, config: Any, dim: int) -> int:
-        """``codebook_size`` of ``from_config(config, dim)``, without building it."""
-        return config.codebook_size
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -95,6 +94,50 @@ class Quantizer(nn.Module, ABC):
         """Only the token ids of ``z`` (``forward(z).indices``): the inference path, which
         quantizers may serve without computing losses and statistics."""
         return self.forward(z).indices
+
+    @staticmethod
+    def check_positive_int(value: object, name: str) -> int:
+        """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name`` (the
+        constructor arguments that are not config fields: ``dim``, ``chunk_size``, ...)."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        return value
+
+    def check_latent(self, z: Tensor, channels: int | None = None) -> None:
+        """Raise ``ValueError`` unless ``z`` is a ``[B, channels, H, W]`` floating-point tensor
+        (``channels``: ``dim`` unless given)."""
+        who, channels = type(self).__name__, self.dim if channels is None else channels
+        if not isinstance(z, Tensor) or z.ndim != 4:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
+        if z.shape[1] != channels:
+            raise ValueError(
+                f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
+            )
+        if not z.is_floating_point():
+            raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")
+
+    def check_indices(self, indices: Tensor, ndim: int, layout: str, allow_minus_one: bool = False) -> None:
+        """Raise ``ValueError`` unless ``indices`` is an integer tensor with ``ndim`` axes (``layout``
+        names them) whose ids lie in ``[0, codebook_size)`` (or are -1 when allowed).
+
+        The range is not checked while ``torch.compile`` / ``torch.export`` trace (a data-dependent
+        check cannot be part of a graph); the embedding lookup itself still fails on out-of-range ids.
+        """
+        who = type(self).__name__
+        if not isinstance(indices, Tensor) or indices.ndim != ndim or indices.is_floating_point():
+            if isinstance(indices, Tensor):
+                got = f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
+            else:
+                got = type(indices).__name__
+            raise ValueError(f"{who}.embed expects integer indices of shape {layout}, got {got}")
+        if indices.numel() == 0 or torch.compiler.is_compiling():
+            return
+        low = -1 if allow_minus_one else 0
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < low or hi >= self.codebook_size:
+            accepted = f"[{low}, {self.codebook_size - 1}]"
+            raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")
 
 
 def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
@@ -134,48 +177,3 @@ def histogram_perplexity(counts: Tensor) -> Tensor:
     """``exp(H)`` of the distribution of the float ``counts`` (a histogram of codes; 1 when empty)."""
     probs = counts / counts.sum().clamp(min=1.0)
     return (-(probs * torch.log(probs.clamp(min=LOG_EPS))).sum()).exp()
-
-
-def check_latent(z: Tensor, channels: int, who: str) -> None:
-    """Raise ``ValueError`` unless ``z`` is a ``[B, channels, H, W]`` floating-point tensor."""
-    if not isinstance(z, Tensor) or z.ndim != 4:
-        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
-    if z.shape[1] != channels:
-        raise ValueError(
-            f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
-        )
-    if not z.is_floating_point():
-        raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_indices(indices: Tensor, ndim: int, who: str, layout: str) -> None:
-    """Raise ``ValueError`` unless ``indices`` is an integer tensor with ``ndim`` axes."""
-    if not isinstance(indices, Tensor) or indices.ndim != ndim or indices.is_floating_point():
-        if isinstance(indices, Tensor):
-            got = f"{indices.dtype} tensor of shape {tuple(indices.shape)}"
-        else:
-            got = type(indices).__name__
-        raise ValueError(f"{who}.embed expects integer indices of shape {layout}, got {got}")
-
-
-def check_index_range(indices: Tensor, codebook_size: int, who: str, allow_minus_one: bool = False) -> None:
-    """Raise ``ValueError`` if some index lies outside ``[0, codebook_size)`` (or is not -1 when allowed).
-
-    Skipped while ``torch.compile`` / ``torch.export`` trace (a data-dependent check cannot be part
-    of a graph); the embedding lookup itself still fails on out-of-range ids.
-    """
-    if indices.numel() == 0 or torch.compiler.is_compiling():
-        return
-    low = -1 if allow_minus_one else 0
-    lo, hi = int(indices.min()), int(indices.max())
-    if lo < low or hi >= codebook_size:
-        accepted = f"[{low}, {codebook_size - 1}]"
-        raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")

@@ -16,19 +16,15 @@ from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
 
 
 @dataclass
-class EMAConfig(QuantizerConfig):
+class EMAConfig(QuantizerConfigBase):
     """Codebook updated by exponential moving averages (:class:`EMAVectorQuantizer`)."""
 
     codebook_size: PositiveInt = 16384
@@ -38,6 +34,14 @@ class EMAConfig(QuantizerConfig):
     dead_code_threshold: NonNegativeFloat = 1.0
     kmeans_init: bool = False
     kind: Literal["ema"] = "ema"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decay == 1:
+            raise ValueError("decay must be in [0, 1): decay 1 would never update the codebook")
+
+    def build(self, dim: int) -> EMAVectorQuantizer:
+        return EMAVectorQuantizer(dim=dim, **self.options())
 
 
 def _sample_rows(x: Tensor, n: int) -> Tensor:
@@ -102,9 +106,6 @@ class EMAVectorQuantizer(Quantizer):
     (taming's ``EMAVectorQuantizer`` names) and ``initialized``. Statistics are kept in float32.
     """
 
-    kind = "ema"
-    config_class = EMAConfig
-
     def __init__(
         self,
         codebook_size: int,
@@ -118,30 +119,24 @@ class EMAVectorQuantizer(Quantizer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
-        self.dim = check_positive_int(dim, "dim")
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        self.kmeans_iters = check_positive_int(kmeans_iters, "kmeans_iters")
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if dead_code_threshold < 0:
-            raise ValueError(
-                f"dead_code_threshold must be >= 0 (0 disables restarts), got {dead_code_threshold}"
-            )
-        self.decay = float(decay)
-        self.eps = float(eps)
-        self.beta = float(beta)
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.kmeans_init = bool(kmeans_init)
+        config = EMAConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, decay=decay, eps=eps, beta=beta, dead_code_threshold=dead_code_threshold,
+            kmeans_init=kmeans_init,
+        )
+        self.codebook_size = config.codebook_size
+        self.dim = self.check_positive_int(dim, "dim")
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
+        self.kmeans_iters = self.check_positive_int(kmeans_iters, "kmeans_iters")
+        self.decay = config.decay
+        self.eps = config.eps
+        self.beta = config.beta
+        self.dead_code_threshold = config.dead_code_threshold  # 0 disables restarts
+        self.kmeans_init = config.kmeans_init
         self.embedding = EMACodebook(codebook_size, dim)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         b, _, h, w = z.shape
         flat = rearrange(z, "b d h w -> (b h w) d").detach().float()
         if self.training and not bool(self.initialized):
@@ -191,6 +186,5 @@ class EMAVectorQuantizer(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]``."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         return rearrange(F.embedding(indices.long(), self.embedding.weight), "b h w d -> b d h w")

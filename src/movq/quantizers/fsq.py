@@ -13,23 +13,23 @@ from torch import Tensor
 
 from movq.strict import MinLength, Range
 
-from .base import (
-    Quantizer,
-    QuantizerConfig,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    code_statistics,
-)
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
-class FSQConfig(QuantizerConfig):
+class FSQConfig(QuantizerConfigBase):
     """Finite scalar quantization (:class:`FSQ`); ``dim == len(levels)``."""
+
+    architecture_fields = ("levels",)
 
     levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
     kind: Literal["fsq"] = "fsq"
+
+    def build(self, dim: int) -> FSQ:
+        return FSQ(self.levels, dim)
+
+    def codebook_size_for(self, dim: int) -> int:
+        return math.prod(self.levels)
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -48,19 +48,9 @@ class FSQ(Quantizer):
     ``[0, prod(levels))``, loss 0. No parameters (state dict empty apart from non-persistent buffers).
     """
 
-    kind = "fsq"
-    config_class = FSQConfig
-    architecture_fields = ("levels",)
-
-    @classmethod
-    def config_codebook_size(cls, config: FSQConfig, dim: int) -> int:
-        return math.prod(config.levels)
-
     def __init__(self, levels: Sequence[int], dim: int | None = None, eps: float = 1e-3) -> None:
         super().__init__()
-        levels = tuple(levels)
-        if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
-            raise ValueError(f"levels must be a non-empty sequence of ints >= 2, got {levels}")
+        levels = FSQConfig(levels=tuple(levels)).levels  # checked: ConfigError naming a bad level
         if dim is not None and dim != len(levels):
             raise ValueError(
                 f"FSQ needs dim == len(levels) (one channel per level); got dim={dim}, levels={levels}"
@@ -81,7 +71,7 @@ class FSQ(Quantizer):
         return torch.tanh(x + shift) * half - offset
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> b h w d").float()
         rounded = round_ste(self._bound(x))
         half_width = torch.div(self._levels, 2, rounding_mode="floor")
@@ -99,14 +89,13 @@ class FSQ(Quantizer):
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """Inverse of :meth:`embed`: grid values ``[B, len(levels), H, W]`` -> indices ``[B, H, W]``."""
-        check_latent(codes, self.dim, type(self).__name__)
+        self.check_latent(codes)
         x = rearrange(codes, "b d h w -> b h w d").float()
         return self._grid_to_indices(x * torch.div(self._levels, 2, rounding_mode="floor"))
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> grid values ``[B, len(levels), H, W]`` (float32)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         digits = (indices.long().unsqueeze(-1) // self._basis) % self._levels.long()
         half_width = torch.div(self._levels, 2, rounding_mode="floor")
         q = (digits.float() - half_width) / half_width

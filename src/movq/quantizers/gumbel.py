@@ -12,21 +12,11 @@ from torch import Tensor, nn
 
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from .base import (
-    LOG_EPS,
-    Quantizer,
-    QuantizerConfig,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
-    code_statistics,
-)
+from .base import LOG_EPS, Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
-class GumbelConfig(QuantizerConfig):
+class GumbelConfig(QuantizerConfigBase):
     """Gumbel-softmax quantizer (:class:`GumbelQuantizer`)."""
 
     codebook_size: PositiveInt = 8192
@@ -34,6 +24,9 @@ class GumbelConfig(QuantizerConfig):
     kl_weight: NonNegativeFloat = 5e-4
     hard: bool = True
     kind: Literal["gumbel"] = "gumbel"
+
+    def build(self, dim: int) -> GumbelQuantizer:
+        return GumbelQuantizer(dim=dim, in_channels=dim, **self.options())
 
 
 class GumbelQuantizer(Quantizer):
@@ -55,20 +48,6 @@ class GumbelQuantizer(Quantizer):
     ``embed`` is the method of the quantizer contract.
     """
 
-    kind = "gumbel"
-    config_class = GumbelConfig
-
-    @classmethod
-    def from_config(cls, config: GumbelConfig, dim: int) -> GumbelQuantizer:
-        return cls(
-            config.codebook_size,
-            dim,
-            in_channels=dim,
-            temperature=config.temperature,
-            kl_weight=config.kl_weight,
-            hard=config.hard,
-        )
-
     def __init__(
         self,
         codebook_size: int,
@@ -79,14 +58,15 @@ class GumbelQuantizer(Quantizer):
         hard: bool = True,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
-        self.dim = check_positive_int(dim, "dim")
-        self.in_channels = check_positive_int(in_channels if in_channels is not None else dim, "in_channels")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
-        self.temperature = temperature
-        self.kl_weight = float(kl_weight)
-        self.hard = bool(hard)
+        config = GumbelConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, temperature=temperature, kl_weight=kl_weight, hard=hard
+        )
+        self.codebook_size = config.codebook_size
+        self.dim = self.check_positive_int(dim, "dim")
+        self.in_channels = self.check_positive_int(in_channels if in_channels is not None else dim, "in_channels")
+        self.temperature = config.temperature
+        self.kl_weight = config.kl_weight
+        self.hard = config.hard
         self.proj = nn.Conv2d(self.in_channels, codebook_size, kernel_size=1)
         # Registered under the name "embed" for taming's state-dict keys; the method ``embed``
         # (the Quantizer contract) shadows the attribute, so the module is reached via ``codebook``.
@@ -108,7 +88,7 @@ class GumbelQuantizer(Quantizer):
         self._temperature = float(value)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.in_channels, type(self).__name__)
+        self.check_latent(z, self.in_channels)
         logits = self.proj(z).float()
         if self.training:
             one_hot = F.gumbel_softmax(logits, tau=self.temperature, hard=self.hard, dim=1)
@@ -127,6 +107,5 @@ class GumbelQuantizer(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]`` (codebook rows)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         return rearrange(F.embedding(indices.long(), self.codebook.weight), "b h w d -> b d h w")

@@ -12,25 +12,24 @@ from torch import Tensor
 
 from movq.strict import NonNegativeFloat
 
-from .base import (
-    LOG_EPS,
-    Quantizer,
-    QuantizerConfig,
-    QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    code_statistics,
-)
+from .base import LOG_EPS, Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
 
 
 @dataclass
-class LFQConfig(QuantizerConfig):
+class LFQConfig(QuantizerConfigBase):
     """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``."""
+
+    architecture_fields = ()
 
     entropy_weight: NonNegativeFloat = 0.1
     commitment_weight: NonNegativeFloat = 0.25
     kind: Literal["lfq"] = "lfq"
+
+    def build(self, dim: int) -> LFQ:
+        return LFQ(dim=dim, **self.options())
+
+    def codebook_size_for(self, dim: int) -> int:
+        return 2**dim
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
@@ -56,14 +55,6 @@ class LFQ(Quantizer):
     No parameters.
     """
 
-    kind = "lfq"
-    config_class = LFQConfig
-    architecture_fields = ()
-
-    @classmethod
-    def config_codebook_size(cls, config: LFQConfig, dim: int) -> int:
-        return 2**dim
-
     def __init__(
         self,
         codebook_size: int | None = None,
@@ -87,20 +78,18 @@ class LFQ(Quantizer):
             dim = bits
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 62:
             raise ValueError(f"dim must be an int in [1, 62] (bits per code), got {dim!r}")
-        if entropy_weight < 0 or commitment_weight < 0 or inv_temperature <= 0:
-            raise ValueError(
-                "entropy_weight and commitment_weight must be >= 0 and inv_temperature > 0, got "
-                f"{entropy_weight}, {commitment_weight}, {inv_temperature}"
-            )
+        config = LFQConfig(entropy_weight=entropy_weight, commitment_weight=commitment_weight)  # checks them
+        if not inv_temperature > 0:
+            raise ValueError(f"inv_temperature must be > 0, got {inv_temperature}")
         self.dim = dim
         self.codebook_size = 2**dim
-        self.entropy_weight = float(entropy_weight)
-        self.commitment_weight = float(commitment_weight)
+        self.entropy_weight = config.entropy_weight
+        self.commitment_weight = config.commitment_weight
         self.inv_temperature = float(inv_temperature)
         self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long), persistent=False)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> (b h w) d").float()
         q = torch.where(x > 0, 1.0, -1.0)
         indices = ((x > 0).long() * self._bits).sum(dim=-1)
@@ -121,13 +110,12 @@ class LFQ(Quantizer):
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """Inverse of :meth:`embed`: codes ``[B, dim, H, W]`` (only the sign counts) -> ``[B, H, W]``."""
-        check_latent(codes, self.dim, type(self).__name__)
+        self.check_latent(codes)
         return ((rearrange(codes, "b d h w -> b h w d") > 0).long() * self._bits).sum(dim=-1)
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``+-1`` codes ``[B, dim, H, W]`` (float32)."""
-        check_indices(indices, 3, type(self).__name__, "[B, H, W]")
-        check_index_range(indices, self.codebook_size, type(self).__name__)
+        self.check_indices(indices, 3, "[B, H, W]")
         bits = (indices.long().unsqueeze(-1) & self._bits) != 0
         return rearrange(torch.where(bits, 1.0, -1.0), "b h w d -> b d h w")
 

@@ -15,20 +15,18 @@ from movq.strict import NonNegativeFloat, PositiveInt
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
 
 
 @dataclass
-class ResidualConfig(QuantizerConfig):
+class ResidualConfig(QuantizerConfigBase):
     """Residual quantization, RQ-VAE (:class:`ResidualVectorQuantizer`)."""
+
+    architecture_fields = ("codebook_size", "depth", "shared_codebook")
 
     codebook_size: PositiveInt = 16384
     depth: PositiveInt = 4
@@ -36,6 +34,9 @@ class ResidualConfig(QuantizerConfig):
     beta: NonNegativeFloat = 0.25
     quantize_dropout: bool = False
     kind: Literal["residual"] = "residual"
+
+    def build(self, dim: int) -> ResidualVectorQuantizer:
+        return ResidualVectorQuantizer(dim=dim, **self.options())
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -58,10 +59,6 @@ class ResidualVectorQuantizer(Quantizer):
     otherwise ``embeddings.{0..depth-1}.weight``.
     """
 
-    kind = "residual"
-    config_class = ResidualConfig
-    architecture_fields = ("codebook_size", "depth", "shared_codebook")
-
     def __init__(
         self,
         codebook_size: int,
@@ -73,15 +70,17 @@ class ResidualVectorQuantizer(Quantizer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
-        self.dim = check_positive_int(dim, "dim")
-        self.depth = check_positive_int(depth, "depth")
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = float(beta)
-        self.shared_codebook = bool(shared_codebook)
-        self.quantize_dropout = bool(quantize_dropout)
+        config = ResidualConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, depth=depth, shared_codebook=shared_codebook, beta=beta,
+            quantize_dropout=quantize_dropout,
+        )
+        self.codebook_size = config.codebook_size
+        self.dim = self.check_positive_int(dim, "dim")
+        self.depth = config.depth
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
+        self.beta = config.beta
+        self.shared_codebook = config.shared_codebook
+        self.quantize_dropout = config.quantize_dropout
         count = 1 if shared_codebook else depth
         books = [nn.Embedding(codebook_size, dim) for _ in range(count)]
         for book in books:
@@ -101,7 +100,7 @@ class ResidualVectorQuantizer(Quantizer):
         return self.embedding.weight if self.embeddings is None else self.embeddings[level].weight
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         b, _, h, w = z.shape
         x = rearrange(z, "b d h w -> (b h w) d").float()
         kept = self.depth
@@ -135,10 +134,9 @@ class ResidualVectorQuantizer(Quantizer):
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, d, H, W]`` (first ``d <= depth`` levels, ``-1`` = none) -> ``[B, dim, H, W]``."""
         name = type(self).__name__
-        check_indices(indices, 4, name, f"[B, d, H, W] with 1 <= d <= {self.depth}")
+        self.check_indices(indices, 4, f"[B, d, H, W] with 1 <= d <= {self.depth}", allow_minus_one=True)
         if not 1 <= indices.shape[1] <= self.depth:
             raise ValueError(f"{name}.embed expects 1..{self.depth} levels on axis 1, got {indices.shape[1]}")
-        check_index_range(indices, self.codebook_size, name, allow_minus_one=True)
         out = None
         for level in range(indices.shape[1]):
             idx = indices[:, level].long()

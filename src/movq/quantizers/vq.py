@@ -14,20 +14,18 @@ from movq.strict import NonNegativeFloat, PositiveInt
 from .base import (
     DEFAULT_CHUNK_SIZE,
     Quantizer,
-    QuantizerConfig,
+    QuantizerConfigBase,
     QuantizerOutput,
-    check_index_range,
-    check_indices,
-    check_latent,
-    check_positive_int,
     code_statistics,
     nearest_code,
 )
 
 
 @dataclass
-class VQConfig(QuantizerConfig):
+class VQConfig(QuantizerConfigBase):
     """Nearest-neighbour codebook trained by gradients (:class:`VectorQuantizer`)."""
+
+    architecture_fields = ("codebook_size", "groups", "code_dim")
 
     codebook_size: PositiveInt = 16384
     beta: NonNegativeFloat = 0.25
@@ -36,6 +34,9 @@ class VQConfig(QuantizerConfig):
     code_dim: PositiveInt | None = None
     groups: PositiveInt = 1
     kind: Literal["vq"] = "vq"
+
+    def build(self, dim: int) -> VectorQuantizer:
+        return VectorQuantizer(dim=dim, **self.options())
 
 
 class VectorQuantizer(Quantizer):
@@ -61,10 +62,6 @@ class VectorQuantizer(Quantizer):
     ``project_in.{weight,bias}`` and ``project_out.{weight,bias}`` when ``code_dim`` is set.
     """
 
-    kind = "vq"
-    config_class = VQConfig
-    architecture_fields = ("codebook_size", "groups", "code_dim")
-
     def __init__(
         self,
         codebook_size: int,
@@ -77,23 +74,23 @@ class VectorQuantizer(Quantizer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        self.codebook_size = check_positive_int(codebook_size, "codebook_size")
-        self.dim = check_positive_int(dim, "dim")
-        self.groups = check_positive_int(groups, "groups")
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        if code_dim is not None:
-            check_positive_int(code_dim, "code_dim")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        config = VQConfig(  # checks every field (ConfigError naming a bad one)
+            codebook_size=codebook_size, beta=beta, legacy=legacy, l2_normalize=l2_normalize, code_dim=code_dim,
+            groups=groups,
+        )
+        self.codebook_size = config.codebook_size
+        self.dim = self.check_positive_int(dim, "dim")
+        self.groups = config.groups
+        self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
         search_dim = code_dim if code_dim is not None else dim
         if search_dim % groups:
             raise ValueError(
                 f"groups must divide the quantized channel count ({'code_dim' if code_dim else 'dim'}="
                 f"{search_dim}), got groups={groups}"
             )
-        self.beta = float(beta)
-        self.legacy = bool(legacy)
-        self.l2_normalize = bool(l2_normalize)
+        self.beta = config.beta
+        self.legacy = config.legacy
+        self.l2_normalize = config.l2_normalize
         self.code_dim = code_dim
         self.search_dim = search_dim
         self.embedding = nn.Embedding(codebook_size, search_dim // groups)
@@ -115,7 +112,7 @@ class VectorQuantizer(Quantizer):
     def _search(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, codebook, flat indices)``: the latent in search space ``[B, G, H, W, C]``, the codebook
         and the nearest code of every position (``(b g h w)`` order)."""
-        check_latent(z, self.dim, type(self).__name__)
+        self.check_latent(z)
         x = rearrange(z, "b d h w -> b h w d")
         if self.project_in is not None:
             x = self.project_in(x)
@@ -162,15 +159,14 @@ class VectorQuantizer(Quantizer):
         """``indices`` ``[B, H, W]`` (or ``[B, groups, H, W]``) -> ``z_q`` ``[B, dim, H, W]``."""
         name = type(self).__name__
         if self.groups == 1:
-            check_indices(indices, 3, name, "[B, H, W]")
+            self.check_indices(indices, 3, "[B, H, W]")
             indices = indices[:, None]
         else:
-            check_indices(indices, 4, name, f"[B, {self.groups}, H, W]")
+            self.check_indices(indices, 4, f"[B, {self.groups}, H, W]")
             if indices.shape[1] != self.groups:
                 raise ValueError(
                     f"{name}.embed expects {self.groups} groups on axis 1, got {indices.shape[1]}"
                 )
-        check_index_range(indices, self.codebook_size, name)
         q = F.embedding(indices.long(), self._codebook())
         x = rearrange(q, "b g h w c -> b h w (g c)")
         if self.project_out is not None:

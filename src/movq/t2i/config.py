@@ -15,16 +15,23 @@ the other (coarse to fine) before moving on to the next position.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from movq.strict import dataclass_from_dict
+from movq.strict import (
+    MinLength,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    StrictConfig,
+    dataclass_from_dict,
+)
 
 
 @dataclass
-class T2IConfig:
+class T2IConfig(StrictConfig):
     """Architecture and loss weighting of :class:`movq.t2i.T2ITransformer`.
 
     Text: ``text_vocab_size`` ids from the tokenizer named by ``tokenizer`` (``"byte"``: UTF-8
@@ -40,65 +47,31 @@ class T2IConfig:
     codes, 8 layers, 8 heads, 512 wide.
     """
 
-    text_vocab_size: int = 256
-    text_len: int = 128
-    image_vocab_size: int = 1024
-    image_grid: tuple[int, int] = (16, 16)
-    image_depth: int = 1
-    n_layer: int = 8
-    n_head: int = 8
-    n_embd: int = 512
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
+    text_vocab_size: PositiveInt = 256
+    text_len: PositiveInt = 128
+    image_vocab_size: PositiveInt = 1024
+    image_grid: tuple[PositiveInt, PositiveInt] = (16, 16)
+    image_depth: PositiveInt = 1
+    n_layer: PositiveInt = 8
+    n_head: PositiveInt = 8
+    n_embd: PositiveInt = 512
+    mlp_ratio: PositiveFloat = 4.0
+    dropout: Probability = 0.0
     bias: bool = True
-    init_std: float = 0.02
-    text_loss_weight: float = 0.125
-    image_loss_weight: float = 0.875
-    caption_dropout: float = 0.1
-    tokenizer: str = "byte"
+    init_std: NonNegativeFloat = 0.02
+    text_loss_weight: NonNegativeFloat = 0.125
+    image_loss_weight: NonNegativeFloat = 0.875
+    caption_dropout: Probability = 0.1
+    tokenizer: Annotated[str, MinLength(1)] = "byte"
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_grid, list):
-            self.image_grid = tuple(self.image_grid)
-        for name in (
-            "text_vocab_size",
-            "text_len",
-            "image_vocab_size",
-            "image_depth",
-            "n_layer",
-            "n_head",
-            "n_embd",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"T2IConfig.{name} must be a positive integer, got {value!r}")
-        grid = self.image_grid
-        if (
-            not isinstance(grid, tuple)
-            or len(grid) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in grid)
-        ):
-            raise ValueError(f"T2IConfig.image_grid must be two positive integers (h, w), got {grid!r}")
+        super().__post_init__()
         if self.n_embd % self.n_head:
             raise ValueError(f"T2IConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not (
-            isinstance(self.mlp_ratio, (int, float))
-            and self.mlp_ratio > 0
-            and round(self.mlp_ratio * self.n_embd) >= 1
-        ):
-            raise ValueError(f"T2IConfig.mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
-        for name in ("dropout", "caption_dropout"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                raise ValueError(f"T2IConfig.{name} must be a probability in [0, 1), got {value!r}")
-        for name in ("init_std", "text_loss_weight", "image_loss_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"T2IConfig.{name} must be a finite number >= 0, got {value!r}")
+        if round(self.mlp_ratio * self.n_embd) < 1:
+            raise ValueError(f"T2IConfig.mlp_ratio * n_embd must round to >= 1 hidden unit, got {self.mlp_ratio!r}")
         if self.text_loss_weight + self.image_loss_weight <= 0:
             raise ValueError("T2IConfig.text_loss_weight and image_loss_weight cannot both be 0")
-        if not isinstance(self.tokenizer, str) or not self.tokenizer:
-            raise ValueError(f"T2IConfig.tokenizer must be a non-empty string, got {self.tokenizer!r}")
 
     # ----------------------------------------------------------------------------- derived sizes
 

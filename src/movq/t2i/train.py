@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write_text
+from movq.strict import NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
@@ -68,25 +69,21 @@ class T2ITrainConfig(OptimConfig):
     batch_size: int = 32
     data: str = ""
     codec: str | None = None
-    resolution: int | None = None
+    resolution: PositiveInt | None = None
     preset: str = "t2i-toy"
     model: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     # optimisation (the other fields and their checks: OptimConfig)
-    lr: float = 3e-4
-    warmup_steps: int = 200
+    lr: PositiveFloat = 3e-4
+    warmup_steps: NonNegativeInt = 200
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1
-    ema_decay: float = 0.999
+    ema_decay: Probability = 0.999
     # tokenizing an image collection
-    tokenize_batch_size: int = 32
+    tokenize_batch_size: PositiveInt = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.tokenize_batch_size < 1:
-            raise ValueError(f"tokenize_batch_size must be >= 1, got {self.tokenize_batch_size}")
-        if self.resolution is not None and self.resolution < 1:
-            raise ValueError(f"resolution must be >= 1, got {self.resolution}")
         if self.preset not in T2I_PRESETS:
             raise ValueError(f"unknown --preset {self.preset!r}; available: {', '.join(sorted(T2I_PRESETS))}")
         derived = sorted(set(self.model) & set(DERIVED))
