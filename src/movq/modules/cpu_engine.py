@@ -363,7 +363,9 @@ def engaged(root: nn.Module, x: Tensor) -> AbstractContextManager[None]:
     """A context that runs the movq modules inside ``root`` (``root`` included) with the engine's
     forwards when ``x``, the input about to go in, is :func:`eager_cpu_inference` (and the oneDNN ops
     exist); otherwise a ``nullcontext`` (what ``torch.compile`` / ``torch.export`` trace). Nested
-    engagements leave the outer one's swaps alone."""
+    engagements leave the outer one's swaps alone. The swap is per module instance: another thread
+    running the same modules meanwhile gets the engine too, whose kernels check
+    :func:`eager_cpu_inference` at every call and fall back to the plain computation."""
     if not (_CONV_OPS and _LINEAR_OP and eager_cpu_inference(x)):
         return nullcontext()
     return _swapped(root)
