@@ -1,5 +1,6 @@
-"""The fused / layout-aware building blocks equal their textbook formulas, with and without autograd,
-in NCHW and channels-last, and keep their input's memory layout."""
+"""The CPU engine's fused / layout-aware kernels equal the plain modules' textbook formulas, with and
+without autograd (the engine then steps aside), in NCHW and channels-last, and keep their input's
+memory layout."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample, prepacked
-from movq.modules import attention as attention_module
-from movq.modules.layout import memory_format_of, preferred_memory_format
+from movq.modules import AttnBlock, GroupNorm, SpatialNorm, Upsample, cpu_engine
+from movq.modules.blocks import preferred_memory_format
+from movq.modules.cpu_engine import memory_format_of
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -38,7 +39,7 @@ def test_spatial_norm_with_silu_equals_formula(layout, grad, size, zq_size):
     zq = torch.randn(2, 4, *zq_size)
     expected = F.silu(spatial_norm_reference(norm, f, zq))
     with torch.set_grad_enabled(grad):
-        out = norm(f, zq, silu=True)
+        out = cpu_engine.norm(norm, f, zq, silu=True)
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
     assert memory_format_of(out) == memory_format_of(f)
     if grad:  # differentiable: gradients reach the input and every parameter
@@ -51,8 +52,8 @@ def test_group_norm_silu_in_place_path_equals_out_of_place():
     f = torch.randn(2, 64, 6, 5).contiguous(memory_format=torch.channels_last)
     expected = F.silu(F.group_norm(f, 32, norm.weight, norm.bias, 1e-6))
     with torch.no_grad():
-        torch.testing.assert_close(norm(f, silu=True), expected)
-    torch.testing.assert_close(norm(f, None, silu=True), expected)
+        torch.testing.assert_close(cpu_engine.norm(norm, f, silu=True), expected)
+    torch.testing.assert_close(cpu_engine.norm(norm, f, None, silu=True), expected)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -62,7 +63,7 @@ def test_upsample_phase_convolution_equals_nearest_then_conv(layout, grad):
     up = Upsample(32)
     x = torch.randn(2, 32, 5, 7).contiguous(memory_format=layout)
     expected = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(grad), cpu_engine.engaged(up, x):
         out = up(x)
     assert out.shape == (2, 32, 10, 14) and memory_format_of(out) == memory_format_of(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -80,17 +81,17 @@ def test_attention_fused_qkv_in_both_layouts_and_modes(layout, zq_channels):
     weights = torch.softmax(q.transpose(1, 2) @ k / 32**0.5, dim=-1)
     expected = x + block.proj_out((v @ weights.transpose(1, 2)).reshape(2, 32, 5, 7))
     torch.testing.assert_close(block(x, zq), expected, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():
+    with torch.no_grad(), cpu_engine.engaged(block, x):
         out = block(x, zq)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert memory_format_of(out) == memory_format_of(x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk_bytes", [attention_module.SCORE_CHUNK_BYTES, 3 * 4 * 50])  # one chunk; 3 rows
+@pytest.mark.parametrize("chunk_bytes", [cpu_engine.SCORE_CHUNK_BYTES, 3 * 4 * 50])  # one chunk; 3 rows
 def test_cpu_attention_equals_softmax_formula_in_every_chunking(monkeypatch, dtype, chunk_bytes):
-    monkeypatch.setattr(attention_module, "SCORE_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(attention_module, "MIN_CHUNK_ROWS", 1)
+    monkeypatch.setattr(cpu_engine, "SCORE_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(cpu_engine, "MIN_CHUNK_ROWS", 1)
     gen = torch.Generator().manual_seed(0)
     qkv = (torch.randn(2, 50, 3 * 24, generator=gen) * 2).to(dtype)  # q, k, v interleaved like AttnBlock's
     q, k, v = qkv.chunk(3, dim=-1)
@@ -98,10 +99,10 @@ def test_cpu_attention_equals_softmax_formula_in_every_chunking(monkeypatch, dty
     expected = torch.softmax(scores, dim=-1) @ v.double()
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.02, "rtol": 0.01}
     with torch.no_grad():
-        out = attention_module.attention(q, k, v)
+        out = cpu_engine.attention(q, k, v)
     assert out.dtype == dtype and out.shape == q.shape
     torch.testing.assert_close(out.double(), expected, **tol)
-    sdpa = attention_module.attention(q, k, v)  # autograd on: torch's own kernel, same result
+    sdpa = cpu_engine.attention(q, k, v)  # autograd on: torch's own kernel, same result
     torch.testing.assert_close(out.double(), sdpa.double(), **tol)
     if dtype == torch.bfloat16:  # float32 scores inside: closer to the exact result than bf16 SDPA
         error = (out.double() - expected).abs().max()
@@ -121,13 +122,13 @@ def test_prepacked_convolution_equals_conv2d_and_follows_weight_updates(dtype):
     residual = torch.randn(2, 8, 9, 7, dtype=dtype)
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
     with torch.no_grad():
-        torch.testing.assert_close(prepacked.conv(conv, x), conv(x), **tol)
-        torch.testing.assert_close(prepacked.conv(conv, x, residual=residual), conv(x) + residual, **tol)
+        torch.testing.assert_close(cpu_engine.conv(conv, x), conv(x), **tol)
+        torch.testing.assert_close(cpu_engine.conv(conv, x, residual=residual), conv(x) + residual, **tol)
         conv.weight.mul_(-2.0)  # an in-place update: the memoised packed weight must follow
-        torch.testing.assert_close(prepacked.conv(conv, x), conv(x), **tol)
+        torch.testing.assert_close(cpu_engine.conv(conv, x), conv(x), **tol)
         smaller = x[:1, :, :5]  # another input size
-        torch.testing.assert_close(prepacked.conv(conv, smaller), conv(smaller), **tol)
-    out = prepacked.conv(conv, x, residual=residual)  # autograd: the plain path, differentiable
+        torch.testing.assert_close(cpu_engine.conv(conv, smaller), conv(smaller), **tol)
+    out = cpu_engine.conv(conv, x, residual=residual)  # autograd: the plain path, differentiable
     out.sum().backward()
     assert conv.weight.grad is not None
 
@@ -135,7 +136,7 @@ def test_prepacked_convolution_equals_conv2d_and_follows_weight_updates(dtype):
 def test_a_weight_derived_from_a_derived_weight_follows_its_rebuilds():
     from torch import nn
 
-    from movq.modules.derived import derived
+    from movq.modules.cpu_engine import derived
 
     module, weight = nn.Module(), nn.Parameter(torch.ones(4))
     with torch.inference_mode():  # an inference tensor has no version counter, like a fresh torch.cat

@@ -40,6 +40,7 @@ from movq.model_folder import (
     save_model_folder,
     write_folder,
 )
+from movq.modules import cpu_engine
 from movq.quantizers import Quantizer, QuantizerOutput
 from movq.tiling import (
     CPU_SLICE_BYTES,
@@ -191,12 +192,14 @@ class Codec(nn.Module):
 
     def encode_to_prequant(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` in ``[-1, 1]`` -> continuous latent ``[B, embed_dim, H/f, W/f]`` (no scaling)."""
-        return self.quant_conv(self.encoder(x))
+        with cpu_engine.engaged(self, x):
+            return self.quant_conv(self.encoder(x))
 
     def decode_from_quantized(self, z_q: Tensor) -> Tensor:
         """Quantized (or continuous) latent ``[B, embed_dim, h, w]`` -> image ``[B, 3, h*f, w*f]``, unclamped."""
         z_q = z_q.to(self.dtype)
-        return self.decoder(self.post_quant_conv(z_q), z_q)
+        with cpu_engine.engaged(self, z_q):
+            return self.decoder(self.post_quant_conv(z_q), z_q)
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Differentiable reconstruction of ``x`` ``[B, 3, H, W]`` in ``[-1, 1]`` (for training)."""
@@ -296,12 +299,14 @@ class Codec(nn.Module):
         """:meth:`encode_to_prequant` within the memory policy: batches sliced, large images tiled."""
         size, tile = self._plan(x, self.downsample_factor)
         fn = self.encode_to_prequant if tile is None else (lambda part: self._encode_tiled(part, tile))
-        return run_sliced(fn, x, size)
+        with cpu_engine.engaged(self, x):
+            return run_sliced(fn, x, size)
 
     def _decode_bounded(self, z_q: Tensor) -> Tensor:
         size, tile = self._plan(z_q, 1)
         fn = self.decode_from_quantized if tile is None else (lambda part: self._decode_tiled(part, tile))
-        return run_sliced(fn, z_q, size)
+        with cpu_engine.engaged(self, z_q):
+            return run_sliced(fn, z_q, size)
 
     # ----------------------------------------------------------------------------- user API
 

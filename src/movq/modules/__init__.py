@@ -1,4 +1,5 @@
-"""Network modules: encoder, decoder, their blocks and normalisation layers."""
+"""Network modules: encoder, decoder, their blocks and normalisation layers, in plain PyTorch;
+:mod:`movq.modules.cpu_engine` computes them faster for eager CPU inference."""
 
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock, Upsample
 from movq.modules.decoder import Decoder

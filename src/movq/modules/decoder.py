@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.modules.blocks import AttnBlock, Level, MidBlock, ResnetBlock, Upsample, level_has_attention
-from movq.modules.layout import preferred_memory_format
+from movq.modules.blocks import (
+    AttnBlock,
+    Level,
+    MidBlock,
+    ResnetBlock,
+    Upsample,
+    level_has_attention,
+    preferred_memory_format,
+)
 from movq.modules.norm import make_norm
-from movq.modules.prepacked import conv
 
 if TYPE_CHECKING:
     from movq.config import CodecConfig
@@ -20,8 +27,9 @@ class Decoder(nn.Module):
 
     With ``config.norm == "spatial"`` (MoVQ) every normalisation is a SpatialNorm conditioned on
     ``zq``, the quantized latent ``[B, embed_dim, h, w]``, which must then be passed to ``forward``;
-    with ``"group"`` (VQGAN) ``zq`` is ignored. Runs in the device's preferred layout
-    (:func:`~movq.modules.layout.preferred_memory_format`); returns NCHW.
+    with ``"group"`` (VQGAN) ``zq`` is ignored. ``forward`` is ``local_stage(global_stage(z, zq), zq)``:
+    the split lets tiling run the local stage in tiles. Runs in the device's preferred layout
+    (:func:`~movq.modules.blocks.preferred_memory_format`); returns NCHW.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -60,36 +68,36 @@ class Decoder(nn.Module):
         """Size of :meth:`global_stage`'s output relative to the latent grid (1: latent resolution)."""
         return 2 ** max(self.global_levels - 1, 0)
 
-    def _check_zq(self, zq: Tensor | None) -> Tensor | None:
+    def check_zq(self, zq: Tensor | None) -> Tensor | None:
+        """``zq`` for a MoVQ decoder (an error if it is missing), ``None`` for a VQGAN one."""
         if self.conditioned and zq is None:
             raise ValueError("the MoVQ decoder (norm='spatial') needs the quantized latent zq")
         return zq if self.conditioned else None
 
+    def run_levels(self, h: Tensor, zq: Tensor | None, start: int, stop: int) -> Tensor:
+        """Levels ``start .. stop - 1`` in run order (0: the lowest resolution), each after the
+        upsampling of the level before it."""
+        run_order = list(reversed(self.up))
+        for r in range(start, stop):
+            if r > 0:
+                h = run_order[r - 1].upsample(h)
+            h = run_order[r](h, zq)
+        return h
+
     def global_stage(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         """``conv_in``, the mid block and the levels up to the last attention (without that level's
         upsampling): latent -> features at ``local_scale`` times the latent resolution."""
-        zq = self._check_zq(zq)
-        h = self.mid(conv(self.conv_in, z.contiguous(memory_format=preferred_memory_format(z.device))), zq)
-        run_order = list(reversed(self.up))[: self.global_levels]
-        for r, level in enumerate(run_order):
-            h = level(h, zq)
-            if level.upsample is not None and r + 1 < len(run_order):
-                h = level.upsample(h)
-        return h
+        zq = self.check_zq(zq)
+        z = z.contiguous(memory_format=preferred_memory_format(z.device))
+        return self.run_levels(self.mid(self.conv_in(z), zq), zq, 0, self.global_levels)
 
     def local_stage(self, h: Tensor, zq: Tensor | None = None) -> Tensor:
         """The remaining levels and the output conv: features -> image (NCHW). Each output pixel
         depends only on a neighbourhood of ``h`` (and of ``zq``, the latent it was decoded from)."""
-        zq = self._check_zq(zq)
+        zq = self.check_zq(zq)
         h = h.contiguous(memory_format=preferred_memory_format(h.device))
-        run_order = list(reversed(self.up))
-        if self.global_levels and run_order[self.global_levels - 1].upsample is not None:
-            h = run_order[self.global_levels - 1].upsample(h)
-        for level in run_order[self.global_levels :]:
-            h = level(h, zq)
-            if level.upsample is not None:
-                h = level.upsample(h)
-        return conv(self.conv_out, self.norm_out(h, zq, silu=True)).contiguous()
+        h = self.run_levels(h, zq, self.global_levels, len(self.up))
+        return self.conv_out(F.silu(self.norm_out(h, zq))).contiguous()
 
     def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         return self.local_stage(self.global_stage(z, zq), zq)

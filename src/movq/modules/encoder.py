@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.modules.blocks import AttnBlock, Downsample, Level, MidBlock, ResnetBlock, level_has_attention
-from movq.modules.layout import preferred_memory_format
+from movq.modules.blocks import (
+    AttnBlock,
+    Downsample,
+    Level,
+    MidBlock,
+    ResnetBlock,
+    level_has_attention,
+    preferred_memory_format,
+)
 from movq.modules.norm import GroupNorm
-from movq.modules.prepacked import conv
 
 if TYPE_CHECKING:
     from movq.config import CodecConfig
@@ -18,8 +25,9 @@ if TYPE_CHECKING:
 class Encoder(nn.Module):
     """Image ``[B, in_channels, H, W]`` in ``[-1, 1]`` -> latent ``[B, z_channels, H/f, W/f]``.
 
-    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f. Runs in the device's
-    preferred layout (:func:`~movq.modules.layout.preferred_memory_format`); returns NCHW.
+    ``f = 2 ** (len(ch_mult) - 1)``; H and W must be multiples of f. ``forward`` is
+    ``global_stage(local_stage(x))``: the split lets tiling run the local stage in tiles. Runs in
+    the device's preferred layout (:func:`~movq.modules.blocks.preferred_memory_format`); returns NCHW.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -54,25 +62,25 @@ class Encoder(nn.Module):
         """Size of :meth:`local_stage`'s output relative to the latent grid (1: latent resolution)."""
         return 2 ** (len(self.down) - 1 - min(self.local_levels, len(self.down) - 1))
 
-    def local_stage(self, x: Tensor) -> Tensor:
-        """``conv_in`` and the levels without attention: image ``[B, 3, H, W]`` -> features at
-        ``local_scale`` times the latent resolution."""
-        h = conv(self.conv_in, x.contiguous(memory_format=preferred_memory_format(x.device)))
-        for level in self.down[: self.local_levels]:
+    def run_levels(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Levels ``start .. stop - 1`` (0: full resolution), each followed by its downsampling."""
+        for level in self.down[start:stop]:
             h = level(h)
             if level.downsample is not None:
                 h = level.downsample(h)
         return h
 
+    def local_stage(self, x: Tensor) -> Tensor:
+        """``conv_in`` and the levels without attention: image ``[B, 3, H, W]`` -> features at
+        ``local_scale`` times the latent resolution."""
+        x = x.contiguous(memory_format=preferred_memory_format(x.device))
+        return self.run_levels(self.conv_in(x), 0, self.local_levels)
+
     def global_stage(self, h: Tensor) -> Tensor:
         """The rest (levels with attention, mid block, output conv): features -> latent (NCHW)."""
         h = h.contiguous(memory_format=preferred_memory_format(h.device))
-        for level in self.down[self.local_levels :]:
-            h = level(h)
-            if level.downsample is not None:
-                h = level.downsample(h)
-        h = self.mid(h)
-        return conv(self.conv_out, self.norm_out(h, silu=True)).contiguous()
+        h = self.mid(self.run_levels(h, self.local_levels, len(self.down)))
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.global_stage(self.local_stage(x))
