@@ -187,7 +187,7 @@ _DEEP = ("/torch/", "/PIL/", "/safetensors/", "/numpy/", "/huggingface_hub/", "/
 MOVQ_INTERNALS = {
     "config_to_diffusers": "movq.hub.diffusers:config_to_diffusers",
     "load_state_file": "movq.hub.safe_load:load_state_file",
-    "load_lpips": "movq.perceptual:load_lpips",
+    "load_lpips": "movq.metrics.lpips:load_lpips",
     "load_inception_file": "movq.metrics.inception:load_inception_file",
     "CheckpointError": "movq.train.checkpoint:CheckpointError",
     "load_checkpoint": "movq.train.checkpoint:load_checkpoint",
@@ -203,7 +203,7 @@ MOVQ_INTERNALS = {
     "UNet": "movq.diffusion.unet:UNet",
     "UNetConfig": "movq.diffusion.unet:UNetConfig",
     "GaussianDiffusion": "movq.diffusion:GaussianDiffusion",
-    "TokenDataset": "movq.data:TokenDataset",
+    "TokenDataset": "movq.tokenize.dataset:TokenDataset",
 }
 """The movq names below the public API that hostile-input cases use: the one place to fix when one moves."""
 

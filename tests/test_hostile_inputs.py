@@ -87,7 +87,7 @@ def test_movq_train_init_with_a_malicious_checkpoint_is_one_line(tmp_path, capsy
 @pytest.mark.parametrize("content", ["malicious", "garbage"])
 def test_metric_weight_files_are_read_safely_with_one_line_errors(tmp_path, reader, content):
     from movq.metrics.inception import load_inception_file
-    from movq.perceptual import load_lpips
+    from movq.metrics.lpips import load_lpips
 
     marker, path = tmp_path / "pwned", tmp_path / "weights.pth"
     if content == "malicious":
@@ -631,7 +631,7 @@ def token_folder(tmp_path_factory):
 def test_token_dataset_names_the_damaged_file(token_folder, tmp_path, damage, match, access):
     import shutil
 
-    from movq.data import TokenDataset
+    from movq.tokenize.dataset import TokenDataset
 
     out = tmp_path / "out"
     shutil.copytree(token_folder, out)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.codec import Codec
-from movq.quantizers.base import Quantizer, QuantizerOutput, code_statistics
+from movq.quantizers.base import Quantizer, QuantizerOutput
+from movq.quantizers.codes import code_statistics
 from movq.strict import PositiveFloat, PositiveInt, Range, StrictConfig, dataclass_from_dict
 
 LOGIT_LAPLACE_EPS = 0.1

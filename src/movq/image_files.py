@@ -8,13 +8,18 @@ movq-tokenize and the examples), so they all see the same pixels:
 - :func:`open_rgb`: full decode, EXIF orientation applied, any mode to 8-bit RGB (16-bit scaled,
   alpha composited on white: :func:`movq.images.to_rgb`);
 - :func:`resize_center_crop` / :func:`load_preprocessed`: the evaluation preprocessing
-  (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop.
+  (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop;
+- :func:`decode_image` / :class:`DecodedImages`: the one DataLoader reader of ``movq-bench`` and
+  ``movq-tokenize``, which reports an unreadable item instead of raising.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -107,3 +112,45 @@ def load_preprocessed(path: str | os.PathLike, resolution: int) -> tuple[Tensor,
     """:func:`open_rgb` + :func:`resize_center_crop`: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
     cropped, upscaled = resize_center_crop(open_rgb(path), resolution)
     return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
+
+
+@dataclass
+class DecodedImage:
+    """One item read by :func:`decode_image`: ``pixels`` uint8 ``[3, R, R]`` preprocessed, whether it
+    was ``upscaled`` and its ``caption`` (if any); or ``pixels=None`` with the ``error`` that made it
+    unreadable. ``index`` is the item's position in the source list."""
+
+    index: int
+    pixels: Tensor | None
+    upscaled: bool = False
+    caption: str | None = None
+    error: str = ""
+
+
+def decode_image(
+    index: int, resolution: int, open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]]
+) -> DecodedImage:
+    """:func:`load_preprocessed` of what ``open_item()`` returns (a path or a binary file, and a
+    caption); never raises for bad data: a corrupt, truncated, missing or unsupported item comes
+    back with its error, so a run lists it instead of stopping."""
+    try:
+        source, caption = open_item()
+        pixels, upscaled = load_preprocessed(source, resolution)
+    except Exception as err:  # bad data: listed, not fatal
+        return DecodedImage(index, None, error=f"{type(err).__name__}: {err}")
+    return DecodedImage(index, pixels, upscaled, caption)
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Map-style dataset (for a DataLoader): ``ds[i]`` -> ``decode(items[i], i, resolution)``, a
+    :class:`DecodedImage` with pixels uint8 ``[3, resolution, resolution]`` (``decode`` is the app's
+    adapter around :func:`decode_image`; a module-level function, so workers can pickle it)."""
+
+    def __init__(self, items: Sequence[Any], resolution: int, decode: Callable[[Any, int, int], DecodedImage]) -> None:
+        self.items, self.resolution, self.decode = items, resolution, decode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> DecodedImage:
+        return self.decode(self.items[index], index, self.resolution)

@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
-from movq.image_files import IMAGE_EXTENSIONS, check_image_folder, is_hidden, is_image_file, load_preprocessed
+from movq.image_files import (
+    IMAGE_EXTENSIONS,
+    DecodedImage,
+    check_image_folder,
+    decode_image,
+    is_hidden,
+    is_image_file,
+)
 
 ROOT_DOMAIN = "(root)"
 ALL = "all"
@@ -61,34 +65,6 @@ def discover(root: str | Path, by_domain: bool = False) -> Discovery:
     return Discovery(records, skipped)
 
 
-@dataclass
-class LoadedImage:
-    """A decoded image ``pixels`` uint8 ``[3, R, R]`` (or ``None`` when unreadable, with ``error``)."""
-
-    index: int
-    pixels: Tensor | None
-    upscaled: bool = False
-    error: str = ""
-
-
-def load_image(record: ImageRecord, index: int, resolution: int) -> LoadedImage:
+def load_image(record: ImageRecord, index: int, resolution: int) -> DecodedImage:
     """Decode and preprocess one file; never raises for bad data (the error is returned)."""
-    try:
-        pixels, upscaled = load_preprocessed(record.path, resolution)
-    except Exception as err:  # corrupt, truncated, unsupported: reported, not fatal
-        return LoadedImage(index, None, error=f"{type(err).__name__}: {err}")
-    return LoadedImage(index, pixels, upscaled)
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Map-style dataset over ``records``: item ``i`` -> :class:`LoadedImage` (for a DataLoader)."""
-
-    def __init__(self, records: list[ImageRecord], resolution: int) -> None:
-        self.records, self.resolution = records, resolution
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> LoadedImage:
-        return load_image(self.records[index], index, self.resolution)
-
+    return decode_image(index, resolution, lambda: (record.path, None))

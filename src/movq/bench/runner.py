@@ -14,11 +14,12 @@ from torch import Tensor
 import movq
 from movq import distributed as dist
 from movq.bench.cache import ShardCache, describe_model_source, fingerprint_files
-from movq.bench.data import ALL, ImageDataset, LoadedImage, discover
+from movq.bench.data import ALL, discover, load_image
 from movq.bench.metric_table import DEFAULT_METRICS, check_metrics
 from movq.bench.per_image import per_image_metrics, reconstruct
 from movq.bench.stats import BenchStats
 from movq.dtypes import DTYPES
+from movq.image_files import DecodedImage, DecodedImages
 from movq.metrics import image as image_metrics
 
 
@@ -216,7 +217,7 @@ class Runner:
         start = time.perf_counter()
         bar = self._progress(total_left, len(self.records) - total_left if ctx.world_size == 1 else 0)
         loader = torch.utils.data.DataLoader(
-            ImageDataset(self.records, cfg.resolution), batch_sampler=batches, num_workers=cfg.workers, collate_fn=list
+            DecodedImages(self.records, cfg.resolution, load_image), batch_sampler=batches, num_workers=cfg.workers, collate_fn=list
         )
         for (chunk_id, is_last), items in zip(ends, loader):
             self._process(items, stats, skipped_local)
@@ -263,7 +264,7 @@ class Runner:
         return tqdm(total=unit_total, initial=initial, unit="img", desc="movq-bench", dynamic_ncols=True)
 
     @torch.no_grad()
-    def _process(self, items: list[LoadedImage], stats: BenchStats, skipped: list[dict[str, str]]) -> None:
+    def _process(self, items: list[DecodedImage], stats: BenchStats, skipped: list[dict[str, str]]) -> None:
         good = [it for it in items if it.pixels is not None]
         for it in items:
             if it.pixels is None:

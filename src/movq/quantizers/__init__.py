@@ -11,16 +11,8 @@ from __future__ import annotations
 
 from typing import get_args
 
-from .base import (
-    DEFAULT_CHUNK_SIZE,
-    LOG_EPS,
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    code_statistics,
-    histogram_perplexity,
-    nearest_code,
-)
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
+from .codes import DEFAULT_CHUNK_SIZE, LOG_EPS, code_statistics, histogram_perplexity, nearest_code
 from .ema import EMAConfig, EMAVectorQuantizer
 from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer

@@ -13,14 +13,8 @@ from torch import Tensor, nn
 from movq.distributed import all_reduce_sum, broadcast
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 
-from .base import (
-    DEFAULT_CHUNK_SIZE,
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    code_statistics,
-    nearest_code,
-)
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
+from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
 
 
 @dataclass

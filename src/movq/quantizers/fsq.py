@@ -13,7 +13,8 @@ from torch import Tensor
 
 from movq.strict import MinLength, Range
 
-from .base import Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
+from .codes import code_statistics
 
 
 @dataclass

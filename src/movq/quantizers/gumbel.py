@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from .base import LOG_EPS, Quantizer, QuantizerConfigBase, QuantizerOutput, code_statistics
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
+from .codes import LOG_EPS, code_statistics
 
 
 @dataclass

@@ -11,14 +11,8 @@ from torch import Tensor, nn
 
 from movq.strict import NonNegativeFloat, PositiveInt
 
-from .base import (
-    DEFAULT_CHUNK_SIZE,
-    Quantizer,
-    QuantizerConfigBase,
-    QuantizerOutput,
-    code_statistics,
-    nearest_code,
-)
+from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
+from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
 
 
 @dataclass

@@ -9,24 +9,9 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from movq.image_files import load_preprocessed
+from movq.image_files import DecodedImage, decode_image
 from movq.tokenize.sources import Member, SourceItem
-
-
-@dataclass
-class DecodedItem:
-    """Item ``index`` (global position in the source list): uint8 ``pixels`` ``[3, R, R]`` and its
-    ``caption``, or ``pixels=None`` with the ``error`` that made it unreadable."""
-
-    index: int
-    pixels: Tensor | None
-    caption: str | None = None
-    error: str = ""
 
 
 def read_member(member: Member) -> bytes:
@@ -57,27 +42,13 @@ def read_caption(item: SourceItem) -> str | None:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedItem:
-    """Decode and preprocess one item; never raises for bad data (the error is returned)."""
-    try:
+def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
+    """Decode and preprocess one item and read its caption; never raises for bad data (the error is returned)."""
+
+    def open_item() -> tuple[str | io.BytesIO, str | None]:
         if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
             raise ValueError(f"{item.path} is not a regular file")
         image = io.BytesIO(read_member(item.member)) if item.member is not None else item.path
-        pixels, _ = load_preprocessed(image, resolution)
-        caption = read_caption(item)
-    except Exception as err:  # corrupt, truncated, missing, unsupported: listed, not fatal
-        return DecodedItem(index, None, error=f"{type(err).__name__}: {err}")
-    return DecodedItem(index, pixels, caption)
+        return image, read_caption(item)
 
-
-class SourceDataset(torch.utils.data.Dataset):
-    """Map-style dataset over ``items``: ``ds[i]`` -> :class:`DecodedItem` (pixels uint8 ``[3, R, R]``)."""
-
-    def __init__(self, items: list[SourceItem], resolution: int) -> None:
-        self.items, self.resolution = items, resolution
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> DecodedItem:
-        return decode_item(self.items[index], index, self.resolution)
+    return decode_image(index, resolution, open_item)

@@ -21,9 +21,10 @@ import torch
 import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
+from movq.image_files import DecodedImage, DecodedImages
 from movq.memory_budget import MemoryBudgetError, check_memory_budget
 from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
-from movq.tokenize.decode import DecodedItem, SourceDataset
+from movq.tokenize.decode import decode_item
 from movq.tokenize.encoding import encode_batch, token_dtype
 from movq.tokenize.meta import build_meta, check_compatible, run_id, weights_hash, write_meta
 from movq.tokenize.shards import merge_index, read_sidecar, remove_temporary_files, shard_paths, write_shard
@@ -147,7 +148,7 @@ class Tokenizer:
             return 0
         workers = cfg.workers
         loader = torch.utils.data.DataLoader(
-            SourceDataset(self.sources.items, cfg.resolution), batch_sampler=batches, num_workers=workers,
+            DecodedImages(self.sources.items, cfg.resolution, decode_item), batch_sampler=batches, num_workers=workers,
             collate_fn=list, pin_memory=self.ctx.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
         )
@@ -169,7 +170,7 @@ class Tokenizer:
             bar.close()
         return processed
 
-    def _encode(self, batch: list[DecodedItem], values: list[torch.Tensor], rows: list[dict[str, Any]],
+    def _encode(self, batch: list[DecodedImage], values: list[torch.Tensor], rows: list[dict[str, Any]],
                 skipped: list[dict[str, Any]]) -> None:
         good = [it for it in batch if it.pixels is not None]
         for it in batch:
