@@ -52,16 +52,16 @@ def test_no_readable_image_is_an_error_and_writes_nothing(codec_dir, tmp_path, c
 def test_limit_below_one_is_refused(codec_dir, photos, tmp_path, capsys, limit):
     out = tmp_path / "r.json"
     assert main(["--model", str(codec_dir), "--data", str(photos), *FAST, "--limit", limit, "--out", str(out)]) == EXIT_ERROR
-    assert "--limit must be >= 1" in _one_line_error(capsys)
+    assert f"--limit must be an int >= 1, got {limit}" in _one_line_error(capsys)
     assert not out.exists()
 
 
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--threads", "-1"], "--threads must be >= 1"),
+        (["--threads", "-1"], "--threads must be an int >= 1, got -1"),
         (["--device", "foo"], "unknown device 'foo'"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be an int >= 1, got 0"),
         (["--resolution", "100000"], "needs at least"),
     ],
 )
@@ -94,4 +94,4 @@ def test_unwritable_outputs_are_found_before_the_run(codec_dir, photos, tmp_path
 
 def test_speed_batch_size_zero_says_so(codec_dir, capsys):
     assert main(["speed", "--model", str(codec_dir), "--resolution", "16", "--batch-size", "0"]) == EXIT_ERROR
-    assert "--batch-size must be >= 1" in _one_line_error(capsys)
+    assert "--batch-size must be an int >= 1, got 0" in _one_line_error(capsys)

@@ -234,8 +234,8 @@ def test_cli_errors_are_one_line(tmp_path, image_folder, capsys):
     assert "pass --codec" in cli_error(capsys, [*out, "--data", str(image_folder)])
     assert "learned_range" in cli_error(capsys, [*out, "--data", "x", "--loss", "mse", "--var-type", "learned_range"])
     assert "unknown preset" in cli_error(capsys, [*out, "--data", "x", "--preset", "unet-huge"])
-    assert "p_uncond" in cli_error(capsys, [*out, "--data", "x", "--p-uncond", "2"])
-    assert "labels must be" in cli_error(capsys, [*out, "--data", "x", "--labels", "classes"])
+    assert "--p-uncond must be a number in [0, 1], got 2.0" in cli_error(capsys, [*out, "--data", "x", "--p-uncond", "2"])
+    assert "--labels must be one of ['auto', 'folder', 'none'], got 'classes'" in cli_error(capsys, [*out, "--data", "x", "--labels", "classes"])
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(flat / "a.png")

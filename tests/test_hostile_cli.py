@@ -534,13 +534,13 @@ def _train_error(
 
 
 for _label, _extra, _cont in (
-    ("--batch-size 0", ["--batch-size", "0"], ("batch_size",)),
-    ("--max-steps 0", ["--max-steps", "0"], ("max_steps",)),
-    ("--save-every 0", ["--save-every", "0"], ("save_every",)),
-    ("--keep-last 0", ["--keep-last", "0"], ("keep_last",)),
-    ("--num-workers -1", ["--num-workers", "-1"], ("num_workers",)),
-    ("--grad-accum 0", ["--grad-accum", "0"], ("grad_accum",)),
-    ("--ema-decay 1.5", ["--ema-decay", "1.5"], ("ema_decay",)),
+    ("--batch-size 0", ["--batch-size", "0"], ("--batch-size",)),
+    ("--max-steps 0", ["--max-steps", "0"], ("--max-steps",)),
+    ("--save-every 0", ["--save-every", "0"], ("--save-every",)),
+    ("--keep-last 0", ["--keep-last", "0"], ("--keep-last",)),
+    ("--num-workers -1", ["--num-workers", "-1"], ("--num-workers",)),
+    ("--grad-accum 0", ["--grad-accum", "0"], ("--grad-accum",)),
+    ("--ema-decay 1.5", ["--ema-decay", "1.5"], ("--ema-decay",)),
     ("--lr nan", ["--lr", "nan"], ("lr",)),
     ("--lr -1", ["--lr", "-1"], ("lr",)),
     ("--amp fp8", ["--amp", "fp8"], ("amp",)),
@@ -561,7 +561,7 @@ for _label, _extra, _cont in (
         ["--perceptual-net", "vgg", "--perceptual-weights", "/nonexistent/missing.pth"],
         ("missing.pth",),
     ),
-    ("--disc-norm layer", ["--disc-norm", "layer"], ("disc_norm",)),
+    ("--disc-norm layer", ["--disc-norm", "layer"], ("--disc-norm",)),
     ("--warmup-steps -5", ["--warmup-steps", "-5"], ("warmup",)),
 ):
     add(f"train {_label}", ONE_LINE, _train_error(_extra, _cont), marks=NO_GPU if "cuda" in _label else ())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import warnings
 
 import numpy as np
@@ -176,6 +177,31 @@ def test_huge_dvae_config_is_refused_before_allocating(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "dalle-dvae", "n_hid": 2**22}))
     with pytest.raises(ValueError, match=r"config.json: the dVAE config .* needs at least"):
         movq.load(tmp_path, pretrained=False)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "field", "value", "accepted"),
+    [
+        ("codec", "num_res_blocks", 100_000_000, r"an int in \[1, 64\]"),
+        ("codec", "ch_mult", [1] * 1_000_000, "a list of at most 16 items"),
+        ("dvae", "n_blk_per_group", 100_000_000, r"an int in \[1, 64\]"),
+        ("dvae", "group_count", 1_000_000, r"an int in \[1, 16\]"),
+    ],
+)
+def test_huge_structure_counts_are_refused_at_once(tmp_path, architecture, field, value, accepted):
+    """10**8 residual blocks or 10**6 levels in a config.json: a ConfigError naming the file, the field
+    and the bound while the file is read, not after building the network (even on the meta device)."""
+    if architecture == "codec":
+        _tiny().save_pretrained(tmp_path)
+        data = json.loads((tmp_path / "config.json").read_text())
+    else:
+        data = {"architecture": "dalle-dvae"}
+    data[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"field '{field}' in .*config.json: expected {accepted}, got "):
+        movq.load(tmp_path, pretrained=False)
+    assert time.monotonic() - start < 30  # a loose bound: building such a network takes hours
 
 
 def test_parameter_estimates_stay_below_the_real_sizes():

@@ -157,9 +157,9 @@ def write_config(folder: Path, text: str) -> Path:
         ({"norm": "batch"}, r"field 'norm' in .*config.json: expected one of \['spatial', 'group'\], got 'batch'"),
         ({"quantizer": {"kind": "ema", "codebook_size": 0}},
          r"field 'quantizer.codebook_size' in .*config.json: expected an int >= 1, got 0"),
-        ({"quantizer": {"kind": "ema", "decay": 1.5}}, r"field 'quantizer.decay' .*: expected a number in \[0, 1\], got 1.5"),
+        ({"quantizer": {"kind": "ema", "decay": 1.5}}, r"field 'quantizer.decay' .*: expected a number in \[0, 1\), got 1.5"),
         ({"quantizer": {"kind": "vq", "code_dim": 0}}, r"field 'quantizer.code_dim' .*: expected an int >= 1 or null"),
-        ({"ch": 48}, r"invalid CodecConfig in .*config.json: ch must be a positive multiple of 32"),
+        ({"ch": 48}, r"invalid CodecConfig field 'ch' in .*config.json: expected a multiple of 32, got 48"),
         ({"colour": 1}, r"unknown CodecConfig fields \['colour'\].* in .*config.json"),
     ],
 )

@@ -59,7 +59,7 @@ def test_quantizer_configs_are_checked_from_dicts_and_from_python():
         CodecConfig.from_dict({"quantizer": {"kind": "fsq", "levels": [4, 0]}})
     with pytest.raises(ConfigError, match=r"invalid CodecConfig field 'quantizer.codebook_size'.*expected an int >= 1, got 0"):
         CodecConfig(quantizer={"kind": "vq", "codebook_size": 0})
-    with pytest.raises(ConfigError, match=r"invalid EMAConfig field 'decay': expected a number in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"invalid EMAConfig field 'decay': expected a number in \[0, 1\), got 1.5"):
         movq.config.EMAConfig(decay=1.5)
     with pytest.raises(ConfigError, match="invalid VQConfig field 'codebook_size'"):
         VectorQuantizer(0, 4)  # a quantizer built directly checks its arguments through its config

@@ -201,9 +201,9 @@ def _bad_args(token_data_dir: Path, tmp_path: Path) -> list[tuple[list[str], str
     out = ["--out", str(tmp_path / "out")]
     data = ["--data", str(token_data_dir)]
     cases = [
-        ([*data, *out, "--batch-size", "0"], "--batch-size must be >= 1"),
-        ([*data, *out, "--shard-size", "0"], "--shard-size must be >= 1"),
-        ([*data, *out, "--num-workers", "-1"], "--num-workers must be >= 0"),
+        ([*data, *out, "--batch-size", "0"], "--batch-size must be an int >= 1, got 0"),
+        ([*data, *out, "--shard-size", "0"], "--shard-size must be an int >= 1, got 0"),
+        ([*data, *out, "--num-workers", "-1"], "--num-workers must be an int >= 0, got -1"),
         ([*data, *out, "--device", "foo"], "unknown device 'foo'"),
         (["--data", str(tmp_path / "missing"), *out], "does not exist"),
         (["--data", str(empty), *out], "no image files"),

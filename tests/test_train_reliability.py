@@ -175,7 +175,7 @@ def test_disk_full_names_last_good_checkpoint(tmp_path, monkeypatch):
     [
         (("--device", "foo"), "unknown device 'foo'"),
         (("--resolution", "100000"), "needs at least"),
-        (("--batch-size", "0"), "batch_size must be >= 1"),
+        (("--batch-size", "0"), "--batch-size must be an int >= 1, got 0"),
     ],
 )
 def test_cli_user_errors_are_one_line(tmp_path, capsys, extra, expected):
@@ -273,8 +273,8 @@ def test_newest_complete_checkpoint_wins_over_a_stale_last_link(tmp_path):
     [
         (("--crop-ratio", "0", "1"), "crop_ratio must be"),
         (("--crop-scale", "-1", "1"), "crop_scale must be"),
-        (("--disc-lr", "-1"), "disc_lr must be > 0"),
-        (("--weight-decay", "-0.1"), "weight_decay must be >= 0"),
+        (("--disc-lr", "-1"), "--disc-lr must be a number > 0, got -1.0"),
+        (("--weight-decay", "-0.1"), "--weight-decay must be a number >= 0, got -0.1"),
     ],
 )
 def test_bad_training_ranges_are_one_line(tmp_path, capsys, extra, expected):

@@ -30,7 +30,11 @@ from movq.quantizers import (
     build_quantizer,
 )
 from movq.strict import (
+    MAX_BLOCKS,
+    MAX_LEVELS,
+    MaxLength,
     MinLength,
+    MultipleOf,
     PositiveFloat,
     PositiveInt,
     Probability,
@@ -80,10 +84,10 @@ class CodecConfig(StrictConfig):
     name: str = "custom"
     in_channels: PositiveInt = 3
     out_channels: PositiveInt = 3
-    ch: Annotated[int, Range(min=NUM_GROUPS)] = 128
-    ch_mult: Annotated[tuple[PositiveInt, ...], MinLength(1)] = (1, 2, 2, 4)
-    num_res_blocks: PositiveInt = 2
-    attn_resolutions: tuple[PositiveInt, ...] = (32,)
+    ch: Annotated[int, Range(min=NUM_GROUPS), MultipleOf(NUM_GROUPS)] = 128  # GroupNorm(32) over every level
+    ch_mult: Annotated[tuple[PositiveInt, ...], MinLength(1), MaxLength(MAX_LEVELS)] = (1, 2, 2, 4)
+    num_res_blocks: Annotated[int, Range(1, MAX_BLOCKS)] = 2
+    attn_resolutions: Annotated[tuple[PositiveInt, ...], MaxLength(MAX_LEVELS)] = (32,)
     resolution: PositiveInt = 256
     z_channels: PositiveInt = 4
     embed_dim: PositiveInt = 4
@@ -91,13 +95,6 @@ class CodecConfig(StrictConfig):
     norm: Literal["spatial", "group"] = "spatial"
     quantizer: QuantizerConfig = field(default_factory=VQConfig)
     scaling_factor: PositiveFloat = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.ch % NUM_GROUPS:  # GroupNorm's group count; the hint bounds ch >= NUM_GROUPS
-            raise ValueError(
-                f"ch must be a positive multiple of {NUM_GROUPS} (GroupNorm({NUM_GROUPS})), got {self.ch}"
-            )
 
     @property
     def downsample_factor(self) -> int:

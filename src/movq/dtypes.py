@@ -8,6 +8,8 @@ torch.bfloat16
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 DTYPES: dict[str, torch.dtype] = {
@@ -16,6 +18,8 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "fp16": torch.float16,
 }
 """Name -> torch dtype: the long (``"float32"``) and the short (``"fp32"``) spelling of each."""
+DTypeName = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
+"""A name of :data:`DTYPES` (the hint of a config's dtype field)."""
 
 SHORT_NAMES = ("fp32", "bf16", "fp16")
 

@@ -29,7 +29,15 @@ from torch import Tensor, nn
 from movq.codec import Codec
 from movq.quantizers.base import Quantizer, QuantizerOutput
 from movq.quantizers.codes import code_statistics
-from movq.strict import PositiveFloat, PositiveInt, Range, StrictConfig, dataclass_from_dict
+from movq.strict import (
+    MAX_BLOCKS,
+    MAX_LEVELS,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    StrictConfig,
+    dataclass_from_dict,
+)
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -40,9 +48,9 @@ class DVAEConfig(StrictConfig):
 
     name: str = "dalle-dvae"
     architecture: Literal["dalle-dvae"] = "dalle-dvae"
-    group_count: PositiveInt = 4
+    group_count: Annotated[int, Range(1, MAX_LEVELS)] = 4
     n_hid: Annotated[int, Range(min=4)] = 256
-    n_blk_per_group: PositiveInt = 2
+    n_blk_per_group: Annotated[int, Range(1, MAX_BLOCKS)] = 2
     n_init: PositiveInt = 128
     in_channels: PositiveInt = 3
     vocab_size: PositiveInt = 8192

@@ -8,7 +8,8 @@ has its fields checked against those hints whenever it is built: from Python (``
 from a dict or JSON file (:func:`dataclass_from_dict`, which adds unknown-key checks and JSON
 conversions) or from CLI flags. Its own ``__post_init__`` (calling ``super().__post_init__()`` first)
 holds only the rules between fields. Every config (codec, quantizer, dVAE, training) thus gets the same
-checks and the same error messages.
+checks and the same error messages; a command line prints them with :func:`error_line`, which names
+the flag (``--batch-size``) instead of the field.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ T = TypeVar("T")
 class ConfigError(ValueError):
     """A config (a dict, or a JSON file) is unreadable, or has an unknown, wrongly typed or
     out-of-range field. The message names the file (when there is one), the field, the value and
-    what is accepted."""
+    what is accepted.
+
+    For a field that its hint refuses, the error also carries its parts: ``owner`` (the config class's
+    name), ``field`` (its path, ``"quantizer.decay"``, ``"ch_mult[1]"``), ``expected`` (``"an int >= 1"``),
+    ``value`` and ``source`` (the file, or ``None``); :func:`error_line` words them for a command line.
+    """
+
+    def __init__(self, message: str, *, owner: str | None = None, field: str | None = None,
+                 expected: str | None = None, value: Any = None, source: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.owner, self.field, self.expected, self.value, self.source = owner, field, expected, value, source
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,27 @@ class Range:
 
 
 @dataclass(frozen=True)
+class MultipleOf:
+    """An int field that must be a multiple of ``n`` (``Annotated[int, Range(min=32), MultipleOf(32)]``)."""
+
+    n: int
+
+    def describe(self) -> str:
+        return f"a multiple of {self.n}"
+
+
+@dataclass(frozen=True)
 class MinLength:
     """Minimum number of items of a list field (``Annotated[tuple[int, ...], MinLength(1)]``) or of
     characters of a string field (``Annotated[str, MinLength(1)]``)."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class MaxLength:
+    """Maximum number of items of a list field (``Annotated[tuple[int, ...], MaxLength(16)]``), checked
+    before the items are: a hostile ten-million-item list is refused at once."""
 
     n: int
 
@@ -78,6 +107,12 @@ PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0)]
 Probability = Annotated[float, Range(0, 1, max_open=True)]
 """A probability in ``[0, 1)`` (dropout rates, decays)."""
+
+MAX_LEVELS = 16
+"""Most resolution levels (``len(ch_mult)``, dVAE groups, UNet levels) a network config may have:
+published models have 3 to 6; the bound refuses a hostile config before its network is built."""
+MAX_BLOCKS = 64
+"""Most residual blocks per level a network config may have (published models: 1 to 4)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +144,8 @@ class _Invalid(Exception):
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > 20:  # no repr of a hostile ten-million-item list
+        return f"[{', '.join(repr(v)[:20] for v in value[:3])}, ...] (a list of {len(value)} items)"
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     if isinstance(value, str):
@@ -128,8 +165,8 @@ def dataclass_from_dict(cls: type[T], data: Any, source: str | Path | None = Non
     ``tuple[A, B]`` (JSON lists become tuples), ``dict[str, T]``, unions (``int | None``), nested
     dataclasses (from dicts), and unions of dataclasses told apart by their ``kind`` field (a dict
     without ``kind`` is the first member's kind).
-    ``Annotated`` :class:`Range` / :class:`MinLength` bounds are checked. Unknown keys are refused
-    with the closest known names.
+    ``Annotated`` :class:`Range` / :class:`MultipleOf` / :class:`MinLength` / :class:`MaxLength` bounds
+    are checked. Unknown keys are refused with the closest known names.
 
     ``source`` (a file name) is put in front of the message. Raises :class:`ConfigError`, naming
     the field, the value and what is accepted; errors of ``cls.__post_init__`` are re-raised as
@@ -152,10 +189,12 @@ def _reporting(build: Callable[[], T], owner: str, source: str | Path | None) ->
     except _Invalid as error:
         field = f" field {error.path!r}" if error.path else ""
         raise ConfigError(
-            f"invalid {owner}{field}{where}: expected {error.expected}, got {_shown(error.value)}"
+            f"invalid {owner}{field}{where}: expected {error.expected}, got {_shown(error.value)}",
+            owner=owner, field=error.path, expected=error.expected, value=error.value, source=source,
         ) from None
     except ConfigError as error:
-        raise ConfigError(f"{error}{where}") from None
+        raise ConfigError(f"{error}{where}", owner=error.owner, field=error.field, expected=error.expected,
+                          value=error.value, source=error.source if source is None else source) from None
     except (ValueError, TypeError) as error:  # the dataclass's own cross-field checks (__post_init__)
         raise ConfigError(f"invalid {owner}{where}: {error}") from None
 
@@ -230,15 +269,39 @@ class StrictConfig:
         check_fields(self)
 
 
+def error_line(prog: str, error: BaseException, config: type | None = None,
+               flags: Mapping[str, str] | None = None) -> str:
+    """The line ``"PROG: error: ..."`` that the command ``prog`` prints for a user error (exit code 2).
+
+    A :class:`ConfigError` about a field of ``config`` (the command's settings, built from its flags)
+    names the flag: ``--batch-size must be an int >= 1, got 0`` (the field's path with ``-`` for ``_``
+    and ``.``; ``flags`` maps the paths whose flag is spelled otherwise, ``{"loss.adv": "w_adv"}``).
+    Any other error (another config's, a file's) keeps its message.
+    """
+    text = str(error)
+    if (isinstance(error, ConfigError) and config is not None and error.owner == config.__name__
+            and error.field and error.source is None):
+        name, bracket, index = error.field.partition("[")
+        flag = "--" + (flags or {}).get(name, name).replace(".", "-").replace("_", "-")
+        expected = (error.expected or "").removesuffix(" or null")  # a flag is never null: it is left out
+        text = f"{flag}{bracket}{index} must be {expected}, got {_shown(error.value)}"
+    return f"{prog}: error: {text}"
+
+
 def _check(value: Any, hint: Any, path: str) -> Any:
     """``value`` converted to what ``hint`` describes; :class:`_Invalid` when it does not fit."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         inner, *extras = args
+        for extra in extras:  # before the items are checked one by one
+            if isinstance(extra, MaxLength) and isinstance(value, (list, tuple)) and len(value) > extra.n:
+                raise _Invalid(path, f"a list of at most {extra.n} items", value)
         checked = _check(value, inner, path)
         for extra in extras:
             if isinstance(extra, Range) and not extra.contains(checked):
                 raise _Invalid(path, f"{_describe(inner)} {extra.describe()}", value)
+            if isinstance(extra, MultipleOf) and checked % extra.n:
+                raise _Invalid(path, extra.describe(), value)
             if isinstance(extra, MinLength) and len(checked) < extra.n:
                 items = "character" if isinstance(checked, str) else "item"
                 what = "a string" if isinstance(checked, str) else "a list"

@@ -22,8 +22,10 @@ import torch
 from movq.atomic import atomic_write_text, check_writable_dir, check_writable_file
 from movq.bench.metric_table import CHOICES, DEFAULT_METRICS, normalise_metrics
 from movq.bench.runner import BenchConfig, BenchError, BenchInterrupted
+from movq.bench.speed import SpeedConfig
 from movq.devices import resolve_device
 from movq.dtypes import DTYPES
+from movq.strict import error_line
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 3
 
@@ -79,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 user error, 3 interrupted by --max-chunks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     threads = torch.get_num_threads()
+    speed = argv[:1] == ["speed"]
     try:
-        if argv[:1] == ["speed"]:
+        if speed:
             return _speed(speed_parser().parse_args(argv[1:]))
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
     except (BenchError, ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"movq-bench: error: {err}", file=sys.stderr)
+        print(error_line("movq-bench", err, SpeedConfig if speed else BenchConfig), file=sys.stderr)
         return EXIT_ERROR
     except BenchInterrupted as err:
         print(f"movq-bench: {err}", file=sys.stderr)
@@ -94,13 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_common(args: argparse.Namespace) -> None:
-    """Argument checks shared by ``run`` and ``speed``, made before any model is loaded."""
-    if args.threads is not None and args.threads < 1:
-        raise BenchError(f"--threads must be >= 1, got {args.threads}")
-    if args.batch_size < 1:
-        raise BenchError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.resolution < 8:
-        raise BenchError(f"--resolution must be >= 8, got {args.resolution}")
+    """The device and output checks shared by ``run`` and ``speed``, made before any model is loaded
+    (the numbers are checked by :class:`BenchConfig` / :class:`SpeedConfig`)."""
     resolve_device(args.device)
     for flag in ("out", "markdown"):
         if getattr(args, flag, None):
@@ -110,12 +108,11 @@ def _check_common(args: argparse.Namespace) -> None:
 def _speed(args: argparse.Namespace) -> int:
     from movq.bench.speed import run_speed, speed_table
 
+    cfg = SpeedConfig(models=args.model, resolution=args.resolution, batch_size=args.batch_size, iters=args.iters,
+                      warmup=args.warmup, device=args.device, dtype=args.dtype, threads=args.threads)
     _check_common(args)
-    if args.iters < 1 or args.warmup < 0:
-        raise BenchError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
-
-    rows = run_speed(args.model, args.resolution, args.batch_size, args.iters, args.warmup, args.device,
-                     DTYPES[args.dtype], args.threads)
+    rows = run_speed(cfg.models, cfg.resolution, cfg.batch_size, cfg.iters, cfg.warmup, cfg.device,
+                     DTYPES[cfg.dtype], cfg.threads)
     print(speed_table(rows), end="")
     if args.out:
         atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")
@@ -126,19 +123,19 @@ def _run(args: argparse.Namespace) -> int:
     from movq.bench.report import markdown, results_json, write_json
     from movq.bench.runner import Runner
 
-    _check_common(args)
-    if args.cache:
-        check_writable_dir(args.cache, "--cache")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = BenchConfig(
         models=args.model, data=args.data, resolution=args.resolution, batch_size=args.batch_size,
         metrics=args.metrics, by_domain=args.by_domain, limit=args.limit, device=args.device, dtype=args.dtype,
         cache=args.cache, cache_interval=args.cache_interval, chunk_size=args.chunk_size, workers=args.workers,
         feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
         lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
-        progress=not args.no_progress, max_chunks=args.max_chunks,
+        progress=not args.no_progress, max_chunks=args.max_chunks, threads=args.threads,
     )
+    _check_common(args)
+    if cfg.cache:
+        check_writable_dir(cfg.cache, "--cache")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     runner = Runner(cfg)
     try:
         outcome = runner.run()

@@ -6,7 +6,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor
@@ -18,9 +18,10 @@ from movq.bench.data import ALL, discover, load_image
 from movq.bench.metric_table import DEFAULT_METRICS, check_metrics
 from movq.bench.per_image import per_image_metrics, reconstruct
 from movq.bench.stats import BenchStats
-from movq.dtypes import DTYPES
+from movq.dtypes import DTYPES, DTypeName
 from movq.image_files import DecodedImage, DecodedImages
 from movq.metrics import image as image_metrics
+from movq.strict import MinLength, NonNegativeInt, PositiveInt, Range, StrictConfig
 
 
 class BenchError(RuntimeError):
@@ -31,30 +32,41 @@ class BenchInterrupted(RuntimeError):
     """Raised after ``max_chunks`` new chunks (testing / time-boxed runs); the cache holds the progress."""
 
 
-@dataclass
-class BenchConfig:
-    """Everything a bench run needs (the CLI fills it from its arguments)."""
+Resolution = Annotated[int, Range(min=8)]
+"""The image side of ``movq-bench`` and ``movq-bench speed`` (a config field's hint)."""
 
-    models: list[str]
+
+@dataclass
+class BenchConfig(StrictConfig):
+    """Everything a bench run needs (the CLI fills it from its arguments); every field is checked
+    against its hint on construction (:class:`movq.strict.ConfigError` naming it).
+
+    ``limit`` images at most (per domain with ``by_domain``); ``threads`` sets ``torch.set_num_threads``
+    (the CLI does). The metric names and the metrics' needs (``ms_ssim`` needs a large enough
+    ``resolution``) are checked by :class:`Runner`.
+    """
+
+    models: Annotated[list[str], MinLength(1)]
     data: str
-    resolution: int = 256
-    batch_size: int = 32
+    resolution: Resolution = 256
+    batch_size: PositiveInt = 32
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     by_domain: bool = False
-    limit: int | None = None
+    limit: PositiveInt | None = None
     device: str | None = None
-    dtype: str = "float32"
+    dtype: DTypeName = "float32"
     cache: str | None = None
     cache_interval: float = 60.0
-    chunk_size: int = 256
-    workers: int = 0
+    chunk_size: PositiveInt = 256
+    workers: NonNegativeInt = 0
     feature_extractor: str = "inception"
     inception_weights: str | None = None
-    lpips_net: str = "alex"
+    lpips_net: Literal["alex", "vgg"] = "alex"
     lpips_weights: str | None = None
     download: bool = True
     progress: bool = True
     max_chunks: int | None = None
+    threads: PositiveInt | None = None
 
 
 def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
@@ -116,18 +128,10 @@ class Runner:
     """One bench run. ``run()`` returns the raw pieces that :mod:`movq.bench.report` formats."""
 
     def __init__(self, cfg: BenchConfig) -> None:
-        if cfg.dtype not in DTYPES:
-            raise BenchError(f"unknown --dtype {cfg.dtype!r}; choose from {sorted(DTYPES)}")
         try:
             check_metrics(cfg.metrics)
         except ValueError as err:
             raise BenchError(str(err)) from None
-        if cfg.batch_size < 1 or cfg.resolution < 8:
-            raise BenchError("--batch-size must be >= 1 and --resolution >= 8")
-        if cfg.limit is not None and cfg.limit < 1:
-            raise BenchError(f"--limit must be >= 1 (images per run, or per domain with --by-domain), got {cfg.limit}")
-        if cfg.workers < 0 or cfg.chunk_size < 1:
-            raise BenchError("--workers must be >= 0 and --chunk-size >= 1")
         if "ms_ssim" in cfg.metrics and cfg.resolution < image_metrics.MS_SSIM_MIN_SIDE:
             raise BenchError(f"ms_ssim needs --resolution >= {image_metrics.MS_SSIM_MIN_SIDE}")
         self.cfg = cfg

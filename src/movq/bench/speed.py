@@ -5,13 +5,32 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 
 import movq
-from movq.bench.runner import check_codec_memory
+from movq.bench.runner import Resolution, check_codec_memory
 from movq.devices import resolve_device
+from movq.dtypes import DTypeName
+from movq.strict import MinLength, NonNegativeInt, PositiveInt, StrictConfig
+
+
+@dataclass
+class SpeedConfig(StrictConfig):
+    """What ``movq-bench speed`` times (the CLI fills it from its arguments; :func:`run_speed` takes its
+    fields): ``models`` at ``resolution`` x ``batch_size``, ``warmup`` untimed then ``iters`` timed
+    encodes and decodes. Every field is checked against its hint on construction."""
+
+    models: Annotated[list[str], MinLength(1)]
+    resolution: Resolution = 256
+    batch_size: PositiveInt = 8
+    iters: PositiveInt = 5
+    warmup: NonNegativeInt = 1
+    device: str | None = None
+    dtype: DTypeName = "float32"
+    threads: PositiveInt | None = None
 
 
 def _sync(device: torch.device) -> None:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from movq.diffusion.schedules import SCHEDULES, check_kept_timesteps
-from movq.strict import NonNegativeFloat, PositiveFloat, StrictConfig, dataclass_from_dict
+from movq.diffusion.schedules import Schedule, check_kept_timesteps
+from movq.strict import NonNegativeFloat, PositiveFloat, Range, StrictConfig, dataclass_from_dict
 
-MEAN_TYPES = ("eps", "x0", "v")
-VAR_TYPES = ("learned_range", "fixed_small", "fixed_large")
-LOSSES = ("mse", "hybrid")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {list(allowed)}")
+# The hints of the diffusion settings (shared by DiffusionConfig and the trainer's flags)
+Steps = Annotated[int, Range(min=2)]
+MeanType = Literal["eps", "x0", "v"]
+VarType = Literal["learned_range", "fixed_small", "fixed_large"]
+Loss = Literal["mse", "hybrid"]
+MEAN_TYPES: tuple[str, ...] = get_args(MeanType)
+VAR_TYPES: tuple[str, ...] = get_args(VarType)
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 @dataclass
@@ -31,26 +31,19 @@ class DiffusionConfig(StrictConfig):
     the discretized likelihood at ``t = 0`` (see :class:`~movq.diffusion.GaussianDiffusion`).
     """
 
-    steps: int = 1000
-    schedule: str = "cosine"
-    mean_type: str = "eps"
-    var_type: str = "learned_range"
-    loss: str | None = None
+    steps: Steps = 1000
+    schedule: Schedule = "cosine"
+    mean_type: MeanType = "eps"
+    var_type: VarType = "learned_range"
+    loss: Loss | None = None
     vlb_weight: NonNegativeFloat = 1e-3
     bin_width: PositiveFloat = 2.0 / 255.0
     timesteps: list[int] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # steps and the names keep their own messages (``unknown schedule 'x'; expected one of [...]``)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
-            raise ValueError(f"steps must be an int >= 2, got {self.steps!r}")
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("mean_type", self.mean_type, MEAN_TYPES)
-        _choice("var_type", self.var_type, VAR_TYPES)
         if self.loss is None:
             self.loss = "hybrid" if self.learned_variance else "mse"
-        _choice("loss", self.loss, LOSSES)
         if self.learned_variance and self.loss == "mse":
             raise ValueError(
                 "var_type='learned_range' is trained only by the VLB term: use loss='hybrid' "

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-LABEL_MODES = ("auto", "folder", "none")
+LabelMode = Literal["auto", "folder", "none"]
+"""Where class labels come from: class folders when the data has them, class folders (required), none."""
+LABEL_MODES: tuple[str, ...] = get_args(LabelMode)
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".tar")
 """``movq-tokenize --data`` values that are not image folders: their sources' folders are not classes."""
 SCALE_ITEMS = 16384

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-SCHEDULES = ("cosine", "linear")
+Schedule = Literal["cosine", "linear"]
+"""The schedule names (a config field's hint)."""
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 COSINE_OFFSET = 0.008
 MAX_BETA = 0.999
 

@@ -39,12 +39,13 @@ from typing import Annotated, Any
 import torch
 from torch import Tensor
 
-from movq.diffusion.config import DiffusionConfig
-from movq.diffusion.data import LABEL_MODES, LatentItems, collate_latents, labelled_latents, latent_std
+from movq.diffusion.config import DiffusionConfig, Loss, MeanType, Steps, VarType
+from movq.diffusion.data import LabelMode, LatentItems, collate_latents, labelled_latents, latent_std
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
+from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from movq.tokenize.training_data import open_token_folder
@@ -79,20 +80,20 @@ class DiffusionTrainConfig(OptimConfig):
     """
 
     out: str = "runs/diffusion"
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     data: str = ""
     codec: str | None = None
     resolution: PositiveInt | None = None
-    labels: str = "auto"
+    labels: LabelMode = "auto"
     cond: str | None = None
     preset: str = "unet-small"
     model: dict[str, Any] = field(default_factory=dict)
     # diffusion
-    diffusion_steps: int = 1000
-    schedule: str = "cosine"
-    mean_type: str = "v"
-    loss: str = "hybrid"
-    var_type: str | None = None
+    diffusion_steps: Steps = 1000
+    schedule: Schedule = "cosine"
+    mean_type: MeanType = "v"
+    loss: Loss = "hybrid"
+    var_type: VarType | None = None
     vlb_weight: NonNegativeFloat = 1e-3
     latent_scale: PositiveFloat | None = None  # None: 1 / std of the latents
     p_uncond: Annotated[float, Range(0, 1)] = 0.1
@@ -105,8 +106,6 @@ class DiffusionTrainConfig(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.labels not in LABEL_MODES:
-            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
         if self.preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(UNET_PRESETS)}")
         check_overrides(self.model)

@@ -27,9 +27,13 @@ from movq.model_folder import (
 )
 from movq.modules.blocks import Downsample, Upsample
 from movq.strict import (
+    MAX_BLOCKS,
+    MAX_LEVELS,
+    MaxLength,
     MinLength,
     PositiveInt,
     Probability,
+    Range,
     StrictConfig,
     dataclass_from_dict,
     state_dict_mismatches,
@@ -56,9 +60,9 @@ class UNetConfig(StrictConfig):
     in_channels: PositiveInt = 4
     sample_size: PositiveInt = 32
     channels: PositiveInt = 128
-    channel_mult: Annotated[tuple[PositiveInt, ...], MinLength(1)] = (1, 2, 3, 4)
-    num_res_blocks: PositiveInt = 2
-    attention_resolutions: tuple[int, ...] = (16, 8)
+    channel_mult: Annotated[tuple[PositiveInt, ...], MinLength(1), MaxLength(MAX_LEVELS)] = (1, 2, 3, 4)
+    num_res_blocks: Annotated[int, Range(1, MAX_BLOCKS)] = 2
+    attention_resolutions: Annotated[tuple[int, ...], MaxLength(MAX_LEVELS)] = (16, 8)
     head_channels: PositiveInt = 64
     dropout: Probability = 0.0
     learn_sigma: bool = True

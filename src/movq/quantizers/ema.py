@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from movq.distributed import all_reduce_sum, broadcast
-from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
 from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
@@ -22,17 +22,12 @@ class EMAConfig(QuantizerConfigBase):
     """Codebook updated by exponential moving averages (:class:`EMAVectorQuantizer`)."""
 
     codebook_size: PositiveInt = 16384
-    decay: Annotated[float, Range(0, 1)] = 0.99
+    decay: Probability = 0.99  # in [0, 1): decay 1 would never update the codebook
     eps: PositiveFloat = 1e-5
     beta: NonNegativeFloat = 0.25
     dead_code_threshold: NonNegativeFloat = 1.0
     kmeans_init: bool = False
     kind: Literal["ema"] = "ema"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.decay == 1:
-            raise ValueError("decay must be in [0, 1): decay 1 would never update the codebook")
 
     def build(self, dim: int) -> EMAVectorQuantizer:
         return EMAVectorQuantizer(dim=dim, **self.options())

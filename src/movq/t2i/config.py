@@ -25,9 +25,14 @@ from movq.strict import (
     PositiveFloat,
     PositiveInt,
     Probability,
+    Range,
     StrictConfig,
     dataclass_from_dict,
 )
+
+MAX_LAYERS = 1024
+"""Most transformer blocks a T2I config may have (published GPTs: up to 96); the bound refuses a
+hostile config before its network is built."""
 
 
 @dataclass
@@ -52,7 +57,7 @@ class T2IConfig(StrictConfig):
     image_vocab_size: PositiveInt = 1024
     image_grid: tuple[PositiveInt, PositiveInt] = (16, 16)
     image_depth: PositiveInt = 1
-    n_layer: PositiveInt = 8
+    n_layer: Annotated[int, Range(1, MAX_LAYERS)] = 8
     n_head: PositiveInt = 8
     n_embd: PositiveInt = 512
     mlp_ratio: PositiveFloat = 4.0

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from movq.atomic import atomic_write_text
-from movq.strict import NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
@@ -66,7 +66,7 @@ class T2ITrainConfig(OptimConfig):
     """
 
     out: str = "runs/t2i"
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     data: str = ""
     codec: str | None = None
     resolution: PositiveInt | None = None
@@ -77,7 +77,7 @@ class T2ITrainConfig(OptimConfig):
     lr: PositiveFloat = 3e-4
     warmup_steps: NonNegativeInt = 200
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
+    weight_decay: NonNegativeFloat = 0.1
     ema_decay: Probability = 0.999
     # tokenizing an image collection
     tokenize_batch_size: PositiveInt = 32

@@ -18,7 +18,9 @@ import sys
 
 import torch
 
-from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, default_workers
+from movq.dtypes import DTYPES
+from movq.strict import ConfigError, error_line
+from movq.tokenize.config import LATENT_DTYPES, TokenizeConfig, TokenizeError, default_workers
 
 EXIT_ERROR = 2
 PROG = "movq-tokenize"
@@ -48,23 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 user error)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = TokenizeConfig(
-        model=args.model, data=args.data, out=args.out, resolution=args.resolution, latents=args.latents,
-        latent_dtype=args.latent_dtype, batch_size=args.batch_size, shard_size=args.shard_size,
-        num_workers=args.num_workers, dtype=args.dtype, device=args.device, threads=args.threads,
-        progress=not args.no_progress,
-    )
     threads = torch.get_num_threads()
     try:
         from movq.tokenize.runner import Tokenizer
 
+        cfg = TokenizeConfig(
+            model=args.model, data=args.data, out=args.out, resolution=args.resolution, latents=args.latents,
+            latent_dtype=args.latent_dtype, batch_size=args.batch_size, shard_size=args.shard_size,
+            num_workers=args.num_workers, dtype=args.dtype, device=args.device, threads=args.threads,
+            progress=not args.no_progress,
+        )
         tokenizer = Tokenizer(cfg)
         try:
             summary = tokenizer.run()
         finally:
             tokenizer.close()
-    except TokenizeError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except (TokenizeError, ConfigError) as err:
+        print(error_line(PROG, err, TokenizeConfig), file=sys.stderr)
         return EXIT_ERROR
     finally:
         torch.set_num_threads(threads)  # --threads must not leak into a calling process

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from movq.atomic import check_writable_dir
 from movq.devices import resolve_device
-from movq.dtypes import DTYPES, dtype_names
+from movq.dtypes import DTypeName, dtype_names
+from movq.strict import NonNegativeInt, PositiveInt, StrictConfig
 
 LATENT_DTYPES = dtype_names(torch.float16, torch.bfloat16)  # what --latents stores
+LatentDTypeName = Literal[tuple(LATENT_DTYPES)]  # type: ignore[valid-type]
+"""A name of :data:`LATENT_DTYPES` (a config field's hint)."""
 
 
 class TokenizeError(ValueError):
@@ -24,8 +28,9 @@ def default_workers() -> int:
 
 
 @dataclass
-class TokenizeConfig:
-    """Everything a run needs (the CLI fills it from its arguments).
+class TokenizeConfig(StrictConfig):
+    """Everything a run needs (the CLI fills it from its arguments); every field is checked against
+    its hint on construction (:class:`movq.strict.ConfigError` naming it).
 
     ``dtype`` is the encoder's compute dtype; ``latent_dtype`` the stored dtype of ``latents`` runs.
     ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads``.
@@ -34,15 +39,15 @@ class TokenizeConfig:
     model: str
     data: str
     out: str
-    resolution: int = 256
+    resolution: PositiveInt = 256
     latents: bool = False
-    latent_dtype: str = "float16"
-    batch_size: int = 32
-    shard_size: int = 4096
-    num_workers: int | None = None
-    dtype: str = "float32"
+    latent_dtype: LatentDTypeName = "float16"
+    batch_size: PositiveInt = 32
+    shard_size: PositiveInt = 4096
+    num_workers: NonNegativeInt | None = None
+    dtype: DTypeName = "float32"
     device: str | None = None
-    threads: int | None = None
+    threads: PositiveInt | None = None
     progress: bool = True
 
     @property
@@ -51,18 +56,9 @@ class TokenizeConfig:
 
 
 def check_settings(cfg: TokenizeConfig) -> None:
-    """Raise :class:`TokenizeError` for numbers out of range, an unknown or absent device
-    (:func:`movq.devices.resolve_device`), an unwritable ``out`` (created if missing)."""
-    for name, value, low in (("--batch-size", cfg.batch_size, 1), ("--shard-size", cfg.shard_size, 1),
-                             ("--resolution", cfg.resolution, 1), ("--num-workers", cfg.workers, 0)):
-        if value < low:
-            raise TokenizeError(f"{name} must be >= {low}, got {value}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise TokenizeError(f"--threads must be >= 1, got {cfg.threads}")
-    if cfg.dtype not in DTYPES:
-        raise TokenizeError(f"unknown --dtype {cfg.dtype!r}; choose from {sorted(DTYPES)}")
-    if cfg.latent_dtype not in LATENT_DTYPES:
-        raise TokenizeError(f"unknown --latent-dtype {cfg.latent_dtype!r}; choose from {sorted(LATENT_DTYPES)}")
+    """Raise :class:`TokenizeError` for an unknown or absent device (:func:`movq.devices.resolve_device`)
+    or an unwritable ``out`` (created if missing); the fields' types and bounds are checked by
+    :class:`TokenizeConfig` itself."""
     try:
         resolve_device(cfg.device)
         check_writable_dir(cfg.out)

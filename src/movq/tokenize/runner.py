@@ -21,9 +21,10 @@ import torch
 import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
+from movq.dtypes import DTYPES
 from movq.image_files import DecodedImage, DecodedImages
 from movq.memory_budget import MemoryBudgetError, check_memory_budget
-from movq.tokenize.config import DTYPES, LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
+from movq.tokenize.config import LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import decode_item
 from movq.tokenize.encoding import encode_batch, token_dtype
 from movq.tokenize.meta import build_meta, check_compatible, run_id, weights_hash, write_meta

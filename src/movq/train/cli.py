@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from movq.atomic import check_writable_dir
-from movq.strict import merge_dicts
+from movq.strict import error_line, merge_dicts
 from movq.train.config import CodecTrainConfig, read_config_file
 
 EXIT_ERROR = 2
@@ -61,7 +61,7 @@ def build_parser(config_cls: type = CodecTrainConfig, prog: str = "movq-train", 
     parser.add_argument("--config", help="JSON or TOML file with the config's fields")
     hints = get_type_hints(config_cls)
     texts = {**RUN_HELP, **(_HELP if help_texts is None else help_texts)}
-    flags = {dotted: flat for flat, dotted in getattr(config_cls, "flat_names", {}).items()}
+    flags = _flag_names(config_cls)
     for f in fields(config_cls):
         if is_dataclass(hints[f.name]):  # one flag per nested field: --w-adv (a flat name) or --loss-adv
             sub_hints = get_type_hints(hints[f.name])
@@ -72,6 +72,12 @@ def build_parser(config_cls: type = CodecTrainConfig, prog: str = "movq-train", 
         else:
             _add_flag(parser, f.name, f.name, hints[f.name], f, texts.get(f.name, ""))
     return parser
+
+
+def _flag_names(config_cls: type) -> dict[str, str]:
+    """``{"loss.adv": "w_adv"}``: the nested fields whose flag is a flat name (``--w-adv``); the other
+    nested fields' flags join the names (``--loss-adv``)."""
+    return {dotted: flat for flat, dotted in getattr(config_cls, "flat_names", {}).items()}
 
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, dest: str, hint: Any, f: Any, text: str) -> None:
@@ -152,7 +158,7 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
         trainer = make_trainer(cfg)
         step = trainer.run()
     except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error, config_cls, _flag_names(config_cls)), file=sys.stderr)
         return EXIT_ERROR
     if trainer.dist.is_main:
         print(f"[{prog}] done at step {step}; release weights in {cfg.out}", flush=True)
