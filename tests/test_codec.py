@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,6 +85,27 @@ def test_state_dict_uses_the_published_key_names():
         assert key in keys, key
     with torch.device("meta"):
         assert len(Codec(get_preset("movqgan-67m")).state_dict()) == 431
+
+
+def test_shapes_only_builds_run_no_initialiser(tmp_path):
+    """``build_on_meta`` (the parameter-size check every ``Codec(...)`` makes) gives the real shapes and
+    runs no initialiser: torch's meta ``normal_`` would import ``torch._dynamo`` (seconds per load, and
+    a gloo process group made before it outlives ``destroy_process_group``). Checked in a fresh process,
+    since other tests may have imported dynamo already."""
+    from movq.memory_budget import build_on_meta
+
+    config = get_preset("movqgan-67m")
+    meta = build_on_meta(lambda: Codec(config))
+    real = {k: v.shape for k, v in Codec(config).state_dict().items()}
+    assert {k: v.shape for k, v in meta.state_dict().items()} == real
+    assert {v.device.type for v in meta.state_dict().values()} == {"meta"}
+    tiny_codec().save_pretrained(tmp_path)
+    script = (
+        "import sys, movq; movq.load(sys.argv[1], device='cpu'); "
+        "movq.Codec(movq.get_preset('movqgan-67m')); assert 'torch._dynamo' not in sys.modules, 'dynamo'"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_construction_is_deterministic_under_manual_seed():

@@ -28,6 +28,7 @@ from movq.images import (
 )
 from movq.memory_budget import (
     activation_bytes,
+    build_on_meta,
     check_memory_budget,
     feature_bytes_per_pixel,
     image_bytes,
@@ -90,8 +91,7 @@ class NetworkConfig(Protocol):
 def parameter_bytes(config: NetworkConfig) -> int:
     """Bytes of the parameters and buffers of ``Codec(config)``, counted on a build on the meta
     device (nothing is allocated)."""
-    with torch.device("meta"):
-        return module_bytes(Codec(config))
+    return module_bytes(build_on_meta(lambda: Codec(config)))
 
 
 def check_network_size(config: NetworkConfig) -> None:

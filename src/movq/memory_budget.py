@@ -11,11 +11,13 @@ Parameter bytes are not estimated: :func:`module_bytes` sums a build on the meta
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 ACTIVATION_MAPS = 4.0
 """Peak activation memory of an encode or decode, in feature maps of the widest full-resolution
@@ -64,6 +66,33 @@ def activation_bytes(
     (:func:`feature_bytes_per_pixel`)."""
     features = batch * height * width * feature_bytes_per_pixel(config, dtype, training)
     return image_bytes(batch, height, width) + int(features)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+_INITIALISERS = frozenset({
+    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_,
+    *(getattr(nn.init, name) for name in nn.init.__all__ if name.endswith("_")),
+})
+"""In-place initialisers: on the meta device they have no values to set, and torch's meta ``normal_``
+imports ``torch._dynamo`` (seconds, and a gloo process group initialised before it is never freed)."""
+
+
+class _SkipInitialisers(TorchFunctionMode):
+    """Inside :func:`build_on_meta`: every in-place initialiser returns its tensor untouched."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func in _INITIALISERS:  # nn.init passes its tensor by keyword
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def build_on_meta(build: Callable[[], M]) -> M:
+    """``build()`` with every tensor on the meta device and no initialiser run: the module's shapes and
+    dtypes without allocating or computing anything (its values are undefined until loaded with
+    ``load_state_dict(..., assign=True)``)."""
+    with torch.device("meta"), _SkipInitialisers():
+        return build()
 
 
 def module_bytes(module: nn.Module) -> int:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.memory_budget import build_on_meta
 from movq.metrics.extractor import FeatureExtractor, FeatureOutput
 from movq.strict import state_dict_mismatches
 
@@ -215,8 +216,7 @@ def _from_standard_state(state: dict[str, Tensor], description: str) -> FIDIncep
 def _load_strict(state: dict[str, Tensor], with_classifier: bool) -> FIDInceptionV3:
     """Build the network (without random init) from ``state``, requiring exactly its keys and shapes
     (``num_batches_tracked`` optional); the error lists mismatches."""
-    with torch.device("meta"):
-        model = FIDInceptionV3(with_classifier=with_classifier)
+    model = build_on_meta(lambda: FIDInceptionV3(with_classifier=with_classifier))
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
     problems = state_dict_mismatches(own, state, optional=optional, limit=5)
