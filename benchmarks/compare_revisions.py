@@ -8,6 +8,8 @@ each tree, their ratio, and whether both trees produced the same tokens and pixe
 
     git worktree add /tmp/before <rev>
     python benchmarks/compare_revisions.py --before /tmp/before --after . --photos ../shared/images/val
+    python benchmarks/compare_revisions.py --before /tmp/before --photos ../shared/images/val \
+        --preset movqgan-tiny --sizes 1024 --batches 1 --tiling 2     # tiled round trips
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from PIL import Image
 import movq
 from movq import Codec, get_preset
 
-preset, photos, threads, out_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+preset, photos, threads, out_dir, tiling = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 base = Codec(get_preset(preset)).eval()
@@ -41,6 +43,9 @@ with torch.no_grad():  # spread like trained weights: norm scales around 1, code
 codecs = {"fp32": base, "bf16": Codec(get_preset(preset)).eval()}
 codecs["bf16"].load_state_dict(base.state_dict())
 codecs["bf16"] = codecs["bf16"].to(torch.bfloat16)
+if tiling >= 0:  # 512 px tiles, 128 px overlap, ``tiling`` image-wide statistics passes
+    for codec in codecs.values():
+        codec.enable_tiling(stat_passes=tiling)
 files = sorted(p for p in __import__("pathlib").Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".png"))
 
 def images(res, batch):
@@ -74,7 +79,8 @@ class Worker:
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
         self.out_dir = out_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, args.preset, args.photos, str(args.threads), str(out_dir)],
+            [sys.executable, "-c", WORKER, args.preset, args.photos, str(args.threads), str(out_dir),
+             str(-1 if args.tiling is None else args.tiling)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
 
@@ -113,6 +119,8 @@ def main() -> None:
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--tiling", type=int, metavar="STAT_PASSES",
+                   help="round trips with enable_tiling(stat_passes=STAT_PASSES) (512 px tiles), e.g. at 1024 px")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {k: Path(tmp) / k for k in ("before", "after")}
