@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import pickle
+import shutil
 import warnings
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from helpers import TRAIN_CODEC, RunsCode, make_images, tiny_train_config
+from movq.strict import nonfinite_entries
 from movq.train import checkpoint as ckpt
 from movq.train.cli import main as train_main
 from movq.train.data import ImageFolder
@@ -91,6 +93,93 @@ def test_damaged_state_falls_back_to_previous_checkpoint(tmp_path, capsys):
         assert train_main(_args(data, tmp_path / "run", "--max-steps", "5", "--resume")) == 0
     assert "resumed from" in capsys.readouterr().out
     assert ckpt.load_checkpoint(tmp_path / "run" / "last")["step"] == 5
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 4-step run with checkpoints step-2 and step-4 (copy it before damaging it)."""
+    root = tmp_path_factory.mktemp("finished")
+    data = make_images(root / "data")
+    torch.set_num_threads(1)
+    assert train_main(_args(data, root / "run", "--keep-last", "3")) == 0
+    return data, root / "run"
+
+
+def _copy_run(finished_run, tmp_path):
+    data, run = finished_run
+    shutil.copytree(run, tmp_path / "run", symlinks=True)
+    return data, tmp_path / "run"
+
+
+def _first_float(tree: dict) -> str:
+    return next(k for k, v in tree.items() if torch.is_tensor(v) and v.is_floating_point())
+
+
+def _nan_weight(state: dict) -> None:
+    state["model"][_first_float(state["model"])].view(-1)[0] = float("nan")
+
+
+def _inf_ema(state: dict) -> None:
+    state["ema"][_first_float(state["ema"])].view(-1)[-1] = float("inf")
+
+
+def _nan_adam(state: dict) -> None:
+    next(iter(state["opt"]["state"].values()))["exp_avg"].view(-1)[0] = float("nan")
+
+
+def _rng(state: dict, **entry) -> None:
+    state["rng"][0].update(entry)
+
+
+VALUE_DAMAGE = {
+    "NaN model weight": (_nan_weight, "NaN or inf values"),
+    "inf EMA weight": (_inf_ema, "ema."),
+    "NaN Adam moment": (_nan_adam, "opt.state."),
+    "step -3": (lambda s: s.update(step=-3), "step is -3"),
+    "step 'abc'": (lambda s: s.update(step="abc"), "step is 'abc'"),
+    "step True": (lambda s: s.update(step=True), "step is True"),
+    "step past the saved max_steps": (lambda s: s.update(step=10**9), "past the max_steps 4"),
+    "epoch -1": (lambda s: s.update(epoch=-1), "epoch is -1"),
+    "rng []": (lambda s: s.update(rng=[]), "non-empty list"),
+    "rng a dict": (lambda s: s.update(rng={"torch": 1}), "non-empty list"),
+    "torch RNG of 3 bytes": (lambda s: _rng(s, torch=torch.zeros(3, dtype=torch.uint8)), "rng[0].torch"),
+    "python RNG missing": (lambda s: s["rng"][0].pop("python"), "lacks 'python'"),
+    "numpy RNG keys float": (lambda s: s["rng"][0]["numpy"].update(keys=torch.zeros(624)), "rng[0].numpy.keys"),
+    "python RNG position out of range": (lambda s: s["rng"][0]["python"]["keys"].__setitem__(-1, 10**6),
+                                         "refused by the random"),
+    "loader RNG a list": (lambda s: _rng(s, loader=[1, 2]), "rng[0].loader"),
+}
+
+
+@pytest.mark.parametrize("damage", VALUE_DAMAGE, ids=list(VALUE_DAMAGE))
+def test_damaged_values_fall_back_to_previous_checkpoint(finished_run, tmp_path, capsys, damage):
+    data, run = _copy_run(finished_run, tmp_path)
+    newest = run / "checkpoints" / "step-00000004" / "state.pt"
+    state = torch.load(newest, weights_only=True)
+    change, problem = VALUE_DAMAGE[damage]
+    change(state)
+    torch.save(state, newest)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train_main(_args(data, run, "--max-steps", "5", "--resume")) == 0
+    shown = [str(w.message) for w in caught if "skipping damaged checkpoint" in str(w.message)]
+    assert len(shown) == 1 and str(newest) in shown[0] and problem in shown[0], shown
+    assert "resumed from" in capsys.readouterr().out
+    assert (run / "checkpoints" / "step-00000005").is_dir()
+    assert not nonfinite_entries(ckpt.load_checkpoint(run / "last")["model"])
+
+
+def test_every_checkpoint_damaged_in_its_values_is_one_line(finished_run, tmp_path, capsys):
+    data, run = _copy_run(finished_run, tmp_path)
+    for newest in (run / "checkpoints").glob("*/state.pt"):
+        state = torch.load(newest, weights_only=True)
+        _nan_weight(state)
+        torch.save(state, newest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert train_main(_args(data, run, "--max-steps", "5", "--resume")) == 2
+    err = _error_line(capsys)
+    assert "no readable checkpoint" in err and "step-00000002" in err and "NaN or inf" in err
 
 
 def test_damaged_log_is_moved_aside(tmp_path):

@@ -43,6 +43,7 @@ from movq.model_folder import (
 )
 from movq.modules import cpu_engine
 from movq.quantizers import Quantizer, QuantizerOutput
+from movq.strict import nonfinite_entries
 from movq.tiling import (
     CPU_SLICE_BYTES,
     SharedGroupStats,
@@ -512,9 +513,7 @@ class Codec(nn.Module):
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
         """Load ``state`` requiring exactly this codec's keys and shapes, and finite values; the error
         lists any mismatch (NaN / inf weights would silently give NaN images, decoded as black)."""
-        broken = [
-            k for k, v in state.items() if v.is_floating_point() and not v.is_meta and not bool(v.isfinite().all())
-        ]
+        broken = nonfinite_entries(state)
         if broken:
             raise ValueError(
                 f"the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]}; the checkpoint is "

@@ -486,3 +486,21 @@ def state_dict_mismatches(
         )
         problems.append(f"wrong shapes {shapes}")
     return problems
+
+
+def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors and floats in ``tree`` (a tensor, a float, or nested
+    dicts / lists / tuples of them, such as a state dict or an optimizer state) that hold NaN or inf;
+    an empty list means every value is finite. Meta tensors (no values) count as finite."""
+    if isinstance(tree, Tensor):
+        finite = not tree.is_floating_point() or tree.is_meta or bool(tree.isfinite().all())
+        return [] if finite else [prefix or "value"]
+    if isinstance(tree, float):
+        return [] if math.isfinite(tree) else [prefix or "value"]
+    if isinstance(tree, Mapping):
+        items: Iterable[tuple[Any, Any]] = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    return [name for key, value in items for name in nonfinite_entries(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")]

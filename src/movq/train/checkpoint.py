@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from movq.strict import nonfinite_entries
+
 STATE_NAME = "state.pt"
 RUN_CONFIG_FILE = "train_config.json"
 """A checkpoint's training-run config (JSON): not a model folder's ``config.json``."""
@@ -143,8 +145,96 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def check_state(state: dict[str, Any], file: str | os.PathLike) -> None:
+    """Refuse a loaded checkpoint ``state`` (read from ``file``) whose values are damaged.
+
+    Checked: the loop's keys (:data:`LOOP_KEYS`) are present; ``step``, ``epoch`` and ``position``
+    are ints >= 0 and ``step`` is at most the ``max_steps`` of the run's saved ``config``; every
+    floating-point tensor and float of the model, EMA, optimizer and schedule states is finite;
+    ``rng`` is a non-empty list (one per process) of states shaped as :func:`rng_state` makes them
+    that the generators accept. Raises :class:`CheckpointError` naming ``file`` and the problem.
+    """
+    problem = _state_problem(state)
+    if problem:
+        raise CheckpointError(f"{file} is a damaged movq training checkpoint: {problem}")
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    missing = [key for key in LOOP_KEYS if key not in state]
+    if missing:
+        return f"it lacks {missing}"
+    for key in ("step", "epoch", "position"):
+        value = state[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{key} is {value!r}, expected an int >= 0"
+    config = state.get("config")
+    max_steps = config.get("max_steps") if isinstance(config, dict) else None
+    if isinstance(max_steps, int) and state["step"] > max_steps:
+        return f"step {state['step']} is past the max_steps {max_steps} the run saved with it"
+    broken = nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
+    if broken:
+        shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+        return f"NaN or inf values in {len(broken)} weight / optimizer entries ({shown})"
+    return _rng_problem(state["rng"])
+
+
+def _rng_problem(rngs: Any) -> str | None:
+    """What is wrong with a checkpoint's ``rng`` (one :func:`rng_state` + ``loader`` per process), or None."""
+    if not isinstance(rngs, list) or not rngs:
+        return f"rng is {type(rngs).__name__} {str(rngs)[:40]}, expected a non-empty list of RNG states (one per process)"
+    reference = {k: v for k, v in rng_state().items() if k != "cuda"}
+    loader = torch.Generator().get_state()
+    for rank, entry in enumerate(rngs):
+        name = f"rng[{rank}]"
+        problem = _shape_problem(entry, reference, name)
+        if problem is None and "loader" in entry:
+            problem = _shape_problem(entry["loader"], loader, f"{name}.loader")
+        cuda = entry.get("cuda", []) if isinstance(entry, dict) else []
+        if problem is None and not (isinstance(cuda, list) and all(isinstance(t, torch.Tensor) for t in cuda)):
+            problem = f"{name}.cuda is not a list of tensors"
+        if problem is None:  # right shapes: the generators must also accept the values
+            saved = rng_state()
+            try:
+                set_rng_state({k: v for k, v in entry.items() if k != "cuda"})
+                if "loader" in entry:
+                    torch.Generator().set_state(entry["loader"])
+            except (ValueError, TypeError, RuntimeError, OverflowError, IndexError) as error:
+                problem = f"{name} is refused by the random generators ({type(error).__name__}: {error})"
+            finally:
+                set_rng_state(saved)
+        if problem:
+            return problem
+    return None
+
+
+def _shape_problem(value: Any, reference: Any, name: str) -> str | None:
+    """How ``value`` differs in structure from ``reference`` (dict keys, tensor dtypes and shapes, value kinds)."""
+    if isinstance(reference, dict):
+        if not isinstance(value, dict):
+            return f"{name} is a {type(value).__name__}, expected a dict with {sorted(reference)}"
+        for key, ref in reference.items():
+            problem = _shape_problem(value.get(key), ref, f"{name}.{key}") if key in value else f"{name} lacks {key!r}"
+            if problem:
+                return problem
+        return None
+    if isinstance(reference, torch.Tensor):
+        ok = isinstance(value, torch.Tensor) and value.dtype == reference.dtype and value.shape == reference.shape
+        expected = f"a {reference.dtype} tensor of shape {tuple(reference.shape)}"
+    elif isinstance(reference, str):
+        ok, expected = value == reference, repr(reference)
+    elif isinstance(reference, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an int"
+    else:  # a float or None (a cached Gaussian)
+        ok, expected = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), "a number or None"
+    if ok:
+        return None
+    shown = f"a {value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)[:40]
+    return f"{name} is {shown}, expected {expected}"
+
+
 def load_latest_readable(out: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of ``out`` that reads, warning about each damaged one skipped; None if there is none.
+    """The newest checkpoint of ``out`` that reads and passes :func:`check_state`, warning about each damaged one
+    skipped (naming the file and the problem); None if there is none.
 
     Raises :class:`CheckpointError` listing the files when checkpoints exist but none can be read.
     """
@@ -152,9 +242,7 @@ def load_latest_readable(out: str | os.PathLike) -> tuple[Path, dict[str, Any]] 
     for path in checkpoint_candidates(out):
         try:
             state = load_checkpoint(path)
-            missing = [key for key in LOOP_KEYS if key not in state]
-            if missing:
-                raise CheckpointError(f"{path / STATE_NAME} is not a complete movq training checkpoint: it lacks {missing}")
+            check_state(state, path / STATE_NAME)
         except CheckpointError as error:
             problems.append(str(error))
             warnings.warn(f"skipping damaged checkpoint: {error}", stacklevel=2)
