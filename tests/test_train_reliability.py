@@ -182,6 +182,22 @@ def test_every_checkpoint_damaged_in_its_values_is_one_line(finished_run, tmp_pa
     assert "no readable checkpoint" in err and "step-00000002" in err and "NaN or inf" in err
 
 
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path, capsys, monkeypatch):
+    data = make_images(tmp_path / "data")
+    real_step = Trainer.train_step
+
+    def diverging(self, batches, step):
+        terms = real_step(self, batches, step)
+        return {**terms, "loss": terms["loss"] * float("nan")} if step == 2 else terms  # the third step
+
+    monkeypatch.setattr(Trainer, "train_step", diverging)
+    assert train_main(_args(data, tmp_path / "run", "--log-every", "100")) == 2
+    err = _error_line(capsys)
+    assert "NaN or inf at step 3" in err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002"]
+    assert ckpt.load_checkpoint(tmp_path / "run" / "last")["step"] == 2
+
+
 def test_damaged_log_is_moved_aside(tmp_path):
     data = make_images(tmp_path / "data")
     assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0

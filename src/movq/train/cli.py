@@ -146,18 +146,19 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
     ``description`` and ``help_texts`` (field name -> help) make the command's ``--help``.
 
     Every user error (bad flags, unwritable ``--out``, missing data, unknown device, a resumed run
-    that does not match, too little memory, disk full) is one ``PROG: error: ...`` line, exit code 2.
+    that does not match, too little memory, disk full, a loss that became NaN) is one ``PROG: error: ...`` line, exit code 2.
     The trainer must have ``run() -> int`` and ``dist``; shared by every movq training command.
     """
     from movq.distributed import teardown
     from movq.train.checkpoint import CheckpointError
+    from movq.train.loop import NonFiniteLossError
 
     try:
         cfg = config_from_args(argv, config_cls, prog, description, help_texts)
         check_writable_dir(cfg.out)
         trainer = make_trainer(cfg)
         step = trainer.run()
-    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError) as error:
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError, NonFiniteLossError) as error:
         print(error_line(prog, error, config_cls, _flag_names(config_cls)), file=sys.stderr)
         return EXIT_ERROR
     if trainer.dist.is_main:

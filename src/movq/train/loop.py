@@ -15,7 +15,9 @@ A trainer owns its models, losses and optimizers (each trained model with an
   RNG stream of every rank), falling back past damaged checkpoints;
 - logs: one CSV row (and TensorBoard scalars) every ``log_every`` steps with the window's mean
   of every term the task returns, read back from the device once per row; a tqdm bar;
-- SIGTERM / SIGINT, or ``max_minutes`` of training: finish the step, save, return.
+- SIGTERM / SIGINT, or ``max_minutes`` of training: finish the step, save, return;
+- a loss term (named ``...loss``) that becomes NaN or inf: :class:`NonFiniteLossError` naming the
+  step, raised at the next log or checkpoint step before anything is saved.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ LOADER_SEED_OFFSET = 7
 
 
 RESUME_ADVICE = "use a new --out, or remove that checkpoint folder to resume from the one before"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term of the training run became NaN or inf (raised before anything of that step is saved)."""
 
 
 def require_state_keys(state: dict[str, Any], keys: Sequence[str], out: Path, name: str) -> None:
@@ -281,17 +287,23 @@ class TrainLoop:
         deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
         out_of_time = False
         batches = self.batches()
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first step with a non-finite loss
         try:
             while self.step < cfg.max_steps:
                 terms = task.train_step(batches, self.step)
                 self.step += 1
                 n_window += 1
+                losses = [value.detach().float() for key, value in terms.items() if key.endswith("loss")]
+                if losses:  # tracked on the device: read back only where the loop reads anyway (log, save)
+                    bad = ~torch.stack(losses).isfinite().all()
+                    first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
                 for key, value in terms.items():
                     window[key] = window[key] + value if key in window else value
                 if bar is not None:
                     bar.update(1)
                 log_now = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
                 if log_now:
+                    self._check_loss(first_bad)
                     rate = n_window / max(time.perf_counter() - t0, 1e-9)
                     means = self._log(logs, task, window, n_window, rate)
                     if bar is not None:
@@ -304,6 +316,8 @@ class TrainLoop:
                 # without distribution the flag is local (no sync); with it, ranks agree at log steps
                 stop = any_flag(self.stop_requested, self.dist) if log_now or not self.dist.enabled else False
                 if stop or self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                    if not log_now:  # (checked above at log steps)
+                        self._check_loss(first_bad)
                     self.save(task)
                 if stop:
                     why = f"--max-minutes {cfg.max_minutes:g}" if out_of_time else "signal"
@@ -318,6 +332,18 @@ class TrainLoop:
         if self.skipped:
             self.print(f"skipped {len(self.skipped)} unreadable file(s), e.g. {sorted(self.skipped)[:3]}")
         return self.step
+
+    def _check_loss(self, first_bad: Tensor) -> None:
+        """Raise :class:`NonFiniteLossError` (on every rank) when a loss term (a term whose name ends in
+        ``loss``) of some step was NaN or inf; ``first_bad`` holds that step, or -1."""
+        step = int(first_bad)
+        if any_flag(step >= 0, self.dist):
+            where = f"at step {step}" if step >= 0 else "on another process"
+            raise NonFiniteLossError(
+                f"training stopped: the loss became NaN or inf {where}; nothing of that step was saved (the last "
+                f"checkpoint and the release weights in {self.out} are from before it). Lower --lr, raise "
+                "--warmup-steps, or check the data, then --resume"
+            )
 
     def _open_logs(self) -> tuple[CSVLog | None, TensorBoardLog | None]:
         if not self.dist.is_main:
