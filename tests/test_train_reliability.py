@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import TRAIN_CODEC, RunsCode, make_images, tiny_train_config
+from helpers import SMALL_2X, TRAIN_CODEC, RunsCode, make_images, tiny_codec, tiny_train_config
 from movq.strict import nonfinite_entries
 from movq.train import checkpoint as ckpt
 from movq.train.cli import main as train_main
@@ -196,6 +196,47 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path, ca
     assert "NaN or inf at step 3" in err
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002"]
     assert ckpt.load_checkpoint(tmp_path / "run" / "last")["step"] == 2
+
+
+def test_nan_weights_never_replace_the_checkpoint_or_the_release(tmp_path, capsys, monkeypatch):
+    data = make_images(tmp_path / "data")
+    run = tmp_path / "run"
+    real_step = Trainer.train_step
+
+    def poisoned(self, batches, step):  # the weights (not yet the loss) become NaN in the fourth step
+        terms = real_step(self, batches, step)
+        if step == 3:
+            with torch.no_grad():
+                next(self.codec.parameters()).fill_(float("nan"))
+                next(self.ema.module.parameters()).fill_(float("nan"))
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    assert train_main(_args(data, run, "--save-every", "2", "--max-steps", "2")) == 0
+    release = (run / "model.safetensors").read_bytes()
+    assert train_main(_args(data, run, "--resume")) == 2
+    err = _error_line(capsys)
+    assert "refusing to write checkpoint step 4" in err and "NaN or inf" in err and "step-00000002" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002"]
+    assert (run / "model.safetensors").read_bytes() == release
+
+
+def test_release_with_nan_weights_is_not_written(tmp_path):
+    codec = tiny_codec(config=SMALL_2X)
+    codec.save_pretrained(tmp_path / "release")
+    before = (tmp_path / "release" / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        codec.decoder.conv_out.weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"refusing to write .*model.safetensors.*decoder.conv_out.weight"):
+        codec.save_pretrained(tmp_path / "release")
+    assert (tmp_path / "release" / "model.safetensors").read_bytes() == before
+
+
+def test_checkpoint_with_nan_state_is_not_written(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 1, {"model": {"w": torch.ones(3)}}, {}, keep_last=2)
+    with pytest.raises(ckpt.CheckpointError, match="refusing to write checkpoint step 2.*model.w"):
+        ckpt.save_checkpoint(tmp_path, 2, {"model": {"w": torch.tensor([1.0, float("nan"), 0.0])}}, {}, keep_last=2)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
 
 
 def test_damaged_log_is_moved_aside(tmp_path):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from movq.atomic import atomic_write, atomic_write_text
 from movq.hub.safe_load import load_state_file
-from movq.strict import dataclass_from_file, state_dict_mismatches
+from movq.strict import dataclass_from_file, nonfinite_entries, state_dict_mismatches
 
 MODEL_CONFIG_FILE = "config.json"
 """A model folder's architecture: the config dataclass as JSON (not a training run's config)."""
@@ -32,7 +32,18 @@ C = TypeVar("C")
 def save_weights(path: str | os.PathLike, module: nn.Module) -> Path:
     """Write ``module``'s state dict (detached, contiguous, on CPU) to the safetensors file ``path``, atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    _check_finite(state, path)
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
+
+def _check_finite(state: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """Refuse to write weights the loaders would refuse (NaN / inf), before the file is replaced."""
+    broken = nonfinite_entries(state)
+    if broken:
+        raise ValueError(
+            f"refusing to write {path}: the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]} "
+            "(a diverged model); the file is left as it was"
+        )
 
 
 def save_model_folder(directory: str | os.PathLike, module: nn.Module, config: Any) -> Path:
@@ -47,10 +58,12 @@ def write_folder(
     weights_file: str = MODEL_WEIGHTS_FILE,
 ) -> Path:
     """Write the JSON ``config`` as ``config.json`` and ``state`` (detached, contiguous, on CPU) as the
-    safetensors file ``weights_file`` into ``directory`` (created if needed), each atomically."""
+    safetensors file ``weights_file`` into ``directory`` (created if needed), each atomically; weights
+    holding NaN or inf are refused (``ValueError`` naming the file) before anything is written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    _check_finite(tensors, directory / weights_file)
     atomic_write(directory / weights_file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write_text(directory / MODEL_CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory

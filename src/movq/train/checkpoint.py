@@ -54,9 +54,21 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], config: dict[str, Any], keep_last: int) -> Path:
-    """Write ``state`` as ``OUT/checkpoints/step-{step}``, point ``OUT/last`` at it, prune to ``keep_last``."""
+    """Write ``state`` as ``OUT/checkpoints/step-{step}``, point ``OUT/last`` at it, prune to ``keep_last``.
+
+    A ``state`` with NaN or inf weights or optimizer values is refused (:class:`CheckpointError` naming
+    the step) before anything is written.
+    """
     out = Path(out)
     root = out / "checkpoints"
+    broken = nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
+    if broken:  # never replace a good checkpoint (or, after it, the release) with a diverged state
+        previous = latest_checkpoint(out)
+        kept = f"the last good checkpoint {previous} is kept" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"refusing to write checkpoint step {step} under {root}: NaN or inf values in {len(broken)} weight / "
+            f"optimizer entries ({', '.join(broken[:5])}); {kept}, and the release weights are left as they were"
+        )
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
