@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import pickle
 import shutil
 import warnings
@@ -15,7 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import SMALL_2X, TRAIN_CODEC, RunsCode, make_images, tiny_codec, tiny_train_config
+from helpers import (
+    SMALL_2X,
+    TRAIN_CODEC,
+    RunsCode,
+    make_images,
+    run_cli_process,
+    tiny_codec,
+    tiny_train_config,
+)
 from movq.strict import nonfinite_entries
 from movq.train import checkpoint as ckpt
 from movq.train.cli import main as train_main
@@ -237,6 +246,18 @@ def test_checkpoint_with_nan_state_is_not_written(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="refusing to write checkpoint step 2.*model.w"):
         ckpt.save_checkpoint(tmp_path, 2, {"model": {"w": torch.tensor([1.0, float("nan"), 0.0])}}, {}, keep_last=2)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
+
+
+@pytest.mark.parametrize("name", ["log.csv", "checkpoints/step-00000004/train_config.json"])
+def test_fifo_in_the_run_folder_is_refused_not_waited_on(finished_run, tmp_path, name):
+    data, run = _copy_run(finished_run, tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    done = run_cli_process("movq-train", _args(data, run, "--max-steps", "5", "--resume"), timeout=60)
+    assert done.error is None, done.error  # not hung
+    lines = done.err.strip().splitlines()
+    assert done.rc == 2 and lines[-1].startswith("movq-train: error: ") and "Traceback" not in done.err, done.err
+    assert str(run / name) in lines[-1] and "not a regular file" in lines[-1]
 
 
 def test_damaged_log_is_moved_aside(tmp_path):

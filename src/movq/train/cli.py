@@ -130,8 +130,11 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
     from movq.train.checkpoint import RUN_CONFIG_FILE, checkpoint_candidates
 
     for folder in checkpoint_candidates(out):
+        path = folder / RUN_CONFIG_FILE
+        if path.exists() and not path.is_file():  # a FIFO would hang the reader
+            raise ValueError(f"{path} is not a regular file (a FIFO, device, socket or folder); remove it to --resume")
         try:
-            data = json.loads((folder / RUN_CONFIG_FILE).read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):

@@ -19,10 +19,14 @@ class CSVLog:
     the first column is ``step``).
 
     ``truncate_after(step)`` drops rows past ``step`` (rows a killed run wrote after its last checkpoint).
+    A ``path`` that exists but is not a regular file (a FIFO...) is refused with a ``ValueError``.
     """
 
     def __init__(self, path: str | os.PathLike, fields: Sequence[str]) -> None:
         self.path, self.fields = Path(path), tuple(fields)
+        if self.path.exists() and not self.path.is_file():  # a FIFO would hang the reader
+            raise ValueError(f"{self.path} is not a regular file (a FIFO, device, socket or folder); "
+                             "the run's log must be a regular file: remove it, or use another --out")
         if not self.path.exists():
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.fields)
