@@ -219,6 +219,26 @@ def test_conditioning_vectors_train_and_sample(tmp_path):
         LatentDiffusionPipeline.from_pretrained(tmp_path / "run")
 
 
+def test_run_killed_before_its_first_checkpoint_resumes_with_its_saved_config(tmp_path, image_folder, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--data", str(image_folder), "--codec", "movqgan-tiny-photos", "--resolution", "32", "--out", str(out),
+            "--preset", "unet-tiny", "--model", json.dumps(TINY_UNET), "--batch-size", "4", "--max-steps", "1",
+            "--num-workers", "0", "--tokenize-batch-size", "8", "--no-progress"]
+
+    def killed(self):  # as a kill -9 while encoding the images: no checkpoint yet
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DiffusionTrainer, "_open_data", killed)
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+    assert not (out / "checkpoints").exists()
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
+    assert "starting from scratch" in capsys.readouterr().out
+    assert json.loads((out / "latent_diffusion.json").read_text())["labels"] == ["blue", "red"]
+
+
 def cli_error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -29,6 +29,7 @@ from movq.strict import nonfinite_entries
 from movq.train import checkpoint as ckpt
 from movq.train.cli import main as train_main
 from movq.train.data import ImageFolder
+from movq.train.loop import TrainLoop
 from movq.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -258,6 +259,22 @@ def test_fifo_in_the_run_folder_is_refused_not_waited_on(finished_run, tmp_path,
     lines = done.err.strip().splitlines()
     assert done.rc == 2 and lines[-1].startswith("movq-train: error: ") and "Traceback" not in done.err, done.err
     assert str(run / name) in lines[-1] and "not a regular file" in lines[-1]
+
+
+def test_resume_without_a_checkpoint_uses_the_saved_config_or_names_the_flags(tmp_path, capsys, monkeypatch):
+    data = make_images(tmp_path / "data")
+    with monkeypatch.context() as patch:  # killed before its first checkpoint
+        patch.setattr(TrainLoop, "run", lambda self, task, after_step=None: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train_main(_args(data, tmp_path / "run"))
+    capsys.readouterr()
+    assert train_main(["--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert "starting from scratch" in capsys.readouterr().out
+    assert ckpt.load_checkpoint(tmp_path / "run" / "last")["step"] == 4
+    (tmp_path / "empty").mkdir()
+    assert train_main(["--out", str(tmp_path / "empty"), "--resume"]) == 2
+    err = _error_line(capsys)
+    assert "has no saved run config" in err and str(tmp_path / "empty") in err and "--data" in err
 
 
 def test_damaged_log_is_moved_aside(tmp_path):

@@ -114,6 +114,7 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = CodecTrai
         if value is not None:  # a nested field's flag sets "parent.child"
             parent, _, child = key.partition(".")
             given = merge_dicts(given, {parent: {child: value}} if child else {key: value}, nested)
+    saved = None
     if given.get("resume") or values.get("resume"):
         out = given.get("out") or values.get("out")
         saved = _saved_config(Path(out)) if out else None
@@ -121,15 +122,21 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = CodecTrai
             values = merge_dicts(nest(saved), values, nested)
     cfg = config_cls.from_dict(merge_dicts(values, given, nested))
     if hasattr(cfg, "data") and not cfg.data:
+        if cfg.resume and saved is None:
+            raise ValueError(
+                f"--resume: the run folder {cfg.out} has no saved run config (train_config.json in it or in a checkpoint); "
+                "pass --data and the other flags the run was started with"
+            )
         raise ValueError("--data is required (or a config / resumed run that names it)")
     return cfg
 
 
 def _saved_config(out: Path) -> dict[str, Any] | None:
-    """The training config of the newest checkpoint of ``out`` whose ``train_config.json`` reads as a JSON object."""
+    """The training config of the newest checkpoint of ``out`` whose ``train_config.json`` reads as a JSON object,
+    else ``out/train_config.json`` (written when the run started), else None."""
     from movq.train.checkpoint import RUN_CONFIG_FILE, checkpoint_candidates
 
-    for folder in checkpoint_candidates(out):
+    for folder in [*checkpoint_candidates(out), out]:  # the run folder's own copy: a run killed before its first checkpoint
         path = folder / RUN_CONFIG_FILE
         if path.exists() and not path.is_file():  # a FIFO would hang the reader
             raise ValueError(f"{path} is not a regular file (a FIFO, device, socket or folder); remove it to --resume")

@@ -10,7 +10,8 @@ A trainer owns its models, losses and optimizers (each trained model with an
 - data order: a :class:`~movq.train.data.ResumableSampler` and a DataLoader with its own
   generator (so creating an iterator never touches the global RNG), epochs and the position
   inside the epoch;
-- checkpoints in ``OUT/checkpoints/step-N`` written atomically (``OUT/last`` -> newest, keep the
+- ``OUT/train_config.json`` (the run's config, written first, for ``--out OUT --resume``) and
+  checkpoints in ``OUT/checkpoints/step-N`` written atomically (``OUT/last`` -> newest, keep the
   last N), read back with ``weights_only=True``; exact resume (task state, data position, every
   RNG stream of every rank), falling back past damaged checkpoints;
 - logs: one CSV row (and TensorBoard scalars) every ``log_every`` steps with the window's mean
@@ -23,6 +24,7 @@ A trainer owns its models, losses and optimizers (each trained model with an
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from movq.atomic import atomic_write_text
 from movq.distributed import DistContext, any_flag, barrier, gather_objects, setup
 from movq.train import checkpoint as ckpt
 from movq.train.config import RunConfig
@@ -160,6 +163,8 @@ class TrainLoop:
         self.loader: DataLoader | None = None
         self.loader_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + LOADER_SEED_OFFSET + self.dist.rank)
         torch.manual_seed(cfg.seed)  # identical initialisation on every replica
+        if self.dist.is_main:  # the run's config, before any work: `--out OUT --resume` finds it even without a checkpoint
+            atomic_write_text(self.out / ckpt.RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
 
