@@ -351,6 +351,29 @@ def test_disk_full_names_last_good_checkpoint(tmp_path, monkeypatch):
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
+def _torch_disk_full(obj, f):  # what torch.save raises when the disk fills: the OSError only as its context
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+
+@pytest.mark.parametrize("failure", [
+    _torch_disk_full,
+    lambda obj, f: (_ for _ in ()).throw(RuntimeError("[enforce fail at inline_container.cc:603] . "
+                                                      "PytorchStreamWriter failed writing file: No space left on device")),
+], ids=["context", "message"])
+def test_disk_full_inside_torch_save_says_no_space(tmp_path, capsys, monkeypatch, failure):
+    data = make_images(tmp_path / "data")
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
+    monkeypatch.setattr(torch, "save", failure)
+    assert train_main(_args(data, tmp_path / "run", "--resume")) == 2
+    monkeypatch.undo()
+    err = _error_line(capsys)
+    assert "no space left on device" in err and str(tmp_path / "run" / "checkpoints") in err and "step-00000002" in err
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))["step"] == 2
+
+
 # ------------------------------------------------------------------ one-line CLI errors, before work
 
 

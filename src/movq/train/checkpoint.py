@@ -86,7 +86,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
         _fsync_dir(root)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _disk_full(error):
             previous = latest_checkpoint(out)
             kept = f"the last good checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
             raise CheckpointError(
@@ -103,6 +103,18 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
         link_tmp.unlink(missing_ok=True)
     _prune(root, keep_last, keep=final)
     return final
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an error it was raised from or during: torch.save's ``inline_container``
+    ``RuntimeError`` hides the ``OSError``) says the disk or the quota is full."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "no space left on device" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _prune(root: Path, keep_last: int, keep: Path) -> None:
