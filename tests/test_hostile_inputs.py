@@ -423,7 +423,7 @@ def test_resume_falls_back_past_a_state_without_the_loop_keys(tmp_path):
     from movq.train import checkpoint as ckpt
 
     out = tmp_path / "run"
-    full = {"step": 1, "epoch": 0, "position": 2, "rng": [], "w": torch.ones(1)}
+    full = {"step": 1, "epoch": 0, "position": 2, "rng": [ckpt.rng_state()], "w": torch.ones(1)}
     ckpt.save_checkpoint(out, 1, full, {}, keep_last=3)
     ckpt.save_checkpoint(out, 2, {"step": 2}, {}, keep_last=3)
     with pytest.warns(UserWarning, match="step-00000002.*lacks"):
