@@ -1157,7 +1157,29 @@ add(
         lambda r: (len(r) == 4 and all(tuple(s) == (8, 8) for s in r), f"4 items, tokens {tuple(r[0])}"),
     ),
 )
+def _rewrite_shard0(out: Path, values: Callable[[torch.Tensor], torch.Tensor] | None = None, run: str | None = None) -> None:
+    """Replace shard 0's data file by ``values(its tensor)`` and / or stamp it with another run id."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = out / "shards" / "shard-000000.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        key, metadata = next(iter(f.keys())), f.metadata()
+        old = f.get_tensor(key)
+    if run is not None:
+        metadata = {"movq": json.dumps({"run": run, "shard": 0})}
+    save_file({key: old if values is None else values(old).contiguous()}, str(path), metadata=metadata)
+
+
 for _label, _damage, _cont, _access in (
+    ("shard 0 of another run (same shape)", lambda o: _rewrite_shard0(o, run="0123456789abcdef"),
+     ("shard-000000", "0123456789abcdef"), True),
+    ("token ids beyond the codebook", lambda o: _rewrite_shard0(o, lambda t: torch.full_like(t, torch.iinfo(t.dtype).max)),
+     ("shard-000000", "codebook_size"), True),
+    ("float tokens", lambda o: _rewrite_shard0(o, lambda t: t.float() / 3), ("shard-000000", "float32 tokens"), True),
+    ("index.jsonl cut at a line boundary",
+     lambda o: (o / "index.jsonl").write_text((o / "index.jsonl").read_text().splitlines(keepends=True)[0]),
+     ("index.jsonl", "summary.json"), False),
     ("meta.json is a list", lambda o: (o / "meta.json").write_text("[1]"), ("meta.json",), False),
     (
         "index.jsonl not UTF-8",
@@ -1174,8 +1196,9 @@ for _label, _damage, _cont, _access in (
     ),
     (
         "index naming a missing shard",
-        lambda o: (o / "index.jsonl").write_text(
+        lambda o: (o / "index.jsonl").write_text(  # as many rows as summary.json records, the first naming shard 7
             '{"source": "a", "caption": null, "shard": 7, "offset": 0}\n'
+            + "".join((o / "index.jsonl").read_text().splitlines(keepends=True)[1:])
         ),
         ("shard-000007",),
         True,

@@ -646,8 +646,9 @@ def token_folder(tmp_path_factory):
             True,
         ),
         (
-            lambda o: (o / "index.jsonl").write_text(
+            lambda o: (o / "index.jsonl").write_text(  # as many rows as summary.json records, the first at row 99
                 '{"source": "a", "caption": null, "shard": 0, "offset": 99}\n'
+                + "".join((o / "index.jsonl").read_text().splitlines(keepends=True)[1:])
             ),
             "row 99 of shard 0",
             True,

@@ -29,7 +29,7 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike) -> None:
         from movq.tokenize.meta import META_NAME, read_meta
-        from movq.tokenize.shards import INDEX_NAME
+        from movq.tokenize.shards import INDEX_NAME, SUMMARY_NAME
 
         self.root = Path(root)
         meta = read_meta(self.root)  # a TokenizeError (ValueError) naming the file when it is not a JSON object
@@ -50,6 +50,10 @@ class TokenDataset(torch.utils.data.Dataset):
                 captions.append(row["caption"])
                 shards.append(row["shard"])
                 offsets.append(row["offset"])
+        stored = _stored_count(self.root)
+        if len(sources) != stored:
+            raise ValueError(f"{index} lists {len(sources)} items, but {self.root / SUMMARY_NAME} records {stored}: the "
+                             "index is cut or damaged; rerun movq-tokenize to rewrite it")
         self.sources, self.captions = sources, captions
         self.shards = np.asarray(shards, dtype=np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -63,17 +67,9 @@ class TokenDataset(torch.utils.data.Dataset):
         if self._pid != os.getpid():  # a forked DataLoader worker: open its own handles
             self._files, self._pid = {}, os.getpid()
         if shard not in self._files:
-            from safetensors import safe_open
+            from movq.tokenize.shards import open_shard
 
-            from movq.tokenize.shards import shard_paths
-
-            path = shard_paths(self.root, shard)[0]
-            try:
-                handle = safe_open(str(path), framework="pt")
-                self._files[shard] = (handle, handle.get_slice(self.key))
-            except Exception as err:  # noqa: BLE001 - missing, truncated or foreign: name the file
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ValueError(f"cannot read the shard {path} ({first}); rerun movq-tokenize to rewrite it") from None
+            self._files[shard] = open_shard(self.root, shard, self.meta)  # checked against meta.json, or ShardError
         return self._files[shard][1]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -94,6 +90,22 @@ class TokenDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state["_files"] = {}
         return state
+
+
+def _stored_count(root: Path) -> int:
+    """The number of stored items ``summary.json`` records (written after the index: the run's last file)."""
+    from movq.strict import read_json_object
+    from movq.tokenize.shards import SUMMARY_NAME
+
+    path = root / SUMMARY_NAME
+    if not path.is_file():  # missing, or a FIFO / device that would block
+        raise FileNotFoundError(f"{path} not found or not a regular file: the run is not finished; rerun movq-tokenize "
+                                "to complete it")
+    count = read_json_object(path).get("images")  # a ConfigError (ValueError) naming the file when not a JSON object
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"{path}: 'images' must be the non-negative count of stored items, got {count!r}; rerun "
+                         "movq-tokenize to rewrite it")
+    return count
 
 
 def _lines(path: Path, f: Any) -> Any:

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,19 @@ from movq.tokenize.config import LATENT_DTYPES, TokenizeConfig, TokenizeError, c
 from movq.tokenize.decode import decode_item
 from movq.tokenize.encoding import encode_batch, token_dtype
 from movq.tokenize.meta import build_meta, check_compatible, run_id, weights_hash, write_meta
-from movq.tokenize.shards import merge_index, read_sidecar, remove_temporary_files, shard_paths, write_shard
+from movq.tokenize.shards import (
+    SUMMARY_NAME,
+    ShardError,
+    merge_index,
+    open_shard,
+    read_sidecar,
+    remove_temporary_files,
+    shard_paths,
+    write_shard,
+)
 from movq.tokenize.sources import Sources, discover_sources
 from movq.tokenize.stats import code_counts, code_summary, draw_histogram, latent_summary
 
-SUMMARY_NAME = "summary.json"
 HISTOGRAM_NAME = "code_histogram.png"
 PREFETCH = 2
 
@@ -111,7 +120,7 @@ class Tokenizer:
             remove_temporary_files(cfg.out)  # left by a killed run; no process writes before the barrier
         dist.barrier(ctx)
         mine = [k for k in range(num_shards) if k % ctx.world_size == ctx.rank]
-        todo = [k for k in mine if read_sidecar(cfg.out, k, self.run_id) is None]
+        todo = [k for k in mine if not self._finished(k)]
         done_counts = dist.gather_objects(len(mine) - len(todo), ctx)
         if ctx.is_main and sum(done_counts):
             print(f"movq-tokenize: {sum(done_counts)} of {num_shards} shards already finished, skipping them", flush=True)
@@ -129,6 +138,18 @@ class Tokenizer:
             summary["run"] = {"images_encoded_now": images, "seconds": round(wall, 3), "images_per_s": round(rate, 2),
                               "processes": ctx.world_size, "shards_skipped": sum(done_counts)}
         return summary
+
+    def _finished(self, shard: int) -> bool:
+        """Whether shard ``shard`` is finished: its sidecar is this run's and its data file passes
+        :func:`~movq.tokenize.shards.open_shard` (a foreign, swapped or damaged one is redone, with a warning)."""
+        if read_sidecar(self.cfg.out, shard, self.run_id) is None:
+            return False
+        try:
+            open_shard(self.cfg.out, shard, self.meta)
+        except ShardError as err:
+            warnings.warn(f"redoing shard {shard}: {err.reason}", stacklevel=2)
+            return False
+        return True
 
     def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[tuple[int, bool]]]:
         """Batches of item indices, never crossing a shard, and (shard, is its last batch) for each."""

@@ -12,7 +12,8 @@ Layout of ``OUT/``::
 Shard ``k`` holds source items ``[k * shard_size, (k + 1) * shard_size)`` minus the unreadable
 ones, in order, so its bytes do not depend on how many processes ran. The data file is written
 first, the sidecar (which records the data file's size) second, both atomically: a shard is
-finished when its sidecar carries this run's id and the data file has the recorded size.
+finished when its sidecar carries this run's id and the data file has the recorded size and passes
+:func:`open_shard` (its own run id and number, item shape, dtype and values match ``meta.json``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import torch
 from safetensors.torch import save_file
 
 from movq.atomic import atomic_write, atomic_write_text
+from movq.tokenize.meta import run_id
 
 SHARDS_DIR = "shards"
 INDEX_NAME = "index.jsonl"
 SKIPPED_NAME = "skipped.jsonl"
+SUMMARY_NAME = "summary.json"
 
 
 def shard_paths(out: str | Path, shard: int) -> tuple[Path, Path]:
@@ -54,6 +57,63 @@ def write_shard(out: str | Path, shard: int, key: str, values: torch.Tensor, ite
     atomic_write_text(sidecar_path, json.dumps(sidecar, ensure_ascii=False) + "\n")
 
 
+class ShardError(ValueError):
+    """A shard data file that is not the one its folder's ``meta.json`` describes. ``reason`` names the
+    file and says what is wrong; the message adds how to go on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; rerun movq-tokenize to rewrite it")
+        self.reason = reason
+
+
+def open_shard(out: str | Path, shard: int, meta: dict[str, Any]) -> tuple[Any, Any]:
+    """Open the data file of shard ``shard`` of the folder ``out`` memory-mapped (safetensors) and check it
+    against the folder's ``meta`` (its ``meta.json``) in one pass over its values.
+
+    Returns ``(handle, rows)``: the open file and the slice of its ``"tokens"`` / ``"latents"`` tensor
+    (``rows[i]`` is item ``i``). Raises :class:`ShardError` naming the file when it is missing or not a
+    regular file (a FIFO would block), unreadable, stamped with another run id or shard number (a shard
+    of another run, or another shard copied over it), of another item shape or dtype than ``meta``
+    records, or holds token ids outside ``[0, codebook_size)`` / float tokens (token runs) or NaN / inf
+    (latent runs).
+    """
+    from safetensors import safe_open
+
+    path = shard_paths(out, shard)[0]
+    if not path.is_file():  # is_file() is False for FIFOs, devices and sockets, whose reads block or never end
+        raise ShardError(f"the shard {path} {'is not a regular file' if path.exists() else 'does not exist'}")
+    key = "latents" if meta.get("kind") == "latents" else "tokens"
+    try:
+        handle = safe_open(str(path), framework="pt")
+        rows = handle.get_slice(key)
+        stamp = json.loads((handle.metadata() or {}).get("movq", "null"))
+        values = handle.get_tensor(key)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, another key: name the file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ShardError(f"cannot read the shard {path} ({first})") from None
+    run = run_id(meta)
+    if not isinstance(stamp, dict) or (stamp.get("run"), stamp.get("shard")) != (run, shard):
+        found = f"run {stamp.get('run')!r}, shard {stamp.get('shard')!r}" if isinstance(stamp, dict) else "no run id"
+        raise ShardError(f"the shard {path} records {found}, but its folder's meta.json is run {run!r} and the "
+                         f"file is shard {shard} (a shard of another run, or another shard copied over it)")
+    shape, dtype = list(values.shape[1:]), str(values.dtype).removeprefix("torch.")
+    if shape != list(meta.get("item_shape", [])):
+        raise ShardError(f"the shard {path} holds items of shape {shape}, but meta.json records {meta.get('item_shape')}")
+    if key == "tokens" and values.is_floating_point():
+        raise ShardError(f"the shard {path} holds {dtype} tokens; token ids are integers")
+    if dtype != meta.get("store_dtype"):
+        raise ShardError(f"the shard {path} holds {dtype} values, but meta.json records {meta.get('store_dtype')!r}")
+    if values.numel() and key == "tokens":
+        low, high = (int(v) for v in values.to(torch.int64).aminmax())
+        size = meta.get("codebook_size")
+        if low < 0 or not isinstance(size, int) or high >= size:
+            raise ShardError(f"the shard {path} holds token ids in [{low}, {high}], outside [0, codebook_size) "
+                             f"with codebook_size {size!r} (meta.json)")
+    elif values.numel() and not torch.isfinite(values).all():
+        raise ShardError(f"the shard {path} holds NaN or infinite latents")
+    return handle, rows
+
+
 def remove_temporary_files(out: str | Path) -> int:
     """Delete the temporary files a killed run left in ``OUT/shards`` (call before any process writes)."""
     stale = list((Path(out) / SHARDS_DIR).glob(".shard-*.tmp"))
@@ -65,6 +125,8 @@ def remove_temporary_files(out: str | Path) -> int:
 def read_sidecar(out: str | Path, shard: int, run: str) -> dict[str, Any] | None:
     """The sidecar of a finished shard of run ``run``; ``None`` when the shard must be (re)done."""
     data_path, sidecar_path = shard_paths(out, shard)
+    if not sidecar_path.is_file():  # missing, or a FIFO / device that would block
+        return None
     try:
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
