@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import movq
+from movq.atomic import atomic_write
+from movq.image_files import open_rgb, resize_center_crop
 
 SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images" / "val"
 
@@ -23,7 +25,7 @@ SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 def default_image() -> Image.Image:
     photos = sorted(SHARED_IMAGES.glob("*.jpg")) if SHARED_IMAGES.is_dir() else []
     if photos:
-        return Image.open(photos[0])
+        return open_rgb(photos[0])
     y, x = np.mgrid[0:256, 0:256]
     rgb = np.stack([x, y, (x + y) // 2], axis=-1).astype(np.uint8)  # a smooth gradient
     return Image.fromarray(rgb)
@@ -37,8 +39,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="centre-crop size (a multiple of 8)")
     args = parser.parse_args()
 
-    image = Image.open(args.image) if args.image else default_image()
-    image = ImageOps.fit(image.convert("RGB"), (args.size, args.size), Image.Resampling.BICUBIC)
+    # the project's one image reader: 16-bit PNGs scaled, EXIF rotation applied, transparency on white
+    image = open_rgb(args.image) if args.image else default_image()
+    image, _ = resize_center_crop(image, args.size)
     codec = movq.load(args.model)
 
     tokens = codec.encode(image)  # LongTensor [1, size/8, size/8]
@@ -49,8 +52,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image.save(out / "original.png")
-    reconstruction.save(out / "reconstruction.png")
+    for name, picture in (("original.png", image), ("reconstruction.png", reconstruction)):
+        atomic_write(out / name, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))  # never half-written
     print(f"model {args.model}: tokens {tuple(tokens.shape)} from a codebook of {codec.codebook_size}")
     print(f"PSNR {psnr:.2f} dB; wrote {out / 'original.png'} and {out / 'reconstruction.png'}")
 

@@ -213,3 +213,16 @@ def test_imports_stay_light():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("weights", ["model", "ema"])
+def test_loading_refuses_non_finite_weights(tmp_path, weights):
+    model = tiny_unet(num_classes=2)
+    model.save_pretrained(tmp_path, ema=tiny_unet(num_classes=2))
+    path = tmp_path / f"{weights}.safetensors"
+    state = load_file(path)
+    name = next(iter(state))
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, path)
+    with pytest.raises(ValueError, match=rf"{weights}.safetensors: the weights contain NaN or inf values .*{name}"):
+        UNet.from_pretrained(tmp_path, weights=weights)

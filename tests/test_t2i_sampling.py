@@ -223,3 +223,10 @@ def test_generate_rejects_bad_text():
         model.generate(torch.cat([text, text[:, :1]], dim=1))
     with pytest.raises(ValueError, match="text ids must be in"):
         model.generate(text + 1000)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-7, float("inf"), True])
+def test_temperatures_that_overflow_the_logits_are_refused(temperature):
+    model = make_model()
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0: 0 .greedy. or at least 1e-06"):
+        model.generate(captions(model), temperature=temperature)

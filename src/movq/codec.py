@@ -36,6 +36,7 @@ from movq.memory_budget import (
 )
 from movq.model_folder import (
     MODEL_WEIGHTS_FILE,
+    check_finite_weights,
     load_strict,
     read_model_folder,
     save_model_folder,
@@ -43,7 +44,6 @@ from movq.model_folder import (
 )
 from movq.modules import cpu_engine
 from movq.quantizers import Quantizer, QuantizerOutput
-from movq.strict import nonfinite_entries
 from movq.tiling import (
     CPU_SLICE_BYTES,
     SharedGroupStats,
@@ -513,10 +513,5 @@ class Codec(nn.Module):
     def load_state_dict_strict(self, state: dict[str, Tensor]) -> None:
         """Load ``state`` requiring exactly this codec's keys and shapes, and finite values; the error
         lists any mismatch (NaN / inf weights would silently give NaN images, decoded as black)."""
-        broken = nonfinite_entries(state)
-        if broken:
-            raise ValueError(
-                f"the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]}; the checkpoint is "
-                "corrupt (or from a diverged training run)"
-            )
+        check_finite_weights(state)
         load_strict(self, state, f"checkpoint does not match codec {self.config.name!r}")

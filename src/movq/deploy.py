@@ -16,10 +16,16 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor, nn
 
+from movq.atomic import atomic_write, check_writable_file
+from movq.memory_budget import check_memory_budget
+from movq.strict import PositiveInt, check_argument
+
 if TYPE_CHECKING:
     from movq.codec import Codec
 
 Part = Literal["encoder", "decoder"]
+ONNX_OPSETS: tuple[int, ...] = tuple(range(18, 24))
+"""The ONNX opsets :func:`export_onnx` writes: torch's exporter (``dynamo=True``) starts at 18."""
 
 
 class TokenEncoder(nn.Module):
@@ -66,8 +72,22 @@ def example_input(codec: Codec, part: Part, height: int, width: int, batch: int 
     return images.to(codec.device, codec.dtype)
 
 
+def check_export_size(codec: Codec, height: int, width: int, batch: int) -> None:
+    """Refuse bad sizes before any work: ``height`` / ``width`` / ``batch`` must be ints >= 1
+    (``height`` and ``width`` multiples of the downsample factor), and the example forward must fit in
+    the codec device's memory (:class:`~movq.memory_budget.MemoryBudgetError` otherwise)."""
+    for name, value in (("height", height), ("width", width), ("batch", batch)):
+        check_argument(value, PositiveInt, name)
+    codec.tokens_shape(height, width)  # checks the sides
+    check_memory_budget(
+        codec.activation_bytes(batch, height, width), codec.device, f"exporting {batch} x {height} x {width} images",
+        "export at a smaller size: exported graphs have static shapes, export one per input size",
+    )
+
+
 def export_program(codec: Codec, part: Part, height: int, width: int, batch: int = 1) -> torch.export.ExportedProgram:
     """``torch.export`` of ``part`` for inputs of ``batch`` images of ``height x width`` pixels."""
+    check_export_size(codec, height, width, batch)
     module = graph_module(codec, part)
     with torch.no_grad():
         return torch.export.export(module, (example_input(codec, part, height, width, batch),))
@@ -87,21 +107,42 @@ def export_onnx(
     """Write ``part`` as an ONNX model (``torch.onnx.export`` through ``torch.export``; needs the
     ``onnx`` and ``onnxscript`` packages, extra ``[export]``) for inputs of ``batch`` images of
     ``height x width`` pixels. Input name ``images`` or ``tokens``, output ``tokens`` or ``images``.
-    ``optimize=False`` skips the ONNX graph optimisation (faster export, same results)."""
+    ``optimize=False`` skips the ONNX graph optimisation (faster export, same results). ``opset``
+    must be one of :data:`ONNX_OPSETS` (the exporter writes at least opset 18).
+
+    Before any work the arguments, the size (:func:`check_export_size`) and the output path
+    (writable) are checked; the file is written atomically (a temporary name, then a rename) and
+    only if it holds the requested opset."""
+    check_argument(opset, int, "opset")
+    if opset not in ONNX_OPSETS:
+        raise ValueError(
+            f"opset {opset} cannot be exported: torch.onnx's exporter writes opsets "
+            f"{ONNX_OPSETS[0]} to {ONNX_OPSETS[-1]}; pass one of those"
+        )
+    check_export_size(codec, height, width, batch)
+    path = check_writable_file(path, flag="path")
     module = graph_module(codec, part)
     names = ("images", "tokens") if part == "encoder" else ("tokens", "images")
-    path = Path(path)
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            (example_input(codec, part, height, width, batch),),
-            str(path),
-            input_names=[names[0]],
-            output_names=[names[1]],
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-            optimize=optimize,
-        )
-    return path
+
+    def write(tmp: str) -> None:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example_input(codec, part, height, width, batch),),
+                tmp,
+                input_names=[names[0]],
+                output_names=[names[1]],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                optimize=optimize,
+            )
+        import onnx
+
+        written = {o.version for o in onnx.load(tmp, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")}
+        if written != {opset}:
+            raise ValueError(f"the exporter wrote opset {sorted(written)} instead of the requested {opset}; "
+                             f"{path} is left untouched")
+
+    return atomic_write(path, write)

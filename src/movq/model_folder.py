@@ -75,14 +75,30 @@ def read_model_folder(
     """The config and the weights of a folder written by :func:`save_model_folder`.
 
     ``what`` names the kind of folder in the error when a file is missing ("a movq codec folder").
-    A bad ``config.json`` or weights file is an error naming the file and the problem.
+    A bad ``config.json`` or weights file (weights holding NaN or inf included) is an error naming
+    the file and the problem.
     """
     directory = Path(directory)
     config_path, weights_path = directory / MODEL_CONFIG_FILE, directory / weights_name
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {what} holds {MODEL_CONFIG_FILE} and {weights_name}")
-    return dataclass_from_file(config_class, config_path), load_state_file(weights_path)
+    config = dataclass_from_file(config_class, config_path)
+    state = load_state_file(weights_path)
+    check_finite_weights(state, weights_path)
+    return config, state
+
+
+def check_finite_weights(state: dict[str, Tensor], source: str | os.PathLike | None = None) -> None:
+    """Raise ``ValueError`` naming the tensors of ``state`` (read from the file ``source``, named first
+    when given) that hold NaN or inf values (meta tensors and integer buffers are skipped): such
+    weights would silently give NaN outputs."""
+    broken = nonfinite_entries(state)
+    if broken:
+        raise ValueError(
+            ("" if source is None else f"{source}: ") + f"the weights contain NaN or inf values in {len(broken)} tensor(s) {broken[:8]}; the checkpoint is "
+            "corrupt (or from a diverged training run)"
+        )
 
 
 def load_strict(module: nn.Module, state: dict[str, Tensor], context: str) -> None:

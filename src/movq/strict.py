@@ -181,6 +181,18 @@ def value_from_hint(value: Any, hint: Any, name: str, source: str | Path | None 
     return _reporting(lambda: _check(value, hint, name), "config", source)
 
 
+def check_argument(value: Any, hint: Any, name: str) -> Any:
+    """``value`` of the function argument ``name`` checked and converted against ``hint`` as a config
+    field is (ints refuse bools, floats and strings; floats must be finite; :class:`Range` bounds), so
+    every public entry point refuses bad arguments with the same words. Raises :class:`ConfigError`
+    (a ``ValueError``): ``"eta must be a number >= 0, got nan"``."""
+    try:
+        return _check(value, hint, name)
+    except _Invalid as error:
+        raise ConfigError(f"{error.path} must be {error.expected}, got {_shown(error.value)}",
+                          field=error.path, expected=error.expected, value=error.value) from None
+
+
 def _reporting(build: Callable[[], T], owner: str, source: str | Path | None) -> T:
     """``build()``, with every failure turned into one :class:`ConfigError` naming ``source`` and the field."""
     where = f" in {source}" if source is not None else ""

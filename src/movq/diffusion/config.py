@@ -8,8 +8,12 @@ from typing import Annotated, Any, Literal, get_args
 from movq.diffusion.schedules import Schedule, check_kept_timesteps
 from movq.strict import NonNegativeFloat, PositiveFloat, Range, StrictConfig, dataclass_from_dict
 
+MAX_STEPS = 100_000
+"""Most timesteps a diffusion process may have (published models: 1000 to 4000); the bound refuses
+a hostile ``steps`` before its schedule is computed."""
+
 # The hints of the diffusion settings (shared by DiffusionConfig and the trainer's flags)
-Steps = Annotated[int, Range(min=2)]
+Steps = Annotated[int, Range(2, MAX_STEPS)]
 MeanType = Literal["eps", "x0", "v"]
 VarType = Literal["learned_range", "fixed_small", "fixed_large"]
 Loss = Literal["mse", "hybrid"]

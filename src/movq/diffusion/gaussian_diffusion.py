@@ -19,6 +19,8 @@ from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from movq.diffusion.schedules import check_kept_timesteps, get_betas, space_timesteps
+from movq.memory_budget import check_memory_budget
+from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, check_argument
 
 DIFFUSION_CONFIG_FILE = "diffusion.json"
 SAMPLERS = ("ddpm", "ddim")
@@ -342,28 +344,27 @@ class GaussianDiffusion:
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}")
-        if not (isinstance(eta, (int, float)) and eta >= 0):
-            raise ValueError(f"eta must be a number >= 0, got {eta!r}")
+        eta = check_argument(eta, NonNegativeFloat, "eta")
+        guidance_scale = check_argument(guidance_scale, float, "guidance_scale")
+        clip_denoised = check_argument(clip_denoised, PositiveFloat | None, "clip_denoised")
         if sampler == "ddpm" and eta != 0:
             raise ValueError(
                 "eta is a DDIM setting: use sampler='ddim' (eta=1 is close to ancestral sampling)"
             )
-        if clip_denoised is not None and not clip_denoised > 0:
-            raise ValueError(f"clip_denoised must be None or a number > 0, got {clip_denoised!r}")
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < 2 or min(shape) < 1:
+        shape = check_argument(shape, tuple[PositiveInt, ...], "shape")
+        if len(shape) < 2:
             raise ValueError(f"shape must be [B, C, ...] with positive sizes, got {shape}")
         _check_model_channels(model, shape[1], self.config.learned_variance)
+        if noise is not None:
+            check_finite(noise, "noise")
+            if tuple(noise.shape) != shape:
+                raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         if device is None:
             device = _model_device(model)
+        _check_sample_memory(model, shape, device, guided=guidance_scale != 1.0)
         if guidance_scale != 1.0:
             model = ClassifierFreeGuidance(model, guidance_scale, channels=shape[1])
-        if noise is None:
-            x = torch.randn(shape, generator=generator, device=device)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        else:
-            x = noise.to(device)
+        x = torch.randn(shape, generator=generator, device=device) if noise is None else noise.to(device)
         for i in _progress(range(self.num_timesteps - 1, -1, -1), progress):
             t = torch.full((shape[0],), i, dtype=torch.long, device=x.device)
             output = self.model_output(model, x, t, model_kwargs)
@@ -379,10 +380,11 @@ class GaussianDiffusion:
         """A process over ``steps`` evenly spaced steps of this one (first and last kept), or over the
         given ascending step indices; ``alphas_cumprod`` at the kept steps is unchanged and
         ``timestep_map`` points at the base process's steps."""
-        if isinstance(steps, int) and not isinstance(steps, bool):
+        steps = check_argument(steps, int | tuple[int, ...], "steps")
+        if isinstance(steps, int):
             kept = space_timesteps(self.num_timesteps, steps)
         else:
-            kept = check_kept_timesteps(self.num_timesteps, [int(k) for k in steps])
+            kept = check_kept_timesteps(self.num_timesteps, list(steps))
         base_steps = [int(self.timestep_map[k]) for k in kept]
         return GaussianDiffusion(**asdict(replace(self.config, timesteps=base_steps)))
 
@@ -412,6 +414,28 @@ class GaussianDiffusion:
 
         # read_json_object / source=: a bad file is a ConfigError naming it, not a raw JSON traceback
         return cls(**asdict(dataclass_from_dict(DiffusionConfig, read_json_object(path), source=path)))
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``x`` is a floating-point tensor of finite values
+    (NaN or inf in noise, latents or conditioning vectors would silently give NaN samples)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a float tensor, got {got}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values; expected finite values")
+
+
+def _check_sample_memory(model: Model, shape: tuple[int, ...], device: torch.device | str, guided: bool) -> None:
+    """Refuse (:class:`~movq.memory_budget.MemoryBudgetError`) a sample whose tensors cannot fit on
+    ``device``, before anything is allocated: a lower bound of three float32 copies of the latents
+    (``x``, the model output, the step's noise) and one feature map of the model's width
+    (``config.channels``), twice over with guidance (the batch is doubled)."""
+    positions = shape[0] * math.prod(shape[2:])
+    width = getattr(getattr(model, "config", None), "channels", 0)
+    needed = positions * (3 * shape[1] + width) * 4 * (2 if guided else 1)
+    check_memory_budget(needed, device, f"sampling latents of shape {list(shape)}",
+                        "sample fewer or smaller latents (batch size, latent_size)")
 
 
 def _check_model_channels(model: Model, channels: int, learned_variance: bool) -> None:

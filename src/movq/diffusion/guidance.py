@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from movq.strict import check_argument
+
 CONDITION_KEYS = ("y", "cond")
 
 
@@ -44,13 +46,12 @@ class ClassifierFreeGuidance:
     variance) come from the conditional half. In and out like the wrapped model."""
 
     def __init__(self, model: Callable[..., Tensor], scale: float, channels: int) -> None:
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-            raise TypeError(f"guidance scale must be a number, got {scale!r}")
+        scale = check_argument(scale, float, "guidance_scale")
         if getattr(model, "conditional", True) is False:
             raise ValueError(
                 "classifier-free guidance needs a conditional model (num_classes or cond_dim set)"
             )
-        self.model, self.scale, self.channels = model, float(scale), channels
+        self.model, self.scale, self.channels = model, scale, channels
 
     def __call__(self, x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
         batch = x.shape[0]

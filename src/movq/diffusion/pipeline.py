@@ -26,7 +26,7 @@ from torch import Tensor
 
 from movq.atomic import atomic_write_text
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
-from movq.diffusion.sampling import generate
+from movq.diffusion.sampling import check_labels, generate
 from movq.diffusion.unet import UNet
 
 RELEASE_NAME = "latent_diffusion.json"
@@ -71,6 +71,12 @@ class LatentDiffusionPipeline:
         self.model, self.diffusion, self.codec = model, diffusion, codec
         self.latent_scale = float(latent_scale)
         self.labels = None if labels is None else list(labels)
+        classes = model.config.num_classes or 0
+        if self.labels and len(self.labels) > classes:
+            raise ValueError(
+                f"{len(self.labels)} class names are given but the UNet has {classes} classes "
+                f"(num_classes={model.config.num_classes}); a release lists at most one name per class"
+            )
         size = model.config.sample_size
         self.latent_shape = tuple(latent_shape) if latent_shape is not None else (model.config.in_channels, size, size)
 
@@ -107,18 +113,17 @@ class LatentDiffusionPipeline:
 
     def label_ids(self, labels: Sequence[int | str] | Tensor) -> Tensor:
         """Class ids ``[B]`` for ids or class names."""
-        if isinstance(labels, Tensor):
-            return labels.long()
-        ids = []
-        for label in labels:
-            if isinstance(label, str):
-                if self.labels is None or label not in self.labels:
-                    known = "this model has no class names" if self.labels is None else f"classes: {self.labels}"
-                    raise ValueError(f"unknown class {label!r}; {known}")
-                ids.append(self.labels.index(label))
-            else:
-                ids.append(int(label))
-        return torch.tensor(ids, dtype=torch.long)
+        if isinstance(labels, (list, tuple)):
+            ids: list[object] = []
+            for label in labels:
+                if isinstance(label, str):
+                    if self.labels is None or label not in self.labels:
+                        known = "this model has no class names" if self.labels is None else f"classes: {self.labels}"
+                        raise ValueError(f"unknown class {label!r}; {known}")
+                    label = self.labels.index(label)
+                ids.append(label)
+            labels = ids
+        return check_labels(labels, self.model.config.num_classes)
 
     @torch.no_grad()
     def generate(self, labels: Sequence[int | str] | Tensor | None = None, *, cond: Tensor | None = None,

@@ -4,13 +4,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
 
-from movq.diffusion.gaussian_diffusion import GaussianDiffusion
+from movq.diffusion.gaussian_diffusion import GaussianDiffusion, check_finite
 from movq.diffusion.unet import UNet
+from movq.strict import PositiveFloat, PositiveInt, Range, check_argument
+
+
+def check_labels(labels: Tensor | Sequence[int], num_classes: int | None) -> Tensor:
+    """Class ids ``LongTensor [B]`` for ``labels`` (a list of ints or an integer tensor ``[B]``), each in
+    ``[0, num_classes)``; ``ValueError`` naming the bad label otherwise (``1.5``, ``True``, ``"3"``, ``-1``)."""
+    if num_classes is None:
+        raise ValueError("this UNet has no class labels (num_classes=None) but labels were given")
+    if isinstance(labels, Tensor):
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
+            raise ValueError(f"labels must be an integer tensor [B], got a {labels.dtype} tensor of shape "
+                             f"{tuple(labels.shape)}")
+        labels = labels.tolist()
+    values = check_argument(labels, tuple[Annotated[int, Range(0, num_classes - 1)], ...], "labels")
+    return torch.tensor(values, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -45,8 +60,10 @@ def generate(
     model's latents carry on top of the codec's own ``scaling_factor`` (a trained run records it):
     samples are divided by it before ``codec.decode_latents``.
     """
-    if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
-        raise ValueError(f"latent_scale must be a number > 0, got {latent_scale!r}")
+    latent_scale = check_argument(latent_scale, PositiveFloat, "latent_scale")
+    num_samples = check_argument(num_samples, PositiveInt | None, "num_samples")
+    num_steps = check_argument(num_steps, PositiveInt | None, "num_steps")
+    latent_size = check_argument(latent_size, PositiveInt | tuple[PositiveInt, PositiveInt] | None, "latent_size")
     config = model.config
     embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)
     if embed_dim is not None and embed_dim != config.in_channels:
@@ -56,8 +73,9 @@ def generate(
     device = next(model.parameters()).device
     kwargs: dict[str, Tensor] = {}
     if labels is not None:
-        kwargs["y"] = torch.as_tensor(labels, dtype=torch.long, device=device)
+        kwargs["y"] = check_labels(labels, config.num_classes).to(device)
     if cond is not None:
+        check_finite(cond, "cond")
         kwargs["cond"] = cond.to(device)
     batches = {v.shape[0] if v.ndim else -1 for v in kwargs.values()}
     if num_samples is not None:

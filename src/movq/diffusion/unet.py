@@ -241,6 +241,8 @@ class UNet(nn.Module):
             raise ValueError(f"latent sides must be multiples of {f}, got {tuple(x.shape[2:])}")
         batch = x.shape[0]
         t = torch.as_tensor(t, device=x.device)
+        if t.dtype == torch.bool or t.is_complex() or not bool(torch.isfinite(t).all()):
+            raise ValueError(f"t must hold finite real timesteps, got {_describe(t)} with values {t.flatten()[:8].tolist()}")
         if t.ndim == 0:
             t = t.expand(batch)
         if tuple(t.shape) != (batch,):

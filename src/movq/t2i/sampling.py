@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+MIN_TEMPERATURE = 1e-6
+"""Smallest non-zero sampling temperature: logits divided by less overflow float32 (NaN probabilities)."""
+
 
 def check_sampling_args(
     temperature: float = 1.0,
@@ -23,15 +26,21 @@ def check_sampling_args(
     guidance_scale: float = 1.0,
 ) -> None:
     """Raise a ValueError / TypeError naming the first bad sampling argument and what is accepted."""
-    if not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if (
+        isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature)
+        or temperature < 0 or 0 < temperature < MIN_TEMPERATURE
+    ):
+        raise ValueError(
+            f"temperature must be a finite number >= 0: 0 (greedy) or at least {MIN_TEMPERATURE:g} (smaller ones "
+            f"overflow the float32 logits they divide), got {temperature!r}"
+        )
     if top_k is not None and (
         isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1
     ):
         raise ValueError(f"top_k must be None (off) or an integer >= 1, got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, numbers.Real) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be None (off) or a number in (0, 1], got {top_p!r}")
-    if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number (1.0 = unguided), got {guidance_scale!r}")
 
 
