@@ -110,6 +110,19 @@ def test_resume_refuses_other_diffusion_settings(tmp_path):
         DiffusionTrainer(config(tmp_path, max_steps=4, resume=True, loss="mse"), data)
 
 
+def test_resume_refuses_another_codecs_latents(tmp_path):
+    latents = toy_latents(16)
+
+    def written_by(model: str, weights: str) -> LatentItems:
+        meta = {"model": model, "config_hash": "c" * 64, "weights_hash": weights * 64}
+        return LatentItems(latents.latents, latents.labels, latents.label_names, meta=meta)
+
+    DiffusionTrainer(config(tmp_path, max_steps=2), written_by("codec-a", "1")).run()
+    with pytest.raises(ValueError, match=r"codec 'codec-a'.*holds data of 'codec-b'"):
+        DiffusionTrainer(config(tmp_path, max_steps=4, resume=True), written_by("codec-b", "2"))
+    assert DiffusionTrainer(config(tmp_path, max_steps=4, resume=True), written_by("codec-a", "1")).run() == 4
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

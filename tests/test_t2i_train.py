@@ -179,6 +179,21 @@ def test_resume_with_another_model_is_refused(tmp_path):
         )
 
 
+def test_resume_on_another_codecs_tokens_is_refused(tmp_path):
+    """Same codebook size and grid, another codec (its hashes in meta.json): --resume --data with those
+    tokens is refused naming both codecs, and the run's codec.json is left as it was."""
+    mine, theirs = TokenList(), TokenList()
+    mine.meta.update(model="codec-a", config_hash="a" * 64, weights_hash="1" * 64)
+    theirs.meta.update(model="codec-b", config_hash="a" * 64, weights_hash="2" * 64)
+    out = tmp_path / "out"
+    T2ITrainer(config(out, max_steps=3), mine).run()
+    saved = (out / "codec.json").read_text()
+    with pytest.raises(ValueError, match=r"codec 'codec-a'.*holds data of 'codec-b'"):
+        T2ITrainer(config(out, max_steps=6, resume=True), theirs)
+    assert (out / "codec.json").read_text() == saved
+    assert T2ITrainer(config(out, max_steps=6, resume=True), mine).run() == 6
+
+
 def test_resume_from_a_state_that_does_not_fit_is_refused(tmp_path):
     out = tmp_path / "out"
     T2ITrainer(config(out, max_steps=3), TokenList()).run()

@@ -48,7 +48,7 @@ from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
-from movq.tokenize.training_data import open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
@@ -205,7 +205,7 @@ class DiffusionTrainer(TaskBase):
 
     def state_dict(self) -> dict[str, Any]:
         """UNet, EMA, optimizer, scheduler (tensors and plain values), and what the model was built from."""
-        return {**super().state_dict(), **self._identity()}
+        return {**super().state_dict(), **self._identity(), "codec": codec_identity(self.dataset.meta)}
 
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
@@ -215,6 +215,7 @@ class DiffusionTrainer(TaskBase):
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
         now = self._identity()
         check_same_run({k: state[k] for k in now if k in state}, now, self.out)
+        check_same_codec(state.get("codec"), self.dataset.meta, self.out)
 
     def export(self) -> None:
         """The release: UNet (+ EMA), ``diffusion.json`` and ``latent_diffusion.json`` in ``OUT``."""

@@ -35,7 +35,7 @@ from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, Positiv
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
-from movq.tokenize.training_data import open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
@@ -231,10 +231,10 @@ class T2ITrainer(TaskBase):
         self.amp = autocast_dtype(cfg, self.device)
         self.loss = self.loop.wrap(_Loss(self.model))
         self.loop.set_data(Unseeded(self.dataset), CaptionCollate(self.tokenizer, self.config.text_len))
+        self.loop.begin(self)  # a refused resume leaves the run's codec.json as it was
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CODEC_INFO, json.dumps(self.codec_info(), indent=2) + "\n")
-        self.loop.begin(self)
 
     def codec_info(self) -> dict[str, Any]:
         """What ``OUT/codec.json`` records: the codec whose tokens the model was trained on."""
@@ -265,12 +265,13 @@ class T2ITrainer(TaskBase):
 
     def state_dict(self) -> dict[str, Any]:
         """Model, EMA, optimizer and scheduler (tensors and plain values), and the model config."""
-        return {**super().state_dict(), "t2i_config": self.config.to_dict()}
+        return {**super().state_dict(), "t2i_config": self.config.to_dict(), "codec": codec_identity(self.meta)}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another trainer or model (architecture, tokens or tokenizer), naming the fields."""
         require_state_keys(state, ("model", "ema", "opt", "sched"), self.out, PROG)
         check_same_run(state.get("t2i_config", {}), self.config.to_dict(), self.out, "model")
+        check_same_codec(state.get("codec"), self.meta, self.out)
 
     def export(self) -> None:
         """The EMA release weights: ``OUT/config.json`` + ``OUT/model.safetensors``."""

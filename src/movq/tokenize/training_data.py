@@ -49,6 +49,29 @@ def load_codec(name: str, flag: str = "--codec") -> Any:
         raise ValueError(f"cannot load {flag} {name!r}: {error}") from None
 
 
+def codec_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """Which codec wrote a token / latent folder (its ``meta.json``): the hashes of its config and
+    weights, and its name (for messages). A generator trainer records it in its checkpoints and
+    compares the hashes on ``--resume``, so that a run is never continued on another codec's data."""
+    return {"model": meta.get("model"), "config_hash": meta.get("config_hash"), "weights_hash": meta.get("weights_hash")}
+
+
+def check_same_codec(saved: dict[str, Any] | None, meta: dict[str, Any], run_dir: str | os.PathLike) -> None:
+    """Refuse to resume the run in ``run_dir`` (trained on data of the codec ``saved``, a
+    :func:`codec_identity`) on data written by another codec (``meta``); ``None`` (an older
+    checkpoint that did not record it) is not refused."""
+    if saved is None:
+        return
+    now = codec_identity(meta)
+    if (saved.get("config_hash"), saved.get("weights_hash")) != (now["config_hash"], now["weights_hash"]):
+        raise ValueError(
+            f"this run ({run_dir}) was trained on data of the codec {saved.get('model')!r} (config "
+            f"{str(saved.get('config_hash'))[:12]}, weights {str(saved.get('weights_hash'))[:12]}), but --data now "
+            f"holds data of {now['model']!r} (config {str(now['config_hash'])[:12]}, weights "
+            f"{str(now['weights_hash'])[:12]}); pass the run's own --data, or use a new --out"
+        )
+
+
 def check_codec_matches(codec_name: str, meta: dict[str, Any], folder: str | os.PathLike) -> None:
     """Refuse a ``--codec`` that is not the codec whose tokens / latents ``folder`` holds (config or weights differ)."""
     from movq.tokenize.meta import config_hash, weights_hash
