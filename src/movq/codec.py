@@ -30,6 +30,7 @@ from movq.memory_budget import (
     activation_bytes,
     build_on_meta,
     check_memory_budget,
+    check_parameters_fit,
     feature_bytes_per_pixel,
     image_bytes,
     module_bytes,
@@ -95,15 +96,6 @@ def parameter_bytes(config: NetworkConfig) -> int:
     return module_bytes(build_on_meta(lambda: Codec(config)))
 
 
-def check_network_size(config: NetworkConfig) -> None:
-    """Refuse (:class:`~movq.memory_budget.MemoryBudgetError`) a config whose parameters alone cannot
-    fit in this machine's memory, before anything is allocated (a hostile or mistyped ``config.json``)."""
-    check_memory_budget(
-        parameter_bytes(config), "cpu", config.describe(),
-        "the config asks for far more parameters than such a network has; check those fields",
-    )
-
-
 def search_dtype(z: Tensor) -> Tensor:
     """The pre-quantization latent ``z`` in float32 at least: a bfloat16 / float16 network hands its
     quantizer (kept in float32) float32 latents, so the nearest-code search runs in float32."""
@@ -144,8 +136,10 @@ class Codec(nn.Module):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
-        if torch.empty(0).device.type != "meta":  # shapes-only builds allocate nothing
-            check_network_size(config)
+        check_parameters_fit(
+            lambda: Codec(config), config.describe(),
+            "the config asks for far more parameters than such a network has; check those fields",
+        )
         self.config = config
         self.encoder = config.build_encoder()
         self.quant_conv = config.build_quant_conv()

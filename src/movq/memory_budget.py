@@ -137,3 +137,13 @@ def check_memory_budget(needed: int, device: torch.device | str, what: str, advi
             f"{what} needs at least {needed / GIB:.1f} GiB, but {torch.device(device)} has "
             f"{total / GIB:.1f} GiB; {advice}"
         )
+
+
+def check_parameters_fit(build: Callable[[], nn.Module], what: str, advice: str) -> None:
+    """Refuse (:class:`MemoryBudgetError`) a network whose parameters and buffers alone cannot fit in
+    this machine's memory, before anything is allocated: ``build()`` is counted on the meta device
+    (:func:`build_on_meta`). Every network constructor calls it first (a hostile or mistyped config);
+    inside a meta build it does nothing."""
+    if torch.empty(0).device.type == "meta":
+        return
+    check_memory_budget(module_bytes(build_on_meta(build)), "cpu", what, advice)

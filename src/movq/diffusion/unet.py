@@ -18,6 +18,7 @@ from movq.diffusion.blocks import (
     timestep_embedding,
     zero_module,
 )
+from movq.memory_budget import check_parameters_fit
 from movq.model_folder import (
     MODEL_WEIGHTS_FILE,
     load_strict,
@@ -126,6 +127,12 @@ class UNet(nn.Module):
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
+        check_parameters_fit(
+            lambda: UNet(config),
+            f"a UNet with channels={config.channels}, channel_mult={config.channel_mult}, "
+            f"num_res_blocks={config.num_res_blocks}",
+            "the config asks for far more parameters than such a model has; check channels and channel_mult",
+        )
         self.config = config
         ch, emb_ch = config.channels, 4 * config.channels
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.memory_budget import build_on_meta, check_memory_budget, module_bytes
+from movq.memory_budget import check_parameters_fit
 from movq.model_folder import MODEL_WEIGHTS_FILE, load_strict, read_model_folder, save_model_folder
 from movq.t2i.config import T2IConfig
 from movq.t2i.sampling import apply_guidance, check_sampling_args, sample_logits
@@ -191,13 +191,13 @@ class T2ITransformer(nn.Module):
         super().__init__()
         if not isinstance(config, T2IConfig):
             raise TypeError(f"config must be a T2IConfig, got {type(config).__name__}")
-        if not torch.get_default_device().type == "meta":  # a real build: its parameters must fit first
-            check_memory_budget(
-                module_bytes(build_on_meta(lambda: T2ITransformer(config))), "cpu",
-                (f"a T2ITransformer with text_vocab_size={config.text_vocab_size}, image_vocab_size="
-                 f"{config.image_vocab_size}, n_embd={config.n_embd}, n_layer={config.n_layer}"), "the config asks for far more parameters than such a model has; "
-                "check text_vocab_size, image_vocab_size, n_embd and n_layer",
-            )
+        check_parameters_fit(
+            lambda: T2ITransformer(config),
+            f"a T2ITransformer with text_vocab_size={config.text_vocab_size}, image_vocab_size="
+            f"{config.image_vocab_size}, n_embd={config.n_embd}, n_layer={config.n_layer}",
+            "the config asks for far more parameters than such a model has; "
+            "check text_vocab_size, image_vocab_size, n_embd and n_layer",
+        )
         self.config = config
         c, (h, w), depth = config.n_embd, config.image_grid, config.image_depth
         self.bos = nn.Parameter(torch.zeros(c))
