@@ -125,7 +125,8 @@ def load_cond_file(path: str | os.PathLike, count: int) -> Tensor:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):  # missing, a folder, or a FIFO / device that would block the read
-        raise ValueError(f"--cond {path}: not a regular file; expected a .safetensors file holding 'cond' [N, D]")
+        found = "not a regular file" if os.path.exists(path) else "no such file"
+        raise ValueError(f"--cond {path}: {found}; expected a .safetensors file holding 'cond' [N, D]")
     try:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as error:

@@ -61,7 +61,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
     """
     out = Path(out)
     root = out / "checkpoints"
-    broken = nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
+    broken = _nonfinite_values(state)
     if broken:  # never replace a good checkpoint (or, after it, the release) with a diverged state
         previous = latest_checkpoint(out)
         kept = f"the last good checkpoint {previous} is kept" if previous else "no earlier checkpoint exists"
@@ -103,6 +103,12 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
         link_tmp.unlink(missing_ok=True)
     _prune(root, keep_last, keep=final)
     return final
+
+
+def _nonfinite_values(state: dict[str, Any]) -> list[str]:
+    """The NaN / inf entries of a checkpoint state's weights, optimizer and schedule values (its RNG
+    states and run config are not numbers to check)."""
+    return nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
 
 
 def _disk_full(error: BaseException | None) -> bool:
@@ -195,7 +201,7 @@ def _state_problem(state: dict[str, Any]) -> str | None:
     max_steps = config.get("max_steps") if isinstance(config, dict) else None
     if isinstance(max_steps, int) and state["step"] > max_steps:
         return f"step {state['step']} is past the max_steps {max_steps} the run saved with it"
-    broken = nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
+    broken = _nonfinite_values(state)
     if broken:
         shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
         return f"NaN or inf values in {len(broken)} weight / optimizer entries ({shown})"
