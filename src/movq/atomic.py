@@ -62,3 +62,12 @@ def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     except ValueError as error:
         raise ValueError(f"{flag} {path} cannot be written: {str(error).removeprefix('--out ')}") from None
     return path
+
+
+def check_regular_file(path: str | os.PathLike, advice: str, error: type[Exception] = ValueError) -> None:
+    """Refuse (``error``, naming ``path`` and saying ``advice``) a ``path`` that exists but is not a regular
+    file: reading a FIFO, device or socket blocks or never ends, and a folder cannot be read. A missing
+    ``path`` passes (the caller decides what that means)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise error(f"{path} is not a regular file (a FIFO, device, socket or folder); {advice}")

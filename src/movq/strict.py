@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 from torch import Tensor
 
+from movq.atomic import check_regular_file
+
 T = TypeVar("T")
 
 
@@ -449,8 +451,7 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     """The JSON object stored in ``path``; :class:`ConfigError` naming the file when it is empty,
     not valid JSON, or holds something other than an object (``{...}``)."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO or device would block the read
-        raise ConfigError(f"{path} is not a regular file (a folder, FIFO or device); expected a JSON file")
+    check_regular_file(path, "expected a JSON file", ConfigError)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from movq.atomic import check_writable_dir
+from movq.atomic import check_regular_file, check_writable_dir
 from movq.strict import error_line, merge_dicts
 from movq.train.config import CodecTrainConfig, read_config_file
 
@@ -138,8 +138,7 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
 
     for folder in [*checkpoint_candidates(out), out]:  # the run folder's own copy: a run killed before its first checkpoint
         path = folder / RUN_CONFIG_FILE
-        if path.exists() and not path.is_file():  # a FIFO would hang the reader
-            raise ValueError(f"{path} is not a regular file (a FIFO, device, socket or folder); remove it to --resume")
+        check_regular_file(path, "remove it to --resume")
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from movq.atomic import check_regular_file
+
 
 class CSVLog:
     """Appends one row per logging step to ``path`` with the columns ``fields`` (missing values empty;
@@ -24,9 +26,7 @@ class CSVLog:
 
     def __init__(self, path: str | os.PathLike, fields: Sequence[str]) -> None:
         self.path, self.fields = Path(path), tuple(fields)
-        if self.path.exists() and not self.path.is_file():  # a FIFO would hang the reader
-            raise ValueError(f"{self.path} is not a regular file (a FIFO, device, socket or folder); "
-                             "the run's log must be a regular file: remove it, or use another --out")
+        check_regular_file(self.path, "the run's log must be a regular file: remove it, or use another --out")
         if not self.path.exists():
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.fields)
