@@ -1,6 +1,7 @@
 """Output files: atomic writes (temporary name in the target folder, then rename, so a crash or kill
 never leaves a half-written file under the final name) and up-front checks that an output location
-is writable, so a run fails before its work rather than after it."""
+is writable, so a run fails before its work rather than after it; and the check that a file about to
+be read is a regular file (:func:`check_regular_file`: a FIFO or device would block the reader)."""
 
 from __future__ import annotations
 
