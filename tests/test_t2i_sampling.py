@@ -185,9 +185,11 @@ def test_generate_restores_training_mode():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"top_k": 0}, ValueError, "top_k must be None"),
-        ({"top_k": 2.5}, ValueError, "top_k must be None"),
-        ({"top_p": 0.0}, ValueError, r"top_p must be None \(off\) or a number in \(0, 1\]"),
+        ({"top_k": 0}, ValueError, "top_k must be an int >= 1 or null, got 0"),
+        ({"top_k": 2.5}, ValueError, "top_k must be an int or null, got 2.5"),
+        ({"top_k": True}, ValueError, "top_k must be an int or null, got True"),
+        ({"top_p": 0.0}, ValueError, r"top_p must be a number in \(0, 1\] or null, got 0.0"),
+        ({"top_p": math.nan}, ValueError, r"top_p must be a finite number or null, got nan"),
         ({"top_p": 1.5}, ValueError, "top_p"),
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number >= 0"),
         ({"temperature": math.nan}, ValueError, "temperature"),

@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from movq.atomic import require_regular_file
 from movq.images import to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -74,11 +75,15 @@ def check_image_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully, apply its EXIF orientation and convert it to 8-bit RGB.
+def open_rgb(path: str | os.PathLike | IO[bytes]) -> Image.Image:
+    """Decode an image file (or an open binary file) fully, apply its EXIF orientation and convert it to
+    8-bit RGB.
 
-    Raises ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
+    Raises ``FileNotFoundError`` naming a path that is missing or not a regular file (a FIFO would block),
+    ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
     """
+    if isinstance(path, (str, os.PathLike)):
+        path = require_regular_file(path, "expected an image file")
     with Image.open(path) as image:
         image.load()
         rgb = to_rgb(ImageOps.exif_transpose(image))

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from movq.atomic import require_regular_file
+
 
 class TokenDataset(torch.utils.data.Dataset):
     """The items of a finished ``movq-tokenize`` output folder ``root``, in index order.
@@ -38,8 +40,7 @@ class TokenDataset(torch.utils.data.Dataset):
         if meta.get("kind") not in ("tokens", "latents"):
             raise ValueError(f"{self.root / META_NAME}: 'kind' must be 'tokens' or 'latents', got {meta.get('kind')!r}")
         index = self.root / INDEX_NAME
-        if not index.is_file():
-            raise FileNotFoundError(f"{index} not found: the run is not finished; rerun movq-tokenize to complete it")
+        require_regular_file(index, "the run is not finished; rerun movq-tokenize to complete it")
         self.meta: dict[str, Any] = meta
         self.key = "latents" if meta["kind"] == "latents" else "tokens"
         sources, captions, shards, offsets = [], [], [], []
@@ -98,9 +99,7 @@ def _stored_count(root: Path) -> int:
     from movq.tokenize.shards import SUMMARY_NAME
 
     path = root / SUMMARY_NAME
-    if not path.is_file():  # missing, or a FIFO / device that would block
-        raise FileNotFoundError(f"{path} not found or not a regular file: the run is not finished; rerun movq-tokenize "
-                                "to complete it")
+    require_regular_file(path, "the run is not finished; rerun movq-tokenize to complete it")
     count = read_json_object(path).get("images")  # a ConfigError (ValueError) naming the file when not a JSON object
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ValueError(f"{path}: 'images' must be the non-negative count of stored items, got {count!r}; rerun "

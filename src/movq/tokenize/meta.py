@@ -88,7 +88,7 @@ def read_meta(out: str | Path) -> dict[str, Any] | None:
     from movq.strict import ConfigError, read_json_object
 
     path = Path(out) / META_NAME
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device is refused by read_json_object, naming it
         return None
     try:  # a JSON object, else one line naming the file (not JSON, not UTF-8, a list, nested too deeply)
         return read_json_object(path)

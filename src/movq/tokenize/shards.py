@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from movq.atomic import atomic_write, atomic_write_text
+from movq.atomic import atomic_write, atomic_write_text, require_regular_file
 from movq.tokenize.meta import run_id
 
 SHARDS_DIR = "shards"
@@ -80,8 +80,7 @@ def open_shard(out: str | Path, shard: int, meta: dict[str, Any]) -> tuple[Any, 
     from safetensors import safe_open
 
     path = shard_paths(out, shard)[0]
-    if not path.is_file():  # is_file() is False for FIFOs, devices and sockets, whose reads block or never end
-        raise ShardError(f"the shard {path} {'is not a regular file' if path.exists() else 'does not exist'}")
+    require_regular_file(path, "rerun movq-tokenize to redo the shard", ShardError)
     key = "latents" if meta.get("kind") == "latents" else "tokens"
     try:
         handle = safe_open(str(path), framework="pt")
