@@ -232,3 +232,17 @@ def test_temperatures_that_overflow_the_logits_are_refused(temperature):
     model = make_model()
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0: 0 .greedy. or at least 1e-06"):
         model.generate(captions(model), temperature=temperature)
+
+
+def test_a_sampling_batch_beyond_memory_is_refused_before_allocation(monkeypatch):
+    """The KV caches of a batch are counted before anything is allocated: with a device of 32 KiB, 3 guided
+    prompts (6 sequences) of t2i-tiny do not fit, and the error says how many sequences and what to do."""
+    import movq.memory_budget
+    from movq.memory_budget import MemoryBudgetError
+
+    model = make_model()
+    monkeypatch.setattr(movq.memory_budget, "available_bytes", lambda device: 2**15)
+    with pytest.raises(MemoryBudgetError, match=r"sampling 6 sequences at once needs at least .*batch_size"):
+        model.generate(captions(model), guidance_scale=3.0)
+    monkeypatch.setattr(movq.memory_budget, "available_bytes", lambda device: 2**40)
+    assert model.generate(captions(model), temperature=0).shape == (3, model.config.image_len)
