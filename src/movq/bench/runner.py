@@ -88,14 +88,13 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
 
 def check_codec_memory(codecs: Any, batch_size: int, resolution: int, device: torch.device) -> None:
     """Refuse (as :class:`BenchError`) a resolution x batch whose activations cannot fit on ``device``."""
-    from movq.config import CodecConfig
-    from movq.memory_budget import MemoryBudgetError, activation_bytes, check_memory_budget
+    from movq.memory_budget import MemoryBudgetError, check_memory_budget
 
     for codec in codecs:
-        config = getattr(codec, "config", None)
-        if not isinstance(config, CodecConfig):
+        if not callable(getattr(codec, "inference_bytes", None)):  # a wrapped foreign codec: no estimate
             continue
-        needed = activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
+        config = codec.config
+        needed = codec.inference_bytes(batch_size, resolution, resolution)  # the codec slices and tiles as needed
         try:
             check_memory_budget(
                 needed, device, f"--resolution {resolution} x --batch-size {batch_size} with {config.name!r}",

@@ -99,7 +99,7 @@ class Tokenizer:
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
         buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
+        model = codec.inference_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype], device=device)
         try:
             if device.type == "cpu":
                 check_memory_budget(local * (model + buffered), device, what, advice)
