@@ -29,7 +29,7 @@ from movq.atomic import atomic_write, atomic_write_text, check_writable_dir
 from movq.bench.data import load_image
 from movq.bench.metric_table import METRICS
 from movq.bench.per_image import reconstruct
-from movq.bench.report import CODE_COLUMNS, code_cell, markdown, write_json
+from movq.bench.report import CODE_COLUMNS, code_cell, level_values, markdown, write_json
 from movq.image_files import check_image_folder
 from movq.strict import unknown_name_error
 
@@ -180,7 +180,7 @@ def plot_grid(runner: Any, stats: Any, names: dict[str, str], count: int, path: 
             if r == 0:
                 ax.set_title(titles[c], fontsize=10, fontweight="bold")
             if c == 0:
-                ax.set_xlabel(_shorten(runner.records[index].rel, 28), fontsize=8)
+                ax.set_xlabel(_shorten(runner.records[index].rel, 24), fontsize=8)
             else:
                 ax.set_xlabel(f"PSNR {float(psnr[models[c - 1]][index]):.2f} dB", fontsize=8)
     _save_figure(figure, path)
@@ -202,10 +202,14 @@ def html_report(result: dict[str, Any], rows: list[dict[str, Any]], names: dict[
     head = ["Codec", "Config", "Latent", "Num Z"] + [h for h, _, _ in CODE_COLUMNS] + [METRICS[m].header for m in metrics]
     body = []
     for row in rows:
-        cells = [names[row["model"]], str(row["config"]), str(row["latent_size"]), str(row["codebook_size"])]
-        cells += [code_cell(row, row, key, digits) for _, key, digits in CODE_COLUMNS]
-        cells += [_number(row.get(m), METRICS[m].digits) for m in metrics]
-        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        cells = [html.escape(c) for c in (names[row["model"]], str(row["config"]), str(row["latent_size"]),
+                                          str(row["codebook_size"]))]
+        for _, key, digits in CODE_COLUMNS:  # a multi-level codec's levels on a second, smaller line
+            levels = level_values(row, key, digits)
+            cells.append(html.escape(code_cell(row, row, key, digits, levels=False))
+                         + (f'<br><span class="levels">{html.escape(levels)}</span>' if levels else ""))
+        cells += [html.escape(_number(row.get(m), METRICS[m].digits)) for m in metrics]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     facts = [f"data: <code>{html.escape(proto['data'])}</code> ({html.escape(proto['layout'])})",
              f"images: {rows[0]['n_images'] if rows else 0}, resolution {proto['resolution']}",
              f"preprocessing: {html.escape(proto['preprocessing'])}",
@@ -217,7 +221,7 @@ def html_report(result: dict[str, Any], rows: list[dict[str, Any]], names: dict[
         facts.append(f"LPIPS: {html.escape(proto['lpips'])}")
     facts.append("bits per pixel = log2(codebook size) &times; tokens per image / pixels (all depths of residual codecs)")
     facts.append("usage = fraction of the codebook used over the whole set; perplexity = exp(entropy) of the "
-                 "code histogram (multi-level codecs: mean over levels, each level in brackets)")
+                 "code histogram (multi-level codecs: mean over levels, each level below it)")
     models = "".join(f"<li><b>{html.escape(names[r['model']])}</b>: <code>{html.escape(r['model'])}</code></li>" for r in rows)
     grid_note = ", ".join(html.escape(g) for g in grid_rows)
     return f"""<!DOCTYPE html>
@@ -228,11 +232,13 @@ body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; ma
 h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-th {{ background: #f2f2f2; }} td:first-child, td:nth-child(2), th:first-child {{ text-align: left; }}
+th {{ background: #f2f2f2; white-space: nowrap; }}
+td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) {{ text-align: left; }}
+.levels {{ color: #666; font-size: 0.85em; }} .note {{ color: #555; font-size: 0.9em; }}
 tr:nth-child(even) td {{ background: #fafafa; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }} ul {{ font-size: 0.9em; }} code {{ font-size: 0.95em; }}
 </style></head><body>
-<h1>movq-bench compare: {len(rows)} codecs</h1>
+<h1>movq-bench compare: {len(rows)} codecs, {rows[0]['n_images'] if rows else 0} images at {proto['resolution']} px</h1>
 <ul>{"".join(f"<li>{f}</li>" for f in facts)}</ul>
 <h2>Results</h2>
 <table><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead>
@@ -243,7 +249,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }} ul {{ font-size: 0.9em; }} co
 <h2>Rate&ndash;distortion</h2>
 <img src="{FILES['plot']}" alt="PSNR and LPIPS against bits per pixel">
 <h2>Reconstructions, worst mean PSNR first</h2>
-<p>{grid_note}</p>
+<p class="note">Rows, worst mean PSNR over the codecs first: {grid_note}</p>
 <img src="{FILES['grid']}" alt="the same crops reconstructed by every codec">
 </body></html>
 """

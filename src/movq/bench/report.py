@@ -103,17 +103,21 @@ CODE_COLUMNS = (("Tokens", "tokens_per_image", 0), ("BPP", "bits_per_pixel", 4),
 """The rate and codebook columns of a result table: (header, key of the model info or result row, digits)."""
 
 
-def code_cell(info: dict[str, Any], row: dict[str, Any], key: str, digits: int) -> str:
-    """One cell of :data:`CODE_COLUMNS`: the value of ``key`` (model info first, then the row); a
-    multi-level codec's usage / perplexity also lists each level's (``0.52 (0.98/0.41/0.17)``)."""
+def code_cell(info: dict[str, Any], row: dict[str, Any], key: str, digits: int, levels: bool = True) -> str:
+    """One cell of :data:`CODE_COLUMNS`: the value of ``key`` (model info first, then the result row);
+    with ``levels``, a multi-level codec's usage / perplexity also lists each level's (``0.52 (0.98/0.41/0.17)``)."""
     value = info.get(key, row.get(key))
     if value is None:
         return "-"
     text = f"{value:.{digits}f}"
-    levels = row.get(f"{key}_per_level")
-    if levels and len(levels) > 1:
-        text += " (" + "/".join(f"{v:.{digits}f}" for v in levels) + ")"
-    return text
+    per_level = level_values(row, key, digits)
+    return f"{text} ({per_level})" if levels and per_level else text
+
+
+def level_values(row: dict[str, Any], key: str, digits: int) -> str:
+    """``"0.98/0.41/0.17"``: a multi-level codec's per-level usage or perplexity (``key``), else ``""``."""
+    values = row.get(f"{key}_per_level") if key in ("codebook_usage", "perplexity") else None
+    return "/".join(f"{v:.{digits}f}" for v in values) if values and len(values) > 1 else ""
 
 
 def _fmt(value: Any, metric: str) -> str:
