@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -198,6 +199,18 @@ class Codec(nn.Module):
         check_size(height, width, self.downsample_factor)
         f = self.downsample_factor
         return self.quantize.indices_shape(height // f, width // f)
+
+    def bits_per_pixel(self, height: int, width: int) -> float:
+        """Rate of the token representation of one ``height x width`` image, in bits per pixel:
+        ``log2(codebook_size) x tokens / (height x width)``.
+
+        ``codebook_size`` is the number of ids a token can take (the product of the levels for FSQ,
+        ``2 ** bits`` for LFQ); tokens are all entries of :meth:`tokens_shape`, so every depth of a
+        residual quantizer (and every group of a grouped one) counts, each adding
+        ``bits_per_pixel / depth``. A float; ``ValueError`` for sides that are not multiples of
+        ``downsample_factor``."""
+        tokens = math.prod(self.tokens_shape(height, width))
+        return math.log2(self.codebook_size) * tokens / (height * width)
 
     # ----------------------------------------------------------------------------- tensor paths
 
