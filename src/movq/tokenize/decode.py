@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 
-from movq.image_files import DecodedImage, decode_image
+from movq.image_files import Augment, DecodedImage, decode_image
 from movq.tokenize.sources import Member, SourceItem
 
 
@@ -42,8 +42,9 @@ def read_caption(item: SourceItem) -> str | None:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
-    """Decode and preprocess one item and read its caption; never raises for bad data (the error is returned)."""
+def decode_item(item: SourceItem, index: int, resolution: int, augment: Augment | None = None) -> DecodedImage:
+    """Decode and preprocess one item (with ``augment``: its views, uint8 ``[n_aug, 3, R, R]``) and read
+    its caption; never raises for bad data (the error is returned)."""
 
     def open_item() -> tuple[str | io.BytesIO, str | None]:
         if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
@@ -51,4 +52,4 @@ def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
         image = io.BytesIO(read_member(item.member)) if item.member is not None else item.path
         return image, read_caption(item)
 
-    return decode_image(index, resolution, open_item)
+    return decode_image(index, resolution, open_item, augment)
