@@ -18,7 +18,8 @@ class TokenDataset(torch.utils.data.Dataset):
     ``ds[i]`` is a dict: ``"tokens"`` ``LongTensor [h, w]`` (``[depth, h, w]`` for residual /
     grouped quantizers) for a token run, or ``"latents"`` ``[C, h, w]`` in the stored dtype
     (float16 / bfloat16, already times the codec's scaling factor) for a ``--latents`` run; plus
-    ``"source"`` (str) and ``"caption"`` (str or ``None``). ``ds.meta`` is the run's ``meta.json``
+    ``"source"`` (str), ``"caption"`` (str or ``None``) and ``"label"`` (the index row's class label,
+    an int, or ``None``). ``ds.meta`` is the run's ``meta.json``
     (model, config hash, resolution, preprocessing, dtype).
 
     A run with ``--augment`` stores ``n_aug`` views per item (``ds.n_aug``; 2 for ``flip``, 10 for
@@ -63,19 +64,20 @@ class TokenDataset(torch.utils.data.Dataset):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.augmentation, self.seed, self.epoch = augmentation, seed, 0
-        sources, captions, shards, offsets = [], [], [], []
+        sources, captions, labels, shards, offsets = [], [], [], [], []
         with open(index, encoding="utf-8") as f:
             for n, line in enumerate(_lines(index, f), start=1):
                 row = _index_row(index, n, line)
                 sources.append(row["source"])
                 captions.append(row["caption"])
+                labels.append(row.get("label"))
                 shards.append(row["shard"])
                 offsets.append(row["offset"])
         stored = _stored_count(self.root)
         if len(sources) != stored:
             raise ValueError(f"{index} lists {len(sources)} items, but {self.root / SUMMARY_NAME} records {stored}: the "
                              "index is cut or damaged; rerun movq-tokenize to rewrite it")
-        self.sources, self.captions = sources, captions
+        self.sources, self.captions, self.labels = sources, captions, labels
         self.shards = np.asarray(shards, dtype=np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self._files: dict[int, Any] = {}
@@ -122,7 +124,7 @@ class TokenDataset(torch.utils.data.Dataset):
                 value = value[view]
         if self.key == "tokens":
             value = value.long()
-        item = {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
+        item = {self.key: value, "source": self.sources[i], "caption": self.captions[i], "label": self.labels[i]}
         if view is not None:
             item["view"] = view
         return item
@@ -163,12 +165,16 @@ def _index_row(path: Path, n: int, line: str) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError):
         raise ValueError(f"{path}, line {n}: not valid JSON; the index is damaged (rerun movq-tokenize)") from None
     ok = (isinstance(row, dict) and isinstance(row.get("source"), str) and isinstance(row.get("caption", 0), (str, type(None)))
-          and "caption" in row and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] >= 0
-                                       for k in ("shard", "offset")))
+          and "caption" in row and (row.get("label") is None or _is_count(row["label"]))
+          and all(_is_count(row.get(k)) for k in ("shard", "offset")))
     if not ok:
         raise ValueError(f"{path}, line {n}: expected an object with 'source', 'caption', 'shard' and 'offset' "
-                         f"(non-negative ints), got {line.strip()[:80]!r}")
+                         f"(non-negative ints) and an optional 'label' (a non-negative int or null), got {line.strip()[:80]!r}")
     return row
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
