@@ -191,3 +191,15 @@ def test_augment_flags_are_checked_before_any_work(token_data_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("movq-tokenize: error: ") and message in err and err.count("\n") == 1, err
     assert not (out / "meta.json").exists()
+
+
+def test_an_augmented_run_resumes_byte_identically(augmented_runs, token_data_dir, tmp_path):
+    from helpers import token_files
+    from movq.tokenize.shards import shard_paths
+
+    out = tmp_path / "copy"
+    shutil.copytree(augmented_runs["ten-crop"], out)
+    shard_paths(out, 1)[0].unlink()
+    args = ["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), "--augment", "ten-crop"]
+    assert main([*args, *TOKENIZE_FAST, "--batch-size", "1"]) == 0  # batch size does not change the bytes
+    assert token_files(out) == token_files(augmented_runs["ten-crop"])

@@ -300,3 +300,8 @@ def test_cli_push_to_hub_with_out_uploads_that_folder(runs, tmp_path, monkeypatc
     card = _card(tmp_path / "up").data.to_dict()
     assert card["library_name"] == "movq" and card["configs"][0]["data_files"][0]["path"] == "shard-*.tar"
     assert card["movq"]["augment"] is None and card["movq"]["format"] == "webdataset"
+    code = _card(tmp_path / "up").text.split("```python\n", 1)[1].split("```", 1)[0]  # the card's example runs
+    monkeypatch.chdir(tmp_path / "up")
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["tokens"].shape == (4, 4) and scope["sample"]["cls"] == LABELS[-1]

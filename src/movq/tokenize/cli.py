@@ -29,7 +29,8 @@ PROG = "movq-tokenize"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Tokenize an image collection into token (or latent) shards.")
+    p = argparse.ArgumentParser(prog=PROG, description="Tokenize an image collection into token (or latent) shards. "
+                                "Export them for other trainers with: movq-tokenize export --help")
     p.add_argument("--model", required=True, help="model name, codec folder or checkpoint file")
     p.add_argument("--data", required=True,
                    help="image folder, .jsonl / .csv manifest (image, caption), .tar shard(s) or a glob of .tar files")

@@ -96,7 +96,7 @@ class ExportConfig(StrictConfig):
 # ------------------------------------------------------------------ the source folder
 
 
-def open_token_folder(folder: str | os.PathLike) -> Any:
+def open_source_folder(folder: str | os.PathLike) -> Any:
     """:class:`~movq.tokenize.dataset.TokenDataset` of ``folder`` (every view, stored dtype kept by
     :func:`_stored`); a one-line :class:`TokenizeError` naming the folder when it is not a finished run."""
     from movq.tokenize.dataset import TokenDataset
@@ -237,7 +237,7 @@ def export_tokens(folder: str | os.PathLike, out: str | os.PathLike, format: str
     (:class:`TokenizeError`, a ``ValueError``, naming the flag)."""
     cfg = _config(folder=str(folder), format=format, out=str(out), shard_size=shard_size,
                   row_group_size=row_group_size, overwrite=overwrite)
-    ds = open_token_folder(cfg.folder)
+    ds = open_source_folder(cfg.folder)
     check_export(cfg, ds)
     return _write(cfg, ds, Path(cfg.out))
 
@@ -257,7 +257,7 @@ def _write(cfg: ExportConfig, ds: Any, out: Path) -> dict[str, Any]:
     written = writer(cfg, ds, out)
     for stale in previous - set(written):
         stale.unlink(missing_ok=True)
-    atomic_write_text(out / CARD_NAME, dataset_card(ds.meta, cfg.format, len(ds)))
+    atomic_write_text(out / CARD_NAME, dataset_card(ds.meta, cfg.format, len(ds), shards=len(written)))
     files = [p.relative_to(out).as_posix() for p in written] if cfg.format != "llamagen" else []
     atomic_write_text(out / MARKER_NAME, json.dumps(_marker(ds, cfg.format, True, files=files), indent=2) + "\n")
     return {"format": cfg.format, "items": len(ds), "files": len(written), "out": str(out)}
@@ -363,10 +363,11 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 # ------------------------------------------------------------------ the dataset card and the Hub
 
 
-def dataset_card(meta: dict[str, Any], fmt: str, items: int) -> str:
+def dataset_card(meta: dict[str, Any], fmt: str, items: int, shards: int = 1) -> str:
     """``README.md`` of an export: YAML front matter (``library_name: movq``, the Hub's ``configs`` for
     parquet / webdataset, and a ``movq`` block: the codec, its config and weights hashes, kind,
-    resolution, preprocessing, augmentation, item shape, dtype) and a short description."""
+    resolution, preprocessing, augmentation, item shape, dtype) and a short description with how to read
+    it (``shards``: the number of tars of a webdataset export)."""
     from huggingface_hub import DatasetCardData
 
     data_files = {"parquet": "data/train-*.parquet", "webdataset": "shard-*.tar"}.get(fmt)
@@ -385,8 +386,9 @@ def dataset_card(meta: dict[str, Any], fmt: str, items: int) -> str:
         "parquet": ("```python\nimport datasets, numpy as np\nds = datasets.load_dataset(\"parquet\", "
                     "data_files=\"data/*.parquet\", split=\"train\")\nrow = ds[0]\ntokens = "
                     "np.asarray(row[\"tokens\"]).reshape(row[\"shape\"])\n```"),
-        "webdataset": ("```python\nimport webdataset as wds\nfor sample in wds.WebDataset(\"shard-{000000..NNNNNN}.tar\")"
-                       ".decode():\n    tokens = sample[\"tokens.npy\"]\n```"),
+        "webdataset": (f"```python\nimport webdataset as wds\nurls = \"shard-{{000000..{max(shards - 1, 0):06d}}}.tar\"\n"
+                       f"for sample in wds.WebDataset(urls, shardshuffle=False).decode():\n"
+                       f"    tokens = sample[\"{meta.get('kind')}.npy\"]  # plus sample[\"cls\"], sample[\"txt\"]\n```"),
         "llamagen": (f"LlamaGen layout: `imagenet{meta.get('resolution')}_codes/{{i}}.npy` (int64 `[1, n_aug, h*w]`) and "
                      f"`imagenet{meta.get('resolution')}_labels/{{i}}.npy` (int64 `[1]`), for LlamaGen's "
                      "`train_c2i.py --code-path`."),
@@ -412,7 +414,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, format: str = "parqu
     cfg = _config(folder=str(folder), format=format, out=None if exported is None else str(exported),
                   shard_size=shard_size, row_group_size=row_group_size, push_to_hub=repo_id,
                   private=bool(private), overwrite=True)
-    ds = open_token_folder(cfg.folder)
+    ds = open_source_folder(cfg.folder)
     if exported is None:
         check_export(cfg, ds)
 
@@ -463,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(folder=args.folder, format=args.format, out=args.out, shard_size=args.shard_size,
                       row_group_size=args.row_group_size, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
                       private=args.private)
-        ds = open_token_folder(cfg.folder)
+        ds = open_source_folder(cfg.folder)
         check_export(cfg, ds)
         if cfg.out is not None:
             result = _write(cfg, ds, Path(cfg.out))
