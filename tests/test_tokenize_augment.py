@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import movq
-from helpers import TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, bench_photos, smooth_image
+from helpers import TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, bench_photos, smooth_image, token_files
 from movq.image_files import Augment, center_crop_arr, open_rgb, ten_crop
 from movq.tokenize.cli import EXIT_ERROR, main
 from movq.tokenize.dataset import TokenDataset, collate_items
@@ -194,7 +194,6 @@ def test_augment_flags_are_checked_before_any_work(token_data_dir, tmp_path, cap
 
 
 def test_an_augmented_run_resumes_byte_identically(augmented_runs, token_data_dir, tmp_path):
-    from helpers import token_files
     from movq.tokenize.shards import shard_paths
 
     out = tmp_path / "copy"

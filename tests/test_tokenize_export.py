@@ -86,6 +86,8 @@ def test_parquet_export_read_back_by_pyarrow_and_datasets(runs, tmp_path, run):
     assert len(loaded) == 5 and loaded.features["tokens"].feature.dtype == "uint16"
     for i, row in enumerate(loaded.with_format("numpy")):
         assert np.array_equal(row["tokens"].reshape(row["shape"]), _stored(ds, i)) and row["label"] == LABELS[i]
+    by_card = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))  # README.md's configs
+    assert by_card["key"] == loaded["key"] and by_card["tokens"] == loaded["tokens"]
     assert not list(out.rglob(".*.tmp"))
 
 
