@@ -238,6 +238,18 @@ def test_export_flags_are_checked_before_any_work(runs, tmp_path, capsys, args, 
     assert not (tmp_path / "out" / "movq-export.json").exists() and not (runs["plain"] / "inner").exists()
 
 
+def test_export_tokens_from_python(runs, tmp_path):
+    from movq.tokenize.config import TokenizeError
+    from movq.tokenize.export import export_tokens
+
+    result = export_tokens(runs["plain"], tmp_path / "w", "webdataset", shard_size=4)
+    assert result == {"format": "webdataset", "items": 5, "files": 2, "out": str(tmp_path / "w")}
+    with pytest.raises(TokenizeError, match="--shard-size must be an int >= 1, got 0"):
+        export_tokens(runs["plain"], tmp_path / "x", "parquet", shard_size=0)
+    with pytest.raises(TokenizeError, match=r"format must be one of"):
+        export_tokens(runs["plain"], tmp_path / "x", "csv")
+
+
 def test_exporting_an_unfinished_folder_is_one_line(tmp_path, capsys):
     assert export(tmp_path / "nothing", "--format", "parquet", "--out", tmp_path / "out") == EXIT_ERROR
     err = capsys.readouterr().err
