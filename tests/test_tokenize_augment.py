@@ -202,3 +202,17 @@ def test_an_augmented_run_resumes_byte_identically(augmented_runs, token_data_di
     args = ["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), "--augment", "ten-crop"]
     assert main([*args, *TOKENIZE_FAST, "--batch-size", "1"]) == 0  # batch size does not change the bytes
     assert token_files(out) == token_files(augmented_runs["ten-crop"])
+
+
+def test_augmented_latents_are_stored_per_view(token_data_dir, tmp_path):
+    out = tmp_path / "lat"
+    args = ["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), "--latents", "--augment", "flip"]
+    assert main([*args, *TOKENIZE_FAST]) == 0
+    codec = movq.load(TOKENIZE_MODEL)
+    ds = TokenDataset(out)
+    views, _ = Augment("flip")(open_rgb(token_data_dir / ds[1]["source"]), TOKENIZE_RES)
+    with torch.no_grad():
+        expected = codec.encode_latents(views).half()
+    assert ds[1]["latents"].shape == (2, codec.config.embed_dim, 4, 4) and torch.equal(ds[1]["latents"], expected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_aug"] == 2 and len(summary["std"]) == codec.config.embed_dim
