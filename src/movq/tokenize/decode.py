@@ -11,7 +11,7 @@ import io
 import os
 
 from movq.atomic import check_regular_file, require_regular_file
-from movq.image_files import DecodedImage, decode_image
+from movq.image_files import Augment, DecodedImage, decode_image
 from movq.tokenize.sources import Member, SourceItem
 
 
@@ -44,8 +44,9 @@ def read_caption(item: SourceItem) -> str | None:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
-    """Decode and preprocess one item and read its caption; never raises for bad data (the error is returned)."""
+def decode_item(item: SourceItem, index: int, resolution: int, augment: Augment | None = None) -> DecodedImage:
+    """Decode and preprocess one item (with ``augment``: its views, uint8 ``[n_aug, 3, R, R]``) and read
+    its caption; never raises for bad data (the error is returned)."""
 
     def open_item() -> tuple[str | io.BytesIO, str | None]:
         if item.member is None:  # a manifest may name a missing file, a FIFO or a device
@@ -53,4 +54,4 @@ def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
         image = io.BytesIO(read_member(item.member)) if item.member is not None else item.path
         return image, read_caption(item)
 
-    return decode_image(index, resolution, open_item)
+    return decode_image(index, resolution, open_item, augment)
