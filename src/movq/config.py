@@ -59,6 +59,8 @@ __all__ = [
     "FSQConfig",
     "GumbelConfig",
     "LFQConfig",
+    "LLAMAGEN_VQ8",
+    "LLAMAGEN_VQ16",
     "QuantizerConfig",
     "ResidualConfig",
     "VQConfig",
@@ -195,9 +197,23 @@ MOVQGAN_TINY = CodecConfig(
     quantizer=VQConfig(codebook_size=1024),
 )
 
+# LlamaGen's tokenizers (FoundationVision/LlamaGen vq_model.py VQ_16 / VQ_8): taming's VQGAN network
+# with attention at the lowest resolution only and an 8-dim l2-normalised codebook of 16384 codes.
+LLAMAGEN_VQ16 = CodecConfig(
+    name="llamagen-vq16",
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(16,),
+    z_channels=256,
+    embed_dim=8,
+    norm="group",
+    quantizer=VQConfig(codebook_size=16384, l2_normalize=True, legacy=False),
+)
+LLAMAGEN_VQ8 = replace(LLAMAGEN_VQ16, name="llamagen-vq8", ch_mult=(1, 2, 2, 4), attn_resolutions=(32,))
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
-    for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY)
+    for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
+              LLAMAGEN_VQ16, LLAMAGEN_VQ8)
 }
 
 

@@ -38,12 +38,14 @@ from movq.hub.formats import (
     DALLE,
     DIFFUSERS,
     FORMATS,
+    LLAMAGEN,
     MOVQ,
     WRAPPER_PREFIXES,
     detect_format,
     infer_config,
     unwrap_checkpoint,
 )
+from movq.hub.llamagen import read_llamagen
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
@@ -343,6 +345,8 @@ def codec_from_state(
         raise ValueError(f"{source}: {error}") from None
     if fmt == DIFFUSERS:
         state = diffusers_to_original(state)
+    if fmt == LLAMAGEN:
+        return _build(*read_llamagen(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

@@ -36,6 +36,7 @@ class FormatSpec:
 
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
+LLAMAGEN = "llamagen"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -44,6 +45,7 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(ORIGINAL, "file", False, "taming-transformers / MoVQGAN state dict (encoder.down.* keys)"),
         FormatSpec(LIGHTNING, "file", False, "original keys inside a Lightning checkpoint's 'state_dict'"),
         FormatSpec(DALLE, "file pair", False, "OpenAI DALL-E dVAE: pickled encoder.pkl + decoder.pkl modules"),
+        FormatSpec(LLAMAGEN, "file", False, "LlamaGen VQ state dict (encoder.conv_blocks.* keys) in {'model': ...}"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -68,11 +70,13 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 
 
 def detect_format(state: Mapping[str, Any]) -> str:
-    """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys) or
-    ``"dalle"`` (OpenAI dVAE ``blocks.*`` keys); ``ValueError`` when none fits."""
+    """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
+    (OpenAI dVAE ``blocks.*`` keys) or ``"llamagen"`` (``conv_blocks.*`` keys); ``ValueError`` when none fits."""
     keys = list(state)
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
+    if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
+        return LLAMAGEN
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
