@@ -95,12 +95,15 @@ def test_load_matches_the_original_tokens_and_pixels(published):
     assert recorded["parity"]["tokens_equal"] >= 0.999 and recorded["parity"]["max_pixel_difference"] < 1e-3
 
 
-def test_codebook_usage_buffer_is_ignored_and_said_so(published, caplog):
+def test_codebook_usage_buffer_is_ignored_and_said_so(published, caplog, tmp_path):
     family, path, weights = published
     with caplog.at_level(logging.INFO, logger="movq.hub.llamagen"):
         codec = movq.load(path)
     assert "quantize.codebook_used" in caplog.text and "ignoring" in caplog.text
     assert not any("codebook_used" in k for k in codec.state_dict())
+    with pytest.raises(ValueError, match="l2_normalize"):  # diffusers' VQModel has no l2-normalised codebook
+        codec.save_pretrained(tmp_path / "export", format="diffusers")
+    assert not (tmp_path / "export").exists()
     # a checkpoint saved with codebook_show_usage=False has no such buffer: loads the same
     without = {k: v for k, v in weights.items() if k not in USAGE_BUFFER}
     assert detect_format(without) == LLAMAGEN
@@ -172,3 +175,16 @@ def test_registered_name_loads_from_an_offline_hub_cache(published, tmp_path, mo
     codec = movq.load(name)
     assert codec.config.name == name
     assert torch.equal(codec.quantize.embedding.weight, weights["quantize.embedding.weight"])
+
+
+def test_training_checkpoint_with_an_ema_copy(published):
+    """LlamaGen's ``vq_train.py`` saves ``{"model", "ema", "optimizer", "discriminator", "steps", ...}``;
+    its demo reads ``"ema"`` first: so does ``ema=None``, and ``ema=False`` reads ``"model"``."""
+    family, _, weights = published
+    shadow = {**weights, "quantize.embedding.weight": weights["quantize.embedding.weight"].flip(0)}
+    checkpoint = {"model": weights, "ema": shadow, "optimizer": {"state": {}, "param_groups": []},
+                  "discriminator": {"conv.weight": torch.zeros(1)}, "steps": 10}
+    for ema, expected in [(None, shadow), (True, shadow), (False, weights)]:
+        codec = codec_from_state(checkpoint, ema=ema, source="training.pt")
+        assert codec.config.name == family
+        assert torch.equal(codec.quantize.embedding.weight, expected["quantize.embedding.weight"])

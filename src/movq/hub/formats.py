@@ -95,6 +95,7 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
     (:data:`HARMLESS_PREFIXES`). EMA shadow weights (``model_ema.*``) replace the raw weights when
     ``ema`` is ``None`` (prefer EMA when present) or ``True`` (EMA required); ``ema=False`` drops them.
     """
+    obj, ema = _separate_ema_copy(obj, ema)
     state = _find_state_dict(obj)
     state = _strip_wrapper(state)
     dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES))
@@ -102,6 +103,17 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
         logger.info("dropping %d training-only keys (%s ...)", len(dropped), dropped[0])
     state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES)}
     return apply_ema(state, ema=ema)
+
+
+def _separate_ema_copy(obj: Any, ema: bool | None) -> tuple[Any, bool | None]:
+    """DiT-style training checkpoints (LlamaGen's ``vq_train.py``) keep the EMA model as a whole second
+    state dict: ``{"model": ..., "ema": ...}``. ``ema`` ``None`` / ``True`` picks ``"ema"``, ``False``
+    ``"model"``; the returned ``ema`` is then ``False`` (the chosen dict holds no ``model_ema.*`` keys)."""
+    if not (isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and isinstance(obj.get("model"), Mapping)):
+        return obj, ema
+    chosen = "model" if ema is False else "ema"
+    logger.info("the checkpoint holds 'model' and its EMA copy 'ema': reading %r", chosen)
+    return {"model": obj[chosen]}, False
 
 
 def _find_state_dict(obj: Any) -> dict[str, Any]:
