@@ -20,7 +20,7 @@ For each family the recorder
 
 Usage (one family, or all)::
 
-    python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen [--family llamagen-vq16]
+    python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken [--family ibq-1024]
 
 A new family adds a recorder function to :data:`RECORDERS` (and, if needed, a ``--<repo>`` option).
 """
@@ -54,24 +54,34 @@ CROP = 8
 
 
 def seeded_weights(shapes: Mapping[str, Sequence[int]], seed: int = WEIGHTS_SEED) -> dict[str, Tensor]:
-    """float32 tensors for a state dict of ``shapes`` (key -> shape), each a function of ``(seed,
-    key, shape)`` only (so the order of keys does not matter):
+    """Tensors for a state dict of ``shapes`` (key -> shape), each a function of ``(seed, key, shape)``
+    only (so the order of keys does not matter). By the key with its dots removed (LitEma's shadow
+    names are flattened: ``model_ema.encoderconv_inbias``):
 
-    - 1-D ``*norm*.weight``: ``1 + 0.2 * N(0, 1)``; ``*.bias``: ``0.05 * N(0, 1)``;
-    - ``*embedding.weight`` (codebooks): ``N(0, 1)``, spread in every direction, not unit-norm;
+    - ``*num_batches_tracked`` / ``*num_updates``: int64 1000; a scalar ``*decay``: 0.9999;
     - ``*codebook_used`` (LlamaGen's usage log, a buffer of code ids): integers in ``[0, 1024)``;
-    - any other weight: ``N(0, 1) / sqrt(fan_in)`` (fan_in = product of the shape after axis 0).
+    - ``*running_var``: ``|N(0, 1)| + 0.5``;
+    - 1-D ``*norm*weight``: ``1 + 0.2 * N(0, 1)``; ``*bias``: ``0.05 * N(0, 1)``;
+    - ``*embeddingweight`` (codebooks): ``N(0, 1)``, spread in every direction, not unit-norm;
+    - any other tensor: ``N(0, 1) / sqrt(fan_in)`` (fan_in = product of the shape after axis 0).
     """
     out = {}
     for key, shape in shapes.items():
         gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
         shape = tuple(int(s) for s in shape)
+        flat = key.replace(".", "")
         noise = torch.randn(shape, generator=gen)
-        if key.endswith("codebook_used"):
+        if flat.endswith(("num_batches_tracked", "num_updates")):
+            value = torch.full(shape, 1000, dtype=torch.long)
+        elif flat.endswith("decay") and not shape:
+            value = torch.full(shape, 0.9999)
+        elif flat.endswith("codebook_used"):
             value = torch.randint(0, 1024, shape, generator=gen).float()
-        elif key.endswith("embedding.weight"):
+        elif flat.endswith("running_var"):
+            value = noise.abs() + 0.5
+        elif flat.endswith("embeddingweight"):
             value = noise
-        elif key.endswith("bias"):
+        elif flat.endswith("bias"):
             value = 0.05 * noise
         elif len(shape) == 1 and "norm" in key:
             value = 1.0 + 0.2 * noise
@@ -175,9 +185,103 @@ def record_llamagen(repo: Path, variant: str, size: int) -> dict[str, Any]:
     }
 
 
+def _import_ibq(repo: Path) -> Any:
+    """SEED-Voken's ``IBQ`` class, imported from its checkout. Its module imports Lightning and the
+    repository's ``main.instantiate_from_config`` (for the loss): Lightning's module base is stood in
+    for by ``nn.Module`` (the codec's code paths use none of Lightning), and the loss by the original
+    PatchGAN discriminator alone (LPIPS needs downloaded VGG weights), so that the checkpoint still
+    carries ``loss.discriminator.*`` and LitEma's shadows of it, as the published ones do."""
+    import types
+
+    sys.path.insert(0, str(repo))
+    from src.IBQ.modules.discriminator.model import NLayerDiscriminator
+
+    class LossStandIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.discriminator = NLayerDiscriminator(input_nc=3, n_layers=3, ndf=64)
+
+    for name in ("lightning", "pytorch_lightning"):
+        sys.modules.setdefault(name, types.SimpleNamespace(LightningModule=nn.Module))  # type: ignore[arg-type]
+    sys.modules.setdefault("main", types.SimpleNamespace(instantiate_from_config=lambda config: LossStandIn()))  # type: ignore[arg-type]
+    from src.IBQ.models.ibqgan import IBQ
+
+    return IBQ
+
+
+IBQ_DDCONFIG = {"double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4, "attn_resolutions": [16], "dropout": 0.0}
+"""``configs/IBQ/gpu/imagenet_ibqgan_*.yaml``'s ``ddconfig`` (the same for every codebook size)."""
+
+
+def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
+    """IBQ (``src/IBQ/models/ibqgan.py``) at ``configs/IBQ/gpu/imagenet_ibqgan_<codebook_size>.yaml``,
+    saved like the published ``imagenet256_<codebook_size>.ckpt``: a Lightning checkpoint whose
+    ``state_dict`` holds the codec, the loss's discriminator and LitEma's ``model_ema.*`` shadows of
+    every trainable weight. The reference is the EMA model (IBQ evaluates in ``ema_scope``); its
+    pixels come from encode -> ``quantize.get_codebook_entry`` -> decode (IBQ's own ``decode_code``
+    calls a missing ``embed_code``)."""
+    import movq
+
+    ibq_class = _import_ibq(repo)
+    torch.manual_seed(0)
+    original = ibq_class(
+        ddconfig=IBQ_DDCONFIG, lossconfig={}, n_embed=codebook_size, embed_dim=256, l2_normalize=False,
+        use_entropy_loss=True, sample_minimization_weight=1.0, batch_maximization_weight=1.0,
+        entropy_temperature=0.01, beta=0.25, use_ema=True,
+    ).eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)  # raw weights and EMA shadows differ: the shadows must be the ones read
+    original.load_state_dict(weights, strict=True)
+    original.model_ema.copy_to(original)  # what ema_scope() does: the EMA weights in place
+    codec_keys = {k for k in shapes if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize."))}
+    shadows = {"model_ema." + k.replace(".", "") for k in codec_keys}
+    images = seeded_images(BATCH, size)
+    grid = size // 16
+    with torch.no_grad():
+        _, _, (_, _, indices) = original.encode(images)
+        tokens = indices.reshape(BATCH, grid, grid)
+        pixels = original.decode(original.quantize.get_codebook_entry(tokens.flatten(), (BATCH, grid, grid, 256)))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"imagenet256_{codebook_size}.ckpt"
+            torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.2.1", "state_dict": weights,
+                        "optimizer_states": [], "lr_schedulers": []}, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    return {
+        "family": "ibq",
+        "variant": f"IBQ-{codebook_size}",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "TencentARC/SEED-Voken src/IBQ/models/ibqgan.py IBQ, configs/IBQ/gpu/imagenet_ibqgan_"
+                        f"{codebook_size}.yaml (Lightning stood in by nn.Module, the loss by its discriminator)",
+            "container": "Lightning checkpoint: {'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict', "
+                         "'optimizer_states', 'lr_schedulers'}; state_dict = codec + loss.discriminator.* + model_ema.*",
+            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows",
+            "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "non_codec_keys": {k: list(v) for k, v in shapes.items() if k not in codec_keys and k not in shadows},
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k in shadows}),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": {
+            "tokens_equal": float((movq_tokens == tokens).double().mean()),
+            "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
+            "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
+        },
+    }
+
+
 RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "llamagen-vq16": ("llamagen", lambda repo: record_llamagen(repo, "VQ-16", 64)),
     "llamagen-vq8": ("llamagen", lambda repo: record_llamagen(repo, "VQ-8", 64)),
+    "ibq-1024": ("seed_voken", lambda repo: record_ibq(repo, 1024, 64)),
 }
 """Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""
 
@@ -185,12 +289,13 @@ RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llamagen", type=Path, help="checkout of github.com/FoundationVision/LlamaGen")
+    parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ)")
     parser.add_argument("--family", choices=sorted(RECORDERS), action="append", help="default: every family whose repo is given")
     parser.add_argument("--out", type=Path, default=FIXTURES)
     args = parser.parse_args(argv)
     families = args.family or [f for f, (repo, _) in RECORDERS.items() if getattr(args, repo) is not None]
     if not families:
-        parser.error("give the checkout of at least one original repository (--llamagen ...)")
+        parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| family | tokens equal | max pixel difference |")
     print("|---|---|---|")

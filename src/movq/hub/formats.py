@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
+from movq.hub.ibq import recognise_ibq
 from movq.modules.blocks import level_has_attention
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,23 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
     obj, ema = _separate_ema_copy(obj, ema)
     state = _find_state_dict(obj)
     state = _strip_wrapper(state)
-    dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES))
+    # LitEma shadows every trainable weight, the discriminator's too (``model_ema.lossdiscriminator...``)
+    shadow_prefixes = tuple(EMA_PREFIX + p.replace(".", "") for p in HARMLESS_PREFIXES)
+    dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES + shadow_prefixes))
     if dropped:
-        logger.info("dropping %d training-only keys (%s ...)", len(dropped), dropped[0])
-    state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES)}
+        logger.info("dropping %d training-only keys (%s)", len(dropped), _first_modules(dropped))
+    state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES + shadow_prefixes)}
     return apply_ema(state, ema=ema)
+
+
+def _first_modules(keys: list[str], limit: int = 6) -> str:
+    """``keys`` summarised by their first two name parts (``loss.discriminator: 20 keys, ...``)."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        head = "model_ema shadows of them" if key.startswith(EMA_PREFIX) else ".".join(key.split(".")[:2])
+        counts[head] = counts.get(head, 0) + 1
+    shown = [f"{head}: {n} keys" for head, n in list(counts.items())[:limit]]
+    return ", ".join(shown) + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
 
 
 def _separate_ema_copy(obj: Any, ema: bool | None) -> tuple[Any, bool | None]:
@@ -190,7 +203,7 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     """
     if preset is not None:
         return get_preset(preset)
-    config = _config_from_shapes(state, source)
+    config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
         if _same_architecture(candidate, config):
             return get_preset(candidate.name)

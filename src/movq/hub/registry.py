@@ -35,7 +35,7 @@ class PublishedFigures:
         """One line: ``"authors' figures (source): ImageNet 256px, rFID 2.19, PSNR not published, ..."``."""
 
         def shown(value: float | None) -> str:
-            return "not stated" if value is None else f"{value:g}"
+            return "not stated" if value is None else f"{value:.2f}"
 
         return (
             f"authors' figures ({self.source}): ImageNet {self.resolution}px, rFID {shown(self.rfid)}, "
@@ -91,6 +91,7 @@ class ModelSpec:
 
 _MOVQGAN = "ai-forever/MoVQGAN"
 _LLAMAGEN_README = "LlamaGen README, github.com/FoundationVision/LlamaGen"
+_IBQ_DOCS = "SEED-Voken docs/IBQ.md, github.com/TencentARC/SEED-Voken"
 _TAMING = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -157,6 +158,44 @@ REGISTRY: dict[str, ModelSpec] = {
             "llamagen-vq16-t2i", "hub", LLAMAGEN,
             "LlamaGen VQ-16 (text-to-image tokenizer, LAION-COCO + internal data), f=16, 16384 l2-normalised codes",
             "71.9M", preset="llamagen-vq16", repo_id="peizesun/llamagen_t2i", filenames=("vq_ds16_t2i.pt",),
+        ),
+        ModelSpec(
+            "ibq-1024", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 1024 codes, EMA weights",
+            "107.0M", preset="ibq-f16-1024", repo_id="TencentARC/IBQ-Tokenizer-1024", filenames=("imagenet256_1024.ckpt",),
+            published=PublishedFigures("16x16", 1024, _IBQ_DOCS, rfid=2.24),
+        ),
+        ModelSpec(
+            "ibq-8192", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 8192 codes, EMA weights",
+            "108.9M", preset="ibq-f16-8192", repo_id="TencentARC/IBQ-Tokenizer-8192", filenames=("imagenet256_8192.ckpt",),
+            published=PublishedFigures("16x16", 8192, _IBQ_DOCS, rfid=1.87),
+        ),
+        ModelSpec(
+            "ibq-16384", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 16384 codes, EMA weights",
+            "111.0M", preset="ibq-f16-16384", repo_id="TencentARC/IBQ-Tokenizer-16384", filenames=("imagenet256_16384.ckpt",),
+            published=PublishedFigures("16x16", 16384, _IBQ_DOCS, rfid=1.37),
+        ),
+        ModelSpec(
+            "ibq-262144", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 262144 codes, EMA weights",
+            "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144", filenames=("imagenet256_262144.ckpt",),
+            published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.0),
+        ),
+        ModelSpec(
+            "ibq-16384-pretrain", "hub", LIGHTNING,
+            "IBQ tokenizer pretrained on 200M web images (text-to-image), f=16, 16384 codes, EMA weights",
+            "111.0M", preset="ibq-f16-16384", repo_id="TencentARC/IBQ-Tokenizer-16384-Pretrain",
+            filenames=("IBQ_pretrain_16384.ckpt",),
+            published=PublishedFigures("16x16", 16384, _IBQ_DOCS, rfid=2.06, psnr=22.01),
+        ),
+        ModelSpec(
+            "ibq-262144-pretrain", "hub", LIGHTNING,
+            "IBQ tokenizer pretrained on 200M web images (text-to-image), f=16, 262144 codes, EMA weights",
+            "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144-Pretrain",
+            filenames=("IBQ_pretrain_262144.ckpt",),
+            published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.53, psnr=22.69),
         ),
         ModelSpec(
             "movqgan-tiny-photos", "package", MOVQ,

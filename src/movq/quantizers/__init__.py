@@ -16,6 +16,7 @@ from .codes import DEFAULT_CHUNK_SIZE, LOG_EPS, code_statistics, histogram_perpl
 from .ema import EMAConfig, EMAVectorQuantizer
 from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer
+from .index_propagation import IBQConfig, IndexPropagationQuantizer
 from .lfq import LFQ, LFQConfig
 from .residual import ResidualConfig, ResidualVectorQuantizer
 from .vq import VectorQuantizer, VQConfig
@@ -30,6 +31,8 @@ __all__ = [
     "FSQConfig",
     "GumbelConfig",
     "GumbelQuantizer",
+    "IBQConfig",
+    "IndexPropagationQuantizer",
     "LFQConfig",
     "Quantizer",
     "QuantizerConfig",
@@ -45,7 +48,7 @@ __all__ = [
     "nearest_code",
 ]
 
-QuantizerConfig = VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig
+QuantizerConfig = VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 
 
