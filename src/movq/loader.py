@@ -86,9 +86,9 @@ def load(
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
-      MoVQGAN), Lightning-wrapped or diffusers key format, or a ``torch.save(codec.state_dict())``
-      of a movq codec (which carries its config); otherwise the architecture comes from ``preset``
-      or is inferred from the shapes.
+      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers or LlamaGen key format, or a
+      ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
+      architecture comes from ``preset`` or is inferred from the shapes.
 
     ``pretrained=False`` builds the architecture of any of these with fresh random weights
     (deterministic under ``torch.manual_seed``), like diffusers' ``from_config``: a folder's or
