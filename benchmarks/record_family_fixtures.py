@@ -214,6 +214,47 @@ IBQ_DDCONFIG = {"double_z": False, "z_channels": 256, "resolution": 256, "in_cha
 """``configs/IBQ/gpu/imagenet_ibqgan_*.yaml``'s ``ddconfig`` (the same for every codebook size)."""
 
 
+def training_probe_latent(dim: int, seed: int = INPUTS_SEED) -> Tensor:
+    """``[2, dim, 3, 3]`` seeded latent on which the quantizers' training paths are compared."""
+    return torch.randn(2, dim, 3, 3, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def probe_weights(z_q: Tensor) -> Tensor:
+    """Fixed weights ``w`` of the probe ``loss + sum(w * z_q)``, so that ``z_q``'s gradient path counts too."""
+    return torch.linspace(-1.0, 1.0, z_q.shape[1]).view(1, -1, 1, 1)
+
+
+def ibq_training_probe(original: nn.Module, quantizer: nn.Module) -> dict[str, Any]:
+    """IBQ's training path: the loss its ``VQLPIPSWithDiscriminator`` uses (``quant_loss_weight`` 1 x
+    quantizer loss + ``entropy_loss_weight`` 0.05 x entropy loss) plus ``sum(w * z_q)``, and its
+    gradients to the latent and the codebook, from the original and from movq on the same codebook."""
+    found = {}
+    for name, module in (("original", original), ("movq", quantizer)):
+        module.zero_grad()
+        z = training_probe_latent(module.embedding.weight.shape[1]).requires_grad_()
+        if name == "original":
+            z_q, (quant_loss, _, _, entropy), _ = module(z)
+            loss = quant_loss + 0.05 * entropy
+        else:
+            out = module(z)
+            z_q, loss = out.z_q, out.loss
+        (loss + (probe_weights(z_q) * z_q).sum()).backward()
+        found[name] = (float(loss), z.grad.double(), module.embedding.weight.grad.double())
+    (loss, z_grad, e_grad), (movq_loss, movq_z_grad, movq_e_grad) = found["original"], found["movq"]
+    return {
+        "probe": "loss + sum(linspace(-1, 1, dim) * z_q) on training_probe_latent(dim), codebook = the EMA one",
+        "loss": loss,
+        "latent_grad_abs_sum": float(z_grad.abs().sum()),
+        "codebook_grad_abs_sum": float(e_grad.abs().sum()),
+        "codebook_rows_with_grad": int((e_grad.abs().sum(-1) > 0).sum()),
+        "parity": {
+            "loss_difference": abs(loss - movq_loss),
+            "max_latent_grad_difference": float((z_grad - movq_z_grad).abs().max()),
+            "max_codebook_grad_difference": float((e_grad - movq_e_grad).abs().max()),
+        },
+    }
+
+
 def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
     """IBQ (``src/IBQ/models/ibqgan.py``) at ``configs/IBQ/gpu/imagenet_ibqgan_<codebook_size>.yaml``,
     saved like the published ``imagenet256_<codebook_size>.ckpt``: a Lightning checkpoint whose
@@ -250,8 +291,10 @@ def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
         movq_tokens = codec.encode(images)
         movq_pixels = codec.decode(tokens)
         movq_unclamped = codec.decode(tokens, clamp=False)
+    training = ibq_training_probe(original.quantize, codec.quantize)
     return {
         "family": "ibq",
+        "training": training,
         "variant": f"IBQ-{codebook_size}",
         "preset": codec.config.name,
         "recipe": {

@@ -82,6 +82,24 @@ def test_load_matches_the_original_tokens_and_pixels(published, caplog):
     assert FIXTURE["parity"]["tokens_equal"] >= 0.999 and FIXTURE["parity"]["max_pixel_difference"] < 1e-3
 
 
+def test_training_path_matches_the_original(published):
+    """The loss IBQ trains with (its quantizer loss + 0.05 x entropy loss) and its gradients to the
+    latent and to every code, against the original's recorded on the same codebook."""
+    _, ema = published
+    quantizer = movq.get_preset(PRESET).build_quantizer()
+    quantizer.embedding.weight.data.copy_(ema["quantize.embedding.weight"])
+    z = fixtures.training_probe_latent(256).requires_grad_()
+    out = quantizer(z)
+    (out.loss + (fixtures.probe_weights(out.z_q) * out.z_q).sum()).backward()
+    recorded = FIXTURE["training"]
+    assert out.loss.item() == pytest.approx(recorded["loss"], rel=1e-5)
+    assert z.grad.abs().sum().item() == pytest.approx(recorded["latent_grad_abs_sum"], rel=1e-4)
+    grad = quantizer.embedding.weight.grad
+    assert grad.abs().sum().item() == pytest.approx(recorded["codebook_grad_abs_sum"], rel=1e-4)
+    assert int((grad.abs().sum(-1) > 0).sum()) == recorded["codebook_rows_with_grad"] == 1024
+    assert recorded["parity"]["max_latent_grad_difference"] < 1e-3
+
+
 def test_ema_false_reads_the_raw_weights_and_the_registered_name_loads_offline(published, tmp_path, monkeypatch):
     path, ema = published
     raw = movq.load(path, ema=False)

@@ -73,8 +73,8 @@ class IndexPropagationQuantizer(Quantizer):
     ``[B, dim, H, W]`` (in ``z``'s dtype) equal to the chosen codes, indices ``[B, H, W]``.
 
     Training (``forward``): with ``p = softmax(z . E)`` over the codes and ``h`` the one-hot of the
-    argmax, ``z_q = (h - sg[p] + p) E``: its value is the chosen code, its gradient flows through
-    ``p`` to ``z`` and to *every* code. ``loss = mean((z_q - z)^2) + mean((sg[h E] - z)^2) +
+    argmax, ``z_q = (h - sg[p] + p) E`` (computed as ``h E + (p - sg[p]) E``): its value is the
+    chosen code, its gradient flows through ``p`` to ``z`` and to *every* code. ``loss = mean((z_q - z)^2) + mean((sg[h E] - z)^2) +
     beta * mean((h E - sg[z])^2) + entropy_weight * entropy`` (:func:`entropy_loss`), IBQ's quantizer
     loss with its entropy term weighted as in its published training (``quant_loss_weight`` 1).
     The scores are ``B x K x H x W``: memory grows with the codebook. ``indices`` (inference) searches
@@ -123,9 +123,9 @@ class IndexPropagationQuantizer(Quantizer):
         logits = x @ codebook.t()  # [B, H, W, K]
         soft = F.softmax(logits, dim=-1)
         indices = logits.argmax(dim=-1)
-        hard = F.one_hot(indices, self.codebook_size).to(soft.dtype)
-        q_soft = (hard - soft.detach() + soft) @ codebook  # the chosen code; gradient through softmax
         q_hard = F.embedding(indices, codebook)
+        # (onehot - sg[p] + p) E without the one-hot: the chosen code in value, gradient through p
+        q_soft = q_hard + (soft - soft.detach()) @ codebook
         loss = (
             F.mse_loss(q_soft, x)
             + F.mse_loss(x, q_hard.detach())
