@@ -53,11 +53,6 @@ _MOVQ_LEVEL_KEY = re.compile(r"^(encoder|decoder)\.(down|up)\.(\d+)\.([a-z_]+)\.
 _MOVQ_MID_KEY = re.compile(r"^(encoder|decoder)\.mid\.(block_1|attn_1|block_2)\.(.*)$")
 
 
-def is_llamagen(keys: object) -> bool:
-    """Whether state-dict ``keys`` are LlamaGen's (``encoder.conv_blocks.*`` / ``decoder.conv_blocks.*``)."""
-    return any(str(k).startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys)  # type: ignore[attr-defined]
-
-
 def decoder_levels(state: Mapping[str, object]) -> int:
     """Number of resolution levels of a LlamaGen state dict (its ``decoder.conv_blocks``; else the encoder's)."""
     for net in ("decoder", "encoder"):
