@@ -50,6 +50,29 @@ def benchmark_module(name: str) -> types.ModuleType:
         spec.loader.exec_module(module)
     return sys.modules[name]
 
+# ------------------------------------------------------------------ Hub cache
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+"""The commit of the hand-made Hub caches (:func:`make_hub_cache`)."""
+
+
+def make_hub_cache(root: Path, repo_id: str, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub cache (``models--org--name/refs/main`` + ``snapshots/<commit>/``) and offline mode."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    for name, source in files.items():
+        target = repo / "snapshots" / COMMIT / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source)
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+
+
 # ------------------------------------------------------------------ codecs
 
 SMALL_2X = CodecConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=8,

@@ -39,12 +39,14 @@ from movq.hub.formats import (
     DALLE,
     DIFFUSERS,
     FORMATS,
+    LLAMAGEN,
     MOVQ,
     WRAPPER_PREFIXES,
     detect_format,
     infer_config,
     unwrap_checkpoint,
 )
+from movq.hub.llamagen import read_llamagen
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
@@ -85,9 +87,9 @@ def load(
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
-      MoVQGAN), Lightning-wrapped or diffusers key format, or a ``torch.save(codec.state_dict())``
-      of a movq codec (which carries its config); otherwise the architecture comes from ``preset``
-      or is inferred from the shapes.
+      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers or LlamaGen key format, or a
+      ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
+      architecture comes from ``preset`` or is inferred from the shapes.
 
     ``pretrained=False`` builds the architecture of any of these with fresh random weights
     (deterministic under ``torch.manual_seed``), like diffusers' ``from_config``: a folder's or
@@ -343,6 +345,8 @@ def codec_from_state(
         raise ValueError(f"{source}: {error}") from None
     if fmt == DIFFUSERS:
         state = diffusers_to_original(state)
+    if fmt == LLAMAGEN:
+        return _build(*read_llamagen(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:
