@@ -65,6 +65,32 @@ def tiny_codec(seed: int = 0, config: CodecConfig | None = None, **fields: Any) 
     return Codec(CodecConfig.from_dict(config.to_dict())).eval()
 
 
+# ------------------------------------------------------------------ Hugging Face Hub cache
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_snapshot(root: Path, repo_id: str, files: dict[str, Path], commit: str = HUB_COMMIT,
+                 refs: tuple[str, ...] = ("main",)) -> Path:
+    """One snapshot of ``repo_id`` laid out by hand in the Hub cache ``root``
+    (``benchmarks/hub_parity.py``'s :func:`hub_snapshot`); returns the snapshot folder."""
+    return benchmark_module("hub_parity").hub_snapshot(root, repo_id, files, commit, refs)
+
+
+def use_hub_cache(root: Path, monkeypatch: Any, offline: bool = True) -> None:
+    """Point ``huggingface_hub`` at the cache ``root`` (``HF_HUB_CACHE``) and, with ``offline``, set
+    ``HF_HUB_OFFLINE=1`` (both the variable and ``huggingface_hub.constants``, read at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
 # ------------------------------------------------------------------ movq-bench
 
 BENCH_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images" / "val"

@@ -10,30 +10,19 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from helpers import tiny_codec
+from helpers import HUB_COMMIT, hub_snapshot, tiny_codec, use_hub_cache
 from movq import Codec, CodecConfig, get_preset
 from movq.hub import CheckpointReadError, WeightsNotAvailableError, registry
 from movq.hub.diffusers import config_to_diffusers
 
 torch.set_num_threads(1)
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+COMMIT = HUB_COMMIT
 
 
 def make_hub_cache(root: Path, repo_id: str, files: dict[str, Path], monkeypatch) -> None:
     """A Hub cache (``models--org--name/refs/main`` + ``snapshots/<commit>/``) and offline mode."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    for name, source in files.items():
-        target = repo / "snapshots" / COMMIT / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(source)
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    hub_snapshot(root, repo_id, files, COMMIT)
+    use_hub_cache(root, monkeypatch)
 
 
 @pytest.fixture(scope="module")

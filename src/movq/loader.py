@@ -250,9 +250,12 @@ def _load_repo(repo_id: str, subfolder: str | None, pretrained: bool, ema: bool 
     folder = fetch_repo_folder(repo_id, subfolder=subfolder, patterns=patterns, **hub)
     where = f"hf://{repo_id}{'/' + subfolder.strip('/') if subfolder else ''}@{hub['revision'] or 'main'}"
     try:
-        fmt, _ = folder_format(folder) if folder.is_dir() else (None, None)
+        fmt: str | None = folder_format(folder)[0] if folder.is_dir() else None
     except FileNotFoundError:
         fmt = None
+    weights = [f for f in FOLDER_FILES.get(fmt or "", ()) if f.endswith(WEIGHT_SUFFIXES)]
+    if pretrained and weights and not any((folder / f).is_file() for f in weights):
+        fmt = None  # a config.json alone (another library's model, or an upload that lacks its weights)
     if fmt is None:
         raise FileNotFoundError(
             f"{where} holds no codec folder: found {repo_folder_files(repo_id, subfolder, folder, **hub)}; expected "
