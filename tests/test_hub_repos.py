@@ -93,6 +93,36 @@ def test_a_repo_without_a_codec_folder_lists_what_it_holds(tmp_path, monkeypatch
         movq.load("me/text-model")
 
 
+def test_a_repo_id_asks_huggingface_hub_for_the_folder_files_only(tmp_path, monkeypatch):
+    """What movq asks of ``snapshot_download`` online: the (sub)folder's codec files alone (never an
+    optimizer state or anything else in the repo), with the caller's revision, token and cache."""
+    import huggingface_hub
+
+    from movq.hub.download import fetch_repo_folder
+
+    codec = tiny_codec(8)
+    snapshot = hub_snapshot(tmp_path / "cache", "me/my-codec", folder_files(codec.save_pretrained(tmp_path / "a"), "sub/"))
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(snapshot)
+
+    use_hub_cache(tmp_path / "cache", monkeypatch, offline=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    loaded = movq.load("me/my-codec", subfolder="sub", revision="v1", token="hf_x", cache_dir=tmp_path / "cache")
+    assert same_weights(loaded, codec)
+    repo_id, kwargs = calls[-1]
+    assert repo_id == "me/my-codec" and kwargs["revision"] == "v1" and kwargs["token"] == "hf_x"
+    assert kwargs["cache_dir"] == tmp_path / "cache" and kwargs["local_files_only"] is False
+    patterns = kwargs["allow_patterns"]
+    assert "sub/config.json" in patterns and "sub/model.safetensors" in patterns
+    assert all(p.startswith("sub/") and "*" not in p for p in patterns)
+    movq.load("me/my-codec", subfolder="sub", pretrained=False, local_files_only=True)
+    assert calls[-1][1]["allow_patterns"] == ["sub/config.json"] and calls[-1][1]["local_files_only"] is True
+    assert fetch_repo_folder("me/my-codec", patterns=["config.json"]) == snapshot
+
+
 def test_a_repo_id_not_in_the_cache_offline_says_how_to_get_it(tmp_path, monkeypatch):
     use_hub_cache(tmp_path, monkeypatch)
     with pytest.raises(WeightsNotAvailableError) as info:
