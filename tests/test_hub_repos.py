@@ -130,6 +130,12 @@ def test_a_repo_id_not_in_the_cache_offline_says_how_to_get_it(tmp_path, monkeyp
     message = str(info.value)
     assert "hf://me/my-codec/vqvae@main" in message and "offline" in message
     assert "huggingface-cli download me/my-codec" in message and "movq.load('/path/to/folder')" in message
+    assert "No local file or folder 'me/my-codec' exists either" in message
+    # one string reaches a subfolder too (command-line tools take one model string)
+    with pytest.raises(WeightsNotAvailableError, match=r"hf://me/my-codec/vqvae@main"):
+        movq.load("me/my-codec/vqvae")
+    with pytest.raises(ValueError, match="already names the subfolder 'vqvae'"):
+        movq.load("me/my-codec/vqvae", subfolder="other")
 
 
 def test_names_paths_and_repo_ids_resolve_in_order(tmp_path, monkeypatch):
@@ -228,6 +234,8 @@ def test_amused_vq_loads_from_its_hub_subfolder_with_the_same_tokens_and_pixels(
     result = PARITY.hub_parity(model, "amused/amused-256", "vqvae", tmp_path, monkeypatch=monkeypatch, size=128)
     codec = result.codec
     assert codec.config.name == "amused/amused-256/vqvae"
+    with PARITY.offline_hub_cache(tmp_path / "cache"):  # the same folder spelled as one string
+        assert same_weights(movq.load("amused/amused-256/vqvae"), codec)
     assert tuple(codec.config.input_range) == (0.0, 1.0) and codec.config.mid_attention is False
     assert codec.encoder.mid.attn_1 is None and codec.decoder.mid.attn_1 is None
     assert result.tokens_equal == 1.0 and result.distinct_tokens > 20

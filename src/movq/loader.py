@@ -33,7 +33,13 @@ from movq.hub.diffusers import (
     config_from_diffusers,
     diffusers_to_original,
 )
-from movq.hub.download import fetch, fetch_repo_folder, package_folder, repo_folder_files
+from movq.hub.download import (
+    WeightsNotAvailableError,
+    fetch,
+    fetch_repo_folder,
+    package_folder,
+    repo_folder_files,
+)
 from movq.hub.formats import (
     DALLE,
     DIFFUSERS,
@@ -82,8 +88,8 @@ def load(
       URL) into the Hub cache: ``revision`` overrides the pinned revision, ``local_files_only=True``
       or ``HF_HUB_OFFLINE=1`` stays offline, ``token`` / ``cache_dir`` go to ``huggingface_hub``;
     - a preset name (``movq.PRESETS``) with ``pretrained=False``;
-    - any Hugging Face Hub repo id (``"owner/name"``) whose root or ``subfolder`` holds a folder of one
-      of the kinds below (not a single checkpoint file: download it and pass its path), with
+    - any Hugging Face Hub repo id (``"owner/name"``) whose root or ``subfolder`` (also spelled
+      ``"owner/name/subfolder"``) holds a folder of one of the kinds below (not a single checkpoint file: download it and pass its path), with
       ``revision`` (default ``main``), ``token``, ``cache_dir``, ``local_files_only`` and
       ``HF_HUB_OFFLINE`` as for registered models; only the files the folder's format needs are
       downloaded (``config.json`` alone with ``pretrained=False``). Registered names, presets and
@@ -153,14 +159,22 @@ def load(
         if preset is not None and preset != name:
             raise ValueError(f"conflicting architectures: the preset {name!r} and preset={preset!r}; pass one")
         codec = Codec(get_preset(name))
-    elif is_repo_id(name) and path.suffix not in CHECKPOINT_SUFFIXES:
+    elif (repo := split_repo_id(name)) is not None and path.suffix not in CHECKPOINT_SUFFIXES:
+        repo_id, inner = repo
+        if inner is not None and subfolder is not None:
+            raise ValueError(
+                f"{name!r} already names the subfolder {inner!r} of the Hub repo {repo_id!r}; drop subfolder={subfolder!r}"
+            )
         if preset is not None:
             raise ValueError(
-                f"preset={preset!r} cannot be used with the Hub repo {name!r}: a codec folder carries its own "
+                f"preset={preset!r} cannot be used with the Hub repo {repo_id!r}: a codec folder carries its own "
                 "architecture. Drop preset=, or download a checkpoint file and pass its path with preset=."
             )
         hub = {"revision": revision, "local_files_only": local_files_only, "cache_dir": cache_dir, "token": token}
-        codec = _load_repo(name, subfolder, pretrained, ema, hub)
+        try:
+            codec = _load_repo(repo_id, inner or subfolder, pretrained, ema, hub)
+        except WeightsNotAvailableError as error:
+            raise WeightsNotAvailableError(f"{error} (No local file or folder {name!r} exists either.)") from None
     elif path.suffix in CHECKPOINT_SUFFIXES or os.sep in name:
         raise FileNotFoundError(f"{name} does not exist")
     elif not pretrained:
@@ -227,19 +241,23 @@ def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: d
     return codec
 
 
-def is_repo_id(name: str) -> bool:
-    """Whether ``name`` is spelled like a Hugging Face Hub model repo id, ``"owner/name"``
-    (``huggingface_hub``'s ``validate_repo_id``, with the owner required)."""
-    if name.count("/") != 1:
-        return False
+def split_repo_id(name: str) -> tuple[str, str | None] | None:
+    """``(repo_id, subfolder)`` when ``name`` is spelled like a Hugging Face Hub model repo id,
+    ``"owner/name"`` (``huggingface_hub``'s ``validate_repo_id``, with the owner required), optionally
+    followed by a folder inside it, ``"owner/name/sub/folder"`` (so that command-line tools taking one
+    model string reach subfolders); ``None`` otherwise."""
+    parts = name.split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        return None
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    repo_id = "/".join(parts[:2])
     try:
-        validate_repo_id(name)
+        validate_repo_id(repo_id)
     except HFValidationError:
-        return False
-    return True
+        return None
+    return repo_id, ("/".join(parts[2:]) or None)
 
 
 def _load_repo(repo_id: str, subfolder: str | None, pretrained: bool, ema: bool | None, hub: dict[str, Any]) -> Codec:
