@@ -50,9 +50,16 @@ LDM_CELEBAHQ_VQVAE = {  # CompVis/ldm-celebahq-256 vqvae: latent-diffusion's vq-
     "in_channels": 3, "latent_channels": 3, "layers_per_block": 2, "num_vq_embeddings": 8192, "out_channels": 3,
     "sample_size": 256, "up_block_types": ["UpDecoderBlock2D"] * 3,
 }
+LDM_VQ_F8 = {  # latent-diffusion models/first_stage_models/vq-f8 (embed_dim 4, n_embed 16384, attention at 32)
+    **LDM_CELEBAHQ_VQVAE, "block_out_channels": [128, 256, 256, 512], "latent_channels": 4, "num_vq_embeddings": 16384,
+    "down_block_types": ["DownEncoderBlock2D"] * 3 + ["AttnDownEncoderBlock2D"],
+    "up_block_types": ["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 3,
+}
 FAMILIES = {
     "aMUSEd VQ (amused/amused-256, vqvae)": ("amused/amused-256", "vqvae", AMUSED_256_VQVAE, 128),
     "CompVis LDM VQ-f4 (CompVis/ldm-celebahq-256, vqvae)": ("CompVis/ldm-celebahq-256", "vqvae", LDM_CELEBAHQ_VQVAE, 64),
+    # no diffusers repo publishes it: the first stage as diffusers' conversion writes it, in a test repo
+    "CompVis LDM VQ-f8 (vq-f8 converted to a VQModel)": ("test/ldm-vq-f8", "vqvae", LDM_VQ_F8, 64),
 }
 SMALL_CODES = 512
 """``--small``: block widths / 4 and this many codes."""
@@ -204,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="scaled-down configs (widths / 4, 512 codes)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--family", choices=["amused", "ldm"], help="only this family")
+    parser.add_argument("--family", help="only the families whose label starts with this (amused, compvis)")
     parser.add_argument("--size", type=int, help="image side in pixels (default: 128 for aMUSEd, 64 for LDM)")
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
@@ -212,7 +219,7 @@ def main() -> None:
     print("| family | config | positions | tokens equal | distinct ids | differing ids: distance gap | max pixel diff ([-1, 1]) |")
     print("|---|---|---|---|---|---|---|")
     for seed, (family, (repo_id, subfolder, config, size)) in enumerate(FAMILIES.items(), 1):
-        if args.family and not family.lower().startswith(args.family):
+        if args.family and not family.lower().startswith(args.family.lower()):
             continue
         size = args.size or size
         if args.small:

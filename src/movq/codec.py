@@ -14,10 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from movq.config import CodecConfig, record_config
-from movq.hub.card import write_model_card
 from movq.hub.diffusers import DIFFUSERS_WEIGHTS, to_diffusers
 from movq.hub.formats import DIFFUSERS, MOVQ, check_write_format
-from movq.hub.upload import upload_folder
+from movq.hub.upload import upload_folder, write_model_card
 from movq.images import (
     ImageInput,
     batch_size_of,
@@ -471,7 +470,7 @@ class Codec(nn.Module):
         self, save_directory: str | os.PathLike, format: str = MOVQ, *, license: str | None = None
     ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically), and
-        the model card ``README.md`` (:func:`movq.hub.card.model_card`: ``library_name: movq``, tags,
+        the model card ``README.md`` (:func:`movq.hub.upload.model_card`: ``library_name: movq``, tags,
         ``license`` -- a Hub license id, ``"other"`` when not given -- and the preprocessing) unless
         the folder already has a ``README.md``, which is kept. Returns the folder.
 
