@@ -122,6 +122,18 @@ def test_a_repo_id_asks_huggingface_hub_for_the_folder_files_only(tmp_path, monk
     assert calls[-1][1]["allow_patterns"] == ["sub/config.json"] and calls[-1][1]["local_files_only"] is True
     assert fetch_repo_folder("me/my-codec", patterns=["config.json"]) == snapshot
 
+    # online, a folder without a codec is described by the Hub's own listing of the repo
+    class FakeApi:
+        def __init__(self, token=None):
+            assert token == "hf_x"
+
+        def list_repo_files(self, repo_id, revision=None):
+            return ["README.md", "other/weights.ckpt", "other/notes.txt"]
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    with pytest.raises(FileNotFoundError, match=r"hf://me/my-codec/other@main holds no codec folder: found \['notes.txt', 'weights.ckpt'\];"):
+        movq.load("me/my-codec", subfolder="other", token="hf_x")
+
 
 def test_a_repo_id_not_in_the_cache_offline_says_how_to_get_it(tmp_path, monkeypatch):
     use_hub_cache(tmp_path, monkeypatch)
@@ -211,6 +223,14 @@ def test_no_mid_attention_and_a_0_1_range_survive_every_format(tmp_path):
     plain.load_state_dict(codec.state_dict())
     assert torch.equal(plain.encode((x + 1) / 2), tokens)
     torch.testing.assert_close(codec.decode(tokens, clamp=False), plain.decode(tokens, clamp=False) * 2 - 1)
+    for model in (codec, plain):  # the tiled paths map the range too
+        model.enable_tiling(tile_size=32, overlap=8)
+    big = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.equal(codec.encode(big), plain.encode((big + 1) / 2))
+    big_tokens = codec.encode(big)
+    torch.testing.assert_close(codec.decode(big_tokens, clamp=False), plain.decode(big_tokens, clamp=False) * 2 - 1)
+    for model in (codec, plain):
+        model.enable_tiling(auto=True)
     exported = codec.save_pretrained(tmp_path / "diffusers", format="diffusers")
     config = json.loads((exported / "config.json").read_text())
     assert config["mid_block_add_attention"] is False and config["lookup_from_codebook"] is True
