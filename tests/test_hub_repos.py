@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from helpers import benchmark_module, hub_snapshot, tiny_codec, use_hub_cache
+from helpers import FakeHub, benchmark_module, hub_snapshot, tiny_codec, use_hub_cache
 from movq import Codec, CodecConfig
 from movq.config import FSQConfig
 from movq.hub import WeightsNotAvailableError
@@ -133,6 +133,48 @@ def test_a_repo_id_asks_huggingface_hub_for_the_folder_files_only(tmp_path, monk
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     with pytest.raises(FileNotFoundError, match=r"hf://me/my-codec/other@main holds no codec folder: found \['notes.txt', 'weights.ckpt'\];"):
         movq.load("me/my-codec", subfolder="other", token="hf_x")
+
+
+def folder_bytes(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}{p.name}": p.read_bytes() for p in folder.iterdir()}
+
+
+def test_download_from_a_loopback_hub_fetches_only_the_codec_files(tmp_path, monkeypatch):
+    """The real download code (``huggingface_hub`` over HTTP) against a fake Hub on 127.0.0.1."""
+    first, second = tiny_codec(1), tiny_codec(2)
+    hub = FakeHub()
+    extras = {"optimizer.pt": b"o" * 4096, "logs/events.txt": b"e"}
+    hub.add("me/my-codec", "a" * 40, {**folder_bytes(first.save_pretrained(tmp_path / "a")), **extras})
+    hub.add("me/my-codec", "b" * 40, folder_bytes(second.save_pretrained(tmp_path / "b"), "vqvae/"), refs=("v2",))
+    hub.serve(monkeypatch, tmp_path / "cache")
+    assert same_weights(movq.load("me/my-codec", token="hf_secret"), first)
+    assert sorted(hub.files_fetched()) == ["config.json", "model.safetensors"]  # not the optimizer, not the card
+    assert {auth for _, path, auth in hub.requests if "me/my-codec" in path} == {"Bearer hf_secret"}
+    assert same_weights(movq.load("me/my-codec/vqvae", revision="v2"), second)
+    # what was downloaded is in the Hub cache: offline, both revisions load without the server
+    use_hub_cache(tmp_path / "cache", monkeypatch)
+    fetched = len(hub.requests)
+    assert same_weights(movq.load("me/my-codec"), first)
+    assert same_weights(movq.load("me/my-codec", subfolder="vqvae", revision="v2"), second)
+    assert len(hub.requests) == fetched
+
+
+def test_loopback_hub_errors_name_the_repo_and_what_it_holds(tmp_path, monkeypatch):
+    hub = FakeHub()
+    hub.add("me/notes", "c" * 40, {"notes.txt": b"hello", "ckpt/last.ckpt": b"x"})
+    kandinsky = tiny_codec(3).save_pretrained(tmp_path / "k", format="diffusers")
+    hub.add("kandinsky-community/kandinsky-2-2-decoder", "d" * 40, folder_bytes(kandinsky, "movq/"))
+    hub.serve(monkeypatch, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match=r"hf://me/notes@main holds no codec folder: found \['ckpt/last.ckpt', 'notes.txt'\];"):
+        movq.load("me/notes")
+    assert hub.files_fetched() == []  # nothing matched: nothing downloaded
+    with pytest.raises(WeightsNotAvailableError, match=r"hf://me/absent@main: download failed \(RepositoryNotFoundError"):
+        movq.load("me/absent")
+    with pytest.raises(WeightsNotAvailableError, match=r"hf://me/notes@v9: download failed \(RevisionNotFoundError"):
+        movq.load("me/notes", revision="v9")
+    # registered names go through the same server and cache (hf_hub_download of their files)
+    assert movq.load("kandinsky-2.2-movq").config.name == "kandinsky-2.2-movq"
+    assert sorted(hub.files_fetched()) == ["movq/config.json", "movq/diffusion_pytorch_model.safetensors"]
 
 
 def test_a_repo_id_not_in_the_cache_offline_says_how_to_get_it(tmp_path, monkeypatch):
