@@ -314,3 +314,20 @@ def test_ldm_celebahq_vq_f4_loads_from_its_hub_subfolder_at_the_published_config
     assert size == sum(p.numel() for p in model.parameters())
     assert result.tokens_equal == 1.0 and result.distinct_tokens > 20
     assert result.max_pixel_diff < 1e-3
+
+
+def test_movq_tokenize_takes_a_repo_subfolder_as_its_model_string(tmp_path, monkeypatch, token_data_dir):
+    from helpers import TOKENIZE_FAST
+    from movq.tokenize.cli import main
+    from movq.tokenize.dataset import TokenDataset
+
+    codec = tiny_codec(9, mid_attention=False, input_range=(0.0, 1.0))  # an aMUSEd-like diffusers folder
+    exported = codec.save_pretrained(tmp_path / "export", format="diffusers")
+    hub_snapshot(tmp_path / "cache", "me/pipeline", folder_files(exported, "vqvae/"))
+    use_hub_cache(tmp_path / "cache", monkeypatch)
+    out = tmp_path / "tokens"
+    assert main(["--model", "me/pipeline/vqvae", "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]) == 0
+    dataset = TokenDataset(out)
+    assert len(dataset) == 5 and json.loads((out / "meta.json").read_text())["model"] == "me/pipeline/vqvae"
+    loaded = movq.load("me/pipeline/vqvae")
+    assert same_weights(loaded, codec) and tuple(loaded.config.input_range) == (0.0, 1.0)
