@@ -90,11 +90,11 @@ def load(
       or ``HF_HUB_OFFLINE=1`` stays offline, ``token`` / ``cache_dir`` go to ``huggingface_hub``;
     - a preset name (``movq.PRESETS``) with ``pretrained=False``;
     - any Hugging Face Hub repo id (``"owner/name"``) whose root or ``subfolder`` (also spelled
-      ``"owner/name/subfolder"``) holds a folder of one of the kinds below (not a single checkpoint file: download it and pass its path), with
-      ``revision`` (default ``main``), ``token``, ``cache_dir``, ``local_files_only`` and
-      ``HF_HUB_OFFLINE`` as for registered models; only the files the folder's format needs are
-      downloaded (``config.json`` alone with ``pretrained=False``). Registered names, presets and
-      existing local paths come first;
+      ``"owner/name/subfolder"``) holds a folder of one of the kinds below (not a single checkpoint
+      file: download it and pass its path), with ``revision`` (default ``main``), ``token``,
+      ``cache_dir``, ``local_files_only`` and ``HF_HUB_OFFLINE`` as for registered models; only the
+      files the folder formats read are downloaded (``config.json`` alone with ``pretrained=False``).
+      Registered names, presets and existing local paths come first;
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
