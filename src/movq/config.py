@@ -84,6 +84,10 @@ class CodecConfig(StrictConfig):
     The codec itself runs at any size that is a multiple of ``2 ** (len(ch_mult) - 1)``.
     ``norm="spatial"`` gives the MoVQ decoder, ``norm="group"`` the plain VQGAN decoder.
     ``scaling_factor`` multiplies the continuous latents of ``Codec.encode_latents``.
+    ``mid_attention=False`` drops the self-attention of the encoder's and decoder's mid blocks
+    (diffusers' ``mid_block_add_attention``; aMUSEd's VQ). ``input_range`` is the pixel range the
+    network was trained on (``(0.0, 1.0)`` for aMUSEd's VQ); the codec's API stays ``[-1, 1]``:
+    ``Codec`` maps images into this range before the encoder and the decoder's output back.
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -103,6 +107,14 @@ class CodecConfig(StrictConfig):
     norm: Literal["spatial", "group"] = "spatial"
     quantizer: QuantizerConfig = field(default_factory=VQConfig)
     scaling_factor: PositiveFloat = 1.0
+    mid_attention: bool = True
+    input_range: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        low, high = self.input_range
+        if not low < high:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
 
     @property
     def downsample_factor(self) -> int:

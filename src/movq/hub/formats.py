@@ -227,7 +227,7 @@ def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig
             "ch_mult": [w // ch for w in widths], "num_res_blocks": found["num_res_blocks"],
             "attn_resolutions": [resolution // 2**i for i in found["attention levels"]], "resolution": resolution,
             "z_channels": found["z_channels"], "embed_dim": found["embed_dim"], "norm": found["norm"],
-            "quantizer": quantizer,
+            "quantizer": quantizer, "mid_attention": found["mid attention"],
         }
         return CodecConfig.from_dict(values)
     except (ValueError, ZeroDivisionError) as error:
@@ -256,6 +256,7 @@ def _shapes_summary(state: Mapping[str, Tensor]) -> dict[str, Any]:
         "z_channels": state["encoder.conv_out.weight"].shape[0],
         "embed_dim": state["quant_conv.weight"].shape[0],
         "norm": "spatial" if "decoder.norm_out.conv_y.weight" in state else "group",
+        "mid attention": "encoder.mid.attn_1.q.weight" in state,
     }
 
 
@@ -293,7 +294,10 @@ def attention_levels(config: CodecConfig) -> tuple[int, ...]:
 
 
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
-    fields = ("in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm")
+    fields = (
+        "in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm",
+        "mid_attention",
+    )
     if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
         return False
     qa, qb = a.quantizer, b.quantizer
