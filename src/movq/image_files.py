@@ -9,6 +9,9 @@ movq-tokenize and the examples), so they all see the same pixels:
   alpha composited on white: :func:`movq.images.to_rgb`);
 - :func:`resize_center_crop` / :func:`load_preprocessed`: the evaluation preprocessing
   (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop;
+  :class:`Preprocessing` names the protocols ``movq-bench --protocol`` offers: ``"movq"`` (that
+  one, with ``resize="lanczos"`` as VAR's filter) and ``"adm"`` (:func:`adm_center_crop`, ADM's
+  ``center_crop_arr`` of openai/guided-diffusion, the preprocessing of LlamaGen, TiTok, IBQ and DiT);
 - :func:`decode_image` / :class:`DecodedImages`: the one DataLoader reader of ``movq-bench`` and
   ``movq-tokenize``, which reports an unreadable item instead of raising.
 """
@@ -19,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from movq.images import to_rgb
+from movq.strict import StrictConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 """File suffixes (case-insensitive) read as images everywhere in movq."""
@@ -36,6 +40,22 @@ PREPROCESSING = (
     "{res} px (PIL bicubic, antialiased), centre crop {res}x{res}"
 )
 """The evaluation preprocessing of :func:`load_preprocessed`, as printed with every result."""
+
+ADM_PREPROCESSING = (
+    "ADM center_crop_arr (openai/guided-diffusion): decoded by PIL and converted with PIL's convert('RGB') "
+    "(no EXIF orientation, as ADM's ImageDataset and torchvision's ImageFolder read files), halved with PIL BOX "
+    "while the shorter side is >= {twice} px, shorter side to {res} px with PIL bicubic (sides rounded), "
+    "centre crop {res}x{res}"
+)
+"""The ``"adm"`` protocol (:func:`adm_center_crop`), as printed with every result."""
+
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+"""The resampling filters of the ``"movq"`` protocol (``--resize``): bicubic (the default) or Lanczos
+(VAR's evaluation filter)."""
+
+ADM_EXACT_PIXELS = 2**25
+"""Largest intermediate image (pixels) :func:`adm_center_crop` resizes whole, as ADM does; beyond it
+(only extreme aspect ratios, e.g. a 1 x 100000 strip) only the cropped region is resampled."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -74,44 +94,116 @@ def check_image_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully, apply its EXIF orientation and convert it to 8-bit RGB.
+def open_rgb(path: str | os.PathLike | IO[bytes], exif: bool = True) -> Image.Image:
+    """Decode an image file fully, apply its EXIF orientation and convert it to 8-bit RGB
+    (:func:`movq.images.to_rgb`). ``exif=False`` reads it as ADM's and torchvision's loaders do:
+    no EXIF orientation, PIL's own ``convert("RGB")`` (alpha dropped, not composited).
 
     Raises ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
     """
     with Image.open(path) as image:
         image.load()
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+        rgb = to_rgb(ImageOps.exif_transpose(image)) if exif else image.convert("RGB")
     if min(rgb.size) < 1:
         raise ValueError(f"{path}: empty image ({rgb.size[0]}x{rgb.size[1]} pixels)")
     return rgb
 
 
-def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
+def resize_center_crop(image: Image.Image, resolution: int, resize: str = "bicubic") -> tuple[Image.Image, bool]:
+    """Shorter side -> ``resolution`` (PIL ``resize`` filter of :data:`RESIZE_FILTERS`, antialiased) then
+    centre crop; returns (image, upscaled?)."""
     width, height = image.size
     short = min(width, height)
     upscaled = short < resolution
     if short != resolution:
         scale = resolution / short
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        if new_w * new_h > max(16 * resolution * resolution, width * height):
-            # An extreme aspect ratio (a 1 x 100000 strip) would be upscaled to gigabytes before the
-            # crop: resample only the region the crop keeps (same pixels up to rounding).
-            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-            sx, sy = width / new_w, height / new_h
-            box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
-            return image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=None), upscaled
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    width, height = image.size
+        new_size = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        return _resize_crop(image, new_size, resolution, RESIZE_FILTERS[resize], max(16 * resolution**2, width * height)), upscaled
     left, top = (width - resolution) // 2, (height - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
 
-def load_preprocessed(path: str | os.PathLike, resolution: int) -> tuple[Tensor, bool]:
-    """:func:`open_rgb` + :func:`resize_center_crop`: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
-    cropped, upscaled = resize_center_crop(open_rgb(path), resolution)
-    return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
+def adm_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """ADM's ``center_crop_arr`` (openai/guided-diffusion ``image_datasets.py``), pixel for pixel:
+    while the shorter side is at least ``2 * resolution``, halve both sides (``side // 2``) with PIL
+    BOX; then resize with PIL bicubic so the shorter side is ``resolution`` (both sides
+    ``round(side * scale)``); centre crop ``resolution x resolution`` at ``((H - r) // 2, (W - r) // 2)``.
+
+    In: an RGB PIL image of any size (smaller images are upscaled). Out: (the ``resolution``-square
+    RGB image, whether it was upscaled). Only an intermediate image of more than
+    :data:`ADM_EXACT_PIXELS` pixels (extreme aspect ratios) is resampled in the cropped region alone.
+    """
+    upscaled = min(image.size) < resolution
+    while min(image.size) >= 2 * resolution:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.Resampling.BOX)
+    scale = resolution / min(image.size)
+    new_size = round(image.size[0] * scale), round(image.size[1] * scale)
+    limit = max(16 * resolution**2, image.size[0] * image.size[1], ADM_EXACT_PIXELS)
+    return _resize_crop(image, new_size, resolution, Image.Resampling.BICUBIC, limit), upscaled
+
+
+def _resize_crop(image: Image.Image, new_size: tuple[int, int], resolution: int, resample: int, limit: int) -> Image.Image:
+    """Resize ``image`` to ``new_size`` with ``resample`` and crop the centred ``resolution`` square
+    (left ``(W - r) // 2``, top ``(H - r) // 2``). A resized image of more than ``limit`` pixels (an
+    extreme aspect ratio: a 1 x 100000 strip would take gigabytes) is never built: only the region
+    the crop keeps is resampled (same pixels up to rounding)."""
+    width, height = image.size
+    new_w, new_h = new_size
+    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+    if new_w * new_h > limit:
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
+        return image.resize((resolution, resolution), resample, box=box, reducing_gap=None)
+    image = image.resize((new_w, new_h), resample, reducing_gap=None)
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+@dataclass(frozen=True)
+class Preprocessing(StrictConfig):
+    """An evaluation preprocessing protocol (``movq-bench --protocol / --resize``).
+
+    ``protocol="movq"`` (the default): :func:`open_rgb` (EXIF orientation, alpha on white), shorter
+    side to the resolution with the ``resize`` filter (``"bicubic"``, or ``"lanczos"`` as VAR),
+    centre crop. ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`adm_center_crop`
+    (ADM's ``center_crop_arr``; ``resize`` must stay ``"bicubic"``). ``crop`` / ``load`` apply it,
+    ``describe`` says it in words.
+    """
+
+    protocol: Literal["movq", "adm"] = "movq"
+    resize: Literal["bicubic", "lanczos"] = "bicubic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.protocol == "adm" and self.resize != "bicubic":
+            raise ValueError(f"--resize {self.resize} applies to --protocol movq; --protocol adm is ADM's center_crop_arr "
+                             "(BOX halving, then bicubic), so it takes only --resize bicubic")
+
+    def crop(self, image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+        """RGB PIL image -> (the ``resolution``-square crop, upscaled?)."""
+        if self.protocol == "adm":
+            return adm_center_crop(image, resolution)
+        return resize_center_crop(image, resolution, self.resize)
+
+    def load(self, source: str | os.PathLike | IO[bytes], resolution: int) -> tuple[Tensor, bool]:
+        """Read an image file and preprocess it: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
+        image = open_rgb(source, exif=self.protocol != "adm")
+        cropped, upscaled = self.crop(image, resolution)
+        return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
+
+    def describe(self, resolution: int) -> str:
+        """The protocol in words, as printed with every result."""
+        if self.protocol == "adm":
+            return "adm: " + ADM_PREPROCESSING.format(res=resolution, twice=2 * resolution)
+        text = PREPROCESSING.format(res=resolution)
+        return "movq: " + (text if self.resize == "bicubic" else text.replace("PIL bicubic, antialiased", "PIL Lanczos, antialiased: VAR's filter"))
+
+
+def load_preprocessed(
+    path: str | os.PathLike | IO[bytes], resolution: int, preprocessing: Preprocessing | None = None
+) -> tuple[Tensor, bool]:
+    """:func:`open_rgb` + :func:`resize_center_crop` (or another ``preprocessing`` protocol): uint8
+    ``[3, resolution, resolution]`` and whether it was upscaled."""
+    return (preprocessing or Preprocessing()).load(path, resolution)
 
 
 @dataclass
@@ -128,14 +220,17 @@ class DecodedImage:
 
 
 def decode_image(
-    index: int, resolution: int, open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]]
+    index: int,
+    resolution: int,
+    open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]],
+    preprocessing: Preprocessing | None = None,
 ) -> DecodedImage:
     """:func:`load_preprocessed` of what ``open_item()`` returns (a path or a binary file, and a
     caption); never raises for bad data: a corrupt, truncated, missing or unsupported item comes
     back with its error, so a run lists it instead of stopping."""
     try:
         source, caption = open_item()
-        pixels, upscaled = load_preprocessed(source, resolution)
+        pixels, upscaled = load_preprocessed(source, resolution, preprocessing)
     except Exception as err:  # bad data: listed, not fatal
         return DecodedImage(index, None, error=f"{type(err).__name__}: {err}")
     return DecodedImage(index, pixels, upscaled, caption)

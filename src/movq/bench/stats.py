@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from movq.bench.metric_table import PER_IMAGE
 from movq.metrics.accumulators import MeanAccumulator, MomentAccumulator, PosteriorAccumulator
-from movq.metrics.frechet import fid_from_moments
+from movq.metrics.frechet import fid_from_moments, frechet_distance
 
 
 class BenchStats:
     """Per (model, domain): means of the per-image metrics, feature moments and IS posteriors of the
     reconstructions; per domain: moments / posteriors of the originals; plus the image count and
     the number of upscaled images. ``feature_dim`` / ``num_classes`` are 0 / None when unused.
+    ``reference`` ``(mu [D], sigma [D, D])``: FID against these statistics of the originals
+    (``--reference``) instead of the accumulated ones.
     """
 
     def __init__(
@@ -26,8 +29,10 @@ class BenchStats:
         feature_dim: int = 0,
         num_classes: int | None = None,
         device: torch.device | str = "cpu",
+        reference: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.models, self.domains, self.metrics = list(models), list(domains), list(metrics)
+        self.reference = reference
         self.n_images = {d: MeanAccumulator() for d in domains}
         self.upscaled = MeanAccumulator()
         self.scalars = {(m, d, k): MeanAccumulator() for m in models for d in domains for k in metrics if k in PER_IMAGE}
@@ -76,7 +81,11 @@ class BenchStats:
             if metric in PER_IMAGE:
                 row[metric] = self.scalars[(model, domain, metric)].mean
             elif metric == "fid":
-                row["fid"] = fid_from_moments(self.real_moments[domain], self.fake_moments[(model, domain)])
+                fake = self.fake_moments[(model, domain)]
+                if self.reference is None:
+                    row["fid"] = fid_from_moments(self.real_moments[domain], fake)
+                else:
+                    row["fid"] = frechet_distance(*self.reference, *fake.mean_cov()) if fake.count >= 2 else float("nan")
             elif metric == "is":
                 row["is"] = self.fake_post[(model, domain)].score()
                 row["is_real"] = self.real_post[domain].score()
