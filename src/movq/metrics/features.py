@@ -104,7 +104,8 @@ def build_feature_extractor(
     if fid_mode == "clean":
         if hasattr(model, "fid_mode"):
             model.fid_mode = "clean"
-            model.description = f"{model.description}; clean-fid preprocessing"
+            described = model.description.replace("pytorch-fid preprocessing", "clean-fid preprocessing")
+            model.description = described if described != model.description else f"{model.description}; clean-fid preprocessing"
         else:
             model = CleanResized(model)
     return model.to(device).eval()
