@@ -3,7 +3,8 @@ under each preprocessing protocol (and FID mode), side by side.
 
 Rows: ``--protocol movq`` (short side bicubic, centre crop; the default), ``--protocol movq --resize
 lanczos`` (VAR's filter), ``--protocol adm`` (ADM's ``center_crop_arr``: BOX halving while the short
-side is >= 2x the resolution, then bicubic; LlamaGen / TiTok / IBQ / DiT), and ``adm`` with
+side is >= 2x the resolution, then bicubic; LlamaGen / TiTok / IBQ / DiT), ``--protocol var`` (VAR's
+1.125x Lanczos resize and centre crop), and ``adm`` with
 ``--fid-mode clean`` (clean-fid's resize into the Inception); each at every ``--resolution`` given.
 ``adm --fid-mode clean`` runs only when ``fid`` is among ``--metrics``. Also reports how many of the
 cropped inputs differ from the default protocol's, pixel for pixel (each protocol's
@@ -35,6 +36,7 @@ VARIANTS = (
     ("movq (bicubic, default)", ["--protocol", "movq"]),
     ("movq --resize lanczos", ["--protocol", "movq", "--resize", "lanczos"]),
     ("adm", ["--protocol", "adm"]),
+    ("var", ["--protocol", "var"]),
     ("adm --fid-mode clean", ["--protocol", "adm", "--fid-mode", "clean"]),
 )
 

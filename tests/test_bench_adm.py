@@ -17,7 +17,7 @@ import movq
 from helpers import BENCH_FAST
 from movq.bench.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from movq.bench.data import discover
-from movq.image_files import Preprocessing, adm_center_crop
+from movq.image_files import Preprocessing, adm_center_crop, var_center_crop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,6 +55,18 @@ def test_adm_protocol_is_center_crop_arr_pixel_for_pixel(size, resolution):
     assert reference.shape == (resolution, resolution, 3)
     np.testing.assert_array_equal(np.asarray(ours), reference)
     assert upscaled == (min(size) < resolution)
+
+
+@pytest.mark.parametrize("size", [(7, 300), (3000, 2000), (129, 65), (72, 72), (73, 100), (40, 30), (257, 256)])
+def test_var_protocol_is_vars_torchvision_transform(size):
+    """VAR's val transform (FoundationVision/VAR utils/data.py), run by torchvision itself."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
+
+    image = noisy_image(*size, seed=size[0] + 3 * size[1])
+    for resolution in (64, 256):
+        reference = Compose([Resize(round(1.125 * resolution), interpolation=InterpolationMode.LANCZOS),
+                             CenterCrop((resolution, resolution))])(image)
+        np.testing.assert_array_equal(np.asarray(var_center_crop(image, resolution)[0]), np.asarray(reference))
 
 
 def test_adm_protocol_reads_files_as_adm(tmp_path):
@@ -184,6 +196,7 @@ def test_reference_is_refused_for_other_inputs(bench_codec_dir, bench_data_dir, 
     (["--by-domain", "--export-npz", "e.npz"], "--export-npz is one set of images"),
     (["--export-npz", "e.txt"], "--export-npz must name a .npz file"),
     (["--protocol", "adm", "--resize", "lanczos"], "--resize lanczos applies to --protocol movq"),
+    (["--protocol", "var", "--resize", "lanczos"], "--protocol var is VAR's transform"),
     (["--model", "second", "--export-npz", "e.npz"], "--export-npz writes one model's reconstructions"),
     (["--save-reference", "x.npz", "--export-npz", "x.npz"], "name the same file"),
     (["--reference", "missing.npz"], "--reference missing.npz: no such file"),

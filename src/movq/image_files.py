@@ -10,8 +10,9 @@ movq-tokenize and the examples), so they all see the same pixels:
 - :func:`resize_center_crop` / :func:`load_preprocessed`: the evaluation preprocessing
   (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop;
   :class:`Preprocessing` names the protocols ``movq-bench --protocol`` offers: ``"movq"`` (that
-  one, with ``resize="lanczos"`` as VAR's filter) and ``"adm"`` (:func:`adm_center_crop`, ADM's
-  ``center_crop_arr`` of openai/guided-diffusion, the preprocessing of LlamaGen, TiTok, IBQ and DiT);
+  one, or with ``resize="lanczos"``), ``"adm"`` (:func:`adm_center_crop`, ADM's
+  ``center_crop_arr`` of openai/guided-diffusion, the preprocessing of LlamaGen, TiTok, IBQ and DiT)
+  and ``"var"`` (:func:`var_center_crop`, VAR's validation transform);
 - :func:`decode_image` / :class:`DecodedImages`: the one DataLoader reader of ``movq-bench`` and
   ``movq-tokenize``, which reports an unreadable item instead of raising.
 """
@@ -49,9 +50,15 @@ ADM_PREPROCESSING = (
 )
 """The ``"adm"`` protocol (:func:`adm_center_crop`), as printed with every result."""
 
+VAR_PREPROCESSING = (
+    "VAR's validation transform (FoundationVision/VAR): decoded by PIL and converted with convert('RGB') (no EXIF "
+    "orientation), shorter side to {mid} px (1.125x) with PIL Lanczos as torchvision's Resize (longer side truncated), "
+    "torchvision's CenterCrop {res}x{res}"
+)
+"""The ``"var"`` protocol (:func:`var_center_crop`), as printed with every result."""
+
 RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
-"""The resampling filters of the ``"movq"`` protocol (``--resize``): bicubic (the default) or Lanczos
-(VAR's evaluation filter)."""
+"""The resampling filters of the ``"movq"`` protocol (``--resize``): bicubic (the default) or Lanczos."""
 
 ADM_EXACT_PIXELS = 2**25
 """Largest intermediate image (pixels) :func:`adm_center_crop` resizes whole, as ADM does; beyond it
@@ -118,7 +125,8 @@ def resize_center_crop(image: Image.Image, resolution: int, resize: str = "bicub
     if short != resolution:
         scale = resolution / short
         new_size = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        return _resize_crop(image, new_size, resolution, RESIZE_FILTERS[resize], max(16 * resolution**2, width * height)), upscaled
+        limit = max(16 * resolution**2, width * height)
+        return _resize_crop(image, new_size, _floor_centre(new_size, resolution), resolution, RESIZE_FILTERS[resize], limit), upscaled
     left, top = (width - resolution) // 2, (height - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
@@ -139,17 +147,43 @@ def adm_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, b
     scale = resolution / min(image.size)
     new_size = round(image.size[0] * scale), round(image.size[1] * scale)
     limit = max(16 * resolution**2, image.size[0] * image.size[1], ADM_EXACT_PIXELS)
-    return _resize_crop(image, new_size, resolution, Image.Resampling.BICUBIC, limit), upscaled
+    return _resize_crop(image, new_size, _floor_centre(new_size, resolution), resolution, Image.Resampling.BICUBIC, limit), upscaled
 
 
-def _resize_crop(image: Image.Image, new_size: tuple[int, int], resolution: int, resample: int, limit: int) -> Image.Image:
-    """Resize ``image`` to ``new_size`` with ``resample`` and crop the centred ``resolution`` square
-    (left ``(W - r) // 2``, top ``(H - r) // 2``). A resized image of more than ``limit`` pixels (an
-    extreme aspect ratio: a 1 x 100000 strip would take gigabytes) is never built: only the region
-    the crop keeps is resampled (same pixels up to rounding)."""
+VAR_MID_RESO = 1.125
+"""VAR's evaluation zoom: the shorter side is resized to ``round(1.125 * resolution)`` before the centre crop."""
+
+
+def var_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """VAR's validation transform (FoundationVision/VAR ``utils/data.py``: torchvision
+    ``Resize(round(1.125 * r), LANCZOS)`` then ``CenterCrop(r)``), pixel for pixel on PIL images:
+    the shorter side to ``mid = round(1.125 * r)`` and the longer to ``int(mid * long / short)``
+    (torchvision truncates) with PIL Lanczos, then the ``r``-square crop at
+    ``(int(round((H - r) / 2)), int(round((W - r) / 2)))``. Returns (image, upscaled?)."""
+    mid = round(VAR_MID_RESO * resolution)
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = mid, int(mid * long / short)
+    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+    offsets = int(round((new_size[0] - resolution) / 2.0)), int(round((new_size[1] - resolution) / 2.0))
+    limit = max(16 * resolution**2, width * height, ADM_EXACT_PIXELS)
+    return _resize_crop(image, new_size, offsets, resolution, Image.Resampling.LANCZOS, limit), short < mid
+
+
+def _floor_centre(new_size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(left, top) of the centred ``resolution`` square: ``((W - r) // 2, (H - r) // 2)``."""
+    return (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
+
+
+def _resize_crop(image: Image.Image, new_size: tuple[int, int], offsets: tuple[int, int], resolution: int, resample: int,
+                 limit: int) -> Image.Image:
+    """Resize ``image`` to ``new_size`` with ``resample`` and crop the ``resolution`` square at
+    ``offsets`` (left, top). A resized image of more than ``limit`` pixels (an extreme aspect ratio:
+    a 1 x 100000 strip would take gigabytes) is never built: only the region the crop keeps is
+    resampled (same pixels up to rounding)."""
     width, height = image.size
     new_w, new_h = new_size
-    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+    left, top = offsets
     if new_w * new_h > limit:
         sx, sy = width / new_w, height / new_h
         box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
@@ -163,30 +197,34 @@ class Preprocessing(StrictConfig):
     """An evaluation preprocessing protocol (``movq-bench --protocol / --resize``).
 
     ``protocol="movq"`` (the default): :func:`open_rgb` (EXIF orientation, alpha on white), shorter
-    side to the resolution with the ``resize`` filter (``"bicubic"``, or ``"lanczos"`` as VAR),
-    centre crop. ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`adm_center_crop`
-    (ADM's ``center_crop_arr``; ``resize`` must stay ``"bicubic"``). ``crop`` / ``load`` apply it,
+    side to the resolution with the ``resize`` filter (``"bicubic"``, or ``"lanczos"``), centre crop.
+    ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`adm_center_crop` (ADM's
+    ``center_crop_arr``); ``protocol="var"``: the same reading then :func:`var_center_crop` (VAR's
+    1.125x Lanczos resize and centre crop). ``resize`` must stay ``"bicubic"`` for ``adm`` / ``var``. ``crop`` / ``load`` apply it,
     ``describe`` says it in words.
     """
 
-    protocol: Literal["movq", "adm"] = "movq"
+    protocol: Literal["movq", "adm", "var"] = "movq"
     resize: Literal["bicubic", "lanczos"] = "bicubic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.protocol == "adm" and self.resize != "bicubic":
-            raise ValueError(f"--resize {self.resize} applies to --protocol movq; --protocol adm is ADM's center_crop_arr "
-                             "(BOX halving, then bicubic), so it takes only --resize bicubic")
+        if self.protocol != "movq" and self.resize != "bicubic":
+            what = "ADM's center_crop_arr (BOX halving, then bicubic)" if self.protocol == "adm" else "VAR's transform (Lanczos)"
+            raise ValueError(f"--resize {self.resize} applies to --protocol movq; --protocol {self.protocol} is {what} "
+                             "with its own filter: leave --resize out")
 
     def crop(self, image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
         """RGB PIL image -> (the ``resolution``-square crop, upscaled?)."""
         if self.protocol == "adm":
             return adm_center_crop(image, resolution)
+        if self.protocol == "var":
+            return var_center_crop(image, resolution)
         return resize_center_crop(image, resolution, self.resize)
 
     def load(self, source: str | os.PathLike | IO[bytes], resolution: int) -> tuple[Tensor, bool]:
         """Read an image file and preprocess it: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
-        image = open_rgb(source, exif=self.protocol != "adm")
+        image = open_rgb(source, exif=self.protocol == "movq")
         cropped, upscaled = self.crop(image, resolution)
         return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
 
@@ -194,8 +232,10 @@ class Preprocessing(StrictConfig):
         """The protocol in words, as printed with every result."""
         if self.protocol == "adm":
             return "adm: " + ADM_PREPROCESSING.format(res=resolution, twice=2 * resolution)
+        if self.protocol == "var":
+            return "var: " + VAR_PREPROCESSING.format(res=resolution, mid=round(VAR_MID_RESO * resolution))
         text = PREPROCESSING.format(res=resolution)
-        return "movq: " + (text if self.resize == "bicubic" else text.replace("PIL bicubic, antialiased", "PIL Lanczos, antialiased: VAR's filter"))
+        return "movq: " + (text if self.resize == "bicubic" else text.replace("PIL bicubic", "PIL Lanczos"))
 
 
 def load_preprocessed(

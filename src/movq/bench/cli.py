@@ -5,7 +5,7 @@ Usage::
     movq-bench --model NAME_OR_PATH [--model ...] --data DIR [--resolution 256] [--batch-size 32]
                [--metrics fid,is,ssim,psnr,l1,lpips] [--by-domain] [--out results.json]
                [--limit N] [--device cuda] [--dtype bf16] [--cache DIR]
-               [--protocol movq|adm] [--resize bicubic|lanczos] [--fid-mode pytorch-fid|clean]
+               [--protocol movq|adm|var] [--resize bicubic|lanczos] [--fid-mode pytorch-fid|clean]
                [--save-reference ref.npz | --reference ref.npz] [--export-npz recon.npz]
     torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
     movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
@@ -56,11 +56,12 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
     p.add_argument("--lpips-weights", help="local LPIPS weights file")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--protocol", default="movq", choices=["movq", "adm"],
-                   help="image preprocessing: movq (short side resized, centre crop; default) or adm "
-                   "(ADM's center_crop_arr: BOX halving, bicubic, centre crop; LlamaGen / TiTok / IBQ / DiT)")
+    p.add_argument("--protocol", default="movq", choices=["movq", "adm", "var"],
+                   help="image preprocessing: movq (short side resized, centre crop; default), adm (ADM's "
+                   "center_crop_arr: BOX halving, bicubic, centre crop; LlamaGen / TiTok / IBQ / DiT) or var "
+                   "(VAR: short side to 1.125x with Lanczos, centre crop)")
     p.add_argument("--resize", default="bicubic", choices=["bicubic", "lanczos"],
-                   help="resampling filter of --protocol movq (lanczos: VAR's)")
+                   help="resampling filter of --protocol movq")
     p.add_argument("--fid-mode", default="pytorch-fid", choices=["pytorch-fid", "clean"],
                    help="Inception input: pytorch-fid (bilinear resize; default) or clean (clean-fid's PIL bicubic on 8-bit)")
     p.add_argument("--save-reference", metavar="REF.npz",

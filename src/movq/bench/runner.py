@@ -78,7 +78,7 @@ class BenchConfig(StrictConfig):
     progress: bool = True
     max_chunks: int | None = None
     threads: PositiveInt | None = None
-    protocol: Literal["movq", "adm"] = "movq"
+    protocol: Literal["movq", "adm", "var"] = "movq"
     resize: Literal["bicubic", "lanczos"] = "bicubic"
     fid_mode: Literal["pytorch-fid", "clean"] = "pytorch-fid"
     save_reference: str | None = None
