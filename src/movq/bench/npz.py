@@ -142,9 +142,11 @@ class PixelStage:
         self.folder = Path(folder)
 
     def path(self, kind: str, chunk: int) -> Path:
+        """The staged file of ``kind`` (``"inputs"`` / ``"recon"``) for chunk ``chunk``."""
         return self.folder / f"{kind}-{chunk:06d}.npy"
 
     def save(self, kind: str, chunk: int, images: np.ndarray) -> None:
+        """Stage uint8 ``[n, R, R, 3]`` images of one chunk (atomically; ``n`` may be 0)."""
         self.folder.mkdir(parents=True, exist_ok=True)
 
         def write(tmp: str) -> None:
@@ -169,5 +171,6 @@ class PixelStage:
         return total
 
     def blocks(self, kind: str, chunks: int) -> Iterable[np.ndarray]:
+        """The staged arrays of chunks ``0 .. chunks-1``, in order, one at a time."""
         for c in range(chunks):
             yield np.load(self.path(kind, c), allow_pickle=False)
