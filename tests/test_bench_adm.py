@@ -17,12 +17,12 @@ import movq
 from helpers import BENCH_FAST
 from movq.bench.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from movq.bench.data import discover
-from movq.image_files import Preprocessing, adm_center_crop, var_center_crop
+from movq.image_files import Preprocessing, center_crop_arr, var_center_crop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
+def adm_reference(pil_image: Image.Image, image_size: int) -> np.ndarray:
     """Reference: ADM's ``center_crop_arr`` (openai/guided-diffusion, guided_diffusion/image_datasets.py),
     re-derived: BOX-halve while the short side >= 2x the target, BICUBIC to the target (rounded
     sides), centre crop of the array."""
@@ -50,10 +50,11 @@ def noisy_image(width: int, height: int, seed: int) -> Image.Image:
 @pytest.mark.parametrize("resolution", [64, 256])
 def test_adm_protocol_is_center_crop_arr_pixel_for_pixel(size, resolution):
     image = noisy_image(*size, seed=size[0] * 7 + size[1])
-    ours, upscaled = adm_center_crop(image, resolution)
-    reference = center_crop_arr(image, resolution)
+    reference = adm_reference(image, resolution)
     assert reference.shape == (resolution, resolution, 3)
-    np.testing.assert_array_equal(np.asarray(ours), reference)
+    np.testing.assert_array_equal(np.asarray(center_crop_arr(image, resolution)), reference)
+    cropped, upscaled = Preprocessing("adm").crop(image, resolution)
+    np.testing.assert_array_equal(np.asarray(cropped), reference)
     assert upscaled == (min(size) < resolution)
 
 
@@ -76,7 +77,7 @@ def test_adm_protocol_reads_files_as_adm(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     image.save(tmp_path / "rotated.png", exif=exif)
     adm, _ = Preprocessing("adm").load(tmp_path / "rotated.png", 32)
-    np.testing.assert_array_equal(adm.permute(1, 2, 0).numpy(), center_crop_arr(Image.open(tmp_path / "rotated.png").convert("RGB"), 32))
+    np.testing.assert_array_equal(adm.permute(1, 2, 0).numpy(), adm_reference(Image.open(tmp_path / "rotated.png").convert("RGB"), 32))
     default, _ = Preprocessing().load(tmp_path / "rotated.png", 32)
     assert not torch.equal(adm, default)  # the movq protocol shows the image upright
 
@@ -138,7 +139,7 @@ def test_reference_and_export_npz(bench_codec_dir, bench_data_dir, tmp_path):
     inputs, outputs = evaluator_read_arr_0(ref), evaluator_read_arr_0(recon)
     # the bench's image order (sorted relative paths), unreadable files left out, ADM's pixels
     readable = [r for r in discover(bench_data_dir).records if r.rel not in {"corrupt.jpg", "notes.txt"}]
-    expected = np.stack([center_crop_arr(Image.open(r.path).convert("RGB"), 64) for r in readable])
+    expected = np.stack([adm_reference(Image.open(r.path).convert("RGB"), 64) for r in readable])
     assert inputs.dtype == np.uint8 and inputs.shape == (7, 64, 64, 3) == outputs.shape == (row["n_images"], 64, 64, 3)
     np.testing.assert_array_equal(inputs, expected)
     # the reconstructions are the codec's, and the metrics are those of these two arrays

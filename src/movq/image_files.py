@@ -9,10 +9,13 @@ movq-tokenize and the examples), so they all see the same pixels:
   alpha composited on white: :func:`movq.images.to_rgb`);
 - :func:`resize_center_crop` / :func:`load_preprocessed`: the evaluation preprocessing
   (:data:`PREPROCESSING`), shorter side to ``resolution`` with PIL bicubic, centre crop;
-  :class:`Preprocessing` names the protocols ``movq-bench --protocol`` offers: ``"movq"`` (that
-  one, or with ``resize="lanczos"``), ``"adm"`` (:func:`adm_center_crop`, ADM's
-  ``center_crop_arr`` of openai/guided-diffusion, the preprocessing of LlamaGen, TiTok, IBQ and DiT)
-  and ``"var"`` (:func:`var_center_crop`, VAR's validation transform);
+- :func:`center_crop_arr` (ADM's centre crop, as LlamaGen / DiT preprocess ImageNet), :func:`ten_crop`
+  (torchvision's ``TenCrop`` order) and :class:`Augment` (``flip`` / ``ten-crop`` views of one image, as
+  LlamaGen's ``extract_codes_c2i.py`` makes them), the views ``movq-tokenize --augment`` stores;
+- :class:`Preprocessing`: the protocols ``movq-bench --protocol`` offers: ``"movq"`` (the evaluation
+  preprocessing above, or with ``resize="lanczos"``), ``"adm"`` (:func:`center_crop_arr`, the
+  preprocessing of LlamaGen, TiTok, IBQ and DiT) and ``"var"`` (:func:`var_center_crop`, VAR's
+  validation transform);
 - :func:`decode_image` / :class:`DecodedImages`: the one DataLoader reader of ``movq-bench`` and
   ``movq-tokenize``, which reports an unreadable item instead of raising.
 """
@@ -30,6 +33,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from movq.atomic import require_regular_file
 from movq.images import to_rgb
 from movq.strict import StrictConfig
 
@@ -48,7 +52,7 @@ ADM_PREPROCESSING = (
     "while the shorter side is >= {twice} px, shorter side to {res} px with PIL bicubic (sides rounded), "
     "centre crop {res}x{res}"
 )
-"""The ``"adm"`` protocol (:func:`adm_center_crop`), as printed with every result."""
+"""The ``"adm"`` protocol (:func:`center_crop_arr`), as printed with every result."""
 
 VAR_PREPROCESSING = (
     "VAR's validation transform (FoundationVision/VAR): decoded by PIL and converted with convert('RGB') (no EXIF "
@@ -61,8 +65,9 @@ RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampli
 """The resampling filters of the ``"movq"`` protocol (``--resize``): bicubic (the default) or Lanczos."""
 
 ADM_EXACT_PIXELS = 2**25
-"""Largest intermediate image (pixels) :func:`adm_center_crop` resizes whole, as ADM does; beyond it
-(only extreme aspect ratios, e.g. a 1 x 100000 strip) only the cropped region is resampled."""
+"""Largest intermediate image (pixels) :func:`center_crop_arr` and :func:`var_center_crop` resize whole, as
+ADM and VAR do; beyond it (only extreme aspect ratios, e.g. a 1 x 100000 strip) only the cropped
+region is resampled."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -102,12 +107,15 @@ def check_image_folder(root: str | os.PathLike) -> Path:
 
 
 def open_rgb(path: str | os.PathLike | IO[bytes], exif: bool = True) -> Image.Image:
-    """Decode an image file fully, apply its EXIF orientation and convert it to 8-bit RGB
-    (:func:`movq.images.to_rgb`). ``exif=False`` reads it as ADM's and torchvision's loaders do:
-    no EXIF orientation, PIL's own ``convert("RGB")`` (alpha dropped, not composited).
+    """Decode an image file (or an open binary file) fully, apply its EXIF orientation and convert it to
+    8-bit RGB (:func:`movq.images.to_rgb`). ``exif=False`` reads it as ADM's and torchvision's loaders
+    do: no EXIF orientation, PIL's own ``convert("RGB")`` (alpha dropped, not composited).
 
-    Raises ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
+    Raises ``FileNotFoundError`` naming a path that is missing or not a regular file (a FIFO would block),
+    ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
     """
+    if isinstance(path, (str, os.PathLike)):
+        path = require_regular_file(path, "expected an image file")
     with Image.open(path) as image:
         image.load()
         rgb = to_rgb(ImageOps.exif_transpose(image)) if exif else image.convert("RGB")
@@ -131,23 +139,105 @@ def resize_center_crop(image: Image.Image, resolution: int, resize: str = "bicub
     return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
 
-def adm_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """ADM's ``center_crop_arr`` (openai/guided-diffusion ``image_datasets.py``), pixel for pixel:
-    while the shorter side is at least ``2 * resolution``, halve both sides (``side // 2``) with PIL
-    BOX; then resize with PIL bicubic so the shorter side is ``resolution`` (both sides
-    ``round(side * scale)``); centre crop ``resolution x resolution`` at ``((H - r) // 2, (W - r) // 2)``.
-
-    In: an RGB PIL image of any size (smaller images are upscaled). Out: (the ``resolution``-square
-    RGB image, whether it was upscaled). Only an intermediate image of more than
-    :data:`ADM_EXACT_PIXELS` pixels (extreme aspect ratios) is resampled in the cropped region alone.
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM's centre crop (openai/guided-diffusion ``center_crop_arr``, used by LlamaGen, TiTok, IBQ and
+    DiT), pixel for pixel: halve the image with PIL BOX (``side // 2``) while its shorter side is at
+    least ``2 * image_size``, resize it with PIL bicubic so the shorter side is ``image_size`` (both
+    sides ``round(side * scale)``), then cut the ``image_size`` square at
+    ``((H - image_size) // 2, (W - image_size) // 2)``. PIL image in, PIL image out (same mode).
+    Only an intermediate image of more than :data:`ADM_EXACT_PIXELS` pixels (an extreme strip) is
+    resampled where the crop keeps alone (:func:`_resize_crop`'s guard against gigabyte upscales).
     """
-    upscaled = min(image.size) < resolution
-    while min(image.size) >= 2 * resolution:
-        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.Resampling.BOX)
-    scale = resolution / min(image.size)
-    new_size = round(image.size[0] * scale), round(image.size[1] * scale)
-    limit = max(16 * resolution**2, image.size[0] * image.size[1], ADM_EXACT_PIXELS)
-    return _resize_crop(image, new_size, _floor_centre(new_size, resolution), resolution, Image.Resampling.BICUBIC, limit), upscaled
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if min(pil_image.size) < 1:
+        raise ValueError(f"empty image: {pil_image.size[0]}x{pil_image.size[1]} pixels (WxH)")
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.Resampling.BOX)
+    scale = image_size / min(*pil_image.size)
+    new_size = round(pil_image.size[0] * scale), round(pil_image.size[1] * scale)
+    limit = max(16 * image_size**2, pil_image.size[0] * pil_image.size[1], ADM_EXACT_PIXELS)
+    return _resize_crop(pil_image, new_size, _floor_centre(new_size, image_size), image_size, Image.Resampling.BICUBIC, limit)
+
+
+def ten_crop(image: Image.Image, size: int) -> list[Image.Image]:
+    """The ten ``size x size`` crops of torchvision's ``TenCrop(size)``, in its order: top-left,
+    top-right, bottom-left, bottom-right and centre of ``image``, then the same five of its horizontal
+    mirror. The centre crop's offsets are ``round((side - size) / 2)`` (Python's round, half to even),
+    as torchvision's ``center_crop``. Raises ``ValueError`` if ``image`` is smaller than ``size``."""
+    width, height = image.size
+    if size < 1 or size > min(width, height):
+        raise ValueError(f"ten_crop size {size} must be in [1, {min(width, height)}] for a {width}x{height} image")
+
+    def five(im: Image.Image) -> list[Image.Image]:
+        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+        corners = [(0, 0), (width - size, 0), (0, height - size), (width - size, height - size), (left, top)]
+        return [im.crop((x, y, x + size, y + size)) for x, y in corners]
+
+    return five(image) + five(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+
+
+AUGMENTATIONS = {"none": 1, "flip": 2, "ten-crop": 10}
+"""``--augment`` modes and the number of views each stores per image."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The views of one image that ``movq-tokenize --augment`` encodes, as LlamaGen's
+    ``extract_codes_c2i.py`` makes them:
+
+    - ``"flip"``: :func:`center_crop_arr` to ``resolution``, then the image and its horizontal mirror (2 views);
+    - ``"ten-crop"``: :func:`center_crop_arr` to ``int(resolution * crop_range)`` (LlamaGen's ``int``),
+      then :func:`ten_crop` of ``resolution`` (10 views);
+    - ``"none"``: :func:`resize_center_crop` (the evaluation preprocessing, 1 view).
+
+    ``augment(image, resolution)`` takes an RGB PIL image and returns uint8 ``[views, 3, R, R]`` and
+    whether the image was upscaled. A frozen dataclass, so DataLoader workers can pickle it.
+    """
+
+    mode: str = "none"
+    crop_range: float = 1.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {self.mode!r}")
+        if not (isinstance(self.crop_range, (int, float)) and 1.0 <= self.crop_range <= 4.0):
+            raise ValueError(f"crop_range must be a number in [1, 4], got {self.crop_range!r}")
+
+    @property
+    def views(self) -> int:
+        """Views per image: 1, 2 or 10."""
+        return AUGMENTATIONS[self.mode]
+
+    def crop_size(self, resolution: int) -> int:
+        """The side of the ADM centre crop the views are cut from."""
+        return int(resolution * self.crop_range) if self.mode == "ten-crop" else resolution
+
+    def describe(self, resolution: int) -> str:
+        """The preprocessing in words (what a run records next to its tokens)."""
+        if self.mode == "none":
+            return PREPROCESSING.format(res=resolution)
+        crop = self.crop_size(resolution)
+        adm = (f"EXIF-transposed, converted to 8-bit RGB (alpha composited on white), ADM centre crop to {crop} px "
+               f"(BOX-halved while the shorter side >= {2 * crop}, PIL bicubic to a shorter side of {crop}, centre "
+               f"crop {crop}x{crop})")
+        if self.mode == "flip":
+            return f"{adm}; 2 views: the image and its horizontal mirror"
+        return (f"{adm} (crop_range {self.crop_range:g}); 10 views: torchvision TenCrop({resolution}) (top-left, "
+                f"top-right, bottom-left, bottom-right, centre, then the same of the horizontal mirror)")
+
+    def __call__(self, image: Image.Image, resolution: int) -> tuple[Tensor, bool]:
+        crop = self.crop_size(resolution)
+        upscaled = min(image.size) < crop
+        if self.mode == "none":
+            views = [resize_center_crop(image, resolution)[0]]
+        elif self.mode == "flip":
+            base = center_crop_arr(image, resolution)
+            views = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+        else:
+            views = ten_crop(center_crop_arr(image, crop), resolution)
+        array = np.stack([np.asarray(v.convert("RGB"), dtype=np.uint8) for v in views])
+        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), upscaled
 
 
 VAR_MID_RESO = 1.125
@@ -198,8 +288,7 @@ class Preprocessing(StrictConfig):
 
     ``protocol="movq"`` (the default): :func:`open_rgb` (EXIF orientation, alpha on white), shorter
     side to the resolution with the ``resize`` filter (``"bicubic"``, or ``"lanczos"``), centre crop.
-    ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`adm_center_crop` (ADM's
-    ``center_crop_arr``); ``protocol="var"``: the same reading then :func:`var_center_crop` (VAR's
+    ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`center_crop_arr` (ADM's); ``protocol="var"``: the same reading then :func:`var_center_crop` (VAR's
     1.125x Lanczos resize and centre crop). ``resize`` must stay ``"bicubic"`` for ``adm`` / ``var``. ``crop`` / ``load`` apply it,
     ``describe`` says it in words.
     """
@@ -217,7 +306,7 @@ class Preprocessing(StrictConfig):
     def crop(self, image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
         """RGB PIL image -> (the ``resolution``-square crop, upscaled?)."""
         if self.protocol == "adm":
-            return adm_center_crop(image, resolution)
+            return center_crop_arr(image, resolution), min(image.size) < resolution
         if self.protocol == "var":
             return var_center_crop(image, resolution)
         return resize_center_crop(image, resolution, self.resize)
@@ -260,17 +349,19 @@ class DecodedImage:
 
 
 def decode_image(
-    index: int,
-    resolution: int,
-    open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]],
-    preprocessing: Preprocessing | None = None,
+    index: int, resolution: int, open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]],
+    augment: Augment | None = None, preprocessing: Preprocessing | None = None,
 ) -> DecodedImage:
-    """:func:`load_preprocessed` of what ``open_item()`` returns (a path or a binary file, and a
-    caption); never raises for bad data: a corrupt, truncated, missing or unsupported item comes
-    back with its error, so a run lists it instead of stopping."""
+    """:func:`load_preprocessed` (with the ``preprocessing`` protocol) of what ``open_item()`` returns
+    (a path or a binary file, and a caption), or with ``augment`` its views (``pixels`` uint8 ``[views, 3, R, R]``, see :class:`Augment`);
+    never raises for bad data: a corrupt, truncated, missing or unsupported item comes back with its
+    error, so a run lists it instead of stopping."""
     try:
         source, caption = open_item()
-        pixels, upscaled = load_preprocessed(source, resolution, preprocessing)
+        if augment is None:
+            pixels, upscaled = load_preprocessed(source, resolution, preprocessing)
+        else:
+            pixels, upscaled = augment(open_rgb(source), resolution)
     except Exception as err:  # bad data: listed, not fatal
         return DecodedImage(index, None, error=f"{type(err).__name__}: {err}")
     return DecodedImage(index, pixels, upscaled, caption)

@@ -70,4 +70,4 @@ def discover(root: str | Path, by_domain: bool = False) -> Discovery:
 def load_image(record: ImageRecord, index: int, resolution: int, preprocessing: Preprocessing | None = None) -> DecodedImage:
     """Decode and preprocess one file (``preprocessing``: the protocol, default ``movq``); never raises
     for bad data (the error is returned)."""
-    return decode_image(index, resolution, lambda: (record.path, None), preprocessing)
+    return decode_image(index, resolution, lambda: (record.path, None), preprocessing=preprocessing)

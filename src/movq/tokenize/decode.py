@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 
-from movq.image_files import DecodedImage, decode_image
+from movq.atomic import check_regular_file, require_regular_file
+from movq.image_files import Augment, DecodedImage, decode_image
 from movq.tokenize.sources import Member, SourceItem
 
 
@@ -33,7 +34,8 @@ def read_caption(item: SourceItem) -> str | None:
     if item.caption_member is not None:
         raw = read_member(item.caption_member)
     elif item.caption_path is not None:
-        if not os.path.isfile(item.caption_path):  # absent, or a FIFO / device that would block or never end
+        check_regular_file(item.caption_path, "a caption must be a text file")  # a FIFO would block
+        if not os.path.exists(item.caption_path):  # captions are optional
             return None
         with open(item.caption_path, "rb") as f:
             raw = f.read()
@@ -42,13 +44,14 @@ def read_caption(item: SourceItem) -> str | None:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
-    """Decode and preprocess one item and read its caption; never raises for bad data (the error is returned)."""
+def decode_item(item: SourceItem, index: int, resolution: int, augment: Augment | None = None) -> DecodedImage:
+    """Decode and preprocess one item (with ``augment``: its views, uint8 ``[n_aug, 3, R, R]``) and read
+    its caption; never raises for bad data (the error is returned)."""
 
     def open_item() -> tuple[str | io.BytesIO, str | None]:
-        if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
-            raise ValueError(f"{item.path} is not a regular file")
+        if item.member is None:  # a manifest may name a missing file, a FIFO or a device
+            require_regular_file(item.path, "expected an image file", ValueError)
         image = io.BytesIO(read_member(item.member)) if item.member is not None else item.path
         return image, read_caption(item)
 
-    return decode_image(index, resolution, open_item)
+    return decode_image(index, resolution, open_item, augment)

@@ -4,6 +4,9 @@ write shards, merge the index and summarise.
 Shard ``k`` is source items ``[k * shard_size, (k + 1) * shard_size)``; under ``torchrun`` rank ``r``
 of ``W`` takes the shards ``k % W == r`` (no overlap, no gap), and rank 0 merges the index after a
 barrier. Finished shards are skipped, so a rerun resumes where a killed run stopped.
+
+With ``--augment`` each item is decoded into ``n_aug`` views (:class:`movq.image_files.Augment`), all
+encoded in the same batch, and stored as one item ``[n_aug, *grid]``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
 from movq.dtypes import DTYPES
-from movq.image_files import DecodedImage, DecodedImages
+from movq.image_files import Augment, DecodedImage, DecodedImages
 from movq.memory_budget import MemoryBudgetError, check_memory_budget
 from movq.tokenize.config import LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import decode_item
@@ -67,6 +71,8 @@ class Tokenizer:
         if cfg.latents and not hasattr(codec.config, "scaling_factor"):
             raise TokenizeError(f"model {cfg.model!r} has no continuous latents (--latents)")
         weights = weights_hash(codec)
+        self.augment = Augment(cfg.augment, cfg.crop_range) if cfg.augment != "none" else None
+        self.views = self.augment.views if self.augment is not None else 1
         self.kind = "latents" if cfg.latents else "tokens"
         if cfg.latents:
             self.store_dtype = LATENT_DTYPES[cfg.latent_dtype]
@@ -75,10 +81,13 @@ class Tokenizer:
         else:
             self.store_dtype = token_dtype(codec.codebook_size)
             item_shape = tuple(codec.tokens_shape(cfg.resolution, cfg.resolution))
+        if self.augment is not None:
+            item_shape = (self.views, *item_shape)
         self.meta = build_meta(
             model=cfg.model, codec=codec, weights=weights, kind=self.kind, resolution=cfg.resolution,
             dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
             shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
+            augment=self.augment,
         )
         check_compatible(cfg.out, self.meta)
         self.run_id = run_id(self.meta)
@@ -94,12 +103,16 @@ class Tokenizer:
 
     def _check_memory(self, codec: movq.Codec) -> None:
         """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
-        waiting in the loader (in RAM, for every process of this machine) cannot fit."""
+        waiting in the loader (in RAM, for every process of this machine) cannot fit (with ``--augment``
+        a batch is ``batch_size x n_aug`` views)."""
         cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
-        buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
+        if self.views > 1:
+            what += f" x {self.views} views (--augment {cfg.augment})"
+        views = cfg.batch_size * self.views
+        buffered = (cfg.workers * PREFETCH + 1) * views * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
+        model = codec.inference_bytes(views, res, res, dtype=DTYPES[cfg.dtype], device=device)
         try:
             if device.type == "cpu":
                 check_memory_budget(local * (model + buffered), device, what, advice)
@@ -170,7 +183,8 @@ class Tokenizer:
             return 0
         workers = cfg.workers
         loader = torch.utils.data.DataLoader(
-            DecodedImages(self.sources.items, cfg.resolution, decode_item), batch_sampler=batches, num_workers=workers,
+            DecodedImages(self.sources.items, cfg.resolution, partial(decode_item, augment=self.augment)),
+            batch_sampler=batches, num_workers=workers,
             collate_fn=list, pin_memory=self.ctx.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
         )
@@ -200,9 +214,11 @@ class Tokenizer:
                 skipped.append({"item": it.index, "source": self.sources.items[it.index].source, "reason": it.error})
         if not good:
             return
-        pixels = torch.stack([it.pixels for it in good])
+        pixels = torch.stack([it.pixels for it in good])  # [B, 3, R, R], or [B, n_aug, 3, R, R] with --augment
         try:
-            values.append(encode_batch(self.codec, pixels, latents=self.cfg.latents, store_dtype=self.store_dtype))
+            encoded = encode_batch(self.codec, pixels.flatten(0, 1) if self.augment is not None else pixels,
+                                   latents=self.cfg.latents, store_dtype=self.store_dtype)
+            values.append(encoded.unflatten(0, (len(good), self.views)) if self.augment is not None else encoded)
         except ValueError as err:
             raise TokenizeError(str(err)) from None
         rows.extend({"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption} for it in good)
@@ -224,8 +240,9 @@ class Tokenizer:
         out = Path(self.cfg.out)
         stored, skipped = merge_index(out, num_shards, self.run_id, self.meta["item_shape"], self.sources.skipped)
         summary: dict[str, Any] = {"model": self.meta["model"], "kind": self.kind, "images": stored,
-                                   "skipped": skipped, "shards": num_shards}
-        values = (self._load_shard(k) for k in range(num_shards))
+                                   "skipped": skipped, "shards": num_shards, "n_aug": self.views}
+        values = (self._load_shard(k).flatten(0, 1) if self.augment is not None else self._load_shard(k)
+                  for k in range(num_shards))  # statistics over every view
         if self.kind == "tokens":
             size = self.meta["codebook_size"]
             counts = code_counts(values, size)

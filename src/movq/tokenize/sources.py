@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from movq.atomic import require_regular_file
 from movq.image_files import IMAGE_EXTENSIONS, is_hidden, is_image_file, list_image_files
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
@@ -89,6 +90,7 @@ def discover_sources(data: str | os.PathLike, exclude: str | os.PathLike | None 
         if tars and not any(is_image_file(p) for p in path.rglob("*")):
             return _from_tars(tars)
         return _from_folder(path, exclude)
+    require_regular_file(path, "expected an image folder, a .jsonl / .csv manifest or a .tar shard")
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _from_manifest(path)
     if path.name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
