@@ -32,13 +32,13 @@ from pathlib import Path
 
 from movq.bench.cli import main as bench
 
-VARIANTS = (
-    ("movq (bicubic, default)", ["--protocol", "movq"]),
-    ("movq --resize lanczos", ["--protocol", "movq", "--resize", "lanczos"]),
-    ("adm", ["--protocol", "adm"]),
-    ("var", ["--protocol", "var"]),
-    ("adm --fid-mode clean", ["--protocol", "adm", "--fid-mode", "clean"]),
-)
+VARIANTS = {
+    "movq": ("movq (bicubic, default)", ["--protocol", "movq"]),
+    "lanczos": ("movq --resize lanczos", ["--protocol", "movq", "--resize", "lanczos"]),
+    "adm": ("adm", ["--protocol", "adm"]),
+    "var": ("var", ["--protocol", "var"]),
+    "adm-clean": ("adm --fid-mode clean", ["--protocol", "adm", "--fid-mode", "clean"]),
+}
 
 
 def changed_inputs(data: str, resolution: int, flags: list[str], limit: int | None) -> int:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     with_fid = "fid" in args.metrics.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         for resolution in args.resolution:
-            for name, flags in VARIANTS:
+            for name, flags in (VARIANTS[v] for v in args.variants.split(",")):
                 if "--fid-mode" in flags and not with_fid:
                     continue
                 out = Path(tmp) / f"{resolution}-{len(rows)}.json"
@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--data", default=str(here.parent.parent / "shared" / "images" / "val"))
     p.add_argument("--resolution", type=int, nargs="+", default=[256, 128])
     p.add_argument("--metrics", default="fid,psnr,ssim,ssim_skimage,l1")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {','.join(VARIANTS)}")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int)
     p.add_argument("--device")
