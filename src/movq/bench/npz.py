@@ -20,8 +20,10 @@ feature space with its own. Without them it computes its own statistics from ``a
 
 Nothing is pickled: ``np.load(path, allow_pickle=False)`` reads every entry. The images are written
 as they are produced: each chunk is staged as a ``.npy`` file (:class:`PixelStage`; in the
-``--cache`` run folder, so a resumed run keeps them), and rank 0 streams the chunks in order into
-the final file (:func:`write_images_npz`, written atomically).
+``--cache`` run folder, so a resumed run keeps them; else in a hidden ``.movq-bench-<run>.parts``
+folder beside the output, removed at the end), and rank 0 streams the chunks in order into the
+final file (:func:`write_images_npz`, written atomically). Under ``torchrun`` on several machines
+that folder must be on a file system every rank sees.
 """
 
 from __future__ import annotations
