@@ -15,6 +15,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -969,3 +971,24 @@ def test_every_file_reader_refuses_a_fifo_naming_it(tmp_path):
     wrong = {label: message for label, message in results.items()
              if cases[label][0] not in message or "not a regular file" not in message}
     assert not wrong, wrong
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_config_and_cond_files_that_are_fifos_are_refused_not_read(tmp_path):
+    """A FIFO (or device) as a JSON config file or a --cond file would block the read forever: refused
+    with the path named. Run in a child process so that an unfixed version fails by timeout."""
+    config, cond = tmp_path / "config.json", tmp_path / "cond.safetensors"
+    os.mkfifo(config)
+    os.mkfifo(cond)
+    script = (
+        "import sys\n"
+        "from movq.strict import ConfigError, read_json_object\n"
+        "from movq.diffusion.data import load_cond_file\n"
+        "try:\n    read_json_object(sys.argv[1])\nexcept ConfigError as e:\n    print('config:', e)\n"
+        "try:\n    load_cond_file(sys.argv[2], 4)\nexcept ValueError as e:\n    print('cond:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(config), str(cond)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"config: {config} is not a regular file" in proc.stdout
+    assert f"cond: {cond} is not a regular file" in proc.stdout and "--cond expects" in proc.stdout
