@@ -7,6 +7,7 @@ folder is refused, not waited on; a full disk says "no space left on device" and
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import warnings
@@ -15,7 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import SMALL_2X, make_images, run_cli_process, tiny_codec
+from helpers import (
+    SMALL_2X,
+    TokenList,
+    diffusion_train_config,
+    make_images,
+    run_cli_process,
+    t2i_train_config,
+    tiny_codec,
+    tiny_train_config,
+    toy_latents,
+)
 from helpers import train_args as _args
 from helpers import train_error_line as _error_line
 from movq.strict import nonfinite_entries
@@ -71,6 +82,7 @@ VALUE_DAMAGE = {
     "step True": (lambda s: s.update(step=True), "step is True"),
     "step past the saved max_steps": (lambda s: s.update(step=10**9), "past the max_steps 4"),
     "epoch -1": (lambda s: s.update(epoch=-1), "epoch is -1"),
+    "position 2.5": (lambda s: s.update(position=2.5), "position is 2.5"),
     "rng []": (lambda s: s.update(rng=[]), "non-empty list"),
     "rng a dict": (lambda s: s.update(rng={"torch": 1}), "non-empty list"),
     "torch RNG of 3 bytes": (lambda s: _rng(s, torch=torch.zeros(3, dtype=torch.uint8)), "rng[0].torch"),
@@ -226,3 +238,100 @@ def test_disk_full_while_writing_the_release_says_no_space_and_keeps_the_release
     assert f"no space left on device while writing {release}; its previous version is unchanged" in err, err
     assert release.read_bytes() == before
     assert not [p for p in release.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ disk space (README "Disk space")
+
+
+def test_a_checkpoint_takes_16_bytes_per_codec_parameter_and_12_per_discriminator_parameter(tmp_path):
+    """A real movqgan-tiny checkpoint: codec + EMA (4 + 4 bytes) + AdamW moments (8), the discriminator (4)
+    + its AdamW moments (8); the release weights 4 bytes per parameter. movqgan-67m by the same arithmetic."""
+    from movq import Codec, get_preset
+    from movq.memory_budget import build_on_meta
+
+    data = make_images(tmp_path / "data", n=2)
+    cfg = tiny_train_config(data, tmp_path / "run", codec={}, resolution=32, max_steps=1, save_every=1, disc_start=0,
+                            disc_ndf=64, disc_layers=3)  # movqgan-tiny and the default discriminator
+    trainer = Trainer(cfg)
+    trainer.run()
+    codec_params = sum(p.numel() for p in trainer.codec.parameters())
+    disc_params = sum(p.numel() for p in trainer.disc.parameters())
+    state = (tmp_path / "run" / "checkpoints" / "step-00000001" / "state.pt").stat().st_size
+    assert state == pytest.approx(16 * codec_params + 12 * disc_params, rel=0.02)
+    assert state == pytest.approx(85e6, rel=0.05)  # README: about 85 MB for movqgan-tiny
+    assert (tmp_path / "run" / "model.safetensors").stat().st_size == pytest.approx(4 * codec_params, rel=0.02)
+    big = sum(p.numel() for p in build_on_meta(lambda: Codec(get_preset("movqgan-67m"))).parameters())
+    assert 16 * big + 12 * disc_params == pytest.approx(1.1e9, rel=0.05)  # README: about 1.1 GB for movqgan-67m
+
+
+def test_a_run_needs_keep_last_plus_one_checkpoints_of_space(tmp_path, monkeypatch):
+    """The next checkpoint is complete before the oldest is removed: keep_last + 1 on disk at the peak."""
+    on_disk_at_removal = []
+    real_rmtree = shutil.rmtree
+
+    def counting_rmtree(path, *args, **kwargs):
+        if Path(path).name.startswith("step-"):
+            on_disk_at_removal.append(len([p for p in (tmp_path / "checkpoints").glob("step-*") if (p / "state.pt").is_file()]))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", counting_rmtree)
+    for step in range(1, 6):
+        ckpt.save_checkpoint(tmp_path, step, {"w": torch.full((3,), float(step))}, {}, keep_last=2)
+    assert on_disk_at_removal == [3, 3, 3]  # steps 1, 2, 3 removed, each once its successor's successor was complete
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
+
+
+def test_disk_full_on_a_config_or_a_shard_names_the_file_and_keeps_its_previous_version(tmp_path, monkeypatch):
+    """Every output but the checkpoint goes through movq.atomic: a full disk says "no space left on device",
+    names the file, and leaves the previous version and no temporary file (the trainers then exit 2:
+    test_disk_full_while_writing_the_release_says_no_space_and_keeps_the_release)."""
+    import movq.tokenize.shards as shards
+    from movq.atomic import DiskFullError
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    codec = tiny_codec(config=SMALL_2X)
+    codec.save_pretrained(tmp_path / "release")
+    config = tmp_path / "release" / "config.json"
+    before = config.read_bytes()
+    real_write_text = Path.write_text
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: no_space() if self.name.endswith(".tmp")
+                        else real_write_text(self, *a, **k))
+    with pytest.raises(DiskFullError, match=f"no space left on device while writing {config}; its previous version is unchanged"):
+        codec.save_pretrained(tmp_path / "release")
+    monkeypatch.undo()
+    assert config.read_bytes() == before
+
+    items = [{"item": i, "source": f"{i}.png", "caption": None} for i in range(2)]
+    shards.write_shard(tmp_path / "tokens", 0, "tokens", torch.zeros(2, 4, 4, dtype=torch.int16), items, [], run="r")
+    shard = shards.shard_paths(tmp_path / "tokens", 0)[0]
+    before = shard.read_bytes()
+    monkeypatch.setattr(shards, "save_file", no_space)
+    with pytest.raises(DiskFullError, match=f"no space left on device while writing {shard}; its previous version is unchanged"):
+        shards.write_shard(tmp_path / "tokens", 0, "tokens", torch.ones(2, 4, 4, dtype=torch.int16), items, [], run="r")
+    assert shard.read_bytes() == before
+    assert not [p.name for p in (*config.parent.iterdir(), *shard.parent.iterdir()) if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ the run's config, before any work
+
+
+def test_every_trainer_writes_its_run_config_before_any_work(tmp_path):
+    """OUT/train_config.json exists once a trainer is built (before its first step or checkpoint), so
+    `--out OUT --resume` finds the run's flags even when it was killed before its first checkpoint."""
+    from movq.diffusion.train import DiffusionTrainer
+    from movq.t2i.train import T2ITrainer
+
+    data = make_images(tmp_path / "data")
+    builds = {
+        "movq-train": (tiny_train_config(data, tmp_path / "codec"), Trainer),
+        "movq-t2i-train": (t2i_train_config(tmp_path / "t2i"), lambda cfg: T2ITrainer(cfg, TokenList())),
+        "movq-diffusion-train": (diffusion_train_config(tmp_path, "diffusion"),
+                                 lambda cfg: DiffusionTrainer(cfg, toy_latents())),
+    }
+    for name, (cfg, build) in builds.items():
+        build(cfg)
+        out = Path(cfg.out)
+        assert json.loads((out / "train_config.json").read_text()) == json.loads(json.dumps(cfg.to_dict())), name
+        assert not (out / "checkpoints").exists(), name
