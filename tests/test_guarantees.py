@@ -190,10 +190,14 @@ GUARANTEES: list[tuple[str, list[str]]] = [
         "tests/test_train_reliability.py::test_resume_without_a_checkpoint_uses_the_saved_config_or_names_the_flags",
         "tests/test_diffusion_train.py::test_run_killed_before_its_first_checkpoint_resumes_with_its_saved_config",
     ]),
-    ("`movq-bench --cache` and `movq-tokenize` lose at most the chunk or shard in progress", [
-        "tests/test_bench.py::test_resume_after_interruption_is_identical",
+    ("`movq-tokenize` loses at most the shard in progress", [
         "tests/test_tokenize.py::test_killed_run_resumes_to_the_same_output",
         "tests/test_tokenize.py::test_rerun_skips_finished_shards_and_redoes_a_deleted_one",
+    ]),
+    ("`movq-bench --cache` the chunks measured since its last cache save (`--cache-interval`, 60 s by default; "
+     "0 saves after every chunk)", [
+        "tests/test_hostile_cli.py::test_bench_killed_with_sigkill_loses_at_most_the_chunks_since_its_last_cache_save",
+        "tests/test_bench.py::test_resume_after_interruption_is_identical",
     ]),
     # ---- A diverged run stops and keeps the good files.
     ("A NaN or inf loss stops training with an error naming the step (exit code 2)", [
