@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SRC, bench_photos, smooth_image
+from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, bench_photos, smooth_image
 
 # pytest's ``pythonpath`` setting covers this process only; child processes read PYTHONPATH, so an
 # editable install of another checkout can never be what a subprocess test exercises.
@@ -75,6 +75,16 @@ def token_data_dir(tmp_path_factory) -> Path:
     (root / "sub" / "e.txt").write_text("ünïcode caption", encoding="utf-8")
     (root / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(token_data_dir, tmp_path_factory) -> Path:
+    """A finished movq-tokenize run of :func:`token_data_dir` (3 shards of up to 2 items): copy it before changing it."""
+    from movq.tokenize.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "folder"
+    assert main(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -232,6 +232,22 @@ def token_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in names if p.name != "meta.json"}
 
 
+def rewrite_shard(out: Path, shard: int, values=None, stamp: dict | None = None) -> None:
+    """Replace shard ``shard``'s data file (atomically) by ``values(old tensor)`` and / or another run stamp."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from movq.tokenize.shards import shard_paths
+
+    path = shard_paths(out, shard)[0]
+    with safe_open(str(path), framework="pt") as f:
+        key, metadata = next(iter(f.keys())), f.metadata()
+        old = f.get_tensor(key)
+    metadata = {"movq": json.dumps(stamp)} if stamp is not None else metadata
+    save_file({key: old if values is None else values(old).contiguous()}, str(path) + ".tmp", metadata=metadata)
+    os.replace(str(path) + ".tmp", path)
+
+
 # ------------------------------------------------------------------ movq-train
 
 TRAIN_CODEC = {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [], "resolution": 16}
@@ -258,6 +274,23 @@ def tiny_train_config(data: Path, out: Path, **kw: Any) -> CodecTrainConfig:
     )
     base.update(kw)
     return CodecTrainConfig(**base)
+
+
+def train_args(data, out, *extra) -> list[str]:
+    """movq-train flags of a 4-step CPU run of :data:`TRAIN_CODEC` at 16 px (checkpoints every 2 steps);
+    ``extra`` flags are appended (a later flag wins)."""
+    return [
+        "--data", str(data), "--out", str(out), "--codec", json.dumps(TRAIN_CODEC), "--resolution", "16",
+        "--batch-size", "2", "--max-steps", "4", "--save-every", "2", "--perceptual-net", "none",
+        "--num-workers", "0", "--warmup-steps", "0", "--disc-start", "100", "--no-progress", *extra,
+    ]
+
+
+def train_error_line(capsys) -> str:
+    """The one ``movq-train: error: ...`` line a failed run printed (asserted: one line, no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("movq-train: error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
 
 
 # ------------------------------------------------------------------ hostile pickles
@@ -783,3 +816,132 @@ def folder_with(files: dict[str, bytes | Image.Image], good: int = 0) -> Path:
     for src in sorted(hostile_images().iterdir())[:good]:
         shutil.copy(src, folder / src.name)
     return folder
+
+
+# ------------------------------------------------------------------ generator trainers (t2i, diffusion)
+
+T2I_COLOURS = ["red", "green", "blue", "white"]
+T2I_TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
+"""``model`` overrides of a t2i transformer small enough to train on CPU in seconds."""
+
+
+class TokenList(torch.utils.data.Dataset):
+    """What the trainer reads from movq.tokenize.dataset.TokenDataset: ``{"tokens", "source", "caption"}`` items and ``meta``.
+
+    Each caption names a colour; its image is a 4x4 token grid of that colour's code with a random
+    speck, so the text predicts the image and a few steps show it."""
+
+    def __init__(self, n: int = 32, codes: int = 16, depth: int | None = None) -> None:
+        g = torch.Generator().manual_seed(0)
+        shape = (4, 4) if depth is None else (depth, 4, 4)
+        self.items = []
+        for i in range(n):
+            colour = i % len(T2I_COLOURS)
+            tokens = torch.full(shape, colour, dtype=torch.long)
+            tokens.view(-1)[torch.randint(0, tokens.numel(), (1,), generator=g)] = int(
+                torch.randint(4, codes, (1,), generator=g)
+            )
+            caption = None if i % 8 == 7 else f"a {T2I_COLOURS[colour]} image"
+            self.items.append({"tokens": tokens, "source": f"{i}.png", "caption": caption})
+        self.meta = {
+            "kind": "tokens",
+            "codebook_size": codes,
+            "item_shape": list(shape),
+            "model": "synthetic",
+        }
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def t2i_train_config(out: Path, **kw: Any) -> Any:
+    """A ``T2ITrainConfig`` of a few CPU steps of :data:`T2I_TINY_MODEL` on a :class:`TokenList`; ``kw`` override fields."""
+    from movq.t2i.train import T2ITrainConfig
+
+    base = dict(
+        data="synthetic",
+        out=str(out),
+        preset="t2i-tiny",
+        model=T2I_TINY_MODEL,
+        batch_size=8,
+        max_steps=6,
+        warmup_steps=2,
+        lr=3e-3,
+        num_workers=0,
+        log_every=1,
+        save_every=3,
+        progress=False,
+        amp="none",
+        ema_decay=0.9,
+    )
+    base.update(kw)
+    return T2ITrainConfig(**base)
+
+
+DIFFUSION_TINY_UNET = {"channels": 32, "channel_mult": [1], "attention_levels": [], "head_channels": 32}
+"""A one-level, 32-wide UNet: the smallest that trains (runs in milliseconds on 4x4 latents)."""
+
+
+def toy_latents(n: int = 16, classes: int = 4, seed: int = 0) -> Any:
+    """``n`` latents ``[4, 4, 4]`` stored in float16 (a ``LatentItems``), one class pattern each plus noise."""
+    from movq.diffusion.data import LatentItems
+
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.randn(classes, 4, 4, 4, generator=g)
+    labels = torch.arange(n) % classes
+    latents = 0.5 * patterns[labels] + 0.1 * torch.randn(n, 4, 4, 4, generator=g)
+    return LatentItems(latents.half(), labels, [f"class{i}" for i in range(classes)])
+
+
+def diffusion_train_config(tmp_path: Path, name: str = "run", **overrides: Any) -> Any:
+    """A ``DiffusionTrainConfig`` of a few CPU steps of :data:`DIFFUSION_TINY_UNET` writing to ``tmp_path / name``."""
+    from movq.diffusion.train import DiffusionTrainConfig
+
+    values = {"out": str(tmp_path / name), "preset": "unet-tiny", "model": DIFFUSION_TINY_UNET, "batch_size": 8,
+              "max_steps": 4, "save_every": 100, "log_every": 2, "num_workers": 0, "progress": False, "lr": 1e-3,
+              "warmup_steps": 1}
+    return DiffusionTrainConfig(**{**values, **overrides})
+
+
+def tiny_unet(seed: int = 0, **overrides: Any) -> Any:
+    """A tiny eval-mode ``UNet`` for 4x4 latents (``overrides``: ``UNetConfig`` fields) whose zero-initialised
+    output layers are randomised after ``torch.manual_seed(seed)``, so outputs depend on inputs."""
+    from movq.diffusion import UNet, UNetConfig
+
+    torch.manual_seed(seed)
+    values = {
+        "channels": 32,
+        "channel_mult": (1,),
+        "num_res_blocks": 1,
+        "sample_size": 4,
+        "attention_resolutions": (4,),
+        "head_channels": 32,
+    }
+    model = UNet(UNetConfig(**{**values, **overrides}))
+    with torch.no_grad():  # randomise the zero-initialised output layers
+        for param in model.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def tiny_t2i(seed: int = 0, **overrides: Any) -> Any:
+    """The ``t2i-tiny`` preset (``overrides``: ``T2IConfig`` fields) in eval mode, with a large init so that
+    text and image tokens visibly change the logits."""
+    from movq.t2i import T2ITransformer, get_t2i_preset
+
+    torch.manual_seed(seed)
+    return T2ITransformer(get_t2i_preset("t2i-tiny", init_std=0.3, **overrides)).eval()
+
+
+def t2i_captions(model: Any, batch: int = 3) -> torch.Tensor:
+    """``batch`` (<= 3) padded random captions of 0, 5 and 40 ids for ``model`` (a ``T2ITransformer``)."""
+    from movq.t2i import pad_text
+
+    config = model.config
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.randint(0, config.text_vocab_size, (n,), generator=g).tolist() for n in (0, 5, 40)[:batch]]
+    return pad_text(rows, config.text_len, config.text_vocab_size)

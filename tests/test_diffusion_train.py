@@ -14,29 +14,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
+from helpers import DIFFUSION_TINY_UNET as TINY_UNET
+from helpers import diffusion_train_config as config
+from helpers import toy_latents
 from movq.diffusion import LatentDiffusionPipeline
 from movq.diffusion.data import LatentItems, collate_latents, folder_labels
 from movq.diffusion.train import DiffusionTrainConfig, DiffusionTrainer, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_UNET = {"channels": 32, "channel_mult": [1], "attention_levels": [], "head_channels": 32}
-"""A one-level, 32-wide UNet: the smallest that trains (runs in milliseconds on 4x4 latents)."""
-
-
-def toy_latents(n: int = 16, classes: int = 4, seed: int = 0) -> LatentItems:
-    """``n`` latents ``[4, 4, 4]`` stored in float16, one class pattern each plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    patterns = torch.randn(classes, 4, 4, 4, generator=g)
-    labels = torch.arange(n) % classes
-    latents = 0.5 * patterns[labels] + 0.1 * torch.randn(n, 4, 4, 4, generator=g)
-    return LatentItems(latents.half(), labels, [f"class{i}" for i in range(classes)])
-
-
-def config(tmp_path, name: str = "run", **overrides) -> DiffusionTrainConfig:
-    values = {"out": str(tmp_path / name), "preset": "unet-tiny", "model": TINY_UNET, "batch_size": 8, "max_steps": 4,
-              "save_every": 100, "log_every": 2, "num_workers": 0, "progress": False, "lr": 1e-3, "warmup_steps": 1}
-    return DiffusionTrainConfig(**{**values, **overrides})
 
 
 # --------------------------------------------------------------------------------- data
@@ -108,19 +93,6 @@ def test_resume_refuses_other_diffusion_settings(tmp_path):
     DiffusionTrainer(config(tmp_path, max_steps=2), data).run()
     with pytest.raises(ValueError, match="diffusion_config"):
         DiffusionTrainer(config(tmp_path, max_steps=4, resume=True, loss="mse"), data)
-
-
-def test_resume_refuses_another_codecs_latents(tmp_path):
-    latents = toy_latents(16)
-
-    def written_by(model: str, weights: str) -> LatentItems:
-        meta = {"model": model, "config_hash": "c" * 64, "weights_hash": weights * 64}
-        return LatentItems(latents.latents, latents.labels, latents.label_names, meta=meta)
-
-    DiffusionTrainer(config(tmp_path, max_steps=2), written_by("codec-a", "1")).run()
-    with pytest.raises(ValueError, match=r"codec 'codec-a'.*holds data of 'codec-b'"):
-        DiffusionTrainer(config(tmp_path, max_steps=4, resume=True), written_by("codec-b", "2"))
-    assert DiffusionTrainer(config(tmp_path, max_steps=4, resume=True), written_by("codec-a", "1")).run() == 4
 
 
 def _free_port() -> int:

@@ -215,25 +215,3 @@ def test_imports_stay_light():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("weights", ["model", "ema"])
-def test_loading_refuses_non_finite_weights(tmp_path, weights):
-    model = tiny_unet(num_classes=2)
-    model.save_pretrained(tmp_path, ema=tiny_unet(num_classes=2))
-    path = tmp_path / f"{weights}.safetensors"
-    state = load_file(path)
-    name = next(iter(state))
-    state[name] = torch.full_like(state[name], float("nan"))
-    save_file(state, path)
-    with pytest.raises(ValueError, match=rf"{weights}.safetensors: the weights contain NaN or inf values .*{name}"):
-        UNet.from_pretrained(tmp_path, weights=weights)
-
-
-def test_a_unet_too_large_for_memory_is_refused_before_allocating():
-    """Its parameters are counted on the meta device first (movq.memory_budget.check_parameters_fit):
-    a MemoryBudgetError naming the config, not the allocator's raw error after minutes of work."""
-    from movq.memory_budget import MemoryBudgetError
-
-    with pytest.raises(MemoryBudgetError, match=r"a UNet with channels=65536.*needs at least .* GiB"):
-        UNet(UNetConfig(channels=2**16))

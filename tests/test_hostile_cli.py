@@ -30,6 +30,7 @@ from helpers import (
     Work,
     a_file,
     code_ran,
+    console_script,
     describe,
     error_lines,
     expect_cli_error,
@@ -1252,3 +1253,47 @@ def _train_changes() -> tuple[bool, str]:
 @pytest.mark.parametrize("hostile", CASES.params())
 def test_hostile_input(hostile, hostile_work):
     hostile.check()
+
+
+@pytest.mark.slow
+def test_bench_killed_with_sigkill_loses_at_most_the_chunks_since_its_last_cache_save(tmp_path, monkeypatch):
+    """`movq-bench --cache DIR --cache-interval 0` killed with SIGKILL: the cache holds every finished chunk
+    (a loadable file, never a torn one); the rerun measures only the other chunks and gives the results of
+    an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from movq.bench.runner import Runner
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(40):
+        jpeg = jpeg_bytes((24 + i % 5, 20), (6 * i, 255 - 6 * i, 100))
+        (data / f"img{i:02d}.jpg").write_bytes(jpeg)
+    args = bench_args(data, "--chunk-size", "1", "--batch-size", "1")
+    cache = ["--cache", str(tmp_path / "cache"), "--cache-interval", "0"]
+    module, attr = console_script("movq-bench")
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; from {module} import {attr} as m; sys.exit(m(sys.argv[1:]))",
+                             *args, *cache, "--out", str(tmp_path / "killed.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.time()
+    while not list((tmp_path / "cache").glob("*/shard0-of-1.pt")):
+        assert proc.poll() is None and time.time() - start < 120, "the bench ended or hung before its first cache save"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(next((tmp_path / "cache").glob("*/shard0-of-1.pt")), weights_only=True)
+    done = len(saved["done"])
+    assert 1 <= done < 40 and not (tmp_path / "killed.json").exists()
+
+    measured = []
+    real_process = Runner._process
+    monkeypatch.setattr(Runner, "_process", lambda self, items, *a: (measured.extend(items), real_process(self, items, *a)))
+    assert run_cli("movq-bench", [*args, *cache, "--out", str(tmp_path / "resumed.json")]).rc == 0
+    assert len(measured) == 40 - done  # every chunk the cache held is kept
+    monkeypatch.undo()
+    assert run_cli("movq-bench", [*args, "--out", str(tmp_path / "clean.json")]).rc == 0
+    resumed, clean = (json.loads((tmp_path / name).read_text()) for name in ("resumed.json", "clean.json"))
+    assert resumed["results"] == clean["results"]

@@ -15,6 +15,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -969,3 +971,128 @@ def test_every_file_reader_refuses_a_fifo_naming_it(tmp_path):
     wrong = {label: message for label, message in results.items()
              if cases[label][0] not in message or "not a regular file" not in message}
     assert not wrong, wrong
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_config_and_cond_files_that_are_fifos_are_refused_not_read(tmp_path):
+    """A FIFO (or device) as a JSON config file or a --cond file would block the read forever: refused
+    with the path named. Run in a child process so that an unfixed version fails by timeout."""
+    config, cond = tmp_path / "config.json", tmp_path / "cond.safetensors"
+    os.mkfifo(config)
+    os.mkfifo(cond)
+    script = (
+        "import sys\n"
+        "from movq.strict import ConfigError, read_json_object\n"
+        "from movq.diffusion.data import load_cond_file\n"
+        "try:\n    read_json_object(sys.argv[1])\nexcept ConfigError as e:\n    print('config:', e)\n"
+        "try:\n    load_cond_file(sys.argv[2], 4)\nexcept ValueError as e:\n    print('cond:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(config), str(cond)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"config: {config} is not a regular file" in proc.stdout
+    assert f"cond: {cond} is not a regular file" in proc.stdout and "--cond expects" in proc.stdout
+
+
+# Every output is written under a temporary name and renamed into place (README "Nothing half-written"):
+# all of src/movq writes through movq.atomic.atomic_write, except these files, whose own scheme is stated.
+WRITES_IN_PLACE = {
+    "atomic.py": "the one place: a temporary file beside the target, then os.replace",
+    "train/checkpoint.py": "a checkpoint folder is filled under .tmp-step-* and renamed into place",
+    "train/logs.py::CSVLog": "log.csv is an append-only log, cut back to the checkpoint's step on --resume",
+    "hub/download.py": "a download goes to *.incomplete and is renamed into place",
+}
+MOVQ_SAVERS = ("cache.save", "self.save", "self.loop.save")
+"""movq's own save methods (a bench cache, a training loop's checkpoint): they write through the above."""
+
+
+def _unprotected_writes(file: Path) -> list[str]:
+    """``LINE`` or ``NAME:LINE`` (NAME: the top-level class or function holding it) of each call in ``file``
+    that writes a file outside a callback passed to ``atomic_write``."""
+    tree = ast.parse(file.read_text())
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    protected: set[int] = set()
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and ast.unparse(call.func).split(".")[-1] == "atomic_write" and len(call.args) > 1:
+            callback = call.args[1]
+            callback = functions.get(callback.id, callback) if isinstance(callback, ast.Name) else callback
+            protected.update(id(node) for node in ast.walk(callback))
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or id(node) in protected:
+            continue
+        name = ast.unparse(node.func)
+        mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+        if (
+            (name == "open" and mode is not None and any(c in ast.unparse(mode) for c in "wax"))
+            or name in ("torch.save", "save_file", "json.dump", "np.save")
+            or (name.split(".")[-1] in ("write_text", "write_bytes", "save", "savefig") and "." in name
+                and not name.startswith(("torch.", "json.")) and name not in MOVQ_SAVERS)
+        ):
+            owner = next((top.name for top in tree.body if isinstance(top, (ast.ClassDef, ast.FunctionDef))
+                          and top.lineno <= node.lineno <= top.end_lineno), None)
+            lines.append(f"{owner}:{node.lineno}" if owner else str(node.lineno))
+    return lines
+
+
+def test_every_output_is_written_through_movq_atomic():
+    package = Path(SRC) / "movq"
+    found = set()
+    for file in sorted(package.rglob("*.py")):
+        name = file.relative_to(package).as_posix()
+        for where in _unprotected_writes(file):
+            if name not in WRITES_IN_PLACE and f"{name}::{where.split(':')[0]}" not in WRITES_IN_PLACE:
+                found.add(f"{name}::{where}")
+    assert not found, f"files written in place (use movq.atomic.atomic_write): {sorted(found)}"
+    assert _unprotected_writes(package / "train" / "checkpoint.py")  # the scan sees writes where there are some
+
+
+def _hostile_image(kind: str, folder: Path) -> Path:
+    """A 16 x 32 image file that a naive reader gets wrong: a 16-bit gray PNG (white), a JPEG stored
+    landscape with EXIF orientation 6 (not rotated), a PNG of transparent red (red instead of white)."""
+    if kind == "16-bit gray":
+        Image.fromarray(np.full((16, 32), 32768, np.uint16)).save(folder / "g16.png")
+        return folder / "g16.png"
+    if kind == "EXIF rotated":
+        array = np.zeros((16, 32, 3), np.uint8)
+        array[:, 16:] = 255  # dark left half, bright right half as stored
+        exif = Image.Exif()
+        exif[0x0112] = 6  # shown rotated 90 degrees: dark top, bright bottom
+        Image.fromarray(array).save(folder / "rot.jpg", exif=exif.tobytes(), quality=100)
+        return folder / "rot.jpg"
+    Image.new("RGBA", (32, 16), (255, 0, 0, 0)).save(folder / "clear.png")
+    return folder / "clear.png"
+
+
+@pytest.mark.parametrize("kind", ["16-bit gray", "EXIF rotated", "transparent"])
+def test_bench_and_tokenize_read_images_as_movq_image_files_does(tmp_path, kind):
+    """movq-bench and movq-tokenize decode an image file into the very pixels of movq.image_files (16-bit
+    scaled, EXIF orientation applied, transparency on white); training: test_train_reliability, the
+    examples: test_hostile_examples."""
+    from movq.tokenize.decode import decode_item
+    from movq.tokenize.sources import SourceItem
+
+    path = _hostile_image(kind, tmp_path)
+    expected, _ = movq_internal("load_preprocessed")(path, 16)
+    ImageRecord, load_image = movq_internal("ImageRecord"), movq_internal("load_image")
+    bench = load_image(ImageRecord(str(path), path.name, "all"), 0, 16).pixels
+    tokenize = decode_item(SourceItem(path.name, path=str(path)), 0, 16).pixels
+    assert torch.equal(bench, expected) and torch.equal(tokenize, expected)
+    pixels = expected.float()
+    if kind == "16-bit gray":
+        assert abs(pixels.mean().item() - 128) < 2
+    elif kind == "EXIF rotated":
+        assert pixels[:, :6].mean() < 30 and pixels[:, 10:].mean() > 225  # the shown (portrait) image's middle
+    else:
+        assert bool((expected == 255).all())
+
+
+def test_a_codec_folder_with_nan_weights_is_refused_naming_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hostile_tiny().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["decoder.conv_out.weight"][0] = float("inf")
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.safetensors.*NaN or inf.*decoder.conv_out.weight"):
+        movq.load(tmp_path)

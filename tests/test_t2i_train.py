@@ -16,69 +16,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
+from helpers import T2I_COLOURS as COLOURS
+from helpers import T2I_TINY_MODEL as TINY_MODEL
+from helpers import TokenList
+from helpers import t2i_train_config as config
 from movq import Codec, get_preset
 from movq.t2i import T2ITransformer, encode_prompts, load_tokenizer, tokens_to_sequence
-from movq.t2i.train import CaptionCollate, T2ITrainConfig, T2ITrainer, main
+from movq.t2i.train import CaptionCollate, T2ITrainer, main
 from movq.tokenize.dataset import TokenDataset
 
-COLOURS = ["red", "green", "blue", "white"]
-TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "text_len": 12}
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TokenList(torch.utils.data.Dataset):
-    """What the trainer reads from movq.tokenize.dataset.TokenDataset: ``{"tokens", "source", "caption"}`` items and ``meta``.
-
-    Each caption names a colour; its image is a 4x4 token grid of that colour's code with a random
-    speck, so the text predicts the image and a few steps show it."""
-
-    def __init__(self, n: int = 32, codes: int = 16, depth: int | None = None) -> None:
-        g = torch.Generator().manual_seed(0)
-        shape = (4, 4) if depth is None else (depth, 4, 4)
-        self.items = []
-        for i in range(n):
-            colour = i % len(COLOURS)
-            tokens = torch.full(shape, colour, dtype=torch.long)
-            tokens.view(-1)[torch.randint(0, tokens.numel(), (1,), generator=g)] = int(
-                torch.randint(4, codes, (1,), generator=g)
-            )
-            caption = None if i % 8 == 7 else f"a {COLOURS[colour]} image"
-            self.items.append({"tokens": tokens, "source": f"{i}.png", "caption": caption})
-        self.meta = {
-            "kind": "tokens",
-            "codebook_size": codes,
-            "item_shape": list(shape),
-            "model": "synthetic",
-        }
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
-def config(out: Path, **kw) -> T2ITrainConfig:
-    base = dict(
-        data="synthetic",
-        out=str(out),
-        preset="t2i-tiny",
-        model=TINY_MODEL,
-        batch_size=8,
-        max_steps=6,
-        warmup_steps=2,
-        lr=3e-3,
-        num_workers=0,
-        log_every=1,
-        save_every=3,
-        progress=False,
-        amp="none",
-        ema_decay=0.9,
-    )
-    base.update(kw)
-    return T2ITrainConfig(**base)
 
 
 def eval_loss(model: T2ITransformer, data: TokenList) -> float:
@@ -177,21 +124,6 @@ def test_resume_with_another_model_is_refused(tmp_path):
             config(tmp_path / "out", max_steps=6, resume=True, model={**TINY_MODEL, "n_embd": 48}),
             TokenList(),
         )
-
-
-def test_resume_on_another_codecs_tokens_is_refused(tmp_path):
-    """Same codebook size and grid, another codec (its hashes in meta.json): --resume --data with those
-    tokens is refused naming both codecs, and the run's codec.json is left as it was."""
-    mine, theirs = TokenList(), TokenList()
-    mine.meta.update(model="codec-a", config_hash="a" * 64, weights_hash="1" * 64)
-    theirs.meta.update(model="codec-b", config_hash="a" * 64, weights_hash="2" * 64)
-    out = tmp_path / "out"
-    T2ITrainer(config(out, max_steps=3), mine).run()
-    saved = (out / "codec.json").read_text()
-    with pytest.raises(ValueError, match=r"codec 'codec-a'.*holds data of 'codec-b'"):
-        T2ITrainer(config(out, max_steps=6, resume=True), theirs)
-    assert (out / "codec.json").read_text() == saved
-    assert T2ITrainer(config(out, max_steps=6, resume=True), mine).run() == 6
 
 
 def test_resume_from_a_state_that_does_not_fit_is_refused(tmp_path):

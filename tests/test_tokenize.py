@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +17,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 import movq
-from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, token_files
+from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, rewrite_shard, token_files
 from movq.image_files import load_preprocessed
 from movq.tokenize.cli import EXIT_ERROR, main
 from movq.tokenize.dataset import TokenDataset, collate_items
@@ -33,13 +31,6 @@ GOOD = ["a.jpg", "b.png", "c_gray.png", "d_small.png", "sub/e.webp"]
 
 def run(args: list[str]) -> int:
     return main(args)
-
-
-@pytest.fixture(scope="module")
-def folder_run(token_data_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "folder"
-    assert run(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]) == 0
-    return out
 
 
 def _items(out: Path) -> dict[str, dict]:
@@ -119,7 +110,7 @@ def test_latents_equal_encode_latents(token_data_dir, tmp_path):
         assert item["latents"].dtype == torch.float16 and torch.equal(item["latents"], expected)
     assert len(json.loads((out / "summary.json").read_text())["std"]) == codec.config.embed_dim
     del ds
-    _rewrite_shard(out, 0, values=lambda t: torch.full_like(t, float("nan")))
+    rewrite_shard(out, 0, values=lambda t: torch.full_like(t, float("nan")))
     with pytest.raises(ValueError, match=r"shard-000000.safetensors holds NaN or infinite latents"):
         TokenDataset(out)[0]
 
@@ -139,84 +130,6 @@ def test_rerun_skips_finished_shards_and_redoes_a_deleted_one(token_data_dir, tm
     for path, stamp in stamps.items():
         if path not in (data1, sidecar1):
             assert path.stat().st_mtime_ns == stamp, f"{path.name} was rewritten"
-
-
-def _rewrite_shard(out: Path, shard: int, values=None, stamp: dict | None = None) -> None:
-    """Replace shard ``shard``'s data file (atomically) by ``values(old tensor)`` and / or another run stamp."""
-    path = shard_paths(out, shard)[0]
-    with safe_open(str(path), framework="pt") as f:
-        key, metadata = next(iter(f.keys())), f.metadata()
-        old = f.get_tensor(key)
-    metadata = {"movq": json.dumps(stamp)} if stamp is not None else metadata
-    save_file({key: old if values is None else values(old).contiguous()}, str(path) + ".tmp", metadata=metadata)
-    os.replace(str(path) + ".tmp", path)
-
-
-FOREIGN_RUN = "0123456789abcdef"
-SHARD_DAMAGE = {  # shard 0 and shard 2 hold 2 items each (their data files have the same size)
-    "another run's shard": (lambda o: _rewrite_shard(o, 0, stamp={"run": FOREIGN_RUN, "shard": 0}),
-                            rf"shard-000000.safetensors records run '{FOREIGN_RUN}', shard 0, but .* is run '[0-9a-f]+'"),
-    "shard 2 copied over shard 0": (lambda o: shutil.copy(shard_paths(o, 2)[0], shard_paths(o, 0)[0]),
-                                    r"shard-000000.safetensors records run '[0-9a-f]+', shard 2, .* file is shard 0"),
-    "ids beyond the codebook": (lambda o: _rewrite_shard(o, 0, values=lambda t: torch.full_like(t, 1024)),
-                                r"shard-000000.safetensors holds token ids in \[1024, 1024\], outside \[0, codebook_size\)"),
-    "float tokens": (lambda o: _rewrite_shard(o, 0, values=lambda t: t.float() + 0.5),
-                     r"shard-000000.safetensors holds float32 tokens; token ids are integers"),
-    "another dtype": (lambda o: _rewrite_shard(o, 0, values=lambda t: t.to(torch.int32)),
-                      r"shard-000000.safetensors holds int32 values, but meta.json records 'uint16'"),
-    "another item shape": (lambda o: _rewrite_shard(o, 0, values=lambda t: t.reshape(len(t), 2, 8)),
-                           r"shard-000000.safetensors holds items of shape \[2, 8\], but meta.json records \[4, 4\]"),
-}
-
-
-@pytest.mark.parametrize("damage", list(SHARD_DAMAGE))
-def test_token_dataset_refuses_a_shard_that_is_not_the_one_meta_describes(folder_run, tmp_path, damage):
-    out = tmp_path / "copy"
-    shutil.copytree(folder_run, out)
-    change, message = SHARD_DAMAGE[damage]
-    change(out)
-    ds = TokenDataset(out)
-    assert ds[2]["tokens"].shape == (4, 4)  # the other shards stay readable
-    with pytest.raises(ValueError, match=message):
-        ds[0]
-
-
-@pytest.mark.parametrize("damage", ["another run's shard", "shard 2 copied over shard 0"])
-def test_rerun_redoes_a_foreign_or_swapped_shard(folder_run, token_data_dir, tmp_path, capsys, damage):
-    out = tmp_path / "copy"
-    shutil.copytree(folder_run, out)
-    SHARD_DAMAGE[damage][0](out)
-    capsys.readouterr()
-    with pytest.warns(UserWarning, match=r"redoing shard 0: the shard .*shard-000000.safetensors records run"):
-        assert run(["--model", TOKENIZE_MODEL, "--data", str(token_data_dir), "--out", str(out), *TOKENIZE_FAST]) == 0
-    assert "2 of 3 shards already finished" in capsys.readouterr().out
-    assert token_files(out) == token_files(folder_run)
-
-
-def test_an_index_cut_at_a_line_boundary_is_refused(folder_run, tmp_path):
-    out = tmp_path / "copy"
-    shutil.copytree(folder_run, out)
-    index = out / "index.jsonl"
-    index.write_text("".join(index.read_text().splitlines(keepends=True)[:-1]))
-    with pytest.raises(ValueError, match=r"index.jsonl lists 4 items, but .*summary.json records 5"):
-        TokenDataset(out)
-
-
-def test_a_shard_that_is_a_fifo_is_refused_without_blocking(folder_run, tmp_path):
-    out = tmp_path / "copy"
-    shutil.copytree(folder_run, out)
-    fifo = shard_paths(out, 0)[0]
-    fifo.unlink()
-    os.mkfifo(fifo)
-
-    # in a child process: safetensors opens without releasing the GIL, so a blocked open would hang pytest itself
-    code = "import sys; from movq.tokenize.dataset import TokenDataset; TokenDataset(sys.argv[1])[0]"
-    env = {**os.environ, "PYTHONPATH": SRC}
-    try:
-        res = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("TokenDataset blocked on a FIFO shard")
-    assert res.returncode != 0 and "shard-000000.safetensors is not a regular file" in res.stderr, res.stderr[-500:]
 
 
 def test_output_folder_inside_the_data_folder_is_not_read_as_data(token_data_dir, tmp_path, capsys):

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from movq.atomic import check_regular_file
+from movq.atomic import atomic_write, check_regular_file
 
 
 class CSVLog:
@@ -89,9 +89,8 @@ def save_grid(path: str | os.PathLike, x: Tensor, x_hat: Tensor, max_rows: int =
     for a, b in zip(x[:max_rows], x_hat[:max_rows]):
         diff = ((b.float().clamp(-1, 1) - a.float()).abs() * 4.0 - 1.0).clamp(-1, 1)
         rows.append(np.concatenate([_to_uint8(a), _to_uint8(b), _to_uint8(diff)], axis=1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 @torch.no_grad()

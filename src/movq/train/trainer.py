@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from movq.atomic import atomic_write_text
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
 from movq.quantizers import histogram_perplexity
@@ -105,7 +106,7 @@ class Trainer(TaskBase):
         model = load_lpips(self.cfg.perceptual_net, self.cfg.perceptual_weights, device=self.device)  # type: ignore[arg-type]
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "perceptual.txt").write_text(describe(model) + "\n")
+            atomic_write_text(self.out / "perceptual.txt", describe(model) + "\n")
         return model
 
     def _check_memory(self) -> None:
