@@ -34,6 +34,9 @@ class TokenizeConfig(StrictConfig):
 
     ``dtype`` is the encoder's compute dtype; ``latent_dtype`` the stored dtype of ``latents`` runs.
     ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads``.
+    ``image_column`` / ``caption_column`` / ``label_column`` name the columns of a manifest, parquet file or
+    Hugging Face dataset (``None``: the defaults of :mod:`movq.tokenize.sources`); ``split`` is the
+    split of ``hf://datasets/...`` data.
     """
 
     model: str
@@ -49,6 +52,10 @@ class TokenizeConfig(StrictConfig):
     device: str | None = None
     threads: PositiveInt | None = None
     progress: bool = True
+    image_column: str | None = None
+    caption_column: str | None = None
+    label_column: str | None = None
+    split: str | None = None
 
     @property
     def workers(self) -> int:

@@ -18,8 +18,11 @@ class TokenDataset(torch.utils.data.Dataset):
     ``ds[i]`` is a dict: ``"tokens"`` ``LongTensor [h, w]`` (``[depth, h, w]`` for residual /
     grouped quantizers) for a token run, or ``"latents"`` ``[C, h, w]`` in the stored dtype
     (float16 / bfloat16, already times the codec's scaling factor) for a ``--latents`` run; plus
-    ``"source"`` (str) and ``"caption"`` (str or ``None``). ``ds.meta`` is the run's ``meta.json``
-    (model, config hash, resolution, preprocessing, dtype).
+    ``"source"`` (str) and ``"caption"`` (str or ``None``). When the source had class labels (class
+    folders, ``.cls`` members, a label column) every item also has ``"label"`` (int, or ``None`` for an
+    item without one; ``ds.labels`` lists them, ``ds.meta.get("label_names")`` the class names when
+    known), and when it had WebDataset ``.json`` members, ``"json"`` (the parsed object or ``None``).
+    ``ds.meta`` is the run's ``meta.json`` (model, config hash, resolution, preprocessing, dtype).
 
     The shard files are opened lazily, memory-mapped through ``safetensors``, once per process,
     so the dataset works with DataLoader workers and ``DistributedSampler``; batch it with
@@ -42,7 +45,7 @@ class TokenDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"{index} not found: the run is not finished; rerun movq-tokenize to complete it")
         self.meta: dict[str, Any] = meta
         self.key = "latents" if meta["kind"] == "latents" else "tokens"
-        sources, captions, shards, offsets = [], [], [], []
+        sources, captions, shards, offsets, labels, extras = [], [], [], [], [], []
         with open(index, encoding="utf-8") as f:
             for n, line in enumerate(_lines(index, f), start=1):
                 row = _index_row(index, n, line)
@@ -50,11 +53,15 @@ class TokenDataset(torch.utils.data.Dataset):
                 captions.append(row["caption"])
                 shards.append(row["shard"])
                 offsets.append(row["offset"])
+                labels.append(row.get("label"))
+                extras.append(row.get("json"))
         stored = _stored_count(self.root)
         if len(sources) != stored:
             raise ValueError(f"{index} lists {len(sources)} items, but {self.root / SUMMARY_NAME} records {stored}: the "
                              "index is cut or damaged; rerun movq-tokenize to rewrite it")
         self.sources, self.captions = sources, captions
+        self.labels: list[int | None] | None = labels if any(v is not None for v in labels) else None
+        self.extras: list[Any] | None = extras if any(v is not None for v in extras) else None
         self.shards = np.asarray(shards, dtype=np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self._files: dict[int, Any] = {}
@@ -84,7 +91,12 @@ class TokenDataset(torch.utils.data.Dataset):
         value = rows[offset]
         if self.key == "tokens":
             value = value.long()
-        return {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
+        item = {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        if self.extras is not None:
+            item["json"] = self.extras[i]
+        return item
 
     def __getstate__(self) -> dict[str, Any]:  # spawned workers: do not pickle open files
         state = dict(self.__dict__)
@@ -123,16 +135,24 @@ def _index_row(path: Path, n: int, line: str) -> dict[str, Any]:
         raise ValueError(f"{path}, line {n}: not valid JSON; the index is damaged (rerun movq-tokenize)") from None
     ok = (isinstance(row, dict) and isinstance(row.get("source"), str) and isinstance(row.get("caption", 0), (str, type(None)))
           and "caption" in row and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] >= 0
-                                       for k in ("shard", "offset")))
+                                       for k in ("shard", "offset"))
+          and (row.get("label") is None or (isinstance(row["label"], int) and not isinstance(row["label"], bool))))
     if not ok:
         raise ValueError(f"{path}, line {n}: expected an object with 'source', 'caption', 'shard' and 'offset' "
-                         f"(non-negative ints), got {line.strip()[:80]!r}")
+                         f"(non-negative ints) and an optional int 'label', got {line.strip()[:80]!r}")
     return row
 
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
     """DataLoader ``collate_fn`` for :class:`TokenDataset`: the ``"tokens"`` / ``"latents"`` stacked
-    into ``[B, ...]``, ``"source"`` and ``"caption"`` kept as lists (captions may be ``None``)."""
+    into ``[B, ...]``, ``"source"`` and ``"caption"`` kept as lists (captions may be ``None``);
+    ``"label"`` (when present) a ``LongTensor [B]``, or a list when some item has none; ``"json"`` a list."""
     key = "latents" if "latents" in items[0] else "tokens"
-    return {key: torch.stack([it[key] for it in items]), "source": [it["source"] for it in items],
-            "caption": [it["caption"] for it in items]}
+    batch = {key: torch.stack([it[key] for it in items]), "source": [it["source"] for it in items],
+             "caption": [it["caption"] for it in items]}
+    if "label" in items[0]:
+        labels = [it["label"] for it in items]
+        batch["label"] = torch.tensor(labels, dtype=torch.long) if None not in labels else labels
+    if "json" in items[0]:
+        batch["json"] = [it["json"] for it in items]
+    return batch

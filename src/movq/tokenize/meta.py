@@ -25,6 +25,9 @@ FORMAT = "movq-tokenize/1"
 META_NAME = "meta.json"
 IDENTITY = ("format", "kind", "config_hash", "weights_hash", "resolution", "preprocessing", "dtype", "store_dtype",
             "item_shape", "shard_size", "num_sources", "sources_hash")
+OPTIONAL_IDENTITY = ("columns",)
+"""Identity fields written only when set (``--image-column`` / ``--caption-column`` / ``--label-column``):
+a run without them keeps the identity (and run id) it always had."""
 
 
 def _sha256_json(value: Any) -> str:
@@ -47,35 +50,49 @@ def weights_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def sources_hash(sources: list[str]) -> str:
-    """SHA-256 of the ordered source names (a changed list shifts every shard, so it is refused)."""
+def sources_hash(sources: list[str], groups: list[int] | None = None) -> str:
+    """SHA-256 of the ordered source names and, when given, the first item of each source shard (a
+    changed list or grouping shifts every shard, so it is refused)."""
     digest = hashlib.sha256()
     for s in sources:
         digest.update(s.encode("utf-8", errors="surrogatepass") + b"\n")
+    if groups is not None:
+        digest.update(b"groups:" + ",".join(map(str, groups)).encode())
     return digest.hexdigest()
 
 
 def build_meta(*, model: str, codec: torch.nn.Module, weights: str, kind: str, resolution: int, dtype: str,
                store_dtype: torch.dtype, item_shape: tuple[int, ...], shard_size: int, data: str,
-               sources: list[str]) -> dict[str, Any]:
-    """The ``meta.json`` of a run (``weights``: :func:`weights_hash` of the codec before any dtype cast)."""
+               sources: list[str], groups: list[int] | None = None, columns: dict[str, str] | None = None,
+               label_names: list[str] | None = None) -> dict[str, Any]:
+    """The ``meta.json`` of a run (``weights``: :func:`weights_hash` of the codec before any dtype cast).
+
+    ``groups``: the first item of each source shard (tars, parquet row groups); ``columns``: the
+    columns named on the command line; ``label_names``: the class names when the source has them."""
     from movq import __version__
 
     config = codec.config
-    return {
+    meta = {
         "format": FORMAT, "kind": kind, "model": model, "model_name": getattr(config, "name", None),
         "config_hash": config_hash(config), "weights_hash": weights, "config": config.to_dict(),
         "resolution": resolution, "preprocessing": PREPROCESSING.format(res=resolution), "dtype": dtype,
         "store_dtype": str(store_dtype).removeprefix("torch."), "item_shape": list(item_shape),
         "codebook_size": int(codec.codebook_size), "scaling_factor": float(getattr(config, "scaling_factor", 1.0)),
         "downsample_factor": int(codec.downsample_factor), "shard_size": shard_size, "data": data,
-        "num_sources": len(sources), "sources_hash": sources_hash(sources), "movq_version": __version__,
+        "num_sources": len(sources), "sources_hash": sources_hash(sources, groups), "movq_version": __version__,
     }
+    if columns:
+        meta["columns"] = columns
+    if label_names is not None:
+        meta["label_names"] = label_names
+    return meta
 
 
 def identity(meta: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``meta`` that must match for two runs to share a folder."""
-    return {k: meta.get(k) for k in IDENTITY}
+    found = {k: meta.get(k) for k in IDENTITY}
+    found.update({k: meta[k] for k in OPTIONAL_IDENTITY if meta.get(k) is not None})
+    return found
 
 
 def run_id(meta: dict[str, Any]) -> str:
@@ -115,7 +132,8 @@ def check_compatible(out: str | Path, meta: dict[str, Any]) -> bool:
     def show(key: str, value: Any) -> str:
         return repr(value[:12] + "...") if key.endswith("_hash") and isinstance(value, str) else repr(value)
 
-    diffs = [f"{k}: {show(k, old.get(k))} there, {show(k, meta[k])} now" for k in IDENTITY if old.get(k) != meta[k]]
+    diffs = [f"{k}: {show(k, old.get(k))} there, {show(k, meta.get(k))} now" for k in (*IDENTITY, *OPTIONAL_IDENTITY)
+             if old.get(k) != meta.get(k)]
     if diffs:
         raise TokenizeError(f"--out {out} holds a run with other settings ({'; '.join(diffs)}): use another --out")
     return True

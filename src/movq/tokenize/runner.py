@@ -3,13 +3,14 @@ write shards, merge the index and summarise.
 
 Shard ``k`` is source items ``[k * shard_size, (k + 1) * shard_size)``; under ``torchrun`` rank ``r``
 of ``W`` takes the shards ``k % W == r`` (no overlap, no gap), and rank 0 merges the index after a
-barrier. Finished shards are skipped, so a rerun resumes where a killed run stopped.
+barrier. Sources read sequentially (tars, parquet row groups: :attr:`Sources.groups`) are cut per
+source shard instead (an output shard never crosses one) and source shard ``g`` goes to rank
+``g % W`` (:func:`plan_shards`). Finished shards are skipped, so a rerun resumes where a killed run stopped.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -39,11 +40,23 @@ from movq.tokenize.shards import (
     shard_paths,
     write_shard,
 )
-from movq.tokenize.sources import Sources, discover_sources
+from movq.tokenize.sources import Columns, Sources, discover_sources
 from movq.tokenize.stats import code_counts, code_summary, draw_histogram, latent_summary
 
 HISTOGRAM_NAME = "code_histogram.png"
 PREFETCH = 2
+
+
+def plan_shards(n: int, shard_size: int, groups: list[int] | None) -> list[tuple[int, int, int]]:
+    """The output shards of ``n`` source items: ``(lo, hi, unit)`` per shard, items ``[lo, hi)``, assigned
+    to rank ``unit % world_size``. Without ``groups``: ``[k * shard_size, (k + 1) * shard_size)``, unit ``k``.
+    With ``groups`` (the first item of each source shard): each source shard cut into pieces of at most
+    ``shard_size`` items, unit = the source shard's number (empty source shards have no output shard)."""
+    if groups is None:
+        return [(lo, min(lo + shard_size, n), k) for k, lo in enumerate(range(0, n, shard_size))]
+    bounds = [*groups, n]
+    return [(lo, min(lo + shard_size, hi), g) for g, (start, hi) in enumerate(zip(bounds, bounds[1:]))
+            for lo in range(start, hi, shard_size)]
 
 
 class Tokenizer:
@@ -54,7 +67,8 @@ class Tokenizer:
         check_settings(cfg)
         self.cfg = cfg
         try:
-            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out)
+            columns = Columns(cfg.image_column, cfg.caption_column, cfg.label_column)
+            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out, columns=columns, split=cfg.split)
         except (FileNotFoundError, NotADirectoryError, ValueError) as err:
             raise TokenizeError(str(err)) from None
         try:
@@ -79,7 +93,9 @@ class Tokenizer:
             model=cfg.model, codec=codec, weights=weights, kind=self.kind, resolution=cfg.resolution,
             dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
             shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
+            groups=self.sources.groups, columns=columns.given(), label_names=self.sources.label_names,
         )
+        self.plan = plan_shards(len(self.sources.items), cfg.shard_size, self.sources.groups)
         check_compatible(cfg.out, self.meta)
         self.run_id = run_id(self.meta)
         self.ctx = dist.setup(cfg.device)
@@ -99,6 +115,7 @@ class Tokenizer:
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
         buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        buffered += max(cfg.workers, 1) * self.sources.worker_bytes  # e.g. the parquet row group each worker reads
         model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
         try:
             if device.type == "cpu":
@@ -113,13 +130,12 @@ class Tokenizer:
 
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
-        items = self.sources.items
-        num_shards = math.ceil(len(items) / cfg.shard_size)
+        num_shards = len(self.plan)
         if ctx.is_main:
             write_meta(cfg.out, self.meta)
             remove_temporary_files(cfg.out)  # left by a killed run; no process writes before the barrier
         dist.barrier(ctx)
-        mine = [k for k in range(num_shards) if k % ctx.world_size == ctx.rank]
+        mine = [k for k, (_, _, unit) in enumerate(self.plan) if unit % ctx.world_size == ctx.rank]
         todo = [k for k in mine if not self._finished(k)]
         done_counts = dist.gather_objects(len(mine) - len(todo), ctx)
         if ctx.is_main and sum(done_counts):
@@ -153,10 +169,10 @@ class Tokenizer:
 
     def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[tuple[int, bool]]]:
         """Batches of item indices, never crossing a shard, and (shard, is its last batch) for each."""
-        n, size, batch = len(self.sources.items), self.cfg.shard_size, self.cfg.batch_size
+        batch = self.cfg.batch_size
         batches, ends = [], []
         for k in shards:
-            lo, hi = k * size, min((k + 1) * size, n)
+            lo, hi, _ = self.plan[k]
             starts = list(range(lo, hi, batch))
             for s in starts:
                 batches.append(list(range(s, min(s + batch, hi))))
@@ -205,7 +221,13 @@ class Tokenizer:
             values.append(encode_batch(self.codec, pixels, latents=self.cfg.latents, store_dtype=self.store_dtype))
         except ValueError as err:
             raise TokenizeError(str(err)) from None
-        rows.extend({"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption} for it in good)
+        for it in good:
+            row = {"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption}
+            if it.label is not None:
+                row["label"] = it.label
+            if it.extra is not None:
+                row["json"] = it.extra
+            rows.append(row)
 
     def _progress(self, total: int) -> Any:
         if not (self.cfg.progress and self.ctx.is_main):

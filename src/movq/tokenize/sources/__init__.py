@@ -1,0 +1,237 @@
+"""Where the images come from: ``--data`` turned into a fixed list of items, one reader per format.
+
+:func:`discover_sources` lists the items of ``--data`` in a deterministic order (no pixels are read
+here; captions, ``.cls`` labels and table rows are read later, in the decoding workers):
+
+- **folder** (:mod:`.folder`): every image file under it, recursively, sorted; the caption is the
+  same-name ``.txt`` beside the image; the label is the image's class folder when every image lies in
+  one (``DATA/<class>/<image>``, at least two classes; indices in sorted class order, as
+  ``torchvision.datasets.ImageFolder``). A folder with a Hugging Face imagefolder ``metadata.jsonl`` /
+  ``metadata.csv`` is read as that manifest (column ``file_name``).
+- **manifest** (:mod:`.manifest`) ``.jsonl`` / ``.csv``: an image column (path, relative to the
+  manifest's folder unless absolute), optional caption and label columns; the manifest's order is kept.
+- **tar shards** (:mod:`.tars`): WebDataset ``.tar`` (or ``.tar.gz`` / ``.tgz`` / ``.tar.bz2`` /
+  ``.tar.xz``) files: members grouped into samples by WebDataset's key rule, the image member, ``.txt``
+  caption, ``.cls`` label and ``.json`` metadata carried through.
+- **parquet** (:mod:`.parquet`): the ``datasets`` image struct column (``{bytes, path}``) or a plain
+  bytes / path column, read by pyarrow one row group at a time.
+- **Hugging Face datasets** (:mod:`.hf`): ``hf://datasets/ORG/NAME`` with a split, through the
+  ``datasets`` library.
+
+Several files are given as a glob (``shards/*.tar``), a brace pattern
+(``shards/x-{0000..0127}.tar``, WebDataset's notation) or a folder holding only tars / parquet files.
+Files read sequentially (a tar, a parquet row group) are *source shards*: output shards never cross
+one, and under torchrun each source shard goes to one process (:attr:`Sources.groups`).
+
+Columns: ``--image-column`` (default ``image``; ``file_name`` for imagefolder metadata),
+``--caption-column`` (default: ``caption`` or else ``text`` when present), ``--label-column``
+(default: ``label`` when present); a column named explicitly must exist.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_SUFFIXES = (".jsonl", ".csv")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+PARQUET_SUFFIXES = (".parquet",)
+HF_PREFIX = "hf://datasets/"
+CAPTION_EXTENSIONS = ("txt",)
+DEFAULT_IMAGE_COLUMN = "image"
+DEFAULT_CAPTION_COLUMNS = ("caption", "text")
+DEFAULT_LABEL_COLUMNS = ("label",)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A byte range ``[offset, offset + size)`` of the file ``path`` (a tar member's data); for a
+    compressed tar (``compression`` ``"gz"``, ``"bz2"`` or ``"xz"``) the range is in the decompressed
+    stream, which is read forward (never held in memory)."""
+
+    path: str
+    offset: int
+    size: int
+    compression: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceItem:
+    """One image to tokenize.
+
+    ``source`` is the name stored in the index (folder: path relative to the folder; manifest: the
+    image value as written; tar: ``<tar path>/<key>.<ext>``; parquet: ``<file>#<row>``; Hugging Face:
+    ``hf://datasets/ORG/NAME/<split>#<row>``). The pixels are the file ``path``, the byte range
+    ``member`` (tars) or row ``row`` of ``table`` (parquet, Hugging Face: an object with
+    ``read(row) -> Record``). ``caption`` / ``label`` are known up front (manifests, class folders)
+    or read later from ``caption_path`` (folders), ``caption_member`` / ``label_member`` /
+    ``json_member`` (tars) or the table row; ``None`` when absent.
+    """
+
+    source: str
+    path: str | None = None
+    member: Member | None = None
+    caption: str | None = None
+    caption_path: str | None = None
+    caption_member: Member | None = None
+    label: int | None = None
+    label_member: Member | None = None
+    json_member: Member | None = None
+    table: Any = None
+    row: int = -1
+
+
+@dataclass
+class Record:
+    """What a table reader returns for one row: ``image`` (encoded bytes, or a file path), ``caption``,
+    ``label``; a field the table does not have is ``None``."""
+
+    image: bytes | str | None
+    caption: str | None = None
+    label: int | None = None
+
+
+@dataclass
+class Columns:
+    """``--image-column`` / ``--caption-column`` / ``--label-column``; ``None`` means the default
+    (see the module docstring)."""
+
+    image: str | None = None
+    caption: str | None = None
+    label: str | None = None
+
+    def given(self) -> dict[str, str] | None:
+        """The columns named explicitly (recorded in ``meta.json``), ``None`` when none was."""
+        named = {k: v for k, v in (("image", self.image), ("caption", self.caption), ("label", self.label)) if v}
+        return named or None
+
+    def pick(self, names: list[str] | tuple[str, ...], where: str, image_default: str = DEFAULT_IMAGE_COLUMN,
+             ) -> tuple[str, str | None, str | None]:
+        """(image, caption, label) column names for a table with the columns ``names``: a named column
+        must exist (``ValueError`` naming ``where`` and the columns otherwise); defaults are used when present."""
+        image = self.image or image_default
+        for flag, col in (("--image-column", image), ("--caption-column", self.caption), ("--label-column", self.label)):
+            if col is not None and col not in names:
+                raise ValueError(f"{where} has no column {col!r} ({flag}); its columns are {', '.join(map(repr, names))}")
+        caption = self.caption or next((c for c in DEFAULT_CAPTION_COLUMNS if c in names), None)
+        label = self.label or next((c for c in DEFAULT_LABEL_COLUMNS if c in names), None)
+        return image, caption, label
+
+
+@dataclass
+class Sources:
+    """What :func:`discover_sources` found: ``items`` in their fixed order, ``kind``, entries ``skipped``
+    while listing (``{"source", "reason"}``, e.g. tar samples without an image), ``groups`` (the first
+    item index of each source shard, for tars and parquet row groups; ``None`` otherwise),
+    ``worker_bytes`` (memory a decoding worker holds to read, e.g. one parquet row group) and the
+    class ``label_names`` when known (folder classes, a ``datasets`` ``ClassLabel``)."""
+
+    items: list[SourceItem]
+    kind: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    groups: list[int] | None = None
+    worker_bytes: int = 0
+    label_names: list[str] | None = None
+
+
+def parse_label(value: Any, what: str) -> int | None:
+    """A class label from a column or a ``.cls`` member: an int, or text holding one; ``None`` stays
+    ``None``. ``ValueError`` naming ``what`` otherwise (the item is then skipped and reported)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{what}: the label must be an integer, got {str(value)[:40]!r}")
+
+
+def expand_data(text: str) -> list[Path]:
+    """The files a ``--data`` value names: a brace pattern (``x-{0000..0127}.tar``, ``{a,b}``) expanded in
+    order, then each part globbed (sorted) when it holds ``*?[`` and does not exist as written. Raises
+    ``FileNotFoundError`` for a pattern matching nothing or a brace-expanded file that does not exist."""
+    parts = [text]
+    if "{" in text and not Path(text).exists():
+        from braceexpand import braceexpand
+
+        parts = list(braceexpand(text))
+    paths: list[Path] = []
+    for part in parts:
+        if any(ch in part for ch in "*?[") and not Path(part).exists():
+            found = sorted(glob.glob(part))
+            if not found:
+                raise FileNotFoundError(f"no files match the pattern {part}")
+            paths.extend(Path(p) for p in found)
+        elif not Path(part).exists():
+            raise FileNotFoundError(f"data {part} does not exist" + (f" (from the pattern {text})" if part != text else ""))
+        else:
+            paths.append(Path(part))
+    return paths
+
+
+def _file_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(TAR_SUFFIXES):
+        return "tar"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(MANIFEST_SUFFIXES):
+        return "manifest"
+    return None
+
+
+def discover_sources(data: str | os.PathLike, exclude: str | os.PathLike | None = None,
+                     columns: Columns | None = None, split: str | None = None) -> Sources:
+    """List the items of ``data`` (see the module docstring); images under the folder ``exclude``
+    (the output folder, when it lies inside the data folder) are left out. ``split`` is the split of an
+    ``hf://datasets/...`` source (required there, refused elsewhere). Raises ``FileNotFoundError`` /
+    ``ValueError`` with a one-line message for a missing path, an empty folder, a bad manifest, an
+    unknown column."""
+    from movq.tokenize.sources import folder, hf, manifest, parquet, tars
+
+    columns = columns or Columns()
+    text = str(data)
+    if text.startswith("hf://"):
+        return hf.from_hub(text, split, columns)
+    if split is not None:
+        raise ValueError(f"--split {split!r} applies to {HF_PREFIX}ORG/NAME data only, not {text}")
+    paths = expand_data(text)
+    if len(paths) == 1 and paths[0].is_dir():
+        root = paths[0]
+        meta = manifest.imagefolder_metadata(root)
+        if meta is not None:
+            return manifest.from_manifest(meta, columns, image_default="file_name")
+        inside = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+        for kind, reader in (("tar", tars.from_tars), ("parquet", parquet.from_parquet)):
+            found = sorted(p for p in inside if _file_kind(p) == kind)
+            if found and not folder.holds_images(root):
+                return reader(found, columns) if kind == "parquet" else reader(found)
+        return folder.from_folder(root, exclude)
+    kinds = {_file_kind(p) if p.is_file() else None for p in paths}
+    if kinds == {"tar"}:
+        return tars.from_tars(paths)
+    if kinds == {"parquet"}:
+        return parquet.from_parquet(paths, columns)
+    if kinds == {"manifest"} and len(paths) == 1:
+        return manifest.from_manifest(paths[0], columns)
+    raise ValueError(
+        f"data {text} is not an image folder, a .jsonl / .csv manifest, .tar / .tar.gz shards, .parquet files "
+        f"(a file, a glob or a brace pattern of one kind) or {HF_PREFIX}ORG/NAME"
+    )
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """WebDataset's grouping rule: ``"a/b.seg.png"`` -> (``"a/b"``, ``"seg.png"``); the extension is lower-cased."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
