@@ -110,12 +110,12 @@ class Tokenizer:
 
     def _check_memory(self, codec: movq.Codec) -> None:
         """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
-        waiting in the loader (in RAM, for every process of this machine) cannot fit."""
+        waiting in the loader (in RAM, for every process of this machine) cannot fit, nor the source data
+        each decoding worker holds (a parquet row group: :attr:`Sources.worker_bytes`)."""
         cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
         buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        buffered += max(cfg.workers, 1) * self.sources.worker_bytes  # e.g. the parquet row group each worker reads
         model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
         try:
             if device.type == "cpu":
@@ -123,6 +123,14 @@ class Tokenizer:
             else:
                 check_memory_budget(model, device, what, advice)
                 check_memory_budget(local * buffered, "cpu", what, advice)
+            reading = local * max(cfg.workers, 1) * self.sources.worker_bytes  # e.g. a parquet row group per worker
+            if reading:
+                held = local * (model + buffered) if device.type == "cpu" else local * buffered
+                check_memory_budget(
+                    held + reading, "cpu",
+                    f"reading {self.sources.kind} row groups of up to {self.sources.worker_bytes / 2**20:.0f} MiB in "
+                    f"{max(cfg.workers, 1)} decoding worker(s) x {local} process(es)",
+                    "lower --num-workers or rewrite the files with smaller row groups (pyarrow row_group_size)")
         except MemoryBudgetError as err:
             raise TokenizeError(str(err)) from None
 

@@ -85,7 +85,7 @@ def from_parquet(files: list[Path], columns: Columns) -> Sources:
             group = meta.row_group(g)
             starts.append(row)
             if group.num_rows:
-                groups.append(len(items))
+                groups.append(len(items) + row)
             size = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
                        if group.column(c).path_in_schema.split(".")[0] in wanted)
             worker_bytes = max(worker_bytes, 2 * size)  # the column chunks and the table built from them
