@@ -162,8 +162,10 @@ def expand_data(text: str) -> list[Path]:
     ``FileNotFoundError`` for a pattern matching nothing or a brace-expanded file that does not exist."""
     parts = [text]
     if "{" in text and not Path(text).exists():
-        from braceexpand import braceexpand
-
+        try:
+            from braceexpand import braceexpand
+        except ImportError:
+            raise ValueError(f"the brace pattern {text} needs braceexpand: pip install 'movq[tokenize]'") from None
         parts = list(braceexpand(text))
     paths: list[Path] = []
     for part in parts:
