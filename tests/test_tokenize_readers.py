@@ -372,3 +372,25 @@ def test_killed_run_on_tar_shards_resumes_to_the_same_output(photos, tmp_path):
     assert f"{finished} of 75 shards already finished" in res.stdout
     assert run([*args, "--out", str(tmp_path / "clean")]) == 0
     assert token_files(tmp_path / "killed") == token_files(tmp_path / "clean")
+
+
+# ------------------------------------------------------------------ lazy imports, hostile index
+
+
+def test_readers_import_their_libraries_only_when_used():
+    code = ("import sys\nimport movq.tokenize.cli, movq.tokenize.runner, movq.tokenize.sources, movq.tokenize.decode\n"
+            "print([m for m in ('pyarrow', 'datasets', 'webdataset', 'braceexpand') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": SRC})
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
+
+
+def test_an_index_label_that_is_not_an_int_is_refused(photos, tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        (tmp_path / "data" / cls / "x.jpg").write_bytes(photos[0])
+    tokenize(str(tmp_path / "data"), tmp_path / "out")
+    index = tmp_path / "out" / "index.jsonl"
+    index.write_text(index.read_text().replace('"label": 1', '"label": "1"'))
+    with pytest.raises(ValueError, match=r"index.jsonl, line 2: .*optional int 'label'"):
+        TokenDataset(tmp_path / "out")

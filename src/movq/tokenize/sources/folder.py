@@ -11,7 +11,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from movq.image_files import is_image_file, list_image_files
-from movq.tokenize.sources import SourceItem, Sources
+from movq.tokenize.sources.base import SourceItem, Sources
 
 
 def holds_images(root: Path) -> bool:

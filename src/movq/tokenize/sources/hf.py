@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from movq.tokenize.sources import HF_PREFIX, Columns, Record, SourceItem, Sources, parse_label
+from movq.tokenize.sources.base import HF_PREFIX, Columns, Record, SourceItem, Sources, parse_label
 
 
 class DatasetRows:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from movq.tokenize.sources import DEFAULT_IMAGE_COLUMN, Columns, SourceItem, Sources, parse_label
+from movq.tokenize.sources.base import DEFAULT_IMAGE_COLUMN, Columns, SourceItem, Sources, parse_label
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
 

@@ -16,7 +16,7 @@ import bisect
 from pathlib import Path
 from typing import Any
 
-from movq.tokenize.sources import Columns, Record, SourceItem, Sources, parse_label
+from movq.tokenize.sources.base import Columns, Record, SourceItem, Sources, parse_label
 
 
 def _pyarrow() -> Any:

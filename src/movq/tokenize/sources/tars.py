@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 from movq.image_files import IMAGE_EXTENSIONS, is_hidden
-from movq.tokenize.sources import CAPTION_EXTENSIONS, Member, SourceItem, Sources, split_key
+from movq.tokenize.sources.base import CAPTION_EXTENSIONS, Member, SourceItem, Sources, split_key
 
 COMPRESSION = {".gz": "gz", ".tgz": "gz", ".bz2": "bz2", ".xz": "xz"}
 """File suffix -> ``tarfile`` compression name."""
