@@ -155,6 +155,7 @@ def test_parquet_datasets_image_struct_label_and_text_in_row_groups(photos, expe
     out = tokenize(str(tmp_path / "train-*.parquet"), tmp_path / "out", "--image-column", "image",
                    "--label-column", "label", "--caption-column", "text")
     assert len(out) == 6 and out.meta["columns"] == {"image": "image", "caption": "text", "label": "label"}
+    assert out.meta["label_names"] == ["a", "b", "c"]  # the ClassLabel the datasets library stored in the file
     for i in range(6):
         item = out[i]
         assert torch.equal(item["tokens"], expected[i]) and item["label"] == i % 3 and item["caption"] == f"caption {i}"
@@ -394,3 +395,20 @@ def test_an_index_label_that_is_not_an_int_is_refused(photos, tmp_path):
     index.write_text(index.read_text().replace('"label": 1', '"label": "1"'))
     with pytest.raises(ValueError, match=r"index.jsonl, line 2: .*optional int 'label'"):
         TokenDataset(tmp_path / "out")
+
+
+def test_a_damaged_parquet_row_group_is_skipped_and_reported(photos, expected, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"image": pa.array(photos[:6], pa.binary())}), path, row_group_size=2, compression="none")
+    start = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[start:start + 32] = b"\xff" * 32  # the page header of row group 1
+    path.write_bytes(bytes(raw))
+    out = tokenize(str(path), tmp_path / "out")
+    assert [out[i]["source"].rsplit("#", 1)[1] for i in range(len(out))] == ["0", "1", "4", "5"]
+    assert torch.equal(out[2]["tokens"], expected[4])
+    reasons = skipped(tmp_path / "out")
+    assert [r["source"].rsplit("#", 1)[1] for r in reasons] == ["2", "3"] and "row group 1" in reasons[0]["reason"]

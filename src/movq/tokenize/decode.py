@@ -61,6 +61,18 @@ def read_member(member: Member) -> bytes:
     return data
 
 
+def read_members(members: list[Member]) -> dict[Member, bytes]:
+    """The bytes of several members of one tar (a WebDataset sample: image, caption, label, json), in tar
+    order; adjacent members of an uncompressed tar (the usual layout) come from one read."""
+    members = sorted(members, key=lambda m: m.offset)
+    first, last = members[0], members[-1]
+    span = last.offset + last.size - first.offset
+    if first.compression or span > sum(m.size for m in members) + 1024 * len(members):
+        return {m: read_member(m) for m in members}
+    block = read_member(Member(first.path, first.offset, span))
+    return {m: block[m.offset - first.offset: m.offset - first.offset + m.size] for m in members}
+
+
 def read_caption(item: SourceItem) -> str | None:
     """The item's caption (UTF-8, stripped), ``None`` when it has none."""
     if item.caption is not None:
@@ -92,10 +104,8 @@ def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
             return image, record.caption
         if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
             raise ValueError(f"{item.path} is not a regular file")
-        # members in tar order: a compressed tar is read forward
-        members = sorted((m for m in (item.member, item.caption_member, item.label_member, item.json_member) if m),
-                         key=lambda m: m.offset)
-        data = {m: read_member(m) for m in members}
+        members = [m for m in (item.member, item.caption_member, item.label_member, item.json_member) if m]
+        data = read_members(members) if members else {}
         found["label"] = item.label
         if item.label_member is not None:
             found["label"] = parse_label(data[item.label_member], f"{item.source}: .cls")

@@ -44,8 +44,14 @@ class ParquetRows:
         if self._cached is None or self._cached[0] != group:
             self._cached = None  # free the previous row group before reading the next
             columns = [c for c in dict.fromkeys((self.image, self.caption, self.label)) if c]
-            with _pyarrow().ParquetFile(self.path) as f:
-                self._cached = (group, f.read_row_group(group, columns=columns))
+            try:
+                with _pyarrow().ParquetFile(self.path) as f:
+                    self._cached = (group, f.read_row_group(group, columns=columns))
+            except Exception as err:  # noqa: BLE001 - a damaged row group: each of its rows is skipped with this
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                self._cached = (group, OSError(f"row group {group} of {self.path} is unreadable ({first})"))
+        if isinstance(self._cached[1], Exception):
+            raise self._cached[1]
         return self._cached[1]
 
     def read(self, row: int) -> Record:
@@ -71,6 +77,7 @@ def from_parquet(files: list[Path], columns: Columns) -> Sources:
     items: list[SourceItem] = []
     groups: list[int] = []
     worker_bytes = 0
+    label_names: list[str] | None = None
     for path in files:
         try:
             with pq.ParquetFile(path) as f:
@@ -78,6 +85,8 @@ def from_parquet(files: list[Path], columns: Columns) -> Sources:
         except Exception as err:  # noqa: BLE001 - not parquet, truncated footer: one line naming the file
             raise ValueError(f"{path} is not a readable parquet file ({str(err).splitlines()[0] if str(err) else err})") from None
         image, caption, label = columns.pick(schema.names, f"parquet file {path}")
+        if label and label_names is None:
+            label_names = _class_names(schema, label)
         _check_image_type(path, image, schema.field(image).type)
         wanted = {c for c in (image, caption, label) if c}
         starts, row = [], 0
@@ -94,7 +103,20 @@ def from_parquet(files: list[Path], columns: Columns) -> Sources:
         items.extend(SourceItem(f"{path}#{r}", table=rows, row=r) for r in range(row))
     if not items:
         raise ValueError(f"no rows in {', '.join(map(str, files))}")
-    return Sources(items, "parquet", groups=groups, worker_bytes=worker_bytes)
+    return Sources(items, "parquet", groups=groups, worker_bytes=worker_bytes, label_names=label_names)
+
+
+def _class_names(schema: Any, column: str) -> list[str] | None:
+    """The class names of ``column`` when the file was written by ``datasets`` with a ``ClassLabel`` feature."""
+    import json
+
+    try:
+        info = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
+        feature = info["info"]["features"][column]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _check_image_type(path: Path, column: str, kind: Any) -> None:
