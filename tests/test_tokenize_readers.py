@@ -412,3 +412,30 @@ def test_a_damaged_parquet_row_group_is_skipped_and_reported(photos, expected, t
     assert torch.equal(out[2]["tokens"], expected[4])
     reasons = skipped(tmp_path / "out")
     assert [r["source"].rsplit("#", 1)[1] for r in reasons] == ["2", "3"] and "row group 1" in reasons[0]["reason"]
+
+
+def test_brace_patterns_and_globs_expand_in_order_and_a_missing_shard_is_named(tmp_path):
+    from movq.tokenize.sources import expand_braces, expand_data
+
+    braceexpand = pytest.importorskip("braceexpand").braceexpand  # webdataset's expander, the reference
+
+    for pattern in ("x-{0000..0127}.tar", "{a,b}/s-{8..11}-{1,2}.tar", "plain.tar", "{10..8}", "x{}y", "{-2..2}"):
+        assert list(expand_braces(pattern)) == list(braceexpand(pattern)), pattern
+    for name in ("x-08.tar", "x-09.tar", "x-10.tar", "y.tar"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_data(str(tmp_path / "x-{08..10}.tar"))] == ["x-08.tar", "x-09.tar", "x-10.tar"]
+    assert [p.name for p in expand_data(str(tmp_path / "{y,x-1*}.tar"))] == ["y.tar", "x-10.tar"]
+    with pytest.raises(FileNotFoundError, match=r"x-11.tar does not exist \(from the pattern"):
+        expand_data(str(tmp_path / "x-{08..11}.tar"))
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="x-00000000.tar does not exist"):
+        expand_data(str(tmp_path / "x-{00000000..99999999}.tar"))  # not listed first: stops at the first gap
+    assert time.monotonic() - start < 1
+
+
+def test_shard_plan_never_crosses_a_source_shard():
+    from movq.tokenize.runner import plan_shards
+
+    assert plan_shards(5, 2, None) == [(0, 2, 0), (2, 4, 1), (4, 5, 2)]
+    # source shards of 3, 0 and 4 items: cut per source shard, the unit (rank = unit % world) is the source shard
+    assert plan_shards(7, 2, [0, 3, 3]) == [(0, 2, 0), (2, 3, 0), (3, 5, 2), (5, 7, 2)]

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from movq.tokenize.sources.base import (
@@ -54,20 +56,42 @@ from movq.tokenize.sources.base import (
 
 __all__ = ["CAPTION_EXTENSIONS", "DEFAULT_CAPTION_COLUMNS", "DEFAULT_IMAGE_COLUMN", "DEFAULT_LABEL_COLUMNS", "HF_PREFIX",
            "MANIFEST_SUFFIXES", "PARQUET_SUFFIXES", "TAR_SUFFIXES", "Columns", "Member", "Record", "SourceItem", "Sources",
-           "discover_sources", "expand_data", "parse_label", "split_key"]
+           "discover_sources", "expand_braces", "expand_data", "parse_label", "split_key"]
+
+
+BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_braces(text: str) -> Iterator[str]:
+    """WebDataset's (and the shell's) brace notation, lazily and in order: ``x-{0000..0127}.tar`` (an
+    integer range, zero-padded to the width of its first bound), ``{train,val}`` (alternatives), several
+    groups multiply. Nested braces are not supported; a group that is neither stays as written."""
+    match = BRACE.search(text)
+    if match is None:
+        yield text
+        return
+    head, body, tail = text[: match.start()], match.group(1), text[match.end():]
+    bounds = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if bounds:
+        lo, hi = int(bounds.group(1)), int(bounds.group(2))
+        width = len(bounds.group(1)) if bounds.group(1).startswith("0") else 0
+        step = 1 if hi >= lo else -1
+        choices: Iterable[str] = (f"{n:0{width}d}" for n in range(lo, hi + step, step))
+    elif "," in body:
+        choices = body.split(",")
+    else:
+        choices = [match.group(0)]
+    for choice in choices:
+        for rest in expand_braces(tail):
+            yield head + choice + rest
 
 
 def expand_data(text: str) -> list[Path]:
-    """The files a ``--data`` value names: a brace pattern (``x-{0000..0127}.tar``, ``{a,b}``) expanded in
-    order, then each part globbed (sorted) when it holds ``*?[`` and does not exist as written. Raises
-    ``FileNotFoundError`` for a pattern matching nothing or a brace-expanded file that does not exist."""
-    parts = [text]
-    if "{" in text and not Path(text).exists():
-        try:
-            from braceexpand import braceexpand
-        except ImportError:
-            raise ValueError(f"the brace pattern {text} needs braceexpand: pip install 'movq[tokenize]'") from None
-        parts = list(braceexpand(text))
+    """The files a ``--data`` value names: a brace pattern (:func:`expand_braces`) expanded in order, then
+    each part globbed (sorted) when it holds ``*?[`` and does not exist as written. Raises
+    ``FileNotFoundError`` for a pattern matching nothing or a brace-expanded file that does not exist
+    (the expansion is lazy: it stops there, before a huge range is listed)."""
+    parts: Iterable[str] = expand_braces(text) if "{" in text and not Path(text).exists() else [text]
     paths: list[Path] = []
     for part in parts:
         if any(ch in part for ch in "*?[") and not Path(part).exists():
