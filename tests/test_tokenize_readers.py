@@ -270,12 +270,18 @@ def test_hf_dataset_with_split_through_the_datasets_library(photos, expected, tm
         assert out[j]["source"] == f"hf://datasets/org/photos/validation#{j}"
 
 
-def test_hf_data_needs_a_split_and_split_needs_hf_data(tmp_path, capsys):
+def test_hf_data_needs_a_split_and_split_and_columns_need_a_source_that_has_them(tmp_path, capsys):
     assert run(["--model", TOKENIZE_MODEL, "--data", "hf://datasets/org/name", "--out", str(tmp_path / "o")]) == EXIT_ERROR
     assert "needs --split" in capsys.readouterr().err
     (tmp_path / "m.jsonl").write_text('{"image": "a.jpg"}\n')
     code = run(["--model", TOKENIZE_MODEL, "--data", str(tmp_path / "m.jsonl"), "--split", "train", "--out", str(tmp_path / "o")])
     assert code == EXIT_ERROR and "--split 'train' applies to hf://datasets/ORG/NAME data only" in capsys.readouterr().err
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(b"")
+    code = run(["--model", TOKENIZE_MODEL, "--data", str(tmp_path / "img"), "--label-column", "y", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR and "--label-column applies to manifests, parquet files and Hugging Face datasets" in err
+    assert not (tmp_path / "o" / "meta.json").exists()
 
 
 # ------------------------------------------------------------------ manifests, imagefolder metadata, class folders

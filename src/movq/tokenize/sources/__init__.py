@@ -106,6 +106,17 @@ def expand_data(text: str) -> list[Path]:
     return paths
 
 
+def _no_columns(columns: Columns, data: str, sources: Sources) -> Sources:
+    """``sources``, unless a column was named for a source without columns (an image folder, tar shards)."""
+    named = columns.given()
+    if named:
+        flag = f"--{next(iter(named))}-column"
+        raise ValueError(f"{flag} applies to manifests, parquet files and Hugging Face datasets; {data} is "
+                         f"{'tar shards' if sources.kind == 'tar' else 'an image folder'} (captions .txt, labels "
+                         f"{'.cls' if sources.kind == 'tar' else 'class folders'})")
+    return sources
+
+
 def _file_kind(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(TAR_SUFFIXES):
@@ -142,11 +153,11 @@ def discover_sources(data: str | os.PathLike, exclude: str | os.PathLike | None 
         for kind, reader in (("tar", tars.from_tars), ("parquet", parquet.from_parquet)):
             found = sorted(p for p in inside if _file_kind(p) == kind)
             if found and not folder.holds_images(root):
-                return reader(found, columns) if kind == "parquet" else reader(found)
-        return folder.from_folder(root, exclude)
+                return reader(found, columns) if kind == "parquet" else _no_columns(columns, text, reader(found))
+        return _no_columns(columns, text, folder.from_folder(root, exclude))
     kinds = {_file_kind(p) if p.is_file() else None for p in paths}
     if kinds == {"tar"}:
-        return tars.from_tars(paths)
+        return _no_columns(columns, text, tars.from_tars(paths))
     if kinds == {"parquet"}:
         return parquet.from_parquet(paths, columns)
     if kinds == {"manifest"} and len(paths) == 1:
