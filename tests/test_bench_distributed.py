@@ -35,7 +35,8 @@ def test_two_gloo_processes_equal_one(bench_codec_dir, bench_data_dir, tmp_path)
     assert len(one["results"]) == len(two["results"]) == 1
     a, b = one["results"][0], two["results"][0]
     assert a["n_images"] == b["n_images"] == 7
-    for key in ("fid", "is", "is_real", "psnr", "ssim", "l1"):
+    for key in ("fid", "is", "is_real", "psnr", "ssim", "l1", "codebook_usage", "perplexity"):
         assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+    assert b["codebook_usage_per_level"] == a["codebook_usage_per_level"]  # summed histograms: exact
     assert sorted(p.name for p in (tmp_path / "cache").glob("*/shard*.pt")) == [
         "shard0-of-1.pt", "shard0-of-2.pt", "shard1-of-2.pt"]

@@ -107,6 +107,8 @@ def test_bad_inputs_raise_clear_errors():
         model(x, t, y=torch.tensor([0, 4]))
     with pytest.raises(ValueError, match="y must be an integer tensor"):
         model(x, t, y=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="y must be an integer tensor"):  # True is not class 1
+        model(x, t, y=torch.tensor([True, False]))
     with pytest.raises(ValueError, match="takes no conditioning vector"):
         model(x, t, cond=torch.randn(2, 8))
     with pytest.raises(ValueError, match="uncond_mask must be a bool tensor"):

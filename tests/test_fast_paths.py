@@ -97,6 +97,51 @@ def test_policy_plans_slices_and_tiles_from_the_budget():
         TilingPolicy(tile=8, overlap=4)
 
 
+def test_default_budget_follows_the_free_memory_of_the_device(monkeypatch):
+    """By default (memory_budget None) the activation budget is DEVICE_BUDGET_SHARE of the memory free on the
+    codec's device when the call starts: a small device tiles and slices a 128x128 decode, a large one runs it
+    whole; a fixed memory_budget ignores the device."""
+    import movq.memory_budget as mb
+
+    codec = small_codec()
+    assert codec.tiling.memory_budget is None
+    f = codec.downsample_factor
+    z = torch.zeros(4, codec.config.embed_dim, 128 // f, 128 // f)
+    per_image = codec.inference_bytes(1, 128, 128) - mb.image_bytes(1, 128, 128)
+    monkeypatch.setattr(mb, "free_bytes", lambda device: 2**40)  # a large device: nothing sliced or tiled
+    assert codec.tiling.budget("cpu") == int(mb.DEVICE_BUDGET_SHARE * 2**40)
+    assert codec._plan(z, 1)[1] is None
+    monkeypatch.setattr(mb, "free_bytes", lambda device: per_image)  # half an image's activations: tiled
+    assert codec.tiling.budget("cpu") == int(mb.DEVICE_BUDGET_SHARE * per_image)
+    images, tile = codec._plan(z, 1)
+    assert images == 1 and tile is not None and tile < 128 // f
+    assert codec.inference_bytes(4, 128, 128) == mb.image_bytes(4, 128, 128) + int(mb.DEVICE_BUDGET_SHARE * per_image)
+    tokens = codec.encode(torch.rand(1, 3, 128, 128) * 2 - 1)  # runs tiled on the small device
+    assert tokens.shape[-2:] == (128 // f, 128 // f)
+    monkeypatch.setattr(mb, "free_bytes", lambda device: None)  # unreadable: the fixed fallback
+    assert codec.tiling.budget("cpu") == mb.FALLBACK_BUDGET
+    codec.enable_tiling(auto=True, memory_budget=2**40)  # fixed: the device is not asked
+    monkeypatch.setattr(mb, "free_bytes", lambda device: 1)
+    assert codec.tiling.budget("cpu") == 2**40 and codec._plan(z, 1)[1] is None
+    codec.disable_tiling()
+    assert codec.inference_bytes(4, 128, 128) == codec.activation_bytes(4, 128, 128)  # untiled: every activation
+
+
+def test_free_memory_of_cuda_and_cpu_devices(monkeypatch):
+    """CUDA: the driver's free memory plus what the caching allocator holds unused; CPU: MemAvailable (or
+    the cgroup's room), never above the machine's total."""
+    import movq.memory_budget as mb
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 2 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2**30)
+    assert mb.free_bytes(torch.device("cuda", 0)) == 4 * 2**30
+    assert mb.device_activation_budget("cuda") == int(mb.DEVICE_BUDGET_SHARE * 4 * 2**30)
+    free, total = mb.free_bytes("cpu"), mb.available_bytes("cpu")
+    assert free is not None and 0 < free <= total
+    assert mb.free_bytes("meta") is None and mb.device_activation_budget("meta") == mb.FALLBACK_BUDGET
+
+
 def test_batch_slicing_equals_one_batch():
     codec = small_codec()
     x = torch.rand(5, 3, 16, 24) * 2 - 1

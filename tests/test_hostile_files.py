@@ -908,3 +908,64 @@ def _load_t2i_folder() -> tuple[bool, str]:
 @pytest.mark.parametrize("hostile", CASES.params())
 def test_hostile_input(hostile, hostile_work):
     hostile.check()
+
+
+# Every reader of the project, given a FIFO where it expects a file: refused, naming the path, without
+# blocking (must-hold 3 of the generator/token-data audit). The cases run in one child process, each
+# under an alarm, so that a reader that blocks fails its case instead of hanging the suite.
+FIFO_READERS = {
+    "codec checkpoint": ("x.ckpt", "movq.load(FIFO)"),
+    "checkpoint file": ("x.pt", "from movq.hub.safe_load import load_state_file; load_state_file(FIFO)"),
+    "pickled modules": ("x.pkl", "from movq.hub.safe_load import load_pickled_modules; load_pickled_modules(FIFO)"),
+    "codec weights": ("model.safetensors", "import shutil, tempfile; d = Path(tempfile.mkdtemp()); "
+                      "movq.load('movqgan-tiny', pretrained=False).save_pretrained(d); "
+                      "shutil.copy(d / 'config.json', FIFO.parent); movq.load(FIFO.parent)"),
+    "image": ("x.png", "from movq.image_files import open_rgb; open_rgb(FIFO)"),
+    "LPIPS weights": ("lpips.pth", "from movq.metrics.lpips import load_lpips; load_lpips('alex', weights=FIFO)"),
+    "FID Inception weights": ("inception.pth",
+                              "from movq.metrics.inception import load_inception_file; load_inception_file(FIFO)"),
+    "JSON config": ("config.json", "from movq.strict import read_json_object; read_json_object(FIFO)"),
+    "diffusion.json": ("diffusion.json",
+                       "from movq.diffusion import GaussianDiffusion; GaussianDiffusion.from_pretrained(FIFO.parent)"),
+    "diffusion release": ("latent_diffusion.json",
+                          "from movq.diffusion.pipeline import read_release_info; read_release_info(FIFO.parent)"),
+    "UNet EMA weights": ("ema.safetensors", "(FIFO.parent / 'config.json').write_text('{}'); "
+                         "from movq.diffusion.unet import UNet; UNet.from_pretrained(FIFO.parent)"),
+    "--cond file": ("cond.safetensors", "from movq.diffusion.data import load_cond_file; load_cond_file(FIFO, 4)"),
+    "token meta.json": ("meta.json", "from movq.tokenize.dataset import TokenDataset; TokenDataset(FIFO.parent)"),
+    "tokenize manifest": ("m.jsonl", "from movq.tokenize.sources import discover_sources; discover_sources(FIFO)"),
+    "tokenize tar": ("s.tar", "from movq.tokenize.sources import discover_sources; discover_sources(FIFO)"),
+    "t2i tokenizer.json": ("tokenizer.json", "from movq.t2i.text import HFTokenizer; HFTokenizer(FIFO)"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_every_file_reader_refuses_a_fifo_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    cases = {}
+    for n, (label, (name, call)) in enumerate(FIFO_READERS.items()):
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        os.mkfifo(folder / name)
+        cases[label] = (str(folder / name), call)
+    script = (
+        "import json, signal, sys\nfrom pathlib import Path\nimport movq\n"
+        "def alarm(*_):\n    raise TimeoutError('blocked reading the FIFO')\n"
+        "signal.signal(signal.SIGALRM, alarm)\nresults = {}\n"
+        "for label, (path, call) in json.loads(sys.argv[1]).items():\n"
+        "    signal.alarm(5)\n"
+        "    try:\n        exec(call, {'FIFO': Path(path), 'Path': Path, 'movq': movq})\n        results[label] = 'no error'\n"
+        "    except TimeoutError as e:\n        results[label] = 'TIMEOUT ' + str(e)\n"
+        "    except Exception as e:\n        results[label] = type(e).__name__ + ': ' + str(e)\n"
+        "    signal.alarm(0)\n"
+        "print(json.dumps(results))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    wrong = {label: message for label, message in results.items()
+             if cases[label][0] not in message or "not a regular file" not in message}
+    assert not wrong, wrong

@@ -584,7 +584,8 @@ def test_fifos_named_by_a_manifest_or_as_captions_never_block(tmp_path):
     start = time.monotonic()
     item = decode_item(SourceItem("pipe.png", path=str(fifo)), 0, 16)
     assert item.pixels is None and "not a regular file" in item.error
-    assert read_caption(SourceItem("a.png", path="a.png", caption_path=str(fifo))) is None
+    with pytest.raises(ValueError, match=f"{fifo} is not a regular file"):  # refused (the item is skipped), not read
+        read_caption(SourceItem("a.png", path="a.png", caption_path=str(fifo)))
     assert time.monotonic() - start < 4
 
 

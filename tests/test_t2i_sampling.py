@@ -185,9 +185,11 @@ def test_generate_restores_training_mode():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"top_k": 0}, ValueError, "top_k must be None"),
-        ({"top_k": 2.5}, ValueError, "top_k must be None"),
-        ({"top_p": 0.0}, ValueError, r"top_p must be None \(off\) or a number in \(0, 1\]"),
+        ({"top_k": 0}, ValueError, "top_k must be an int >= 1 or null, got 0"),
+        ({"top_k": 2.5}, ValueError, "top_k must be an int or null, got 2.5"),
+        ({"top_k": True}, ValueError, "top_k must be an int or null, got True"),
+        ({"top_p": 0.0}, ValueError, r"top_p must be a number in \(0, 1\] or null, got 0.0"),
+        ({"top_p": math.nan}, ValueError, r"top_p must be a finite number or null, got nan"),
         ({"top_p": 1.5}, ValueError, "top_p"),
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number >= 0"),
         ({"temperature": math.nan}, ValueError, "temperature"),
@@ -230,3 +232,17 @@ def test_temperatures_that_overflow_the_logits_are_refused(temperature):
     model = make_model()
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0: 0 .greedy. or at least 1e-06"):
         model.generate(captions(model), temperature=temperature)
+
+
+def test_a_sampling_batch_beyond_memory_is_refused_before_allocation(monkeypatch):
+    """The KV caches of a batch are counted before anything is allocated: with a device of 32 KiB, 3 guided
+    prompts (6 sequences) of t2i-tiny do not fit, and the error says how many sequences and what to do."""
+    import movq.memory_budget
+    from movq.memory_budget import MemoryBudgetError
+
+    model = make_model()
+    monkeypatch.setattr(movq.memory_budget, "available_bytes", lambda device: 2**15)
+    with pytest.raises(MemoryBudgetError, match=r"sampling 6 sequences at once needs at least .*batch_size"):
+        model.generate(captions(model), guidance_scale=3.0)
+    monkeypatch.setattr(movq.memory_budget, "available_bytes", lambda device: 2**40)
+    assert model.generate(captions(model), temperature=0).shape == (3, model.config.image_len)

@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,6 +373,29 @@ def test_disk_full_inside_torch_save_says_no_space(tmp_path, capsys, monkeypatch
     err = _error_line(capsys)
     assert "no space left on device" in err and str(tmp_path / "run" / "checkpoints") in err and "step-00000002" in err
     assert ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))["step"] == 2
+
+
+def test_disk_full_while_writing_the_release_says_no_space_and_keeps_the_release(tmp_path, capsys, monkeypatch):
+    """The release weights (model.safetensors beside the checkpoints) are written atomically: a full disk
+    gives one line naming the file, exit 2, and the previous release bytes unchanged."""
+    import movq.model_folder
+
+    data = make_images(tmp_path / "data")
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "2")) == 0
+    release = tmp_path / "run" / "model.safetensors"
+    before = release.read_bytes()
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(movq.model_folder, "save_file", full_disk)
+    assert train_main(_args(data, tmp_path / "run", "--max-steps", "3", "--resume")) == 2
+    monkeypatch.undo()
+    err = _error_line(capsys)
+    assert f"no space left on device while writing {release}; its previous version is unchanged" in err, err
+    assert release.read_bytes() == before
+    assert not [p for p in release.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 # ------------------------------------------------------------------ one-line CLI errors, before work

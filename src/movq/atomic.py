@@ -5,6 +5,7 @@ be read is a regular file (:func:`check_regular_file`: a FIFO or device would bl
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Callable
@@ -25,10 +26,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     try:
         write(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(error):
+            state = "its previous version is unchanged" if path.exists() else "nothing was written"
+            raise DiskFullError(f"no space left on device while writing {path}; {state}. Free space and retry") from error
         raise
     return path
+
+
+class DiskFullError(OSError):
+    """No space left on the device (or quota) while a file was written atomically; the message names the
+    file, whose previous version (if any) is left unchanged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an error it was raised from or during: torch.save's ``inline_container``
+    ``RuntimeError`` hides the ``OSError``) says the disk or the quota is full."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "no space left on device" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -65,10 +90,23 @@ def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+NOT_REGULAR = "is not a regular file (a FIFO, device, socket or folder)"
+
+
 def check_regular_file(path: str | os.PathLike, advice: str, error: type[Exception] = ValueError) -> None:
     """Refuse (``error``, naming ``path`` and saying ``advice``) a ``path`` that exists but is not a regular
     file: reading a FIFO, device or socket blocks or never ends, and a folder cannot be read. A missing
     ``path`` passes (the caller decides what that means)."""
     path = Path(path)
     if path.exists() and not path.is_file():
-        raise error(f"{path} is not a regular file (a FIFO, device, socket or folder); {advice}")
+        raise error(f"{path} {NOT_REGULAR}; {advice}")
+
+
+def require_regular_file(path: str | os.PathLike, advice: str, error: type[Exception] = FileNotFoundError) -> Path:
+    """``path`` as a ``Path`` when it is a regular file (every reader of the project opens files through this
+    check or :func:`check_regular_file`); otherwise ``error`` naming ``path``, what it is (missing, or a FIFO,
+    device, socket or folder, whose read would block, never end or fail) and ``advice``."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} {NOT_REGULAR if path.exists() else 'not found'}; {advice}")
+    return path

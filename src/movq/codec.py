@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -177,11 +178,39 @@ class Codec(nn.Module):
         :func:`movq.memory_budget.activation_bytes`."""
         return activation_bytes(self.config, batch, height, width, dtype or self.dtype, training)
 
+    def inference_bytes(
+        self, batch: int, height: int, width: int, *, dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> int:
+        """Estimated peak bytes an ``encode`` / ``decode`` of ``batch`` images of ``height x width`` pixels
+        holds on the codec's device under its tiling policy: the images, plus the activations of one
+        forward -- all of them with tiling off, else at most the activation budget
+        (:meth:`TilingPolicy.budget`, by default a share of the device's free memory), since larger
+        batches are sliced and larger images tiled. ``movq-bench`` and ``movq-tokenize`` size their
+        batches with it. ``dtype`` / ``device``: those the codec will run in (default: its own)."""
+        images = image_bytes(batch, height, width)
+        features = activation_bytes(self.config, batch, height, width, dtype or self.dtype) - images
+        if self.tiling.mode != "off":
+            features = min(features, self.tiling.budget(self.device if device is None else device))
+        return images + features
+
     def tokens_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Token grid (without the batch axis) of an image of ``height x width`` pixels."""
         check_size(height, width, self.downsample_factor)
         f = self.downsample_factor
         return self.quantize.indices_shape(height // f, width // f)
+
+    def bits_per_pixel(self, height: int, width: int) -> float:
+        """Rate of the token representation of one ``height x width`` image, in bits per pixel:
+        ``log2(codebook_size) x tokens / (height x width)``.
+
+        ``codebook_size`` is the number of ids a token can take (the product of the levels for FSQ,
+        ``2 ** bits`` for LFQ); tokens are all entries of :meth:`tokens_shape`, so every depth of a
+        residual quantizer (and every group of a grouped one) counts, each adding
+        ``bits_per_pixel / depth``. A float; ``ValueError`` for sides that are not multiples of
+        ``downsample_factor``."""
+        tokens = math.prod(self.tokens_shape(height, width))
+        return math.log2(self.codebook_size) * tokens / (height * width)
 
     # ----------------------------------------------------------------------------- tensor paths
 
@@ -234,7 +263,8 @@ class Codec(nn.Module):
         ``tile_size`` and ``overlap`` are in pixels, multiples of ``downsample_factor``, with
         ``overlap < tile_size / 2``; neighbouring tiles are blended linearly across the overlap.
         ``auto=True`` restores the default: tile only images whose activations alone would exceed
-        ``memory_budget`` bytes (4 GiB unless given). Batches above the budget are always sliced.
+        ``memory_budget`` bytes (by default half the memory free on the codec's device when the call
+        starts: :func:`movq.memory_budget.device_activation_budget`). Batches above the budget are always sliced.
         The levels with attention (at latent resolution in the presets) always see the whole image;
         the others run in tiles that share image-wide GroupNorm statistics, gathered by
         ``stat_passes`` extra passes over the tiles (default 2; 0 lets each tile use its own). Tiled
@@ -257,7 +287,8 @@ class Codec(nn.Module):
         """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
         per_position = feature_bytes_per_pixel(self.config, self.dtype) * self.downsample_factor**2
         cache = CPU_SLICE_BYTES if x.device.type == "cpu" else None
-        return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position, cache)
+        return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, per_position, cache,
+                                budget=self.tiling.budget(x.device))
 
     def _tiles(self, fn: Any, grid: tuple[int, int], out_scale: int, module: nn.Module, tile: int) -> Tensor:
         """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms (if any) share statistics."""
@@ -394,12 +425,8 @@ class Codec(nn.Module):
         ``height x width`` cannot fit on the codec's device."""
         if min(batch, height, width) < 1:
             return
-        if self.tiling.mode != "off":  # activations are tiled and sliced: only the images must fit
-            needed = image_bytes(batch, height, width)
-        else:
-            needed = self.activation_bytes(batch, height, width)
         check_memory_budget(
-            needed, self.device, f"{what}: {batch} image(s) of {height}x{width} pixels",
+            self.inference_bytes(batch, height, width), self.device, f"{what}: {batch} image(s) of {height}x{width} pixels",
             "use smaller images or fewer at a time",
         )
 

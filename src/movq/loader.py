@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from movq.atomic import require_regular_file
 from movq.codec import Codec
 from movq.config import PRESETS, STATE_DICT_CONFIG_KEY, CodecConfig, get_preset
 from movq.devices import ACCEPTED_DEVICES, resolve_device
@@ -217,8 +218,7 @@ def load_local(
         kind, reader = FOLDER_READERS[fmt]
         _refuse_preset_and_ema(path, kind, preset, ema)
         return reader(path, data, pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    require_regular_file(path, "expected a codec folder, a checkpoint file or a registered name (movq.list_models())")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(
             f"{path}: unsupported checkpoint type {path.suffix!r}; expected one of {CHECKPOINT_SUFFIXES} "

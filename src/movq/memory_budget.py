@@ -126,6 +126,51 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
     return min(limits) if limits else None
 
 
+DEVICE_BUDGET_SHARE = 0.5
+"""Share of the memory free on a codec's device, read when an ``encode`` / ``decode`` call starts, that
+its activations may use by default (:func:`device_activation_budget`): the rest is left to the images
+themselves, the output, the allocator's fragmentation and whatever else runs. Tiling and batch slicing
+engage only beyond it (``TilingPolicy(memory_budget=...)`` fixes the budget instead)."""
+FALLBACK_BUDGET = 4 * GIB
+"""The activation budget when the device's free memory cannot be read (an unknown accelerator)."""
+
+
+def free_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory of ``device`` free for new tensors now: on CUDA the driver's free memory
+    (``torch.cuda.mem_get_info``) plus what PyTorch's caching allocator holds unused; on CPU the kernel's
+    ``MemAvailable``, capped by the cgroup's limit minus its usage. ``None`` when it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
+                                                                    "memory/memory.usage_in_bytes")):
+        try:
+            limit = (Path("/sys/fs/cgroup") / limit_file).read_text().strip()
+            usage = (Path("/sys/fs/cgroup") / usage_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and usage.isdigit() and int(limit) < 2**60:
+            limits.append(max(int(limit) - int(usage), 0))
+    return min(limits) if limits else available_bytes(device)
+
+
+def device_activation_budget(device: torch.device | str = "cpu") -> int:
+    """The default activation budget of a forward pass on ``device``: :data:`DEVICE_BUDGET_SHARE` of
+    :func:`free_bytes` now (:data:`FALLBACK_BUDGET` when that cannot be read), at least 1 byte."""
+    free = free_bytes(device)
+    return max(1, int(DEVICE_BUDGET_SHARE * free)) if free is not None else FALLBACK_BUDGET
+
+
 def check_memory_budget(needed: int, device: torch.device | str, what: str, advice: str) -> None:
     """Raise :class:`MemoryBudgetError` when ``needed`` bytes exceed the memory of ``device``.
 

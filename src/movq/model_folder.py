@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write, atomic_write_text
+from movq.atomic import atomic_write, atomic_write_text, require_regular_file
 from movq.hub.safe_load import load_state_file
 from movq.strict import dataclass_from_file, nonfinite_entries, state_dict_mismatches
 
@@ -81,8 +81,7 @@ def read_model_folder(
     directory = Path(directory)
     config_path, weights_path = directory / MODEL_CONFIG_FILE, directory / weights_name
     for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {what} holds {MODEL_CONFIG_FILE} and {weights_name}")
+        require_regular_file(path, f"{what} holds {MODEL_CONFIG_FILE} and {weights_name}")
     config = dataclass_from_file(config_class, config_path)
     state = load_state_file(weights_path)
     check_finite_weights(state, weights_path)

@@ -23,14 +23,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from movq.memory_budget import device_activation_budget
 from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm
 from movq.strict import NonNegativeInt, PositiveInt, StrictConfig
 
 TILE_BUDGET_SHARE = 0.5
-"""Share of ``memory_budget`` the tiles of an automatically tiled image may use: the rest holds
+"""Share of the activation budget the tiles of an automatically tiled image may use: the rest holds
 what a tiled run keeps besides the tile's activations (the full-size output and blend weights,
-the statistics, the prepacked weights), so a 2048x2048 MoVQGAN-67M decode stays under 4 GiB RSS
-while a 1024x1024 one still runs untiled."""
+the statistics, the prepacked weights), so with a 4 GiB budget a 2048x2048 MoVQGAN-67M decode stays
+under 4 GiB RSS while a 1024x1024 one still runs untiled."""
 
 CPU_SLICE_BYTES = 64 * 2**20
 """On CPU a batch is run in slices whose activations stay within this many bytes: a convolution
@@ -50,7 +51,8 @@ class TilingPolicy(StrictConfig):
     - ``tile`` / ``overlap``: tile side and overlap between neighbouring tiles, in latent positions
       (``tile * f`` pixels); ``overlap`` must be below ``tile / 2``.
     - ``memory_budget``: bytes of activations one forward pass may use; larger batches are sliced
-      and, in ``"auto"`` mode, larger images tiled.
+      and, in ``"auto"`` mode, larger images tiled. ``None`` (default) follows the device: a share of
+      the memory free on it when the call starts (:func:`movq.memory_budget.device_activation_budget`).
     - ``stat_passes``: passes over the tiles that gather the image-wide GroupNorm statistics before
       the pass that produces the output (0: every tile uses its own statistics, fastest, visibly
       less faithful); each pass costs about one untiled forward.
@@ -59,7 +61,7 @@ class TilingPolicy(StrictConfig):
     mode: Literal["auto", "on", "off"] = "auto"
     tile: PositiveInt = 64
     overlap: NonNegativeInt = 16
-    memory_budget: PositiveInt = 4 * 2**30
+    memory_budget: PositiveInt | None = None
     stat_passes: NonNegativeInt = 2
 
     def __post_init__(self) -> None:
@@ -67,25 +69,36 @@ class TilingPolicy(StrictConfig):
         if not 2 * self.overlap < self.tile:
             raise ValueError(f"overlap must be an int in [0, tile / 2) = [0, {self.tile / 2:g}), got {self.overlap!r}")
 
+    def budget(self, device: torch.device | str) -> int:
+        """The activation budget in bytes for a call on ``device``: ``memory_budget`` when set, else a
+        share of the memory free on ``device`` now."""
+        if self.memory_budget is not None:
+            return self.memory_budget
+        return device_activation_budget(device)
+
     def plan(
-        self, batch: int, height: int, width: int, bytes_per_position: float, cache_bytes: float | None = None
+        self, batch: int, height: int, width: int, bytes_per_position: float, cache_bytes: float | None = None,
+        budget: int | None = None,
     ) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
         given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
         ``"auto"`` tiles only a grid above the budget, with the largest tiles that take at most
         :data:`TILE_BUDGET_SHARE` of it; tiled images are batched within that share too.
         ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps the images per forward so that
-        one forward's activations stay near the caches' size (at least one image)."""
+        one forward's activations stay near the caches' size (at least one image). ``budget`` is the
+        resolved budget of the call's device (:meth:`budget`; by default that of the CPU)."""
+        if budget is None:
+            budget = self.budget("cpu")
         tile: int | None = None
-        tile_budget = self.memory_budget * TILE_BUDGET_SHARE
+        tile_budget = budget * TILE_BUDGET_SHARE
         if self.mode == "on":
             tile = self.tile
-        elif self.mode == "auto" and bytes_per_position * height * width > self.memory_budget:
+        elif self.mode == "auto" and bytes_per_position * height * width > budget:
             tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
         if tile is not None and height <= tile and width <= tile:
             tile = None
         area = min(height, tile) * min(width, tile) if tile else height * width
-        budget = tile_budget if tile else self.memory_budget
+        budget = tile_budget if tile else budget
         if cache_bytes is not None:
             budget = min(budget, cache_bytes)
         return max(1, int(budget // max(bytes_per_position * area, 1.0))), tile

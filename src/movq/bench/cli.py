@@ -7,6 +7,7 @@ Usage::
                [--limit N] [--device cuda] [--dtype bf16] [--cache DIR]
     torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
     movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
+    movq-bench compare --models A B C --data DIR --out REPORT_DIR [--grid-images 8] [any flag of the run above]
 
 movq against diffusers' ``VQModel`` on the same weights is a benchmark: ``python benchmarks/speed.py``.
 """
@@ -77,6 +78,24 @@ def speed_parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    from movq.bench.compare import COMPARE_METRICS
+
+    p = argparse.ArgumentParser(
+        prog="movq-bench compare",
+        description="The bench's protocol over several codecs, written into one folder: results.md / .csv / .json, "
+        "rate_distortion.png, grid.png and report.html.",
+        epilog="Every other flag of `movq-bench` (--resolution, --batch-size, --limit, --device, --dtype, --cache, "
+        "--feature-extractor, --lpips-net, ...) applies as in a single run.",
+    )
+    p.add_argument("--models", nargs="+", required=True, help="registered names, codec folders or checkpoint files")
+    p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
+    p.add_argument("--metrics", type=normalise_metrics, default=list(COMPARE_METRICS),
+                   help=f"comma list from {CHOICES} (default {','.join(COMPARE_METRICS)}; psnr is always measured)")
+    p.add_argument("--grid-images", type=int, default=8, help="rows of grid.png: the images with the worst mean PSNR")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 user error, 3 interrupted by --max-chunks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -85,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if speed:
             return _speed(speed_parser().parse_args(argv[1:]))
+        if argv[:1] == ["compare"]:
+            return _compare(argv[1:])
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
     except (BenchError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(error_line("movq-bench", err, SpeedConfig if speed else BenchConfig), file=sys.stderr)
@@ -119,11 +140,9 @@ def _speed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from movq.bench.report import markdown, results_json, write_json
-    from movq.bench.runner import Runner
-
-    cfg = BenchConfig(
+def bench_config(args: argparse.Namespace) -> BenchConfig:
+    """The :class:`BenchConfig` of parsed ``movq-bench`` run arguments."""
+    return BenchConfig(
         models=args.model, data=args.data, resolution=args.resolution, batch_size=args.batch_size,
         metrics=args.metrics, by_domain=args.by_domain, limit=args.limit, device=args.device, dtype=args.dtype,
         cache=args.cache, cache_interval=args.cache_interval, chunk_size=args.chunk_size, workers=args.workers,
@@ -131,6 +150,30 @@ def _run(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
         progress=not args.no_progress, max_chunks=args.max_chunks, threads=args.threads,
     )
+
+
+def _compare(argv: list[str]) -> int:
+    from movq.bench.compare import check_inputs
+
+    compare, rest = compare_parser().parse_known_args(argv)
+    if compare.grid_images < 1:
+        raise ValueError(f"--grid-images must be an int >= 1, got {compare.grid_images}")
+    metrics = list(dict.fromkeys([*compare.metrics, "psnr"]))
+    models = [flag for spec in compare.models for flag in ("--model", spec)]
+    args = run_parser().parse_args([*models, "--metrics", ",".join(metrics), *rest])
+    cfg = bench_config(args)
+    check_inputs(cfg.models, cfg.data, compare.out)
+    return _run(args, cfg, compare_out=compare.out, grid_images=compare.grid_images)
+
+
+def _run(args: argparse.Namespace, cfg: BenchConfig | None = None, compare_out: str | None = None,
+         grid_images: int = 8) -> int:
+    """One bench run of ``args`` (``cfg``: their config, when already built); ``compare_out`` also
+    writes the comparison folder (:func:`movq.bench.compare.write_comparison`)."""
+    from movq.bench.report import markdown, results_json, write_json
+    from movq.bench.runner import Runner
+
+    cfg = cfg or bench_config(args)
     _check_common(args)
     if cfg.cache:
         check_writable_dir(cfg.cache, "--cache")
@@ -147,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
                 write_json(result, args.out)
             if args.markdown:
                 atomic_write_text(args.markdown, report)
+            if compare_out is not None:
+                from movq.bench.compare import write_comparison
+
+                write_comparison(runner, outcome, result, compare_out, grid_images)
     finally:
         runner.close()
     return 0

@@ -4,7 +4,8 @@ The images, reconstructions and per-image metrics are ``movq-bench``'s (:mod:`mo
 each image is resized so the short side is ``size`` and centre-cropped to ``size x size``
 (:func:`movq.image_files.load_preprocessed`), metrics are computed on ``[0, 1]`` RGB with the
 reconstruction rounded to 8 bits, one value per image, averaged. Usage is the fraction of the
-codebook used by all tokens of the folder.
+codebook used by all tokens of the folder (the bench's ``codebook_usage``: mean over the levels of a
+residual codec).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 
 from movq.bench.per_image import per_image_metrics, reconstruct
+from movq.bench.stats import code_columns
 from movq.codec import Codec
 from movq.image_files import list_image_files, load_preprocessed
-from movq.metrics.accumulators import MeanAccumulator
+from movq.metrics.accumulators import HistogramAccumulator, MeanAccumulator
 
 
 @dataclass
@@ -46,13 +48,15 @@ def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, ba
     metrics = ("psnr", "ssim", "l1") + (("lpips",) if lpips is not None else ())
     files = list_image_files(folder)
     means = {metric: MeanAccumulator() for metric in metrics}
-    counts = torch.zeros(codec.codebook_size)
+    shape = codec.tokens_shape(size, size)
+    codes = HistogramAccumulator(shape[0] if len(shape) == 3 else 1, codec.codebook_size)
     for start in range(0, len(files), batch_size):
         pixels = [load_preprocessed(path, size)[0] for path in files[start : start + batch_size]]
         real = torch.stack(pixels).to(codec.device).float() / 255.0  # as movq-bench
         tokens, recon = reconstruct(codec, real)
-        counts += torch.bincount(tokens.reshape(-1).cpu(), minlength=codec.codebook_size)[: codec.codebook_size].float()
+        codes.update(tokens)
         for metric, values in per_image_metrics(real, recon, metrics, lpips).items():
             means[metric].update(values)
     return EvalResult(len(files), size, means["psnr"].mean, means["ssim"].mean, means["l1"].mean,
-                      float((counts > 0).float().mean()), means["lpips"].mean if lpips is not None else None)
+                      code_columns(codes.counts, codec.codebook_size)["codebook_usage"],
+                      means["lpips"].mean if lpips is not None else None)

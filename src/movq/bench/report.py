@@ -28,7 +28,22 @@ def model_info(name: str, codec: movq.Codec, resolution: int) -> dict[str, Any]:
         "model": name, "config": getattr(config, "name", type(codec).__name__), "latent_size": grid,
         "codebook_size": getattr(codec, "codebook_size", None), "compression": f,
         "parameters": sum(p.numel() for p in codec.parameters()),
+        **rate_info(codec, resolution),
     }
+
+
+def rate_info(codec: movq.Codec, resolution: int) -> dict[str, Any]:
+    """Tokens per image, levels (residual depth / groups, else 1) and bits per pixel
+    (:meth:`movq.Codec.bits_per_pixel`) of ``codec`` at ``resolution`` x ``resolution``, total and per level;
+    None for a codec without tokens."""
+    try:
+        shape = codec.tokens_shape(resolution, resolution)
+        bpp = codec.bits_per_pixel(resolution, resolution)
+    except Exception:
+        return {"tokens_per_image": None, "levels": None, "bits_per_pixel": None, "bits_per_pixel_per_level": None}
+    levels = shape[0] if len(shape) == 3 else 1
+    return {"tokens_per_image": math.prod(shape), "levels": levels, "bits_per_pixel": bpp,
+            "bits_per_pixel_per_level": [bpp / levels] * levels}
 
 
 def protocol(runner: Any) -> dict[str, Any]:
@@ -83,6 +98,28 @@ def results_json(runner: Any, outcome: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+CODE_COLUMNS = (("Tokens", "tokens_per_image", 0), ("BPP", "bits_per_pixel", 4), ("Usage", "codebook_usage", 4),
+                ("Perplexity", "perplexity", 1))
+"""The rate and codebook columns of a result table: (header, key of the model info or result row, digits)."""
+
+
+def code_cell(info: dict[str, Any], row: dict[str, Any], key: str, digits: int, levels: bool = True) -> str:
+    """One cell of :data:`CODE_COLUMNS`: the value of ``key`` (model info first, then the result row);
+    with ``levels``, a multi-level codec's usage / perplexity also lists each level's (``0.52 (0.98/0.41/0.17)``)."""
+    value = info.get(key, row.get(key))
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    per_level = level_values(row, key, digits)
+    return f"{text} ({per_level})" if levels and per_level else text
+
+
+def level_values(row: dict[str, Any], key: str, digits: int) -> str:
+    """``"0.98/0.41/0.17"``: a multi-level codec's per-level usage or perplexity (``key``), else ``""``."""
+    values = row.get(f"{key}_per_level") if key in ("codebook_usage", "perplexity") else None
+    return "/".join(f"{v:.{digits}f}" for v in values) if values and len(values) > 1 else ""
+
+
 def _fmt(value: Any, metric: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -113,11 +150,13 @@ def markdown(result: dict[str, Any]) -> str:
     domains = list(dict.fromkeys(r["domain"] for r in rows))
     if domains == ["all"]:
         head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [METRICS[m].header for m in metrics]
+        head += [header for header, _, _ in CODE_COLUMNS]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             i = info[r["model"]]
             cells = [r["model"], i["latent_size"], str(i["codebook_size"]), str(i["compression"]), str(r["n_images"])]
             cells += [_fmt(r.get(m), m) for m in metrics]
+            cells += [code_cell(i, r, key, digits) for _, key, digits in CODE_COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
     else:
         models = list(info)

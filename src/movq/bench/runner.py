@@ -17,7 +17,7 @@ from movq.bench.cache import ShardCache, describe_model_source, fingerprint_file
 from movq.bench.data import ALL, discover, load_image
 from movq.bench.metric_table import DEFAULT_METRICS, check_metrics
 from movq.bench.per_image import per_image_metrics, reconstruct
-from movq.bench.stats import BenchStats
+from movq.bench.stats import BenchStats, codebook_layout
 from movq.dtypes import DTYPES, DTypeName
 from movq.image_files import DecodedImage, DecodedImages
 from movq.metrics import image as image_metrics
@@ -88,14 +88,13 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
 
 def check_codec_memory(codecs: Any, batch_size: int, resolution: int, device: torch.device) -> None:
     """Refuse (as :class:`BenchError`) a resolution x batch whose activations cannot fit on ``device``."""
-    from movq.config import CodecConfig
-    from movq.memory_budget import MemoryBudgetError, activation_bytes, check_memory_budget
+    from movq.memory_budget import MemoryBudgetError, check_memory_budget
 
     for codec in codecs:
-        config = getattr(codec, "config", None)
-        if not isinstance(config, CodecConfig):
+        if not callable(getattr(codec, "inference_bytes", None)):  # a wrapped foreign codec: no estimate
             continue
-        needed = activation_bytes(config, batch_size, resolution, resolution, getattr(codec, "dtype", torch.float32))
+        config = codec.config
+        needed = codec.inference_bytes(batch_size, resolution, resolution)  # the codec slices and tiles as needed
         try:
             check_memory_budget(
                 needed, device, f"--resolution {resolution} x --batch-size {batch_size} with {config.name!r}",
@@ -198,7 +197,9 @@ class Runner:
             return BenchStats(
                 list(self.codecs), self.domains, cfg.metrics,
                 feature_dim=getattr(extractor, "feature_dim", 0), num_classes=getattr(extractor, "num_classes", None),
-                device=ctx.device,
+                device=ctx.device, image_count=len(self.records),
+                codebooks={name: layout for name, codec in self.codecs.items()
+                           if (layout := codebook_layout(codec, cfg.resolution)) is not None},
             )
 
         stats = fresh_stats()
@@ -285,11 +286,15 @@ class Runner:
         if self.extractor is not None:
             self._update_features(self.extractor(real), groups, stats.real_moments, stats.real_post)
         for name, codec in self.codecs.items():
-            _, recon = reconstruct(codec, real)
+            tokens, recon = reconstruct(codec, real)
             values = per_image_metrics(real, recon, self.cfg.metrics, self.lpips)
             for d, idx in groups.items():
                 for metric, v in values.items():
                     stats.scalars[(name, d, metric)].update(v[idx])
+                if (name, d) in stats.codes:
+                    stats.codes[(name, d)].update(tokens[idx])
+            if name in stats.image_psnr:
+                stats.image_psnr[name].update(torch.tensor([it.index for it in good]), values["psnr"])
             if self.extractor is not None:
                 moments = {d: stats.fake_moments[(name, d)] for d in groups} if stats.fake_moments else {}
                 post = {d: stats.fake_post[(name, d)] for d in groups} if stats.fake_post else {}

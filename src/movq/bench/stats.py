@@ -8,14 +8,54 @@ import torch
 from torch import Tensor
 
 from movq.bench.metric_table import PER_IMAGE
-from movq.metrics.accumulators import MeanAccumulator, MomentAccumulator, PosteriorAccumulator
+from movq.metrics.accumulators import (
+    HistogramAccumulator,
+    MeanAccumulator,
+    MomentAccumulator,
+    PerImageAccumulator,
+    PosteriorAccumulator,
+)
 from movq.metrics.frechet import fid_from_moments
+from movq.quantizers import DENSE_HISTOGRAM_MAX, histogram_statistics
+
+CODE_KEYS = ("codebook_usage", "perplexity", "codebook_usage_per_level", "perplexity_per_level")
+"""The row keys measured from the code histograms (not averaged over domains: summed histograms give them)."""
+
+
+def codebook_layout(codec: object, resolution: int) -> tuple[int, int] | None:
+    """``(levels, codebook_size)`` of ``codec``'s tokens at ``resolution`` (levels: the depth of a
+    residual quantizer, the groups of a grouped one, else 1), or None when its codes are not counted
+    (a codebook above :data:`~movq.quantizers.DENSE_HISTOGRAM_MAX` ids per level, or no tokens)."""
+    size = getattr(codec, "codebook_size", None)
+    try:
+        shape = codec.tokens_shape(resolution, resolution)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if not isinstance(size, int) or size > DENSE_HISTOGRAM_MAX:
+        return None
+    return (shape[0] if len(shape) == 3 else 1), size
+
+
+def code_columns(counts: Tensor, codebook_size: int) -> dict[str, object]:
+    """Usage (fraction of the codebook used) and perplexity (``exp`` of the entropy of the empirical
+    code distribution) of a histogram ``counts [levels, codebook_size]``: per level, and their means
+    over levels as the headline numbers (one level: the value itself)."""
+    per_level = [histogram_statistics(row, codebook_size) for row in counts]
+    perplexity = [float(p) for p, _ in per_level]
+    usage = [float(u) for _, u in per_level]
+    return {"codebook_usage": sum(usage) / len(usage), "perplexity": sum(perplexity) / len(perplexity),
+            "codebook_usage_per_level": usage, "perplexity_per_level": perplexity}
 
 
 class BenchStats:
     """Per (model, domain): means of the per-image metrics, feature moments and IS posteriors of the
     reconstructions; per domain: moments / posteriors of the originals; plus the image count and
     the number of upscaled images. ``feature_dim`` / ``num_classes`` are 0 / None when unused.
+
+    ``codebooks`` (model -> ``(levels, codebook_size)``, see :func:`codebook_layout`) adds the code
+    histogram of each (model, domain) (codebook usage and perplexity over the whole set);
+    ``image_count`` (the number of image records) adds each model's PSNR per image (``image_psnr``,
+    indexed like the records; when ``psnr`` is measured), which picks the worst images of a comparison.
     """
 
     def __init__(
@@ -26,6 +66,8 @@ class BenchStats:
         feature_dim: int = 0,
         num_classes: int | None = None,
         device: torch.device | str = "cpu",
+        codebooks: dict[str, tuple[int, int]] | None = None,
+        image_count: int = 0,
     ) -> None:
         self.models, self.domains, self.metrics = list(models), list(domains), list(metrics)
         self.n_images = {d: MeanAccumulator() for d in domains}
@@ -36,6 +78,10 @@ class BenchStats:
         self.fake_moments = {(m, d): MomentAccumulator(feature_dim, device) for m in models for d in domains} if use_fid else {}
         self.real_post = {d: PosteriorAccumulator(num_classes or 0) for d in domains} if use_is else {}
         self.fake_post = {(m, d): PosteriorAccumulator(num_classes or 0) for m in models for d in domains} if use_is else {}
+        self.codebooks = {m: c for m, c in (codebooks or {}).items() if m in self.models}
+        self.codes = {(m, d): HistogramAccumulator(*c) for m, c in self.codebooks.items() for d in domains}
+        use_psnr = "psnr" in metrics and image_count > 0
+        self.image_psnr = {m: PerImageAccumulator(image_count) for m in models} if use_psnr else {}
 
     def accumulators(self) -> list[tuple[str, object]]:
         """Every accumulator with a stable name, in a fixed order (for caching and all-reduce)."""
@@ -46,6 +92,8 @@ class BenchStats:
         named += [(f"fake_moments/{m}/{d}", a) for (m, d), a in self.fake_moments.items()]
         named += [(f"real_post/{d}", a) for d, a in self.real_post.items()]
         named += [(f"fake_post/{m}/{d}", a) for (m, d), a in self.fake_post.items()]
+        named += [(f"codes/{m}/{d}", a) for (m, d), a in self.codes.items()]
+        named += [(f"image_psnr/{m}", a) for m, a in self.image_psnr.items()]
         return named
 
     def state_dict(self) -> dict[str, dict[str, Tensor]]:
@@ -80,13 +128,18 @@ class BenchStats:
             elif metric == "is":
                 row["is"] = self.fake_post[(model, domain)].score()
                 row["is_real"] = self.real_post[domain].score()
+        if model in self.codebooks:
+            row.update(code_columns(self.codes[(model, domain)].counts, self.codebooks[model][1]))
         return row
 
     def _weighted_all(self, model: str, rows: list[dict[str, object]]) -> dict[str, object]:
         out: dict[str, object] = {"model": model, "domain": "all", "n_images": sum(int(r["n_images"]) for r in rows)}
-        keys = [k for k in rows[0] if k not in ("model", "domain", "n_images")] if rows else []
+        keys = [k for k in rows[0] if k not in ("model", "domain", "n_images", *CODE_KEYS)] if rows else []
         for key in keys:
             pairs = [(float(r[key]), int(r["n_images"])) for r in rows if not math.isnan(float(r[key]))]
             weight = sum(n for _, n in pairs)
             out[key] = sum(v * n for v, n in pairs) / weight if weight else float("nan")
+        if model in self.codebooks:  # from the summed histograms: usage is not a mean of the domains' usages
+            counts = sum(self.codes[(model, d)].counts for d in self.domains)
+            out.update(code_columns(counts, self.codebooks[model][1]))
         return out

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from movq.atomic import require_regular_file
+
 LabelMode = Literal["auto", "folder", "none"]
 """Where class labels come from: class folders when the data has them, class folders (required), none."""
 LABEL_MODES: tuple[str, ...] = get_args(LabelMode)
@@ -124,9 +126,7 @@ def load_cond_file(path: str | os.PathLike, count: int) -> Tensor:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if not os.path.isfile(path):  # missing, a folder, or a FIFO / device that would block the read
-        found = "not a regular file" if os.path.exists(path) else "no such file"
-        raise ValueError(f"--cond {path}: {found}; expected a .safetensors file holding 'cond' [N, D]")
+    require_regular_file(path, "--cond expects a .safetensors file holding 'cond' [N, D]", ValueError)
     try:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as error:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from movq.atomic import atomic_write_text
+from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
@@ -406,10 +406,7 @@ class GaussianDiffusion:
     def from_pretrained(cls, directory: str | os.PathLike) -> GaussianDiffusion:
         """Read the ``diffusion.json`` of a folder written by :meth:`save_pretrained`."""
         path = Path(directory) / DIFFUSION_CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: GaussianDiffusion.save_pretrained writes {DIFFUSION_CONFIG_FILE}"
-            )
+        require_regular_file(path, f"GaussianDiffusion.save_pretrained writes {DIFFUSION_CONFIG_FILE}")
         from movq.strict import dataclass_from_dict, read_json_object
 
         # read_json_object / source=: a bad file is a ConfigError naming it, not a raw JSON traceback

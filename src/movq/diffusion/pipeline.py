@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from movq.atomic import atomic_write_text
+from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.sampling import check_labels, generate
 from movq.diffusion.unet import UNet
@@ -47,8 +47,7 @@ def write_release_info(directory: str | os.PathLike, info: dict[str, Any]) -> Pa
 def read_release_info(directory: str | os.PathLike) -> dict[str, Any]:
     """The ``latent_diffusion.json`` of a run folder, checked for its keys."""
     path = Path(directory) / RELEASE_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a movq-diffusion-train run folder (it writes {RELEASE_NAME})")
+    require_regular_file(path, f"not a movq-diffusion-train run folder (it writes {RELEASE_NAME})")
     try:
         info = json.loads(path.read_text())
     except ValueError as error:

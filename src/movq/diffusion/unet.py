@@ -257,7 +257,8 @@ class UNet(nn.Module):
         if y is not None:
             if self.label_embed is None:
                 raise ValueError("this UNet has no class labels (num_classes=None) but y was given")
-            if not isinstance(y, Tensor) or y.is_floating_point() or tuple(y.shape) != (batch,):
+            if (not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool
+                    or tuple(y.shape) != (batch,)):
                 raise ValueError(f"y must be an integer tensor [{batch}] of labels, got {_describe(y)}")
             low, high = int(y.min()), int(y.max())
             if low < 0 or high > c.num_classes:
@@ -319,7 +320,7 @@ class UNet(nn.Module):
             raise ValueError(f"weights must be one of {list(WEIGHT_CHOICES)}, got {weights!r}")
         directory = Path(directory)
         if weights == "auto":
-            weights = "ema" if (directory / EMA_WEIGHTS_FILE).is_file() else "model"
+            weights = "ema" if (directory / EMA_WEIGHTS_FILE).exists() else "model"  # a FIFO is refused, not skipped
         name = EMA_WEIGHTS_FILE if weights == "ema" else MODEL_WEIGHTS_FILE
         config, state = read_model_folder(directory, UNetConfig, "a UNet folder", weights_name=name)
         model = cls(config)

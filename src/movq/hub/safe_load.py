@@ -25,6 +25,8 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
+from movq.atomic import require_regular_file
+
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """A checkpoint asked to import or call something other than tensors and plain containers.
@@ -44,9 +46,7 @@ def load_state_file(path: str | Path) -> Any:
     of objects (DALL·E's modules, Lightning callback classes). Raises :class:`UnsafeCheckpointError` when the pickle needs
     code to be run, :class:`CheckpointReadError` when the file is truncated or not a checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    path = require_regular_file(path, "expected a checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -282,9 +282,7 @@ def load_pickled_modules(path: str | Path) -> Any:
     Returns the object tree: modules become :class:`OpaqueObject` instances whose ``state`` holds
     their ``__dict__`` (``_parameters``, ``_modules``, ...), tensors are real tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    path = require_regular_file(path, "expected a checkpoint file")
     try:
         if zipfile.is_zipfile(path):
             return _load_zip(path)

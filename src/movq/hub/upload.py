@@ -1,4 +1,4 @@
-"""Uploading a model folder to the Hugging Face Hub."""
+"""Uploading a model folder (or a dataset folder) to the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -18,20 +18,22 @@ def upload_folder(
     revision: str | None = None,
     create_pr: bool = False,
     api: Any = None,
+    repo_type: str = "model",
 ) -> Any:
-    """Create the model repo ``repo_id`` if needed, let ``write`` fill a temporary folder, upload that
+    """Create the repo ``repo_id`` (a ``repo_type`` repo: ``"model"``, or ``"dataset"`` for
+    ``movq.tokenize.export.push_to_hub``) if needed, let ``write`` fill a temporary folder, upload that
     folder in one commit and return its ``CommitInfo``. ``api`` defaults to ``huggingface_hub.HfApi``."""
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     with tempfile.TemporaryDirectory(prefix="movq-push-") as tmp:
         write(Path(tmp))
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=tmp,
-            repo_type="model",
+            repo_type=repo_type,
             revision=revision,
             commit_message=commit_message,
             create_pr=create_pr,

@@ -154,3 +154,47 @@ class PosteriorAccumulator(_Sums):
         marginal = self.sum_p / n
         mean_kl = self.sum_neg_entropy / n - torch.special.xlogy(marginal, marginal).sum()
         return float(torch.exp(mean_kl).item())
+
+
+class HistogramAccumulator(_Sums):
+    """Counts of integer ids (codebook tokens) per level, over a whole set: ``counts [levels, bins]``.
+
+    ``update(ids)`` takes ``LongTensor`` ids ``[B, H, W]`` (one level) or ``[B, levels, H, W]`` (a
+    residual quantizer's depths, a grouped quantizer's groups), any device; ids ``-1`` (no code: a
+    dropped residual level) are not counted, other ids must lie in ``[0, bins)``. Shards and ranks add up.
+    """
+
+    _fields = ("counts",)
+
+    def __init__(self, levels: int, bins: int) -> None:
+        self.levels, self.bins = levels, bins
+        self.counts = torch.zeros(levels, bins, dtype=torch.float64)
+
+    def update(self, ids: Tensor) -> None:
+        ids = ids.detach().long().cpu()
+        rows = ids.reshape(1, -1) if self.levels == 1 else ids.transpose(0, 1).reshape(self.levels, -1)
+        for level, row in enumerate(rows):
+            row = row[row >= 0]
+            if row.numel() and int(row.max()) >= self.bins:
+                raise ValueError(f"id {int(row.max())} outside the histogram's [0, {self.bins})")
+            self.counts[level] += torch.bincount(row, minlength=self.bins).to(torch.float64)
+
+
+class PerImageAccumulator(_Sums):
+    """One scalar per image of a fixed, indexed set of ``n`` images (e.g. the bench's PSNR of each file),
+    filled in any order by any shard: ``update(index [N], values [N])``; ``values()`` gives ``[n]``
+    float64 with NaN for the images never measured. Shards add up (each image is measured by one)."""
+
+    _fields = ("total", "seen")
+
+    def __init__(self, n: int) -> None:
+        self.total = torch.zeros(n, dtype=torch.float64)
+        self.seen = torch.zeros(n, dtype=torch.float64)
+
+    def update(self, index: Tensor, values: Tensor) -> None:
+        index = index.detach().long().cpu().reshape(-1)
+        self.total.index_add_(0, index, values.detach().to("cpu", torch.float64).reshape(-1))
+        self.seen.index_add_(0, index, torch.ones(index.shape, dtype=torch.float64))
+
+    def values(self) -> Tensor:
+        return torch.where(self.seen > 0, self.total / self.seen.clamp(min=1), torch.nan)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.atomic import require_regular_file
 from movq.memory_budget import build_on_meta
 from movq.metrics.extractor import FeatureExtractor, FeatureOutput
 from movq.strict import state_dict_mismatches
@@ -182,8 +183,7 @@ def load_fid_inception(
 def load_inception_file(path: str | os.PathLike) -> FIDInceptionV3:
     """Load a pytorch-fid state dict (strict) or a TF-layout TorchScript Inception (converted, substitute)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FID Inception weights file {path} does not exist")
+    require_regular_file(path, "expected FID Inception weights (a pytorch-fid state dict)")
     if _is_torchscript(path):
         try:
             scripted = torch.jit.load(str(path), map_location="cpu")

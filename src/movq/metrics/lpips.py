@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movq.atomic import require_regular_file
 from movq.strict import state_dict_mismatches
 
 Net = Literal["vgg", "alex"]
@@ -285,9 +286,7 @@ def load_lpips(
         raise ValueError(f"net must be one of {sorted(_CHANNELS)}, got {net!r}")
     weights = weights if weights is not None else os.environ.get(WEIGHTS_ENV) or None
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"LPIPS weights file {path} not found")
+        path = require_regular_file(weights, "expected an LPIPS weights file")
         model = _from_state(net, _read_state(path), str(path))
     elif (st := stlpips_weights_path(net)) is not None:
         model = _from_state(net, _read_state(st), f"stlpips-pytorch {st.name} (shift-tolerant LPIPS)")

@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import get_args
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
-from .codes import DEFAULT_CHUNK_SIZE, LOG_EPS, code_statistics, histogram_perplexity, nearest_code
+from .codes import (
+    DEFAULT_CHUNK_SIZE,
+    DENSE_HISTOGRAM_MAX,
+    LOG_EPS,
+    code_statistics,
+    histogram_perplexity,
+    histogram_statistics,
+    nearest_code,
+)
 from .ema import EMAConfig, EMAVectorQuantizer
 from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer
@@ -22,6 +30,7 @@ from .vq import VectorQuantizer, VQConfig
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DENSE_HISTOGRAM_MAX",
     "FSQ",
     "LFQ",
     "LOG_EPS",
@@ -42,6 +51,7 @@ __all__ = [
     "build_quantizer",
     "code_statistics",
     "histogram_perplexity",
+    "histogram_statistics",
     "nearest_code",
 ]
 

@@ -47,6 +47,13 @@ def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor
         counts = torch.zeros(codebook_size, dtype=torch.float32, device=flat.device).index_add_(0, flat, ones)
     else:  # huge implicit codebooks (LFQ, FSQ): histogram of the ids that occur only
         counts = torch.unique(flat, return_counts=True)[1].float()
+    return histogram_statistics(counts, codebook_size)
+
+
+def histogram_statistics(counts: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
+    """``(perplexity, usage)`` of a code histogram: ``counts`` (float, one entry per code, or only the
+    codes that occur) -> ``exp(H)`` of the empirical distribution and the fraction of the
+    ``codebook_size`` codes with a count above 0 (scalar float tensors)."""
     return histogram_perplexity(counts), (counts > 0).sum().float() / codebook_size
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from movq.memory_budget import check_parameters_fit
+from movq.memory_budget import check_memory_budget, check_parameters_fit
 from movq.model_folder import MODEL_WEIGHTS_FILE, load_strict, read_model_folder, save_model_folder
 from movq.t2i.config import T2IConfig
 from movq.t2i.sampling import apply_guidance, check_sampling_args, sample_logits
@@ -372,6 +372,7 @@ class T2ITransformer(nn.Module):
         image_prefix = self._check_image(image_prefix, "image_prefix", batch, min_len=0)
         if generator is not None and generator.device.type != self.device.type:
             raise ValueError(f"generator is on {generator.device} but the model is on {self.device}")
+        self._check_sample_memory(batch * (2 if guidance_scale != 1.0 else 1), use_cache)
         out = torch.empty(batch, total, dtype=torch.long, device=self.device)
         start = image_prefix.shape[1]
         out[:, :start] = image_prefix
@@ -408,6 +409,17 @@ class T2ITransformer(nn.Module):
         return out
 
     # ----------------------------------------------------------------------------- input checks
+
+    def _check_sample_memory(self, rows: int, use_cache: bool) -> None:
+        """Refuse (:class:`~movq.memory_budget.MemoryBudgetError`) a sampling batch of ``rows`` sequences
+        (twice the prompts with guidance) whose KV caches and logits cannot fit on the model's device,
+        before anything is allocated."""
+        c = self.config
+        item = torch.empty(0, dtype=self.dtype).element_size()
+        caches = 2 * len(self.blocks) * c.block_size * c.n_embd * item if use_cache else 0
+        activations = c.block_size * c.n_embd * item + c.image_vocab_size * 4
+        check_memory_budget(rows * (caches + activations), self.device, f"sampling {rows} sequences at once",
+                            "sample fewer prompts at once (T2IPipeline batch_size)")
 
     def _check_ids(self, ids: object, name: str, batch: int | None) -> Tensor:
         if not isinstance(ids, Tensor):

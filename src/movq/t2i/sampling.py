@@ -8,12 +8,13 @@ keep the smallest set whose probability reaches ``top_p`` -> softmax -> one mult
 
 from __future__ import annotations
 
-import math
-import numbers
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from movq.strict import ConfigError, NonNegativeFloat, PositiveInt, Range, check_argument
 
 MIN_TEMPERATURE = 1e-6
 """Smallest non-zero sampling temperature: logits divided by less overflow float32 (NaN probabilities)."""
@@ -25,23 +26,18 @@ def check_sampling_args(
     top_p: float | None = None,
     guidance_scale: float = 1.0,
 ) -> None:
-    """Raise a ValueError / TypeError naming the first bad sampling argument and what is accepted."""
-    if (
-        isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature)
-        or temperature < 0 or 0 < temperature < MIN_TEMPERATURE
-    ):
-        raise ValueError(
-            f"temperature must be a finite number >= 0: 0 (greedy) or at least {MIN_TEMPERATURE:g} (smaller ones "
-            f"overflow the float32 logits they divide), got {temperature!r}"
-        )
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1
-    ):
-        raise ValueError(f"top_k must be None (off) or an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, numbers.Real) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be None (off) or a number in (0, 1], got {top_p!r}")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be a finite number (1.0 = unguided), got {guidance_scale!r}")
+    """Raise a ``ValueError`` naming the first bad sampling argument and what is accepted (the words of
+    :func:`movq.strict.check_argument`, as every public entry point)."""
+    try:
+        checked = check_argument(temperature, NonNegativeFloat, "temperature")
+    except ConfigError:
+        checked = None
+    if checked is None or 0 < checked < MIN_TEMPERATURE:
+        raise ConfigError(f"temperature must be a finite number >= 0: 0 (greedy) or at least {MIN_TEMPERATURE:g} "
+                          f"(smaller ones overflow the float32 logits they divide), got {temperature!r}")
+    check_argument(top_k, PositiveInt | None, "top_k")
+    check_argument(top_p, Annotated[float, Range(0, 1, min_open=True)] | None, "top_p")
+    check_argument(guidance_scale, float, "guidance_scale")
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:

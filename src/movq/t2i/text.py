@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from movq.atomic import check_regular_file
+
 
 @runtime_checkable
 class TextTokenizer(Protocol):
@@ -84,6 +86,7 @@ class HFTokenizer:
                     "(pip install tokenizers); or use the built-in 'byte' tokenizer"
                 ) from error
             path = Path(name_or_path)
+            check_regular_file(path, "expected a tokenizer.json file or a Hub tokenizer name")
             tokenizer = (
                 Tokenizer.from_file(str(path)) if path.is_file() else Tokenizer.from_pretrained(self.name)
             )

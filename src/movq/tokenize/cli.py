@@ -4,7 +4,9 @@ Usage::
 
     movq-tokenize --model NAME_OR_PATH --data SRC --out DIR [--resolution 256] [--latents]
                   [--batch-size 32] [--shard-size 4096] [--num-workers W] [--dtype bfloat16] [--device cuda]
+                  [--augment none|flip|ten-crop] [--crop-range 1.1]
     torchrun --nproc_per_node K -m movq.tokenize ...     # shards split across processes, same output
+    movq-tokenize export DIR --format parquet|webdataset|llamagen --out EXPORTED   # see movq.tokenize.export
 
 ``SRC`` is an image folder (captions: same-name ``.txt``, labels: class folders), a ``.jsonl`` / ``.csv``
 manifest (``--image-column``, ``--caption-column``, ``--label-column``), WebDataset ``.tar`` / ``.tar.gz``
@@ -29,7 +31,8 @@ PROG = "movq-tokenize"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Tokenize an image collection into token (or latent) shards.")
+    p = argparse.ArgumentParser(prog=PROG, description="Tokenize an image collection into token (or latent) shards. "
+                                "Export them for other trainers with: movq-tokenize export --help")
     p.add_argument("--model", required=True, help="model name, codec folder or checkpoint file")
     p.add_argument("--data", required=True,
                    help="image folder, .jsonl / .csv manifest, .tar / .tar.gz shards (glob or {0000..0127} pattern), "
@@ -47,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--threads", type=int, help="torch CPU threads of each process")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--augment", default="none", choices=["none", "flip", "ten-crop"],
+                   help="store several views per image as LlamaGen does: flip (the image and its mirror, 2 views) or "
+                        "ten-crop (ADM centre crop to --crop-range x resolution, then TenCrop: 10 views); items "
+                        "are [n_aug, h, w]")
+    p.add_argument("--crop-range", type=float, default=1.1,
+                   help="ten-crop: the centre crop is int(resolution x crop-range) px (default 1.1, as LlamaGen)")
     add_reader_arguments(p)
     return p
 
@@ -61,8 +70,14 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status (0 ok, 2 user error)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """Console entry point; returns the exit status (0 ok, 2 user error). ``movq-tokenize export ...``
+    runs :func:`movq.tokenize.export.main`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        from movq.tokenize.export import main as export_main
+
+        return export_main(argv[1:])
+    args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
     try:
         from movq.tokenize.runner import Tokenizer
@@ -71,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, data=args.data, out=args.out, resolution=args.resolution, latents=args.latents,
             latent_dtype=args.latent_dtype, batch_size=args.batch_size, shard_size=args.shard_size,
             num_workers=args.num_workers, dtype=args.dtype, device=args.device, threads=args.threads,
-            progress=not args.no_progress,
+            progress=not args.no_progress, augment=args.augment, crop_range=args.crop_range,
             image_column=args.image_column, caption_column=args.caption_column, label_column=args.label_column,
             split=args.split,
         )

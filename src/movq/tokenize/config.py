@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
 from movq.atomic import check_writable_dir
 from movq.devices import resolve_device
 from movq.dtypes import DTypeName, dtype_names
-from movq.strict import NonNegativeInt, PositiveInt, StrictConfig
+from movq.strict import NonNegativeInt, PositiveInt, Range, StrictConfig
 
 LATENT_DTYPES = dtype_names(torch.float16, torch.bfloat16)  # what --latents stores
 LatentDTypeName = Literal[tuple(LATENT_DTYPES)]  # type: ignore[valid-type]
 """A name of :data:`LATENT_DTYPES` (a config field's hint)."""
+AugmentName = Literal["none", "flip", "ten-crop"]
+"""``--augment`` modes (:data:`movq.image_files.AUGMENTATIONS`)."""
+DEFAULT_CROP_RANGE = 1.1
 
 
 class TokenizeError(ValueError):
@@ -34,6 +37,8 @@ class TokenizeConfig(StrictConfig):
 
     ``dtype`` is the encoder's compute dtype; ``latent_dtype`` the stored dtype of ``latents`` runs.
     ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads``.
+    ``augment`` stores several views of each image (``[n_aug, *grid]`` per item, see
+    :class:`movq.image_files.Augment`); ``crop_range`` is the ``ten-crop`` centre crop's size over ``resolution``.
     ``image_column`` / ``caption_column`` / ``label_column`` name the columns of a manifest, parquet file or
     Hugging Face dataset (``None``: the defaults of :mod:`movq.tokenize.sources`); ``split`` is the
     split of ``hf://datasets/...`` data.
@@ -52,10 +57,18 @@ class TokenizeConfig(StrictConfig):
     device: str | None = None
     threads: PositiveInt | None = None
     progress: bool = True
+    augment: AugmentName = "none"
+    crop_range: Annotated[float, Range(1, 4)] = DEFAULT_CROP_RANGE
     image_column: str | None = None
     caption_column: str | None = None
     label_column: str | None = None
     split: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crop_range != DEFAULT_CROP_RANGE and self.augment != "ten-crop":
+            raise TokenizeError(f"--crop-range {self.crop_range:g} needs --augment ten-crop (it sizes the ten-crop's "
+                                "centre crop)")
 
     @property
     def workers(self) -> int:

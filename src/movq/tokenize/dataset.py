@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from movq.atomic import require_regular_file
+
 
 class TokenDataset(torch.utils.data.Dataset):
     """The items of a finished ``movq-tokenize`` output folder ``root``, in index order.
@@ -18,11 +20,24 @@ class TokenDataset(torch.utils.data.Dataset):
     ``ds[i]`` is a dict: ``"tokens"`` ``LongTensor [h, w]`` (``[depth, h, w]`` for residual /
     grouped quantizers) for a token run, or ``"latents"`` ``[C, h, w]`` in the stored dtype
     (float16 / bfloat16, already times the codec's scaling factor) for a ``--latents`` run; plus
-    ``"source"`` (str) and ``"caption"`` (str or ``None``). When the source had class labels (class
-    folders, ``.cls`` members, a label column) every item also has ``"label"`` (int, or ``None`` for an
-    item without one; ``ds.labels`` lists them, ``ds.meta.get("label_names")`` the class names when
-    known), and when it had WebDataset ``.json`` members, ``"json"`` (the parsed object or ``None``).
-    ``ds.meta`` is the run's ``meta.json`` (model, config hash, resolution, preprocessing, dtype).
+    ``"source"`` (str), ``"caption"`` (str or ``None``) and ``"label"`` (the index row's class label,
+    an int, or ``None``: from class folders, ``.cls`` members or a label column; ``ds.meta.get("label_names")``
+    are the class names when the source has them); when the source had WebDataset ``.json`` members,
+    also ``"json"`` (the parsed object, or ``None``). ``ds.meta`` is the run's ``meta.json``
+    (model, config hash, resolution, preprocessing, dtype).
+
+    A run with ``--augment`` stores ``n_aug`` views per item (``ds.n_aug``; 2 for ``flip``, 10 for
+    ``ten-crop``); ``augmentation`` says what ``ds[i]`` returns of them:
+
+    - ``"all"`` (default): every view, ``tokens`` ``[n_aug, h, w]`` as stored;
+    - an int ``k``: view ``k`` always, ``[h, w]``;
+    - ``"random"``: one view per item and epoch, ``[h, w]``, drawn from ``numpy.random.default_rng((seed,
+      epoch, i))``: the same for a given ``seed``, :meth:`set_epoch` value and index, in any process or
+      DataLoader worker, and a new draw each epoch (call ``ds.set_epoch(epoch)`` before each epoch's
+      iterator, as with ``DistributedSampler.set_epoch``; persistent workers keep the epoch they started with).
+
+    With an int or ``"random"`` the item also holds ``"view"`` (the view's number). For a run without
+    ``--augment`` (``n_aug`` 1, no view axis) every setting returns the stored item.
 
     The shard files are opened lazily, memory-mapped through ``safetensors``, once per process,
     so the dataset works with DataLoader workers and ``DistributedSampler``; batch it with
@@ -30,8 +45,8 @@ class TokenDataset(torch.utils.data.Dataset):
     refuses). Several folders (for instance one per node) combine with ``torch.utils.data.ConcatDataset``.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
-        from movq.tokenize.meta import META_NAME, read_meta
+    def __init__(self, root: str | os.PathLike, augmentation: str | int = "all", seed: int = 0) -> None:
+        from movq.tokenize.meta import META_NAME, read_meta, views_per_item
         from movq.tokenize.shards import INDEX_NAME, SUMMARY_NAME
 
         self.root = Path(root)
@@ -41,26 +56,32 @@ class TokenDataset(torch.utils.data.Dataset):
         if meta.get("kind") not in ("tokens", "latents"):
             raise ValueError(f"{self.root / META_NAME}: 'kind' must be 'tokens' or 'latents', got {meta.get('kind')!r}")
         index = self.root / INDEX_NAME
-        if not index.is_file():
-            raise FileNotFoundError(f"{index} not found: the run is not finished; rerun movq-tokenize to complete it")
+        require_regular_file(index, "the run is not finished; rerun movq-tokenize to complete it")
         self.meta: dict[str, Any] = meta
         self.key = "latents" if meta["kind"] == "latents" else "tokens"
-        sources, captions, shards, offsets, labels, extras = [], [], [], [], [], []
+        self.n_aug = views_per_item(meta)
+        self.augmented = "augment" in meta
+        if not (augmentation in ("all", "random") or (isinstance(augmentation, int) and not isinstance(augmentation, bool)
+                                                       and 0 <= augmentation < self.n_aug)):
+            raise ValueError(f"augmentation must be 'all', 'random' or a view in [0, {self.n_aug}), got {augmentation!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.augmentation, self.seed, self.epoch = augmentation, seed, 0
+        sources, captions, labels, shards, offsets, extras = [], [], [], [], [], []
         with open(index, encoding="utf-8") as f:
             for n, line in enumerate(_lines(index, f), start=1):
                 row = _index_row(index, n, line)
                 sources.append(row["source"])
                 captions.append(row["caption"])
+                labels.append(row.get("label"))
                 shards.append(row["shard"])
                 offsets.append(row["offset"])
-                labels.append(row.get("label"))
                 extras.append(row.get("json"))
         stored = _stored_count(self.root)
         if len(sources) != stored:
             raise ValueError(f"{index} lists {len(sources)} items, but {self.root / SUMMARY_NAME} records {stored}: the "
                              "index is cut or damaged; rerun movq-tokenize to rewrite it")
-        self.sources, self.captions = sources, captions
-        self.labels: list[int | None] | None = labels if any(v is not None for v in labels) else None
+        self.sources, self.captions, self.labels = sources, captions, labels
         self.extras: list[Any] | None = extras if any(v is not None for v in extras) else None
         self.shards = np.asarray(shards, dtype=np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -69,6 +90,18 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose views ``augmentation="random"`` returns (call before each epoch's iterator)."""
+        self.epoch = int(epoch)
+
+    def view_of(self, i: int) -> int:
+        """The view ``ds[i]`` returns (``augmentation`` an int or ``"random"``; 0 for ``"all"``)."""
+        if isinstance(self.augmentation, int):
+            return self.augmentation
+        if self.augmentation == "random" and self.n_aug > 1:
+            return int(np.random.default_rng((self.seed, self.epoch, i % len(self))).integers(self.n_aug))
+        return 0
 
     def _slice(self, shard: int) -> Any:
         if self._pid != os.getpid():  # a forked DataLoader worker: open its own handles
@@ -89,11 +122,16 @@ class TokenDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.root}: item {i} points at row {offset} of shard {int(self.shards[i])}, which has "
                              f"{rows.get_shape()[0]} rows; the index does not match the shards")
         value = rows[offset]
+        view = None
+        if self.augmentation != "all":
+            view = self.view_of(i)
+            if self.augmented:
+                value = value[view]
         if self.key == "tokens":
             value = value.long()
-        item = {self.key: value, "source": self.sources[i], "caption": self.captions[i]}
-        if self.labels is not None:
-            item["label"] = self.labels[i]
+        item = {self.key: value, "source": self.sources[i], "caption": self.captions[i], "label": self.labels[i]}
+        if view is not None:
+            item["view"] = view
         if self.extras is not None:
             item["json"] = self.extras[i]
         return item
@@ -110,9 +148,7 @@ def _stored_count(root: Path) -> int:
     from movq.tokenize.shards import SUMMARY_NAME
 
     path = root / SUMMARY_NAME
-    if not path.is_file():  # missing, or a FIFO / device that would block
-        raise FileNotFoundError(f"{path} not found or not a regular file: the run is not finished; rerun movq-tokenize "
-                                "to complete it")
+    require_regular_file(path, "the run is not finished; rerun movq-tokenize to complete it")
     count = read_json_object(path).get("images")  # a ConfigError (ValueError) naming the file when not a JSON object
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ValueError(f"{path}: 'images' must be the non-negative count of stored items, got {count!r}; rerun "
@@ -134,25 +170,21 @@ def _index_row(path: Path, n: int, line: str) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError):
         raise ValueError(f"{path}, line {n}: not valid JSON; the index is damaged (rerun movq-tokenize)") from None
     ok = (isinstance(row, dict) and isinstance(row.get("source"), str) and isinstance(row.get("caption", 0), (str, type(None)))
-          and "caption" in row and all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] >= 0
-                                       for k in ("shard", "offset"))
-          and (row.get("label") is None or (isinstance(row["label"], int) and not isinstance(row["label"], bool))))
+          and "caption" in row and (row.get("label") is None or _is_count(row["label"]))
+          and all(_is_count(row.get(k)) for k in ("shard", "offset")))
     if not ok:
         raise ValueError(f"{path}, line {n}: expected an object with 'source', 'caption', 'shard' and 'offset' "
-                         f"(non-negative ints) and an optional int 'label', got {line.strip()[:80]!r}")
+                         f"(non-negative ints) and an optional 'label' (a non-negative int or null), got {line.strip()[:80]!r}")
     return row
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
     """DataLoader ``collate_fn`` for :class:`TokenDataset`: the ``"tokens"`` / ``"latents"`` stacked
-    into ``[B, ...]``, ``"source"`` and ``"caption"`` kept as lists (captions may be ``None``);
-    ``"label"`` (when present) a ``LongTensor [B]``, or a list when some item has none; ``"json"`` a list."""
+    into ``[B, ...]``, the other fields (``"source"``, ``"caption"``, ...) kept as lists (captions may be ``None``)."""
     key = "latents" if "latents" in items[0] else "tokens"
-    batch = {key: torch.stack([it[key] for it in items]), "source": [it["source"] for it in items],
-             "caption": [it["caption"] for it in items]}
-    if "label" in items[0]:
-        labels = [it["label"] for it in items]
-        batch["label"] = torch.tensor(labels, dtype=torch.long) if None not in labels else labels
-    if "json" in items[0]:
-        batch["json"] = [it["json"] for it in items]
-    return batch
+    return {key: torch.stack([it[key] for it in items]), **{name: [it[name] for it in items] for name in items[0]
+                                                             if name != key}}

@@ -13,7 +13,8 @@ import json
 import os
 from typing import IO, Any
 
-from movq.image_files import DecodedImage, decode_image
+from movq.atomic import check_regular_file, require_regular_file
+from movq.image_files import Augment, DecodedImage, decode_image
 from movq.tokenize.sources import Member, SourceItem, parse_label
 
 _STREAMS: dict[str, IO[bytes]] = {}
@@ -80,7 +81,8 @@ def read_caption(item: SourceItem) -> str | None:
     if item.caption_member is not None:
         raw = read_member(item.caption_member)
     elif item.caption_path is not None:
-        if not os.path.isfile(item.caption_path):  # absent, or a FIFO / device that would block or never end
+        check_regular_file(item.caption_path, "a caption must be a text file")  # a FIFO would block
+        if not os.path.exists(item.caption_path):  # captions are optional
             return None
         with open(item.caption_path, "rb") as f:
             raw = f.read()
@@ -89,9 +91,9 @@ def read_caption(item: SourceItem) -> str | None:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
-    """Decode and preprocess one item and read its caption, label and ``.json``; never raises for bad
-    data (the error is returned)."""
+def decode_item(item: SourceItem, index: int, resolution: int, augment: Augment | None = None) -> DecodedImage:
+    """Decode and preprocess one item (with ``augment``: its views, uint8 ``[n_aug, 3, R, R]``) and read
+    its caption, label and ``.json``; never raises for bad data (the error is returned)."""
     found: dict[str, Any] = {}
 
     def open_item() -> tuple[str | io.BytesIO, str | None]:
@@ -99,11 +101,11 @@ def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
             record = item.table.read(item.row)
             found["label"] = record.label
             image = io.BytesIO(record.image) if isinstance(record.image, bytes) else record.image
-            if isinstance(image, str) and not os.path.isfile(image):
-                raise ValueError(f"{image} is not a regular file")
+            if isinstance(image, str):  # a path column: a missing file, a FIFO or a device is refused
+                require_regular_file(image, "expected an image file", ValueError)
             return image, record.caption
-        if item.member is None and not os.path.isfile(item.path):  # a manifest may name a FIFO or a device
-            raise ValueError(f"{item.path} is not a regular file")
+        if item.member is None:  # a manifest may name a missing file, a FIFO or a device
+            require_regular_file(item.path, "expected an image file", ValueError)
         members = [m for m in (item.member, item.caption_member, item.label_member, item.json_member) if m]
         data = read_members(members) if members else {}
         found["label"] = item.label
@@ -122,7 +124,7 @@ def decode_item(item: SourceItem, index: int, resolution: int) -> DecodedImage:
             caption = read_caption(item)
         return image, caption
 
-    decoded = decode_image(index, resolution, open_item)
+    decoded = decode_image(index, resolution, open_item, augment)
     if decoded.pixels is not None:
         decoded.label, decoded.extra = found.get("label"), found.get("json")
     return decoded

@@ -25,9 +25,8 @@ FORMAT = "movq-tokenize/1"
 META_NAME = "meta.json"
 IDENTITY = ("format", "kind", "config_hash", "weights_hash", "resolution", "preprocessing", "dtype", "store_dtype",
             "item_shape", "shard_size", "num_sources", "sources_hash")
-OPTIONAL_IDENTITY = ("columns",)
-"""Identity fields written only when set (``--image-column`` / ``--caption-column`` / ``--label-column``):
-a run without them keeps the identity (and run id) it always had."""
+OPTIONAL_IDENTITY = ("augment", "columns")
+"""Identity fields a run records only when it uses them (a run without them keeps its older run id)."""
 
 
 def _sha256_json(value: Any) -> str:
@@ -63,24 +62,34 @@ def sources_hash(sources: list[str], groups: list[int] | None = None) -> str:
 
 def build_meta(*, model: str, codec: torch.nn.Module, weights: str, kind: str, resolution: int, dtype: str,
                store_dtype: torch.dtype, item_shape: tuple[int, ...], shard_size: int, data: str,
-               sources: list[str], groups: list[int] | None = None, columns: dict[str, str] | None = None,
-               label_names: list[str] | None = None) -> dict[str, Any]:
+               sources: list[str], augment: Any = None, groups: list[int] | None = None,
+               columns: dict[str, str] | None = None, label_names: list[str] | None = None) -> dict[str, Any]:
     """The ``meta.json`` of a run (``weights``: :func:`weights_hash` of the codec before any dtype cast).
 
-    ``groups``: the first item of each source shard (tars, parquet row groups); ``columns``: the
-    columns named on the command line; ``label_names``: the class names when the source has them."""
+    ``groups``: the first item of each source shard (tars, parquet row groups); ``columns`` (added as
+    ``"columns"``, an identity field): the columns named on the command line; ``label_names``: the class
+    names when the source has them.
+
+    ``augment`` (a :class:`movq.image_files.Augment` other than ``"none"``) adds ``"augment"``:
+    ``{"mode", "crop_range" (ten-crop only, else None), "n_aug"}``; ``item_shape`` then starts with ``n_aug``
+    and ``"preprocessing"`` describes the views."""
     from movq import __version__
 
     config = codec.config
+    augmented = augment is not None and augment.mode != "none"
+    preprocessing = augment.describe(resolution) if augmented else PREPROCESSING.format(res=resolution)
     meta = {
         "format": FORMAT, "kind": kind, "model": model, "model_name": getattr(config, "name", None),
         "config_hash": config_hash(config), "weights_hash": weights, "config": config.to_dict(),
-        "resolution": resolution, "preprocessing": PREPROCESSING.format(res=resolution), "dtype": dtype,
+        "resolution": resolution, "preprocessing": preprocessing, "dtype": dtype,
         "store_dtype": str(store_dtype).removeprefix("torch."), "item_shape": list(item_shape),
         "codebook_size": int(codec.codebook_size), "scaling_factor": float(getattr(config, "scaling_factor", 1.0)),
         "downsample_factor": int(codec.downsample_factor), "shard_size": shard_size, "data": data,
         "num_sources": len(sources), "sources_hash": sources_hash(sources, groups), "movq_version": __version__,
     }
+    if augmented:
+        crop_range = float(augment.crop_range) if augment.mode == "ten-crop" else None
+        meta["augment"] = {"mode": augment.mode, "crop_range": crop_range, "n_aug": augment.views}
     if columns:
         meta["columns"] = columns
     if label_names is not None:
@@ -88,11 +97,15 @@ def build_meta(*, model: str, codec: torch.nn.Module, weights: str, kind: str, r
     return meta
 
 
+def views_per_item(meta: dict[str, Any]) -> int:
+    """``n_aug`` of a run's ``meta`` (1 without ``--augment``, whose items have no view axis)."""
+    augment = meta.get("augment")
+    return int(augment["n_aug"]) if isinstance(augment, dict) and isinstance(augment.get("n_aug"), int) else 1
+
+
 def identity(meta: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``meta`` that must match for two runs to share a folder."""
-    found = {k: meta.get(k) for k in IDENTITY}
-    found.update({k: meta[k] for k in OPTIONAL_IDENTITY if meta.get(k) is not None})
-    return found
+    return {k: meta.get(k) for k in IDENTITY + tuple(k for k in OPTIONAL_IDENTITY if k in meta)}
 
 
 def run_id(meta: dict[str, Any]) -> str:
@@ -105,7 +118,7 @@ def read_meta(out: str | Path) -> dict[str, Any] | None:
     from movq.strict import ConfigError, read_json_object
 
     path = Path(out) / META_NAME
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device is refused by read_json_object, naming it
         return None
     try:  # a JSON object, else one line naming the file (not JSON, not UTF-8, a list, nested too deeply)
         return read_json_object(path)
@@ -132,8 +145,8 @@ def check_compatible(out: str | Path, meta: dict[str, Any]) -> bool:
     def show(key: str, value: Any) -> str:
         return repr(value[:12] + "...") if key.endswith("_hash") and isinstance(value, str) else repr(value)
 
-    diffs = [f"{k}: {show(k, old.get(k))} there, {show(k, meta.get(k))} now" for k in (*IDENTITY, *OPTIONAL_IDENTITY)
-             if old.get(k) != meta.get(k)]
+    keys = IDENTITY + tuple(k for k in OPTIONAL_IDENTITY if k in old or k in meta)
+    diffs = [f"{k}: {show(k, old.get(k))} there, {show(k, meta.get(k))} now" for k in keys if old.get(k) != meta.get(k)]
     if diffs:
         raise TokenizeError(f"--out {out} holds a run with other settings ({'; '.join(diffs)}): use another --out")
     return True

@@ -6,6 +6,9 @@ of ``W`` takes the shards ``k % W == r`` (no overlap, no gap), and rank 0 merges
 barrier. Sources read sequentially (tars, parquet row groups: :attr:`Sources.groups`) are cut per
 source shard instead (an output shard never crosses one) and source shard ``g`` goes to rank
 ``g % W`` (:func:`plan_shards`). Finished shards are skipped, so a rerun resumes where a killed run stopped.
+
+With ``--augment`` each item is decoded into ``n_aug`` views (:class:`movq.image_files.Augment`), all
+encoded in the same batch, and stored as one item ``[n_aug, *grid]``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import movq
 from movq import distributed as dist
 from movq.atomic import atomic_write_text
 from movq.dtypes import DTYPES
-from movq.image_files import DecodedImage, DecodedImages
+from movq.image_files import Augment, DecodedImage, DecodedImages
 from movq.memory_budget import MemoryBudgetError, check_memory_budget
 from movq.tokenize.config import LATENT_DTYPES, TokenizeConfig, TokenizeError, check_settings
 from movq.tokenize.decode import decode_item
@@ -81,6 +85,8 @@ class Tokenizer:
         if cfg.latents and not hasattr(codec.config, "scaling_factor"):
             raise TokenizeError(f"model {cfg.model!r} has no continuous latents (--latents)")
         weights = weights_hash(codec)
+        self.augment = Augment(cfg.augment, cfg.crop_range) if cfg.augment != "none" else None
+        self.views = self.augment.views if self.augment is not None else 1
         self.kind = "latents" if cfg.latents else "tokens"
         if cfg.latents:
             self.store_dtype = LATENT_DTYPES[cfg.latent_dtype]
@@ -89,11 +95,14 @@ class Tokenizer:
         else:
             self.store_dtype = token_dtype(codec.codebook_size)
             item_shape = tuple(codec.tokens_shape(cfg.resolution, cfg.resolution))
+        if self.augment is not None:
+            item_shape = (self.views, *item_shape)
         self.meta = build_meta(
             model=cfg.model, codec=codec, weights=weights, kind=self.kind, resolution=cfg.resolution,
             dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
             shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
-            groups=self.sources.groups, columns=columns.given(), label_names=self.sources.label_names,
+            augment=self.augment, groups=self.sources.groups, columns=columns.given(),
+            label_names=self.sources.label_names,
         )
         self.plan = plan_shards(len(self.sources.items), cfg.shard_size, self.sources.groups)
         check_compatible(cfg.out, self.meta)
@@ -111,12 +120,16 @@ class Tokenizer:
     def _check_memory(self, codec: movq.Codec) -> None:
         """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
         waiting in the loader (in RAM, for every process of this machine) cannot fit, nor the source data
-        each decoding worker holds (a parquet row group: :attr:`Sources.worker_bytes`)."""
+        each decoding worker holds (a parquet row group: :attr:`Sources.worker_bytes`); with ``--augment``
+        a batch is ``batch_size x n_aug`` views."""
         cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
-        buffered = (cfg.workers * PREFETCH + 1) * cfg.batch_size * 3 * res * res
+        if self.views > 1:
+            what += f" x {self.views} views (--augment {cfg.augment})"
+        views = cfg.batch_size * self.views
+        buffered = (cfg.workers * PREFETCH + 1) * views * 3 * res * res
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        model = codec.activation_bytes(cfg.batch_size, res, res, dtype=DTYPES[cfg.dtype])
+        model = codec.inference_bytes(views, res, res, dtype=DTYPES[cfg.dtype], device=device)
         try:
             if device.type == "cpu":
                 check_memory_budget(local * (model + buffered), device, what, advice)
@@ -194,7 +207,8 @@ class Tokenizer:
             return 0
         workers = cfg.workers
         loader = torch.utils.data.DataLoader(
-            DecodedImages(self.sources.items, cfg.resolution, decode_item), batch_sampler=batches, num_workers=workers,
+            DecodedImages(self.sources.items, cfg.resolution, partial(decode_item, augment=self.augment)),
+            batch_sampler=batches, num_workers=workers,
             collate_fn=list, pin_memory=self.ctx.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
         )
@@ -224,9 +238,11 @@ class Tokenizer:
                 skipped.append({"item": it.index, "source": self.sources.items[it.index].source, "reason": it.error})
         if not good:
             return
-        pixels = torch.stack([it.pixels for it in good])
+        pixels = torch.stack([it.pixels for it in good])  # [B, 3, R, R], or [B, n_aug, 3, R, R] with --augment
         try:
-            values.append(encode_batch(self.codec, pixels, latents=self.cfg.latents, store_dtype=self.store_dtype))
+            encoded = encode_batch(self.codec, pixels.flatten(0, 1) if self.augment is not None else pixels,
+                                   latents=self.cfg.latents, store_dtype=self.store_dtype)
+            values.append(encoded.unflatten(0, (len(good), self.views)) if self.augment is not None else encoded)
         except ValueError as err:
             raise TokenizeError(str(err)) from None
         for it in good:
@@ -254,8 +270,9 @@ class Tokenizer:
         out = Path(self.cfg.out)
         stored, skipped = merge_index(out, num_shards, self.run_id, self.meta["item_shape"], self.sources.skipped)
         summary: dict[str, Any] = {"model": self.meta["model"], "kind": self.kind, "images": stored,
-                                   "skipped": skipped, "shards": num_shards}
-        values = (self._load_shard(k) for k in range(num_shards))
+                                   "skipped": skipped, "shards": num_shards, "n_aug": self.views}
+        values = (self._load_shard(k).flatten(0, 1) if self.augment is not None else self._load_shard(k)
+                  for k in range(num_shards))  # statistics over every view
         if self.kind == "tokens":
             size = self.meta["codebook_size"]
             counts = code_counts(values, size)

@@ -4,6 +4,7 @@ Layout of ``OUT/``::
 
     meta.json                    model, config hash, preprocessing, dtype, shapes (movq.tokenize.meta)
     shards/shard-000000.safetensors   one tensor "tokens" [n, *grid] (uint8/16/32) or "latents" [n, C, h, w]
+                                      ([n, n_aug, ...] with --augment: meta.json's "augment" records n_aug)
     shards/shard-000000.json     sidecar: the shard's items (source, caption, offset) and skipped files
     index.jsonl                  one line per stored item: source, caption, [label, json,] shape, shard, offset
     skipped.jsonl                one line per file left out: source, reason
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from movq.atomic import atomic_write, atomic_write_text
+from movq.atomic import atomic_write, atomic_write_text, require_regular_file
 from movq.tokenize.meta import run_id
 
 SHARDS_DIR = "shards"
@@ -81,8 +82,7 @@ def open_shard(out: str | Path, shard: int, meta: dict[str, Any]) -> tuple[Any, 
     from safetensors import safe_open
 
     path = shard_paths(out, shard)[0]
-    if not path.is_file():  # is_file() is False for FIFOs, devices and sockets, whose reads block or never end
-        raise ShardError(f"the shard {path} {'is not a regular file' if path.exists() else 'does not exist'}")
+    require_regular_file(path, "rerun movq-tokenize to redo the shard", ShardError)
     key = "latents" if meta.get("kind") == "latents" else "tokens"
     try:
         handle = safe_open(str(path), framework="pt")
@@ -99,6 +99,10 @@ def open_shard(out: str | Path, shard: int, meta: dict[str, Any]) -> tuple[Any, 
                          f"file is shard {shard} (a shard of another run, or another shard copied over it)")
     shape, dtype = list(values.shape[1:]), str(values.dtype).removeprefix("torch.")
     if shape != list(meta.get("item_shape", [])):
+        if "augment" in meta:  # [n_aug, *grid]: say which axis is the views
+            n_aug = (meta.get("augment") or {}).get("n_aug")
+            raise ShardError(f"the shard {path} holds items of shape {shape} ({shape[0] if shape else 0} views), but "
+                             f"meta.json records {meta.get('item_shape')} (n_aug {n_aug}: [n_aug, ...])")
         raise ShardError(f"the shard {path} holds items of shape {shape}, but meta.json records {meta.get('item_shape')}")
     if key == "tokens" and values.is_floating_point():
         raise ShardError(f"the shard {path} holds {dtype} tokens; token ids are integers")

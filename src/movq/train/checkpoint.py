@@ -14,7 +14,6 @@ A write that fails for lack of space raises :class:`CheckpointError` naming the 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from movq.atomic import is_disk_full
 from movq.strict import nonfinite_entries
 
 STATE_NAME = "state.pt"
@@ -86,7 +86,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, state: dict[str, Any], co
         _fsync_dir(root)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(error):
+        if is_disk_full(error):
             previous = latest_checkpoint(out)
             kept = f"the last good checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
             raise CheckpointError(
@@ -109,18 +109,6 @@ def _nonfinite_values(state: dict[str, Any]) -> list[str]:
     """The NaN / inf entries of a checkpoint state's weights, optimizer and schedule values (its RNG
     states and run config are not numbers to check)."""
     return nonfinite_entries({k: v for k, v in state.items() if k not in ("rng", "config")})
-
-
-def _disk_full(error: BaseException | None) -> bool:
-    """Whether ``error`` (or an error it was raised from or during: torch.save's ``inline_container``
-    ``RuntimeError`` hides the ``OSError``) says the disk or the quota is full."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "no space left on device" in str(error).lower():
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _prune(root: Path, keep_last: int, keep: Path) -> None:

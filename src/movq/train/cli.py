@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from movq.atomic import check_regular_file, check_writable_dir
+from movq.atomic import DiskFullError, check_regular_file, check_writable_dir
 from movq.strict import error_line, merge_dicts
 from movq.train.config import CodecTrainConfig, read_config_file
 
@@ -167,7 +167,8 @@ def run_training_cli(argv: list[str] | None, config_cls: type, make_trainer: Cal
         check_writable_dir(cfg.out)
         trainer = make_trainer(cfg)
         step = trainer.run()
-    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError, NonFiniteLossError) as error:
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError, NonFiniteLossError,
+            DiskFullError) as error:
         print(error_line(prog, error, config_cls, _flag_names(config_cls)), file=sys.stderr)
         return EXIT_ERROR
     if trainer.dist.is_main:

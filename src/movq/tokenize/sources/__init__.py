@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from movq.atomic import require_regular_file
 from movq.tokenize.sources.base import (
     CAPTION_EXTENSIONS,
     DEFAULT_CAPTION_COLUMNS,
@@ -155,7 +156,10 @@ def discover_sources(data: str | os.PathLike, exclude: str | os.PathLike | None 
             if found and not folder.holds_images(root):
                 return reader(found, columns) if kind == "parquet" else _no_columns(columns, text, reader(found))
         return _no_columns(columns, text, folder.from_folder(root, exclude))
-    kinds = {_file_kind(p) if p.is_file() else None for p in paths}
+    for p in paths:  # a FIFO or device named as data would block its reader
+        require_regular_file(p, "expected an image folder, a .jsonl / .csv manifest, tar shards or parquet files",
+                             ValueError)
+    kinds = {_file_kind(p) for p in paths}
     if kinds == {"tar"}:
         return _no_columns(columns, text, tars.from_tars(paths))
     if kinds == {"parquet"}:

@@ -108,8 +108,16 @@ class Sources:
 
 
 def parse_label(value: Any, what: str) -> int | None:
-    """A class label from a column or a ``.cls`` member: an int, or text holding one; ``None`` stays
-    ``None``. ``ValueError`` naming ``what`` otherwise (the item is then skipped and reported)."""
+    """A class label from a column or a ``.cls`` member: a non-negative int, or text holding one; ``None``
+    and ``-1`` (the ``datasets`` library's missing label, e.g. ImageNet's test split) are ``None``.
+    ``ValueError`` naming ``what`` otherwise (the item is then skipped and reported)."""
+    label = _label(value, what)
+    if label is not None and label < -1:
+        raise ValueError(f"{what}: the label must be a non-negative integer, got {label}")
+    return None if label == -1 else label
+
+
+def _label(value: Any, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bytes):
