@@ -346,9 +346,9 @@ def test_two_torchrun_processes_equal_one_on_a_brace_pattern(photos, tmp_path):
     pattern = _tars(photos, tmp_path / "tars", per_shard=3)
     args = ["--model", TOKENIZE_MODEL, "--data", pattern, *TOKENIZE_FAST, "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
-    for nproc, out in ((1, "one"), (2, "two")):
+    for nproc, out, workers in ((1, "one", "0"), (2, "two", "2")):  # 2 decoding workers: interleaved batches
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "movq.tokenize", *args, "--out", str(tmp_path / out)]
+               "-m", "movq.tokenize", *args, "--num-workers", workers, "--out", str(tmp_path / out)]
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = token_files(tmp_path / "one"), token_files(tmp_path / "two")
@@ -445,3 +445,28 @@ def test_shard_plan_never_crosses_a_source_shard():
     assert plan_shards(5, 2, None) == [(0, 2, 0), (2, 4, 1), (4, 5, 2)]
     # source shards of 3, 0 and 4 items: cut per source shard, the unit (rank = unit % world) is the source shard
     assert plan_shards(7, 2, [0, 3, 3]) == [(0, 2, 0), (2, 3, 0), (3, 5, 2), (5, 7, 2)]
+
+
+def test_each_decoding_worker_reads_whole_source_shards():
+    """With W workers the DataLoader gives batch j to worker j % W: for tars / row groups every batch of
+    an output shard goes to one worker (shorter shards padded with empty batches), in-order per shard."""
+    from types import SimpleNamespace
+
+    from movq.tokenize.runner import Tokenizer, plan_shards
+
+    plan = plan_shards(23, 5, [0, 7, 12, 12, 20])
+    me = SimpleNamespace(cfg=SimpleNamespace(batch_size=2, workers=3), plan=plan, sources=SimpleNamespace(groups=[0]))
+    shards = list(range(len(plan)))
+    batches, owners = Tokenizer._batches(me, shards)
+    assert len(batches) % 3 == 0
+    workers = {}
+    for j, (batch, shard) in enumerate(zip(batches, owners)):
+        if shard is None:
+            assert batch == []
+            continue
+        assert workers.setdefault(shard, j % 3) == j % 3
+    for k, (lo, hi, _) in enumerate(plan):  # every item once, in order, in its shard's batches
+        assert [i for b, s in zip(batches, owners) if s == k for i in b] == list(range(lo, hi))
+    me.sources.groups = None  # folders, manifests: the plain order
+    batches, owners = Tokenizer._batches(me, shards)
+    assert [i for b in batches for i in b] == list(range(23)) and None not in owners

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -188,21 +189,35 @@ class Tokenizer:
             return False
         return True
 
-    def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[tuple[int, bool]]]:
-        """Batches of item indices, never crossing a shard, and (shard, is its last batch) for each."""
-        batch = self.cfg.batch_size
-        batches, ends = [], []
-        for k in shards:
-            lo, hi, _ = self.plan[k]
-            starts = list(range(lo, hi, batch))
-            for s in starts:
-                batches.append(list(range(s, min(s + batch, hi))))
-                ends.append((k, s == starts[-1]))
-        return batches, ends
+    def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[int | None]]:
+        """Batches of item indices, never crossing a shard, and the shard of each (``None``: an empty
+        filler batch).
+
+        The DataLoader hands batch ``j`` to worker ``j % W``. For sources read sequentially (tars,
+        parquet row groups: ``Sources.groups``) the shards are taken ``W`` at a time and their batches
+        interleaved (shorter shards padded with empty batches), so that worker ``w`` reads every batch
+        of one shard: each worker streams its own tar / row group instead of all workers reading all of them."""
+        size = self.cfg.batch_size
+        per_shard = [[list(range(s, min(s + size, hi))) for s in range(lo, hi, size)]
+                     for lo, hi, _ in (self.plan[k] for k in shards)]
+        workers = self.cfg.workers
+        if self.sources.groups is None or workers < 2:
+            return [b for bs in per_shard for b in bs], [k for k, bs in zip(shards, per_shard) for _ in bs]
+        batches: list[list[int]] = []
+        owners: list[int | None] = []
+        for first in range(0, len(shards), workers):
+            ks, bs = shards[first:first + workers], per_shard[first:first + workers]
+            if len(ks) < workers:  # the last round: fill the idle workers' places too
+                ks, bs = ks + [None] * (workers - len(ks)), bs + [[]] * (workers - len(bs))
+            for j in range(max(len(b) for b in bs)):
+                for k, b in zip(ks, bs):
+                    batches.append(b[j] if j < len(b) else [])
+                    owners.append(k if j < len(b) else None)
+        return batches, owners
 
     def _encode_shards(self, shards: list[int]) -> int:
         cfg = self.cfg
-        batches, ends = self._batches(shards)
+        batches, owners = self._batches(shards)
         if not batches:
             return 0
         workers = cfg.workers
@@ -213,19 +228,22 @@ class Tokenizer:
             prefetch_factor=PREFETCH if workers else None,
         )
         bar = self._progress(sum(len(b) for b in batches))
-        values: list[torch.Tensor] = []
-        rows: list[dict[str, Any]] = []
-        skipped: list[dict[str, Any]] = []
+        remaining = Counter(k for k in owners if k is not None)
+        pending: dict[int, tuple[list[torch.Tensor], list[dict[str, Any]], list[dict[str, Any]]]] = {}
         processed = 0
-        for (shard, last), batch in zip(ends, loader):
+        for shard, batch in zip(owners, loader):
+            if shard is None:  # a filler batch (see _batches)
+                continue
+            values, rows, skipped = pending.setdefault(shard, ([], [], []))
             self._encode(batch, values, rows, skipped)
             processed += len(batch)
             if bar is not None:
                 bar.update(len(batch))
-            if last:
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                del pending[shard]
                 empty = torch.empty((0, *self.meta["item_shape"]), dtype=self.store_dtype)
                 write_shard(cfg.out, shard, self.kind, torch.cat(values) if values else empty, rows, skipped, self.run_id)
-                values, rows, skipped = [], [], []
         if bar is not None:
             bar.close()
         return processed
