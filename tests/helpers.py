@@ -8,19 +8,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import io
+import json
 import os
 import struct
 import subprocess
 import sys
+import threading
 import traceback
 import types
 import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
@@ -50,6 +55,14 @@ def benchmark_module(name: str) -> types.ModuleType:
         spec.loader.exec_module(module)
     return sys.modules[name]
 
+# ------------------------------------------------------------------ Hub cache
+
+def make_hub_cache(root: Path, repo_id: str, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub cache (``models--org--name/refs/main`` + ``snapshots/<commit>/``) and offline mode."""
+    hub_snapshot(root, repo_id, files, HUB_COMMIT)
+    use_hub_cache(root, monkeypatch)
+
+
 # ------------------------------------------------------------------ codecs
 
 SMALL_2X = CodecConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=8,
@@ -63,6 +76,119 @@ def tiny_codec(seed: int = 0, config: CodecConfig | None = None, **fields: Any) 
     torch.manual_seed(seed)
     config = dataclasses.replace(config or get_preset("movqgan-tiny"), **fields)
     return Codec(CodecConfig.from_dict(config.to_dict())).eval()
+
+
+# ------------------------------------------------------------------ Hugging Face Hub cache
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_snapshot(root: Path, repo_id: str, files: dict[str, Path], commit: str = HUB_COMMIT,
+                 refs: tuple[str, ...] = ("main",)) -> Path:
+    """One snapshot of ``repo_id`` laid out by hand in the Hub cache ``root``
+    (``benchmarks/hub_parity.py``'s :func:`hub_snapshot`); returns the snapshot folder."""
+    return benchmark_module("hub_parity").hub_snapshot(root, repo_id, files, commit, refs)
+
+
+def use_hub_cache(root: Path, monkeypatch: Any, offline: bool = True) -> None:
+    """Point ``huggingface_hub`` at the cache ``root`` (``HF_HUB_CACHE``) and, with ``offline``, set
+    ``HF_HUB_OFFLINE=1`` (both the variable and ``huggingface_hub.constants``, read at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
+class FakeHub:
+    """A loopback Hugging Face Hub for the download code: serves model repos from memory (``add``) on
+    127.0.0.1 with the endpoints ``huggingface_hub`` uses (``/api/models/<repo>/revision/<rev>``,
+    ``/api/models/<repo>/tree/<commit>``, ``HEAD``/``GET /<repo>/resolve/<rev>/<path>``) and records
+    every request as ``(method, path, authorization header)`` in ``requests``. ``serve(monkeypatch,
+    cache)`` points ``huggingface_hub`` at it, online, with the Hub cache ``cache``."""
+
+    def __init__(self) -> None:
+        self.repos, self.refs, self.requests = {}, {}, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.respond(head=True)
+
+            def do_GET(self):
+                self.respond(head=False)
+
+            def respond(self, head):
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append((self.command, path, self.headers.get("authorization")))
+                status, headers, body = hub.route(path)
+                self.send_response(status)
+                for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, monkeypatch: Any, cache: Path) -> None:
+        from huggingface_hub import constants
+
+        use_hub_cache(cache, monkeypatch, offline=False)
+        monkeypatch.setattr(constants, "ENDPOINT", self.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_ENDPOINT", self.url)
+
+    def files_fetched(self) -> list[str]:
+        """Paths of the files downloaded (``GET .../resolve/<rev>/<path>``), in order."""
+        return [path.split("/resolve/", 1)[1].split("/", 1)[1] for method, path, _ in self.requests
+                if method == "GET" and "/resolve/" in path]
+
+    def add(self, repo_id: str, commit: str, files: dict[str, bytes], refs: tuple[str, ...] = ("main",)) -> None:
+        self.repos.setdefault(repo_id, {})[commit] = dict(files)
+        for ref in refs:
+            self.refs[(repo_id, ref)] = commit
+
+    def commit_of(self, repo_id: str, rev: str) -> str | None:
+        if rev in self.repos.get(repo_id, {}):
+            return rev
+        return self.refs.get((repo_id, rev))
+
+    def route(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        error = (404, {"X-Error-Code": "RepoNotFound"}, b'{"error": "Repository not found"}')
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"]:
+            repo_id = "/".join(parts[2:4])
+            kind, rev = parts[4], parts[5]
+            commit = self.commit_of(repo_id, rev)
+            if repo_id not in self.repos:
+                return error
+            if commit is None:
+                return 404, {"X-Error-Code": "RevisionNotFound"}, b'{"error": "Invalid rev id"}'
+            files = self.repos[repo_id][commit]
+            if kind == "revision":
+                info = {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": [{"rfilename": p} for p in files]}
+                return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
+            tree = [{"type": "file", "oid": hashlib.sha1(b).hexdigest(), "size": len(b), "path": p} for p, b in files.items()]
+            return 200, {"Content-Type": "application/json"}, json.dumps(tree).encode()
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo_id, rev, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            commit = self.commit_of(repo_id, rev)
+            files = self.repos.get(repo_id, {}).get(commit)
+            if files is None or name not in files:
+                return 404, {"X-Error-Code": "EntryNotFound"}, b"{}"
+            body = files[name]
+            return 200, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"'}, body
+        return error
 
 
 # ------------------------------------------------------------------ movq-bench

@@ -156,7 +156,7 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
         for p in codec.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     codec.save_pretrained(tmp_path / "saved")
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = movq.load(tmp_path / "saved")
     assert loaded.config == codec.config
     for (name, a), b in zip(codec.state_dict().items(), loaded.state_dict().values()):

@@ -124,7 +124,7 @@ def test_round_trip_movq_to_diffusers_vqmodel(tmp_path, norm):
     config.norm = norm
     codec = spread_weights(Codec(CodecConfig.from_dict(config.to_dict())), seed=3)
     out = codec.save_pretrained(tmp_path / "export", format="diffusers")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
     model = VQModel.from_pretrained(out).eval()
     assert model.config.norm_type == norm
     assert_parity(codec, model, [(64, 64), (32, 48)])

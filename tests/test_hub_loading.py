@@ -10,30 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from helpers import tiny_codec
+from helpers import make_hub_cache, tiny_codec
 from movq import Codec, CodecConfig, get_preset
 from movq.hub import CheckpointReadError, WeightsNotAvailableError, registry
 from movq.hub.diffusers import config_to_diffusers
 
 torch.set_num_threads(1)
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def make_hub_cache(root: Path, repo_id: str, files: dict[str, Path], monkeypatch) -> None:
-    """A Hub cache (``models--org--name/refs/main`` + ``snapshots/<commit>/``) and offline mode."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    for name, source in files.items():
-        target = repo / "snapshots" / COMMIT / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(source)
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +221,10 @@ def test_truncated_files_are_clear_errors(tmp_path):
 
 
 def test_push_to_hub_uploads_a_saved_folder_through_the_api(monkeypatch):
+    from huggingface_hub import ModelCard
+
     codec = tiny_codec(7)
-    calls = []
+    calls, cards = [], []
 
     class FakeApi:
         def __init__(self, token=None):
@@ -251,6 +235,7 @@ def test_push_to_hub_uploads_a_saved_folder_through_the_api(monkeypatch):
 
         def upload_folder(self, *, repo_id, folder_path, **kwargs):
             files = sorted(p.name for p in Path(folder_path).iterdir())
+            cards.append(ModelCard.load(Path(folder_path) / "README.md"))
             calls.append(("upload_folder", repo_id, files, kwargs))
             return "commit-info"
 
@@ -260,6 +245,10 @@ def test_push_to_hub_uploads_a_saved_folder_through_the_api(monkeypatch):
     assert codec.push_to_hub("me/tiny", format="diffusers", private=True, token="t") == "commit-info"
     assert calls[0] == ("init", "t")
     assert calls[1][:2] == ("create_repo", "me/tiny") and calls[1][2]["private"] is True
-    assert calls[2][:3] == ("upload_folder", "me/tiny", ["config.json", "diffusion_pytorch_model.safetensors"])
-    codec.push_to_hub("me/tiny", api=FakeApi())
-    assert calls[-1][2] == ["config.json", "model.safetensors"]
+    assert calls[2][:3] == ("upload_folder", "me/tiny", ["README.md", "config.json", "diffusion_pytorch_model.safetensors"])
+    codec.push_to_hub("me/tiny", api=FakeApi(), license="apache-2.0")
+    assert calls[-1][2] == ["README.md", "config.json", "model.safetensors"]
+    # the model card goes up with the weights; its snippet names the repo, its license the one given
+    assert [card.data.library_name for card in cards] == ["movq", "movq"]
+    assert cards[0].data.movq["format"] == "diffusers" and cards[1].data.license == "apache-2.0"
+    assert 'movq.load("me/tiny")' in cards[1].text

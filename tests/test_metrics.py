@@ -61,6 +61,26 @@ def test_ssim_matches_scikit_image():
     assert torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64), atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(7, 7), (48, 48), (23, 61), (64, 9)])
+def test_ssim_skimage_equals_structural_similarity(shape):
+    skm = pytest.importorskip("skimage.metrics")
+    from movq.metrics.image import ssim_skimage
+
+    g = torch.Generator().manual_seed(shape[0] * 100 + shape[1])
+    x = torch.rand(2, 3, *shape, generator=g, dtype=torch.float64)
+    y = (x + 0.15 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim_skimage(x, y)
+    for i in range(2):
+        a, b = x[i].permute(1, 2, 0).numpy(), y[i].permute(1, 2, 0).numpy()
+        assert abs(ours[i].item() - skm.structural_similarity(a, b, data_range=1.0, channel_axis=-1)) < 1e-6
+    # 8-bit levels on [0, 255] with data_range=255, as skimage would be called on uint8 arrays
+    x8, y8 = (x * 255).round(), (y * 255).round()
+    a, b = x8[0].permute(1, 2, 0).numpy(), y8[0].permute(1, 2, 0).numpy()
+    assert abs(ssim_skimage(x8, y8, data_range=255)[0].item() - skm.structural_similarity(a, b, data_range=255, channel_axis=-1)) < 1e-6
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim_skimage(x[..., :6, :], y[..., :6, :])
+
+
 def test_ms_ssim_identity_and_size_check():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 168, 168, generator=g)
@@ -89,6 +109,28 @@ def test_frechet_distance_matches_direct_scipy():
     ref = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-10)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fid_from_streamed_moments_matches_scipy_in_float64():
+    """The bench's path (features streamed into MomentAccumulator in chunks, then fid_from_moments)
+    against the formula on numpy's float64 mean / covariance with scipy's sqrtm."""
+    from scipy import linalg
+
+    from movq.metrics import fid_from_moments
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12))
+    fake = 0.8 * real + rng.normal(0.2, 0.5, size=real.shape)
+    accumulators = []
+    for feats in (real, fake):
+        acc = MomentAccumulator(12)
+        for chunk in np.array_split(feats, 7):
+            acc.update(torch.from_numpy(chunk))  # float64 in: no float32 rounding
+        accumulators.append(acc)
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    ref = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    assert fid_from_moments(*accumulators) == pytest.approx(ref, rel=1e-9)
 
 
 def test_frechet_distance_singular_covariance_is_finite():

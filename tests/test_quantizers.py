@@ -15,6 +15,7 @@ from movq.quantizers import (
     LFQ,
     EMAVectorQuantizer,
     GumbelQuantizer,
+    IndexPropagationQuantizer,
     Quantizer,
     ResidualVectorQuantizer,
     VectorQuantizer,
@@ -98,6 +99,7 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "residual": ResidualVectorQuantizer(16, 4, depth=3),
         "fsq": FSQ((3, 4, 5, 2)),
         "lfq": LFQ(dim=4),
+        "ibq": IndexPropagationQuantizer(16, 4),
     }
 
 
@@ -134,7 +136,7 @@ def test_bad_latent_raises(name):
         q(torch.randn(2, 5, 3, 3))
 
 
-@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq"])
+@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq"])
 def test_embed_rejects_bad_indices(name):
     q = _all_quantizers()[name]
     with pytest.raises(ValueError, match="accepted range"):

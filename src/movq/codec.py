@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from movq.config import CodecConfig, record_config
 from movq.hub.diffusers import DIFFUSERS_WEIGHTS, to_diffusers
 from movq.hub.formats import DIFFUSERS, MOVQ, check_write_format
-from movq.hub.upload import upload_folder
+from movq.hub.upload import upload_folder, write_model_card
 from movq.images import (
     ImageInput,
     batch_size_of,
@@ -56,6 +56,8 @@ from movq.tiling import (
     shared_norms,
 )
 
+DEFAULT_INPUT_RANGE = (-1.0, 1.0)
+"""The pixel range of the codec's API, and of every network whose config names no other."""
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 """Network dtypes below float32: the quantizer of such a codec stays in float32 (see ``Codec._apply``)."""
 
@@ -214,16 +216,40 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- tensor paths
 
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """The pixel range the networks were trained on (``config.input_range``; ``(-1.0, 1.0)`` for
+        configs without one). Every method takes and returns ``[-1, 1]``: images are mapped into this
+        range before the encoder (:meth:`to_network_range`) and the decoder's output back
+        (:meth:`from_network_range`)."""
+        low, high = getattr(self.config, "input_range", DEFAULT_INPUT_RANGE)
+        return float(low), float(high)
+
+    def to_network_range(self, x: Tensor) -> Tensor:
+        """Pixels in ``[-1, 1]`` -> the same pixels in :attr:`input_range` (identity for ``[-1, 1]``)."""
+        low, high = self.input_range
+        if (low, high) == DEFAULT_INPUT_RANGE:
+            return x
+        return (x + 1.0) * ((high - low) / 2.0) + low
+
+    def from_network_range(self, y: Tensor) -> Tensor:
+        """The decoder's pixels in :attr:`input_range` -> ``[-1, 1]`` (inverse of :meth:`to_network_range`)."""
+        low, high = self.input_range
+        if (low, high) == DEFAULT_INPUT_RANGE:
+            return y
+        return (y - low) * (2.0 / (high - low)) - 1.0
+
     def encode_to_prequant(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` in ``[-1, 1]`` -> continuous latent ``[B, embed_dim, H/f, W/f]`` (no scaling)."""
         with cpu_engine.engaged(self, x):
-            return self.quant_conv(self.encoder(x))
+            return self.quant_conv(self.encoder(self.to_network_range(x)))
 
     def decode_from_quantized(self, z_q: Tensor) -> Tensor:
-        """Quantized (or continuous) latent ``[B, embed_dim, h, w]`` -> image ``[B, 3, h*f, w*f]``, unclamped."""
+        """Quantized (or continuous) latent ``[B, embed_dim, h, w]`` -> image ``[B, 3, h*f, w*f]`` about
+        ``[-1, 1]``, unclamped."""
         z_q = z_q.to(self.dtype)
         with cpu_engine.engaged(self, z_q):
-            return self.decoder(self.post_quant_conv(z_q), z_q)
+            return self.from_network_range(self.decoder(self.post_quant_conv(z_q), z_q))
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Differentiable reconstruction of ``x`` ``[B, 3, H, W]`` in ``[-1, 1]`` (for training)."""
@@ -305,6 +331,7 @@ class Codec(nn.Module):
         levels, at latent resolution, see the whole image)."""
         f = self.downsample_factor
         grid = (x.shape[-2] // f, x.shape[-1] // f)
+        x = self.to_network_range(x)
         h = self._tiles(
             lambda window: self.encoder.local_stage(window.crop(x, f)), grid, self.encoder.local_scale,
             self.encoder, tile,
@@ -316,10 +343,10 @@ class Codec(nn.Module):
         slice of ``z_q`` for its SpatialNorm layers."""
         h = self.decoder.global_stage(self.post_quant_conv(z_q), z_q)
         scale = self.decoder.local_scale
-        return self._tiles(
+        return self.from_network_range(self._tiles(
             lambda window: self.decoder.local_stage(window.crop(h, scale), window.crop(z_q)),
             tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile,
-        )
+        ))
 
     def encode_to_prequant_bounded(self, x: Tensor) -> Tensor:
         """:meth:`encode_to_prequant` within the memory policy: batches sliced, large images tiled."""
@@ -466,20 +493,34 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- persistence
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = MOVQ) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically).
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, format: str = MOVQ, *, license: str | None = None
+    ) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically), and
+        the model card ``README.md`` (:func:`movq.hub.upload.model_card`: ``library_name: movq``, tags,
+        ``license`` -- a Hub license id, ``"other"`` when not given -- and the preprocessing) unless
+        the folder already has a ``README.md``, which is kept. Returns the folder.
 
         ``format="diffusers"`` writes ``config.json`` + ``diffusion_pytorch_model.safetensors`` for
-        ``diffusers.VQModel.from_pretrained`` instead (converted by :func:`movq.hub.diffusers.to_diffusers`).
+        ``diffusers.VQModel.from_pretrained`` instead (converted by :func:`movq.hub.diffusers.to_diffusers`);
+        a codec ``VQModel`` cannot represent is refused with a ``ValueError`` before anything is written.
         """
+        return self._save_folder(save_directory, format, license=license)
+
+    def _save_folder(
+        self, save_directory: str | os.PathLike, format: str, *, license: str | None = None, repo_id: str | None = None
+    ) -> Path:
         check_write_format(format)
         if format == DIFFUSERS:
             try:
                 config, state = to_diffusers(self.config, self.state_dict())
             except ValueError as error:
                 raise ValueError(f"{error}; save this codec in the movq format (format={MOVQ!r})") from None
-            return write_folder(save_directory, config, state, weights_file=DIFFUSERS_WEIGHTS)
-        return save_model_folder(save_directory, self, self.config)
+            folder = write_folder(save_directory, config, state, weights_file=DIFFUSERS_WEIGHTS)
+        else:
+            folder = save_model_folder(save_directory, self, self.config)
+        write_model_card(folder, self.config, format=format, repo_id=repo_id, license=license)
+        return folder
 
     def push_to_hub(
         self,
@@ -492,13 +533,15 @@ class Codec(nn.Module):
         commit_message: str | None = None,
         create_pr: bool = False,
         api: Any = None,
+        license: str | None = None,
     ) -> Any:
-        """Save this codec in ``format`` ("movq" or "diffusers") to a temporary folder and upload it to
-        the Hugging Face Hub repo ``repo_id`` (created if needed). Returns the upload's ``CommitInfo``;
-        ``api`` defaults to ``huggingface_hub.HfApi(token=token)``."""
+        """Save this codec in ``format`` ("movq" or "diffusers") to a temporary folder, with its model
+        card (``README.md``, whose usage snippet names ``repo_id``; ``license`` as in
+        :meth:`save_pretrained`), and upload it to the Hugging Face Hub repo ``repo_id`` (created if
+        needed). Returns the upload's ``CommitInfo``; ``api`` defaults to ``huggingface_hub.HfApi(token=token)``."""
         check_write_format(format)
         return upload_folder(
-            lambda folder: self.save_pretrained(folder, format=format),
+            lambda folder: self._save_folder(folder, format, license=license, repo_id=repo_id),
             repo_id,
             commit_message=commit_message or f"Upload {self.config.name} ({format} format) with movq",
             private=private, token=token, revision=revision, create_pr=create_pr, api=api,

@@ -22,6 +22,7 @@ from movq.quantizers import (
     EMAConfig,
     FSQConfig,
     GumbelConfig,
+    IBQConfig,
     LFQConfig,
     Quantizer,
     QuantizerConfig,
@@ -58,7 +59,14 @@ __all__ = [
     "EMAConfig",
     "FSQConfig",
     "GumbelConfig",
+    "IBQConfig",
+    "IBQ_F16_1024",
+    "IBQ_F16_8192",
+    "IBQ_F16_16384",
+    "IBQ_F16_262144",
     "LFQConfig",
+    "LLAMAGEN_VQ8",
+    "LLAMAGEN_VQ16",
     "QuantizerConfig",
     "ResidualConfig",
     "VQConfig",
@@ -76,6 +84,10 @@ class CodecConfig(StrictConfig):
     The codec itself runs at any size that is a multiple of ``2 ** (len(ch_mult) - 1)``.
     ``norm="spatial"`` gives the MoVQ decoder, ``norm="group"`` the plain VQGAN decoder.
     ``scaling_factor`` multiplies the continuous latents of ``Codec.encode_latents``.
+    ``mid_attention=False`` drops the self-attention of the encoder's and decoder's mid blocks
+    (diffusers' ``mid_block_add_attention``; aMUSEd's VQ). ``input_range`` is the pixel range the
+    network was trained on (``(0.0, 1.0)`` for aMUSEd's VQ); the codec's API stays ``[-1, 1]``:
+    ``Codec`` maps images into this range before the encoder and the decoder's output back.
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -95,6 +107,14 @@ class CodecConfig(StrictConfig):
     norm: Literal["spatial", "group"] = "spatial"
     quantizer: QuantizerConfig = field(default_factory=VQConfig)
     scaling_factor: PositiveFloat = 1.0
+    mid_attention: bool = True
+    input_range: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        low, high = self.input_range
+        if not low < high:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
 
     @property
     def downsample_factor(self) -> int:
@@ -195,9 +215,39 @@ MOVQGAN_TINY = CodecConfig(
     quantizer=VQConfig(codebook_size=1024),
 )
 
+# LlamaGen's tokenizers (FoundationVision/LlamaGen vq_model.py VQ_16 / VQ_8): taming's VQGAN network
+# with attention at the lowest resolution only and an 8-dim l2-normalised codebook of 16384 codes.
+LLAMAGEN_VQ16 = CodecConfig(
+    name="llamagen-vq16",
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(16,),
+    z_channels=256,
+    embed_dim=8,
+    norm="group",
+    quantizer=VQConfig(codebook_size=16384, l2_normalize=True, legacy=False),
+)
+LLAMAGEN_VQ8 = replace(LLAMAGEN_VQ16, name="llamagen-vq8", ch_mult=(1, 2, 2, 4), attn_resolutions=(32,))
+
+# IBQ's tokenizers (TencentARC/SEED-Voken src/IBQ, configs/IBQ/gpu/imagenet_ibqgan_*.yaml): taming's
+# VQGAN network with 4 res blocks per level, 256-dim codes chosen by the largest dot product.
+IBQ_F16_16384 = CodecConfig(
+    name="ibq-f16-16384",
+    ch_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=4,
+    attn_resolutions=(16,),
+    z_channels=256,
+    embed_dim=256,
+    norm="group",
+    quantizer=IBQConfig(codebook_size=16384),
+)
+IBQ_F16_1024 = replace(IBQ_F16_16384, name="ibq-f16-1024", quantizer=IBQConfig(codebook_size=1024))
+IBQ_F16_8192 = replace(IBQ_F16_16384, name="ibq-f16-8192", quantizer=IBQConfig(codebook_size=8192))
+IBQ_F16_262144 = replace(IBQ_F16_16384, name="ibq-f16-262144", quantizer=IBQConfig(codebook_size=262144))
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
-    for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY)
+    for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
+              LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144)
 }
 
 

@@ -12,6 +12,10 @@ movq-tokenize and the examples), so they all see the same pixels:
 - :func:`center_crop_arr` (ADM's centre crop, as LlamaGen / DiT preprocess ImageNet), :func:`ten_crop`
   (torchvision's ``TenCrop`` order) and :class:`Augment` (``flip`` / ``ten-crop`` views of one image, as
   LlamaGen's ``extract_codes_c2i.py`` makes them), the views ``movq-tokenize --augment`` stores;
+- :class:`Preprocessing`: the protocols ``movq-bench --protocol`` offers: ``"movq"`` (the evaluation
+  preprocessing above, or with ``resize="lanczos"``), ``"adm"`` (:func:`center_crop_arr`, the
+  preprocessing of LlamaGen, TiTok, IBQ and DiT) and ``"var"`` (:func:`var_center_crop`, VAR's
+  validation transform);
 - :func:`decode_image` / :class:`DecodedImages`: the one DataLoader reader of ``movq-bench`` and
   ``movq-tokenize``, which reports an unreadable item instead of raising.
 """
@@ -22,7 +26,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +35,7 @@ from torch import Tensor
 
 from movq.atomic import require_regular_file
 from movq.images import to_rgb
+from movq.strict import StrictConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 """File suffixes (case-insensitive) read as images everywhere in movq."""
@@ -40,6 +45,29 @@ PREPROCESSING = (
     "{res} px (PIL bicubic, antialiased), centre crop {res}x{res}"
 )
 """The evaluation preprocessing of :func:`load_preprocessed`, as printed with every result."""
+
+ADM_PREPROCESSING = (
+    "ADM center_crop_arr (openai/guided-diffusion): decoded by PIL and converted with PIL's convert('RGB') "
+    "(no EXIF orientation, as ADM's ImageDataset and torchvision's ImageFolder read files), halved with PIL BOX "
+    "while the shorter side is >= {twice} px, shorter side to {res} px with PIL bicubic (sides rounded), "
+    "centre crop {res}x{res}"
+)
+"""The ``"adm"`` protocol (:func:`center_crop_arr`), as printed with every result."""
+
+VAR_PREPROCESSING = (
+    "VAR's validation transform (FoundationVision/VAR): decoded by PIL and converted with convert('RGB') (no EXIF "
+    "orientation), shorter side to {mid} px (1.125x) with PIL Lanczos as torchvision's Resize (longer side truncated), "
+    "torchvision's CenterCrop {res}x{res}"
+)
+"""The ``"var"`` protocol (:func:`var_center_crop`), as printed with every result."""
+
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+"""The resampling filters of the ``"movq"`` protocol (``--resize``): bicubic (the default) or Lanczos."""
+
+ADM_EXACT_PIXELS = 2**25
+"""Largest intermediate image (pixels) :func:`center_crop_arr` and :func:`var_center_crop` resize whole, as
+ADM and VAR do; beyond it (only extreme aspect ratios, e.g. a 1 x 100000 strip) only the cropped
+region is resampled."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -78,9 +106,10 @@ def check_image_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def open_rgb(path: str | os.PathLike | IO[bytes]) -> Image.Image:
+def open_rgb(path: str | os.PathLike | IO[bytes], exif: bool = True) -> Image.Image:
     """Decode an image file (or an open binary file) fully, apply its EXIF orientation and convert it to
-    8-bit RGB.
+    8-bit RGB (:func:`movq.images.to_rgb`). ``exif=False`` reads it as ADM's and torchvision's loaders
+    do: no EXIF orientation, PIL's own ``convert("RGB")`` (alpha dropped, not composited).
 
     Raises ``FileNotFoundError`` naming a path that is missing or not a regular file (a FIFO would block),
     ``ValueError`` for an empty (0-pixel) image and PIL's errors for unreadable files.
@@ -89,41 +118,35 @@ def open_rgb(path: str | os.PathLike | IO[bytes]) -> Image.Image:
         path = require_regular_file(path, "expected an image file")
     with Image.open(path) as image:
         image.load()
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+        rgb = to_rgb(ImageOps.exif_transpose(image)) if exif else image.convert("RGB")
     if min(rgb.size) < 1:
         raise ValueError(f"{path}: empty image ({rgb.size[0]}x{rgb.size[1]} pixels)")
     return rgb
 
 
-def resize_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
-    """Shorter side -> ``resolution`` (bicubic, antialiased) then centre crop; returns (image, upscaled?)."""
+def resize_center_crop(image: Image.Image, resolution: int, resize: str = "bicubic") -> tuple[Image.Image, bool]:
+    """Shorter side -> ``resolution`` (PIL ``resize`` filter of :data:`RESIZE_FILTERS`, antialiased) then
+    centre crop; returns (image, upscaled?)."""
     width, height = image.size
     short = min(width, height)
     upscaled = short < resolution
     if short != resolution:
         scale = resolution / short
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        if new_w * new_h > max(16 * resolution * resolution, width * height):
-            # An extreme aspect ratio (a 1 x 100000 strip) would be upscaled to gigabytes before the
-            # crop: resample only the region the crop keeps (same pixels up to rounding).
-            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-            sx, sy = width / new_w, height / new_h
-            box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
-            return image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=None), upscaled
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    width, height = image.size
+        new_size = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        limit = max(16 * resolution**2, width * height)
+        return _resize_crop(image, new_size, _floor_centre(new_size, resolution), resolution, RESIZE_FILTERS[resize], limit), upscaled
     left, top = (width - resolution) // 2, (height - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution)), upscaled
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
-    """ADM's centre crop (guided-diffusion ``center_crop_arr``, used by DiT and LlamaGen): halve the
-    image with a BOX filter while its shorter side is at least ``2 * image_size``, resize it with PIL
-    bicubic so the shorter side is ``image_size`` (the longer ``round(side * scale)``), then cut the
-    centre ``image_size x image_size`` square (offsets rounded down). PIL image in, PIL image out
-    (same mode), pixel-identical to the reference for every image whose resized longer side stays
-    below ``16 * image_size`` times its shorter one; a more extreme strip is resampled only where the
-    crop keeps (:func:`resize_center_crop`'s guard against gigabyte upscales).
+    """ADM's centre crop (openai/guided-diffusion ``center_crop_arr``, used by LlamaGen, TiTok, IBQ and
+    DiT), pixel for pixel: halve the image with PIL BOX (``side // 2``) while its shorter side is at
+    least ``2 * image_size``, resize it with PIL bicubic so the shorter side is ``image_size`` (both
+    sides ``round(side * scale)``), then cut the ``image_size`` square at
+    ``((H - image_size) // 2, (W - image_size) // 2)``. PIL image in, PIL image out (same mode).
+    Only an intermediate image of more than :data:`ADM_EXACT_PIXELS` pixels (an extreme strip) is
+    resampled where the crop keeps alone (:func:`_resize_crop`'s guard against gigabyte upscales).
     """
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
@@ -132,15 +155,9 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
     while min(*pil_image.size) >= 2 * image_size:
         pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.Resampling.BOX)
     scale = image_size / min(*pil_image.size)
-    new_w, new_h = (round(x * scale) for x in pil_image.size)
-    if new_w * new_h > 16 * image_size * image_size:  # a 1 x 100000 strip: resample only the kept square
-        left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-        sx, sy = pil_image.size[0] / new_w, pil_image.size[1] / new_h
-        box = (left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy)
-        return pil_image.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box)
-    pil_image = pil_image.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
-    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-    return pil_image.crop((left, top, left + image_size, top + image_size))
+    new_size = round(pil_image.size[0] * scale), round(pil_image.size[1] * scale)
+    limit = max(16 * image_size**2, pil_image.size[0] * pil_image.size[1], ADM_EXACT_PIXELS)
+    return _resize_crop(pil_image, new_size, _floor_centre(new_size, image_size), image_size, Image.Resampling.BICUBIC, limit)
 
 
 def ten_crop(image: Image.Image, size: int) -> list[Image.Image]:
@@ -223,10 +240,99 @@ class Augment:
         return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), upscaled
 
 
-def load_preprocessed(path: str | os.PathLike, resolution: int) -> tuple[Tensor, bool]:
-    """:func:`open_rgb` + :func:`resize_center_crop`: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
-    cropped, upscaled = resize_center_crop(open_rgb(path), resolution)
-    return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
+VAR_MID_RESO = 1.125
+"""VAR's evaluation zoom: the shorter side is resized to ``round(1.125 * resolution)`` before the centre crop."""
+
+
+def var_center_crop(image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+    """VAR's validation transform (FoundationVision/VAR ``utils/data.py``: torchvision
+    ``Resize(round(1.125 * r), LANCZOS)`` then ``CenterCrop(r)``), pixel for pixel on PIL images:
+    the shorter side to ``mid = round(1.125 * r)`` and the longer to ``int(mid * long / short)``
+    (torchvision truncates) with PIL Lanczos, then the ``r``-square crop at
+    ``(int(round((H - r) / 2)), int(round((W - r) / 2)))``. Returns (image, upscaled?)."""
+    mid = round(VAR_MID_RESO * resolution)
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = mid, int(mid * long / short)
+    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+    offsets = int(round((new_size[0] - resolution) / 2.0)), int(round((new_size[1] - resolution) / 2.0))
+    limit = max(16 * resolution**2, width * height, ADM_EXACT_PIXELS)
+    return _resize_crop(image, new_size, offsets, resolution, Image.Resampling.LANCZOS, limit), short < mid
+
+
+def _floor_centre(new_size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(left, top) of the centred ``resolution`` square: ``((W - r) // 2, (H - r) // 2)``."""
+    return (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
+
+
+def _resize_crop(image: Image.Image, new_size: tuple[int, int], offsets: tuple[int, int], resolution: int, resample: int,
+                 limit: int) -> Image.Image:
+    """Resize ``image`` to ``new_size`` with ``resample`` and crop the ``resolution`` square at
+    ``offsets`` (left, top). A resized image of more than ``limit`` pixels (an extreme aspect ratio:
+    a 1 x 100000 strip would take gigabytes) is never built: only the region the crop keeps is
+    resampled (same pixels up to rounding)."""
+    width, height = image.size
+    new_w, new_h = new_size
+    left, top = offsets
+    if new_w * new_h > limit:
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
+        return image.resize((resolution, resolution), resample, box=box, reducing_gap=None)
+    image = image.resize((new_w, new_h), resample, reducing_gap=None)
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+@dataclass(frozen=True)
+class Preprocessing(StrictConfig):
+    """An evaluation preprocessing protocol (``movq-bench --protocol / --resize``).
+
+    ``protocol="movq"`` (the default): :func:`open_rgb` (EXIF orientation, alpha on white), shorter
+    side to the resolution with the ``resize`` filter (``"bicubic"``, or ``"lanczos"``), centre crop.
+    ``protocol="adm"``: PIL's own ``convert("RGB")`` then :func:`center_crop_arr` (ADM's); ``protocol="var"``: the same reading then :func:`var_center_crop` (VAR's
+    1.125x Lanczos resize and centre crop). ``resize`` must stay ``"bicubic"`` for ``adm`` / ``var``. ``crop`` / ``load`` apply it,
+    ``describe`` says it in words.
+    """
+
+    protocol: Literal["movq", "adm", "var"] = "movq"
+    resize: Literal["bicubic", "lanczos"] = "bicubic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.protocol != "movq" and self.resize != "bicubic":
+            what = "ADM's center_crop_arr (BOX halving, then bicubic)" if self.protocol == "adm" else "VAR's transform (Lanczos)"
+            raise ValueError(f"--resize {self.resize} applies to --protocol movq; --protocol {self.protocol} is {what} "
+                             "with its own filter: leave --resize out")
+
+    def crop(self, image: Image.Image, resolution: int) -> tuple[Image.Image, bool]:
+        """RGB PIL image -> (the ``resolution``-square crop, upscaled?)."""
+        if self.protocol == "adm":
+            return center_crop_arr(image, resolution), min(image.size) < resolution
+        if self.protocol == "var":
+            return var_center_crop(image, resolution)
+        return resize_center_crop(image, resolution, self.resize)
+
+    def load(self, source: str | os.PathLike | IO[bytes], resolution: int) -> tuple[Tensor, bool]:
+        """Read an image file and preprocess it: uint8 ``[3, resolution, resolution]`` and whether it was upscaled."""
+        image = open_rgb(source, exif=self.protocol == "movq")
+        cropped, upscaled = self.crop(image, resolution)
+        return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1), upscaled
+
+    def describe(self, resolution: int) -> str:
+        """The protocol in words, as printed with every result."""
+        if self.protocol == "adm":
+            return "adm: " + ADM_PREPROCESSING.format(res=resolution, twice=2 * resolution)
+        if self.protocol == "var":
+            return "var: " + VAR_PREPROCESSING.format(res=resolution, mid=round(VAR_MID_RESO * resolution))
+        text = PREPROCESSING.format(res=resolution)
+        return "movq: " + (text if self.resize == "bicubic" else text.replace("PIL bicubic", "PIL Lanczos"))
+
+
+def load_preprocessed(
+    path: str | os.PathLike | IO[bytes], resolution: int, preprocessing: Preprocessing | None = None
+) -> tuple[Tensor, bool]:
+    """:func:`open_rgb` + :func:`resize_center_crop` (or another ``preprocessing`` protocol): uint8
+    ``[3, resolution, resolution]`` and whether it was upscaled."""
+    return (preprocessing or Preprocessing()).load(path, resolution)
 
 
 @dataclass
@@ -247,16 +353,16 @@ class DecodedImage:
 
 def decode_image(
     index: int, resolution: int, open_item: Callable[[], tuple[str | os.PathLike | IO[bytes], str | None]],
-    augment: Augment | None = None,
+    augment: Augment | None = None, preprocessing: Preprocessing | None = None,
 ) -> DecodedImage:
-    """:func:`load_preprocessed` of what ``open_item()`` returns (a path or a binary file, and a
-    caption), or with ``augment`` its views (``pixels`` uint8 ``[views, 3, R, R]``, see :class:`Augment`);
+    """:func:`load_preprocessed` (with the ``preprocessing`` protocol) of what ``open_item()`` returns
+    (a path or a binary file, and a caption), or with ``augment`` its views (``pixels`` uint8 ``[views, 3, R, R]``, see :class:`Augment`);
     never raises for bad data: a corrupt, truncated, missing or unsupported item comes back with its
     error, so a run lists it instead of stopping."""
     try:
         source, caption = open_item()
         if augment is None:
-            pixels, upscaled = load_preprocessed(source, resolution)
+            pixels, upscaled = load_preprocessed(source, resolution, preprocessing)
         else:
             pixels, upscaled = augment(open_rgb(source), resolution)
     except Exception as err:  # bad data: listed, not fatal

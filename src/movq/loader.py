@@ -4,8 +4,8 @@ It reads top to bottom:
 
 1. check the arguments, before anything is read (:func:`load`, :func:`_check_arguments`);
 2. resolve the source: a local folder or checkpoint file (:func:`load_local`), a registered model
-   on the Hugging Face Hub / at a URL / shipped in the package (:func:`_load_registered`), or an
-   architecture preset;
+   on the Hugging Face Hub / at a URL / shipped in the package (:func:`_load_registered`), an
+   architecture preset, or any Hub repo id holding a codec folder (:func:`_load_repo`);
 3. read its config and state, by format: each format of :data:`movq.hub.formats.FORMATS` has one
    reader here (folders: :data:`FOLDER_READERS`; checkpoint files: :func:`codec_from_state`;
    DALL·E's ``encoder.pkl`` + ``decoder.pkl``: :func:`load_dalle`);
@@ -34,17 +34,25 @@ from movq.hub.diffusers import (
     config_from_diffusers,
     diffusers_to_original,
 )
-from movq.hub.download import fetch, package_folder
+from movq.hub.download import (
+    WeightsNotAvailableError,
+    fetch,
+    fetch_repo_folder,
+    package_folder,
+    repo_folder_files,
+)
 from movq.hub.formats import (
     DALLE,
     DIFFUSERS,
     FORMATS,
+    LLAMAGEN,
     MOVQ,
     WRAPPER_PREFIXES,
     detect_format,
     infer_config,
     unwrap_checkpoint,
 )
+from movq.hub.llamagen import read_llamagen
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
@@ -73,6 +81,7 @@ def load(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
+    subfolder: str | None = None,
 ) -> Codec:
     """Return a codec in eval mode on ``device`` with ``dtype``.
 
@@ -82,12 +91,18 @@ def load(
       URL) into the Hub cache: ``revision`` overrides the pinned revision, ``local_files_only=True``
       or ``HF_HUB_OFFLINE=1`` stays offline, ``token`` / ``cache_dir`` go to ``huggingface_hub``;
     - a preset name (``movq.PRESETS``) with ``pretrained=False``;
+    - any Hugging Face Hub repo id (``"owner/name"``) whose root or ``subfolder`` (also spelled
+      ``"owner/name/subfolder"``) holds a folder of one of the kinds below (not a single checkpoint
+      file: download it and pass its path), with ``revision`` (default ``main``), ``token``,
+      ``cache_dir``, ``local_files_only`` and ``HF_HUB_OFFLINE`` as for registered models; only the
+      files the folder formats read are downloaded (``config.json`` alone with ``pretrained=False``).
+      Registered names, presets and existing local paths come first;
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
-      MoVQGAN), Lightning-wrapped or diffusers key format, or a ``torch.save(codec.state_dict())``
-      of a movq codec (which carries its config); otherwise the architecture comes from ``preset``
-      or is inferred from the shapes.
+      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers or LlamaGen key format, or a
+      ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
+      architecture comes from ``preset`` or is inferred from the shapes.
 
     ``pretrained=False`` builds the architecture of any of these with fresh random weights
     (deterministic under ``torch.manual_seed``), like diffusers' ``from_config``: a folder's or
@@ -103,10 +118,21 @@ def load(
     ``pretrained=False`` it must stay ``None``. Loading is strict: missing / unexpected /
     mis-shaped keys are an error. Unknown names suggest the closest known ones. ``device``, ``dtype``
     and ``revision`` are checked before anything is read (``revision`` only applies to Hub models).
+    ``subfolder`` is the folder inside a Hub repo (or a local folder) that holds the codec.
     """
     _check_arguments(name_or_path, device, dtype)
     path = Path(name_or_path)
     name = str(name_or_path)
+    if subfolder is not None:
+        if name in REGISTRY or name in PRESETS:
+            raise ValueError(
+                f"subfolder={subfolder!r} applies to Hub repo ids and local folders, not to the "
+                f"{'registered model' if name in REGISTRY else 'preset'} {name!r}, which knows where its files are"
+            )
+        if path.is_dir():
+            path = path / subfolder
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path} does not exist (subfolder={subfolder!r} of {name})")
     if revision is not None and (path.exists() or name in PRESETS or (name in REGISTRY and REGISTRY[name].source != "hub")):
         where = "a local path" if path.exists() else (
             "an architecture preset" if name not in REGISTRY else f"shipped from {REGISTRY[name].location}")
@@ -136,6 +162,22 @@ def load(
         if preset is not None and preset != name:
             raise ValueError(f"conflicting architectures: the preset {name!r} and preset={preset!r}; pass one")
         codec = Codec(get_preset(name))
+    elif (repo := split_repo_id(name)) is not None and path.suffix not in CHECKPOINT_SUFFIXES:
+        repo_id, inner = repo
+        if inner is not None and subfolder is not None:
+            raise ValueError(
+                f"{name!r} already names the subfolder {inner!r} of the Hub repo {repo_id!r}; drop subfolder={subfolder!r}"
+            )
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} cannot be used with the Hub repo {repo_id!r}: a codec folder carries its own "
+                "architecture. Drop preset=, or download a checkpoint file and pass its path with preset=."
+            )
+        hub = {"revision": revision, "local_files_only": local_files_only, "cache_dir": cache_dir, "token": token}
+        try:
+            codec = _load_repo(repo_id, inner or subfolder, pretrained, ema, hub)
+        except WeightsNotAvailableError as error:
+            raise WeightsNotAvailableError(f"{error} (No local file or folder {name!r} exists either.)") from None
     elif path.suffix in CHECKPOINT_SUFFIXES or os.sep in name:
         raise FileNotFoundError(f"{name} does not exist")
     elif not pretrained:
@@ -199,6 +241,51 @@ def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: d
     else:  # a single checkpoint file
         codec = load_local(fetch(spec, **hub)[0], preset=spec.preset, ema=ema)
     codec.config.name = spec.name
+    return codec
+
+
+def split_repo_id(name: str) -> tuple[str, str | None] | None:
+    """``(repo_id, subfolder)`` when ``name`` is spelled like a Hugging Face Hub model repo id,
+    ``"owner/name"`` (``huggingface_hub``'s ``validate_repo_id``, with the owner required), optionally
+    followed by a folder inside it, ``"owner/name/sub/folder"`` (so that command-line tools taking one
+    model string reach subfolders); ``None`` otherwise."""
+    parts = name.split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = "/".join(parts[:2])
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return None
+    return repo_id, ("/".join(parts[2:]) or None)
+
+
+def _load_repo(repo_id: str, subfolder: str | None, pretrained: bool, ema: bool | None, hub: dict[str, Any]) -> Codec:
+    """A codec folder (any of :data:`FOLDER_FILES`) at the root or ``subfolder`` of the Hub repo
+    ``repo_id``: only the files the folder formats read are fetched (:func:`fetch_repo_folder`);
+    a repo folder holding none of them is a ``FileNotFoundError`` listing the files it has."""
+    patterns = sorted({f for files in FOLDER_FILES.values() for f in files if pretrained or not f.endswith(WEIGHT_SUFFIXES)})
+    folder = fetch_repo_folder(repo_id, subfolder=subfolder, patterns=patterns, **hub)
+    where = f"hf://{repo_id}{'/' + subfolder.strip('/') if subfolder else ''}@{hub['revision'] or 'main'}"
+    try:
+        fmt: str | None = folder_format(folder)[0] if folder.is_dir() else None
+    except FileNotFoundError:
+        fmt = None
+    weights = [f for f in FOLDER_FILES.get(fmt or "", ()) if f.endswith(WEIGHT_SUFFIXES)]
+    if pretrained and weights and not any((folder / f).is_file() for f in weights):
+        fmt = None  # a config.json alone (another library's model, or an upload that lacks its weights)
+    if fmt is None:
+        raise FileNotFoundError(
+            f"{where} holds no codec folder: found {repo_folder_files(repo_id, subfolder, folder, **hub)}; expected "
+            + "; ".join(f"{' + '.join(FOLDER_FILES[f])} ({FOLDER_READERS[f][0]})" for f in FOLDER_FILES)
+            + ". A single checkpoint file: download it (huggingface_hub.hf_hub_download) and pass its path."
+        )
+    codec = load_local(folder, ema=ema, pretrained=pretrained)
+    if fmt == DIFFUSERS:  # a diffusers config has no name: the repo's is the codec's
+        codec.config.name = f"{repo_id}/{subfolder.strip('/')}" if subfolder else repo_id
     return codec
 
 
@@ -315,6 +402,15 @@ FOLDER_READERS: dict[str, tuple[str, Callable[[Path, dict[str, Any], bool], Code
 }
 """Per folder format (:func:`folder_format`): what to call it in errors, and its reader
 ``(directory, parsed config.json, pretrained) -> codec``."""
+FOLDER_FILES: dict[str, tuple[str, ...]] = {
+    MOVQ: (MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE),
+    DIFFUSERS: (MODEL_CONFIG_FILE, DIFFUSERS_WEIGHTS, DIFFUSERS_WEIGHTS_BIN),
+    DALLE: DALLE_FILES,
+}
+"""Per folder format, the files its reader may read (a Hub repo id fetches only these; a diffusers
+folder needs one of its two weight files). Anything else in a folder (``README.md``...) is ignored."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pkl")
+"""Files of :data:`FOLDER_FILES` that hold weights: not fetched with ``pretrained=False``."""
 
 
 def codec_from_state(
@@ -343,6 +439,8 @@ def codec_from_state(
         raise ValueError(f"{source}: {error}") from None
     if fmt == DIFFUSERS:
         state = diffusers_to_original(state)
+    if fmt == LLAMAGEN:
+        return _build(*read_llamagen(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

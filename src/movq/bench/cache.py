@@ -30,6 +30,11 @@ def describe_model_source(spec: str) -> Any:
     return spec
 
 
+def run_id(key: dict[str, Any]) -> str:
+    """16 hex digits identifying a run configuration (the JSON of ``key``), the same on every rank."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class ShardCache:
     """Cache file ``DIR/<run key>/shard<rank>-of-<world>.pt`` for one rank of one run configuration.
 
@@ -40,7 +45,7 @@ class ShardCache:
 
     def __init__(self, root: str | os.PathLike, key: dict[str, Any], rank: int, world_size: int) -> None:
         text = json.dumps(key, sort_keys=True, default=str)
-        self.run_id = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.run_id = run_id(key)
         self.folder = Path(root) / self.run_id
         self.path = self.folder / f"shard{rank}-of-{world_size}.pt"
         self._key_text = text

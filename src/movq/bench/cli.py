@@ -5,6 +5,8 @@ Usage::
     movq-bench --model NAME_OR_PATH [--model ...] --data DIR [--resolution 256] [--batch-size 32]
                [--metrics fid,is,ssim,psnr,l1,lpips] [--by-domain] [--out results.json]
                [--limit N] [--device cuda] [--dtype bf16] [--cache DIR]
+               [--protocol movq|adm|var] [--resize bicubic|lanczos] [--fid-mode pytorch-fid|clean]
+               [--save-reference ref.npz | --reference ref.npz] [--export-npz recon.npz]
     torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
     movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
     movq-bench compare --models A B C --data DIR --out REPORT_DIR [--grid-images 8] [any flag of the run above]
@@ -55,6 +57,20 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
     p.add_argument("--lpips-weights", help="local LPIPS weights file")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--protocol", default="movq", choices=["movq", "adm", "var"],
+                   help="image preprocessing: movq (short side resized, centre crop; default), adm (ADM's "
+                   "center_crop_arr: BOX halving, bicubic, centre crop; LlamaGen / TiTok / IBQ / DiT) or var "
+                   "(VAR: short side to 1.125x with Lanczos, centre crop)")
+    p.add_argument("--resize", default="bicubic", choices=["bicubic", "lanczos"],
+                   help="resampling filter of --protocol movq")
+    p.add_argument("--fid-mode", default="pytorch-fid", choices=["pytorch-fid", "clean"],
+                   help="Inception input: pytorch-fid (bilinear resize; default) or clean (clean-fid's PIL bicubic on 8-bit)")
+    p.add_argument("--save-reference", metavar="REF.npz",
+                   help="write the ADM reference batch: cropped inputs as arr_0 plus their Inception statistics")
+    p.add_argument("--reference", metavar="REF.npz",
+                   help="reuse --save-reference's statistics for FID (refused for another protocol, resolution or image list)")
+    p.add_argument("--export-npz", metavar="RECON.npz",
+                   help="write the reconstructions (uint8 [N,H,W,3] arr_0) for openai/guided-diffusion's evaluator")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-chunks", type=int, help=argparse.SUPPRESS)
     return p
@@ -149,6 +165,8 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
         feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
         lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, download=not args.no_download,
         progress=not args.no_progress, max_chunks=args.max_chunks, threads=args.threads,
+        protocol=args.protocol, resize=args.resize, fid_mode=args.fid_mode, save_reference=args.save_reference,
+        reference=args.reference, export_npz=args.export_npz,
     )
 
 
@@ -175,6 +193,9 @@ def _run(args: argparse.Namespace, cfg: BenchConfig | None = None, compare_out: 
 
     cfg = cfg or bench_config(args)
     _check_common(args)
+    for flag in ("save_reference", "export_npz"):
+        if getattr(args, flag):
+            check_writable_file(getattr(args, flag), "--" + flag.replace("_", "-"))
     if cfg.cache:
         check_writable_dir(cfg.cache, "--cache")
     if cfg.threads:

@@ -1,7 +1,8 @@
 """Image folders for the bench: discovery (ImageNet / FFHQ / domain layouts), decoding and preprocessing.
 
-Preprocessing is :func:`movq.image_files.load_preprocessed` (printed with every result). Images
-smaller than the resolution are upscaled and counted.
+Preprocessing is :func:`movq.image_files.load_preprocessed` with the run's
+:class:`~movq.image_files.Preprocessing` protocol (printed with every result). Images smaller than
+the resolution are upscaled and counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from movq.image_files import (
     IMAGE_EXTENSIONS,
     DecodedImage,
+    Preprocessing,
     check_image_folder,
     decode_image,
     is_hidden,
@@ -65,6 +67,7 @@ def discover(root: str | Path, by_domain: bool = False) -> Discovery:
     return Discovery(records, skipped)
 
 
-def load_image(record: ImageRecord, index: int, resolution: int) -> DecodedImage:
-    """Decode and preprocess one file; never raises for bad data (the error is returned)."""
-    return decode_image(index, resolution, lambda: (record.path, None))
+def load_image(record: ImageRecord, index: int, resolution: int, preprocessing: Preprocessing | None = None) -> DecodedImage:
+    """Decode and preprocess one file (``preprocessing``: the protocol, default ``movq``); never raises
+    for bad data (the error is returned)."""
+    return decode_image(index, resolution, lambda: (record.path, None), preprocessing=preprocessing)

@@ -16,7 +16,8 @@ class MetricSpec:
     :mod:`movq.metrics.image` taking ``real, recon`` ``[B, 3, H, W]`` in ``[0, 1]`` and returning
     ``[B]``; ``None`` when a loaded network computes it, as for LPIPS) or ``"distribution"`` (from
     feature statistics of whole sets: FID, IS). ``header`` (with the better direction), ``digits``
-    and ``definition`` are what the report prints.
+    and ``definition`` are what the report prints. ``lpips_net`` fixes the LPIPS network of an LPIPS
+    metric (``None``: not one, or ``lpips``, which follows ``--lpips-net``).
     """
 
     name: str
@@ -25,6 +26,7 @@ class MetricSpec:
     digits: int
     definition: str
     fn: str | None = None
+    lpips_net: Literal["alex", "vgg"] | None = None
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -41,12 +43,18 @@ METRICS: dict[str, MetricSpec] = {
         ),
         MetricSpec("ssim", "per_image", "SSIM ↑", 4,
                    "mean over images of SSIM (pytorch-msssim: Gaussian window 11, sigma 1.5, data range 1)", "ssim"),
+        MetricSpec("ssim_skimage", "per_image", "SSIM (skimage) ↑", 4,
+                   "mean over images of SSIM as scikit-image's structural_similarity(data_range=1, channel_axis=-1): "
+                   "7x7 uniform window, sample covariance", "ssim_skimage"),
         MetricSpec("ms_ssim", "per_image", "MS-SSIM ↑", 4, "mean over images of MS-SSIM (pytorch-msssim, 5 scales)",
                    "ms_ssim"),
         MetricSpec("psnr", "per_image", "PSNR ↑", 2,
                    "mean over images of 10*log10(1/MSE) on [0,1] RGB (capped at 100 dB)", "psnr"),
         MetricSpec("l1", "per_image", "L1 ↓", 4, "mean absolute error on [0,1] RGB", "l1"),
-        MetricSpec("lpips", "per_image", "LPIPS ↓", 4, "mean over images of LPIPS distance"),
+        MetricSpec("lpips", "per_image", "LPIPS ↓", 4, "mean over images of LPIPS distance (network: --lpips-net)"),
+        MetricSpec("lpips_alex", "per_image", "LPIPS-Alex ↓", 4, "mean over images of LPIPS distance, AlexNet",
+                   lpips_net="alex"),
+        MetricSpec("lpips_vgg", "per_image", "LPIPS-VGG ↓", 4, "mean over images of LPIPS distance, VGG16", lpips_net="vgg"),
     )
 }
 PER_IMAGE = tuple(name for name, spec in METRICS.items() if spec.kind == "per_image")

@@ -7,7 +7,7 @@ numbers for the same images and codec are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import Tensor
@@ -26,15 +26,17 @@ def reconstruct(codec: Any, real: Tensor) -> tuple[Tensor, Tensor]:
 
 def per_image_metrics(real: Tensor, recon: Tensor, metrics: Iterable[str], lpips: Any = None) -> dict[str, Tensor]:
     """``{metric: [B] float64}`` for the per-image ``metrics`` among the given names (others are
-    left out), images ``[B, 3, H, W]`` in ``[0, 1]``. ``lpips`` computes ``"lpips"`` (a
-    :class:`~movq.metrics.lpips.LPIPSMetric`); asking for it without one is a ``ValueError``."""
+    left out), images ``[B, 3, H, W]`` in ``[0, 1]``. ``lpips`` computes the LPIPS metrics: a
+    :class:`~movq.metrics.lpips.LPIPSMetric` for ``"lpips"``, or ``{metric: LPIPSMetric}`` (``lpips``,
+    ``lpips_alex``, ``lpips_vgg``); asking for one without its network is a ``ValueError``."""
+    networks = lpips if isinstance(lpips, Mapping) else {"lpips": lpips}
     out: dict[str, Tensor] = {}
     for metric in metrics:
         spec = METRICS[metric]
         if spec.kind != "per_image":
             continue
-        if spec.fn is None and lpips is None:
+        if spec.fn is None and networks.get(metric) is None:
             raise ValueError(f"{metric} needs a loaded network (lpips=LPIPSMetric(...))")
-        fn = getattr(image_metrics, spec.fn) if spec.fn is not None else lpips
+        fn = getattr(image_metrics, spec.fn) if spec.fn is not None else networks[metric]
         out[metric] = fn(real, recon)
     return out

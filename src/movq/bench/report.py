@@ -13,7 +13,6 @@ import torch
 import movq
 from movq.atomic import atomic_write_text
 from movq.bench.metric_table import METRICS
-from movq.image_files import PREPROCESSING
 
 
 def model_info(name: str, codec: movq.Codec, resolution: int) -> dict[str, Any]:
@@ -55,7 +54,8 @@ def protocol(runner: Any) -> dict[str, Any]:
         "layout": "by-domain (top-level subfolders; 'all' = count-weighted mean)" if cfg.by_domain
         else "single set (all images under the folder, recursively)",
         "resolution": cfg.resolution,
-        "preprocessing": PREPROCESSING.format(res=cfg.resolution),
+        "protocol": cfg.protocol, "resize": cfg.resize,
+        "preprocessing": cfg.preprocessing.describe(cfg.resolution),
         "reconstruction": "codec.decode(codec.encode(x)); output clamped to [-1,1] and rounded to 8-bit before metrics",
         "metrics": list(cfg.metrics),
         "metric_definitions": {m: METRICS[m].definition for m in cfg.metrics},
@@ -65,13 +65,22 @@ def protocol(runner: Any) -> dict[str, Any]:
         "movq_version": movq.__version__, "torch_version": torch.__version__, "python": platform.python_version(),
     }
     if extractor is not None:
+        from movq.metrics.inception import FID_MODES
+
         out["feature_extractor"] = extractor.description
         out["feature_extractor_standard"] = bool(getattr(extractor, "is_standard", False))
-        if "inception" in type(extractor).__name__.lower():
-            out["fid_preprocessing"] = "pytorch-fid: bilinear resize to 299x299 (align_corners=False), scaled to [-1,1]"
-    if lpips is not None:
-        out["lpips"] = lpips.description
-        out["lpips_standard"] = bool(lpips.is_standard)
+        out["fid_mode"] = cfg.fid_mode
+        out["fid_preprocessing"] = FID_MODES[cfg.fid_mode]
+        if cfg.reference:
+            out["fid_reference"] = f"statistics of the same cropped inputs from --reference {Path(cfg.reference).resolve()}"
+    if cfg.save_reference:
+        out["saved_reference"] = str(Path(cfg.save_reference).resolve())
+    if cfg.export_npz:
+        out["exported_npz"] = str(Path(cfg.export_npz).resolve())
+    if lpips:
+        out["lpips"] = "; ".join(dict.fromkeys(net.description for net in lpips.values()))
+        out["lpips_standard"] = all(bool(net.is_standard) for net in lpips.values())
+        out["lpips_networks"] = {m: {"description": net.description, "standard": bool(net.is_standard)} for m, net in lpips.items()}
     return out
 
 
@@ -126,6 +135,16 @@ def _fmt(value: Any, metric: str) -> str:
     return f"{value:.{METRICS[metric].digits if metric in METRICS else 4}f}"
 
 
+def _header(metric: str, proto: dict[str, Any]) -> str:
+    """A metric's column header; an LPIPS column computed with non-standard weights says so."""
+    header = METRICS[metric].header
+    net = proto.get("lpips_networks", {}).get(metric)
+    if net is not None and not net["standard"]:
+        name, _, arrow = header.rpartition(" ")
+        header = f"{name} (non-standard weights) {arrow}"
+    return header
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Markdown: a protocol list, then the table(s) in the seeds' layout.
 
@@ -135,21 +154,27 @@ def markdown(result: dict[str, Any]) -> str:
     proto = result["protocol"]
     metrics = [m for m in proto["metrics"]]
     lines = ["**Protocol**", ""]
-    lines += [f"- data: `{proto['data']}` ({proto['layout']})", f"- preprocessing: {proto['preprocessing']}",
+    lines += [f"- data: `{proto['data']}` ({proto['layout']})", f"- preprocessing (--protocol): {proto['preprocessing']}",
               f"- reconstruction: {proto['reconstruction']}", f"- dtype {proto['dtype']} on {proto['device']}, "
               f"batch {proto['batch_size']}, {proto['world_size']} process(es)"]
     if "feature_extractor" in proto:
         label = "" if proto["feature_extractor_standard"] else " — **substitute network: FID/IS not comparable to published numbers**"
         lines.append(f"- FID/IS features: {proto['feature_extractor']}{label}")
-    if "lpips" in proto:
-        label = "" if proto["lpips_standard"] else " — **non-standard LPIPS weights**"
-        lines.append(f"- LPIPS: {proto['lpips']}{label}")
+        lines.append(f"- FID input (--fid-mode {proto['fid_mode']}): {proto['fid_preprocessing']}")
+        if "fid_reference" in proto:
+            lines.append(f"- FID reference: {proto['fid_reference']}")
+    for key, what in (("saved_reference", "reference batch (cropped inputs + statistics)"), ("exported_npz", "reconstructions")):
+        if key in proto:
+            lines.append(f"- ADM-evaluator .npz of the {what}: `{proto[key]}`")
+    for metric, net in proto.get("lpips_networks", {}).items():
+        label = "" if net["standard"] else " — **non-standard LPIPS weights**"
+        lines.append(f"- {METRICS[metric].header.split(' ')[0]}: {net['description']}{label}")
     lines.append("")
     info = {m["model"]: m for m in proto["models"]}
     rows = result["results"]
     domains = list(dict.fromkeys(r["domain"] for r in rows))
     if domains == ["all"]:
-        head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [METRICS[m].header for m in metrics]
+        head = ["Model", "Latent size", "Num Z", "Compression", "Images"] + [_header(m, proto) for m in metrics]
         head += [header for header, _, _ in CODE_COLUMNS]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
@@ -163,7 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
         order = ["all"] + [d for d in domains if d != "all"]
         counts = {r["domain"]: r["n_images"] for r in rows}
         for m in metrics:
-            lines += [f"{METRICS[m].header}:", "", "| domain/model | images | " + " | ".join(models) + " |",
+            lines += [f"{_header(m, proto)}:", "", "| domain/model | images | " + " | ".join(models) + " |",
                       "|" + "---|" * (len(models) + 2)]
             for d in order:
                 cell = {r["model"]: r.get(m) for r in rows if r["domain"] == d}

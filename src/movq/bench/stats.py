@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,7 +16,7 @@ from movq.metrics.accumulators import (
     PerImageAccumulator,
     PosteriorAccumulator,
 )
-from movq.metrics.frechet import fid_from_moments
+from movq.metrics.frechet import fid_from_moments, frechet_distance
 from movq.quantizers import DENSE_HISTOGRAM_MAX, histogram_statistics
 
 CODE_KEYS = ("codebook_usage", "perplexity", "codebook_usage_per_level", "perplexity_per_level")
@@ -56,6 +57,9 @@ class BenchStats:
     histogram of each (model, domain) (codebook usage and perplexity over the whole set);
     ``image_count`` (the number of image records) adds each model's PSNR per image (``image_psnr``,
     indexed like the records; when ``psnr`` is measured), which picks the worst images of a comparison.
+
+    ``reference`` ``(mu [D], sigma [D, D])``: FID against these statistics of the originals
+    (``--reference``) instead of the accumulated ones.
     """
 
     def __init__(
@@ -68,8 +72,10 @@ class BenchStats:
         device: torch.device | str = "cpu",
         codebooks: dict[str, tuple[int, int]] | None = None,
         image_count: int = 0,
+        reference: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.models, self.domains, self.metrics = list(models), list(domains), list(metrics)
+        self.reference = reference
         self.n_images = {d: MeanAccumulator() for d in domains}
         self.upscaled = MeanAccumulator()
         self.scalars = {(m, d, k): MeanAccumulator() for m in models for d in domains for k in metrics if k in PER_IMAGE}
@@ -124,7 +130,11 @@ class BenchStats:
             if metric in PER_IMAGE:
                 row[metric] = self.scalars[(model, domain, metric)].mean
             elif metric == "fid":
-                row["fid"] = fid_from_moments(self.real_moments[domain], self.fake_moments[(model, domain)])
+                fake = self.fake_moments[(model, domain)]
+                if self.reference is None:
+                    row["fid"] = fid_from_moments(self.real_moments[domain], fake)
+                else:
+                    row["fid"] = frechet_distance(*self.reference, *fake.mean_cov()) if fake.count >= 2 else float("nan")
             elif metric == "is":
                 row["is"] = self.fake_post[(model, domain)].score()
                 row["is_real"] = self.real_post[domain].score()

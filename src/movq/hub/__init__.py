@@ -7,7 +7,7 @@ and never import it; loading (``movq.load``, ``load_local``, ``load_dalle``) liv
 
 from movq.hub.download import WeightsNotAvailableError, fetch
 from movq.hub.formats import FORMATS
-from movq.hub.registry import REGISTRY, ModelSpec, get_spec, list_models
+from movq.hub.registry import REGISTRY, ModelSpec, PublishedFigures, get_spec, list_models
 from movq.hub.safe_load import CheckpointReadError, UnsafeCheckpointError, load_state_file
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "REGISTRY",
     "CheckpointReadError",
     "ModelSpec",
+    "PublishedFigures",
     "UnsafeCheckpointError",
     "WeightsNotAvailableError",
     "fetch",

@@ -30,6 +30,10 @@ DIFFUSERS_CONFIG = "config.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_WEIGHTS_BIN = "diffusion_pytorch_model.bin"
 
+CODEBOOK_LOOKUP_RANGE = (0.0, 1.0)
+"""The input range of a diffusers ``VQModel`` with ``lookup_from_codebook: true``: only aMUSEd's VQ sets
+it, and its pipelines feed images in ``[0, 1]`` (``VaeImageProcessor(do_normalize=False)``)."""
+
 _ATTN_TO_ORIGINAL = {
     "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out",
     "query": "q", "key": "k", "value": "v", "proj_attn": "proj_out",
@@ -115,6 +119,10 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
 
     The diffusers ``scaling_factor`` is not carried over (``VQModel.encode`` / ``decode`` never
     apply it, nor do the Kandinsky pipelines for MoVQ), so ``encode_latents`` returns the raw latent.
+    ``mid_block_add_attention`` becomes ``mid_attention``. ``lookup_from_codebook: true`` (set only by
+    aMUSEd's VQ, whose pipeline feeds images in ``[0, 1]`` and clips the decode to ``[0, 1]``) gives
+    ``input_range=(0.0, 1.0)``; decoding tokens always looks their codes up in the codebook.
+    ``force_upcast`` (a float16 hint for pipelines) has no effect on the codec.
     """
     class_name = data.get("_class_name", "VQModel")
     if class_name != "VQModel":
@@ -133,11 +141,14 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
     attn_up = sorted(len(up) - 1 - k for k, t in enumerate(up) if t.startswith("Attn"))
     if attn_down != attn_up:
         raise ValueError(f"encoder attention levels {attn_down} differ from decoder levels {attn_up}; unsupported")
-    for field, expected in (("act_fn", "silu"), ("norm_num_groups", NUM_GROUPS), ("mid_block_add_attention", True)):
+    for field, expected in (("act_fn", "silu"), ("norm_num_groups", NUM_GROUPS)):
         if data.get(field, expected) != expected:
             raise ValueError(f"diffusers config {field}={data[field]!r} is not supported (movq needs {expected!r})")
-    if data.get("lookup_from_codebook", False):
-        raise ValueError("lookup_from_codebook=True is not supported")
+    if data.get("norm_type", "group") not in ("group", "spatial"):
+        raise ValueError(f"diffusers config norm_type={data['norm_type']!r} is not supported (movq reads 'group', 'spatial')")
+    for field in ("mid_block_add_attention", "lookup_from_codebook", "force_upcast"):
+        if not isinstance(data.get(field, False), bool):
+            raise ValueError(f"diffusers config {field} must be true or false, got {data[field]!r}")
     latent = data.get("latent_channels", 3)
     resolution = 256
     # through the strict reader, so every value is type- and range-checked like a movq config.json
@@ -154,6 +165,8 @@ def config_from_diffusers(data: Mapping[str, Any], name: str = "custom") -> Code
         "embed_dim": data.get("vq_embed_dim") or latent,
         "norm": "spatial" if data.get("norm_type", "group") == "spatial" else "group",
         "quantizer": {"kind": "vq", "codebook_size": data.get("num_vq_embeddings", 256)},
+        "mid_attention": data.get("mid_block_add_attention", True),
+        "input_range": list(CODEBOOK_LOOKUP_RANGE if data.get("lookup_from_codebook", False) else (-1.0, 1.0)),
     })
 
 
@@ -165,6 +178,11 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         raise ValueError(
             "diffusers' VQModel supports only a plain VQ codebook (VQConfig with groups=1, no code_dim, "
             f"no l2_normalize); this codec has {q}"
+        )
+    if tuple(config.input_range) not in ((-1.0, 1.0), CODEBOOK_LOOKUP_RANGE):
+        raise ValueError(
+            f"diffusers' VQModel has no field for the input range {list(config.input_range)} (only [-1, 1], "
+            f"and [0, 1] written as lookup_from_codebook: true as aMUSEd does)"
         )
     levels = set(attention_levels(config))
     n = len(config.ch_mult)
@@ -184,7 +202,7 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         "vq_embed_dim": config.embed_dim,
         "scaling_factor": config.scaling_factor,
         "norm_type": config.norm,
-        "mid_block_add_attention": True,
-        "lookup_from_codebook": False,
+        "mid_block_add_attention": config.mid_attention,
+        "lookup_from_codebook": tuple(config.input_range) == CODEBOOK_LOOKUP_RANGE,
         "force_upcast": False,
     }

@@ -79,16 +79,10 @@ def _hub_file(
     token: str | bool | None,
 ) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     rev = revision or spec.revision
     offline = local_files_only or _offline()
-    where = f"{spec.repo_id}/{spec.subfolder + '/' if spec.subfolder else ''}{filename}@{rev}"
+    path = f"{spec.subfolder + '/' if spec.subfolder else ''}{filename}"
     try:
         return Path(
             hf_hub_download(
@@ -96,18 +90,101 @@ def _hub_file(
                 local_files_only=offline, cache_dir=cache_dir, token=token,
             )
         )
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, OSError) as error:
-        reason = (
-            "offline (HF_HUB_OFFLINE=1 or local_files_only=True) and the file is not in the Hub cache"
-            if offline
-            else f"download failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        )
-        raise WeightsNotAvailableError(
-            f"cannot get {spec.name!r} from the Hugging Face Hub: hf://{where}: {reason}. "
-            f"To use it without network, download it once (`huggingface-cli download {spec.repo_id} "
-            f"{(spec.subfolder + '/') if spec.subfolder else ''}{filename} --revision {rev}`), or pass the "
-            f"local file to movq.load('/path/to/{filename}'{_preset_hint(spec)})."
+    except _hub_errors() as error:
+        raise _not_available(
+            repr(spec.name), f"{spec.repo_id}/{path}@{rev}", error, offline,
+            f"`huggingface-cli download {spec.repo_id} {path} --revision {rev}`",
+            f"pass the local file to movq.load('/path/to/{filename}'{_preset_hint(spec)})",
         ) from None
+
+
+def fetch_repo_folder(
+    repo_id: str,
+    *,
+    subfolder: str | None = None,
+    patterns: Sequence[str],
+    revision: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> Path:
+    """The local folder of ``repo_id`` (``/subfolder``) at ``revision`` (default ``main``), holding the
+    files of it that match ``patterns`` (``fnmatch`` patterns relative to the subfolder, e.g.
+    ``"config.json"``): ``huggingface_hub.snapshot_download`` with ``allow_patterns``, so nothing else is
+    downloaded. ``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` reads the Hub cache only (the cached
+    snapshot of that revision, which may hold fewer files). The folder may lack files, or not exist,
+    when the repo holds none that match: the caller says what it found. Errors as :func:`fetch`."""
+    from huggingface_hub import snapshot_download
+
+    rev = revision or "main"
+    offline = local_files_only or _offline()
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    try:
+        root = snapshot_download(
+            repo_id, revision=rev, allow_patterns=[prefix + p for p in patterns],
+            local_files_only=offline, cache_dir=cache_dir, token=token,
+        )
+    except _hub_errors() as error:
+        raise _not_available(
+            f"the repo {repo_id!r}", f"{repo_id}{'/' + prefix.rstrip('/') if prefix else ''}@{rev}", error, offline,
+            f"`huggingface-cli download {repo_id} --revision {rev}`",
+            "pass the local folder to movq.load('/path/to/folder')",
+        ) from None
+    return Path(root) / prefix if prefix else Path(root)
+
+
+def repo_folder_files(
+    repo_id: str,
+    subfolder: str | None,
+    folder: Path,
+    *,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> str:
+    """The files of ``repo_id`` (``/subfolder``) for an error message: asked from the Hub when online
+    (``HfApi.list_repo_files``), else those in ``folder``, its cached snapshot (marked ``(in the Hub
+    cache)``); at most 20 names. ``cache_dir`` is accepted for symmetry with :func:`fetch_repo_folder`."""
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    names, where = None, ""
+    if not (local_files_only or _offline()):
+        try:
+            from huggingface_hub import HfApi
+
+            files = HfApi(token=token).list_repo_files(repo_id, revision=revision or "main")
+            names = sorted(f[len(prefix):] for f in files if f.startswith(prefix))
+        except Exception:  # the listing only decorates an error: fall back to what is cached
+            names = None
+    if names is None:
+        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        where = " (in the Hub cache)"
+    return f"{names[:20]}{' ...' if len(names) > 20 else ''}{where}"
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    return (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, OSError)
+
+
+def _not_available(what: str, where: str, error: BaseException, offline: bool, download: str, local: str) -> WeightsNotAvailableError:
+    """The one error for a Hub file or folder that could not be had: ``what`` could not be had from
+    ``hf://where``, why (offline and not cached, or the download error), and the two ways out."""
+    reason = (
+        "offline (HF_HUB_OFFLINE=1 or local_files_only=True) and it is not in the Hub cache"
+        if offline
+        else f"download failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    )
+    return WeightsNotAvailableError(
+        f"cannot get {what} from the Hugging Face Hub: hf://{where}: {reason}. To use it without "
+        f"network, download it once ({download}), or {local}."
+    )
 
 
 def _preset_hint(spec: ModelSpec) -> str:

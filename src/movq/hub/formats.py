@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
+from movq.hub.ibq import recognise_ibq
 from movq.modules.blocks import level_has_attention
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class FormatSpec:
 
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
+LLAMAGEN = "llamagen"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -44,6 +46,7 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(ORIGINAL, "file", False, "taming-transformers / MoVQGAN state dict (encoder.down.* keys)"),
         FormatSpec(LIGHTNING, "file", False, "original keys inside a Lightning checkpoint's 'state_dict'"),
         FormatSpec(DALLE, "file pair", False, "OpenAI DALL-E dVAE: pickled encoder.pkl + decoder.pkl modules"),
+        FormatSpec(LLAMAGEN, "file", False, "LlamaGen VQ state dict (encoder.conv_blocks.* keys) in {'model': ...}"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -68,11 +71,13 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 
 
 def detect_format(state: Mapping[str, Any]) -> str:
-    """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys) or
-    ``"dalle"`` (OpenAI dVAE ``blocks.*`` keys); ``ValueError`` when none fits."""
+    """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
+    (OpenAI dVAE ``blocks.*`` keys) or ``"llamagen"`` (``conv_blocks.*`` keys); ``ValueError`` when none fits."""
     keys = list(state)
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
+    if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
+        return LLAMAGEN
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
@@ -91,13 +96,37 @@ def unwrap_checkpoint(obj: Any, *, ema: bool | None = None) -> dict[str, Tensor]
     (:data:`HARMLESS_PREFIXES`). EMA shadow weights (``model_ema.*``) replace the raw weights when
     ``ema`` is ``None`` (prefer EMA when present) or ``True`` (EMA required); ``ema=False`` drops them.
     """
+    obj, ema = _separate_ema_copy(obj, ema)
     state = _find_state_dict(obj)
     state = _strip_wrapper(state)
-    dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES))
+    # LitEma shadows every trainable weight, the discriminator's too (``model_ema.lossdiscriminator...``)
+    shadow_prefixes = tuple(EMA_PREFIX + p.replace(".", "") for p in HARMLESS_PREFIXES)
+    dropped = sorted(k for k in state if k.startswith(HARMLESS_PREFIXES + shadow_prefixes))
     if dropped:
-        logger.info("dropping %d training-only keys (%s ...)", len(dropped), dropped[0])
-    state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES)}
+        logger.info("dropping %d training-only keys (%s)", len(dropped), _first_modules(dropped))
+    state = {k: v for k, v in state.items() if not k.startswith(HARMLESS_PREFIXES + shadow_prefixes)}
     return apply_ema(state, ema=ema)
+
+
+def _first_modules(keys: list[str], limit: int = 6) -> str:
+    """``keys`` summarised by their first two name parts (``loss.discriminator: 20 keys, ...``)."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        head = "model_ema shadows of them" if key.startswith(EMA_PREFIX) else ".".join(key.split(".")[:2])
+        counts[head] = counts.get(head, 0) + 1
+    shown = [f"{head}: {n} keys" for head, n in list(counts.items())[:limit]]
+    return ", ".join(shown) + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
+
+
+def _separate_ema_copy(obj: Any, ema: bool | None) -> tuple[Any, bool | None]:
+    """DiT-style training checkpoints (LlamaGen's ``vq_train.py``) keep the EMA model as a whole second
+    state dict: ``{"model": ..., "ema": ...}``. ``ema`` ``None`` / ``True`` picks ``"ema"``, ``False``
+    ``"model"``; the returned ``ema`` is then ``False`` (the chosen dict holds no ``model_ema.*`` keys)."""
+    if not (isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and isinstance(obj.get("model"), Mapping)):
+        return obj, ema
+    chosen = "model" if ema is False else "ema"
+    logger.info("the checkpoint holds 'model' and its EMA copy 'ema': reading %r", chosen)
+    return {"model": obj[chosen]}, False
 
 
 def _find_state_dict(obj: Any) -> dict[str, Any]:
@@ -174,7 +203,7 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     """
     if preset is not None:
         return get_preset(preset)
-    config = _config_from_shapes(state, source)
+    config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
         if _same_architecture(candidate, config):
             return get_preset(candidate.name)
@@ -198,7 +227,7 @@ def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig
             "ch_mult": [w // ch for w in widths], "num_res_blocks": found["num_res_blocks"],
             "attn_resolutions": [resolution // 2**i for i in found["attention levels"]], "resolution": resolution,
             "z_channels": found["z_channels"], "embed_dim": found["embed_dim"], "norm": found["norm"],
-            "quantizer": quantizer,
+            "quantizer": quantizer, "mid_attention": found["mid attention"],
         }
         return CodecConfig.from_dict(values)
     except (ValueError, ZeroDivisionError) as error:
@@ -227,6 +256,7 @@ def _shapes_summary(state: Mapping[str, Tensor]) -> dict[str, Any]:
         "z_channels": state["encoder.conv_out.weight"].shape[0],
         "embed_dim": state["quant_conv.weight"].shape[0],
         "norm": "spatial" if "decoder.norm_out.conv_y.weight" in state else "group",
+        "mid attention": "encoder.mid.attn_1.q.weight" in state,
     }
 
 
@@ -264,7 +294,10 @@ def attention_levels(config: CodecConfig) -> tuple[int, ...]:
 
 
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
-    fields = ("in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm")
+    fields = (
+        "in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm",
+        "mid_attention",
+    )
     if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
         return False
     qa, qb = a.quantizer, b.quantizer

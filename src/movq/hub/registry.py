@@ -11,11 +11,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, MOVQ, ORIGINAL
+from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MOVQ, ORIGINAL
 from movq.strict import unknown_name_error
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """Folder of weights shipped inside the package (``src/movq/weights``)."""
+
+
+@dataclass(frozen=True)
+class PublishedFigures:
+    """A model's ImageNet reconstruction figures *as its authors published them* (not measured by
+    movq): ``rfid`` and ``psnr`` (``None`` where the authors give none), ``tokens`` per image (e.g.
+    ``"16x16"``) at ``resolution`` pixels, ``codebook_size``, and ``source``, where they are stated."""
+
+    tokens: str
+    codebook_size: int
+    source: str
+    rfid: float | None = None
+    psnr: float | None = None
+    resolution: int = 256
+
+    def describe(self) -> str:
+        """One line: ``"authors' figures (source): ImageNet 256px, rFID 2.19, PSNR not published, ..."``."""
+
+        def shown(value: float | None) -> str:
+            return "not stated" if value is None else f"{value:.2f}"
+
+        return (
+            f"authors' figures ({self.source}): ImageNet {self.resolution}px, rFID {shown(self.rfid)}, "
+            f"PSNR {shown(self.psnr)}, {self.tokens} tokens, {self.codebook_size} codes"
+        )
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,7 @@ class ModelSpec:
       own architecture: a ``config.json``, or DALL·E's pickled modules).
     - ``size``: parameter count of that architecture (``"67.8M"``, checked by the tests);
       ``description``: one line for :func:`list_models`.
+    - ``published``: the authors' own ImageNet figures (:class:`PublishedFigures`), when they give them.
     """
 
     name: str
@@ -46,6 +72,7 @@ class ModelSpec:
     revision: str = "main"
     urls: tuple[str, ...] = ()
     package_dir: str | None = None
+    published: PublishedFigures | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -63,6 +90,8 @@ class ModelSpec:
 
 
 _MOVQGAN = "ai-forever/MoVQGAN"
+_LLAMAGEN_README = "LlamaGen README, github.com/FoundationVision/LlamaGen"
+_IBQ_DOCS = "SEED-Voken docs/IBQ.md, github.com/TencentARC/SEED-Voken"
 _TAMING = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -114,6 +143,61 @@ REGISTRY: dict[str, ModelSpec] = {
             urls=("https://cdn.openai.com/dall-e/encoder.pkl", "https://cdn.openai.com/dall-e/decoder.pkl"),
         ),
         ModelSpec(
+            "llamagen-vq16-c2i", "hub", LLAMAGEN,
+            "LlamaGen VQ-16 (class-conditional ImageNet tokenizer), f=16, 16384 l2-normalised 8-dim codes",
+            "71.9M", preset="llamagen-vq16", repo_id="FoundationVision/LlamaGen", filenames=("vq_ds16_c2i.pt",),
+            published=PublishedFigures("16x16", 16384, _LLAMAGEN_README, rfid=2.19),
+        ),
+        ModelSpec(
+            "llamagen-vq8-c2i", "hub", LLAMAGEN,
+            "LlamaGen VQ-8 (class-conditional ImageNet tokenizer), f=8, 16384 l2-normalised 8-dim codes",
+            "70.1M", preset="llamagen-vq8", repo_id="FoundationVision/LlamaGen", filenames=("vq_ds8_c2i.pt",),
+            published=PublishedFigures("32x32", 16384, _LLAMAGEN_README, rfid=0.59),
+        ),
+        ModelSpec(
+            "llamagen-vq16-t2i", "hub", LLAMAGEN,
+            "LlamaGen VQ-16 (text-to-image tokenizer, LAION-COCO + internal data), f=16, 16384 l2-normalised codes",
+            "71.9M", preset="llamagen-vq16", repo_id="peizesun/llamagen_t2i", filenames=("vq_ds16_t2i.pt",),
+        ),
+        ModelSpec(
+            "ibq-1024", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 1024 codes, EMA weights",
+            "107.0M", preset="ibq-f16-1024", repo_id="TencentARC/IBQ-Tokenizer-1024", filenames=("imagenet256_1024.ckpt",),
+            published=PublishedFigures("16x16", 1024, _IBQ_DOCS, rfid=2.24),
+        ),
+        ModelSpec(
+            "ibq-8192", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 8192 codes, EMA weights",
+            "108.9M", preset="ibq-f16-8192", repo_id="TencentARC/IBQ-Tokenizer-8192", filenames=("imagenet256_8192.ckpt",),
+            published=PublishedFigures("16x16", 8192, _IBQ_DOCS, rfid=1.87),
+        ),
+        ModelSpec(
+            "ibq-16384", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 16384 codes, EMA weights",
+            "111.0M", preset="ibq-f16-16384", repo_id="TencentARC/IBQ-Tokenizer-16384", filenames=("imagenet256_16384.ckpt",),
+            published=PublishedFigures("16x16", 16384, _IBQ_DOCS, rfid=1.37),
+        ),
+        ModelSpec(
+            "ibq-262144", "hub", LIGHTNING,
+            "IBQ tokenizer (index backpropagation quantization), ImageNet, f=16, 262144 codes, EMA weights",
+            "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144", filenames=("imagenet256_262144.ckpt",),
+            published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.0),
+        ),
+        ModelSpec(
+            "ibq-16384-pretrain", "hub", LIGHTNING,
+            "IBQ tokenizer pretrained on 200M web images (text-to-image), f=16, 16384 codes, EMA weights",
+            "111.0M", preset="ibq-f16-16384", repo_id="TencentARC/IBQ-Tokenizer-16384-Pretrain",
+            filenames=("IBQ_pretrain_16384.ckpt",),
+            published=PublishedFigures("16x16", 16384, _IBQ_DOCS, rfid=2.06, psnr=22.01),
+        ),
+        ModelSpec(
+            "ibq-262144-pretrain", "hub", LIGHTNING,
+            "IBQ tokenizer pretrained on 200M web images (text-to-image), f=16, 262144 codes, EMA weights",
+            "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144-Pretrain",
+            filenames=("IBQ_pretrain_262144.ckpt",),
+            published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.53, psnr=22.69),
+        ),
+        ModelSpec(
             "movqgan-tiny-photos", "package", MOVQ,
             "small MoVQ (ch_mult 1-2-2-3, EMA codebook of 1024) trained by the movq project on photos, "
             "shipped inside the package",
@@ -133,7 +217,8 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models() -> list[dict[str, str]]:
     """One dict per registered model: ``name``, ``source`` (where the weights come from),
-    ``format``, ``size`` (parameters) and ``description``, sorted by name."""
+    ``format``, ``size`` (parameters), ``description`` and ``published`` (the authors' own ImageNet
+    figures, labelled as theirs; ``""`` when they published none), sorted by name."""
     return [
         {
             "name": spec.name,
@@ -141,6 +226,7 @@ def list_models() -> list[dict[str, str]]:
             "format": spec.format,
             "size": spec.size,
             "description": spec.description,
+            "published": spec.published.describe() if spec.published else "",
         }
         for spec in sorted(REGISTRY.values(), key=lambda s: s.name)
     ]

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     # per-image metrics
     "psnr": "movq.metrics.image",
     "ssim": "movq.metrics.image",
+    "ssim_skimage": "movq.metrics.image",
     "ms_ssim": "movq.metrics.image",
     "l1": "movq.metrics.image",
     "to_unit_range": "movq.metrics.image",
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "build_feature_extractor": "movq.metrics.features",
     "FIDInceptionV3": "movq.metrics.inception",
     "load_fid_inception": "movq.metrics.inception",
+    "clean_resize": "movq.metrics.inception",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -51,18 +51,42 @@ class RandomFeatureExtractor(FeatureExtractor):
         return FeatureOutput(features, self.fc(features))
 
 
+class CleanResized(FeatureExtractor):
+    """Another extractor fed clean-fid's resize (:func:`movq.metrics.inception.clean_resize`, 299x299,
+    back to ``[0, 1]``): ``--fid-mode clean`` for extractors other than the FID Inception (which
+    applies clean-fid's own scaling itself). Same ``feature_dim`` / ``num_classes``; never standard."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.feature_dim, self.num_classes = inner.feature_dim, inner.num_classes
+        self.description = f"{inner.description}, fed clean-fid's PIL-bicubic resize to 299"
+        self.is_standard = False
+
+    def forward(self, images: Tensor) -> FeatureOutput:
+        from movq.metrics.inception import clean_resize
+
+        return self.inner(clean_resize(images) / 255.0)
+
+
 def build_feature_extractor(
     spec: str = "inception",
     weights: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
     download: bool = True,
+    fid_mode: str = "pytorch-fid",
 ) -> FeatureExtractor:
     """Make the feature extractor named by ``spec``, in eval mode on ``device``.
 
     ``"inception"``: the FID Inception-v3 (:func:`movq.metrics.inception.load_fid_inception`,
     ``weights`` a local file); ``"random"`` / ``"random:SEED"``: :class:`RandomFeatureExtractor`;
     ``"package.module:factory"``: ``factory()`` must return a :class:`FeatureExtractor`-like module.
+    ``fid_mode`` (:data:`movq.metrics.inception.FID_MODES`): ``"pytorch-fid"`` (each extractor's own
+    input handling) or ``"clean"`` (clean-fid's resize: set on the Inception, :class:`CleanResized`
+    around any other extractor).
     """
+    if fid_mode not in ("pytorch-fid", "clean"):
+        raise ValueError(f"unknown FID mode {fid_mode!r}: use 'pytorch-fid' or 'clean'")
     if spec in ("inception", "inception-fid", "fid"):
         from movq.metrics.inception import load_fid_inception
 
@@ -77,4 +101,11 @@ def build_feature_extractor(
                 raise TypeError(f"feature extractor {spec!r} lacks the attribute {needed!r}")
     else:
         raise ValueError(f"unknown feature extractor {spec!r}: use 'inception', 'random[:SEED]' or 'package.module:factory'")
+    if fid_mode == "clean":
+        if hasattr(model, "fid_mode"):
+            model.fid_mode = "clean"
+            described = model.description.replace("pytorch-fid preprocessing", "clean-fid preprocessing")
+            model.description = described if described != model.description else f"{model.description}; clean-fid preprocessing"
+        else:
+            model = CleanResized(model)
     return model.to(device).eval()

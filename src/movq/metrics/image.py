@@ -55,6 +55,40 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     return _ssim(x.float(), y.float(), data_range=1.0, size_average=False).double()
 
 
+SKIMAGE_SSIM_WINDOW = 7
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def ssim_skimage(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
+    """SSIM per image as scikit-image's ``structural_similarity(x, y, data_range=data_range,
+    channel_axis=-1)`` with its defaults: a 7x7 uniform window, sample covariances (``N / (N - 1)``,
+    N = 49), K = (0.01, 0.03), the mean over the pixels at least 3 px from the border, then over the
+    channels. Computed in float64 on ``[B, C, H, W]`` (H, W >= 7) -> ``[B]`` float64.
+
+    It differs from :func:`ssim` (pytorch-msssim: Gaussian window 11, sigma 1.5, population
+    covariances), the one most codec papers cite; both are reported so either can be compared.
+    """
+    import torch.nn.functional as F
+
+    _check_pair(x, y)
+    win = SKIMAGE_SSIM_WINDOW
+    if min(x.shape[-2:]) < win:
+        raise ValueError(f"SSIM (scikit-image) needs images of at least {win}x{win}, got {tuple(x.shape[-2:])}")
+    a, b = x.double(), y.double()
+    channels = a.shape[1]
+
+    def mean(t: Tensor) -> Tensor:  # valid-region 7x7 box mean, per channel
+        return F.avg_pool2d(t, win, stride=1)
+
+    ux, uy = mean(a), mean(b)
+    uxx, uyy, uxy = mean(a * a), mean(b * b), mean(a * b)
+    cov_norm = win * win / (win * win - 1.0)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.reshape(s.shape[0], channels, -1).mean(2).mean(1)
+
+
 def ms_ssim(x: Tensor, y: Tensor) -> Tensor:
     """Multi-scale SSIM per image (pytorch-msssim, 5 scales); ``[B]`` float64.
 

@@ -73,6 +73,33 @@ _PARAMS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean"
 
 
 FID_INPUT_SIZE = 299
+FID_MODES = {
+    "pytorch-fid": "pytorch-fid's: bilinear resize to 299x299 (align_corners=False) on [0,1] floats, then 2x-1",
+    "clean": "clean-fid's \"clean\" mode: 8-bit images resized to 299x299 per channel as float32 with PIL bicubic, clipped to "
+             "[0,255], then (x-128)/128",
+}
+"""The Inception input preprocessings of ``movq-bench --fid-mode`` (:meth:`FIDInceptionV3.preprocess`)."""
+
+
+def clean_resize(images: Tensor) -> Tensor:
+    """clean-fid's "clean" resize (``cleanfid.resize.make_resizer("PIL", False, "bicubic", (299, 299))``).
+
+    In: images ``[B, 3, H, W]`` in ``[0, 1]``, taken as the 8-bit images they hold (``round(255 x)``,
+    as clean-fid reads uint8 files). Each channel becomes a float32 PIL image (mode ``"F"``),
+    is resized to 299x299 with PIL bicubic and clipped to ``[0, 255]``. Out: float32
+    ``[B, 3, 299, 299]`` in ``[0, 255]`` on the input's device (computed on the CPU).
+    """
+    import numpy as np
+    from PIL import Image
+
+    as_uint8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    size = (FID_INPUT_SIZE, FID_INPUT_SIZE)
+    out = np.empty((as_uint8.shape[0], 3, *size), dtype=np.float32)
+    for i, image in enumerate(as_uint8):
+        for c in range(3):
+            plane = Image.fromarray(image[c].astype(np.float32), mode="F").resize(size, resample=Image.Resampling.BICUBIC)
+            out[i, c] = np.asarray(plane).clip(0, 255)
+    return torch.from_numpy(out).to(images.device)
 _TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c",
           "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
@@ -104,11 +131,13 @@ class FIDInceptionV3(FeatureExtractor):
     logits ``[B, 1008]`` (``None`` when built with ``with_classifier=False``).
 
     The layers are those of :func:`fid_inception3`, held directly (keys ``Conv2d_1a_3x3.conv.weight``,
-    ...). Preprocessing is pytorch-fid's: bilinear resize to 299x299 (``align_corners=False``, no
-    antialiasing), then ``2x - 1``. Weights come from :func:`load_fid_inception`.
+    ...). Preprocessing (``fid_mode``, :data:`FID_MODES`) is pytorch-fid's by default: bilinear resize
+    to 299x299 (``align_corners=False``, no antialiasing), then ``2x - 1``; ``"clean"`` is clean-fid's
+    (:func:`clean_resize`, then ``(x - 128) / 128``). Weights come from :func:`load_fid_inception`.
     """
 
     feature_dim = 2048
+    fid_mode = "pytorch-fid"
 
     def __init__(self, with_classifier: bool = True) -> None:
         super().__init__()
@@ -130,9 +159,11 @@ class FIDInceptionV3(FeatureExtractor):
             x = getattr(self, name)(x)
         return x.mean((2, 3))
 
-    @staticmethod
-    def preprocess(images: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B, 3, 299, 299]`` in ``[-1, 1]`` (pytorch-fid's resize and scaling)."""
+    def preprocess(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B, 3, 299, 299]`` in about ``[-1, 1]``: pytorch-fid's resize and
+        scaling, or clean-fid's when ``fid_mode == "clean"``."""
+        if self.fid_mode == "clean":
+            return (clean_resize(images) - 128) / 128
         x = F.interpolate(images.float(), size=(FID_INPUT_SIZE, FID_INPUT_SIZE), mode="bilinear", align_corners=False)
         return 2 * x - 1
 

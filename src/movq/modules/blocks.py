@@ -104,16 +104,25 @@ class Upsample(nn.Module):
 
 
 class MidBlock(nn.Module):
-    """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``."""
+    """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``.
 
-    def __init__(self, channels: int, dropout: float, zq_channels: int | None = None) -> None:
+    ``attention=False`` leaves the attention out (``attn_1`` is ``None``): ResNet - ResNet, as
+    diffusers' ``mid_block_add_attention=False`` (aMUSEd's VQ).
+    """
+
+    def __init__(
+        self, channels: int, dropout: float, zq_channels: int | None = None, attention: bool = True
+    ) -> None:
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
-        self.attn_1 = AttnBlock(channels, zq_channels)
+        self.attn_1 = AttnBlock(channels, zq_channels) if attention else None
         self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
+        h = self.block_1(x, zq)
+        if self.attn_1 is not None:
+            h = self.attn_1(h, zq)
+        return self.block_2(h, zq)
 
 
 class Level(nn.Module):

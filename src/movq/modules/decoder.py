@@ -39,7 +39,7 @@ class Decoder(nn.Module):
         self.conditioned = zq_channels is not None
         block_in = ch * config.ch_mult[-1]
         self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, padding=1)
-        self.mid = MidBlock(block_in, dropout, zq_channels)
+        self.mid = MidBlock(block_in, dropout, zq_channels, attention=config.mid_attention)
         levels: list[Level] = []
         for i in reversed(range(len(config.ch_mult))):
             block_out = ch * config.ch_mult[i]

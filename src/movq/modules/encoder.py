@@ -47,7 +47,7 @@ class Encoder(nn.Module):
             level = Level(blocks, attns)
             level.downsample = Downsample(block_in) if i != len(config.ch_mult) - 1 else None
             self.down.append(level)
-        self.mid = MidBlock(block_in, dropout)
+        self.mid = MidBlock(block_in, dropout, attention=config.mid_attention)
         self.norm_out = GroupNorm(block_in)
         self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
 

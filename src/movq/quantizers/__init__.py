@@ -24,6 +24,7 @@ from .codes import (
 from .ema import EMAConfig, EMAVectorQuantizer
 from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer
+from .index_propagation import IBQConfig, IndexPropagationQuantizer
 from .lfq import LFQ, LFQConfig
 from .residual import ResidualConfig, ResidualVectorQuantizer
 from .vq import VectorQuantizer, VQConfig
@@ -39,6 +40,8 @@ __all__ = [
     "FSQConfig",
     "GumbelConfig",
     "GumbelQuantizer",
+    "IBQConfig",
+    "IndexPropagationQuantizer",
     "LFQConfig",
     "Quantizer",
     "QuantizerConfig",
@@ -55,7 +58,7 @@ __all__ = [
     "nearest_code",
 ]
 
-QuantizerConfig = VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig
+QuantizerConfig = VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 
 

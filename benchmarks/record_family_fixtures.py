@@ -1,0 +1,359 @@
+"""Record parity fixtures: movq against the ORIGINAL implementation of each codec family, on
+seeded random weights spread like trained ones, saved in the family's published container.
+
+For each family the recorder
+
+1. builds the original model (imported from its own repository checkout, never copied) at its
+   published configuration;
+2. fills it with :func:`seeded_weights` (a pure function of the published key names, shapes and a
+   seed: norm scales around 1, small biases, convolutions scaled by fan-in, a codebook with real
+   spread, so that a wrong key mapping cannot hide) and saves it exactly as the project publishes it;
+3. runs ``movq.load(file)`` and the original on :func:`seeded_images` and compares token ids
+   (``encode``) and pixels (``decode`` of the original's tokens);
+4. writes ``tests/fixtures/<family>.json``: the recipe (seeds, sizes, container), a hash of the
+   published key names and shapes, checksums of the weights and inputs, the original's token ids,
+   per-image channel means / standard deviations and a small crop of its decoded pixels, and the
+   measured parity.
+
+``tests/test_family_*.py`` rebuild the same checkpoint from the recipe with :func:`seeded_weights`
+(no third-party repository needed) and compare movq against the recorded outputs.
+
+Usage (one family, or all)::
+
+    python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken [--family ibq-1024]
+
+A new family adds a recorder function to :data:`RECORDERS` (and, if needed, a ``--<repo>`` option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+WEIGHTS_SEED = 20
+INPUTS_SEED = 7
+BATCH = 2
+CROP = 8
+"""Side of the square of decoded pixels recorded per image (all channels), at :func:`crop_box`."""
+
+
+# ------------------------------------------------------------------ shared with the tests
+
+
+def seeded_weights(shapes: Mapping[str, Sequence[int]], seed: int = WEIGHTS_SEED) -> dict[str, Tensor]:
+    """Tensors for a state dict of ``shapes`` (key -> shape), each a function of ``(seed, key, shape)``
+    only (so the order of keys does not matter). By the key with its dots removed (LitEma's shadow
+    names are flattened: ``model_ema.encoderconv_inbias``):
+
+    - ``*num_batches_tracked`` / ``*num_updates``: int64 1000; a scalar ``*decay``: 0.9999;
+    - ``*codebook_used`` (LlamaGen's usage log, a buffer of code ids): integers in ``[0, 1024)``;
+    - ``*running_var``: ``|N(0, 1)| + 0.5``;
+    - 1-D ``*norm*weight``: ``1 + 0.2 * N(0, 1)``; ``*bias``: ``0.05 * N(0, 1)``;
+    - ``*embeddingweight`` (codebooks): ``N(0, 1)``, spread in every direction, not unit-norm;
+    - any other tensor: ``N(0, 1) / sqrt(fan_in)`` (fan_in = product of the shape after axis 0).
+    """
+    out = {}
+    for key, shape in shapes.items():
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+        shape = tuple(int(s) for s in shape)
+        flat = key.replace(".", "")
+        noise = torch.randn(shape, generator=gen)
+        if flat.endswith(("num_batches_tracked", "num_updates")):
+            value = torch.full(shape, 1000, dtype=torch.long)
+        elif flat.endswith("decay") and not shape:
+            value = torch.full(shape, 0.9999)
+        elif flat.endswith("codebook_used"):
+            value = torch.randint(0, 1024, shape, generator=gen).float()
+        elif flat.endswith("running_var"):
+            value = noise.abs() + 0.5
+        elif flat.endswith("embeddingweight"):
+            value = noise
+        elif flat.endswith("bias"):
+            value = 0.05 * noise
+        elif len(shape) == 1 and "norm" in key:
+            value = 1.0 + 0.2 * noise
+        else:
+            value = noise / math.sqrt(max(1, math.prod(shape[1:])))
+        out[key] = value.contiguous()
+    return out
+
+
+def seeded_images(batch: int, size: int, seed: int = INPUTS_SEED) -> Tensor:
+    """``[batch, 3, size, size]`` smooth random images in ``(-1, 1)``: Gaussian noise at 1/8 of the
+    size, bilinearly upsampled, plus fine noise, through ``tanh``."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(batch, 3, max(1, size // 8), max(1, size // 8), generator=gen)
+    fine = 0.3 * torch.randn(batch, 3, size, size, generator=gen)
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return torch.tanh(smooth + fine)
+
+
+def keys_digest(shapes: Mapping[str, Sequence[int]]) -> str:
+    """sha256 of the sorted ``"key (shape)"`` lines: names and shapes of a state dict in a few bytes."""
+    lines = "\n".join(f"{k} {tuple(int(s) for s in shapes[k])}" for k in sorted(shapes))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def checksum(tensors: Mapping[str, Tensor] | Tensor) -> float:
+    """float64 sum of the absolute values of ``tensors`` (a weak but order-free fingerprint)."""
+    values = tensors.values() if isinstance(tensors, Mapping) else [tensors]
+    return float(sum(t.double().abs().sum() for t in values))
+
+
+def crop_box(height: int, width: int) -> tuple[int, int]:
+    """Top-left corner of the recorded :data:`CROP` x :data:`CROP` square: off-centre, away from the borders."""
+    return (height - CROP) // 3, (width - CROP) // 2
+
+
+def pixel_summary(images: Tensor) -> dict[str, Any]:
+    """What the fixtures keep of decoded images ``[B, 3, H, W]``: per image and channel the mean and
+    standard deviation, and the :func:`crop_box` square (rounded to 1e-6)."""
+    top, left = crop_box(*images.shape[-2:])
+    images = images.double()
+    return {
+        "mean": images.mean(dim=(2, 3)).tolist(),
+        "std": images.std(dim=(2, 3)).tolist(),
+        "crop_top_left": [top, left],
+        "crop": [[[[round(v, 6) for v in row] for row in channel] for channel in image]
+                 for image in images[:, :, top:top + CROP, left:left + CROP].tolist()],
+    }
+
+
+# ------------------------------------------------------------------ the families
+
+
+def record_llamagen(repo: Path, variant: str, size: int) -> dict[str, Any]:
+    """LlamaGen ``VQ-16`` / ``VQ-8`` (``tokenizer/tokenizer_image/vq_model.py``), saved like the
+    published ``vq_ds16_c2i.pt``: ``torch.save({"model": state_dict})``."""
+    sys.path.insert(0, str(repo))
+    from tokenizer.tokenizer_image.vq_model import VQ_models  # the original, from its checkout
+
+    import movq
+
+    torch.manual_seed(0)
+    original: nn.Module = VQ_models[variant]().eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    images = seeded_images(BATCH, size)
+    with torch.no_grad():
+        _, _, (_, _, indices) = original.encode(images)
+        grid = size // (16 if variant == "VQ-16" else 8)
+        tokens = indices.reshape(BATCH, grid, grid)
+        pixels = original.decode_code(tokens.flatten(), (BATCH, original.config.codebook_embed_dim, grid, grid))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / ("vq_ds16_c2i.pt" if variant == "VQ-16" else "vq_ds8_c2i.pt")
+            torch.save({"model": weights}, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    return {
+        "family": "llamagen",
+        "variant": variant,
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "FoundationVision/LlamaGen tokenizer/tokenizer_image/vq_model.py VQ_models[" + repr(variant) + "]",
+            "container": "torch.save({'model': state_dict})",
+            "weights": "seeded_weights(published shapes, seed)", "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "weights_checksum": checksum(weights),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": {
+            "tokens_equal": float((movq_tokens == tokens).double().mean()),
+            "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
+            "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
+        },
+    }
+
+
+def _import_ibq(repo: Path) -> Any:
+    """SEED-Voken's ``IBQ`` class, imported from its checkout. Its module imports Lightning and the
+    repository's ``main.instantiate_from_config`` (for the loss): Lightning's module base is stood in
+    for by ``nn.Module`` (the codec's code paths use none of Lightning), and the loss by the original
+    PatchGAN discriminator alone (LPIPS needs downloaded VGG weights), so that the checkpoint still
+    carries ``loss.discriminator.*`` and LitEma's shadows of it, as the published ones do."""
+    import types
+
+    sys.path.insert(0, str(repo))
+    from src.IBQ.modules.discriminator.model import NLayerDiscriminator
+
+    class LossStandIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.discriminator = NLayerDiscriminator(input_nc=3, n_layers=3, ndf=64)
+
+    for name in ("lightning", "pytorch_lightning"):
+        sys.modules.setdefault(name, types.SimpleNamespace(LightningModule=nn.Module))  # type: ignore[arg-type]
+    sys.modules.setdefault("main", types.SimpleNamespace(instantiate_from_config=lambda config: LossStandIn()))  # type: ignore[arg-type]
+    from src.IBQ.models.ibqgan import IBQ
+
+    return IBQ
+
+
+IBQ_DDCONFIG = {"double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4, "attn_resolutions": [16], "dropout": 0.0}
+"""``configs/IBQ/gpu/imagenet_ibqgan_*.yaml``'s ``ddconfig`` (the same for every codebook size)."""
+
+
+def training_probe_latent(dim: int, seed: int = INPUTS_SEED) -> Tensor:
+    """``[2, dim, 3, 3]`` seeded latent on which the quantizers' training paths are compared."""
+    return torch.randn(2, dim, 3, 3, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def probe_weights(z_q: Tensor) -> Tensor:
+    """Fixed weights ``w`` of the probe ``loss + sum(w * z_q)``, so that ``z_q``'s gradient path counts too."""
+    return torch.linspace(-1.0, 1.0, z_q.shape[1]).view(1, -1, 1, 1)
+
+
+def ibq_training_probe(original: nn.Module, quantizer: nn.Module) -> dict[str, Any]:
+    """IBQ's training path: the loss its ``VQLPIPSWithDiscriminator`` uses (``quant_loss_weight`` 1 x
+    quantizer loss + ``entropy_loss_weight`` 0.05 x entropy loss) plus ``sum(w * z_q)``, and its
+    gradients to the latent and the codebook, from the original and from movq on the same codebook."""
+    found = {}
+    for name, module in (("original", original), ("movq", quantizer)):
+        module.zero_grad()
+        z = training_probe_latent(module.embedding.weight.shape[1]).requires_grad_()
+        if name == "original":
+            z_q, (quant_loss, _, _, entropy), _ = module(z)
+            loss = quant_loss + 0.05 * entropy
+        else:
+            out = module(z)
+            z_q, loss = out.z_q, out.loss
+        (loss + (probe_weights(z_q) * z_q).sum()).backward()
+        found[name] = (float(loss), z.grad.double(), module.embedding.weight.grad.double())
+    (loss, z_grad, e_grad), (movq_loss, movq_z_grad, movq_e_grad) = found["original"], found["movq"]
+    return {
+        "probe": "loss + sum(linspace(-1, 1, dim) * z_q) on training_probe_latent(dim), codebook = the EMA one",
+        "loss": loss,
+        "latent_grad_abs_sum": float(z_grad.abs().sum()),
+        "codebook_grad_abs_sum": float(e_grad.abs().sum()),
+        "codebook_rows_with_grad": int((e_grad.abs().sum(-1) > 0).sum()),
+        "parity": {
+            "loss_difference": abs(loss - movq_loss),
+            "max_latent_grad_difference": float((z_grad - movq_z_grad).abs().max()),
+            "max_codebook_grad_difference": float((e_grad - movq_e_grad).abs().max()),
+        },
+    }
+
+
+def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
+    """IBQ (``src/IBQ/models/ibqgan.py``) at ``configs/IBQ/gpu/imagenet_ibqgan_<codebook_size>.yaml``,
+    saved like the published ``imagenet256_<codebook_size>.ckpt``: a Lightning checkpoint whose
+    ``state_dict`` holds the codec, the loss's discriminator and LitEma's ``model_ema.*`` shadows of
+    every trainable weight. The reference is the EMA model (IBQ evaluates in ``ema_scope``); its
+    pixels come from encode -> ``quantize.get_codebook_entry`` -> decode (IBQ's own ``decode_code``
+    calls a missing ``embed_code``)."""
+    import movq
+
+    ibq_class = _import_ibq(repo)
+    torch.manual_seed(0)
+    original = ibq_class(
+        ddconfig=IBQ_DDCONFIG, lossconfig={}, n_embed=codebook_size, embed_dim=256, l2_normalize=False,
+        use_entropy_loss=True, sample_minimization_weight=1.0, batch_maximization_weight=1.0,
+        entropy_temperature=0.01, beta=0.25, use_ema=True,
+    ).eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)  # raw weights and EMA shadows differ: the shadows must be the ones read
+    original.load_state_dict(weights, strict=True)
+    original.model_ema.copy_to(original)  # what ema_scope() does: the EMA weights in place
+    codec_keys = {k for k in shapes if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize."))}
+    shadows = {"model_ema." + k.replace(".", "") for k in codec_keys}
+    images = seeded_images(BATCH, size)
+    grid = size // 16
+    with torch.no_grad():
+        _, _, (_, _, indices) = original.encode(images)
+        tokens = indices.reshape(BATCH, grid, grid)
+        pixels = original.decode(original.quantize.get_codebook_entry(tokens.flatten(), (BATCH, grid, grid, 256)))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"imagenet256_{codebook_size}.ckpt"
+            torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.2.1", "state_dict": weights,
+                        "optimizer_states": [], "lr_schedulers": []}, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    training = ibq_training_probe(original.quantize, codec.quantize)
+    return {
+        "family": "ibq",
+        "training": training,
+        "variant": f"IBQ-{codebook_size}",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "TencentARC/SEED-Voken src/IBQ/models/ibqgan.py IBQ, configs/IBQ/gpu/imagenet_ibqgan_"
+                        f"{codebook_size}.yaml (Lightning stood in by nn.Module, the loss by its discriminator)",
+            "container": "Lightning checkpoint: {'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict', "
+                         "'optimizer_states', 'lr_schedulers'}; state_dict = codec + loss.discriminator.* + model_ema.*",
+            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows",
+            "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "non_codec_keys": {k: list(v) for k, v in shapes.items() if k not in codec_keys and k not in shadows},
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k in shadows}),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": {
+            "tokens_equal": float((movq_tokens == tokens).double().mean()),
+            "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
+            "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
+        },
+    }
+
+
+RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
+    "llamagen-vq16": ("llamagen", lambda repo: record_llamagen(repo, "VQ-16", 64)),
+    "llamagen-vq8": ("llamagen", lambda repo: record_llamagen(repo, "VQ-8", 64)),
+    "ibq-1024": ("seed_voken", lambda repo: record_ibq(repo, 1024, 64)),
+}
+"""Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llamagen", type=Path, help="checkout of github.com/FoundationVision/LlamaGen")
+    parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ)")
+    parser.add_argument("--family", choices=sorted(RECORDERS), action="append", help="default: every family whose repo is given")
+    parser.add_argument("--out", type=Path, default=FIXTURES)
+    args = parser.parse_args(argv)
+    families = args.family or [f for f, (repo, _) in RECORDERS.items() if getattr(args, repo) is not None]
+    if not families:
+        parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken)")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print("| family | tokens equal | max pixel difference |")
+    print("|---|---|---|")
+    for family in families:
+        repo_option, recorder = RECORDERS[family]
+        repo = getattr(args, repo_option)
+        if repo is None or not repo.is_dir():
+            parser.error(f"--{repo_option} must name a checkout of the original repository for {family}")
+        fixture = recorder(repo)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{family}.json").write_text(json.dumps(fixture, separators=(",", ":")) + "\n")
+        parity = fixture["parity"]
+        print(f"| {family} | {100 * parity['tokens_equal']:.2f}% | {parity['max_pixel_difference']:.2e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
