@@ -13,6 +13,15 @@ end-of-run index / summary; the token columns compare every stored token with th
 
     python benchmarks/tokenize_speed.py                                  # ../shared/images, tiny codec, 256 px
     python benchmarks/tokenize_speed.py --model movqgan-67m --limit 16   # a random-init 67M (same compute)
+
+``--readers`` compares the source readers instead: the same images written as an image folder, a
+JSONL manifest, WebDataset tars (plain and gzip, by ``webdataset.TarWriter``), a parquet file of the
+``datasets`` image struct (pyarrow) and a Hugging Face dataset folder read through ``hf://`` (when
+``datasets`` is installed); each is tokenized in its own process, which reports its encode-loop rate,
+wall time and peak RSS (its own ``VmHWM``, and the largest of its decoding workers'), and the tokens
+are compared with the folder run's::
+
+    python benchmarks/tokenize_speed.py --readers --limit 64 --workers 1
 """
 
 from __future__ import annotations
@@ -79,6 +88,108 @@ def tokenize(model: str, data: str, resolution: int, dtype: str, batch: int, wor
     return TokenDataset(out), summary, time.perf_counter() - start
 
 
+READER_CHILD = """
+import json, resource, sys, time
+from movq.tokenize.config import TokenizeConfig
+from movq.tokenize.runner import Tokenizer
+model, data, out, res, batch, workers, device, shard_rows, split = sys.argv[1:10]
+start = time.perf_counter()
+tokenizer = Tokenizer(TokenizeConfig(model=model, data=data, out=out, resolution=int(res), batch_size=int(batch),
+                                     num_workers=int(workers), device=device, progress=False, split=split or None))
+try:
+    summary = tokenizer.run()
+finally:
+    tokenizer.close()
+wall = time.perf_counter() - start
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
+workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"images": summary["images"], "images_per_s": summary["run"]["images_per_s"], "wall_s": wall,
+                  "peak_rss": peak, "workers_peak_rss": workers_peak}))
+"""
+"""One movq-tokenize run in a fresh process (so each reader's peak memory is its own)."""
+
+
+def write_reader_inputs(files: list[Path], root: Path) -> list[tuple[str, str, str]]:
+    """The images ``files`` written in every source format: ``(reader, --data, --split)`` rows, all
+    listing the images in the same order as the folder reader (sorted relative paths)."""
+    import io
+    import tarfile
+
+    folder = root / "folder"
+    folder.mkdir()
+    for i, f in enumerate(files):
+        shutil.copy(f, folder / f"{i:06d}{f.suffix.lower()}")
+    names = sorted(p.name for p in folder.iterdir())
+    blobs = [(folder / n).read_bytes() for n in names]
+    rows = [("folder", str(folder), "")]
+    (root / "manifest.jsonl").write_text("".join(json.dumps({"image": str(folder / n)}) + "\n" for n in names))
+    rows.append(("manifest (.jsonl)", str(root / "manifest.jsonl"), ""))
+    for kind, suffix, mode in (("tar", ".tar", "w"), ("tar.gz", ".tar.gz", "w:gz")):
+        (root / kind).mkdir()
+        half = (len(names) + 1) // 2
+        for shard, part in enumerate((range(half), range(half, len(names)))):
+            with tarfile.open(root / kind / f"shard-{shard:04d}{suffix}", mode) as tar:
+                for i in part:
+                    info = tarfile.TarInfo(f"{i:06d}.{names[i].rsplit('.', 1)[1]}")
+                    info.size = len(blobs[i])
+                    tar.addfile(info, io.BytesIO(blobs[i]))
+        rows.append((f"WebDataset {kind}", str(root / kind / ("shard-{0000..0001}" + suffix)), ""))
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        print("pyarrow not installed: no parquet row", file=sys.stderr)
+        return rows
+    image = pa.array([{"bytes": b, "path": n} for b, n in zip(blobs, names)],
+                     pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": image}), root / "data.parquet", row_group_size=16)
+    rows.append(("parquet (datasets image struct)", str(root / "data.parquet"), ""))
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        print("datasets not installed: no hf:// row", file=sys.stderr)
+        return rows
+    (root / "hub" / "local" / "images" / "data").mkdir(parents=True)
+    shutil.copy(root / "data.parquet", root / "hub" / "local" / "images" / "data" / "train-00000-of-00001.parquet")
+    rows.append(("hf://datasets (datasets library)", "hf://datasets/local/images", "train"))
+    return rows
+
+
+def compare_readers(args: argparse.Namespace, model_spec: str, files: list[Path]) -> None:
+    """``--readers``: each reader on the same images, one process each; prints a Markdown table."""
+    import subprocess
+
+    root = SCRATCH / "readers"
+    root.mkdir()
+    table = []
+    reference: TokenDataset | None = None
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(root / "hf-cache")}
+    for name, data, split in write_reader_inputs(files, root):
+        out = root / f"out-{len(table)}"
+        cmd = [sys.executable, "-c", READER_CHILD, model_spec, data, str(out), str(args.resolution),
+               str(args.batch_size), str(args.workers), args.device, "0", split]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root / "hub", check=False)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        ds = TokenDataset(out)
+        reference = reference or ds
+        equal = all(torch.equal(ds[i]["tokens"], reference[i]["tokens"]) for i in range(len(ds))) and len(ds) == len(reference)
+        table.append((name, row, equal))
+        print(f"{name}: {row['images_per_s']:.2f} images/s", file=sys.stderr)
+    base = table[0][1]["images_per_s"] if table else 0.0
+    print("| reader | images | images/s | vs folder | wall s (incl. load, listing) | peak RSS MiB (main / worker) "
+          "| tokens equal to folder |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row, equal in table:
+        print(f"| {name} | {row['images']} | {row['images_per_s']:.2f} | {row['images_per_s'] / base:.2f}x | "
+              f"{row['wall_s']:.1f} | {row['peak_rss'] / 2**20:.0f} / {row['workers_peak_rss'] / 2**20:.0f} | "
+              f"{'yes' if equal else 'NO'} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps([{"reader": n, **r, "tokens_equal": e} for n, r, e in table], indent=2) + "\n")
+
+
 def _best(row: dict, rate: float, wall: float) -> None:
     row["images_per_s"], row["wall_s"] = max(row["images_per_s"], rate), min(row["wall_s"], wall)
 
@@ -94,9 +205,15 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="use the first N images only (a manifest of them)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved repeats; the best of them is reported")
     p.add_argument("--out", help="write the rows as JSON here")
+    p.add_argument("--readers", action="store_true", help="compare the source readers (folder, manifest, tar, "
+                   "tar.gz, parquet, hf://) on the same images instead")
     args = p.parse_args()
 
     files = list_image_files(args.data)[: args.limit]
+    if args.readers:
+        _, model_spec = load_codec(args.model, "cpu")
+        compare_readers(args, model_spec, files)
+        return
     data = args.data
     if args.limit:
         data = str(SCRATCH / "subset.jsonl")

@@ -61,13 +61,15 @@ def architecture_modules(markdown: str) -> set[str]:
     """Module paths (relative to ``src/movq``) of the README's package map."""
     section = markdown.split("## Architecture", 1)[1].split("\n## ", 1)[0]
     tree = re.search(r"```\nsrc/movq/\n(.*?)```", section, flags=re.S).group(1)
-    paths, folder = set(), ""
+    paths, folders = set(), []  # folders: (indent, name) of the folders the current line lies in
     for line in tree.splitlines():
-        name = line.split()[0]
+        name, indent = line.split()[0], len(line) - len(line.lstrip())
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
         if name.endswith("/"):
-            folder = name
+            folders.append((indent, name))
         else:
-            paths.add((folder if line.startswith("    ") else "") + name)
+            paths.add("".join(f for _, f in folders) + name)
     return paths
 
 

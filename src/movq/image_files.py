@@ -339,13 +339,16 @@ def load_preprocessed(
 class DecodedImage:
     """One item read by :func:`decode_image`: ``pixels`` uint8 ``[3, R, R]`` preprocessed, whether it
     was ``upscaled`` and its ``caption`` (if any); or ``pixels=None`` with the ``error`` that made it
-    unreadable. ``index`` is the item's position in the source list."""
+    unreadable. ``index`` is the item's position in the source list. ``label`` (a class index) and
+    ``extra`` (a JSON object, e.g. a WebDataset sample's ``.json``) are set by readers that have them."""
 
     index: int
     pixels: Tensor | None
     upscaled: bool = False
     caption: str | None = None
     error: str = ""
+    label: int | None = None
+    extra: Any = None
 
 
 def decode_image(

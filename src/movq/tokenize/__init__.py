@@ -1,6 +1,7 @@
 """``movq-tokenize``: run a codec once over an image collection and store token / latent shards.
 
-Modules: :mod:`~movq.tokenize.sources` (folders, manifests, tar shards), :mod:`~movq.tokenize.decode`
+Modules: :mod:`~movq.tokenize.sources` (one reader per format: image folders, manifests and imagefolder
+metadata, WebDataset tars, parquet, Hugging Face datasets), :mod:`~movq.tokenize.decode`
 (worker-side reading), :mod:`~movq.tokenize.encoding` (tokens as ``codec.encode``),
 :mod:`~movq.tokenize.meta` (run identity, refusal to mix), :mod:`~movq.tokenize.shards` (atomic
 shards, resume, index), :mod:`~movq.tokenize.stats` (codebook usage, histogram),

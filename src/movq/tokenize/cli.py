@@ -8,8 +8,10 @@ Usage::
     torchrun --nproc_per_node K -m movq.tokenize ...     # shards split across processes, same output
     movq-tokenize export DIR --format parquet|webdataset|llamagen --out EXPORTED   # see movq.tokenize.export
 
-``SRC`` is an image folder (captions: same-name ``.txt``), a ``.jsonl`` / ``.csv`` manifest with
-``image`` and ``caption`` columns, or WebDataset-style ``.tar`` shards. Read the result with
+``SRC`` is an image folder (captions: same-name ``.txt``, labels: class folders), a ``.jsonl`` / ``.csv``
+manifest (``--image-column``, ``--caption-column``, ``--label-column``), WebDataset ``.tar`` / ``.tar.gz``
+shards (a glob or a brace pattern ``x-{0000..0127}.tar``), ``.parquet`` files or
+``hf://datasets/ORG/NAME --split S`` (see :mod:`movq.tokenize.sources`). Read the result with
 ``movq.tokenize.dataset.TokenDataset(DIR)``.
 """
 
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Export them for other trainers with: movq-tokenize export --help")
     p.add_argument("--model", required=True, help="model name, codec folder or checkpoint file")
     p.add_argument("--data", required=True,
-                   help="image folder, .jsonl / .csv manifest (image, caption), .tar shard(s) or a glob of .tar files")
+                   help="image folder, .jsonl / .csv manifest, .tar / .tar.gz shards (glob or {0000..0127} pattern), "
+                        ".parquet files, or hf://datasets/ORG/NAME with --split")
     p.add_argument("--out", required=True, help="output folder (a rerun with the same settings resumes)")
     p.add_argument("--resolution", type=int, default=256, help="shorter side resized to this, centre crop (default 256)")
     p.add_argument("--latents", action="store_true", help="store pre-quantization latents x scaling factor, not tokens")
@@ -53,7 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "are [n_aug, h, w]")
     p.add_argument("--crop-range", type=float, default=1.1,
                    help="ten-crop: the centre crop is int(resolution x crop-range) px (default 1.1, as LlamaGen)")
+    add_reader_arguments(p)
     return p
+
+
+def add_reader_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of the source readers (columns of manifests / parquet / Hugging Face datasets, split)."""
+    p.add_argument("--image-column", help="column of image paths / bytes (default: image; file_name for "
+                   "imagefolder metadata.jsonl / .csv)")
+    p.add_argument("--caption-column", help="caption column (default: caption, else text, when present)")
+    p.add_argument("--label-column", help="integer class label column (default: label, when present)")
+    p.add_argument("--split", help="split of hf://datasets/ORG/NAME data (train, validation, ...)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             latent_dtype=args.latent_dtype, batch_size=args.batch_size, shard_size=args.shard_size,
             num_workers=args.num_workers, dtype=args.dtype, device=args.device, threads=args.threads,
             progress=not args.no_progress, augment=args.augment, crop_range=args.crop_range,
+            image_column=args.image_column, caption_column=args.caption_column, label_column=args.label_column,
+            split=args.split,
         )
         tokenizer = Tokenizer(cfg)
         try:

@@ -39,6 +39,9 @@ class TokenizeConfig(StrictConfig):
     ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads``.
     ``augment`` stores several views of each image (``[n_aug, *grid]`` per item, see
     :class:`movq.image_files.Augment`); ``crop_range`` is the ``ten-crop`` centre crop's size over ``resolution``.
+    ``image_column`` / ``caption_column`` / ``label_column`` name the columns of a manifest, parquet file or
+    Hugging Face dataset (``None``: the defaults of :mod:`movq.tokenize.sources`); ``split`` is the
+    split of ``hf://datasets/...`` data.
     """
 
     model: str
@@ -56,6 +59,10 @@ class TokenizeConfig(StrictConfig):
     progress: bool = True
     augment: AugmentName = "none"
     crop_range: Annotated[float, Range(1, 4)] = DEFAULT_CROP_RANGE
+    image_column: str | None = None
+    caption_column: str | None = None
+    label_column: str | None = None
+    split: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

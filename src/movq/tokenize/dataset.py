@@ -21,7 +21,9 @@ class TokenDataset(torch.utils.data.Dataset):
     grouped quantizers) for a token run, or ``"latents"`` ``[C, h, w]`` in the stored dtype
     (float16 / bfloat16, already times the codec's scaling factor) for a ``--latents`` run; plus
     ``"source"`` (str), ``"caption"`` (str or ``None``) and ``"label"`` (the index row's class label,
-    an int, or ``None``). ``ds.meta`` is the run's ``meta.json``
+    an int, or ``None``: from class folders, ``.cls`` members or a label column; ``ds.meta.get("label_names")``
+    are the class names when the source has them); when the source had WebDataset ``.json`` members,
+    also ``"json"`` (the parsed object, or ``None``). ``ds.meta`` is the run's ``meta.json``
     (model, config hash, resolution, preprocessing, dtype).
 
     A run with ``--augment`` stores ``n_aug`` views per item (``ds.n_aug``; 2 for ``flip``, 10 for
@@ -65,7 +67,7 @@ class TokenDataset(torch.utils.data.Dataset):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.augmentation, self.seed, self.epoch = augmentation, seed, 0
-        sources, captions, labels, shards, offsets = [], [], [], [], []
+        sources, captions, labels, shards, offsets, extras = [], [], [], [], [], []
         with open(index, encoding="utf-8") as f:
             for n, line in enumerate(_lines(index, f), start=1):
                 row = _index_row(index, n, line)
@@ -74,11 +76,13 @@ class TokenDataset(torch.utils.data.Dataset):
                 labels.append(row.get("label"))
                 shards.append(row["shard"])
                 offsets.append(row["offset"])
+                extras.append(row.get("json"))
         stored = _stored_count(self.root)
         if len(sources) != stored:
             raise ValueError(f"{index} lists {len(sources)} items, but {self.root / SUMMARY_NAME} records {stored}: the "
                              "index is cut or damaged; rerun movq-tokenize to rewrite it")
         self.sources, self.captions, self.labels = sources, captions, labels
+        self.extras: list[Any] | None = extras if any(v is not None for v in extras) else None
         self.shards = np.asarray(shards, dtype=np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self._files: dict[int, Any] = {}
@@ -128,6 +132,8 @@ class TokenDataset(torch.utils.data.Dataset):
         item = {self.key: value, "source": self.sources[i], "caption": self.captions[i], "label": self.labels[i]}
         if view is not None:
             item["view"] = view
+        if self.extras is not None:
+            item["json"] = self.extras[i]
         return item
 
     def __getstate__(self) -> dict[str, Any]:  # spawned workers: do not pickle open files

@@ -25,7 +25,7 @@ FORMAT = "movq-tokenize/1"
 META_NAME = "meta.json"
 IDENTITY = ("format", "kind", "config_hash", "weights_hash", "resolution", "preprocessing", "dtype", "store_dtype",
             "item_shape", "shard_size", "num_sources", "sources_hash")
-OPTIONAL_IDENTITY = ("augment",)
+OPTIONAL_IDENTITY = ("augment", "columns")
 """Identity fields a run records only when it uses them (a run without them keeps its older run id)."""
 
 
@@ -49,18 +49,26 @@ def weights_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def sources_hash(sources: list[str]) -> str:
-    """SHA-256 of the ordered source names (a changed list shifts every shard, so it is refused)."""
+def sources_hash(sources: list[str], groups: list[int] | None = None) -> str:
+    """SHA-256 of the ordered source names and, when given, the first item of each source shard (a
+    changed list or grouping shifts every shard, so it is refused)."""
     digest = hashlib.sha256()
     for s in sources:
         digest.update(s.encode("utf-8", errors="surrogatepass") + b"\n")
+    if groups is not None:
+        digest.update(b"groups:" + ",".join(map(str, groups)).encode())
     return digest.hexdigest()
 
 
 def build_meta(*, model: str, codec: torch.nn.Module, weights: str, kind: str, resolution: int, dtype: str,
                store_dtype: torch.dtype, item_shape: tuple[int, ...], shard_size: int, data: str,
-               sources: list[str], augment: Any = None) -> dict[str, Any]:
+               sources: list[str], augment: Any = None, groups: list[int] | None = None,
+               columns: dict[str, str] | None = None, label_names: list[str] | None = None) -> dict[str, Any]:
     """The ``meta.json`` of a run (``weights``: :func:`weights_hash` of the codec before any dtype cast).
+
+    ``groups``: the first item of each source shard (tars, parquet row groups); ``columns`` (added as
+    ``"columns"``, an identity field): the columns named on the command line; ``label_names``: the class
+    names when the source has them.
 
     ``augment`` (a :class:`movq.image_files.Augment` other than ``"none"``) adds ``"augment"``:
     ``{"mode", "crop_range" (ten-crop only, else None), "n_aug"}``; ``item_shape`` then starts with ``n_aug``
@@ -77,11 +85,15 @@ def build_meta(*, model: str, codec: torch.nn.Module, weights: str, kind: str, r
         "store_dtype": str(store_dtype).removeprefix("torch."), "item_shape": list(item_shape),
         "codebook_size": int(codec.codebook_size), "scaling_factor": float(getattr(config, "scaling_factor", 1.0)),
         "downsample_factor": int(codec.downsample_factor), "shard_size": shard_size, "data": data,
-        "num_sources": len(sources), "sources_hash": sources_hash(sources), "movq_version": __version__,
+        "num_sources": len(sources), "sources_hash": sources_hash(sources, groups), "movq_version": __version__,
     }
     if augmented:
         crop_range = float(augment.crop_range) if augment.mode == "ten-crop" else None
         meta["augment"] = {"mode": augment.mode, "crop_range": crop_range, "n_aug": augment.views}
+    if columns:
+        meta["columns"] = columns
+    if label_names is not None:
+        meta["label_names"] = label_names
     return meta
 
 

@@ -3,7 +3,9 @@ write shards, merge the index and summarise.
 
 Shard ``k`` is source items ``[k * shard_size, (k + 1) * shard_size)``; under ``torchrun`` rank ``r``
 of ``W`` takes the shards ``k % W == r`` (no overlap, no gap), and rank 0 merges the index after a
-barrier. Finished shards are skipped, so a rerun resumes where a killed run stopped.
+barrier. Sources read sequentially (tars, parquet row groups: :attr:`Sources.groups`) are cut per
+source shard instead (an output shard never crosses one) and source shard ``g`` goes to rank
+``g % W`` (:func:`plan_shards`). Finished shards are skipped, so a rerun resumes where a killed run stopped.
 
 With ``--augment`` each item is decoded into ``n_aug`` views (:class:`movq.image_files.Augment`), all
 encoded in the same batch, and stored as one item ``[n_aug, *grid]``.
@@ -12,11 +14,11 @@ encoded in the same batch, and stored as one item ``[n_aug, *grid]``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 import warnings
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,23 @@ from movq.tokenize.shards import (
     shard_paths,
     write_shard,
 )
-from movq.tokenize.sources import Sources, discover_sources
+from movq.tokenize.sources import Columns, Sources, discover_sources
 from movq.tokenize.stats import code_counts, code_summary, draw_histogram, latent_summary
 
 HISTOGRAM_NAME = "code_histogram.png"
 PREFETCH = 2
+
+
+def plan_shards(n: int, shard_size: int, groups: list[int] | None) -> list[tuple[int, int, int]]:
+    """The output shards of ``n`` source items: ``(lo, hi, unit)`` per shard, items ``[lo, hi)``, assigned
+    to rank ``unit % world_size``. Without ``groups``: ``[k * shard_size, (k + 1) * shard_size)``, unit ``k``.
+    With ``groups`` (the first item of each source shard): each source shard cut into pieces of at most
+    ``shard_size`` items, unit = the source shard's number (empty source shards have no output shard)."""
+    if groups is None:
+        return [(lo, min(lo + shard_size, n), k) for k, lo in enumerate(range(0, n, shard_size))]
+    bounds = [*groups, n]
+    return [(lo, min(lo + shard_size, hi), g) for g, (start, hi) in enumerate(zip(bounds, bounds[1:]))
+            for lo in range(start, hi, shard_size)]
 
 
 class Tokenizer:
@@ -58,7 +72,8 @@ class Tokenizer:
         check_settings(cfg)
         self.cfg = cfg
         try:
-            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out)
+            columns = Columns(cfg.image_column, cfg.caption_column, cfg.label_column)
+            self.sources: Sources = discover_sources(cfg.data, exclude=cfg.out, columns=columns, split=cfg.split)
         except (FileNotFoundError, NotADirectoryError, ValueError) as err:
             raise TokenizeError(str(err)) from None
         try:
@@ -87,8 +102,10 @@ class Tokenizer:
             model=cfg.model, codec=codec, weights=weights, kind=self.kind, resolution=cfg.resolution,
             dtype=str(DTYPES[cfg.dtype]).removeprefix("torch."), store_dtype=self.store_dtype, item_shape=item_shape,
             shard_size=cfg.shard_size, data=cfg.data, sources=[it.source for it in self.sources.items],
-            augment=self.augment,
+            augment=self.augment, groups=self.sources.groups, columns=columns.given(),
+            label_names=self.sources.label_names,
         )
+        self.plan = plan_shards(len(self.sources.items), cfg.shard_size, self.sources.groups)
         check_compatible(cfg.out, self.meta)
         self.run_id = run_id(self.meta)
         self.ctx = dist.setup(cfg.device)
@@ -103,8 +120,9 @@ class Tokenizer:
 
     def _check_memory(self, codec: movq.Codec) -> None:
         """Refuse a resolution x batch whose encoder activations (on the device) or decoded batches
-        waiting in the loader (in RAM, for every process of this machine) cannot fit (with ``--augment``
-        a batch is ``batch_size x n_aug`` views)."""
+        waiting in the loader (in RAM, for every process of this machine) cannot fit, nor the source data
+        each decoding worker holds (a parquet row group: :attr:`Sources.worker_bytes`); with ``--augment``
+        a batch is ``batch_size x n_aug`` views."""
         cfg, device, res = self.cfg, self.ctx.device, self.cfg.resolution
         what, advice = f"--resolution {res} x --batch-size {cfg.batch_size}", "lower --resolution or --batch-size"
         if self.views > 1:
@@ -119,6 +137,14 @@ class Tokenizer:
             else:
                 check_memory_budget(model, device, what, advice)
                 check_memory_budget(local * buffered, "cpu", what, advice)
+            reading = local * max(cfg.workers, 1) * self.sources.worker_bytes  # e.g. a parquet row group per worker
+            if reading:
+                held = local * (model + buffered) if device.type == "cpu" else local * buffered
+                check_memory_budget(
+                    held + reading, "cpu",
+                    f"reading {self.sources.kind} row groups of up to {self.sources.worker_bytes / 2**20:.0f} MiB in "
+                    f"{max(cfg.workers, 1)} decoding worker(s) x {local} process(es)",
+                    "lower --num-workers or rewrite the files with smaller row groups (pyarrow row_group_size)")
         except MemoryBudgetError as err:
             raise TokenizeError(str(err)) from None
 
@@ -126,13 +152,12 @@ class Tokenizer:
 
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
-        items = self.sources.items
-        num_shards = math.ceil(len(items) / cfg.shard_size)
+        num_shards = len(self.plan)
         if ctx.is_main:
             write_meta(cfg.out, self.meta)
             remove_temporary_files(cfg.out)  # left by a killed run; no process writes before the barrier
         dist.barrier(ctx)
-        mine = [k for k in range(num_shards) if k % ctx.world_size == ctx.rank]
+        mine = [k for k, (_, _, unit) in enumerate(self.plan) if unit % ctx.world_size == ctx.rank]
         todo = [k for k in mine if not self._finished(k)]
         done_counts = dist.gather_objects(len(mine) - len(todo), ctx)
         if ctx.is_main and sum(done_counts):
@@ -164,21 +189,35 @@ class Tokenizer:
             return False
         return True
 
-    def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[tuple[int, bool]]]:
-        """Batches of item indices, never crossing a shard, and (shard, is its last batch) for each."""
-        n, size, batch = len(self.sources.items), self.cfg.shard_size, self.cfg.batch_size
-        batches, ends = [], []
-        for k in shards:
-            lo, hi = k * size, min((k + 1) * size, n)
-            starts = list(range(lo, hi, batch))
-            for s in starts:
-                batches.append(list(range(s, min(s + batch, hi))))
-                ends.append((k, s == starts[-1]))
-        return batches, ends
+    def _batches(self, shards: list[int]) -> tuple[list[list[int]], list[int | None]]:
+        """Batches of item indices, never crossing a shard, and the shard of each (``None``: an empty
+        filler batch).
+
+        The DataLoader hands batch ``j`` to worker ``j % W``. For sources read sequentially (tars,
+        parquet row groups: ``Sources.groups``) the shards are taken ``W`` at a time and their batches
+        interleaved (shorter shards padded with empty batches), so that worker ``w`` reads every batch
+        of one shard: each worker streams its own tar / row group instead of all workers reading all of them."""
+        size = self.cfg.batch_size
+        per_shard = [[list(range(s, min(s + size, hi))) for s in range(lo, hi, size)]
+                     for lo, hi, _ in (self.plan[k] for k in shards)]
+        workers = self.cfg.workers
+        if self.sources.groups is None or workers < 2:
+            return [b for bs in per_shard for b in bs], [k for k, bs in zip(shards, per_shard) for _ in bs]
+        batches: list[list[int]] = []
+        owners: list[int | None] = []
+        for first in range(0, len(shards), workers):
+            ks, bs = shards[first:first + workers], per_shard[first:first + workers]
+            if len(ks) < workers:  # the last round: fill the idle workers' places too
+                ks, bs = ks + [None] * (workers - len(ks)), bs + [[]] * (workers - len(bs))
+            for j in range(max(len(b) for b in bs)):
+                for k, b in zip(ks, bs):
+                    batches.append(b[j] if j < len(b) else [])
+                    owners.append(k if j < len(b) else None)
+        return batches, owners
 
     def _encode_shards(self, shards: list[int]) -> int:
         cfg = self.cfg
-        batches, ends = self._batches(shards)
+        batches, owners = self._batches(shards)
         if not batches:
             return 0
         workers = cfg.workers
@@ -189,19 +228,22 @@ class Tokenizer:
             prefetch_factor=PREFETCH if workers else None,
         )
         bar = self._progress(sum(len(b) for b in batches))
-        values: list[torch.Tensor] = []
-        rows: list[dict[str, Any]] = []
-        skipped: list[dict[str, Any]] = []
+        remaining = Counter(k for k in owners if k is not None)
+        pending: dict[int, tuple[list[torch.Tensor], list[dict[str, Any]], list[dict[str, Any]]]] = {}
         processed = 0
-        for (shard, last), batch in zip(ends, loader):
+        for shard, batch in zip(owners, loader):
+            if shard is None:  # a filler batch (see _batches)
+                continue
+            values, rows, skipped = pending.setdefault(shard, ([], [], []))
             self._encode(batch, values, rows, skipped)
             processed += len(batch)
             if bar is not None:
                 bar.update(len(batch))
-            if last:
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                del pending[shard]
                 empty = torch.empty((0, *self.meta["item_shape"]), dtype=self.store_dtype)
                 write_shard(cfg.out, shard, self.kind, torch.cat(values) if values else empty, rows, skipped, self.run_id)
-                values, rows, skipped = [], [], []
         if bar is not None:
             bar.close()
         return processed
@@ -221,7 +263,13 @@ class Tokenizer:
             values.append(encoded.unflatten(0, (len(good), self.views)) if self.augment is not None else encoded)
         except ValueError as err:
             raise TokenizeError(str(err)) from None
-        rows.extend({"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption} for it in good)
+        for it in good:
+            row = {"item": it.index, "source": self.sources.items[it.index].source, "caption": it.caption}
+            if it.label is not None:
+                row["label"] = it.label
+            if it.extra is not None:
+                row["json"] = it.extra
+            rows.append(row)
 
     def _progress(self, total: int) -> Any:
         if not (self.cfg.progress and self.ctx.is_main):

@@ -6,7 +6,7 @@ Layout of ``OUT/``::
     shards/shard-000000.safetensors   one tensor "tokens" [n, *grid] (uint8/16/32) or "latents" [n, C, h, w]
                                       ([n, n_aug, ...] with --augment: meta.json's "augment" records n_aug)
     shards/shard-000000.json     sidecar: the shard's items (source, caption, offset) and skipped files
-    index.jsonl                  one line per stored item: source, caption, shape, shard, offset
+    index.jsonl                  one line per stored item: source, caption, [label, json,] shape, shard, offset
     skipped.jsonl                one line per file left out: source, reason
     summary.json, code_histogram.png
 
@@ -45,7 +45,8 @@ def write_shard(out: str | Path, shard: int, key: str, values: torch.Tensor, ite
                 skipped: list[dict[str, str]], run: str) -> None:
     """Write shard ``shard``: ``values`` ``[n, ...]`` under ``key`` (n = ``len(items)``), then its sidecar.
 
-    ``items`` are ``{"item", "source", "caption"}`` rows in order (their offset is their position);
+    ``items`` are ``{"item", "source", "caption"}`` rows (plus ``"label"`` / ``"json"`` when the source
+    has them) in order (their offset is their position);
     ``skipped`` the ``{"item", "source", "reason"}`` rows of unreadable files of the shard.
     """
     data_path, sidecar_path = shard_paths(out, shard)
@@ -157,8 +158,9 @@ def merge_index(out: str | Path, num_shards: int, run: str, item_shape: list[int
         if sidecar is None:
             raise RuntimeError(f"shard {shard} of {out} is not finished; rerun movq-tokenize to complete it")
         for row in sidecar["items"]:
-            entry = {"source": row["source"], "caption": row["caption"], "shape": item_shape, "shard": shard,
-                     "offset": row["offset"]}
+            entry = {"source": row["source"], "caption": row["caption"]}
+            entry.update({k: row[k] for k in ("label", "json") if k in row})  # only when the source has them
+            entry.update({"shape": item_shape, "shard": shard, "offset": row["offset"]})
             index_lines.append(json.dumps(entry, ensure_ascii=False))
         skipped.extend({"source": s["source"], "reason": s["reason"]} for s in sidecar["skipped"])
     atomic_write_text(Path(out) / SKIPPED_NAME, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
