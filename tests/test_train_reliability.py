@@ -181,6 +181,7 @@ def test_disk_full_names_last_good_checkpoint(tmp_path, monkeypatch):
         (("--device", "foo"), "unknown device 'foo'"),
         (("--resolution", "100000"), "needs at least"),
         (("--batch-size", "0"), "--batch-size must be an int >= 1, got 0"),
+        (("--disc-start", "2"), "--resolution 16 is too small for the discriminator: --disc-layers 3 needs at least 24 px"),
     ],
 )
 def test_cli_user_errors_are_one_line(tmp_path, capsys, extra, expected):

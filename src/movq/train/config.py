@@ -139,7 +139,7 @@ class CodecTrainConfig(OptimConfig):
     disc_start: int = 10000
     disc_lr: PositiveFloat | None = None  # None: lr
     disc_ndf: int = 64
-    disc_layers: int = 3
+    disc_layers: PositiveInt = 3
     disc_norm: Literal["batch", "group"] = "batch"
     # bookkeeping
     image_every: PositiveInt = 500
@@ -157,6 +157,13 @@ class CodecTrainConfig(OptimConfig):
         low, high = self.crop_ratio
         if not 0 < low <= high:
             raise ValueError(f"crop_ratio must be two aspect ratios 0 < min <= max, got {self.crop_ratio}")
+        smallest = 3 * 2**self.disc_layers  # the PatchGAN's strided convolutions need at least this many pixels
+        if self.loss.adv > 0 and self.disc_start < self.max_steps and self.resolution < smallest:
+            raise ValueError(
+                f"--resolution {self.resolution} is too small for the discriminator: --disc-layers {self.disc_layers} "
+                f"needs at least {smallest} px; use fewer --disc-layers, or train without it (--w-adv 0, or "
+                f"--disc-start >= --max-steps)"
+            )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
