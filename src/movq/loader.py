@@ -46,15 +46,19 @@ from movq.hub.formats import (
     DIFFUSERS,
     FORMATS,
     LLAMAGEN,
+    MASKGIT,
     MOVQ,
+    VQGAN_LC,
     WRAPPER_PREFIXES,
     detect_format,
     infer_config,
     unwrap_checkpoint,
 )
 from movq.hub.llamagen import read_llamagen
+from movq.hub.maskgit import read_maskgit
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
+from movq.hub.vqgan_lc import read_vqgan_lc
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
 from movq.strict import ConfigError, dataclass_from_dict, did_you_mean, read_json_object
 
@@ -441,6 +445,10 @@ def codec_from_state(
         state = diffusers_to_original(state)
     if fmt == LLAMAGEN:
         return _build(*read_llamagen(state, preset, source), pretrained, source)
+    if fmt == MASKGIT:
+        return _build(*read_maskgit(state, preset, source), pretrained, source)
+    if fmt == VQGAN_LC:
+        return _build(*read_vqgan_lc(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
+from movq.config import (
+    PRESETS,
+    CodecConfig,
+    EMAConfig,
+    GumbelConfig,
+    ProjectedConfig,
+    ResidualConfig,
+    VQConfig,
+    get_preset,
+)
 from movq.hub.ibq import recognise_ibq
 from movq.modules.blocks import level_has_attention
 
@@ -37,7 +46,7 @@ class FormatSpec:
 
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
-LLAMAGEN = "llamagen"
+LLAMAGEN, MASKGIT, VQGAN_LC = "llamagen", "maskgit", "vqgan-lc"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -47,6 +56,9 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(LIGHTNING, "file", False, "original keys inside a Lightning checkpoint's 'state_dict'"),
         FormatSpec(DALLE, "file pair", False, "OpenAI DALL-E dVAE: pickled encoder.pkl + decoder.pkl modules"),
         FormatSpec(LLAMAGEN, "file", False, "LlamaGen VQ state dict (encoder.conv_blocks.* keys) in {'model': ...}"),
+        FormatSpec(MASKGIT, "file", False, "MaskGIT VQGAN PyTorch conversion (encoder.mid.0.*, decoder.up.*.upsample_conv.*)"),
+        FormatSpec(VQGAN_LC, "file", False, "VQGAN-LC training checkpoint: taming keys + tok_embeddings + "
+                                             "codebook_projection in {'model': ...}"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -70,14 +82,24 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 """Prefixes under which codec keys may sit (DDP, latent-diffusion's first stage, wrappers)."""
 
 
+_MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
+"""MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
+
+
 def detect_format(state: Mapping[str, Any]) -> str:
     """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
-    (OpenAI dVAE ``blocks.*`` keys) or ``"llamagen"`` (``conv_blocks.*`` keys); ``ValueError`` when none fits."""
+    (OpenAI dVAE ``blocks.*`` keys), ``"llamagen"`` (``conv_blocks.*`` keys), ``"maskgit"``
+    (numbered mid blocks, ``upsample_conv``) or ``"vqgan-lc"`` (``tok_embeddings`` and
+    ``codebook_projection`` next to taming keys); ``ValueError`` when none fits."""
     keys = list(state)
+    if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
+        return VQGAN_LC
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
     if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
         return LLAMAGEN
+    if any(_MASKGIT_KEY.match(k) for k in keys):
+        return MASKGIT
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
@@ -267,6 +289,9 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
     VQ; FSQ and LFQ have no tensors at all. Their configs travel in ``config.json`` or in the
     state dict's metadata (:data:`movq.config.STATE_DICT_CONFIG_KEY`), not in the shapes.
     """
+    if "quantize.codebook" in state and "quantize.projection.weight" in state:
+        codebook = state["quantize.codebook"]
+        return ProjectedConfig(codebook_size=codebook.shape[0], codebook_dim=codebook.shape[1])
     if "quantize.embedding.cluster_size" in state:
         return EMAConfig(codebook_size=state["quantize.embedding.weight"].shape[0])
     if "quantize.embedding.weight" in state:
