@@ -238,6 +238,9 @@ def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: d
         if ema:
             raise ValueError(f"ema=True, but {spec.name!r} (DALL-E's pickled modules) has no EMA weights. Use ema=None.")
         codec = load_dalle(*fetch(spec, **hub))
+    elif spec.source == "hub" and layout == "folder" and not spec.filenames:  # read like a Hub repo (sub)folder
+        codec = _load_repo(spec.repo_id or "", spec.subfolder, pretrained, ema,
+                           {**hub, "revision": hub["revision"] or spec.revision})
     elif spec.source == "package" or layout == "folder":
         files = spec.filenames if pretrained else tuple(f for f in spec.filenames if f == MODEL_CONFIG_FILE)
         paths = fetch(spec, files=files, **hub)
