@@ -355,6 +355,8 @@ def _plan(root: nn.Module) -> list[tuple[Any, str, Callable]]:
     if cached is None or cached[0] != key:
         swaps = [(None if module is root else module, name, fn)
                  for module in root.modules() for name, fn in FORWARDS.get(type(module), {}).items()]
+        if not handles(root):  # MaskGIT's blocks: the plain forwards, everywhere in root
+            swaps = []
         cached = _PLANS[root] = (key, swaps)
     return cached[1]
 
@@ -367,7 +369,7 @@ def engaged(root: nn.Module, x: Tensor) -> AbstractContextManager[None]:
     their own forwards. The swap is per module instance: another thread
     running the same modules meanwhile gets the engine too, whose kernels check
     :func:`eager_cpu_inference` at every call and fall back to the plain computation."""
-    if not (_CONV_OPS and _LINEAR_OP and eager_cpu_inference(x)) or not handles(root):
+    if not (_CONV_OPS and _LINEAR_OP and eager_cpu_inference(x)):
         return nullcontext()
     return _swapped(root)
 
