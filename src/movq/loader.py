@@ -104,7 +104,8 @@ def load(
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
-      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers or LlamaGen key format, or a
+      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers, LlamaGen, MaskGIT VQGAN
+      (``maskgit-vqgan-imagenet-f16-256.bin``) or VQGAN-LC (``checkpoint-last.pth``) key format, or a
       ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
       architecture comes from ``preset`` or is inferred from the shapes.
 
