@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from torch import Tensor
 
 from movq.config import (
+    MASKGIT_VQGAN_F16_1024,
     PRESETS,
     CodecConfig,
     EMAConfig,
@@ -225,11 +226,44 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     """
     if preset is not None:
         return get_preset(preset)
+    if "quant_conv.weight" not in state and "encoder.conv_in.weight" in state and "encoder.conv_in.bias" not in state:
+        return maskgit_config(state, source)  # MaskGIT's network: no quant_conv, a bias-free conv_in
     config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
         if _same_architecture(candidate, config):
             return get_preset(candidate.name)
     return config
+
+
+def maskgit_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> CodecConfig:
+    """The codec config of a MaskGIT VQGAN state dict (MaskGIT's key names or movq's: the keys read
+    here are the same in both), read from the shapes: the
+    preset :data:`~movq.config.MASKGIT_VQGAN_F16_1024` when they are its, else a ``maskgit-custom``
+    config with its network. ``ValueError`` naming ``source`` when a needed key is missing."""
+    levels: dict[int, dict[int, int]] = {}
+    for key, value in state.items():
+        match = _LEVEL.match(key)
+        if match:
+            levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
+    needed = ("encoder.conv_in.weight", "encoder.conv_out.weight", "quantize.embedding.weight")
+    missing = [k for k in needed if k not in state] + ([] if levels else ["encoder.down.0.block.0.conv2.weight"])
+    if missing:
+        raise ValueError(f"{source}: MaskGIT VQGAN keys, but {missing} are missing")
+    ch = state["encoder.conv_in.weight"].shape[0]
+    widths = [levels[i].get(0, 0) for i in range(max(levels) + 1)]
+    if any(w % ch for w in widths):
+        raise ValueError(f"{source}: MaskGIT level widths {widths} are not multiples of ch={ch}")
+    codebook = state["quantize.embedding.weight"]
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    config = replace(
+        MASKGIT_VQGAN_F16_1024, name="maskgit-custom", ch=ch, ch_mult=tuple(w // ch for w in widths),
+        num_res_blocks=len(levels[0]), z_channels=z_channels, embed_dim=z_channels,
+        quantizer=VQConfig(codebook_size=codebook.shape[0]),
+    )
+    for preset in PRESETS.values():
+        if replace(config, name=preset.name) == preset:
+            return get_preset(preset.name)
+    return CodecConfig.from_dict(config.to_dict())  # checks every field
 
 
 def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig:
@@ -321,7 +355,7 @@ def attention_levels(config: CodecConfig) -> tuple[int, ...]:
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     fields = (
         "in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm",
-        "mid_attention",
+        "mid_attention", "network", "input_range",
     )
     if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
         return False
