@@ -20,7 +20,8 @@ For each family the recorder
 
 Usage (one family, or all)::
 
-    python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken [--family ibq-1024]
+    python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken \\
+        --one-d-tokenizer /path/to/1d-tokenizer --vqgan-lc /path/to/VQGAN-LC [--family ibq-1024]
 
 A new family adds a recorder function to :data:`RECORDERS` (and, if needed, a ``--<repo>`` option).
 """
@@ -321,10 +322,214 @@ def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
     }
 
 
+MASKGIT_CONFIG = {"channel_mult": [1, 1, 2, 2, 4], "num_resolutions": 5, "dropout": 0.0, "hidden_channels": 128,
+                  "num_channels": 3, "num_res_blocks": 2, "resolution": 256, "z_channels": 256}
+"""bytedance/1d-tokenizer ``modeling/titok.py`` ``PretrainedTokenizer``'s config of the MaskGIT VQGAN
+(the one ``maskgit-vqgan-imagenet-f16-256.bin`` loads into, with 1024 codes of 256 dims)."""
+
+
+def record_maskgit(repo: Path, size: int) -> dict[str, Any]:
+    """MaskGIT's VQGAN (bytedance/1d-tokenizer ``modeling/modules/maskgit_vqgan.py``) built as its
+    ``PretrainedTokenizer`` builds it (that class itself needs omegaconf and accelerate: its
+    ``encode`` / ``decode`` are repeated here, two lines each), saved like the published
+    ``maskgit-vqgan-imagenet-f16-256.bin``: ``torch.save(state_dict)``. The original runs on pixels
+    in ``[0, 1]``; movq's API takes ``[-1, 1]``, so the images go in as ``(x + 1) / 2`` and its
+    decoded pixels are compared as ``2 y - 1``."""
+    import types
+
+    sys.path.insert(0, str(repo))
+    from modeling.modules.maskgit_vqgan import (  # the original, from its checkout
+        Decoder,
+        Encoder,
+        VectorQuantizer,
+    )
+
+    import movq
+
+    torch.manual_seed(0)
+    conf = types.SimpleNamespace(**MASKGIT_CONFIG)
+    original = nn.Module()
+    original.encoder, original.decoder = Encoder(conf), Decoder(conf)
+    original.quantize = VectorQuantizer(num_embeddings=1024, embedding_dim=256, commitment_cost=0.25)
+    original.eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    images = seeded_images(BATCH, size)
+    grid = size // 16
+    with torch.no_grad():
+        _, indices, _ = original.quantize(original.encoder((images + 1) / 2))  # PretrainedTokenizer.encode
+        tokens = indices.reshape(BATCH, grid, grid)
+        pixels = 2 * original.decoder(original.quantize.get_codebook_entry(tokens)) - 1  # .decode, unclamped
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "maskgit-vqgan-imagenet-f16-256.bin"
+            torch.save(weights, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    return {
+        "family": "maskgit",
+        "variant": "MaskGIT VQGAN f16 1024",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "bytedance/1d-tokenizer modeling/modules/maskgit_vqgan.py Encoder, Decoder, VectorQuantizer(1024, 256) "
+                        "at modeling/titok.py PretrainedTokenizer's config; inputs (x + 1) / 2, outputs 2 y - 1",
+            "container": "torch.save(state_dict)",
+            "weights": "seeded_weights(published shapes, seed)", "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "weights_checksum": checksum(weights),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
+    }
+
+
+def parity(movq_tokens: Tensor, tokens: Tensor, movq_unclamped: Tensor, movq_pixels: Tensor, pixels: Tensor) -> dict[str, float]:
+    """The measured parity: share of equal token ids, largest pixel difference (unclamped, and clamped to [-1, 1])."""
+    return {
+        "tokens_equal": float((movq_tokens == tokens).double().mean()),
+        "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
+        "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
+    }
+
+
+VQGAN_LC_ARGS = {"stage": 1, "embed_dim": 8, "rate_p": 1.0, "quantizer_type": "org", "tuning_codebook": 0,
+                 "n_vision_words": 100000, "use_cblinear": 1}
+"""VQGAN-LC's README command line for ``training_vqgan.py`` / ``eval_reconstruction.py`` (the
+published VQGAN-LC-100K: ``--embed_dim 8 --tuning_codebook 0 --use_cblinear 1 --quantizer_type org``)."""
+
+
+def _import_vqgan_lc(repo: Path) -> Any:
+    """VQGAN-LC's ``VQModel`` (``vqgan-gpt-lc/models/models_vq.py``), imported from its checkout. Its
+    LPIPS loads VGG weights from the network: the recorder stands in a module with LPIPS's
+    ``scaling_layer`` buffers and ``lin0`` layer, so that the checkpoint still carries
+    ``perceptual_loss.*`` keys (and the original ``discriminator.*``), which movq must drop."""
+    import types
+
+    class LPIPSStandIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scaling_layer = nn.Module()
+            self.scaling_layer.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
+            self.scaling_layer.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
+            self.lin0 = nn.Module()
+            self.lin0.model = nn.Sequential(nn.Dropout(), nn.Conv2d(64, 1, 1, bias=False))
+
+    sys.path.insert(0, str(repo / "vqgan-gpt-lc"))
+    sys.modules.setdefault("models.lpips", types.SimpleNamespace(LPIPS=LPIPSStandIn))  # type: ignore[arg-type]
+    from models.models_vq import VQModel
+
+    return VQModel
+
+
+def projected_training_probe(original: nn.Module, quantizer: nn.Module) -> dict[str, Any]:
+    """VQGAN-LC's quantizer training path: its loss ``mean((sg[q] - z)^2) + 0.33 mean((q - sg[z])^2)``
+    plus ``sum(w * z_q)`` on a seeded latent, and the gradients to the latent and to the projection
+    (the codebook is frozen), from the original's ``quantize`` and from movq's on the same weights."""
+    found = {}
+    for name in ("original", "movq"):
+        z = training_probe_latent(8).requires_grad_()
+        if name == "original":
+            original.zero_grad()
+            z_q, loss, _ = original.quantize(z)
+            projection = original.codebook_projection
+        else:
+            quantizer.zero_grad()
+            out = quantizer(z)
+            z_q, loss, projection = out.z_q, out.loss, quantizer.projection
+        (loss + (probe_weights(z_q) * z_q).sum()).backward()
+        found[name] = (float(loss), z.grad.double(), projection.weight.grad.double(), projection.bias.grad.double())
+    (loss, z_grad, w_grad, b_grad), (movq_loss, movq_z_grad, movq_w_grad, movq_b_grad) = found["original"], found["movq"]
+    return {
+        "probe": "loss + sum(linspace(-1, 1, 8) * z_q) on training_probe_latent(8), the published weights",
+        "loss": loss,
+        "latent_grad_abs_sum": float(z_grad.abs().sum()),
+        "projection_weight_grad_abs_sum": float(w_grad.abs().sum()),
+        "projection_bias_grad_abs_sum": float(b_grad.abs().sum()),
+        "parity": {
+            "loss_difference": abs(loss - movq_loss),
+            "max_latent_grad_difference": float((z_grad - movq_z_grad).abs().max()),
+            "max_projection_grad_difference": float(max((w_grad - movq_w_grad).abs().max(), (b_grad - movq_b_grad).abs().max())),
+        },
+    }
+
+
+def record_vqgan_lc(repo: Path, size: int, codebook_size: int = 100000) -> dict[str, Any]:
+    """VQGAN-LC (``vqgan-gpt-lc/models/models_vq.py`` ``VQModel`` at ``vqgan_configs/vq-f16.yaml`` and
+    :data:`VQGAN_LC_ARGS`), saved like its ``checkpoint-last.pth`` (``util/misc.py`` ``save_model``:
+    ``{"model", "optimizer", "epoch", "scaler", "args"}``, ``args`` an ``argparse.Namespace``). The
+    frozen codebook file it reads at construction (``--local_embedding_path``) holds zeros: the
+    seeded ``tok_embeddings.weight`` replaces it. Its ``decode_code`` calls a missing
+    ``quantize.embedding``: the reference pixels come from encode -> ``F.embedding(ids,
+    codebook_projection(tok_embeddings))`` -> ``decode``."""
+    import argparse
+
+    import yaml
+
+    import movq
+
+    vq_model = _import_vqgan_lc(repo)
+    ddconfig = yaml.safe_load((repo / "vqgan-gpt-lc" / "vqgan_configs" / "vq-f16.yaml").read_text())["model"]["params"]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        init = Path(folder) / "codebook.pth"
+        torch.save(torch.zeros(codebook_size, 768), init)
+        args = argparse.Namespace(**{**VQGAN_LC_ARGS, "n_vision_words": codebook_size, "local_embedding_path": str(init)})
+        original = vq_model(args=args, **ddconfig).eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    images = seeded_images(BATCH, size)
+    grid = size // 16
+    with torch.no_grad():
+        _, _, (_, _, indices) = original.encode(images)
+        tokens = indices.reshape(BATCH, grid, grid)
+        codes = F.embedding(tokens, original.codebook_projection(original.tok_embeddings.weight))
+        pixels = original.decode(codes.permute(0, 3, 1, 2))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "checkpoint-last.pth"
+            torch.save({"model": weights, "optimizer": {}, "epoch": 19, "scaler": {}, "args": args}, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    codec_prefixes = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "tok_embeddings.", "codebook_projection.")
+    return {
+        "family": "vqgan-lc",
+        "training": projected_training_probe(original, codec.quantize),
+        "variant": f"VQGAN-LC f16 {codebook_size}",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "zh460045050/VQGAN-LC vqgan-gpt-lc/models/models_vq.py VQModel, vqgan_configs/vq-f16.yaml, "
+                        f"args {VQGAN_LC_ARGS} (LPIPS stood in by its scaling_layer and lin0)",
+            "container": "torch.save({'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args': argparse.Namespace}); "
+                         "state_dict = codec + discriminator.* + perceptual_loss.*",
+            "weights": "seeded_weights(published shapes, seed)", "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+            "codebook_size": codebook_size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "non_codec_keys": {k: list(v) for k, v in shapes.items() if not k.startswith(codec_prefixes)},
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k.startswith(codec_prefixes)}),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
+    }
+
+
 RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "llamagen-vq16": ("llamagen", lambda repo: record_llamagen(repo, "VQ-16", 64)),
     "llamagen-vq8": ("llamagen", lambda repo: record_llamagen(repo, "VQ-8", 64)),
     "ibq-1024": ("seed_voken", lambda repo: record_ibq(repo, 1024, 64)),
+    "maskgit-vqgan": ("one_d_tokenizer", lambda repo: record_maskgit(repo, 64)),
+    "vqgan-lc-100k": ("vqgan_lc", lambda repo: record_vqgan_lc(repo, 64)),
 }
 """Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""
 
@@ -333,12 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llamagen", type=Path, help="checkout of github.com/FoundationVision/LlamaGen")
     parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ)")
+    parser.add_argument("--one-d-tokenizer", type=Path, help="checkout of github.com/bytedance/1d-tokenizer (MaskGIT VQGAN)")
+    parser.add_argument("--vqgan-lc", type=Path, help="checkout of github.com/zh460045050/VQGAN-LC")
     parser.add_argument("--family", choices=sorted(RECORDERS), action="append", help="default: every family whose repo is given")
     parser.add_argument("--out", type=Path, default=FIXTURES)
     args = parser.parse_args(argv)
     families = args.family or [f for f, (repo, _) in RECORDERS.items() if getattr(args, repo) is not None]
     if not families:
-        parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken)")
+        parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken, "
+                     "--one-d-tokenizer, --vqgan-lc)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| family | tokens equal | max pixel difference |")
     print("|---|---|---|")

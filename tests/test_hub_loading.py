@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import movq
-from helpers import make_hub_cache, tiny_codec
+from helpers import benchmark_module, hub_snapshot, make_hub_cache, tiny_codec
 from movq import Codec, CodecConfig, get_preset
 from movq.hub import CheckpointReadError, WeightsNotAvailableError, registry
 from movq.hub.diffusers import config_to_diffusers
@@ -102,6 +102,13 @@ def test_every_registry_size_is_the_parameter_count_of_the_architecture_it_build
     config_only = tmp_path / "config.json"
     config_only.write_text(json.dumps(config_to_diffusers(get_preset("movqgan-67m"))))
     make_hub_cache(tmp_path / "cache", "kandinsky-community/kandinsky-2-2-decoder", {"movq/config.json": config_only}, monkeypatch)
+    # aMUSEd's and LDM's VQ: their published vqvae/config.json (benchmarks/hub_parity.py), config only
+    parity = benchmark_module("hub_parity")
+    for repo_id, published in [("amused/amused-256", parity.AMUSED_256_VQVAE), ("amused/amused-512", parity.AMUSED_256_VQVAE),
+                               ("CompVis/ldm-celebahq-256", parity.LDM_CELEBAHQ_VQVAE)]:
+        (tmp_path / repo_id).mkdir(parents=True)
+        (tmp_path / repo_id / "config.json").write_text(json.dumps({"_class_name": "VQModel", **published}))
+        hub_snapshot(tmp_path / "cache", repo_id, {"vqvae/config.json": tmp_path / repo_id / "config.json"})
     for spec in registry.REGISTRY.values():
         with torch.device("meta"):
             codec = movq.load(spec.name, pretrained=False)

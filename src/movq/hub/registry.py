@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MOVQ, ORIGINAL
+from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL
 from movq.strict import unknown_name_error
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -52,7 +52,9 @@ class ModelSpec:
       (``package_dir`` inside ``movq/weights``).
     - ``format``: a name of :data:`movq.hub.formats.FORMATS`.
     - ``filenames``: the files to fetch, in order (DALL·E: encoder then decoder; diffusers: config
-      then weights).
+      then weights). Empty for a ``"hub"`` folder format: the (sub)folder is then read as
+      ``movq.load(repo_id, subfolder=...)`` reads it, with whichever weight file it holds (a diffusers
+      folder's ``.safetensors`` or ``.bin``).
     - ``preset``: the :mod:`movq.config` preset the weights need (``None``: the source carries its
       own architecture: a ``config.json``, or DALL·E's pickled modules).
     - ``size``: parameter count of that architecture (``"67.8M"``, checked by the tests);
@@ -196,6 +198,30 @@ REGISTRY: dict[str, ModelSpec] = {
             "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144-Pretrain",
             filenames=("IBQ_pretrain_262144.ckpt",),
             published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.53, psnr=22.69),
+        ),
+        ModelSpec(
+            "maskgit-vqgan-f16-256", "hub", MASKGIT,
+            "MaskGIT's VQGAN (PyTorch conversion of google-research/maskgit's ImageNet tokenizer), f=16, "
+            "1024 codes, no attention, trained on [0, 1] pixels",
+            "54.5M", preset="maskgit-vqgan-f16-1024", repo_id="fun-research/TiTok",
+            filenames=("maskgit-vqgan-imagenet-f16-256.bin",),
+        ),
+        ModelSpec(
+            "amused-256-vq", "hub", DIFFUSERS,
+            "aMUSEd 256's VQ (diffusers VQModel, f=16, 8192 codes, no mid attention, [0, 1] pixels)",
+            "146.2M", repo_id="amused/amused-256", filenames=("config.json", "diffusion_pytorch_model.safetensors"),
+            subfolder="vqvae",
+        ),
+        ModelSpec(
+            "amused-512-vq", "hub", DIFFUSERS,
+            "aMUSEd 512's VQ (diffusers VQModel, f=16, 8192 codes, no mid attention, [0, 1] pixels)",
+            "146.2M", repo_id="amused/amused-512", filenames=("config.json", "diffusion_pytorch_model.safetensors"),
+            subfolder="vqvae",
+        ),
+        ModelSpec(
+            "ldm-celebahq-256-vq", "hub", DIFFUSERS,
+            "CompVis LDM VQ-f4 of the CelebA-HQ 256 latent diffusion model (diffusers VQModel, 8192 codes of 3 dims)",
+            "55.3M", repo_id="CompVis/ldm-celebahq-256", subfolder="vqvae",
         ),
         ModelSpec(
             "movqgan-tiny-photos", "package", MOVQ,

@@ -9,7 +9,7 @@ For eager CPU inference :mod:`movq.modules.cpu_engine` runs the same computation
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,27 +31,33 @@ def preferred_memory_format(device: torch.device) -> torch.memory_format:
 class ResnetBlock(nn.Module):
     """Pre-activation ResNet block: norm-SiLU-conv3x3 twice, plus a 1x1 shortcut if channels change.
 
-    In ``[B, in_channels, H, W]``, out ``[B, out_channels, H, W]``.
+    In ``[B, in_channels, H, W]``, out ``[B, out_channels, H, W]``. ``bias=False`` leaves the biases
+    out of the three convolutions (MaskGIT's VQGAN). ``shortcut_from_output=True`` is MaskGIT's block
+    (from its JAX original): when the channels change, the 1x1 shortcut ``out -> out`` is applied to
+    the block's own output ``h``, ``h + nin_shortcut(h)``, instead of to the input.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, dropout: float = 0.0, zq_channels: int | None = None
+        self, in_channels: int, out_channels: int, dropout: float = 0.0, zq_channels: int | None = None,
+        bias: bool = True, shortcut_from_output: bool = False,
     ) -> None:
         super().__init__()
+        self.shortcut_from_output = shortcut_from_output
         self.norm1 = make_norm(in_channels, zq_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
         self.norm2 = make_norm(out_channels, zq_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=bias)
+        shortcut_in = out_channels if shortcut_from_output else in_channels
         self.nin_shortcut = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+            nn.Conv2d(shortcut_in, out_channels, kernel_size=1, bias=bias) if in_channels != out_channels else None
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x, zq)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h, zq))))
         if self.nin_shortcut is not None:
-            x = self.nin_shortcut(x)
+            x = self.nin_shortcut(h if self.shortcut_from_output else x)
         return x + h
 
 
@@ -82,13 +88,19 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 convolution, padded one pixel on the right and bottom. Halves H and W."""
+    """Halves H and W. ``kind="conv"`` (taming): stride-2 3x3 convolution, padded one pixel on the
+    right and bottom; ``kind="avgpool"`` (MaskGIT's VQGAN): 2x2 average pooling, no weights."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kind: Literal["conv", "avgpool"] = "conv") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+        if kind not in ("conv", "avgpool"):
+            raise ValueError(f"Downsample kind must be 'conv' or 'avgpool', got {kind!r}")
+        self.kind = kind
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0) if kind == "conv" else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.conv is None:
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
@@ -107,16 +119,18 @@ class MidBlock(nn.Module):
     """ResNet - attention - ResNet at the lowest resolution. In and out ``[B, C, h, w]``.
 
     ``attention=False`` leaves the attention out (``attn_1`` is ``None``): ResNet - ResNet, as
-    diffusers' ``mid_block_add_attention=False`` (aMUSEd's VQ).
+    diffusers' ``mid_block_add_attention=False`` (aMUSEd's VQ); ``bias=False``: bias-free ResNet
+    convolutions (MaskGIT's VQGAN).
     """
 
     def __init__(
-        self, channels: int, dropout: float, zq_channels: int | None = None, attention: bool = True
+        self, channels: int, dropout: float, zq_channels: int | None = None, attention: bool = True,
+        bias: bool = True,
     ) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
+        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels, bias=bias)
         self.attn_1 = AttnBlock(channels, zq_channels) if attention else None
-        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels, bias=bias)
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.block_1(x, zq)

@@ -355,6 +355,8 @@ def _plan(root: nn.Module) -> list[tuple[Any, str, Callable]]:
     if cached is None or cached[0] != key:
         swaps = [(None if module is root else module, name, fn)
                  for module in root.modules() for name, fn in FORWARDS.get(type(module), {}).items()]
+        if not handles(root):  # MaskGIT's blocks: the plain forwards, everywhere in root
+            swaps = []
         cached = _PLANS[root] = (key, swaps)
     return cached[1]
 
@@ -363,12 +365,22 @@ def engaged(root: nn.Module, x: Tensor) -> AbstractContextManager[None]:
     """A context that runs the movq modules inside ``root`` (``root`` included) with the engine's
     forwards when ``x``, the input about to go in, is :func:`eager_cpu_inference` (and the oneDNN ops
     exist); otherwise a ``nullcontext`` (what ``torch.compile`` / ``torch.export`` trace). Nested
-    engagements leave the outer one's swaps alone. The swap is per module instance: another thread
+    engagements leave the outer one's swaps alone. Modules it does not compute (:func:`handles`) keep
+    their own forwards. The swap is per module instance: another thread
     running the same modules meanwhile gets the engine too, whose kernels check
     :func:`eager_cpu_inference` at every call and fall back to the plain computation."""
     if not (_CONV_OPS and _LINEAR_OP and eager_cpu_inference(x)):
         return nullcontext()
     return _swapped(root)
+
+
+def handles(root: nn.Module) -> bool:
+    """Whether the engine's forwards compute what ``root``'s modules do: not for MaskGIT's blocks
+    (ResNet shortcuts on the block's output, average-pool downsampling), which run as written."""
+    return not any(
+        (isinstance(m, ResnetBlock) and m.shortcut_from_output) or (isinstance(m, Downsample) and m.conv is None)
+        for m in root.modules()
+    )
 
 
 @contextmanager

@@ -35,17 +35,19 @@ class Decoder(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         ch, dropout = config.ch, config.dropout
+        maskgit = getattr(config, "network", "taming") == "maskgit"  # see CodecConfig.network
         zq_channels = config.embed_dim if config.norm == "spatial" else None
         self.conditioned = zq_channels is not None
         block_in = ch * config.ch_mult[-1]
         self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, padding=1)
-        self.mid = MidBlock(block_in, dropout, zq_channels, attention=config.mid_attention)
+        self.mid = MidBlock(block_in, dropout, zq_channels, attention=config.mid_attention, bias=not maskgit)
         levels: list[Level] = []
         for i in reversed(range(len(config.ch_mult))):
             block_out = ch * config.ch_mult[i]
             blocks, attns = [], []
-            for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout, zq_channels))
+            for _ in range(config.num_res_blocks + (0 if maskgit else 1)):
+                blocks.append(ResnetBlock(block_in, block_out, dropout, zq_channels, bias=not maskgit,
+                                          shortcut_from_output=maskgit))
                 block_in = block_out
                 if level_has_attention(config, i):
                     attns.append(AttnBlock(block_in, zq_channels))

@@ -33,23 +33,26 @@ class Encoder(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         ch, dropout = config.ch, config.dropout
-        self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, padding=1)
+        maskgit = getattr(config, "network", "taming") == "maskgit"  # see CodecConfig.network
+        bias, kind = not maskgit, "avgpool" if maskgit else "conv"
+        self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, padding=1, bias=bias)
         self.down = nn.ModuleList()
         block_in = ch
         for i, mult in enumerate(config.ch_mult):
             block_out = ch * mult
             blocks, attns = [], []
             for _ in range(config.num_res_blocks):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                blocks.append(ResnetBlock(block_in, block_out, dropout, bias=bias, shortcut_from_output=maskgit))
                 block_in = block_out
                 if level_has_attention(config, i):
                     attns.append(AttnBlock(block_in))
             level = Level(blocks, attns)
-            level.downsample = Downsample(block_in) if i != len(config.ch_mult) - 1 else None
+            level.downsample = Downsample(block_in, kind) if i != len(config.ch_mult) - 1 else None
             self.down.append(level)
-        self.mid = MidBlock(block_in, dropout, attention=config.mid_attention)
+        self.mid = MidBlock(block_in, dropout, attention=config.mid_attention, bias=bias)
         self.norm_out = GroupNorm(block_in)
-        self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
+        kernel = 1 if maskgit else 3
+        self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=kernel, padding=kernel // 2)
 
     @property
     def local_levels(self) -> int:

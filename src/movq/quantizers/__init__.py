@@ -26,6 +26,7 @@ from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer
 from .index_propagation import IBQConfig, IndexPropagationQuantizer
 from .lfq import LFQ, LFQConfig
+from .projected import ProjectedConfig, ProjectedQuantizer
 from .residual import ResidualConfig, ResidualVectorQuantizer
 from .vq import VectorQuantizer, VQConfig
 
@@ -43,6 +44,8 @@ __all__ = [
     "IBQConfig",
     "IndexPropagationQuantizer",
     "LFQConfig",
+    "ProjectedConfig",
+    "ProjectedQuantizer",
     "Quantizer",
     "QuantizerConfig",
     "QuantizerConfigBase",
@@ -58,7 +61,9 @@ __all__ = [
     "nearest_code",
 ]
 
-QuantizerConfig = VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig
+QuantizerConfig = (
+    VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig | ProjectedConfig
+)
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 
 
