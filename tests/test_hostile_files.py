@@ -1002,7 +1002,7 @@ WRITES_IN_PLACE = {
     "train/logs.py::CSVLog": "log.csv is an append-only log, cut back to the checkpoint's step on --resume",
     "hub/download.py": "a download goes to *.incomplete and is renamed into place",
 }
-MOVQ_SAVERS = ("cache.save", "self.save", "self.loop.save")
+MOVQ_SAVERS = ("cache.save", "self.save", "self.loop.save", "self.stage.save")
 """movq's own save methods (a bench cache, a training loop's checkpoint): they write through the above."""
 
 
@@ -1017,11 +1017,19 @@ def _unprotected_writes(file: Path) -> list[str]:
             callback = call.args[1]
             callback = functions.get(callback.id, callback) if isinstance(callback, ast.Name) else callback
             protected.update(id(node) for node in ast.walk(callback))
+            for inner in ast.walk(callback):  # a helper the callback calls writes to the temporary file too
+                if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in functions:
+                    protected.update(id(node) for node in ast.walk(functions[inner.func.id]))
+    in_memory = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 and isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == "io.BytesIO"
+                 for target in node.targets if isinstance(target, ast.Name)}
     lines = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or id(node) in protected:
             continue
         name = ast.unparse(node.func)
+        if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in in_memory:
+            continue  # written to an io.BytesIO, not to a file
         mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
         if (
             (name == "open" and mode is not None and any(c in ast.unparse(mode) for c in "wax"))
