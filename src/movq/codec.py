@@ -278,7 +278,7 @@ class Codec(nn.Module):
     def enable_tiling(
         self,
         tile_size: int = 512,
-        overlap: int = 128,
+        overlap: int = 32,
         *,
         auto: bool = False,
         memory_budget: int | None = None,
