@@ -43,7 +43,7 @@ with torch.no_grad():  # spread like trained weights: norm scales around 1, code
 codecs = {"fp32": base, "bf16": Codec(get_preset(preset)).eval()}
 codecs["bf16"].load_state_dict(base.state_dict())
 codecs["bf16"] = codecs["bf16"].to(torch.bfloat16)
-if tiling >= 0:  # 512 px tiles, 128 px overlap, ``tiling`` image-wide statistics passes
+if tiling >= 0:  # 512 px tiles, the default overlap, ``tiling`` image-wide statistics passes
     for codec in codecs.values():
         codec.enable_tiling(stat_passes=tiling)
 files = sorted(p for p in __import__("pathlib").Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".png"))
