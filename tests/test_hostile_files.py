@@ -1104,3 +1104,21 @@ def test_a_codec_folder_with_nan_weights_is_refused_naming_the_file(tmp_path):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"model.safetensors.*NaN or inf.*decoder.conv_out.weight"):
         movq.load(tmp_path)
+
+
+@pytest.mark.parametrize("opcodes", [
+    b"\x80\x04\x95" + (2**63 - 1).to_bytes(8, "little"),  # FRAME of 2^63 - 1 bytes
+    b"\x80\x04\x8e" + (2**62).to_bytes(8, "little"),  # BINBYTES8 of 2^62 bytes
+    b"\x80\x04\x96" + (2**63 - 1).to_bytes(8, "little"),  # BYTEARRAY8
+    b"\x80\x04\x8d" + (2**40).to_bytes(8, "little"),  # BINUNICODE8 of a terabyte
+], ids=["FRAME", "BINBYTES8", "BYTEARRAY8", "BINUNICODE8"])
+def test_a_pickle_length_field_claiming_exabytes_is_a_read_error_naming_the_file(tmp_path, opcodes):
+    """About 2% of random 300-byte files are pickles whose length field claims more memory than exists:
+    torch.load and the restricted unpickler raise a bare OverflowError or MemoryError, which used to reach
+    the user without the file's name (found by `bench --lpips-weights garbage file`, whose bytes are random)."""
+    from movq.hub.safe_load import CheckpointReadError, load_state_file
+
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(opcodes + bytes(300 - len(opcodes)))
+    with pytest.raises(CheckpointReadError, match=f"cannot read {path}"):
+        load_state_file(path)

@@ -64,8 +64,6 @@ def load_state_file(path: str | Path) -> Any:
         # Pickled objects beyond plain containers (module objects, Lightning callback classes as
         # dict keys): the restricted unpickler rebuilds them inertly or refuses.
         return load_pickled_modules(path)
-    except MemoryError:
-        raise
     except Exception as error:  # noqa: BLE001 - torch's readers raise many types (KeyError, struct.error...) on garbage
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointReadError(
@@ -292,8 +290,10 @@ def load_pickled_modules(path: str | Path) -> Any:
     except CheckpointReadError as error:
         raise CheckpointReadError(f"cannot read {path}: {error}") from None
     except (pickle.UnpicklingError, EOFError, KeyError, zipfile.BadZipFile, ValueError, TypeError,
-            RuntimeError, IndexError, AttributeError, struct.error) as error:
-        raise CheckpointReadError(f"cannot read {path} (truncated, corrupt, or not a checkpoint): {error}") from None
+            RuntimeError, IndexError, AttributeError, struct.error, OverflowError, MemoryError) as error:
+        # OverflowError / MemoryError: a garbage length field (FRAME, BINBYTES, ...) claiming exabytes
+        raise CheckpointReadError(f"cannot read {path} (truncated, corrupt, or not a checkpoint): "
+                                  f"{type(error).__name__}: {error}") from None
 
 
 def _load_zip(path: Path) -> Any:
