@@ -178,11 +178,7 @@ def record_llamagen(repo: Path, variant: str, size: int) -> dict[str, Any]:
         "inputs_checksum": checksum(images),
         "tokens": tokens.tolist(),
         "pixels": pixel_summary(pixels),
-        "parity": {
-            "tokens_equal": float((movq_tokens == tokens).double().mean()),
-            "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
-            "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
-        },
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
     }
 
 
@@ -314,11 +310,7 @@ def record_ibq(repo: Path, codebook_size: int, size: int) -> dict[str, Any]:
         "inputs_checksum": checksum(images),
         "tokens": tokens.tolist(),
         "pixels": pixel_summary(pixels),
-        "parity": {
-            "tokens_equal": float((movq_tokens == tokens).double().mean()),
-            "max_pixel_difference": float((movq_unclamped - pixels).abs().max()),
-            "max_pixel_difference_clamped": float((movq_pixels - pixels.clamp(-1, 1)).abs().max()),
-        },
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
     }
 
 

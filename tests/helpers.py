@@ -78,6 +78,27 @@ def tiny_codec(seed: int = 0, config: CodecConfig | None = None, **fields: Any) 
     return Codec(CodecConfig.from_dict(config.to_dict())).eval()
 
 
+def assert_matches_family_fixture(codec: Any, images: torch.Tensor, recorded: dict[str, Any]) -> torch.Tensor:
+    """``codec`` against a family's recorded original (``tests/fixtures/<family>.json``, written by
+    ``benchmarks/record_family_fixtures.py``): ``codec.encode(images)`` equals the original's token ids on
+    at least 99.9% of positions, and ``codec.decode`` of those ids matches the recorded crop and per-channel
+    mean / std within 1e-3; the recording itself measured the same bounds. Returns ``codec.encode(images)``."""
+    crop_size = benchmark_module("record_family_fixtures").CROP
+    tokens = codec.encode(images)
+    expected = torch.tensor(recorded["tokens"])
+    assert tokens.shape == expected.shape
+    assert (tokens == expected).double().mean() >= 0.999
+    pixels = codec.decode(expected, clamp=False)
+    summary = recorded["pixels"]
+    top, left = summary["crop_top_left"]
+    crop = pixels[:, :, top:top + crop_size, left:left + crop_size].double()
+    assert (crop - torch.tensor(summary["crop"], dtype=torch.float64)).abs().max() < 1e-3
+    assert torch.allclose(pixels.double().mean(dim=(2, 3)), torch.tensor(summary["mean"], dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(pixels.double().std(dim=(2, 3)), torch.tensor(summary["std"], dtype=torch.float64), atol=1e-3)
+    assert recorded["parity"]["tokens_equal"] >= 0.999 and recorded["parity"]["max_pixel_difference"] < 1e-3
+    return tokens
+
+
 # ------------------------------------------------------------------ Hugging Face Hub cache
 
 HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -18,7 +18,14 @@ import pytest
 import torch
 
 import movq
-from helpers import TRAIN_CODEC, benchmark_module, make_hub_cache, make_images, tiny_train_config
+from helpers import (
+    TRAIN_CODEC,
+    assert_matches_family_fixture,
+    benchmark_module,
+    make_hub_cache,
+    make_images,
+    tiny_train_config,
+)
 from movq.hub import registry
 from movq.hub.ibq import is_ibq_network
 from movq.hub.llamagen import codec_shapes
@@ -69,17 +76,7 @@ def test_load_matches_the_original_tokens_and_pixels(published, caplog):
     assert "dropping 35 training-only keys (loss.discriminator: 22 keys, model_ema shadows of them: 13 keys)" in caplog.text
     assert torch.equal(codec.quantize.embedding.weight, ema["quantize.embedding.weight"])
 
-    tokens = codec.encode(images)
-    expected = torch.tensor(FIXTURE["tokens"])
-    assert (tokens == expected).double().mean() >= 0.999
-    pixels = codec.decode(expected, clamp=False)
-    summary = FIXTURE["pixels"]
-    top, left = summary["crop_top_left"]
-    crop = pixels[:, :, top:top + fixtures.CROP, left:left + fixtures.CROP].double()
-    assert (crop - torch.tensor(summary["crop"], dtype=torch.float64)).abs().max() < 1e-3
-    assert torch.allclose(pixels.double().mean(dim=(2, 3)), torch.tensor(summary["mean"], dtype=torch.float64), atol=1e-3)
-    assert torch.allclose(pixels.double().std(dim=(2, 3)), torch.tensor(summary["std"], dtype=torch.float64), atol=1e-3)
-    assert FIXTURE["parity"]["tokens_equal"] >= 0.999 and FIXTURE["parity"]["max_pixel_difference"] < 1e-3
+    assert_matches_family_fixture(codec, images, FIXTURE)
 
 
 def test_training_path_matches_the_original(published):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import movq
-from helpers import benchmark_module, make_hub_cache
+from helpers import assert_matches_family_fixture, benchmark_module, make_hub_cache
 from movq.hub import registry
 from movq.hub.formats import LLAMAGEN, detect_format
 from movq.hub.llamagen import codec_shapes, llamagen_key_to_movq, movq_key_to_llamagen
@@ -80,19 +80,7 @@ def test_load_matches_the_original_tokens_and_pixels(published):
     assert codec.config.name == family == recorded["preset"]
     assert codec.config.quantizer.l2_normalize and codec.codebook_size == 16384 and codec.config.embed_dim == 8
 
-    tokens = codec.encode(images)
-    expected = torch.tensor(recorded["tokens"])
-    assert tokens.shape == expected.shape
-    assert (tokens == expected).double().mean() >= 0.999
-
-    pixels = codec.decode(expected, clamp=False)
-    summary = recorded["pixels"]
-    top, left = summary["crop_top_left"]
-    crop = pixels[:, :, top:top + fixtures.CROP, left:left + fixtures.CROP]
-    assert (crop.double() - torch.tensor(summary["crop"], dtype=torch.float64)).abs().max() < 1e-3
-    assert torch.allclose(pixels.double().mean(dim=(2, 3)), torch.tensor(summary["mean"], dtype=torch.float64), atol=1e-3)
-    assert torch.allclose(pixels.double().std(dim=(2, 3)), torch.tensor(summary["std"], dtype=torch.float64), atol=1e-3)
-    assert recorded["parity"]["tokens_equal"] >= 0.999 and recorded["parity"]["max_pixel_difference"] < 1e-3
+    assert_matches_family_fixture(codec, images, recorded)
 
 
 def test_codebook_usage_buffer_is_ignored_and_said_so(published, caplog, tmp_path):

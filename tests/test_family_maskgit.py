@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import movq
-from helpers import benchmark_module, make_hub_cache
+from helpers import assert_matches_family_fixture, benchmark_module, make_hub_cache
 from movq.config import CodecConfig
 from movq.hub import registry
 from movq.hub.formats import MASKGIT, detect_format
@@ -61,17 +61,8 @@ def test_load_matches_the_original_tokens_and_pixels(published):
     assert codec.input_range == (0.0, 1.0) and codec.codebook_size == 1024
     assert isinstance(codec.quant_conv, torch.nn.Identity) and isinstance(codec.post_quant_conv, torch.nn.Identity)
 
-    tokens = codec.encode(images)  # movq's API in [-1, 1]; the network sees (x + 1) / 2 as the original did
-    expected = torch.tensor(FIXTURE["tokens"])
-    assert (tokens == expected).double().mean() >= 0.999
-    pixels = codec.decode(expected, clamp=False)
-    summary = FIXTURE["pixels"]
-    top, left = summary["crop_top_left"]
-    crop = pixels[:, :, top:top + fixtures.CROP, left:left + fixtures.CROP].double()
-    assert (crop - torch.tensor(summary["crop"], dtype=torch.float64)).abs().max() < 1e-3
-    assert torch.allclose(pixels.double().mean(dim=(2, 3)), torch.tensor(summary["mean"], dtype=torch.float64), atol=1e-3)
-    assert torch.allclose(pixels.double().std(dim=(2, 3)), torch.tensor(summary["std"], dtype=torch.float64), atol=1e-3)
-    assert FIXTURE["parity"]["tokens_equal"] >= 0.999 and FIXTURE["parity"]["max_pixel_difference"] < 1e-3
+    # movq's API in [-1, 1]; the network sees (x + 1) / 2 as the original did
+    tokens = assert_matches_family_fixture(codec, images, FIXTURE)
 
     # the CPU engine does not compute MaskGIT's blocks: it declines, and the plain modules give these outputs
     assert not cpu_engine.handles(codec) and cpu_engine.handles(movq.Codec(movq.get_preset("movqgan-tiny")))

@@ -20,7 +20,13 @@ import pytest
 import torch
 
 import movq
-from helpers import TRAIN_CODEC, benchmark_module, make_images, tiny_train_config
+from helpers import (
+    TRAIN_CODEC,
+    assert_matches_family_fixture,
+    benchmark_module,
+    make_images,
+    tiny_train_config,
+)
 from movq.config import CodecConfig
 from movq.hub.formats import VQGAN_LC, detect_format
 from movq.hub.llamagen import codec_shapes
@@ -67,17 +73,7 @@ def test_load_matches_the_original_tokens_and_pixels(published, caplog):
             "perceptual_loss.scaling_layer: 2 keys)") in caplog.text
     assert torch.equal(codec.quantize.codebook, weights["tok_embeddings.weight"])
 
-    tokens = codec.encode(images)
-    expected = torch.tensor(FIXTURE["tokens"])
-    assert (tokens == expected).double().mean() >= 0.999
-    pixels = codec.decode(expected, clamp=False)
-    summary = FIXTURE["pixels"]
-    top, left = summary["crop_top_left"]
-    crop = pixels[:, :, top:top + fixtures.CROP, left:left + fixtures.CROP].double()
-    assert (crop - torch.tensor(summary["crop"], dtype=torch.float64)).abs().max() < 1e-3
-    assert torch.allclose(pixels.double().mean(dim=(2, 3)), torch.tensor(summary["mean"], dtype=torch.float64), atol=1e-3)
-    assert torch.allclose(pixels.double().std(dim=(2, 3)), torch.tensor(summary["std"], dtype=torch.float64), atol=1e-3)
-    assert FIXTURE["parity"]["tokens_equal"] >= 0.999 and FIXTURE["parity"]["max_pixel_difference"] < 1e-3
+    assert_matches_family_fixture(codec, images, FIXTURE)
 
 
 def test_training_path_matches_the_original(published):
