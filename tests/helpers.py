@@ -253,6 +253,31 @@ def token_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in names if p.name != "meta.json"}
 
 
+def kill_tokenize_after_first_shard(args: list[str], out: Path) -> tuple[int, subprocess.CompletedProcess]:
+    """Run ``movq-tokenize ARGS --out OUT`` in a child, SIGKILL it as soon as shard 0's sidecar exists, then
+    rerun the same command to completion (asserting the killed run wrote no index). Returns (shard sidecars
+    finished before the kill, the rerun's result)."""
+    import signal
+    import time
+
+    from movq.tokenize.shards import shard_paths
+
+    cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = shard_paths(out, 0)[1]
+    start = time.time()
+    while not first.exists():
+        assert proc.poll() is None, proc.communicate()[0][-2000:]
+        assert time.time() - start < 120
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / "shards").glob("*.json")))
+    assert not (out / "index.jsonl").exists()  # killed before the end: no index yet
+    return finished, subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+
+
 def rewrite_shard(out: Path, shard: int, values=None, stamp: dict | None = None) -> None:
     """Replace shard ``shard``'s data file (atomically) by ``values(old tensor)`` and / or another run stamp."""
     from safetensors import safe_open

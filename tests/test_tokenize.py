@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,14 @@ from PIL import Image
 from safetensors import safe_open
 
 import movq
-from helpers import SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, rewrite_shard, token_files
+from helpers import (
+    TOKENIZE_FAST,
+    TOKENIZE_MODEL,
+    TOKENIZE_RES,
+    kill_tokenize_after_first_shard,
+    rewrite_shard,
+    token_files,
+)
 from movq.image_files import load_preprocessed
 from movq.tokenize.cli import EXIT_ERROR, main
 from movq.tokenize.dataset import TokenDataset, collate_items
@@ -147,20 +149,8 @@ def test_killed_run_resumes_to_the_same_output(token_data_dir, tmp_path):
     manifest = tmp_path / "many.jsonl"
     manifest.write_text("".join(json.dumps({"image": str(token_data_dir / GOOD[i % 5])}) + "\n" for i in range(150)))
     args = ["--model", TOKENIZE_MODEL, "--data", str(manifest), *TOKENIZE_FAST]
-    cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(tmp_path / "killed")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = shard_paths(tmp_path / "killed", 0)[1]
-    start = time.time()
-    while not first.exists():
-        assert proc.poll() is None, proc.communicate()[0][-2000:]
-        assert time.time() - start < 120
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = len(list((tmp_path / "killed" / "shards").glob("*.json")))
-    assert 1 <= finished < 75 and not (tmp_path / "killed" / "index.jsonl").exists()
-    res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    finished, res = kill_tokenize_after_first_shard(args, tmp_path / "killed")
+    assert 1 <= finished < 75
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"{finished} of 75 shards already finished" in res.stdout
     assert not list((tmp_path / "killed" / "shards").glob(".*.tmp"))  # a kill's temporary files are cleaned up

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -24,11 +23,18 @@ import torch
 from PIL import Image
 
 import movq
-from helpers import BENCH_IMAGES, SRC, TOKENIZE_FAST, TOKENIZE_MODEL, TOKENIZE_RES, token_files
+from helpers import (
+    BENCH_IMAGES,
+    SRC,
+    TOKENIZE_FAST,
+    TOKENIZE_MODEL,
+    TOKENIZE_RES,
+    kill_tokenize_after_first_shard,
+    token_files,
+)
 from movq.image_files import load_preprocessed
 from movq.tokenize.cli import EXIT_ERROR, main
 from movq.tokenize.dataset import TokenDataset, collate_items
-from movq.tokenize.shards import shard_paths
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -361,20 +367,8 @@ def test_two_torchrun_processes_equal_one_on_a_brace_pattern(photos, tmp_path):
 def test_killed_run_on_tar_shards_resumes_to_the_same_output(photos, tmp_path):
     pattern = _tars(photos, tmp_path / "tars", per_shard=50)
     args = ["--model", TOKENIZE_MODEL, "--data", pattern, *TOKENIZE_FAST]
-    cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(tmp_path / "killed")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = shard_paths(tmp_path / "killed", 0)[1]
-    start = time.time()
-    while not first.exists():
-        assert proc.poll() is None, proc.communicate()[0][-2000:]
-        assert time.time() - start < 120
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = len(list((tmp_path / "killed" / "shards").glob("*.json")))
-    assert 1 <= finished < 75 and not (tmp_path / "killed" / "index.jsonl").exists()
-    res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    finished, res = kill_tokenize_after_first_shard(args, tmp_path / "killed")
+    assert 1 <= finished < 75
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"{finished} of 75 shards already finished" in res.stdout
     assert run([*args, "--out", str(tmp_path / "clean")]) == 0
