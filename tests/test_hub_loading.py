@@ -83,6 +83,22 @@ def test_list_models_covers_every_published_family():
     for entry in models.values():
         assert entry["source"] and entry["size"] and entry["description"]
     assert "ai-forever/MoVQGAN" in models["sber-movqgan-67m"]["source"]
+    # every family of 2022-2025 is listed with the ImageNet figures as its authors published them,
+    # labelled so (and where they were read when it was a citing paper), or why there are none
+    assert "authors' figures (LlamaGen README" in models["llamagen-vq16-c2i"]["published"]
+    assert "rFID 2.28" in models["maskgit-vqgan-f16-256"]["published"]
+    assert "as cited by TiTok" in models["maskgit-vqgan-f16-256"]["published"]
+    assert "rFID 2.62, PSNR 23.80, 16x16 tokens, 100000 codes" in models["vqgan-lc-100k"]["published"]
+    for name in ("amused-256-vq", "amused-512-vq", "ldm-celebahq-256-vq"):
+        assert models[name]["published"].startswith("no ImageNet figures published: trained on ")
+
+
+def test_a_model_published_where_no_program_can_fetch_it_says_where_and_how_to_load_it():
+    with pytest.raises(FileNotFoundError, match=r"drive\.google\.com.*vqgan-lc-100K-f16-dim8\.pth.*movq\.load\('/path/to/"):
+        movq.load("vqgan-lc-100k")
+    with torch.device("meta"):
+        codec = movq.load("vqgan-lc-100k", pretrained=False)
+    assert codec.codebook_size == 100000 and codec.config.name == "vqgan-lc-100k"
 
 
 def test_pretrained_false_builds_presets_and_registered_architectures():

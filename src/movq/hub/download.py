@@ -52,6 +52,11 @@ def fetch(
                 "there, or load such a folder by path: movq.load('/path/to/folder')."
             )
         return [folder]
+    if spec.source == "manual":
+        raise WeightsNotAvailableError(
+            f"model {spec.name!r} is published only at {spec.location}, which no program can download: "
+            f"download {spec.filenames[0]} from there and load it by path: movq.load('/path/to/{spec.filenames[0]}')."
+        )
     wanted = spec.filenames if files is None else tuple(files)
     unknown = sorted(set(wanted) - set(spec.filenames))
     if unknown:

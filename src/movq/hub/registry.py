@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL
+from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL, VQGAN_LC
 from movq.strict import unknown_name_error
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -22,7 +22,9 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 class PublishedFigures:
     """A model's ImageNet reconstruction figures *as its authors published them* (not measured by
     movq): ``rfid`` and ``psnr`` (``None`` where the authors give none), ``tokens`` per image (e.g.
-    ``"16x16"``) at ``resolution`` pixels, ``codebook_size``, and ``source``, where they are stated."""
+    ``"16x16"``) at ``resolution`` pixels, ``codebook_size``, and ``source``, where they are stated.
+    ``cited_by`` names the paper or page the figure was read from when the authors' own publication
+    could not be checked here (the line then says so)."""
 
     tokens: str
     codebook_size: int
@@ -30,6 +32,7 @@ class PublishedFigures:
     rfid: float | None = None
     psnr: float | None = None
     resolution: int = 256
+    cited_by: str | None = None
 
     def describe(self) -> str:
         """One line: ``"authors' figures (source): ImageNet 256px, rFID 2.19, PSNR not published, ..."``."""
@@ -37,8 +40,9 @@ class PublishedFigures:
         def shown(value: float | None) -> str:
             return "not stated" if value is None else f"{value:.2f}"
 
+        source = self.source if self.cited_by is None else f"{self.source}, as cited by {self.cited_by}"
         return (
-            f"authors' figures ({self.source}): ImageNet {self.resolution}px, rFID {shown(self.rfid)}, "
+            f"authors' figures ({source}): ImageNet {self.resolution}px, rFID {shown(self.rfid)}, "
             f"PSNR {shown(self.psnr)}, {self.tokens} tokens, {self.codebook_size} codes"
         )
 
@@ -48,8 +52,10 @@ class ModelSpec:
     """Where a published codec lives and how to read it.
 
     - ``source``: ``"hub"`` (``repo_id`` / ``filenames`` / ``subfolder`` at ``revision``), ``"url"``
-      (``urls``, one per file of ``filenames``, cached under the Hub cache), or ``"package"``
-      (``package_dir`` inside ``movq/weights``).
+      (``urls``, one per file of ``filenames``, cached under the Hub cache), ``"package"``
+      (``package_dir`` inside ``movq/weights``), or ``"manual"`` (published where no program can
+      fetch it, e.g. a Google Drive folder at ``urls[0]``: ``movq.load(name)`` says where to get
+      ``filenames[0]`` and to load it by path; ``pretrained=False`` builds the architecture).
     - ``format``: a name of :data:`movq.hub.formats.FORMATS`.
     - ``filenames``: the files to fetch, in order (DALL·E: encoder then decoder; diffusers: config
       then weights). Empty for a ``"hub"`` folder format: the (sub)folder is then read as
@@ -59,11 +65,12 @@ class ModelSpec:
       own architecture: a ``config.json``, or DALL·E's pickled modules).
     - ``size``: parameter count of that architecture (``"67.8M"``, checked by the tests);
       ``description``: one line for :func:`list_models`.
-    - ``published``: the authors' own ImageNet figures (:class:`PublishedFigures`), when they give them.
+    - ``published``: the authors' own ImageNet figures (:class:`PublishedFigures`), when they give them;
+      ``unpublished``: why there are none (e.g. not trained on ImageNet), shown instead.
     """
 
     name: str
-    source: Literal["hub", "url", "package"]
+    source: Literal["hub", "url", "package", "manual"]
     format: str
     description: str
     size: str
@@ -75,6 +82,7 @@ class ModelSpec:
     urls: tuple[str, ...] = ()
     package_dir: str | None = None
     published: PublishedFigures | None = None
+    unpublished: str = ""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -86,7 +94,7 @@ class ModelSpec:
         if self.source == "hub":
             parts = [self.repo_id or "", self.subfolder or "", self.filenames[0] if len(self.filenames) == 1 else ""]
             return "hf://" + "/".join(p for p in parts if p) + f"@{self.revision}"
-        if self.source == "url":
+        if self.source in ("url", "manual"):
             return ", ".join(self.urls)
         return str(PACKAGE_WEIGHTS / (self.package_dir or self.name))
 
@@ -94,6 +102,8 @@ class ModelSpec:
 _MOVQGAN = "ai-forever/MoVQGAN"
 _LLAMAGEN_README = "LlamaGen README, github.com/FoundationVision/LlamaGen"
 _IBQ_DOCS = "SEED-Voken docs/IBQ.md, github.com/TencentARC/SEED-Voken"
+_OPTVQ_README = "OptVQ's README, github.com/zbr17/OptVQ"
+_NOT_IMAGENET = "no ImageNet figures published: trained on {}"
 _TAMING = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -205,23 +215,35 @@ REGISTRY: dict[str, ModelSpec] = {
             "1024 codes, no attention, trained on [0, 1] pixels",
             "54.5M", preset="maskgit-vqgan-f16-1024", repo_id="fun-research/TiTok",
             filenames=("maskgit-vqgan-imagenet-f16-256.bin",),
+            published=PublishedFigures("16x16", 1024, "MaskGIT, Chang et al. 2022", rfid=2.28,
+                                       cited_by="TiTok (Yu et al. 2024) and " + _OPTVQ_README),
+        ),
+        ModelSpec(
+            "vqgan-lc-100k", "manual", VQGAN_LC,
+            "VQGAN-LC (taming VQGAN + a frozen 100,000 x 768 CLIP-feature codebook behind a learned projection "
+            "to 8 dims), ImageNet, f=16; published on Google Drive only: download it, then movq.load(path)",
+            "71.8M", preset="vqgan-lc-f16-100k", filenames=("vqgan-lc-100K-f16-dim8.pth",),
+            urls=("https://drive.google.com/drive/folders/12824gtaR_upGH1DJRNfAjQFiw8c1FmwJ",),
+            published=PublishedFigures("16x16", 100000, "VQGAN-LC, Zhu et al. 2024, arXiv:2406.11837", rfid=2.62,
+                                       psnr=23.80, cited_by=_OPTVQ_README),
         ),
         ModelSpec(
             "amused-256-vq", "hub", DIFFUSERS,
             "aMUSEd 256's VQ (diffusers VQModel, f=16, 8192 codes, no mid attention, [0, 1] pixels)",
             "146.2M", repo_id="amused/amused-256", filenames=("config.json", "diffusion_pytorch_model.safetensors"),
-            subfolder="vqvae",
+            subfolder="vqvae", unpublished=_NOT_IMAGENET.format("LAION (aMUSEd, Patil et al. 2024)"),
         ),
         ModelSpec(
             "amused-512-vq", "hub", DIFFUSERS,
             "aMUSEd 512's VQ (diffusers VQModel, f=16, 8192 codes, no mid attention, [0, 1] pixels)",
             "146.2M", repo_id="amused/amused-512", filenames=("config.json", "diffusion_pytorch_model.safetensors"),
-            subfolder="vqvae",
+            subfolder="vqvae", unpublished=_NOT_IMAGENET.format("LAION (aMUSEd, Patil et al. 2024)"),
         ),
         ModelSpec(
             "ldm-celebahq-256-vq", "hub", DIFFUSERS,
             "CompVis LDM VQ-f4 of the CelebA-HQ 256 latent diffusion model (diffusers VQModel, 8192 codes of 3 dims)",
             "55.3M", repo_id="CompVis/ldm-celebahq-256", subfolder="vqvae",
+            unpublished=_NOT_IMAGENET.format("CelebA-HQ (Rombach et al. 2022)"),
         ),
         ModelSpec(
             "movqgan-tiny-photos", "package", MOVQ,
@@ -244,7 +266,7 @@ def get_spec(name: str) -> ModelSpec:
 def list_models() -> list[dict[str, str]]:
     """One dict per registered model: ``name``, ``source`` (where the weights come from),
     ``format``, ``size`` (parameters), ``description`` and ``published`` (the authors' own ImageNet
-    figures, labelled as theirs; ``""`` when they published none), sorted by name."""
+    figures, labelled as theirs; otherwise why there are none, or ``""``), sorted by name."""
     return [
         {
             "name": spec.name,
@@ -252,7 +274,7 @@ def list_models() -> list[dict[str, str]]:
             "format": spec.format,
             "size": spec.size,
             "description": spec.description,
-            "published": spec.published.describe() if spec.published else "",
+            "published": spec.published.describe() if spec.published else spec.unpublished,
         }
         for spec in sorted(REGISTRY.values(), key=lambda s: s.name)
     ]
