@@ -87,7 +87,7 @@ class SampleFolder:
         if labels is not None and len(labels) != self.total:
             raise ValueError(f"{len(labels)} labels for {self.total} samples")
         self.rows, self.labels = list(rows), None if labels is None else [int(v) for v in labels]
-        body = {"format": SAMPLES_FORMAT, **spec, "num_samples": self.total, "batch_size": self.batch_size,
+        body = {"format": SAMPLES_FORMAT, **spec, "total_samples": self.total, "batch_size": self.batch_size,
                 "rows": hashlib.sha256(json.dumps(self.rows, sort_keys=True).encode()).hexdigest()}
         self.spec = {**body, "run": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]}
         self._check_compatible()
@@ -105,9 +105,11 @@ class SampleFolder:
             raise ValueError(f"--out {self.out}: {SPEC_NAME} is unreadable ({error}): use another folder") from None
         if not isinstance(old, dict) or old.get("format") != SAMPLES_FORMAT:
             raise ValueError(f"--out {self.out} holds something other than a {SAMPLES_FORMAT!r} folder: use another one")
-        keys = sorted(k for k in set(old) | set(self.spec) if k != "run")
-        diffs = [f"{k}: {_shown(old.get(k))} there, {_shown(self.spec.get(k))} now" for k in keys
-                 if old.get(k) != self.spec.get(k)]
+        there, now = _flat(old), _flat(self.spec)
+        keys = sorted(k for k in set(there) | set(now) if k not in ("run", "rows"))
+        diffs = [f"{k}: {_shown(there.get(k))} there, {_shown(now.get(k))} now" for k in keys if there.get(k) != now.get(k)]
+        if not diffs and there.get("rows") != now.get("rows"):
+            diffs = ["the samples' labels / prompts differ"]
         if diffs:
             raise ValueError(f"--out {self.out} holds samples of another run ({'; '.join(diffs)}): use another --out "
                              "(or the same settings to resume)")
@@ -211,6 +213,17 @@ def format_summary(prog: str, summary: dict[str, Any], out: str | os.PathLike) -
             f"{summary['processes']} process(es), {summary['chunks_skipped']} chunk(s) already done)")
 
 
+def _flat(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"settings": {"seed": 0}}`` -> ``{"settings.seed": 0}`` (so a refusal names the one setting that differs)."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _shown(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -260,7 +273,8 @@ class SampleConfig(StrictConfig):
 
     def settings(self) -> dict[str, Any]:
         """The fields that decide the samples (``samples.json``): all but where they go and how they are shown."""
-        return {k: v for k, v in asdict(self).items() if k not in ("run", "out", "device", "threads", "progress")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("run", "out", "device", "threads", "progress", "batch_size")}
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser, samples_help: str) -> None:
