@@ -70,6 +70,20 @@ def pngs(folder: Path) -> np.ndarray:
 # ------------------------------------------------------------------ pipelines
 
 
+def test_per_sample_draws_are_each_generators_own():
+    from movq.seeding import multinomial, randn, sample_generators
+
+    noise = randn((3, 2, 4), sample_generators(7, range(3)))
+    for i in range(3):
+        assert torch.equal(noise[i], torch.randn(2, 4, generator=torch.Generator().manual_seed(7 + i)))
+    probs = torch.softmax(torch.randn(3, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
+    draws = multinomial(probs, sample_generators(7, range(3)))
+    for i in range(3):
+        assert draws[i] == torch.multinomial(probs[i], 1, generator=torch.Generator().manual_seed(7 + i))[0]
+    one = torch.Generator().manual_seed(1)
+    assert torch.equal(randn((3, 2), one), torch.randn(3, 2, generator=torch.Generator().manual_seed(1)))
+
+
 def test_diffusion_pipeline_per_sample_generators_pil_and_progress(runs, capsys):
     from movq.diffusion import LatentDiffusionPipeline
     from movq.seeding import sample_generators
@@ -193,14 +207,23 @@ def test_npz_holds_the_pngs_and_the_labels(runs, tmp_path):
     assert [r["prompt"] for r in rows] == ["a red square"] * 3 + ["a blue circle"] * 3 + ["a green disc"] * 3
 
 
-def test_a_folder_of_other_settings_is_refused(runs, tmp_path):
+def test_a_finished_folder_reruns_to_the_same_bytes_and_other_settings_are_refused(runs, tmp_path):
     out = tmp_path / "s"
     assert run_cli("movq-diffusion-sample", [str(runs["diffusion"]), *DIFF_ARGS, "--out", str(out)]).rc == 0
     before = folder_bytes(out)
+    again = run_cli("movq-diffusion-sample", [str(runs["diffusion"]), *DIFF_ARGS, "--out", str(out)])
+    assert again.rc == 0 and "3 of 3 chunks already finished" in again.out and "generated now: 0" in again.out
+    assert folder_bytes(out) == before
     ok, why = expect_cli_error("movq-diffusion-sample", [str(runs["diffusion"]), *DIFF_ARGS, "--seed", "4",
                                                          "--out", str(out)], contains=("seed", "another run"))
     assert ok, why
     assert folder_bytes(out) == before
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    Image.new("RGB", (8, 8)).save(stray / "000000.png")
+    ok, why = expect_cli_error("movq-diffusion-sample", [str(runs["diffusion"]), *DIFF_ARGS, "--out", str(stray)],
+                               contains=("--out", "PNG files but no samples.json"))
+    assert ok, why
 
 
 BAD_DIFFUSION = [

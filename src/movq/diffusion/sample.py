@@ -136,8 +136,9 @@ def prepare(cfg: DiffusionSampleConfig, ctx: dist.DistContext) -> SampleJob:
         raise ValueError(f"--guidance {cfg.guidance:g}: this model is unconditional, there is nothing to guide")
     ids = class_ids(pipe, cfg.classes)
     labels = spread_labels(cfg.num_samples, ids) if ids else None
-    rows = [{} if labels is None else {"label": y, **({"class": pipe.labels[y]} if pipe.labels and y < len(pipe.labels)
-                                                      else {})} for y in (labels or [None] * cfg.num_samples)]
+    names = pipe.labels or []
+    rows = ([{"label": y, **({"class": names[y]} if y < len(names) else {})} for y in labels] if labels is not None
+            else [{} for _ in range(cfg.num_samples)])
     spec = {"settings": {**cfg.settings(), "sampler": cfg.resolved_sampler},
             "model_weights": weights_hash(pipe.model), "codec_weights": weights_hash(pipe.codec),
             "diffusion": pipe.diffusion.to_dict(), "device_type": ctx.device.type}
