@@ -30,13 +30,11 @@ from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.sampling import check_labels, generate
 from movq.diffusion.unet import UNet
-from movq.images import ImageFormat, from_tensor
+from movq.images import check_output_type, generated_output
 from movq.progress import ProgressBarConfig
 from movq.seeding import Generators
 
 RELEASE_NAME = "latent_diffusion.json"
-OUTPUT_TYPES = ("pil", "pt")
-"""What ``generate(output_type=...)`` returns: PIL images, or the tensor ``[B, 3, H, W]`` in ``[-1, 1]``."""
 RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
                 "labels")
 
@@ -146,14 +144,13 @@ class LatentDiffusionPipeline(ProgressBarConfig):
         respacing string. ``progress``: a tqdm bar over the steps (``None``: shown unless
         :meth:`set_progress_bar_config` ``(disable=True)``).
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"unknown output_type {output_type!r}; expected one of {list(OUTPUT_TYPES)}")
+        check_output_type(output_type)
         images = generate(
             self.model, self.diffusion, self.codec, labels=None if labels is None else self.label_ids(labels),
             cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
             sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
             generator=generator, progress=self._progress(progress), latent_scale=self.latent_scale,
         )
-        return images if output_type == "pt" else from_tensor(images, ImageFormat("pil", batched=True))
+        return generated_output(images, output_type)
 
     __call__ = generate

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from movq.atomic import require_regular_file
-from movq.images import ImageFormat, ImageInput, from_tensor
+from movq.images import ImageFormat, ImageInput, check_output_type, from_tensor, generated_output
 from movq.progress import ProgressBarConfig
 from movq.seeding import Generators, batch_generators, check_generators
 from movq.strict import read_json_object
@@ -141,8 +141,7 @@ class T2IPipeline(ProgressBarConfig):
         tokens = sequence_to_tokens(
             sequences, config.image_grid, config.image_depth, depth_axis=self.depth_axis
         )
-        images = self.codec.decode(tokens)
-        return images.clamp(-1, 1) if output_type == "pt" else from_tensor(images, ImageFormat("pil", batched=True))
+        return generated_output(self.codec.decode(tokens), output_type)
 
     @torch.no_grad()
     def __call__(
@@ -185,8 +184,7 @@ class T2IPipeline(ProgressBarConfig):
         for name, value in (("num_candidates", num_candidates), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if output_type not in ("pil", "pt"):
-            raise ValueError(f"unknown output_type {output_type!r}; expected 'pil' or 'pt'")
+        check_output_type(output_type)
         check_generators(generator, len(prompts) * num_candidates, self.model.device)
         if scorer is not None and not callable(scorer):
             raise TypeError(
