@@ -212,7 +212,8 @@ def sample(pipe: LatentDiffusionPipeline, labels: torch.Tensor, sampler: str, st
     generator = torch.Generator().manual_seed(seed)
     for i in range(0, len(labels), batch):
         names = [CLASSES[int(label)] for label in labels[i:i + batch]]  # the model's ids are its sorted folder names
-        x = pipe.generate(names, num_steps=steps, sampler=sampler, guidance_scale=guidance, generator=generator)
+        x = pipe.generate(names, num_steps=steps, sampler=sampler, guidance_scale=guidance, generator=generator,
+                          output_type="pt", progress=False)
         out.append((x + 1) / 2)
     return torch.cat(out), time.perf_counter() - start
 

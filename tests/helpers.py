@@ -253,28 +253,33 @@ def token_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in names if p.name != "meta.json"}
 
 
-def kill_tokenize_after_first_shard(args: list[str], out: Path) -> tuple[int, subprocess.CompletedProcess]:
-    """Run ``movq-tokenize ARGS --out OUT`` in a child, SIGKILL it as soon as shard 0's sidecar exists, then
-    rerun the same command to completion (asserting the killed run wrote no index). Returns (shard sidecars
-    finished before the kill, the rerun's result)."""
+def kill_when_exists(cmd: list[str], marker: Path, env: dict[str, str], done: Path | None = None) -> None:
+    """Run ``cmd`` in a child and SIGKILL it as soon as ``marker`` exists (asserting it was still running
+    then, and, when given, that its end-of-run file ``done`` was not written yet)."""
     import signal
     import time
 
-    from movq.tokenize.shards import shard_paths
-
-    cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = shard_paths(out, 0)[1]
     start = time.time()
-    while not first.exists():
+    while not marker.exists():
         assert proc.poll() is None, proc.communicate()[0][-2000:]
         assert time.time() - start < 120
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert done is None or not done.exists(), "the run finished before it could be killed"
+
+
+def kill_tokenize_after_first_shard(args: list[str], out: Path) -> tuple[int, subprocess.CompletedProcess]:
+    """Run ``movq-tokenize ARGS --out OUT`` in a child, SIGKILL it as soon as shard 0's sidecar exists, then
+    rerun the same command to completion (asserting the killed run wrote no index). Returns (shard sidecars
+    finished before the kill, the rerun's result)."""
+    from movq.tokenize.shards import shard_paths
+
+    cmd = [sys.executable, "-m", "movq.tokenize", *args, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
+    kill_when_exists(cmd, shard_paths(out, 0)[1], env, done=out / "index.jsonl")  # killed before the end: no index yet
     finished = len(list((out / "shards").glob("*.json")))
-    assert not (out / "index.jsonl").exists()  # killed before the end: no index yet
     return finished, subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
 
 

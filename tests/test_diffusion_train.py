@@ -157,11 +157,11 @@ def test_cli_trains_on_an_image_folder_and_the_release_samples(tmp_path, image_f
 
     pipe = LatentDiffusionPipeline.from_pretrained(out)
     assert pipe.labels == ["blue", "red"] and pipe.model.config.num_classes == 2
-    images = pipe.generate(["red", 0], num_steps=3, generator=torch.Generator().manual_seed(0))
+    images = pipe.generate(["red", 0], num_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert images.min() >= -1 and images.max() <= 1
     again = pipe(["red", 0], num_steps=3, sampler="ddpm", guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
-    assert again.shape == (2, 3, 32, 32)
+    assert [im.size for im in again] == [(32, 32)] * 2 and all(im.mode == "RGB" for im in again)  # PIL by default
     with pytest.raises(ValueError, match="unknown class 'green'"):
         pipe.generate(["green"], num_steps=2)
 
@@ -172,7 +172,7 @@ def test_cli_trains_on_an_image_folder_and_the_release_samples(tmp_path, image_f
                  "--no-progress"]) == 0
     unconditional = LatentDiffusionPipeline.from_pretrained(plain)
     assert unconditional.labels is None and unconditional.model.config.num_classes is None
-    assert unconditional.generate(num_samples=1, num_steps=2).shape == (1, 3, 32, 32)
+    assert unconditional.generate(num_samples=1, num_steps=2, output_type="pt").shape == (1, 3, 32, 32)
 
     # the latent folder is reused: resuming with more steps encodes nothing again
     capsys.readouterr()

@@ -110,3 +110,12 @@ def require_regular_file(path: str | os.PathLike, advice: str, error: type[Excep
     if not path.is_file():
         raise error(f"{path} {NOT_REGULAR if path.exists() else 'not found'}; {advice}")
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files (``.NAME.<12 hex>.tmp``) that :func:`atomic_write` calls of a killed run left
+    directly in ``folder``; returns how many. Call it before any process of a resumed run writes there."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if len(p.suffixes) >= 2 and len(p.suffixes[-2]) == 13]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

@@ -71,6 +71,23 @@ def from_tensor(x: Tensor, fmt: ImageFormat) -> Any:
     return pils if fmt.batched else pils[0]
 
 
+OUTPUT_TYPES = ("pil", "pt")
+"""What the generators' pipelines return (``output_type=``): PIL images, or the tensor ``[B, 3, H, W]`` in ``[-1, 1]``."""
+
+
+def check_output_type(output_type: str) -> None:
+    """``ValueError`` unless ``output_type`` is one of :data:`OUTPUT_TYPES`."""
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"unknown output_type {output_type!r}; expected one of {list(OUTPUT_TYPES)}")
+
+
+def generated_output(x: Tensor, output_type: str) -> list[Image.Image] | Tensor:
+    """A generator's images ``[B, 3, H, W]`` (about ``[-1, 1]``) as ``output_type`` asks: ``"pil"`` ``B`` RGB
+    PIL images (rounded to uint8), ``"pt"`` the tensor clamped to ``[-1, 1]``."""
+    check_output_type(output_type)
+    return x.clamp(-1.0, 1.0) if output_type == "pt" else from_tensor(x, ImageFormat("pil", batched=True))
+
+
 def check_size(height: int, width: int, factor: int) -> None:
     """Raise ``ValueError`` unless both sides are positive multiples of ``factor``, naming the nearest valid sizes."""
     if height % factor == 0 and width % factor == 0 and height > 0 and width > 0:

@@ -62,15 +62,17 @@ def _write_array(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None
 
 
 def write_images_npz(
-    path: str | os.PathLike, blocks: Iterable[np.ndarray], count: int, side: int, extra: dict[str, np.ndarray] | None = None
+    path: str | os.PathLike, blocks: Iterable[np.ndarray], count: int, side: int | tuple[int, int],
+    extra: dict[str, np.ndarray] | None = None
 ) -> Path:
-    """Write ``arr_0`` uint8 ``[count, side, side, 3]`` from ``blocks`` (uint8 ``[n_i, side, side, 3]``,
-    in order, ``sum(n_i) == count``) plus the ``extra`` arrays, to ``path`` atomically.
+    """Write ``arr_0`` uint8 ``[count, H, W, 3]`` from ``blocks`` (uint8 ``[n_i, H, W, 3]``, in order,
+    ``sum(n_i) == count``) plus the ``extra`` arrays, to ``path`` atomically; ``side`` is ``H = W`` or ``(H, W)``.
 
     The images stream into the zip entry block by block, so memory stays at one block.
     """
+    height, width = (side, side) if isinstance(side, int) else side
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": (count, side, side, 3)}
+              "shape": (count, height, width, 3)}
 
     def write(tmp: str) -> None:
         written = 0
@@ -78,8 +80,8 @@ def write_images_npz(
             with archive.open(f"{IMAGES_KEY}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array_header_1_0(f, header)
                 for block in blocks:
-                    if block.dtype != np.uint8 or block.shape[1:] != (side, side, 3):
-                        raise ValueError(f"image block {block.dtype} {block.shape} is not uint8 [n, {side}, {side}, 3]")
+                    if block.dtype != np.uint8 or block.shape[1:] != (height, width, 3):
+                        raise ValueError(f"image block {block.dtype} {block.shape} is not uint8 [n, {height}, {width}, 3]")
                     f.write(np.ascontiguousarray(block).tobytes())
                     written += block.shape[0]
             if written != count:

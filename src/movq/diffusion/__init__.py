@@ -9,13 +9,15 @@
 Training and sampling a run (``movq-diffusion-train``, :mod:`movq.diffusion.train`):
 
 >>> pipe = LatentDiffusionPipeline.from_pretrained("runs/diffusion")   # UNet (EMA) + diffusion + codec
->>> images = pipe.generate(labels=["red-disc", "blue-vbar"], num_steps=50)
+>>> images = pipe.generate(labels=["red-disc", "blue-vbar"], num_steps=50)   # 2 PIL images
+>>> x = pipe.generate(labels=["red-disc"], output_type="pt")                 # [1, 3, H, W] in [-1, 1]
 
 Modules: ``schedules`` (betas, respacing), ``losses`` (KL, discretized likelihood), ``config``
 (:class:`DiffusionConfig`), ``gaussian_diffusion``, ``guidance`` (conditioning dropout, guided
 model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``sampling`` (:func:`generate`:
 labels / vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``pipeline``
-(:class:`LatentDiffusionPipeline`: a trained run folder, ready to sample).
+(:class:`LatentDiffusionPipeline`: a trained run folder, ready to sample), ``sample`` (``movq-diffusion-sample``:
+N samples into a sample folder).
 """
 
 from movq.diffusion.config import DiffusionConfig

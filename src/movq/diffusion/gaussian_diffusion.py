@@ -20,6 +20,8 @@ from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from movq.diffusion.schedules import check_kept_timesteps, get_betas, space_timesteps
 from movq.memory_budget import check_memory_budget
+from movq.progress import Progress, progress_bar
+from movq.seeding import Generators, check_generators, randn
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, check_argument
 
 DIFFUSION_CONFIG_FILE = "diffusion.json"
@@ -279,7 +281,7 @@ class GaussianDiffusion:
         t: Tensor,
         *,
         clip_denoised: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> tuple[Tensor, Tensor]:
         """Ancestral step: draw ``x_{t-1} ~ p(x_{t-1} | x_t)`` (no noise where ``t == 0``). Returns
         ``(x_{t-1}, pred_x0)``."""
@@ -287,7 +289,7 @@ class GaussianDiffusion:
         nonzero = (t != 0).to(x_t.device)
         if not bool(nonzero.any()):
             return p["mean"], p["pred_x0"]
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        noise = randn(x_t.shape, generator, device=x_t.device, dtype=x_t.dtype)
         mask = nonzero.to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
         return p["mean"] + mask * torch.exp(0.5 * p["log_variance"]) * noise, p["pred_x0"]
 
@@ -299,7 +301,7 @@ class GaussianDiffusion:
         *,
         eta: float = 0.0,
         clip_denoised: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> tuple[Tensor, Tensor]:
         """DDIM step (Song et al., eq. 12) from ``t`` to the previous kept step; ``eta = 0`` is
         deterministic, ``eta = 1`` matches the ancestral variance. Returns ``(x_{t-1}, pred_x0)``."""
@@ -310,7 +312,7 @@ class GaussianDiffusion:
         sigma = eta * ((1.0 - abar_prev) / (1.0 - abar)).sqrt() * (1.0 - abar / abar_prev).sqrt()
         x_prev = abar_prev.sqrt() * pred_x0 + (1.0 - abar_prev - sigma**2).sqrt() * eps
         if eta > 0 and bool((t != 0).any()):
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            noise = randn(x_t.shape, generator, device=x_t.device, dtype=x_t.dtype)
             x_prev = x_prev + sigma * noise
         return x_prev, pred_x0
 
@@ -328,9 +330,9 @@ class GaussianDiffusion:
         guidance_scale: float = 1.0,
         clip_denoised: float | None = None,
         noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         device: torch.device | str | None = None,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> Tensor:
         """Run the reverse process over this diffusion's ``num_timesteps`` steps (respace first for
         fewer) from Gaussian noise of ``shape`` ``[B, C, ...]``; returns ``x0`` samples of that shape.
@@ -338,8 +340,10 @@ class GaussianDiffusion:
         ``sampler="ddpm"`` draws ancestral steps; ``"ddim"`` takes DDIM steps with ``eta``.
         ``guidance_scale`` ``s != 1`` applies classifier-free guidance ``u + s (c - u)`` (the model must
         accept ``uncond_mask``, as :class:`~movq.diffusion.UNet` does). ``generator`` draws all the
-        noise (reproducible; it must live on ``device``); ``noise`` replaces the initial draw;
-        ``clip_denoised=c`` clamps each ``x0`` prediction to ``[-c, c]``; ``progress`` shows tqdm.
+        noise (reproducible; it must live on ``device``): one generator, or a list of ``B``, one per
+        sample (:mod:`movq.seeding`: sample ``i``'s noise then depends on ``generator[i]`` alone);
+        ``noise`` replaces the initial draw; ``clip_denoised=c`` clamps each ``x0`` prediction to
+        ``[-c, c]``; ``progress`` shows tqdm (``True`` or a dict of tqdm keywords, :mod:`movq.progress`).
         The model is called as it is (put it in eval mode first).
         """
         if sampler not in SAMPLERS:
@@ -361,10 +365,11 @@ class GaussianDiffusion:
                 raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         if device is None:
             device = _model_device(model)
+        check_generators(generator, shape[0], device)
         _check_sample_memory(model, shape, device, guided=guidance_scale != 1.0)
         if guidance_scale != 1.0:
             model = ClassifierFreeGuidance(model, guidance_scale, channels=shape[1])
-        x = torch.randn(shape, generator=generator, device=device) if noise is None else noise.to(device)
+        x = randn(shape, generator, device=device) if noise is None else noise.to(device)
         for i in _progress(range(self.num_timesteps - 1, -1, -1), progress):
             t = torch.full((shape[0],), i, dtype=torch.long, device=x.device)
             output = self.model_output(model, x, t, model_kwargs)
@@ -459,12 +464,6 @@ def _model_device(model: Model) -> torch.device:
     return torch.device("cpu")
 
 
-def _progress(steps: range, enabled: bool):
-    """``steps`` wrapped in a tqdm bar when ``enabled`` and tqdm is installed."""
-    if not enabled:
-        return steps
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return steps
-    return tqdm(steps, desc="sampling")
+def _progress(steps: range, progress: Progress):
+    """``steps`` wrapped in a tqdm bar when ``progress`` asks for one (:func:`movq.progress.progress_bar`)."""
+    return progress_bar(steps, progress, desc="sampling")

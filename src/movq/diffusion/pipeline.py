@@ -9,7 +9,8 @@
   model's latents carry, and the class names (label ``i`` is ``labels[i]``).
 
 >>> pipe = LatentDiffusionPipeline.from_pretrained("runs/diffusion")
->>> images = pipe.generate(labels=["cat", "dog"], num_steps=50)      # [2, 3, H, W] in [-1, 1]
+>>> images = pipe.generate(labels=["cat", "dog"], num_steps=50)      # 2 PIL images
+>>> x = pipe.generate(labels=["cat"], output_type="pt")              # [1, 3, H, W] in [-1, 1]
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.sampling import check_labels, generate
 from movq.diffusion.unet import UNet
+from movq.images import check_output_type, generated_output
+from movq.progress import ProgressBarConfig
+from movq.seeding import Generators
 
 RELEASE_NAME = "latent_diffusion.json"
 RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
@@ -58,7 +63,7 @@ def read_release_info(directory: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-class LatentDiffusionPipeline:
+class LatentDiffusionPipeline(ProgressBarConfig):
     """Class labels / conditioning vectors -> images: a UNet, its diffusion and the codec that decodes.
 
     ``latent_scale`` divides the sampled latents before ``codec.decode_latents``; ``labels`` are the
@@ -126,16 +131,26 @@ class LatentDiffusionPipeline:
 
     @torch.no_grad()
     def generate(self, labels: Sequence[int | str] | Tensor | None = None, *, cond: Tensor | None = None,
-                 num_samples: int | None = None, num_steps: int | None = 50, sampler: str = "ddim", eta: float = 0.0,
-                 guidance_scale: float = 1.0, clip_denoised: float | None = None, quantize: bool = False,
-                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
-        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for class ``labels`` (ids or names) and/or ``cond``
-        vectors, or ``num_samples`` unconditional ones; see :func:`movq.diffusion.generate`."""
-        return generate(
+                 num_samples: int | None = None, num_steps: int | str | None = 50, sampler: str = "ddim",
+                 eta: float = 0.0, guidance_scale: float = 1.0, clip_denoised: float | None = None,
+                 quantize: bool = False, generator: Generators = None, progress: bool | None = None,
+                 output_type: str = "pil") -> list[Image.Image] | Tensor:
+        """Images for class ``labels`` (ids or names) and/or ``cond`` vectors, or ``num_samples``
+        unconditional ones; see :func:`movq.diffusion.generate`.
+
+        ``output_type="pil"`` (default) gives ``B`` RGB PIL images; ``"pt"`` the tensor ``[B, 3, H, W]``
+        in ``[-1, 1]``. ``generator``: one generator, or a list of ``B``, one per sample (sample ``i``'s
+        noise then depends on ``generator[i]`` alone, :mod:`movq.seeding`). ``num_steps``: an int or a
+        respacing string. ``progress``: a tqdm bar over the steps (``None``: shown unless
+        :meth:`set_progress_bar_config` ``(disable=True)``).
+        """
+        check_output_type(output_type)
+        images = generate(
             self.model, self.diffusion, self.codec, labels=None if labels is None else self.label_ids(labels),
             cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
             sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
-            generator=generator, progress=progress, latent_scale=self.latent_scale,
+            generator=generator, progress=self._progress(progress), latent_scale=self.latent_scale,
         )
+        return generated_output(images, output_type)
 
     __call__ = generate

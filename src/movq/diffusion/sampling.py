@@ -11,6 +11,8 @@ from torch import Tensor
 
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion, check_finite
 from movq.diffusion.unet import UNet
+from movq.progress import Progress
+from movq.seeding import Generators
 from movq.strict import PositiveFloat, PositiveInt, Range, check_argument
 
 
@@ -38,14 +40,14 @@ def generate(
     cond: Tensor | None = None,
     num_samples: int | None = None,
     latent_size: int | tuple[int, int] | None = None,
-    num_steps: int | None = 50,
+    num_steps: int | str | None = 50,
     sampler: str = "ddim",
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     quantize: bool = False,
     clip_denoised: float | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
+    generator: Generators = None,
+    progress: Progress = False,
     latent_scale: float = 1.0,
 ) -> Tensor:
     """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
@@ -53,7 +55,9 @@ def generate(
     ``labels`` (``[B]`` ints) and/or ``cond`` (``[B, cond_dim]`` vectors, e.g. a CLIP image
     embedding as Kandinsky's decoder uses) set the batch; without either, ``num_samples`` does
     (unconditional, or the null condition of a conditional model). ``latent_size`` defaults to the
-    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps);
+    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps; an int, or
+a respacing string passed as it is to :meth:`GaussianDiffusion.respace`); ``generator`` is one
+generator or a list of ``B``, one per sample (:mod:`movq.seeding`);
     ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
     :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
     decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
@@ -62,7 +66,8 @@ def generate(
     """
     latent_scale = check_argument(latent_scale, PositiveFloat, "latent_scale")
     num_samples = check_argument(num_samples, PositiveInt | None, "num_samples")
-    num_steps = check_argument(num_steps, PositiveInt | None, "num_steps")
+    if not isinstance(num_steps, str):
+        num_steps = check_argument(num_steps, PositiveInt | None, "num_steps")
     latent_size = check_argument(latent_size, PositiveInt | tuple[PositiveInt, PositiveInt] | None, "latent_size")
     config = model.config
     embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)

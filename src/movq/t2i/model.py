@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from movq.memory_budget import check_memory_budget, check_parameters_fit
 from movq.model_folder import MODEL_WEIGHTS_FILE, load_strict, read_model_folder, save_model_folder
+from movq.progress import Progress, progress_bar
+from movq.seeding import Generators, check_generators
 from movq.t2i.config import T2IConfig
 from movq.t2i.sampling import apply_guidance, check_sampling_args, sample_logits
 from movq.t2i.text import drop_captions, empty_text
@@ -347,13 +349,15 @@ class T2ITransformer(nn.Module):
         temperature: float = 1.0,
         guidance_scale: float = 1.0,
         image_prefix: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         use_cache: bool = True,
+        progress: Progress = False,
     ) -> Tensor:
         """Sample image ids autoregressively: ``text_ids`` ``[B, text_len]`` -> ``LongTensor [B, N]``.
 
         - ``temperature`` (0 = greedy), ``top_k`` (seed 004: 200), ``top_p``: see
-          :mod:`movq.t2i.sampling`; ``generator`` makes the draws reproducible.
+          :mod:`movq.t2i.sampling`; ``generator`` makes the draws reproducible: one generator, or a list
+          of ``B``, one per row (row ``i``'s draws then depend on ``generator[i]`` alone, :mod:`movq.seeding`).
         - ``guidance_scale``: classifier-free guidance against the empty caption; ``1.0`` runs no
           unconditional branch at all (exactly unguided sampling).
         - ``image_prefix``: ``LongTensor [B, k]``, ``0 <= k <= N``, image ids kept as the first
@@ -361,6 +365,7 @@ class T2ITransformer(nn.Module):
           ``rows`` rows; any ``k`` is accepted and continues mid-row).
         - ``use_cache=False`` recomputes the whole sequence for every token (slow; for checks and
           speed comparisons). Results agree with the cached path up to float rounding.
+        - ``progress``: a tqdm bar over the generated tokens (``True`` or a dict of tqdm keywords).
 
         Runs in eval mode (dropout off) and restores the previous mode.
         """
@@ -370,8 +375,7 @@ class T2ITransformer(nn.Module):
         if image_prefix is None:
             image_prefix = torch.zeros(batch, 0, dtype=torch.long, device=self.device)
         image_prefix = self._check_image(image_prefix, "image_prefix", batch, min_len=0)
-        if generator is not None and generator.device.type != self.device.type:
-            raise ValueError(f"generator is on {generator.device} but the model is on {self.device}")
+        check_generators(generator, batch, self.device)
         self._check_sample_memory(batch * (2 if guidance_scale != 1.0 else 1), use_cache)
         out = torch.empty(batch, total, dtype=torch.long, device=self.device)
         start = image_prefix.shape[1]
@@ -390,7 +394,7 @@ class T2ITransformer(nn.Module):
         try:
             caches = self.new_caches(text_ids.shape[0]) if use_cache else None
             hidden = self._hidden(text_ids, doubled(image_prefix), caches)[:, -1]
-            for j in range(start, total):
+            for j in progress_bar(range(start, total), progress, desc="tokens", unit="tok"):
                 logits = self.image_head(hidden).float()
                 if guided:
                     logits = apply_guidance(logits[:batch], logits[batch:], guidance_scale)
@@ -398,7 +402,7 @@ class T2ITransformer(nn.Module):
                     logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
                 )
                 if j + 1 == total:
-                    break
+                    continue  # the last token: nothing left to predict (continue, so the bar counts it)
                 if caches is not None:
                     new_token = self._embed_image(doubled(out[:, j : j + 1]), offset=j)
                     hidden = self._trunk(new_token, caches)[:, -1]

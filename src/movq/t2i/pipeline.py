@@ -4,18 +4,28 @@ with optional image completion and reranking of candidates by an image-text scor
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor
 
-from movq.images import ImageFormat, ImageInput, from_tensor
+from movq.atomic import require_regular_file
+from movq.images import ImageFormat, ImageInput, check_output_type, from_tensor, generated_output
+from movq.progress import ProgressBarConfig
+from movq.seeding import Generators, batch_generators, check_generators
+from movq.strict import read_json_object
 from movq.t2i.model import T2ITransformer, sequence_to_tokens, tokens_to_sequence
 from movq.t2i.sampling import check_sampling_args
 from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer
+
+CODEC_INFO = "codec.json"
+"""The file of a ``movq-t2i-train`` run folder naming the codec whose tokens the model learned."""
 
 Scorer = Callable[[list[Image.Image], list[str]], "Sequence[float] | Tensor"]
 """``scorer(images, prompts) -> scores``: one score per (image, prompt) pair, higher is better."""
@@ -28,22 +38,24 @@ class T2IOutput:
     ``images``: the best candidate of each prompt (the first one without a scorer), ``P`` PIL
     images. ``tokens``: their image sequences ``LongTensor [P, N]``. ``scores``: ``[P, C]`` float
     scores in generation order, or ``None`` without a scorer. ``candidates``: all ``C`` images of
-    each prompt in generation order (``P`` lists).
+    each prompt in generation order (``P`` lists). With ``output_type="pt"``, ``images`` is a tensor
+    ``[P, 3, H, W]`` and ``candidates`` ``[P, C, 3, H, W]``, in ``[-1, 1]``.
     """
 
-    images: list[Image.Image]
+    images: list[Image.Image] | Tensor
     tokens: Tensor
     scores: Tensor | None
-    candidates: list[list[Image.Image]]
+    candidates: list[list[Image.Image]] | Tensor
 
 
-class T2IPipeline:
+class T2IPipeline(ProgressBarConfig):
     """End-to-end text-to-image: ``T2IPipeline(model, codec)(prompts) -> T2IOutput``.
 
     ``model`` is a :class:`T2ITransformer`; ``codec`` a :class:`movq.Codec` (any quantizer; residual
     codecs decode their ``depth`` tokens per position) whose codebook and token grid match the
     model's config; ``tokenizer`` defaults to ``model.config.tokenizer`` (``"byte"``). Images come
-    out at ``image_grid * codec.downsample_factor`` pixels.
+    out at ``image_grid * codec.downsample_factor`` pixels. :meth:`from_pretrained` loads a
+    ``movq-t2i-train`` run folder with its recorded codec.
     """
 
     def __init__(
@@ -73,6 +85,35 @@ class T2IPipeline:
                 f"{config.image_depth} tokens per position"
             )
 
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, codec: Any = None,
+                        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                        check_codec: bool = True) -> T2IPipeline:
+        """Load a ``movq-t2i-train`` run folder: the EMA release weights (``config.json`` +
+        ``model.safetensors``) and the codec its ``codec.json`` records (``codec``: a codec, or a name /
+        folder to load instead). With ``check_codec`` a codec whose weights differ from the recorded
+        ones is warned about (its tokens would not mean what the model learned)."""
+        info_path = require_regular_file(Path(directory) / CODEC_INFO,
+                                         f"not a movq-t2i-train run folder (it writes {CODEC_INFO})")
+        info = read_json_object(info_path)
+        model = T2ITransformer.from_pretrained(directory, device=device, dtype=dtype)
+        if codec is None and not info.get("model"):
+            raise ValueError(f"{info_path} records no codec: pass codec=")
+        if codec is None or isinstance(codec, (str, os.PathLike)):
+            import movq
+
+            codec = movq.load(codec or info["model"], device=device)
+        if check_codec and info.get("weights_hash"):
+            from movq.tokenize.meta import weights_hash
+
+            if weights_hash(codec) != info["weights_hash"]:
+                warnings.warn(
+                    f"the codec's weights differ from those whose tokens {directory} was trained on "
+                    f"({info['model']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
+                    stacklevel=2,
+                )
+        return cls(model, codec.eval())
+
     @property
     def image_size(self) -> tuple[int, int]:
         """``(height, width)`` in pixels of the generated images."""
@@ -93,13 +134,14 @@ class T2IPipeline:
             )
         return sequence[:, : rows * config.row_len]
 
-    def decode(self, sequences: Tensor) -> list[Image.Image]:
-        """Image sequences ``[B, N]`` -> ``B`` PIL images through ``codec.decode``."""
+    def decode(self, sequences: Tensor, output_type: str = "pil") -> list[Image.Image] | Tensor:
+        """Image sequences ``[B, N]`` -> ``B`` PIL images through ``codec.decode`` (``output_type="pt"``:
+        the tensor ``[B, 3, H, W]`` in ``[-1, 1]``)."""
         config = self.model.config
         tokens = sequence_to_tokens(
             sequences, config.image_grid, config.image_depth, depth_axis=self.depth_axis
         )
-        return from_tensor(self.codec.decode(tokens), ImageFormat("pil", batched=True))
+        return generated_output(self.codec.decode(tokens), output_type)
 
     @torch.no_grad()
     def __call__(
@@ -115,9 +157,11 @@ class T2IPipeline:
         top_k: int | None = None,
         top_p: float | None = None,
         guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         batch_size: int = 16,
         use_cache: bool = True,
+        progress: bool | None = None,
+        output_type: str = "pil",
     ) -> T2IOutput:
         """Generate ``num_candidates`` images per prompt and keep the best of each.
 
@@ -128,12 +172,20 @@ class T2IPipeline:
           ``T2ITransformer.generate``) or ``prefix_image`` (1 or ``P`` images the size of
           :attr:`image_size`) with ``prefix_rows`` top grid rows kept.
         - Sampling arguments as in ``T2ITransformer.generate``; ``batch_size`` samples run at once.
+          ``generator``: one generator, or a list of ``P * num_candidates``, one per sample in
+          generation order (prompt-major), so that a sample does not depend on its batch.
+        - ``progress``: a tqdm bar over each batch's tokens (``None``: shown unless
+          :meth:`set_progress_bar_config` ``(disable=True)``).
+        - ``output_type="pt"``: ``images`` is a tensor ``[P, 3, H, W]`` and ``candidates``
+          ``[P, C, 3, H, W]``, in ``[-1, 1]``, instead of PIL images.
         """
         prompts = check_prompts(prompts)
         check_sampling_args(temperature, top_k, top_p, guidance_scale)
         for name, value in (("num_candidates", num_candidates), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_output_type(output_type)
+        check_generators(generator, len(prompts) * num_candidates, self.model.device)
         if scorer is not None and not callable(scorer):
             raise TypeError(
                 f"scorer must be callable as scorer(images, prompts) -> scores, got {type(scorer).__name__}"
@@ -169,6 +221,7 @@ class T2IPipeline:
         text_ids = text_ids.repeat_interleave(num_candidates, dim=0)
 
         sequences, images = [], []
+        bar = self._progress(progress)
         for start in range(0, text_ids.shape[0], batch_size):
             chunk = slice(start, start + batch_size)
             ids = self.model.generate(
@@ -178,28 +231,35 @@ class T2IPipeline:
                 temperature=temperature,
                 guidance_scale=guidance_scale,
                 image_prefix=None if image_prefix is None else image_prefix[chunk],
-                generator=generator,
+                generator=batch_generators(generator, chunk),
                 use_cache=use_cache,
+                progress=bar,
             )
             sequences.append(ids)
-            images.extend(self.decode(ids))
+            images.extend(self.decode(ids, output_type))
         sequences_all = torch.cat(sequences).view(count, num_candidates, -1)
         candidates = [images[i * num_candidates : (i + 1) * num_candidates] for i in range(count)]
 
         scores = None
         best = torch.zeros(count, dtype=torch.long)
         if scorer is not None:
-            scores = self._score(scorer, images, [p for p in prompts for _ in range(num_candidates)])
+            pils = images if output_type == "pil" else from_tensor(torch.stack(images), ImageFormat("pil", batched=True))
+            scores = self._score(scorer, pils, [p for p in prompts for _ in range(num_candidates)])
             scores = scores.view(count, num_candidates)
             best = scores.argmax(dim=1)
+        chosen = [candidates[i][int(best[i])] for i in range(count)]
+        if output_type == "pt":
+            chosen, candidates = torch.stack(chosen), torch.stack([torch.stack(c) for c in candidates])
         return T2IOutput(
-            images=[candidates[i][int(best[i])] for i in range(count)],
+            images=chosen,
             tokens=sequences_all[
                 torch.arange(count, device=sequences_all.device), best.to(sequences_all.device)
             ],
             scores=scores,
             candidates=candidates,
         )
+
+    generate = __call__
 
     @staticmethod
     def _score(scorer: Scorer, images: list[Image.Image], prompts: list[str]) -> Tensor:

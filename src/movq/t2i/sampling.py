@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from movq.seeding import Generators, multinomial
 from movq.strict import ConfigError, NonNegativeFloat, PositiveInt, Range, check_argument
 
 MIN_TEMPERATURE = 1e-6
@@ -79,12 +80,13 @@ def sample_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """Draw one token per row: ``logits`` ``[B, V]`` (any float dtype) -> ``LongTensor [B]``.
 
     ``temperature == 0`` returns the argmax; otherwise one ``torch.multinomial`` draw per row from
-    the filtered, temperature-scaled distribution (reproducible with ``generator``).
+    the filtered, temperature-scaled distribution (reproducible with ``generator``: one generator, or a
+list of ``B``, row ``i`` drawn with ``generator[i]``, :mod:`movq.seeding`).
     """
     check_sampling_args(temperature, top_k, top_p)
     if logits.ndim != 2:
@@ -94,4 +96,4 @@ def sample_logits(
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return multinomial(probs, generator)

@@ -34,6 +34,7 @@ from movq.atomic import atomic_write_text
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
+from movq.t2i.pipeline import CODEC_INFO
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
 from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
 from movq.train.checkpoint import check_same_run
@@ -47,7 +48,6 @@ PROG = "movq-t2i-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "text", "image", "grad_norm", "steps_per_s", "skipped_files")
 """Columns of the run's ``log.csv`` (``text`` / ``image``: cross-entropies in nats per token)."""
 TOKENS_DIR = "tokens"
-CODEC_INFO = "codec.json"
 DERIVED = ("text_vocab_size", "tokenizer", "image_vocab_size", "image_grid", "image_depth")
 """Model fields that come from the data and the tokenizer, never from ``--model``."""
 
