@@ -223,7 +223,7 @@ def image_batches(images: ImageSet, cfg: GenerationConfig) -> Any:
         return
     for block in read_npz_images(images.path, cfg.batch_size, images.count):
         if images.kind == "reference":  # already cropped by the same protocol at this resolution
-            yield torch.from_numpy(block.copy()).permute(0, 3, 1, 2), 0, []
+            yield torch.from_numpy(block.copy()).permute(0, 3, 1, 2).contiguous(), 0, []
             continue
         crops = [preprocessing.crop(Image.fromarray(a, "RGB"), res) for a in block]
         pixels = torch.from_numpy(np.stack([np.asarray(c, dtype=np.uint8) for c, _ in crops])).permute(0, 3, 1, 2)
