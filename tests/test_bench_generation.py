@@ -143,6 +143,11 @@ def test_npz_equals_the_same_images_as_pngs(tmp_path):
     as_pngs = score(["--samples", str(folder), *common], tmp_path / "a.json")
     as_npz = score(["--samples", str(folder / "samples_24x32x32x3.npz"), *common], tmp_path / "b.json")
     assert as_pngs["results"] == as_npz["results"]
+    np.savez(tmp_path / "first20.npz", arr_0=fake[:20])
+    limited = score(["--samples", str(folder / "samples_24x32x32x3.npz"), *common, "--limit", "20"], tmp_path / "c.json")
+    first20 = score(["--samples", str(tmp_path / "first20.npz"), *common, "--limit", "20"], tmp_path / "d.json")
+    assert limited["results"] == first20["results"] and limited["results"]["n_samples"] == 20
+    assert "the first 20 of 24, --limit" in limited["protocol"]["samples"]
     assert "not read: samples_24x32x32x3.npz" in as_pngs["protocol"]["samples"]
     assert as_npz["protocol"]["samples"].startswith("npz ")
 
@@ -305,3 +310,23 @@ def test_inception_spatial_features_are_mixed_6d_1x1_branch_and_logits_have_no_b
     torch.testing.assert_close(out.spatial, expected, rtol=0, atol=0)
     torch.testing.assert_close(out.logits, out.features @ net.fc.weight.T)
     torch.testing.assert_close(out.features, net.features(net.preprocess(images)), rtol=0, atol=0)
+
+
+def plain_features() -> RandomFeatureExtractor:
+    """A feature extractor without classifier and spatial features (``--feature-extractor test_bench_generation:plain_features``)."""
+    net = RandomFeatureExtractor(seed=0)
+    net.num_classes, net.spatial_dim, net.description = None, 0, "pool features only"
+    return net
+
+
+def test_what_the_network_lacks_is_refused_by_name_or_left_out(tmp_path, capsys):
+    fake = tmp_path / "s.npz"
+    np.savez(fake, arr_0=images(12, (RES, RES), 10))
+    args = ["generation", "--samples", str(fake), "--reference", str(fake), "--resolution", str(RES), *FAST,
+            "--feature-extractor", "test_bench_generation:plain_features"]
+    assert main(args + ["--metrics", "fid,sfid"]) == EXIT_ERROR
+    assert "--feature-extractor: sFID needs spatial features" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["protocol"]["metrics"] == ["fid", "precision", "recall"]
+    assert set(result["not_measured"]) == {"is", "sfid"}

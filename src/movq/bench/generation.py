@@ -281,10 +281,9 @@ class GenerationRun:
         except Exception as err:
             raise ValueError(f"--feature-extractor: {cfg.feature_extractor} unavailable: {err}") from err
         if not getattr(self.extractor, "num_classes", None):
-            self._drop("is", f"IS needs class logits, {self.extractor.description} has no classifier", "--feature-extractor")
+            self._drop("is", "IS needs class logits and the feature extractor has no classifier", "--feature-extractor")
         if not getattr(self.extractor, "spatial_dim", 0):
-            self._drop("sfid", f"sFID needs spatial features, {self.extractor.description} gives none",
-                       "--feature-extractor")
+            self._drop("sfid", "sFID needs spatial features and the feature extractor gives none", "--feature-extractor")
         ref = self.reference
         if ref.kind == "reference" and ref.count == ref.total:
             expected = {"protocol": cfg.protocol, "resize": cfg.resize, "resolution": cfg.resolution,
@@ -399,11 +398,11 @@ def result_json(run: GenerationRun, outcome: dict[str, Any]) -> dict[str, Any]:
     if type(extractor).__name__ == "FIDInceptionV3":
         outputs["logits"] = "1008 class logits: pool features x fc weights, no bias (the TF graph's softmax/logits/MatMul)"
         outputs["spatial"] = f"spatial features: {SPATIAL_DEFINITION}"
-    networks = {m: f"{outputs[GENERATION_METRICS[m].uses]} of {extractor.description}" for m in run.metrics}
-    if "is" in networks:
-        networks["is"] += f"; {cfg.is_splits} contiguous splits"
-    for metric in {"precision", "recall"} & set(networks):
-        networks[metric] += f"; k = {cfg.nearest_k}"
+    used = {m: outputs[GENERATION_METRICS[m].uses] for m in run.metrics}
+    if "is" in used:
+        used["is"] += f"; {cfg.is_splits} contiguous splits"
+    for metric in {"precision", "recall"} & set(used):
+        used[metric] += f"; k = {cfg.nearest_k}"
     reference_fid = (f"statistics stored in --reference {run.reference.path.resolve()} (movq_mu / movq_sigma)"
                      if run.reference.stats is not None else "measured from the --reference images")
     protocol = {
@@ -417,7 +416,8 @@ def result_json(run: GenerationRun, outcome: dict[str, Any]) -> dict[str, Any]:
         "feature_extractor_standard": bool(getattr(extractor, "is_standard", False)),
         "metrics": list(run.metrics),
         "metric_definitions": {m: GENERATION_METRICS[m].definition for m in run.metrics},
-        "metric_networks": networks,
+        "metric_outputs": used,
+        "metric_networks": {m: f"{text} of {extractor.description}" for m, text in used.items()},
         "fid_reference": reference_fid if "fid" in run.metrics else None,
         "is_splits": cfg.is_splits if "is" in run.metrics else None,
         "nearest_k": cfg.nearest_k if {"precision", "recall"} & set(run.metrics) else None,
@@ -436,9 +436,10 @@ def markdown(result: dict[str, Any]) -> str:
         " — **substitute network: FID / sFID / IS / precision / recall not comparable to published numbers**")
     lines = ["**Protocol**", "", f"- samples: {proto['samples']}", f"- reference: {proto['reference']}",
              f"- preprocessing (--protocol, --resolution {proto['resolution']}): {proto['preprocessing']}",
-             f"- features: {proto['feature_extractor']}{substitute}",
+             f"- network of every metric: {proto['feature_extractor']}{substitute}",
              f"- Inception input (--fid-mode {proto['fid_mode']}): {proto['fid_preprocessing']}"]
-    lines += [f"- {GENERATION_METRICS[m].header.split(' ')[0]}: {proto['metric_networks'][m]}" for m in proto["metrics"]]
+    lines += [f"- {GENERATION_METRICS[m].header.split(' ')[0]}: {proto['metric_outputs'][m]} of that network"
+              for m in proto["metrics"]]
     if proto["fid_reference"]:
         lines.append(f"- FID reference: {proto['fid_reference']}")
     lines += [f"- not measured: {m} ({why})" for m, why in result["not_measured"].items()]
