@@ -330,3 +330,13 @@ def test_what_the_network_lacks_is_refused_by_name_or_left_out(tmp_path, capsys)
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["protocol"]["metrics"] == ["fid", "precision", "recall"]
     assert set(result["not_measured"]) == {"is", "sfid"}
+
+
+def test_unreadable_files_are_listed_not_scored(tmp_path, capsys):
+    folder = save_pngs(images(6, (RES, RES), 11), tmp_path / "s")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    result = score(["--samples", str(folder), "--reference", str(folder), "--resolution", str(RES),
+                    "--metrics", "fid"], tmp_path / "r.json")
+    assert (result["results"]["n_samples"], result["results"]["n_reference"]) == (6, 6)
+    assert [s["path"] for s in result["skipped"]] == ["--samples broken.png", "--reference broken.png"]
+    assert "Images skipped: 2" in capsys.readouterr().out
