@@ -8,6 +8,7 @@ features are checked against a forward hook on the layer ADM names."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_a_save_reference_file_gives_the_fid_of_its_images(bench_codec_dir, tmp_
     assert "--reference" in err and "--protocol movq" in err and len(err.splitlines()) == 1
 
 
-def _bad_inputs(root: Path) -> dict[str, Path]:
+def _bad_inputs(root: Path) -> None:
     save_pngs(images(3, (RES, RES), 0), root / "three")
     save_pngs(images(1, (RES, RES), 0), root / "one")
     (root / "empty").mkdir()
@@ -188,7 +189,7 @@ def _bad_inputs(root: Path) -> dict[str, Path]:
     np.savez(root / "no_arr0.npz", images=np.zeros((3, RES, RES, 3), np.uint8))
     (root / "notes.txt").write_text("not images")
     (root / "broken.npz").write_bytes(b"PK not a zip")
-    return {}
+    os.mkfifo(root / "fifo.npz")
 
 
 @pytest.mark.parametrize("samples, extra, message", [
@@ -199,6 +200,8 @@ def _bad_inputs(root: Path) -> dict[str, Path]:
     ("float.npz", [], "arr_0 is float32 [3, 32, 32, 3], expected uint8 [N, H, W, 3]"),
     ("no_arr0.npz", [], "holds no arr_0"),
     ("broken.npz", [], "--samples broken.npz is not a readable .npz"),
+    ("fifo.npz", [], "fifo.npz is not a regular file (a FIFO, device, socket or folder); pass a folder of images or an "
+                     ".npz as --samples"),
     ("one", [], "1 image(s); FID and sFID need at least 2"),
     ("three", ["--metrics", "is"], "--is-splits: IS in 10 splits needs at least 10 samples"),
     ("three", ["--metrics", "fid,precision"], "the k = 3 nearest-neighbour manifold needs more than 3 images"),

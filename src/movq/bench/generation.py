@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 import movq
+from movq.atomic import check_regular_file
 from movq.bench.data import ImageRecord, discover, load_image
 from movq.bench.npz import META_KEY, npz_image_shape, read_npz_images, read_reference
 from movq.bench.runner import Resolution
@@ -184,7 +185,8 @@ def open_image_set(path: str | Path, flag: str, cfg: GenerationConfig) -> ImageS
             raise ValueError(f"{flag}: {err}{hint}") from None
         records = found.records[: cfg.limit] if cfg.limit else found.records
         return ImageSet(flag, path, "folder", len(records), records, found.skipped, total=len(found.records))
-    if path.suffix.lower() != ".npz" or not path.is_file():
+    check_regular_file(path, f"pass a folder of images or an .npz as {flag}")
+    if path.suffix.lower() != ".npz":
         raise ValueError(f"{flag} {path}: expected a folder of images or an .npz holding arr_0 uint8 [N, H, W, 3], "
                          f"got {'a ' + path.suffix + ' file' if path.suffix else 'a file without extension'}")
     total, height, width = npz_image_shape(path, flag)
