@@ -10,6 +10,8 @@ Usage::
     torchrun --nproc_per_node N -m movq.bench ...     # sharded, statistics reduced over ranks
     movq-bench speed --model NAME_OR_PATH [--resolution 256] [--batch-size 8] [--dtype bf16]
     movq-bench compare --models A B C --data DIR --out REPORT_DIR [--grid-images 8] [any flag of the run above]
+    movq-bench generation --samples DIR|FILE.npz --reference DIR|FILE.npz [--resolution 256] [--protocol adm]
+               [--metrics fid,sfid,is,precision,recall] [--out results.json|results.csv]
 
 movq against diffusers' ``VQModel`` on the same weights is a benchmark: ``python benchmarks/speed.py``.
 """
@@ -112,25 +114,103 @@ def compare_parser() -> argparse.ArgumentParser:
     return p
 
 
+def generation_parser() -> argparse.ArgumentParser:
+    from movq.bench.generation import GENERATION_CHOICES, GENERATION_DEFAULT
+
+    p = argparse.ArgumentParser(
+        prog="movq-bench generation",
+        description="FID, sFID, Inception Score and precision / recall of generated images against real ones.",
+        epilog="A folder is read as its image files (recursively; an .npz beside them is not read); an .npz as its "
+        "arr_0 uint8 [N, H, W, 3] images (the ADM evaluator's format); a --save-reference file as its stored, already "
+        "cropped images, and its statistics give the FID.",
+    )
+    p.add_argument("--samples", required=True, help="generated images: a folder of images or an .npz (arr_0)")
+    p.add_argument("--reference", required=True,
+                   help="real images: a folder, an .npz (arr_0) or a movq-bench --save-reference file")
+    p.add_argument("--resolution", type=int, default=256, help="both sets are cropped to this side by --protocol")
+    p.add_argument("--metrics", type=normalise_metrics, default=None,
+                   help=f"comma list from {GENERATION_CHOICES} (default: {','.join(GENERATION_DEFAULT)}, those the "
+                   "network and the image counts allow)")
+    p.add_argument("--protocol", default="movq", choices=["movq", "adm", "var"],
+                   help="image preprocessing, as in movq-bench (adm: ADM's center_crop_arr)")
+    p.add_argument("--resize", default="bicubic", choices=["bicubic", "lanczos"], help="resampling filter of --protocol movq")
+    p.add_argument("--fid-mode", default="pytorch-fid", choices=["pytorch-fid", "clean"], help="Inception input, as in movq-bench")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, help="score the first N images of each set")
+    p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (contiguous, in sample order)")
+    p.add_argument("--nearest-k", type=int, default=3, help="k of the precision / recall manifolds (3: the ADM evaluator)")
+    p.add_argument("--out", help="write the results here: .csv as one CSV row, anything else as JSON")
+    p.add_argument("--markdown", help="also write the Markdown report here")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding folders")
+    p.add_argument("--feature-extractor", default="inception", help="inception | random[:SEED] | package.module:factory")
+    p.add_argument("--inception-weights", help="local pt_inception-2015-12-05-6726825d.pth (or a TF-layout TorchScript)")
+    p.add_argument("--no-download", action="store_true", help="never download weights")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 user error, 3 interrupted by --max-chunks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     threads = torch.get_num_threads()
-    speed = argv[:1] == ["speed"]
+    speed, generation = argv[:1] == ["speed"], argv[:1] == ["generation"]
     try:
         if speed:
             return _speed(speed_parser().parse_args(argv[1:]))
+        if generation:
+            return _generation(generation_parser().parse_args(argv[1:]))
         if argv[:1] == ["compare"]:
             return _compare(argv[1:])
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
     except (BenchError, ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(error_line("movq-bench", err, SpeedConfig if speed else BenchConfig), file=sys.stderr)
+        print(error_line("movq-bench", err, _config_class(speed, generation)), file=sys.stderr)
         return EXIT_ERROR
     except BenchInterrupted as err:
         print(f"movq-bench: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         torch.set_num_threads(threads)  # --threads must not leak into a calling process
+
+
+def _config_class(speed: bool, generation: bool) -> type:
+    """The settings class whose field errors name the flags of the subcommand that ran."""
+    if generation:
+        from movq.bench.generation import GenerationConfig
+
+        return GenerationConfig
+    return SpeedConfig if speed else BenchConfig
+
+
+def _generation(args: argparse.Namespace) -> int:
+    """``movq-bench generation``: every input checked before the network loads, then one pass per image set."""
+    from movq.bench.generation import GenerationConfig, GenerationRun, csv_row, markdown, result_json
+    from movq.bench.report import write_csv, write_json
+
+    cfg = GenerationConfig(
+        samples=args.samples, reference=args.reference, resolution=args.resolution, batch_size=args.batch_size,
+        metrics=args.metrics, protocol=args.protocol, resize=args.resize, fid_mode=args.fid_mode,
+        feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
+        download=not args.no_download, device=args.device, threads=args.threads, workers=args.workers,
+        limit=args.limit, is_splits=args.is_splits, nearest_k=args.nearest_k, progress=not args.no_progress,
+    )
+    _check_common(args)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = GenerationRun(cfg)
+    run.load()
+    result = result_json(run, run.run())
+    report = markdown(result)
+    print(report, end="")
+    if args.out:
+        if args.out.lower().endswith(".csv"):
+            write_csv(*csv_row(result), args.out)
+        else:
+            write_json(result, args.out)
+    if args.markdown:
+        atomic_write_text(args.markdown, report)
+    return 0
 
 
 def _check_common(args: argparse.Namespace) -> None:

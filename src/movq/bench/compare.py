@@ -16,9 +16,7 @@ matplotlib is imported only here (the ``bench`` extra); every file is written at
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from movq.bench.data import load_image
 from movq.bench.metric_table import METRICS
 from movq.bench.per_image import reconstruct
 from movq.bench.report import CODE_COLUMNS, code_cell, level_values, markdown, write_json
+from movq.bench.report import write_csv as write_table
 from movq.image_files import check_image_folder
 from movq.strict import unknown_name_error
 
@@ -85,18 +84,7 @@ def write_csv(rows: list[dict[str, Any]], metrics: list[str], names: dict[str, s
     metric_keys = [k for m in metrics for k in ((m, "is_real") if m == "is" else (m,))]
     head = ["model", "label", *CSV_INFO, "n_images", *metric_keys,
             "codebook_usage", "perplexity", "codebook_usage_per_level", "perplexity_per_level"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(head)
-    for row in rows:
-        cells = []
-        for key in head:
-            value = names[row["model"]] if key == "label" else row.get(key)
-            if isinstance(value, list):
-                value = "/".join(repr(v) for v in value)
-            cells.append("" if value is None else value)
-        writer.writerow(cells)
-    atomic_write_text(path, buffer.getvalue())
+    write_table(head, [{**row, "label": names[row["model"]]} for row in rows], path)
 
 
 def _save_figure(figure: Any, path: Path) -> None:

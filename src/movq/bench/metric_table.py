@@ -39,7 +39,8 @@ METRICS: dict[str, MetricSpec] = {
         ),
         MetricSpec(
             "is", "distribution", "IS ↑", 3,
-            "Inception Score of the reconstructions, one split, 1008-way softmax (is_real: of the originals)",
+            "Inception Score of the reconstructions, one split, 1008-way softmax of the logits without the classifier's "
+            "bias, as published IS (is_real: of the originals)",
         ),
         MetricSpec("ssim", "per_image", "SSIM ↑", 4,
                    "mean over images of SSIM (pytorch-msssim: Gaussian window 11, sigma 1.5, data range 1)", "ssim"),

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +103,18 @@ def reference_arrays(mu: np.ndarray, sigma: np.ndarray, meta: dict[str, Any]) ->
             META_KEY: np.array(json.dumps(meta, sort_keys=True))}
 
 
-def read_reference(path: str | os.PathLike, expected: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_reference(path: str | os.PathLike, expected: dict[str, Any], flag: str = "--reference",
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a ``--save-reference`` file and check it against this run: ``(mu, sigma, meta)``.
 
-    ``expected`` holds the run's values of :data:`MATCHED` (those it leaves out are not checked). Raises ``ValueError`` (naming the file and
-    the flag that differs) for a file that is missing, not an ``.npz`` of ``movq-bench``, or made for
+    ``expected`` holds the run's values of :data:`MATCHED` (those it leaves out are not checked). Raises ``ValueError`` (naming
+    ``flag``, the file and the flag that differs) for a file that is missing, not an ``.npz`` of ``movq-bench``, or made for
     another protocol, resolution, FID mode, feature extractor or image list.
     """
     path = Path(path)
     check_regular_file(path, "pass the .npz written by --save-reference")
     if not path.is_file():
-        raise ValueError(f"--reference {path}: no such file (write one first with --save-reference)")
+        raise ValueError(f"{flag} {path}: no such file (write one first with --save-reference)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in (MU_KEY, SIGMA_KEY, META_KEY) if k not in data.files]
@@ -122,19 +123,19 @@ def read_reference(path: str | os.PathLike, expected: dict[str, Any]) -> tuple[n
                                  "by movq-bench --save-reference are accepted (never train or ADM statistics)")
             mu, sigma, meta = data[MU_KEY], data[SIGMA_KEY], json.loads(str(data[META_KEY]))
     except ValueError as err:
-        raise ValueError(f"--reference {path} is not a movq-bench reference: {err}") from None
+        raise ValueError(f"{flag} {path} is not a movq-bench reference: {err}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"--reference {path} is not a readable .npz file: {err}") from None
+        raise ValueError(f"{flag} {path} is not a readable .npz file: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != REFERENCE_FORMAT:
-        raise ValueError(f"--reference {path} is not a {REFERENCE_FORMAT!r} file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
+        raise ValueError(f"{flag} {path} is not a {REFERENCE_FORMAT!r} file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     for key in (k for k in MATCHED if k in expected):
         if meta.get(key) != expected[key]:
             what = "another image list" if key == "images" else f"{_FLAG[key]} {meta.get(key)}"
             now = "" if key == "images" else f" (this run: {expected[key]})"
-            raise ValueError(f"--reference {path} was saved for {what}{now}; its statistics are those of other "
+            raise ValueError(f"{flag} {path} was saved for {what}{now}; its statistics are those of other "
                              f"cropped inputs: write a reference for this run with --save-reference")
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
-        raise ValueError(f"--reference {path}: statistics of shapes {mu.shape} / {sigma.shape}, expected [D] and [D, D]")
+        raise ValueError(f"{flag} {path}: statistics of shapes {mu.shape} / {sigma.shape}, expected [D] and [D, D]")
     return mu.astype(np.float64), sigma.astype(np.float64), meta
 
 
@@ -168,13 +169,53 @@ class PixelStage:
                 raise ValueError(f"the staged images {path} are missing (a cache from another run?); "
                                  "delete the --cache folder to measure again")
             with open(path, "rb") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape = read(f)[0]
-            total += shape[0]
+                total += _read_header(f)[0][0]
         return total
 
     def blocks(self, kind: str, chunks: int) -> Iterable[np.ndarray]:
         """The staged arrays of chunks ``0 .. chunks-1``, in order, one at a time."""
         for c in range(chunks):
             yield np.load(self.path(kind, c), allow_pickle=False)
+
+
+def npz_image_shape(path: str | os.PathLike, flag: str) -> tuple[int, int, int]:
+    """``(N, H, W)`` of the ``arr_0`` images of an ``.npz`` (the ADM evaluator's sample / reference batch,
+    ``--export-npz``, ``--save-reference``), from its header alone. ``ValueError`` naming ``flag`` and the
+    file when it is not a readable ``.npz`` holding ``arr_0`` as uint8 ``[N, H, W, 3]`` (C order)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{IMAGES_KEY}.npy") as f:
+            shape, fortran, dtype = _read_header(f)
+    except KeyError:
+        raise ValueError(f"{flag} {path} holds no {IMAGES_KEY} (the images, uint8 [N, H, W, 3], as the ADM evaluator "
+                         "reads them)") from None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise ValueError(f"{flag} {path} is not a readable .npz file: {err}") from None
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or fortran or min(shape[1:3], default=0) < 1:
+        raise ValueError(f"{flag} {path}: {IMAGES_KEY} is {dtype} {list(shape)}{' (Fortran order)' if fortran else ''}, "
+                         "expected uint8 [N, H, W, 3] images in C order")
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def read_npz_images(path: str | os.PathLike, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
+    """The ``arr_0`` images of an ``.npz`` (checked by :func:`npz_image_shape`) in blocks of uint8
+    ``[<= batch_size, H, W, 3]``, streamed from the zip entry (stored or deflated) as the ADM evaluator's
+    ``open_npz_array`` does: memory stays at one block. ``limit``: the first images only."""
+    count, height, width = npz_image_shape(path, "npz")
+    count = min(count, limit) if limit is not None else count
+    image_bytes = height * width * 3
+    with zipfile.ZipFile(path) as archive, archive.open(f"{IMAGES_KEY}.npy") as f:
+        _read_header(f)
+        for lo in range(0, count, batch_size):
+            n = min(batch_size, count - lo)
+            data = f.read(n * image_bytes)
+            if len(data) != n * image_bytes:
+                raise ValueError(f"{path}: {IMAGES_KEY} ends after {lo + len(data) // image_bytes} of {count} images")
+            yield np.frombuffer(data, np.uint8).reshape(n, height, width, 3)
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``f`` (positioned after the header)."""
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    return read(f)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import platform
@@ -203,4 +205,22 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
+    """``result`` as indented UTF-8 JSON, written atomically."""
     atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_csv(head: list[str], rows: list[dict[str, Any]], path: str | Path) -> None:
+    """A CSV file with the columns ``head`` and one line per row (``row.get(column)``), written atomically:
+    ``None`` is an empty cell, a list is joined by ``/``, floats are Python's shortest round-trip repr."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    for row in rows:
+        cells = []
+        for key in head:
+            value = row.get(key)
+            if isinstance(value, list):
+                value = "/".join(repr(v) for v in value)
+            cells.append("" if value is None else value)
+        writer.writerow(cells)
+    atomic_write_text(path, buffer.getvalue())

@@ -1,4 +1,4 @@
-"""Image-reconstruction metrics: PSNR, SSIM, MS-SSIM, L1, LPIPS, FID and IS.
+"""Image metrics: PSNR, SSIM, MS-SSIM, L1, LPIPS, FID, sFID, IS and precision / recall.
 
 Everything here is importable without the ``movq-bench`` CLI, and heavy dependencies (scipy,
 pytorch-msssim, the Inception network, LPIPS) are imported only when first used:
@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "fid_from_moments": "movq.metrics.frechet",
     "inception_score": "movq.metrics.inception_score",
     "inception_score_from_posteriors": "movq.metrics.inception_score",
+    "precision_recall": "movq.metrics.precision_recall",
+    "manifold_radii": "movq.metrics.precision_recall",
     # streaming statistics
     "MomentAccumulator": "movq.metrics.accumulators",
     "MeanAccumulator": "movq.metrics.accumulators",

@@ -22,9 +22,13 @@ from movq.metrics.extractor import FeatureExtractor, FeatureOutput
 class RandomFeatureExtractor(FeatureExtractor):
     """A small randomly initialised CNN (deterministic for a ``seed``), for tests and smoke runs.
 
-    In ``[B, 3, H, W]`` in ``[0, 1]`` (resized to 64x64), out features ``[B, feature_dim]`` and
-    logits ``[B, num_classes]``. Its FID / IS values are meaningless as image-quality numbers.
+    In ``[B, 3, H, W]`` in ``[0, 1]`` (resized to 64x64), out features ``[B, feature_dim]``, logits
+    ``[B, num_classes]`` and spatial features ``[B, 128]`` (the first 2 channels of the last 8x8 map,
+    flattened ``[H, W, C]`` as the Inception's). Its FID / IS / sFID values are meaningless as
+    image-quality numbers.
     """
+
+    spatial_dim = 2 * 8 * 8
 
     def __init__(self, feature_dim: int = 32, num_classes: int = 10, seed: int = 0) -> None:
         super().__init__()
@@ -48,18 +52,19 @@ class RandomFeatureExtractor(FeatureExtractor):
         for conv in self.convs:
             x = torch.tanh(conv(x))
         features = x.mean((2, 3))
-        return FeatureOutput(features, self.fc(features))
+        return FeatureOutput(features, self.fc(features), x[:, :2].permute(0, 2, 3, 1).flatten(1))
 
 
 class CleanResized(FeatureExtractor):
     """Another extractor fed clean-fid's resize (:func:`movq.metrics.inception.clean_resize`, 299x299,
     back to ``[0, 1]``): ``--fid-mode clean`` for extractors other than the FID Inception (which
-    applies clean-fid's own scaling itself). Same ``feature_dim`` / ``num_classes``; never standard."""
+    applies clean-fid's own scaling itself). Same ``feature_dim`` / ``num_classes`` / ``spatial_dim``; never standard."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
         self.feature_dim, self.num_classes = inner.feature_dim, inner.num_classes
+        self.spatial_dim = getattr(inner, "spatial_dim", 0)
         self.description = f"{inner.description}, fed clean-fid's PIL-bicubic resize to 299"
         self.is_standard = False
 

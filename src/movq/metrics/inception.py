@@ -100,6 +100,12 @@ def clean_resize(images: Tensor) -> Tensor:
             plane = Image.fromarray(image[c].astype(np.float32), mode="F").resize(size, resample=Image.Resampling.BICUBIC)
             out[i, c] = np.asarray(plane).clip(0, 255)
     return torch.from_numpy(out).to(images.device)
+SPATIAL_CHANNELS, SPATIAL_SIDE = 7, 17
+SPATIAL_DEFINITION = (
+    "the first 7 channels of Mixed_6d's 1x1 branch (conv, batch norm, ReLU; TF's mixed_6/conv:0), a 17x17 map, "
+    "flattened in TF's [H, W, C] order: 2023 values (openai/guided-diffusion's evaluator, FID_SPATIAL_NAME)"
+)
+"""What :class:`FIDInceptionV3` returns as spatial features (sFID, Nash et al. 2021 as ADM computes it)."""
 _TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c",
           "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
@@ -127,16 +133,23 @@ def fid_inception3() -> nn.Module:
 
 
 class FIDInceptionV3(FeatureExtractor):
-    """The FID Inception-v3: images ``[B, 3, H, W]`` in ``[0, 1]`` -> pool features ``[B, 2048]`` and
-    logits ``[B, 1008]`` (``None`` when built with ``with_classifier=False``).
+    """The FID Inception-v3: images ``[B, 3, H, W]`` in ``[0, 1]`` -> pool features ``[B, 2048]``, logits
+    ``[B, 1008]`` (``None`` when built with ``with_classifier=False``) and the sFID spatial features
+    ``[B, 2023]``.
 
     The layers are those of :func:`fid_inception3`, held directly (keys ``Conv2d_1a_3x3.conv.weight``,
     ...). Preprocessing (``fid_mode``, :data:`FID_MODES`) is pytorch-fid's by default: bilinear resize
     to 299x299 (``align_corners=False``, no antialiasing), then ``2x - 1``; ``"clean"`` is clean-fid's
     (:func:`clean_resize`, then ``(x - 128) / 128``). Weights come from :func:`load_fid_inception`.
+
+    The logits are the pool features times the classifier's weights **without its bias**: the
+    ``softmax/logits/MatMul`` of the TF graph that every published Inception Score uses (improved-gan's
+    ``inception_score``, openai/guided-diffusion's evaluator, torch-fidelity's / torchmetrics'
+    ``logits_unbiased``). The spatial features are :data:`SPATIAL_DEFINITION`.
     """
 
     feature_dim = 2048
+    spatial_dim = SPATIAL_SIDE * SPATIAL_SIDE * SPATIAL_CHANNELS
     fid_mode = "pytorch-fid"
 
     def __init__(self, with_classifier: bool = True) -> None:
@@ -150,14 +163,24 @@ class FIDInceptionV3(FeatureExtractor):
         self.requires_grad_(False)
         self.eval()
 
-    def features(self, x: Tensor) -> Tensor:
-        """Network trunk on already preprocessed input ``[B, 3, 299, 299]`` in ``[-1, 1]`` -> ``[B, 2048]``."""
+    def trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Network trunk on already preprocessed input ``[B, 3, 299, 299]`` in ``[-1, 1]`` -> pool features
+        ``[B, 2048]`` and the spatial features ``[B, 2023]`` (:data:`SPATIAL_DEFINITION`)."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
-        for name in _TRUNK[5:]:
+        at_6d = _TRUNK.index("Mixed_6d")
+        for name in _TRUNK[5:at_6d]:
             x = getattr(self, name)(x)
-        return x.mean((2, 3))
+        # TF's mixed_6/conv: Mixed_6d's 1x1 branch (conv, batch norm, ReLU), in TF's NHWC order as the evaluator reshapes it
+        spatial = self.Mixed_6d.branch1x1(x)[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1)
+        for name in _TRUNK[at_6d:]:
+            x = getattr(self, name)(x)
+        return x.mean((2, 3)), spatial
+
+    def features(self, x: Tensor) -> Tensor:
+        """Network trunk on already preprocessed input ``[B, 3, 299, 299]`` in ``[-1, 1]`` -> ``[B, 2048]``."""
+        return self.trunk(x)[0]
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B, 3, 299, 299]`` in about ``[-1, 1]``: pytorch-fid's resize and
@@ -170,9 +193,9 @@ class FIDInceptionV3(FeatureExtractor):
     def forward(self, images: Tensor) -> FeatureOutput:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
-        pool = self.features(self.preprocess(images.to(self.Conv2d_1a_3x3.conv.weight.device)))
-        logits = self.fc(pool) if self.fc is not None else None
-        return FeatureOutput(pool, logits)
+        pool, spatial = self.trunk(self.preprocess(images.to(self.Conv2d_1a_3x3.conv.weight.device)))
+        logits = pool @ self.fc.weight.T if self.fc is not None else None  # no bias: the IS logits (class docstring)
+        return FeatureOutput(pool, logits, spatial)
 
 
 def load_fid_inception(
