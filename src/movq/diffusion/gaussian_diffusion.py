@@ -18,7 +18,7 @@ from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from movq.diffusion.schedules import check_kept_timesteps, get_betas, space_timesteps
+from movq.diffusion.schedules import RESPACING_FORMS, check_kept_timesteps, get_betas, space_timesteps
 from movq.memory_budget import check_memory_budget
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, check_argument
 
@@ -376,15 +376,18 @@ class GaussianDiffusion:
 
     # ----------------------------------------------------------------------------- respacing / io
 
-    def respace(self, steps: int | Sequence[int]) -> GaussianDiffusion:
-        """A process over ``steps`` evenly spaced steps of this one (first and last kept), or over the
-        given ascending step indices; ``alphas_cumprod`` at the kept steps is unchanged and
+    def respace(self, steps: int | str | Sequence[int]) -> GaussianDiffusion:
+        """A process over some of this one's steps: a respacing ``steps`` as improved-diffusion writes
+        it (``50`` or ``"50"``: evenly spaced, first and last kept; ``"ddim50"``: DDIM's integer stride;
+        ``"10,15,20"``: counts per equal section; see :func:`~movq.diffusion.schedules.space_timesteps`),
+        or the ascending step indices to keep. ``alphas_cumprod`` at the kept steps is unchanged and
         ``timestep_map`` points at the base process's steps."""
-        steps = check_argument(steps, int | tuple[int, ...], "steps")
-        if isinstance(steps, int):
+        if isinstance(steps, str) or (isinstance(steps, int) and not isinstance(steps, bool)):
             kept = space_timesteps(self.num_timesteps, steps)
+        elif isinstance(steps, (list, tuple, Tensor)):
+            kept = check_kept_timesteps(self.num_timesteps, list(check_argument(steps, tuple[int, ...], "steps")))
         else:
-            kept = check_kept_timesteps(self.num_timesteps, list(steps))
+            raise ValueError(f"steps must be {RESPACING_FORMS} or a list of step indices, got {steps!r}")
         base_steps = [int(self.timestep_map[k]) for k in kept]
         return GaussianDiffusion(**asdict(replace(self.config, timesteps=base_steps)))
 

@@ -126,16 +126,20 @@ class LatentDiffusionPipeline:
 
     @torch.no_grad()
     def generate(self, labels: Sequence[int | str] | Tensor | None = None, *, cond: Tensor | None = None,
-                 num_samples: int | None = None, num_steps: int | None = 50, sampler: str = "ddim", eta: float = 0.0,
+                 num_samples: int | None = None, num_steps: int | str | None = 50, sampler: str = "ddim", eta: float = 0.0,
                  guidance_scale: float = 1.0, clip_denoised: float | None = None, quantize: bool = False,
-                 generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+                 generator: torch.Generator | None = None, progress: bool = False,
+                 timestep_respacing: int | str | None = None) -> Tensor:
         """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for class ``labels`` (ids or names) and/or ``cond``
-        vectors, or ``num_samples`` unconditional ones; see :func:`movq.diffusion.generate`."""
+        vectors, or ``num_samples`` unconditional ones; see :func:`movq.diffusion.generate`.
+        ``timestep_respacing`` (``50``, ``"250"``, ``"ddim50"``, ``"10,15,20"``), when given, replaces
+        ``num_steps`` (which takes the same values)."""
         return generate(
             self.model, self.diffusion, self.codec, labels=None if labels is None else self.label_ids(labels),
             cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
             sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
             generator=generator, progress=progress, latent_scale=self.latent_scale,
+            timestep_respacing=timestep_respacing,
         )
 
     __call__ = generate
