@@ -252,7 +252,9 @@ class GaussianDiffusion:
         Returns ``mse`` (L_simple: mean squared error of the eps / x0 / v prediction) and ``loss``;
         with ``loss="hybrid"`` also ``vb`` (the VLB term in bits/dim, computed with the predicted
         mean detached so it trains only the variance) and ``loss = mse + vlb_weight * T * vb``
-        (``T * vb`` estimates the whole bound ``L_vlb`` from one uniformly drawn term).
+        (``T * vb`` estimates the whole bound ``L_vlb`` from one uniformly drawn term). With
+        ``loss="kl"`` (improved-diffusion's ``use_kl``, its ``RESCALED_KL``) ``loss = T * vb`` with
+        nothing detached (the VLB trains mean and variance); ``mse`` is then reported, detached.
         """
         self._check_x(x0, "x0")
         self._check_t(t, x0.shape[0])
@@ -262,6 +264,11 @@ class GaussianDiffusion:
         output = self.model_output(model, x_t, t, model_kwargs)
         mean_out, var_out = self._split(output, x_t)
         terms = {"mse": mean_flat((self.mse_target(x0, t, noise) - mean_out) ** 2)}
+        if self.config.loss == "kl":
+            terms["mse"] = terms["mse"].detach()
+            terms["vb"] = self.vb_terms_bits(output, x0, x_t, t)
+            terms["loss"] = self.num_timesteps * terms["vb"]
+            return terms
         if var_out is None:
             terms["loss"] = terms["mse"]
             return terms
