@@ -40,7 +40,14 @@ import torch
 from torch import Tensor
 
 from movq.diffusion.config import DiffusionConfig, Loss, MeanType, Steps, VarType
-from movq.diffusion.data import LabelMode, LatentItems, collate_latents, labelled_latents, latent_std
+from movq.diffusion.data import (
+    LabelMode,
+    LatentItems,
+    check_label_layout,
+    collate_latents,
+    labelled_latents,
+    latent_std,
+)
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
@@ -201,6 +208,7 @@ class DiffusionTrainer(TaskBase):
         latents = open_token_folder(
             cfg.data, Path(cfg.out) / LATENTS_DIR, kind="latents", codec=cfg.codec, resolution=cfg.resolution,
             loop=self.loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+            check_sources=lambda sources: check_label_layout(sources, cfg.labels, cfg.data),  # before encoding
         )
         return labelled_latents(latents, cfg.labels, cfg.cond)
 
