@@ -4,6 +4,7 @@ with optional image completion and reranking of candidates by an image-text scor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from torch import Tensor
 from movq.images import ImageFormat, ImageInput, from_tensor
 from movq.t2i.model import T2ITransformer, sequence_to_tokens, tokens_to_sequence
 from movq.t2i.sampling import check_sampling_args
-from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer
+from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer, text_warnings
 
 Scorer = Callable[[list[Image.Image], list[str]], "Sequence[float] | Tensor"]
 """``scorer(images, prompts) -> scores``: one score per (image, prompt) pair, higher is better."""
@@ -45,6 +46,14 @@ class T2IPipeline:
     model's config; ``tokenizer`` defaults to ``model.config.tokenizer`` (``"byte"``). Images come
     out at ``image_grid * codec.downsample_factor`` pixels.
     """
+
+    def _warn_about_prompts(self, prompts: Sequence[str]) -> None:
+        """Warn (once per pipeline and kind) about empty prompts and prompts cut to ``text_len`` tokens."""
+        warned = self.__dict__.setdefault("_warned", set())
+        for kind, message in text_warnings(self.tokenizer, prompts, self.model.config.text_len).items():
+            if kind not in warned:
+                warned.add(kind)
+                warnings.warn(message, stacklevel=4)  # the caller of __call__ (under no_grad)
 
     def __init__(
         self, model: T2ITransformer, codec: Any, tokenizer: str | TextTokenizer | None = None
@@ -147,6 +156,7 @@ class T2IPipeline:
                 "prefix_image and prefix_rows go together: the images and how many top rows to keep"
             )
         count = len(prompts)
+        self._warn_about_prompts(prompts)
         text_ids = encode_prompts(self.tokenizer, prompts, self.model.config.text_len).to(self.model.device)
         if prefix_image is not None:
             image_prefix = self.encode_prefix(prefix_image, prefix_rows)
