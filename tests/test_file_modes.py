@@ -39,3 +39,14 @@ def test_shards_releases_and_json_get_the_umask_mode(umask, token_data_dir, tmp_
     written = modes(release)
     assert {"config.json", "model.safetensors"} <= set(written)
     assert {name: oct(mode) for name, mode in written.items() if mode != expected} == {}
+
+
+def test_a_training_runs_checkpoint_and_release_get_the_umask_mode(umask, tmp_path):
+    from helpers import diffusion_train_config, toy_latents
+    from movq.diffusion.train import DiffusionTrainer
+
+    DiffusionTrainer(diffusion_train_config(tmp_path, max_steps=1, save_every=1), toy_latents(8)).run()
+    written = modes(tmp_path / "run")
+    assert {"ema.safetensors", "model.safetensors", "diffusion.json"} <= set(written)
+    assert any(name.endswith("state.pt") for name in written)
+    assert {name: oct(mode) for name, mode in written.items() if mode != 0o666 & ~umask} == {}

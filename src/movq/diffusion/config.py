@@ -54,7 +54,7 @@ class DiffusionConfig(StrictConfig):
             self.loss = "hybrid" if self.learned_variance else "mse"
         if self.learned_variance and self.loss == "mse":
             raise ValueError(
-                "var_type='learned_range' is trained only by the VLB term: use loss='hybrid' "
+                "var_type='learned_range' is trained only by the VLB term: use loss='hybrid' or 'kl' "
                 "(or a fixed var_type with loss='mse')"
             )
         if not self.learned_variance and self.loss == "hybrid":

@@ -13,9 +13,11 @@ Class labels are the top-level subfolders of an image folder (``DATA/<class>/<im
 Labels / vectors are dropped with probability ``--p-uncond`` so the model also learns the
 unconditional prediction (classifier-free guidance).
 
-Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``t`` uniform, ``--loss hybrid``
-(``L_simple + vlb_weight * L_vlb`` with a learned variance) or ``--loss mse`` (``L_simple``, fixed
-variance) or ``--use-kl`` (``L_vlb`` alone, improved-diffusion's ``use_kl``). The default prediction is ``v`` (``--mean-type v``), not the paper's ``eps``: on latents
+Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``--loss hybrid`` (``L_simple +
+vlb_weight * L_vlb`` with a learned variance), ``--loss mse`` (``L_simple``, fixed variance) or
+``--use-kl`` (``L_vlb`` alone, improved-diffusion's ``use_kl``); ``t`` uniform, or importance-sampled
+by ``--schedule-sampler loss-second-moment`` (:mod:`movq.diffusion.resample`). The default
+prediction is ``v`` (``--mean-type v``), not the paper's ``eps``: on latents
 the cosine schedule's clipped last beta multiplies an eps error by about 32 at the first of 1000
 reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.GaussianDiffusion`), while
 ``v`` is well conditioned at every step. Latents are multiplied by ``--latent-scale`` (default
