@@ -5,6 +5,7 @@ be read is a regular file (:func:`check_regular_file`: a FIFO or device would bl
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -31,7 +32,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
         os.close(fd)
     try:
         write(str(tmp))
-        os.chmod(tmp, mode)
+        with contextlib.suppress(OSError):  # a filesystem without modes (some FUSE / SMB mounts) keeps its own
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
