@@ -113,6 +113,7 @@ def test_use_kl_flag_is_recorded_and_refused_against_another_loss(tmp_path, caps
     trainer.run()
     saved = json.loads((tmp_path / "run" / "diffusion.json").read_text())
     assert saved["loss"] == "kl" and saved["var_type"] == "learned_range"
+    assert GaussianDiffusion.from_pretrained(tmp_path / "run").config.loss == "kl"
     assert DiffusionTrainConfig(use_kl=True, loss="kl").diffusion_config().loss == "kl"
     for argv, message in (
         (["--use-kl", "--loss", "mse"], "--use-kl trains the VLB alone (loss 'kl') but --loss is 'mse': give one of them"),

@@ -57,7 +57,8 @@ def generate(
     model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps): a count or
     an improved-diffusion respacing string (``"250"``, ``"ddim50"``, ``"10,15,20"``; see
     :meth:`GaussianDiffusion.respace`); ``timestep_respacing`` (improved-diffusion's name), when
-    given, is used instead of ``num_steps``;
+    given, is used instead of ``num_steps`` (``"ddimN"`` picks DDIM's striding; the steps taken are
+    still ``sampler``'s, ``"ddim"`` by default);
     ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
     :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
     decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
