@@ -120,7 +120,7 @@ def test_diffusion_steps_have_an_upper_bound():
 
     with pytest.raises(ConfigError, match=r"steps.*expected an int in \[2, 100000\], got 1000000000000"):
         GaussianDiffusion(steps=10**12)
-    with pytest.raises(ValueError, match="steps must be an int or a list"):
+    with pytest.raises(ValueError, match="steps must be an int N, .* or a list of step indices, got 2.5"):
         GaussianDiffusion(steps=10).respace(2.5)
 
 

@@ -5,6 +5,7 @@ be read is a regular file (:func:`check_regular_file`: a FIFO or device would bl
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -15,16 +16,24 @@ from pathlib import Path
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it onto ``path``.
 
-    The temporary file is created with mode ``0o666``, so the kernel applies the process umask and
-    the result gets the usual permissions; the umask itself is never changed (thread-safe). On any
-    error the temporary file is removed and the error re-raised.
+    Every output gets the usual permissions, ``0o666 & ~umask`` (e.g. ``0o644``), whatever ``write`` does:
+    the temporary file is created with mode ``0o666`` (the kernel applies the process umask), and
+    that mode is set again after ``write``, since writers that replace the file (safetensors'
+    ``save_file`` writes ``0o600``) would otherwise leave it unreadable to others. The umask itself is
+    never changed (thread-safe). On any error the temporary file is removed and the error re-raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask
+    finally:
+        os.close(fd)
     try:
         write(str(tmp))
+        with contextlib.suppress(OSError):  # a filesystem without modes (some FUSE / SMB mounts) keeps its own
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)

@@ -12,7 +12,8 @@ Training and sampling a run (``movq-diffusion-train``, :mod:`movq.diffusion.trai
 >>> images = pipe.generate(labels=["red-disc", "blue-vbar"], num_steps=50)   # 2 PIL images
 >>> x = pipe.generate(labels=["red-disc"], output_type="pt")                 # [1, 3, H, W] in [-1, 1]
 
-Modules: ``schedules`` (betas, respacing), ``losses`` (KL, discretized likelihood), ``config``
+Modules: ``schedules`` (betas, respacing: ``"250"`` / ``"ddim50"`` / ``"10,15,20"``), ``losses`` (KL,
+discretized likelihood), ``resample`` (timestep samplers: uniform, loss-second-moment), ``config``
 (:class:`DiffusionConfig`), ``gaussian_diffusion``, ``guidance`` (conditioning dropout, guided
 model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``sampling`` (:func:`generate`:
 labels / vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``pipeline``

@@ -16,10 +16,12 @@ a hostile ``steps`` before its schedule is computed."""
 Steps = Annotated[int, Range(2, MAX_STEPS)]
 MeanType = Literal["eps", "x0", "v"]
 VarType = Literal["learned_range", "fixed_small", "fixed_large"]
-Loss = Literal["mse", "hybrid"]
+Loss = Literal["mse", "hybrid", "kl"]
 MEAN_TYPES: tuple[str, ...] = get_args(MeanType)
 VAR_TYPES: tuple[str, ...] = get_args(VarType)
 LOSSES: tuple[str, ...] = get_args(Loss)
+DEFAULT_VLB_WEIGHT = 1e-3
+"""The hybrid loss's lambda (improved DDPM; improved-diffusion's ``RESCALED_MSE`` is ``T / 1000``)."""
 
 
 @dataclass
@@ -30,8 +32,10 @@ class DiffusionConfig(StrictConfig):
     when set, keeps only those steps (respacing). ``mean_type`` is what the model predicts (noise
     ``eps``, the clean ``x0`` or ``v = sqrt(abar) eps - sqrt(1 - abar) x0``); ``var_type`` is the
     reverse-step variance (``learned_range`` needs a model with twice the channels out and the
-    ``hybrid`` loss). ``loss=None`` picks ``hybrid`` for a learned variance and ``mse`` otherwise.
-    ``vlb_weight`` is the lambda of ``L_simple + lambda * L_vlb``; ``bin_width`` is the decoder bin of
+    ``hybrid`` loss). ``loss=None`` picks ``hybrid`` for a learned variance and ``mse`` otherwise;
+    ``loss="kl"`` is the VLB alone (improved-diffusion's ``use_kl``: its ``RESCALED_KL``, ``T`` times
+    one uniformly drawn term in bits/dim, with any ``var_type``). ``vlb_weight`` is the lambda of the
+    hybrid's ``L_simple + lambda * L_vlb`` (left at its default with ``kl``); ``bin_width`` is the decoder bin of
     the discretized likelihood at ``t = 0`` (see :class:`~movq.diffusion.GaussianDiffusion`).
     """
 
@@ -40,7 +44,7 @@ class DiffusionConfig(StrictConfig):
     mean_type: MeanType = "eps"
     var_type: VarType = "learned_range"
     loss: Loss | None = None
-    vlb_weight: NonNegativeFloat = 1e-3
+    vlb_weight: NonNegativeFloat = DEFAULT_VLB_WEIGHT
     bin_width: PositiveFloat = 2.0 / 255.0
     timesteps: list[int] | None = None
 
@@ -50,13 +54,18 @@ class DiffusionConfig(StrictConfig):
             self.loss = "hybrid" if self.learned_variance else "mse"
         if self.learned_variance and self.loss == "mse":
             raise ValueError(
-                "var_type='learned_range' is trained only by the VLB term: use loss='hybrid' "
+                "var_type='learned_range' is trained only by the VLB term: use loss='hybrid' or 'kl' "
                 "(or a fixed var_type with loss='mse')"
             )
         if not self.learned_variance and self.loss == "hybrid":
             raise ValueError(
                 f"loss='hybrid' trains the variance through the VLB term, but var_type={self.var_type!r} is fixed: "
                 "use var_type='learned_range' or loss='mse'"
+            )
+        if self.loss == "kl" and self.vlb_weight != DEFAULT_VLB_WEIGHT:
+            raise ValueError(
+                f"vlb_weight={self.vlb_weight!r} weighs the VLB term of the hybrid loss, but loss='kl' is the VLB "
+                f"alone (T x one term, as improved-diffusion's use_kl): leave vlb_weight at {DEFAULT_VLB_WEIGHT} or use loss='hybrid'"
             )
         if self.timesteps is not None:
             self.timesteps = check_kept_timesteps(self.steps, self.timesteps)

@@ -43,6 +43,20 @@ def folder_labels(sources: Sequence[str]) -> tuple[list[int], list[str]] | None:
     return [index[t] for t in tops], names
 
 
+def check_label_layout(sources: Sequence[str], mode: str, root: object) -> None:
+    """Refuse (``ValueError``, one line) an unknown label ``mode``, or ``mode="folder"`` with a source (a path
+    relative to the data folder ``root``) outside any class folder. Runs on the listed sources, before any
+    image is encoded."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {mode!r}")
+    if mode == "folder" and folder_labels(sources) is None:
+        flat = next(s for s in sources if len(PurePosixPath(s.replace("\\", "/")).parts) < 2)
+        raise ValueError(
+            f"--labels folder: {flat!r} of {root} is not inside a class folder; class labels need the "
+            "layout DATA/<class>/<image> (or --labels none)"
+        )
+
+
 class LatentItems(Dataset):
     """The diffusion trainer's data: ``ds[i]`` is ``{"latents": [C, h, w]}`` plus ``"label"`` (int) when
     ``labels`` are given and ``"cond"`` (float ``[D]``) when ``cond`` is.
@@ -151,15 +165,8 @@ def labelled_latents(dataset: Any, mode: str = "auto", cond_file: str | None = N
     folders of its sources (``mode``: ``auto`` when the run read an image folder, every source has a
     class folder and there are at least two,
     ``folder`` always (an error otherwise), ``none`` never) and vectors from ``cond_file``."""
-    if mode not in LABEL_MODES:
-        raise ValueError(f"labels must be one of {LABEL_MODES}, got {mode!r}")
+    check_label_layout(dataset.sources, mode, dataset.root)
     found = folder_labels(dataset.sources) if mode != "none" else None
-    if mode == "folder" and found is None:
-        flat = next(s for s in dataset.sources if len(PurePosixPath(s).parts) < 2)
-        raise ValueError(
-            f"--labels folder: {flat!r} of {dataset.root} is not inside a class folder; class labels need the "
-            "layout DATA/<class>/<image> (or --labels none)"
-        )
     if mode == "auto" and found is not None and (len(found[1]) < 2 or not _from_folder(dataset.meta)):
         found = None
     cond = None if cond_file is None else load_cond_file(cond_file, len(dataset))

@@ -18,7 +18,7 @@ from movq.atomic import atomic_write_text, require_regular_file
 from movq.diffusion.config import DiffusionConfig
 from movq.diffusion.guidance import ClassifierFreeGuidance
 from movq.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from movq.diffusion.schedules import check_kept_timesteps, get_betas, space_timesteps
+from movq.diffusion.schedules import RESPACING_FORMS, check_kept_timesteps, get_betas, space_timesteps
 from movq.memory_budget import check_memory_budget
 from movq.progress import Progress, progress_bar
 from movq.seeding import Generators, check_generators, randn
@@ -254,7 +254,9 @@ class GaussianDiffusion:
         Returns ``mse`` (L_simple: mean squared error of the eps / x0 / v prediction) and ``loss``;
         with ``loss="hybrid"`` also ``vb`` (the VLB term in bits/dim, computed with the predicted
         mean detached so it trains only the variance) and ``loss = mse + vlb_weight * T * vb``
-        (``T * vb`` estimates the whole bound ``L_vlb`` from one uniformly drawn term).
+        (``T * vb`` estimates the whole bound ``L_vlb`` from one uniformly drawn term). With
+        ``loss="kl"`` (improved-diffusion's ``use_kl``, its ``RESCALED_KL``) ``loss = T * vb`` with
+        nothing detached (the VLB trains mean and variance); ``mse`` is then reported, detached.
         """
         self._check_x(x0, "x0")
         self._check_t(t, x0.shape[0])
@@ -264,6 +266,11 @@ class GaussianDiffusion:
         output = self.model_output(model, x_t, t, model_kwargs)
         mean_out, var_out = self._split(output, x_t)
         terms = {"mse": mean_flat((self.mse_target(x0, t, noise) - mean_out) ** 2)}
+        if self.config.loss == "kl":
+            terms["mse"] = terms["mse"].detach()
+            terms["vb"] = self.vb_terms_bits(output, x0, x_t, t)
+            terms["loss"] = self.num_timesteps * terms["vb"]
+            return terms
         if var_out is None:
             terms["loss"] = terms["mse"]
             return terms
@@ -381,15 +388,18 @@ class GaussianDiffusion:
 
     # ----------------------------------------------------------------------------- respacing / io
 
-    def respace(self, steps: int | Sequence[int]) -> GaussianDiffusion:
-        """A process over ``steps`` evenly spaced steps of this one (first and last kept), or over the
-        given ascending step indices; ``alphas_cumprod`` at the kept steps is unchanged and
+    def respace(self, steps: int | str | Sequence[int]) -> GaussianDiffusion:
+        """A process over some of this one's steps: a respacing ``steps`` as improved-diffusion writes
+        it (``50`` or ``"50"``: evenly spaced, first and last kept; ``"ddim50"``: DDIM's integer stride;
+        ``"10,15,20"``: counts per equal section; see :func:`~movq.diffusion.schedules.space_timesteps`),
+        or the ascending step indices to keep. ``alphas_cumprod`` at the kept steps is unchanged and
         ``timestep_map`` points at the base process's steps."""
-        steps = check_argument(steps, int | tuple[int, ...], "steps")
-        if isinstance(steps, int):
+        if isinstance(steps, str) or (isinstance(steps, int) and not isinstance(steps, bool)):
             kept = space_timesteps(self.num_timesteps, steps)
+        elif isinstance(steps, (list, tuple, Tensor)):
+            kept = check_kept_timesteps(self.num_timesteps, list(check_argument(steps, tuple[int, ...], "steps")))
         else:
-            kept = check_kept_timesteps(self.num_timesteps, list(steps))
+            raise ValueError(f"steps must be {RESPACING_FORMS} or a list of step indices, got {steps!r}")
         base_steps = [int(self.timestep_map[k]) for k in kept]
         return GaussianDiffusion(**asdict(replace(self.config, timesteps=base_steps)))
 

@@ -134,14 +134,15 @@ class LatentDiffusionPipeline(ProgressBarConfig):
                  num_samples: int | None = None, num_steps: int | str | None = 50, sampler: str = "ddim",
                  eta: float = 0.0, guidance_scale: float = 1.0, clip_denoised: float | None = None,
                  quantize: bool = False, generator: Generators = None, progress: bool | None = None,
-                 output_type: str = "pil") -> list[Image.Image] | Tensor:
+                 output_type: str = "pil", timestep_respacing: int | str | None = None) -> list[Image.Image] | Tensor:
         """Images for class ``labels`` (ids or names) and/or ``cond`` vectors, or ``num_samples``
         unconditional ones; see :func:`movq.diffusion.generate`.
 
         ``output_type="pil"`` (default) gives ``B`` RGB PIL images; ``"pt"`` the tensor ``[B, 3, H, W]``
         in ``[-1, 1]``. ``generator``: one generator, or a list of ``B``, one per sample (sample ``i``'s
         noise then depends on ``generator[i]`` alone, :mod:`movq.seeding`). ``num_steps``: an int or a
-        respacing string. ``progress``: a tqdm bar over the steps (``None``: shown unless
+        respacing string; ``timestep_respacing`` (``50``, ``"250"``,
+        ``"ddim50"``, ``"10,15,20"``), when given, replaces it. ``progress``: a tqdm bar over the steps (``None``: shown unless
         :meth:`set_progress_bar_config` ``(disable=True)``).
         """
         check_output_type(output_type)
@@ -150,6 +151,7 @@ class LatentDiffusionPipeline(ProgressBarConfig):
             cond=cond, num_samples=num_samples, latent_size=tuple(self.latent_shape[1:]), num_steps=num_steps,
             sampler=sampler, eta=eta, guidance_scale=guidance_scale, quantize=quantize, clip_denoised=clip_denoised,
             generator=generator, progress=self._progress(progress), latent_scale=self.latent_scale,
+            timestep_respacing=timestep_respacing,
         )
         return generated_output(images, output_type)
 

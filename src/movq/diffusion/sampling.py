@@ -49,15 +49,19 @@ def generate(
     generator: Generators = None,
     progress: Progress = False,
     latent_scale: float = 1.0,
+    timestep_respacing: int | str | None = None,
 ) -> Tensor:
     """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
 
     ``labels`` (``[B]`` ints) and/or ``cond`` (``[B, cond_dim]`` vectors, e.g. a CLIP image
     embedding as Kandinsky's decoder uses) set the batch; without either, ``num_samples`` does
     (unconditional, or the null condition of a conditional model). ``latent_size`` defaults to the
-    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps; an int, or
-a respacing string passed as it is to :meth:`GaussianDiffusion.respace`); ``generator`` is one
-generator or a list of ``B``, one per sample (:mod:`movq.seeding`);
+    model's ``sample_size``. ``num_steps`` respaces the diffusion (``None``: all its steps): a count or
+    an improved-diffusion respacing string (``"250"``, ``"ddim50"``, ``"10,15,20"``; see
+    :meth:`GaussianDiffusion.respace`); ``timestep_respacing`` (improved-diffusion's name), when
+    given, is used instead of ``num_steps`` (``"ddimN"`` picks DDIM's striding; the steps taken are
+    still ``sampler``'s, ``"ddim"`` by default); ``generator`` is one
+    generator or a list of ``B``, one per sample (:mod:`movq.seeding`);
     ``sampler`` / ``eta`` / ``guidance_scale`` / ``clip_denoised`` / ``generator`` / ``progress`` go to
     :meth:`GaussianDiffusion.sample`. ``quantize=True`` snaps latents to the codebook before
     decoding (Kandinsky decodes them unquantized, the default). ``latent_scale`` is the factor the
@@ -66,6 +70,8 @@ generator or a list of ``B``, one per sample (:mod:`movq.seeding`);
     """
     latent_scale = check_argument(latent_scale, PositiveFloat, "latent_scale")
     num_samples = check_argument(num_samples, PositiveInt | None, "num_samples")
+    if timestep_respacing is not None:
+        num_steps = timestep_respacing
     if not isinstance(num_steps, str):
         num_steps = check_argument(num_steps, PositiveInt | None, "num_steps")
     latent_size = check_argument(latent_size, PositiveInt | tuple[PositiveInt, PositiveInt] | None, "latent_size")
@@ -91,7 +97,7 @@ generator or a list of ``B``, one per sample (:mod:`movq.seeding`);
         )
     size = config.sample_size if latent_size is None else latent_size
     height, width = (size, size) if isinstance(size, int) else size
-    if num_steps is not None and num_steps != diffusion.num_timesteps:
+    if isinstance(num_steps, str) or (num_steps is not None and num_steps != diffusion.num_timesteps):
         diffusion = diffusion.respace(num_steps)
     latents = diffusion.sample(
         model,

@@ -13,9 +13,11 @@ Class labels are the top-level subfolders of an image folder (``DATA/<class>/<im
 Labels / vectors are dropped with probability ``--p-uncond`` so the model also learns the
 unconditional prediction (classifier-free guidance).
 
-Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``t`` uniform, ``--loss hybrid``
-(``L_simple + vlb_weight * L_vlb`` with a learned variance) or ``--loss mse`` (``L_simple``, fixed
-variance). The default prediction is ``v`` (``--mean-type v``), not the paper's ``eps``: on latents
+Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``--loss hybrid`` (``L_simple +
+vlb_weight * L_vlb`` with a learned variance), ``--loss mse`` (``L_simple``, fixed variance) or
+``--use-kl`` (``L_vlb`` alone, improved-diffusion's ``use_kl``); ``t`` uniform, or importance-sampled
+by ``--schedule-sampler loss-second-moment`` (:mod:`movq.diffusion.resample`). The default
+prediction is ``v`` (``--mean-type v``), not the paper's ``eps``: on latents
 the cosine schedule's clipped last beta multiplies an eps error by about 32 at the first of 1000
 reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.GaussianDiffusion`), while
 ``v`` is well conditioned at every step. Latents are multiplied by ``--latent-scale`` (default
@@ -40,11 +42,19 @@ import torch
 from torch import Tensor
 
 from movq.diffusion.config import DiffusionConfig, Loss, MeanType, Steps, VarType
-from movq.diffusion.data import LabelMode, LatentItems, collate_latents, labelled_latents, latent_std
+from movq.diffusion.data import (
+    LabelMode,
+    LatentItems,
+    check_label_layout,
+    collate_latents,
+    labelled_latents,
+    latent_std,
+)
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
+from movq.diffusion.resample import ScheduleSamplerName, schedule_sampler
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
@@ -60,7 +70,7 @@ PROG = "movq-diffusion-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
 """Columns of the run's ``log.csv`` (``mse``: L_simple; ``vb``: the VLB term in bits/dim, hybrid only)."""
 LATENTS_DIR = "latents"
-DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large"}
+DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large", "kl": "learned_range"}
 """The reverse-step variance each loss trains with unless ``--var-type`` says otherwise (improved-diffusion's defaults)."""
 
 
@@ -92,9 +102,11 @@ class DiffusionTrainConfig(OptimConfig):
     diffusion_steps: Steps = 1000
     schedule: Schedule = "cosine"
     mean_type: MeanType = "v"
-    loss: Loss = "hybrid"
+    loss: Loss | None = None  # None: hybrid, or kl with use_kl
+    use_kl: bool = False
     var_type: VarType | None = None
     vlb_weight: NonNegativeFloat = 1e-3
+    schedule_sampler: ScheduleSamplerName = "uniform"
     latent_scale: PositiveFloat | None = None  # None: 1 / std of the latents
     p_uncond: Annotated[float, Range(0, 1)] = 0.1
     # OptimConfig's fields with improved-DDPM defaults (lr 1e-4 and EMA 0.9999 are OptimConfig's own)
@@ -113,12 +125,16 @@ class DiffusionTrainConfig(OptimConfig):
 
     def diffusion_config(self) -> DiffusionConfig:
         """The :class:`DiffusionConfig` of these settings (errors name the flags)."""
-        var_type = self.var_type or DEFAULT_VAR_TYPE.get(self.loss, "learned_range")
+        loss = self.loss or ("kl" if self.use_kl else "hybrid")
+        if self.use_kl and loss != "kl":
+            raise ValueError(f"--use-kl trains the VLB alone (loss 'kl') but --loss is {loss!r}: give one of them")
+        var_type = self.var_type or DEFAULT_VAR_TYPE.get(loss, "learned_range")
         try:
             return DiffusionConfig(steps=self.diffusion_steps, schedule=self.schedule, mean_type=self.mean_type,
-                                   var_type=var_type, loss=self.loss, vlb_weight=self.vlb_weight)
+                                   var_type=var_type, loss=loss, vlb_weight=self.vlb_weight)
         except ValueError as error:
-            raise ValueError(f"diffusion settings (--diffusion-steps/--schedule/--mean-type/--loss/--var-type): {error}") from None
+            raise ValueError(f"diffusion settings (--diffusion-steps/--schedule/--mean-type/--loss/--use-kl/--var-type/"
+                             f"--vlb-weight): {error}") from None
 
 
 HELP = {
@@ -136,9 +152,14 @@ HELP = {
     "diffusion_steps": "steps of the diffusion process (sampling can respace to fewer)",
     "schedule": "noise schedule: cosine or linear",
     "mean_type": "what the model predicts: v (default: well conditioned on latents), eps or x0",
-    "loss": "hybrid (L_simple + vlb_weight * L_vlb, learned variance) or mse (L_simple, fixed variance)",
+    "loss": "hybrid (default: L_simple + vlb_weight * L_vlb, learned variance), mse (L_simple, fixed variance) "
+            "or kl (= --use-kl)",
+    "use_kl": "train on the VLB alone (improved-diffusion's --use_kl: T x one KL term in bits/dim; loss 'kl' "
+              "in diffusion.json), learned variance unless --var-type says otherwise",
     "var_type": "reverse-step variance: learned_range (hybrid), fixed_large or fixed_small (mse); default by --loss",
     "vlb_weight": "lambda of the hybrid loss",
+    "schedule_sampler": "timesteps: uniform, or loss-second-moment (importance sampling by each step's recent "
+                        "loss, weights 1 / (T p_t); improved-diffusion's, for --use-kl)",
     "latent_scale": "multiply the latents by this (default: 1 / std of the training latents)",
     "p_uncond": "probability of dropping a sample's label / vector (classifier-free guidance)",
     "min_lr_ratio": "learning rate at max_steps relative to --lr after a cosine decay (1 = constant after warm-up)",
@@ -167,6 +188,7 @@ class DiffusionTrainer(TaskBase):
             raise TypeError(f"dataset must be a movq.diffusion.data.LatentItems, got {type(self.dataset).__name__}")
         self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.dataset)
         self.diffusion = GaussianDiffusion(**asdict(cfg.diffusion_config()))
+        self.schedule_sampler = schedule_sampler(cfg.schedule_sampler, self.diffusion.num_timesteps)
         channels, height, width = self.dataset.latent_shape
         if height != width:
             raise ValueError(f"latents of {height}x{width}: the UNet is built for square latents")
@@ -188,6 +210,7 @@ class DiffusionTrainer(TaskBase):
         latents = open_token_folder(
             cfg.data, Path(cfg.out) / LATENTS_DIR, kind="latents", codec=cfg.codec, resolution=cfg.resolution,
             loop=self.loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+            check_sources=lambda sources: check_label_layout(sources, cfg.labels, cfg.data),  # before encoding
         )
         return labelled_latents(latents, cfg.labels, cfg.cond)
 
@@ -204,12 +227,21 @@ class DiffusionTrainer(TaskBase):
     # ------------------------------------------------------------------ TrainTask: state
 
     def state_dict(self) -> dict[str, Any]:
-        """UNet, EMA, optimizer, scheduler (tensors and plain values), and what the model was built from."""
-        return {**super().state_dict(), **self._identity(), "codec": codec_identity(self.dataset.meta)}
+        """UNet, EMA, optimizer, scheduler (tensors and plain values), the timestep sampler's state (its
+        loss history), and what the model was built from."""
+        sampler = self.schedule_sampler.state_dict()
+        return {**super().state_dict(), **self._identity(), "codec": codec_identity(self.dataset.meta),
+                **({"schedule_sampler_state": sampler} if sampler else {})}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.schedule_sampler.state_dict():
+            self.schedule_sampler.load_state_dict(state["schedule_sampler_state"])
 
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
-                "latent_scale": self.latent_scale, "labels": self.dataset.label_names}
+                "latent_scale": self.latent_scale, "labels": self.dataset.label_names,
+                "schedule_sampler": self.cfg.schedule_sampler}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
@@ -241,16 +273,17 @@ class DiffusionTrainer(TaskBase):
             kwargs = {k: batch[k].to(self.device, non_blocking=True) for k in ("y", "cond") if k in batch}
             if kwargs and cfg.p_uncond > 0:
                 kwargs = drop_conditions(kwargs, cfg.p_uncond)
-            t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), device=self.device)
+            t, weights = self.schedule_sampler.sample(x0.shape[0], self.device)
             with no_sync_unless(self.net, micro == cfg.grad_accum - 1):
                 terms = self.diffusion.training_losses(self._forward, x0, t, kwargs)
-                loss = terms["loss"].mean()
+                self.schedule_sampler.update(t, terms["loss"].detach(), self.dist)  # unweighted, as improved-diffusion
+                loss = (terms["loss"] * weights).mean()
                 (loss / cfg.grad_accum).backward()
             vb = terms["vb"].mean() if "vb" in terms else torch.zeros((), device=self.device)
             sums += torch.stack([loss, terms["mse"].mean(), vb]).detach().float() / cfg.grad_accum
         grad_norm = self.optimizer_step()
         out = {"loss": sums[0], "mse": sums[1], "grad_norm": grad_norm}
-        if self.diffusion.config.learned_variance:
+        if self.diffusion.config.loss != "mse":
             out["vb"] = sums[2]
         return out
 

@@ -22,7 +22,7 @@ from movq.seeding import Generators, batch_generators, check_generators
 from movq.strict import read_json_object
 from movq.t2i.model import T2ITransformer, sequence_to_tokens, tokens_to_sequence
 from movq.t2i.sampling import check_sampling_args
-from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer
+from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer, text_warnings
 
 CODEC_INFO = "codec.json"
 """The file of a ``movq-t2i-train`` run folder naming the codec whose tokens the model learned."""
@@ -57,6 +57,14 @@ class T2IPipeline(ProgressBarConfig):
     out at ``image_grid * codec.downsample_factor`` pixels. :meth:`from_pretrained` loads a
     ``movq-t2i-train`` run folder with its recorded codec.
     """
+
+    def _warn_about_prompts(self, prompts: Sequence[str]) -> None:
+        """Warn (once per pipeline and kind) about empty prompts and prompts cut to ``text_len`` tokens."""
+        warned = self.__dict__.setdefault("_warned", set())
+        for kind, message in text_warnings(self.tokenizer, prompts, self.model.config.text_len).items():
+            if kind not in warned:
+                warned.add(kind)
+                warnings.warn(message, stacklevel=4)  # the caller of __call__ (under no_grad)
 
     def __init__(
         self, model: T2ITransformer, codec: Any, tokenizer: str | TextTokenizer | None = None
@@ -199,6 +207,7 @@ class T2IPipeline(ProgressBarConfig):
                 "prefix_image and prefix_rows go together: the images and how many top rows to keep"
             )
         count = len(prompts)
+        self._warn_about_prompts(prompts)
         text_ids = encode_prompts(self.tokenizer, prompts, self.model.config.text_len).to(self.model.device)
         if prefix_image is not None:
             image_prefix = self.encode_prefix(prefix_image, prefix_rows)

@@ -152,6 +152,34 @@ def encode_prompts(
     return pad_text([tokenizer.encode(p) for p in prompts], text_len, tokenizer.vocab_size, truncate=truncate)
 
 
+CAPTION_CHECK_ITEMS = 65536
+"""At most this many captions (evenly spaced) of a training set are checked by :func:`text_warnings`."""
+
+
+def text_warnings(tokenizer: TextTokenizer, texts: Sequence[str | None], text_len: int,
+                  what: str = "prompts") -> dict[str, str]:
+    """What the model would do silently to ``texts`` (prompts or captions; ``None``: no caption), as
+    one message per kind that occurs: ``"empty"`` (empty, blank or missing texts are read as the empty
+    caption, i.e. unconditionally) and ``"cut"`` (texts of more than ``text_len`` tokens lose the
+    rest). ``what`` names the texts in the messages. At most :data:`CAPTION_CHECK_ITEMS` evenly spaced
+    texts are tokenized (the messages say so when fewer than all were)."""
+    texts = list(texts)
+    total = len(texts)
+    if total > CAPTION_CHECK_ITEMS:
+        texts = [texts[round(i * (total - 1) / (CAPTION_CHECK_ITEMS - 1))] for i in range(CAPTION_CHECK_ITEMS)]
+    checked = "" if len(texts) == total else f" (in {len(texts)} evenly spaced of {total})"
+    messages = {}
+    empty = sum(1 for t in texts if t is None or not t.strip())
+    if empty:
+        messages["empty"] = (f"{empty} of {len(texts)} {what} are empty, blank or missing{checked}: the model reads them "
+                             "as the empty caption (unconditional)")
+    lengths = [n for t in texts if t and (n := len(tokenizer.encode(t))) > text_len]
+    if lengths:
+        messages["cut"] = (f"{len(lengths)} of {len(texts)} {what} are longer than the model's text_len={text_len} "
+                           f"tokens (up to {max(lengths)}){checked}: they are cut to their first {text_len} tokens")
+    return messages
+
+
 def decode_text(tokenizer: TextTokenizer, text_ids: Tensor) -> list[str]:
     """Model text ids ``[B, text_len]`` -> strings (padding ids dropped)."""
     return [tokenizer.decode([i for i in row if i < tokenizer.vocab_size]) for row in text_ids.tolist()]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, Positiv
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.pipeline import CODEC_INFO
-from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
+from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer, text_warnings
 from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
@@ -225,6 +226,10 @@ class T2ITrainer(TaskBase):
             self.dataset = open_tokens(cfg, self.loop) if dataset is None else dataset
         self.meta: dict[str, Any] = dict(self.dataset.meta)
         self.config = model_config(cfg, self.meta, self.tokenizer)
+        captions = getattr(self.dataset, "captions", None)  # a TokenDataset's, without reading the shards
+        if captions is not None and self.dist.is_main:  # one warning per kind and run
+            for message in text_warnings(self.tokenizer, captions, self.config.text_len, "captions").values():
+                warnings.warn(message, stacklevel=2)
         self._check_memory()
         self.model = T2ITransformer(self.config).to(self.device).train()
         self.optimizer_step = OptimizerStep.adamw(self.model, cfg)

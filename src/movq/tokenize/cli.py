@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                    help="encoder compute dtype; the codebook search stays float32 (default float32)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads of each process")
+    p.add_argument("--threads", type=int, help="torch CPU threads of each process (default on the CPU: 1, so the "
+                   "output does not depend on the machine; the same --threads gives byte-identical shards)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--augment", default="none", choices=["none", "flip", "ten-crop"],
                    help="store several views per image as LlamaGen does: flip (the image and its mirror, 2 views) or "

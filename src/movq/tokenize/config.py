@@ -36,7 +36,8 @@ class TokenizeConfig(StrictConfig):
     its hint on construction (:class:`movq.strict.ConfigError` naming it).
 
     ``dtype`` is the encoder's compute dtype; ``latent_dtype`` the stored dtype of ``latents`` runs.
-    ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads``.
+    ``device=None`` (or ``"auto"``) picks CUDA when available. ``threads`` sets ``torch.set_num_threads`` (``None``: 1 on the CPU, see
+    :data:`movq.tokenize.runner.CPU_THREADS`; the device's default elsewhere).
     ``augment`` stores several views of each image (``[n_aug, *grid]`` per item, see
     :class:`movq.image_files.Augment`); ``crop_range`` is the ``ten-crop`` centre crop's size over ``resolution``.
     ``image_column`` / ``caption_column`` / ``label_column`` name the columns of a manifest, parquet file or

@@ -64,6 +64,14 @@ def plan_shards(n: int, shard_size: int, groups: list[int] | None) -> list[tuple
             for lo in range(start, hi, shard_size)]
 
 
+CPU_THREADS = 1
+"""Torch threads each process encodes with on the CPU unless ``--threads`` says otherwise. A convolution's
+sums depend on how many threads share them (float32 latents differ in the last bit, float16 latents and a
+few tokens then differ), so the count is fixed, not the machine's: shards are byte-identical whatever the
+cores, ``OMP_NUM_THREADS`` or number of ``torchrun`` processes (1 is what ``torchrun`` gives each process;
+use ``torchrun --nproc_per_node`` for more cores, or ``--threads N``, identical to other ``--threads N`` runs)."""
+
+
 class Tokenizer:
     """A prepared run: every check of ``cfg`` is done in ``__init__`` (before any image is encoded);
     :meth:`run` does the work and returns the summary (on every rank; complete on rank 0)."""
@@ -109,13 +117,15 @@ class Tokenizer:
         check_compatible(cfg.out, self.meta)
         self.run_id = run_id(self.meta)
         self.ctx = dist.setup(cfg.device)
+        self._threads_before = torch.get_num_threads()
         try:
             self._check_memory(codec)
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
+            threads = cfg.threads or (CPU_THREADS if self.ctx.device.type == "cpu" else None)
+            if threads:
+                torch.set_num_threads(threads)
             self.codec = codec.to(device=self.ctx.device, dtype=DTYPES[cfg.dtype]).eval()
         except BaseException:
-            dist.teardown(self.ctx)
+            self.close()
             raise
 
     def _check_memory(self, codec: movq.Codec) -> None:
@@ -310,4 +320,6 @@ class Tokenizer:
             return f.get_tensor(self.kind)
 
     def close(self) -> None:
+        """Leave the process group (if this run joined it) and restore the caller's torch thread count."""
+        torch.set_num_threads(self._threads_before)
         dist.teardown(self.ctx)

@@ -13,6 +13,7 @@ stopped (``movq-tokenize`` skips finished shards), so ``--resume`` of a trainer 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,10 +92,13 @@ def check_codec_matches(codec_name: str, meta: dict[str, Any], folder: str | os.
 def prepare_token_folder(
     data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
     loop: TrainingRun, batch_size: int = 32, num_workers: int = 2,
+    check_sources: Callable[[list[str]], None] | None = None,
 ) -> Path:
     """The ``movq-tokenize`` folder to train on: ``data`` itself, or ``out`` after tokenizing the image
     collection ``data`` once with the frozen ``codec`` at ``resolution`` (``kind="latents"``: continuous
-    latents). All ranks share the work under torchrun; a partly written ``out`` resumes."""
+    latents). All ranks share the work under torchrun; a partly written ``out`` resumes.
+    ``check_sources`` sees the listed sources (paths relative to ``data``) before anything is encoded
+    and may refuse them (e.g. a layout without class folders)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if is_token_folder(data):
@@ -119,6 +123,8 @@ def prepare_token_folder(
     loop.print(f"tokenizing {data} ({kind}) with {codec} at {settings.resolution} px into {out}")
     tokenizer = Tokenizer(settings)
     try:
+        if check_sources is not None:
+            check_sources([item.source for item in tokenizer.sources.items])
         summary = tokenizer.run()
     finally:
         tokenizer.close()
@@ -131,13 +137,14 @@ def prepare_token_folder(
 def open_token_folder(
     data: str, out: str | os.PathLike, *, kind: str, codec: str | None, resolution: int | None,
     loop: TrainingRun, batch_size: int = 32, num_workers: int = 2,
+    check_sources: Callable[[list[str]], None] | None = None,
 ) -> Any:
     """A :class:`movq.tokenize.dataset.TokenDataset` of ``kind`` (see :func:`prepare_token_folder`), checked: the
     folder holds ``kind``, at least one item, and (for a given folder) was written by ``codec`` at
-    ``resolution`` when those are given."""
+    ``resolution`` when those are given. ``check_sources``: see :func:`prepare_token_folder`."""
     folder = prepare_token_folder(
         data, out, kind=kind, codec=codec, resolution=resolution, loop=loop, batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=num_workers, check_sources=check_sources,
     )
     from movq.tokenize.dataset import TokenDataset
 
