@@ -116,7 +116,7 @@ class GeneratorConfig(OptimConfig):
     Validation (off by default): ``val_fraction`` holds out that fraction of the training items
     (:func:`movq.train.data.split_items`: chosen by ``seed``, so a resumed run, whose saved config holds both,
     has the same split), or ``val_data`` names a separate data folder read like ``data``. Every
-    ``eval_every`` steps (and at the last step) the loss of the EMA weights (the release weights) over
+    ``eval_every`` steps the loss of the EMA weights (the release weights) over
     the whole validation set is logged as ``eval_loss``, with the same noise / timesteps for every item
     at every evaluation, and the release with the lowest ``eval_loss`` is kept in ``OUT/best/``
     (``best.json`` there says its step and loss). ``sample_every > 0`` writes a grid of samples of the

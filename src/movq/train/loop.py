@@ -327,9 +327,9 @@ class TrainLoop:
             self.print(f"--resume: no checkpoint under {self.out}, starting from scratch")
             return
         path, state = found
-        task.check_resume(state)
         if isinstance(state.get("validation"), dict):  # older checkpoints did not record it
             ckpt.check_same_run(state["validation"], self.validation, self.out, "validation split")
+        task.check_resume(state)
         if state["step"] > self.cfg.max_steps:
             raise ValueError(
                 f"the run in {self.out} is already at step {state['step']}, past --max-steps {self.cfg.max_steps}; "
@@ -393,8 +393,8 @@ class TrainLoop:
                     window[key] = window[key] + value if key in window else value
                 if bar is not None:
                     bar.update(1)
-                eval_now = self.validation["val_items"] > 0 and (
-                    self.step % self.eval_every == 0 or self.step == cfg.max_steps)
+                # at multiples of eval_every only (not at max_steps): a run stopped and resumed evaluates as one
+                eval_now = self.validation["val_items"] > 0 and self.step % self.eval_every == 0
                 if eval_now:  # before the log row (its eval_loss) and the checkpoint (the best so far)
                     self._check_loss(first_bad)
                     self._evaluate(task)
