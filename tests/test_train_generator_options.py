@@ -260,3 +260,10 @@ def test_resume_on_a_missing_run_folder_says_so(tmp_path, capsys, module):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"the run folder {missing} does not exist" in err and "--data is required" not in err
+
+
+def test_sample_grids_without_a_codec_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="--sample-every needs the codec that decodes the data"):
+        DiffusionTrainer(diffusion_config(tmp_path, sample_every=2), toy_latents(16))
+    with pytest.raises(ValueError, match="cannot load --sample-every: the data's codec 'synthetic'"):
+        T2ITrainer(t2i_config(tmp_path / "t2i", sample_every=2), TokenList())

@@ -60,7 +60,7 @@ from movq.diffusion.sampling import generate
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
-from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, data_codec, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import GENERATOR_HELP, GeneratorConfig
@@ -210,10 +210,10 @@ class DiffusionTrainer(TaskBase):
         self.loop.set_data(Unseeded(self.train_set), collate_latents)
         if self.val_set is not None:
             self.loop.set_validation(self.val_set, collate_latents, len(self.train_set))
-        self.codec = None
+        self.grid_codec = None
         if cfg.sample_every and self.dist.is_main:
             with torch.random.fork_rng(devices=[]):
-                self.codec = self._sample_codec(codec)
+                self.grid_codec = self._sample_codec(codec)
         self.loop.begin(self)
 
     def _open_data(self) -> LatentItems:
@@ -260,17 +260,7 @@ class DiffusionTrainer(TaskBase):
 
     def _sample_codec(self, codec: Any) -> Any:
         """The codec that decodes the sample grids: ``codec``, else ``--codec``, else the one the latents record."""
-        from movq.tokenize.training_data import load_codec
-
-        if codec is None:
-            name = self.cfg.codec or self.dataset.meta.get("model")
-            if not name:
-                raise ValueError("--sample-every needs the codec that decodes the latents, but the latents record none: "
-                                 "pass --codec")
-            codec = load_codec(str(name), "--codec" if self.cfg.codec else "the latents' codec")
-        elif isinstance(codec, (str, Path)):
-            codec = load_codec(str(codec))
-        return codec.to(self.device).eval()
+        return data_codec(codec, self.cfg.codec, self.dataset.meta, "--sample-every").to(self.device).eval()
 
     def release_info(self) -> dict[str, Any]:
         """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.pipeline`)."""
@@ -362,7 +352,7 @@ class DiffusionTrainer(TaskBase):
         """The grid's samples (EMA weights, DDIM with :data:`GRID_STEPS` steps, the loop's fixed seed):
         :data:`GRID_PER_CLASS` per class (rows: the first :data:`GRID_CLASSES` classes), the vectors of the
         first items with ``cond``, else :data:`GRID_SAMPLES` unconditional ones."""
-        if self.codec is None:
+        if self.grid_codec is None:
             return None
         labels = cond = num = None
         columns = GRID_PER_CLASS
@@ -374,7 +364,7 @@ class DiffusionTrainer(TaskBase):
             cond = self.dataset.cond[torch.arange(count) % len(self.dataset)]
         if labels is None and cond is None:
             num = GRID_SAMPLES
-        images = generate(self.ema.module, self.diffusion, self.codec, labels=labels, cond=cond, num_samples=num,
+        images = generate(self.ema.module, self.diffusion, self.grid_codec, labels=labels, cond=cond, num_samples=num,
                           num_steps=min(GRID_STEPS, self.diffusion.num_timesteps), sampler="ddim",
                           generator=self.loop.sample_generator(), latent_scale=self.latent_scale)
         return images, columns

@@ -51,7 +51,7 @@ from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, Positiv
 from movq.t2i.config import T2I_PRESETS, T2IConfig, get_t2i_preset
 from movq.t2i.model import T2ITransformer, tokens_to_sequence
 from movq.t2i.text import TextTokenizer, encode_prompts, load_tokenizer
-from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, data_codec, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import GENERATOR_HELP, GeneratorConfig
@@ -274,12 +274,12 @@ class T2ITrainer(TaskBase):
         self.loop.set_data(Unseeded(self.train_set), collate)
         if self.val_set is not None:
             self.loop.set_validation(self.val_set, collate, len(self.train_set))
-        self.codec, self.prompts = None, []
+        self.grid_codec, self.grid_prompts = None, []
         if cfg.sample_every and self.dist.is_main:
             with torch.random.fork_rng(devices=[]):
-                self.codec = self._sample_codec(codec)
-            self.prompts = grid_prompts(self.val_set if self.val_set is not None else self.train_set)
-            atomic_write_text(self.out / "samples" / "prompts.txt", "".join(f"{p}\n" for p in self.prompts))
+                self.grid_codec = self._sample_codec(codec)
+            self.grid_prompts = grid_prompts(self.val_set if self.val_set is not None else self.train_set)
+            atomic_write_text(self.out / "samples" / "prompts.txt", "".join(f"{p}\n" for p in self.grid_prompts))
         self._set_mfu()
         self.loop.begin(self)  # a refused resume leaves the run's codec.json as it was
         if self.dist.is_main:
@@ -311,17 +311,7 @@ class T2ITrainer(TaskBase):
 
     def _sample_codec(self, codec: Any) -> Any:
         """The codec that decodes the sample grids: ``codec``, else ``--codec``, else the one the tokens record."""
-        from movq.tokenize.training_data import load_codec
-
-        if codec is None:
-            name = self.cfg.codec or self.meta.get("model")
-            if not name:
-                raise ValueError("--sample-every needs the codec that decodes the tokens, but the tokens record none: "
-                                 "pass --codec")
-            codec = load_codec(str(name), "--codec" if self.cfg.codec else "the tokens' codec")
-        elif isinstance(codec, (str, Path)):
-            codec = load_codec(str(codec))
-        return codec.to(self.device).eval()
+        return data_codec(codec, self.cfg.codec, self.meta, "--sample-every").to(self.device).eval()
 
     def _set_mfu(self) -> None:
         """``model_flops_per_step`` and ``peak_tflops`` for the loop's ``tflops`` / ``mfu`` columns, said once."""
@@ -406,12 +396,12 @@ class T2ITrainer(TaskBase):
     def sample_images(self) -> tuple[Tensor, int] | None:
         """:data:`GRID_PER_PROMPT` samples (columns) for each grid prompt (rows) through :class:`~movq.t2i.T2IPipeline`
         with the EMA weights and the loop's fixed seed."""
-        if self.codec is None or not self.prompts:
+        if self.grid_codec is None or not self.grid_prompts:
             return None
         from movq.t2i.pipeline import T2IPipeline
 
-        pipe = T2IPipeline(self.ema.module, self.codec, self.tokenizer)
-        out = pipe(self.prompts, num_candidates=GRID_PER_PROMPT, generator=self.loop.sample_generator())
+        pipe = T2IPipeline(self.ema.module, self.grid_codec, self.tokenizer)
+        out = pipe(self.grid_prompts, num_candidates=GRID_PER_PROMPT, generator=self.loop.sample_generator())
         images = [image for row in out.candidates for image in row]
         return to_tensor(images)[0], GRID_PER_PROMPT
 
