@@ -267,3 +267,11 @@ def test_sample_grids_without_a_codec_are_refused_before_training(tmp_path):
         DiffusionTrainer(diffusion_config(tmp_path, sample_every=2), toy_latents(16))
     with pytest.raises(ValueError, match="cannot load --sample-every: the data's codec 'synthetic'"):
         T2ITrainer(t2i_config(tmp_path / "t2i", sample_every=2), TokenList())
+
+
+def test_t2i_val_data_must_be_tokens_of_the_same_shape(tmp_path):
+    trainer = T2ITrainer(t2i_config(tmp_path / "a", eval_every=2, max_steps=2), TokenList(), val_dataset=TokenList(8))
+    trainer.run()
+    assert sorted(eval_column(tmp_path / "a")) == [2] and trainer.loop.validation["val_items"] == 8
+    with pytest.raises(ValueError, match="--val-data has item_shape"):
+        T2ITrainer(t2i_config(tmp_path / "b"), TokenList(), val_dataset=TokenList(8, depth=2))

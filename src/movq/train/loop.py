@@ -397,7 +397,9 @@ class TrainLoop:
                 eval_now = self.validation["val_items"] > 0 and self.step % self.eval_every == 0
                 if eval_now:  # before the log row (its eval_loss) and the checkpoint (the best so far)
                     self._check_loss(first_bad)
+                    paused = time.perf_counter()
                     self._evaluate(task)
+                    t0 += time.perf_counter() - paused  # steps_per_s (and MFU) count training time only
                 log_now = self.step % cfg.log_every == 0 or self.step == cfg.max_steps or eval_now
                 if log_now:
                     self._check_loss(first_bad)
@@ -407,7 +409,9 @@ class TrainLoop:
                         bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
                     window, n_window, t0 = {}, 0, time.perf_counter()
                 if self.sample_every and self.step % self.sample_every == 0 and self.dist.is_main:
+                    paused = time.perf_counter()
                     self._save_samples(task)
+                    t0 += time.perf_counter() - paused
                 if after_step is not None:
                     after_step(self.step)
                 if deadline is not None and not out_of_time and time.perf_counter() > deadline:
