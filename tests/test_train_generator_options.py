@@ -275,3 +275,18 @@ def test_t2i_val_data_must_be_tokens_of_the_same_shape(tmp_path):
     assert sorted(eval_column(tmp_path / "a")) == [2] and trainer.loop.validation["val_items"] == 8
     with pytest.raises(ValueError, match="--val-data has item_shape"):
         T2ITrainer(t2i_config(tmp_path / "b"), TokenList(), val_dataset=TokenList(8, depth=2))
+
+
+def test_a_log_of_an_older_version_keeps_its_rows_under_the_new_columns(tmp_path):
+    from movq.t2i.train import LOG_FIELDS
+    from movq.train.logs import CSVLog
+
+    path = tmp_path / "log.csv"
+    old = ["step", "epoch", "lr", "loss", "text", "image", "grad_norm", "steps_per_s", "skipped_files"]
+    path.write_text(",".join(old) + "\n1,0,0.1,2.5,3,2,1,4,0\n2,0,0.1,2.4,3,2,1,4,0\n3,0,0.1,2.3,3,2,1,4,0\n")
+    CSVLog(path, LOG_FIELDS).truncate_after(2)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == LOG_FIELDS and [r["loss"] for r in rows] == ["2.5", "2.4"]
+    assert rows[0]["eval_loss"] == "" and rows[0]["mfu"] == ""
+    assert not (tmp_path / "log.csv.damaged").exists()

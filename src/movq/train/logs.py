@@ -32,12 +32,14 @@ class CSVLog:
                 csv.writer(f).writerow(self.fields)
 
     def truncate_after(self, step: int) -> None:
-        """Keep the rows up to ``step``. A damaged log (not CSV, foreign columns, bad step values) is
-        moved aside to ``log.csv.damaged`` with a warning and a fresh log is started."""
+        """Keep the rows up to ``step``. A log of an older version whose columns are a subset of ``fields``
+        keeps its rows under the current header (new columns empty). A damaged log (not CSV, foreign
+        columns, bad step values) is moved aside to ``log.csv.damaged`` with a warning and a fresh log is started."""
         try:
             with open(self.path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                if tuple(reader.fieldnames or ()) != self.fields:
+                columns = tuple(reader.fieldnames or ())
+                if not columns or columns[0] != "step" or not set(columns) <= set(self.fields):
                     raise ValueError(f"unexpected columns {reader.fieldnames}")
                 kept = [r for r in reader if int(r["step"]) <= step]
         except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
