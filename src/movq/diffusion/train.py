@@ -28,6 +28,17 @@ reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.Gaussian
 ``diffusion.json``, ``latent_diffusion.json`` (codec, latent scale and shape, class names), plus
 ``log.csv`` and ``checkpoints/``. Checkpoints, exact resume, DDP, EMA, logs and the progress bar
 are those of ``movq-train`` (:class:`movq.train.loop.TrainLoop`).
+
+Validation and samples (:class:`movq.train.config.GeneratorConfig`), as nanoGPT / diffusers users expect:
+
+    movq-diffusion-train --data LATENTS --out runs/d --val-fraction 0.05 --eval-every 500 --sample-every 1000
+
+holds out 5% of the items (chosen by ``--seed``; ``--val-data DIR`` reads a separate folder instead),
+logs ``eval_loss`` (the loss of the EMA weights over every held-out item, each item with the same
+timestep and noise at every evaluation) and keeps the release with the lowest one in ``OUT/best/``
+(``LatentDiffusionPipeline.from_pretrained("runs/d/best")``; ``best.json`` says its step), and writes
+``OUT/samples/step_NNNNNN.png``: 4 samples per class (at most 8 classes; 16 samples without labels) of
+the EMA weights, DDIM with 25 respaced steps, the same seed every time, decoded by the codec.
 """
 
 from __future__ import annotations
@@ -55,27 +66,33 @@ from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
 from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.resample import ScheduleSamplerName, schedule_sampler
+from movq.diffusion.sampling import generate
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
-from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, data_codec, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
-from movq.train.config import OptimConfig
+from movq.train.config import GENERATOR_HELP, GeneratorConfig
 from movq.train.data import Unseeded
 from movq.train.loop import TaskBase, TrainLoop
 from movq.train.optim import OptimizerStep, autocast, autocast_dtype, no_sync_unless
 
 PROG = "movq-diffusion-train"
-LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
-"""Columns of the run's ``log.csv`` (``mse``: L_simple; ``vb``: the VLB term in bits/dim, hybrid only)."""
+LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "eval_loss", "steps_per_s", "skipped_files")
+"""Columns of the run's ``log.csv`` (``mse``: L_simple; ``vb``: the VLB term in bits/dim, hybrid only;
+``eval_loss``: the validation loss, at evaluation steps)."""
 LATENTS_DIR = "latents"
+VAL_LATENTS_DIR = "val_latents"
+"""``OUT/val_latents``: a ``--val-data`` image collection, encoded once like ``--data``."""
+GRID_PER_CLASS, GRID_CLASSES, GRID_SAMPLES, GRID_STEPS = 4, 8, 16, 25
+"""Sample grids: samples per class, classes shown, samples of a model without labels, DDIM steps."""
 DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large", "kl": "learned_range"}
 """The reverse-step variance each loss trains with unless ``--var-type`` says otherwise (improved-diffusion's defaults)."""
 
 
 @dataclass
-class DiffusionTrainConfig(OptimConfig):
+class DiffusionTrainConfig(GeneratorConfig):
     """Everything a latent-diffusion training run needs (bookkeeping from :class:`RunConfig`, optimisation
     from :class:`OptimConfig`; see the module docstring for the method).
 
@@ -86,7 +103,8 @@ class DiffusionTrainConfig(OptimConfig):
     ``var_type`` (default by loss: :data:`DEFAULT_VAR_TYPE`), ``vlb_weight``; ``latent_scale``
     (``None``: ``1 / std`` of the latents); ``p_uncond`` (label / vector dropout). Optimisation:
     AdamW, ``warmup_steps`` of linear warm-up, then constant (``min_lr_ratio=1``, as improved DDPM) or
-    cosine to ``min_lr_ratio * lr``; EMA of the weights (the sampling weights).
+    cosine to ``min_lr_ratio * lr``; EMA of the weights (the sampling weights). Validation, best release,
+    sample grids, ``compile``: :class:`~movq.train.config.GeneratorConfig`.
     """
 
     out: str = "runs/diffusion"
@@ -138,6 +156,7 @@ class DiffusionTrainConfig(OptimConfig):
 
 
 HELP = {
+    **GENERATOR_HELP,
     "data": "movq-tokenize --latents folder, or an image folder (class subfolders) / manifest / .tar collection "
             "encoded once with --codec into OUT/latents",
     "out": "output folder: release (UNet config.json, model/ema.safetensors, diffusion.json, latent_diffusion.json), "
@@ -175,10 +194,13 @@ class DiffusionTrainer(TaskBase):
     resume, logs and signals). ``dataset`` replaces ``cfg.data`` (tests, scripts): a
     :class:`~movq.diffusion.data.LatentItems` (latents ``[C, h, w]`` with optional labels / vectors).
     Randomness of a step (``t``, the noise, the label dropout) comes from the global torch RNG of the
-    device, which every checkpoint saves, so a resumed run continues bit-exactly.
+    device, which every checkpoint saves, so a resumed run continues bit-exactly. ``val_dataset``
+    replaces ``cfg.val_data`` the same way; ``codec`` (a codec or a name / folder for ``movq.load``)
+    decodes the sample grids (default: ``cfg.codec``, else the codec the latents record).
     """
 
-    def __init__(self, cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> None:
+    def __init__(self, cfg: DiffusionTrainConfig, dataset: LatentItems | None = None, *,
+                 val_dataset: LatentItems | None = None, codec: Any = None) -> None:
         self.cfg = cfg
         self.loop = TrainLoop(cfg, PROG, LOG_FIELDS)
         self.dist, self.device, self.out = self.loop.dist, self.loop.device, self.loop.out
@@ -186,7 +208,12 @@ class DiffusionTrainer(TaskBase):
             self.dataset = self._open_data() if dataset is None else dataset
         if not isinstance(self.dataset, LatentItems):
             raise TypeError(f"dataset must be a movq.diffusion.data.LatentItems, got {type(self.dataset).__name__}")
-        self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.dataset)
+        self.train_set, self.val_set = self.loop.hold_out(self.dataset)
+        if cfg.val_data or val_dataset is not None:
+            with torch.random.fork_rng(devices=[]):
+                self.val_set = self._open_val_data() if val_dataset is None else val_dataset
+            self._check_val_data(self.val_set)
+        self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.train_set)
         self.diffusion = GaussianDiffusion(**asdict(cfg.diffusion_config()))
         self.schedule_sampler = schedule_sampler(cfg.schedule_sampler, self.diffusion.num_timesteps)
         channels, height, width = self.dataset.latent_shape
@@ -201,8 +228,14 @@ class DiffusionTrainer(TaskBase):
         self.model = UNet(self.config).to(self.device).train()
         self.optimizer_step = OptimizerStep.adamw(self.model, cfg)
         self.amp = autocast_dtype(cfg, self.device)
-        self.net = self.loop.wrap(self.model)
-        self.loop.set_data(Unseeded(self.dataset), collate_latents)
+        self.net = self.loop.wrap(self.model, cfg.compile)
+        self.loop.set_data(Unseeded(self.train_set), collate_latents)
+        if self.val_set is not None:
+            self.loop.set_validation(self.val_set, collate_latents, len(self.train_set))
+        self.grid_codec = None
+        if cfg.sample_every and self.dist.is_main:
+            with torch.random.fork_rng(devices=[]):
+                self.grid_codec = self._sample_codec(codec)
         self.loop.begin(self)
 
     def _open_data(self) -> LatentItems:
@@ -213,6 +246,44 @@ class DiffusionTrainer(TaskBase):
             check_sources=lambda sources: check_label_layout(sources, cfg.labels, cfg.data),  # before encoding
         )
         return labelled_latents(latents, cfg.labels, cfg.cond)
+
+    def _open_val_data(self) -> LatentItems:
+        """``--val-data``: latents of the same codec, labels by the training class names."""
+        cfg = self.cfg
+        if cfg.cond:
+            raise ValueError("--val-data cannot give the --cond vectors of its items: use --val-fraction with --cond")
+        latents = open_token_folder(
+            cfg.val_data, Path(cfg.out) / VAL_LATENTS_DIR, kind="latents", codec=cfg.codec,  # type: ignore[arg-type]
+            resolution=cfg.resolution or self.dataset.meta.get("resolution"), loop=self.loop,
+            batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+        )
+        names = self.dataset.label_names
+        if names is None:
+            return LatentItems(latents)
+        val = labelled_latents(latents, "folder")
+        unknown = sorted(set(val.label_names or []) - set(names))
+        if unknown:
+            raise ValueError(f"--val-data {cfg.val_data} has classes {unknown} that the training data lacks (classes: {names})")
+        ids = torch.tensor([names.index(n) for n in val.label_names or []], dtype=torch.long)
+        return LatentItems(latents, ids[val.labels], names)
+
+    def _check_val_data(self, val: Any) -> None:
+        """The validation items must be latents of the training data's codec, shape and conditioning."""
+        if not isinstance(val, LatentItems):
+            raise TypeError(f"val_dataset must be a movq.diffusion.data.LatentItems, got {type(val).__name__}")
+        train = self.dataset
+        if val.latent_shape != train.latent_shape:
+            raise ValueError(f"--val-data latents are {list(val.latent_shape)}, the training latents {list(train.latent_shape)}")
+        if codec_identity(val.meta) != codec_identity(train.meta):
+            raise ValueError(f"--val-data was encoded by the codec {val.meta.get('model')!r}, --data by "
+                             f"{train.meta.get('model')!r}: validate on latents of the same codec")
+        if (val.num_classes, val.cond_dim) != (train.num_classes, train.cond_dim):
+            raise ValueError(f"--val-data has {val.num_classes} classes / cond_dim {val.cond_dim}, the training data "
+                             f"{train.num_classes} / {train.cond_dim}")
+
+    def _sample_codec(self, codec: Any) -> Any:
+        """The codec that decodes the sample grids: ``codec``, else ``--codec``, else the one the latents record."""
+        return data_codec(codec, self.cfg.codec, self.dataset.meta, "--sample-every").to(self.device).eval()
 
     def release_info(self) -> dict[str, Any]:
         """What ``OUT/latent_diffusion.json`` records (see :mod:`movq.diffusion.pipeline`)."""
@@ -249,11 +320,12 @@ class DiffusionTrainer(TaskBase):
         check_same_run({k: state[k] for k in now if k in state}, now, self.out)
         check_same_codec(state.get("codec"), self.dataset.meta, self.out)
 
-    def export(self) -> None:
-        """The release: UNet (+ EMA), ``diffusion.json`` and ``latent_diffusion.json`` in ``OUT``."""
-        self.model.save_pretrained(self.out, ema=self.ema)
-        self.diffusion.save_pretrained(self.out)
-        write_release_info(self.out, self.release_info())
+    def export(self, directory: Path | None = None) -> None:
+        """The release: UNet (+ EMA), ``diffusion.json`` and ``latent_diffusion.json`` in ``directory`` (default ``OUT``)."""
+        directory = self.out if directory is None else Path(directory)
+        self.model.save_pretrained(directory, ema=self.ema)
+        self.diffusion.save_pretrained(directory)
+        write_release_info(directory, self.release_info())
 
     # ------------------------------------------------------------------ TrainTask: the step
 
@@ -286,6 +358,49 @@ class DiffusionTrainer(TaskBase):
         if self.diffusion.config.loss != "mse":
             out["vb"] = sums[2]
         return out
+
+
+    # ------------------------------------------------------------------ validation and samples
+
+    def _ema_forward(self, x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
+        """The EMA UNet (the release weights) under autocast, its output in float32."""
+        with autocast(self.amp, self.device):
+            out = self.ema.module(x, t, **kwargs)
+        return out.float()
+
+    @torch.no_grad()
+    def eval_losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        """The training loss ``[B]`` of the EMA weights on a validation batch: labels / vectors kept (no dropout),
+        ``t`` uniform and the noise Gaussian, both drawn on the CPU from ``generator`` (``t`` first)."""
+        x0 = batch["latents"].to(self.device) * self.latent_scale
+        kwargs = {k: batch[k].to(self.device) for k in ("y", "cond") if k in batch}
+        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        terms = self.diffusion.training_losses(self._ema_forward, x0, t.to(self.device), kwargs,
+                                               noise=noise.to(self.device))
+        return terms["loss"]
+
+    @torch.no_grad()
+    def sample_images(self) -> tuple[Tensor, int] | None:
+        """The grid's samples (EMA weights, DDIM with :data:`GRID_STEPS` steps, the loop's fixed seed):
+        :data:`GRID_PER_CLASS` per class (rows: the first :data:`GRID_CLASSES` classes), the vectors of the
+        first items with ``cond``, else :data:`GRID_SAMPLES` unconditional ones."""
+        if self.grid_codec is None:
+            return None
+        labels = cond = num = None
+        columns = GRID_PER_CLASS
+        if self.dataset.num_classes:
+            classes = min(self.dataset.num_classes, GRID_CLASSES)
+            labels = torch.arange(classes).repeat_interleave(GRID_PER_CLASS)
+        if self.dataset.cond is not None:
+            count = len(labels) if labels is not None else min(GRID_SAMPLES, len(self.dataset))
+            cond = self.dataset.cond[torch.arange(count) % len(self.dataset)]
+        if labels is None and cond is None:
+            num = GRID_SAMPLES
+        images = generate(self.ema.module, self.diffusion, self.grid_codec, labels=labels, cond=cond, num_samples=num,
+                          num_steps=min(GRID_STEPS, self.diffusion.num_timesteps), sampler="ddim",
+                          generator=self.loop.sample_generator(), latent_scale=self.latent_scale)
+        return images, columns
 
 
 def train(cfg: DiffusionTrainConfig, dataset: LatentItems | None = None) -> DiffusionTrainer:

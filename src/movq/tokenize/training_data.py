@@ -50,6 +50,18 @@ def load_codec(name: str, flag: str = "--codec") -> Any:
         raise ValueError(f"cannot load {flag} {name!r}: {error}") from None
 
 
+def data_codec(codec: Any, flag: str | None, meta: dict[str, Any], purpose: str) -> Any:
+    """The codec that decodes a token / latent folder's items: ``codec`` (a codec, or a name / folder to
+    load), else the ``--codec`` value ``flag``, else the codec the folder's ``meta`` records; a
+    one-line ``ValueError`` naming ``purpose`` (e.g. ``"--sample-every"``) when none is known or it does not load."""
+    if codec is not None and not isinstance(codec, (str, os.PathLike)):
+        return codec
+    name = codec or flag or meta.get("model")
+    if not name:
+        raise ValueError(f"{purpose} needs the codec that decodes the data, but the data records none: pass --codec")
+    return load_codec(str(name), "--codec" if codec is None and flag else f"{purpose}: the data's codec")
+
+
 def codec_identity(meta: dict[str, Any]) -> dict[str, Any]:
     """Which codec wrote a token / latent folder (its ``meta.json``): the hashes of its config and
     weights, and its name (for messages). A generator trainer records it in its checkpoints and

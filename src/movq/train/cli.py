@@ -29,6 +29,7 @@ RUN_HELP = {
     "max_minutes": "stop with a checkpoint after this many minutes of training (0 = no limit)",
     "device": "auto, cpu, cuda, cuda:N or mps",
     "batch_size": "samples per process and micro-batch",
+    "threads": "torch CPU threads of each process (default: torch's)",
 }
 """Help for the :class:`~movq.train.config.RunConfig` fields every training command has."""
 
@@ -122,6 +123,10 @@ def config_from_args(argv: list[str] | None = None, config_cls: type = CodecTrai
             values = merge_dicts(nest(saved), values, nested)
     cfg = config_cls.from_dict(merge_dicts(values, given, nested))
     if hasattr(cfg, "data") and not cfg.data:
+        if cfg.resume and not Path(cfg.out).exists():
+            raise ValueError(
+                f"--resume: the run folder {cfg.out} does not exist; check --out, or start the run with --data"
+            )
         if cfg.resume and saved is None:
             raise ValueError(
                 f"--resume: the run folder {cfg.out} has no saved run config (train_config.json in it or in a checkpoint); "

@@ -32,6 +32,7 @@ class RunConfig(StrictConfig):
     optimizer steps; ``keep_last`` checkpoints are kept; ``resume`` continues ``out``'s run.
     ``max_minutes > 0`` stops the run (with a checkpoint) once this process has trained that long,
     as a SIGTERM would (job time limits, fixed-budget benchmarks); the schedule still counts to ``max_steps``.
+    ``threads`` sets ``torch.set_num_threads`` in every process (``None``: torch's default).
     """
 
     out: str = "runs/movq"
@@ -47,6 +48,7 @@ class RunConfig(StrictConfig):
     progress: bool = True
     resume: bool = False
     max_minutes: NonNegativeFloat = 0.0  # 0: no limit
+    threads: PositiveInt | None = None  # None: torch's default
 
     flat_names: ClassVar[dict[str, str]] = {}
     """Flat spellings of nested fields (``{"w_vq": "loss.vq"}``): the CLI flag names of those fields,
@@ -105,6 +107,49 @@ class OptimConfig(RunConfig):
     amp: Amp = "auto"
     ema_decay: Probability = 0.9999
     ema_warmup: bool = True
+
+
+@dataclass
+class GeneratorConfig(OptimConfig):
+    """The fields the generator trainers (``movq-diffusion-train``, ``movq-t2i-train``) add to :class:`OptimConfig`.
+
+    Validation (off by default): ``val_fraction`` holds out that fraction of the training items
+    (:func:`movq.train.data.split_items`: chosen by ``seed``, so a resumed run, whose saved config holds both,
+    has the same split), or ``val_data`` names a separate data folder read like ``data``. Every
+    ``eval_every`` steps the loss of the EMA weights (the release weights) over
+    the whole validation set is logged as ``eval_loss``, with the same noise / timesteps for every item
+    at every evaluation, and the release with the lowest ``eval_loss`` is kept in ``OUT/best/``
+    (``best.json`` there says its step and loss). ``sample_every > 0`` writes a grid of samples of the
+    EMA weights to ``OUT/samples/step_NNNNNN.png`` every that many steps (fixed seed). ``compile``
+    trains through ``torch.compile(model)`` (off by default: the first steps pay the compilation).
+    """
+
+    val_fraction: Probability = 0.0
+    val_data: str | None = None
+    eval_every: PositiveInt = 500
+    sample_every: NonNegativeInt = 0  # 0: no sample grids
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.val_fraction > 0 and self.val_data:
+            raise ValueError("--val-fraction and --val-data both give a validation set: pass one of them")
+
+    @property
+    def validation(self) -> bool:
+        """Whether the run has a validation set (``val_fraction > 0`` or ``val_data``)."""
+        return self.val_fraction > 0 or bool(self.val_data)
+
+
+GENERATOR_HELP = {
+    "val_fraction": "hold out this fraction of the training items (chosen by --seed) as the validation set (0: none)",
+    "val_data": "a separate validation data folder, read like --data (instead of --val-fraction)",
+    "eval_every": "with a validation set: log eval_loss (EMA weights, fixed noise) every N steps; the best "
+                  "release is kept in OUT/best/",
+    "sample_every": "write a grid of samples (EMA weights, fixed seed) to OUT/samples/step_NNNNNN.png every N steps (0: never)",
+    "compile": "train through torch.compile(model) (off by default: compiling costs time up front)",
+}
+"""Help of the :class:`GeneratorConfig` fields (the generator commands' ``--help``)."""
 
 
 @dataclass

@@ -156,3 +156,27 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         for position in range(self.start, self.per_rank):
             sample_seed = hash((self.seed, self.epoch, self.rank, position)) & 0x7FFFFFFF
             yield mine[position], sample_seed
+
+
+VAL_SEED_OFFSET = 17
+"""Keeps the validation split's generator apart from the data order's (``seed * 1_000_003 + epoch``)."""
+
+
+def split_items(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A deterministic held-out split of ``count`` items: ``(train, val)`` index lists, each sorted.
+
+    ``val`` holds ``round(fraction * count)`` items (at least one when ``fraction > 0``) chosen by
+    ``torch.randperm(count)`` from a generator seeded with ``seed * 1_000_003 + VAL_SEED_OFFSET``: the
+    same ``(count, fraction, seed)`` give the same split on every machine and at every resume.
+    ``ValueError`` when ``fraction`` is outside ``[0, 1)`` or no training item would be left.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
+    size = max(round(fraction * count), 1) if fraction > 0 else 0
+    if size >= count:
+        raise ValueError(
+            f"--val-fraction {fraction:g} of {count} items leaves no training item; lower it or add data"
+        )
+    g = torch.Generator().manual_seed(seed * 1_000_003 + VAL_SEED_OFFSET)
+    order = torch.randperm(count, generator=g)
+    return sorted(order[size:].tolist()), sorted(order[:size].tolist())

@@ -18,34 +18,54 @@ A trainer owns its models, losses and optimizers (each trained model with an
   of every term the task returns, read back from the device once per row; a tqdm bar;
 - SIGTERM / SIGINT, or ``max_minutes`` of training: finish the step, save, return;
 - a loss term (named ``...loss``) that becomes NaN or inf: :class:`NonFiniteLossError` naming the
-  step, raised at the next log or checkpoint step before anything is saved.
+  step, raised at the next log or checkpoint step before anything is saved;
+- the generator trainers' options (:class:`~movq.train.config.GeneratorConfig`): a validation set
+  (:meth:`TrainLoop.hold_out` / :meth:`TrainLoop.set_validation`) whose ``eval_loss`` is logged every
+  ``eval_every`` steps, the best release kept in ``OUT/best/`` (:data:`BEST_DIR`), sample grids in
+  ``OUT/samples/`` every ``sample_every`` steps, ``torch.compile`` (:meth:`TrainLoop.wrap`), and the
+  model FLOPs utilisation (``tflops`` / ``mfu`` columns) of tasks that state their FLOPs per step;
+- ``threads``: ``torch.set_num_threads`` in every process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from movq.atomic import atomic_write_text
 from movq.distributed import DistContext, any_flag, barrier, gather_objects, setup
 from movq.train import checkpoint as ckpt
 from movq.train.config import RunConfig
-from movq.train.data import ResumableSampler
-from movq.train.logs import CSVLog, TensorBoardLog
+from movq.train.data import ResumableSampler, split_items
+from movq.train.logs import CSVLog, TensorBoardLog, save_image_grid
 from movq.train.optim import OptimizerStep
 
 LOADER_SEED_OFFSET = 7
 """Keeps the DataLoader generator's seed apart from the model-initialisation and runtime seeds."""
 
+
+EVAL_SEED_OFFSET = 23
+"""Seeds the generator of the evaluation's noise / timesteps (the same at every evaluation)."""
+SAMPLE_SEED_OFFSET = 29
+"""Seeds the generator of the sample grids (the same samples' noise at every grid)."""
+BEST_DIR = "best"
+"""``OUT/best/``: the release (the same files as ``OUT``'s own) of the step with the lowest ``eval_loss``."""
+BEST_INFO = "best.json"
+"""In ``OUT/best/``: ``{"step": N, "eval_loss": value}``."""
+SAMPLES_DIR = "samples"
+"""``OUT/samples/step_NNNNNN.png``: the sample grids."""
 
 RESUME_ADVICE = "use a new --out, or remove that checkpoint folder to resume from the one before"
 
@@ -74,7 +94,14 @@ class TrainTask(Protocol):
     (another trainer: :func:`require_state_keys`; another architecture or settings:
     :func:`movq.train.checkpoint.check_same_run`); a state that
     ``load_state_dict`` still cannot take is refused by the loop with a one-line ``ValueError``. ``log_row()`` adds values to a log row (learning rate, codebook usage).
-    ``export()`` writes the release weights (rank 0, after each checkpoint).
+    ``export(directory=None)`` writes the release weights (rank 0, after each checkpoint) into
+    ``directory`` (default: the run folder; ``OUT/best`` for the best step).
+
+    With a validation set the task also has ``eval_losses(batch, generator) -> Tensor [B]``: the loss
+    of each item of a validation ``batch`` under the release (EMA) weights, any noise drawn from
+    ``generator`` (a CPU generator the loop seeds the same way at every evaluation); with
+    ``sample_every`` it has ``sample_images() -> (images [N, 3, H, W] in [-1, 1], columns)``, drawn from
+    its own seeded generator. See :class:`TaskBase`.
     """
 
     def train_step(self, batches: Iterator[Any], step: int) -> dict[str, Tensor]: ...
@@ -87,7 +114,7 @@ class TrainTask(Protocol):
 
     def log_row(self) -> dict[str, float | int]: ...
 
-    def export(self) -> None: ...
+    def export(self, directory: Path | None = None) -> None: ...
 
 
 class TaskBase:
@@ -98,10 +125,17 @@ class TaskBase:
     adds ``train_step``, ``check_resume`` and ``export``. Given here: ``step``, ``opt`` / ``sched`` /
     ``ema`` (the optimizer step's), ``state_dict`` / ``load_state_dict`` (those of the optimizer
     step: extend them with more), ``log_row`` (the learning rate), ``after_step`` (nothing) and ``run``.
+
+    Optional: ``eval_losses`` (a validation set), ``sample_images`` (sample grids), and
+    ``model_flops_per_step`` (model FLOPs of one optimizer step of one process) with ``peak_tflops``
+    (the device's assumed peak, TFLOP/s): the loop then logs ``tflops`` (achieved per process) and
+    ``mfu`` (``tflops / peak_tflops``), as nanoGPT's ``estimate_mfu``.
     """
 
     loop: TrainLoop
     optimizer_step: OptimizerStep
+    model_flops_per_step: float | None = None
+    peak_tflops: float | None = None
 
     @property
     def step(self) -> int:
@@ -137,6 +171,14 @@ class TaskBase:
     def after_step(self, step: int) -> None:
         """Runs after every optimizer step (e.g. image grids); nothing by default."""
 
+    def eval_losses(self, batch: Any, generator: torch.Generator) -> Tensor:
+        """The loss ``[B]`` of each item of a validation ``batch`` (a trainer with a validation set defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no validation loss")
+
+    def sample_images(self) -> tuple[Tensor, int] | None:
+        """A few samples ``[N, 3, H, W]`` in ``[-1, 1]`` and the grid's number of columns, or None (no grids)."""
+        return None
+
     def run(self) -> int:
         """Train until ``max_steps`` (or a signal / ``max_minutes``: save and return). Returns the last step."""
         self.optimizer_step.model.train()
@@ -162,14 +204,26 @@ class TrainLoop:
         self.stop_requested = False
         self.loader: DataLoader | None = None
         self.loader_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + LOADER_SEED_OFFSET + self.dist.rank)
+        self.val_loader: DataLoader | None = None
+        self.validation: dict[str, Any] = {"val_items": 0}
+        self.best: dict[str, Any] | None = None  # {"step", "eval_loss"} of the lowest eval loss so far
+        self.eval_every = int(getattr(cfg, "eval_every", 0) or 0)
+        self.sample_every = int(getattr(cfg, "sample_every", 0) or 0)
+        self._eval_value: float | None = None
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # identical initialisation on every replica
         if self.dist.is_main:  # the run's config, before any work: `--out OUT --resume` finds it even without a checkpoint
             atomic_write_text(self.out / ckpt.RUN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ set-up
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """``module`` in DistributedDataParallel under torchrun, else itself."""
+    def wrap(self, module: nn.Module, compile: bool = False) -> nn.Module:
+        """``module`` in DistributedDataParallel under torchrun, else itself; with ``compile``, first
+        ``torch.compile(module)`` (the parameters stay ``module``'s: optimizer, EMA and checkpoints
+        use the plain module)."""
+        if compile:
+            module = torch.compile(module)  # type: ignore[assignment]
         if not self.dist.enabled:
             return module
         from torch.nn.parallel import DistributedDataParallel
@@ -192,6 +246,31 @@ class TrainLoop:
             dataset, cfg.batch_size, sampler=self.sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
             drop_last=True, persistent_workers=cfg.num_workers > 0, generator=self.loader_rng,
         )
+
+    def hold_out(self, dataset: Dataset) -> tuple[Dataset, Dataset | None]:
+        """``(train, val)``: with ``cfg.val_fraction > 0`` the two :class:`~torch.utils.data.Subset` of
+        :func:`~movq.train.data.split_items` (chosen by ``cfg.seed``), else ``(dataset, None)``."""
+        fraction = float(getattr(self.cfg, "val_fraction", 0.0) or 0.0)
+        if fraction == 0:
+            return dataset, None
+        train, val = split_items(len(dataset), fraction, self.cfg.seed)  # type: ignore[arg-type]
+        self.print(f"validation: {len(val)} of {len(dataset)} items held out (--val-fraction {fraction:g}, "  # type: ignore[arg-type]
+                   f"--seed {self.cfg.seed})")
+        return Subset(dataset, train), Subset(dataset, val)
+
+    def set_validation(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], train_items: int) -> None:
+        """Evaluate on ``dataset`` (int-indexed) in batches of ``cfg.batch_size``, in its order, every
+        ``cfg.eval_every`` steps; ``train_items`` (the training set's size) is recorded with the split so
+        that ``--resume`` refuses another split."""
+        indices = dataset.indices if isinstance(dataset, Subset) else range(len(dataset))  # type: ignore[arg-type]
+        self.validation = {
+            "val_items": len(indices), "train_items": train_items,
+            "val_indices_crc32": zlib.crc32(json.dumps(list(indices)).encode()),
+            "val_data": getattr(self.cfg, "val_data", None) or "",
+        }
+        if self.dist.is_main:  # rank 0 evaluates (the EMA weights are identical on every replica)
+            self.val_loader = DataLoader(dataset, self.cfg.batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=collate_fn)
 
     def begin(self, task: TrainTask) -> None:
         """Seed the runtime randomness (per rank) and, with ``cfg.resume``, restore the latest run state."""
@@ -224,10 +303,14 @@ class TrainLoop:
     def checkpoint_state(self, task: TrainTask) -> dict[str, Any]:
         """The task's state plus the loop's (step, data position, RNG streams of every rank, config)."""
         rngs = gather_objects({**ckpt.rng_state(), "loader": self.loader_rng.get_state()}, self.dist)
-        return {
+        state = {
             **task.state_dict(), "step": self.step, "epoch": self.epoch, "position": self.position,
             "rng": rngs, "skipped": sorted(self.skipped), "config": self.cfg.to_dict(),
+            "validation": dict(self.validation),
         }
+        if self.best is not None:
+            state["best"] = dict(self.best)
+        return state
 
     def save(self, task: TrainTask) -> None:
         """Checkpoint (all ranks gather RNG states; rank 0 writes) and export the release weights."""
@@ -244,6 +327,8 @@ class TrainLoop:
             self.print(f"--resume: no checkpoint under {self.out}, starting from scratch")
             return
         path, state = found
+        if isinstance(state.get("validation"), dict):  # older checkpoints did not record it
+            ckpt.check_same_run(state["validation"], self.validation, self.out, "validation split")
         task.check_resume(state)
         if state["step"] > self.cfg.max_steps:
             raise ValueError(
@@ -260,6 +345,8 @@ class TrainLoop:
             ) from None
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.skipped = set(state.get("skipped", []))
+        best = state.get("best")
+        self.best = {"step": int(best["step"]), "eval_loss": float(best["eval_loss"])} if isinstance(best, dict) else None
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             self.print(f"resuming with {self.dist.world_size} processes from a {len(rngs)}-process run: not bit-exact")
@@ -306,14 +393,25 @@ class TrainLoop:
                     window[key] = window[key] + value if key in window else value
                 if bar is not None:
                     bar.update(1)
-                log_now = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                # at multiples of eval_every only (not at max_steps): a run stopped and resumed evaluates as one
+                eval_now = self.validation["val_items"] > 0 and self.step % self.eval_every == 0
+                if eval_now:  # before the log row (its eval_loss) and the checkpoint (the best so far)
+                    self._check_loss(first_bad)
+                    paused = time.perf_counter()
+                    self._evaluate(task)
+                    t0 += time.perf_counter() - paused  # steps_per_s (and MFU) count training time only
+                log_now = self.step % cfg.log_every == 0 or self.step == cfg.max_steps or eval_now
                 if log_now:
                     self._check_loss(first_bad)
                     rate = n_window / max(time.perf_counter() - t0, 1e-9)
                     means = self._log(logs, task, window, n_window, rate)
                     if bar is not None:
-                        bar.set_postfix({k: f"{v:.4f}" for k, v in list(means.items())[:2]})
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
                     window, n_window, t0 = {}, 0, time.perf_counter()
+                if self.sample_every and self.step % self.sample_every == 0 and self.dist.is_main:
+                    paused = time.perf_counter()
+                    self._save_samples(task)
+                    t0 += time.perf_counter() - paused
                 if after_step is not None:
                     after_step(self.step)
                 if deadline is not None and not out_of_time and time.perf_counter() > deadline:
@@ -337,6 +435,71 @@ class TrainLoop:
         if self.skipped:
             self.print(f"skipped {len(self.skipped)} unreadable file(s), e.g. {sorted(self.skipped)[:3]}")
         return self.step
+
+    # ------------------------------------------------------------------ validation, best release, samples
+
+    @torch.no_grad()
+    def evaluate(self, task: TrainTask) -> float:
+        """The mean of ``task.eval_losses`` over every validation item (rank 0; NaN elsewhere).
+
+        The batches come in the validation set's fixed order; their noise and timesteps come from a
+        CPU generator seeded with ``cfg.seed * 1_000_003 + EVAL_SEED_OFFSET`` at the start of every
+        evaluation, so item ``i`` gets the same noise and timestep each time and values are
+        comparable across evaluations (and equal to a direct computation with that generator).
+        The global random streams are left as they were (exact resume).
+        """
+        if self.val_loader is None:
+            return float("nan")
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + EVAL_SEED_OFFSET)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for batch in self.val_loader:
+                losses = task.eval_losses(batch, generator).detach()  # type: ignore[attr-defined]
+                total += losses.double().sum()
+                count += losses.numel()
+        return float(total) / max(count, 1)
+
+    def _evaluate(self, task: TrainTask) -> None:
+        """Evaluate (rank 0), keep the value for the log row, and export ``OUT/best/`` on a new lowest value."""
+        if not self.dist.is_main:
+            return
+        value = self.evaluate(task)
+        self._eval_value = value
+        if value == value and (self.best is None or value < self.best["eval_loss"]):  # NaN is never the best
+            self.best = {"step": self.step, "eval_loss": value}
+            self._export_best(task)
+
+    def _export_best(self, task: TrainTask) -> None:
+        """``task.export`` into a temporary folder with ``best.json``, then swapped in for ``OUT/best``."""
+        final = self.out / BEST_DIR
+        tmp = self.out / f".{BEST_DIR}.tmp-{os.getpid()}"
+        old = self.out / f".{BEST_DIR}.old-{os.getpid()}"
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            task.export(tmp)
+            atomic_write_text(tmp / BEST_INFO, json.dumps(self.best, indent=2) + "\n")
+            if final.exists():
+                os.rename(final, old)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _save_samples(self, task: TrainTask) -> None:
+        """``OUT/samples/step_NNNNNN.png`` from ``task.sample_images()`` (the global random streams untouched)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            drawn = task.sample_images()  # type: ignore[attr-defined]
+        if drawn is not None:
+            images, columns = drawn
+            save_image_grid(self.out / SAMPLES_DIR / f"step_{self.step:06d}.png", images, columns)
+
+    def sample_generator(self, device: torch.device | None = None) -> torch.Generator:
+        """The sample grids' generator on ``device`` (default: the run's), seeded the same for every grid."""
+        device = self.device if device is None else device
+        return torch.Generator(device).manual_seed(self.cfg.seed * 1_000_003 + SAMPLE_SEED_OFFSET)
 
     def _check_loss(self, first_bad: Tensor) -> None:
         """Raise :class:`NonFiniteLossError` (on every rank) when a loss term (a term whose name ends in
@@ -371,7 +534,8 @@ class TrainLoop:
 
     def _log(self, logs: tuple[CSVLog | None, TensorBoardLog | None], task: TrainTask,
              window: dict[str, Tensor], n: int, rate: float) -> dict[str, float]:
-        """Write one row (rank 0) with the window's mean terms; returns those means (one device read)."""
+        """Write one row (rank 0) with the window's mean terms; returns what the progress bar shows: the first
+        two means, and ``eval_loss`` / ``mfu`` (in percent) when the row has them (one device read)."""
         names = list(window)
         values = (torch.stack([window[k].float() for k in names]) / n).tolist() if names else []
         means = dict(zip(names, values))
@@ -381,7 +545,20 @@ class TrainLoop:
             return means
         row: dict[str, float | int] = {"step": self.step, "epoch": self.epoch, **means, **extra,
                                        "steps_per_s": rate, "skipped_files": len(self.skipped)}
+        if self._eval_value is not None:
+            row["eval_loss"], self._eval_value = self._eval_value, None
+        flops = getattr(task, "model_flops_per_step", None)
+        if flops:  # nanoGPT's estimate_mfu: model FLOPs x steps/s of this process over the device's peak
+            row["tflops"] = flops * rate / 1e12
+            peak = getattr(task, "peak_tflops", None)
+            if peak:
+                row["mfu"] = row["tflops"] / peak
         csv_log.write(row)
         if tb is not None:
             tb.write(row)
-        return means
+        shown = dict(list(means.items())[:2])
+        if "eval_loss" in row:
+            shown["eval_loss"] = float(row["eval_loss"])
+        if "mfu" in row:
+            shown["mfu_%"] = 100 * float(row["mfu"])
+        return shown

@@ -148,9 +148,10 @@ class Trainer(TaskBase):
         """The whole checkpoint (this state plus the loop's step, data position and RNG streams)."""
         return self.loop.checkpoint_state(self)
 
-    def export(self) -> None:
-        """The EMA release weights as ``OUT/config.json`` + ``OUT/model.safetensors`` (``movq.load(OUT)``)."""
-        self.ema.module.save_pretrained(self.out)
+    def export(self, directory: Path | None = None) -> None:
+        """The EMA release weights as ``config.json`` + ``model.safetensors`` in ``directory`` (default ``OUT``;
+        ``movq.load(OUT)``)."""
+        self.ema.module.save_pretrained(self.out if directory is None else directory)
 
     def save(self) -> None:
         """Checkpoint now (all ranks) and export the release weights."""
