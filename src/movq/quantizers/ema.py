@@ -14,7 +14,8 @@ from movq.distributed import all_reduce_sum, broadcast
 from movq.strict import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
-from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
+from .codes import DEFAULT_CHUNK_SIZE, code_statistics, gradient_estimator, nearest_code
+from .index_propagation import dot_product_code
 
 
 @dataclass
@@ -27,6 +28,8 @@ class EMAConfig(QuantizerConfigBase):
     beta: NonNegativeFloat = 0.25
     dead_code_threshold: NonNegativeFloat = 1.0
     kmeans_init: bool = False
+    use_cosine_sim: bool = False
+    rotation_trick: bool = False
     kind: Literal["ema"] = "ema"
 
     def build(self, dim: int) -> EMAVectorQuantizer:
@@ -42,19 +45,23 @@ def _sample_rows(x: Tensor, n: int) -> Tensor:
     return broadcast(x[rows].contiguous())
 
 
-def kmeans(x: Tensor, num_clusters: int, iters: int) -> Tensor:
+def kmeans(x: Tensor, num_clusters: int, iters: int, spherical: bool = False) -> Tensor:
     """Lloyd's k-means on ``x`` ``[N, D]`` (float32); returns centroids ``[num_clusters, D]``.
 
+    ``spherical``: points are assigned by largest dot product and centroids are L2-normalised after
+    every round (k-means on the unit sphere, for L2-normalised ``x``).
     Under ``torch.distributed`` the initial centroids come from rank 0 and the per-cluster sums and
     counts are all-reduced, so every replica gets the same centroids. Empty clusters keep their place.
     """
     centroids = _sample_rows(x, num_clusters)
     for _ in range(iters):
-        assign = nearest_code(x, centroids)
+        assign = dot_product_code(x, centroids) if spherical else nearest_code(x, centroids)
         counts = all_reduce_sum(torch.bincount(assign, minlength=num_clusters).float())
         sums = all_reduce_sum(torch.zeros_like(centroids).index_add_(0, assign, x))
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
+        if spherical:
+            centroids = F.normalize(centroids, dim=-1)
     return centroids
 
 
@@ -75,9 +82,15 @@ class EMACodebook(nn.Module):
 class EMAVectorQuantizer(Quantizer):
     """Nearest-code quantizer whose codebook is the EMA of the latents assigned to each code.
 
-    Input: ``z`` ``[B, dim, H, W]``. Output :class:`QuantizerOutput` with ``z_q`` ``[B, dim, H, W]`` in
-    ``z``'s dtype (straight-through), indices ``[B, H, W]`` in ``[0, codebook_size)`` and
+    Input: ``z`` ``[B, dim, H, W]`` (or a sequence ``[B, N, dim]``). Output :class:`QuantizerOutput`
+    with ``z_q`` ``[B, dim, H, W]`` in ``z``'s dtype (straight-through, or the rotation trick with
+    ``rotation_trick``), indices ``[B, H, W]`` in ``[0, codebook_size)`` and
     ``loss = beta * mean((z - sg[q])^2)`` (the commitment term only: the codebook gets no gradient).
+
+    ``use_cosine_sim`` (vector-quantize-pytorch's ``use_cosine_sim=True``): every latent vector is
+    L2-normalised, the codebook is kept on the unit sphere (re-normalised after every EMA update and
+    restart), a position takes the code of largest dot product, and ``z_q`` is that unit code (the
+    loss and the gradient estimator act on the normalised latent). k-means init is then spherical.
 
     In training mode only, each forward call
 
@@ -104,13 +117,15 @@ class EMAVectorQuantizer(Quantizer):
         beta: float = 0.25,
         dead_code_threshold: float = 1.0,
         kmeans_init: bool = False,
+        use_cosine_sim: bool = False,
+        rotation_trick: bool = False,
         kmeans_iters: int = 10,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         config = EMAConfig(  # checks every field (ConfigError naming a bad one)
             codebook_size=codebook_size, decay=decay, eps=eps, beta=beta, dead_code_threshold=dead_code_threshold,
-            kmeans_init=kmeans_init,
+            kmeans_init=kmeans_init, use_cosine_sim=use_cosine_sim, rotation_trick=rotation_trick,
         )
         self.codebook_size = config.codebook_size
         self.dim = self.check_positive_int(dim, "dim")
@@ -121,30 +136,44 @@ class EMAVectorQuantizer(Quantizer):
         self.beta = config.beta
         self.dead_code_threshold = config.dead_code_threshold  # 0 disables restarts
         self.kmeans_init = config.kmeans_init
+        self.use_cosine_sim = config.use_cosine_sim
+        self.rotation_trick = config.rotation_trick
         self.embedding = EMACodebook(codebook_size, dim)
+        if self.use_cosine_sim:
+            with torch.no_grad():
+                self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
+                self.embedding.embed_avg.copy_(self.embedding.weight)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    def _search(self, flat: Tensor) -> Tensor:
+        """Code of every row of ``flat`` ``[N, dim]`` (float32, normalised with ``use_cosine_sim``)."""
+        if self.use_cosine_sim:
+            return dot_product_code(flat, self.embedding.weight, self.chunk_size)
+        return nearest_code(flat, self.embedding.weight, self.chunk_size)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
         b, _, h, w = z.shape
-        flat = rearrange(z, "b d h w -> (b h w) d").detach().float()
+        x = rearrange(z, "b d h w -> (b h w) d")
+        if self.use_cosine_sim:
+            x = F.normalize(x, dim=-1)
+        flat = x.detach().float()
         if self.training and not bool(self.initialized):
             self._init_kmeans(flat)
-        indices = nearest_code(flat, self.embedding.weight, self.chunk_size)
-        q = F.embedding(indices, self.embedding.weight)
-        q = rearrange(q, "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
+        indices = self._search(flat)
+        q = F.embedding(indices, self.embedding.weight).to(z.dtype)
         if self.training:
             self._ema_update(flat, indices)
 
-        loss = self.beta * F.mse_loss(z.float(), q.float())
-        z_q = z + (q - z).detach()
+        loss = self.beta * F.mse_loss(x.float(), q.float())
+        z_q = rearrange(gradient_estimator(x, q, self.rotation_trick), "(b h w) d -> b d h w", b=b, h=h, w=w)
         indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
         perplexity, usage = code_statistics(indices, self.codebook_size)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
 
     @torch.no_grad()
     def _init_kmeans(self, flat: Tensor) -> None:
-        centroids = kmeans(flat, self.codebook_size, self.kmeans_iters)
+        centroids = kmeans(flat, self.codebook_size, self.kmeans_iters, spherical=self.use_cosine_sim)
         self.embedding.weight.copy_(centroids)
         self.embedding.embed_avg.copy_(centroids)
         self.embedding.cluster_size.fill_(1.0)
@@ -161,6 +190,8 @@ class EMAVectorQuantizer(Quantizer):
         total = cluster_size.sum()
         smoothed = (cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
         weight = embed_avg / smoothed[:, None]
+        if self.use_cosine_sim:
+            weight = F.normalize(weight, dim=-1)
 
         dead = cluster_size < self.dead_code_threshold
         n_dead = int(dead.sum())
@@ -171,7 +202,7 @@ class EMAVectorQuantizer(Quantizer):
             embed_avg[dead] = fresh * self.dead_code_threshold
         book.cluster_size.copy_(cluster_size)
         book.embed_avg.copy_(embed_avg)
-        book.weight.copy_(weight)
+        book.weight.copy_(weight.to(book.weight.dtype))
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> ``z_q`` ``[B, dim, H, W]``."""
