@@ -99,6 +99,7 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "vq_separate": VectorQuantizer(16, 4, groups=2, separate_codebooks=True),
         "ema": EMAVectorQuantizer(16, 4),
         "ema_cosine_rotation": EMAVectorQuantizer(16, 4, use_cosine_sim=True, rotation_trick=True),
+        "ema_separate_heads": EMAVectorQuantizer(16, 4, groups=2, separate_codebooks=True),
         "gumbel": GumbelQuantizer(16, 4),
         "residual": ResidualVectorQuantizer(16, 4, depth=3),
         "residual_rotation_dropout": ResidualVectorQuantizer(16, 4, depth=3, rotation_trick=True,
@@ -356,6 +357,21 @@ def test_ema_dead_codes_are_revived():
     assert usage_after >= 0.5
     assert _quant_error(q, data) < 1.0
     assert (q.embedding.cluster_size > 0).all()
+
+
+def test_ema_separate_codebooks_restart_and_init_from_their_own_group():
+    """Group 0's latents sit near +10, group 1's near -10: each codebook learns only its own group."""
+    torch.manual_seed(3)
+    latents = torch.cat([10 + torch.randn(64, 3), -10 + torch.randn(64, 3)], dim=1)  # [N, (g c)]
+    for init in (False, True):
+        q = EMAVectorQuantizer(8, 6, groups=2, separate_codebooks=True, dead_code_threshold=1e6 * (not init),
+                               kmeans_init=init).train()
+        q(as_latent(latents))  # restarts every code (threshold 1e6) or k-means on the first batch
+        books = q.embedding.weight.view(2, 8, 3)
+        assert (books[0] > 5).all() and (books[1] < -5).all()
+        out = q.eval()(as_latent(latents))
+        assert out.indices.shape == (4, 2, 4, 4)
+        torch.testing.assert_close(q.embed(out.indices), out.z_q)
 
 
 def test_ema_kmeans_init():

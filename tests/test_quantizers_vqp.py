@@ -116,37 +116,44 @@ def test_separate_codebooks_per_head_match_vqp():
     torch.testing.assert_close(ours.embed(ours(z).indices), ours(z).z_q)
 
 
+@pytest.mark.parametrize("heads", ["one", "shared", "separate"])
 @pytest.mark.parametrize("cosine", [False, True])
 @pytest.mark.parametrize("rotation", [False, True])
-def test_ema_matches_vqp_over_several_updates(cosine, rotation):
-    decay, beta, size, dim = 0.8, 0.7, 12, 5
+def test_ema_matches_vqp_over_several_updates(cosine, rotation, heads):
+    decay, beta, size = 0.8, 0.7, 12
+    groups, separate = {"one": (1, False), "shared": (2, False), "separate": (2, True)}[heads]
+    dim, books = 3 * groups, 2 if separate else 1
     ours = EMAVectorQuantizer(size, dim, decay=decay, eps=1e-10, beta=beta, dead_code_threshold=0.0,
-                              use_cosine_sim=cosine, rotation_trick=rotation)
+                              use_cosine_sim=cosine, rotation_trick=rotation, groups=groups,
+                              separate_codebooks=separate)
     theirs = vqp.VectorQuantize(dim=dim, codebook_size=size, decay=decay, eps=1e-10, commitment_weight=beta,
-                                use_cosine_sim=cosine, rotation_trick=rotation, dead_code_threshold_ratio=0.0)
+                                use_cosine_sim=cosine, rotation_trick=rotation, dead_code_threshold_ratio=0.0,
+                                heads=groups, separate_codebook_per_head=separate, codebook_dim=3)
     book = theirs._codebook
+    assert ours.embedding.weight.shape == (books * size, 3)
     with torch.no_grad():  # same state: every code seen once
         ours.embedding.cluster_size.fill_(1.0)
         ours.embedding.embed_avg.copy_(ours.embedding.weight)
-        book.embed.copy_(ours.embedding.weight[None])
-        book.embed_avg.copy_(ours.embedding.embed_avg[None])
-        book.cluster_size.copy_(ours.embedding.cluster_size[None])
+        book.embed.copy_(ours.embedding.weight.view(books, size, 3))
+        book.embed_avg.copy_(ours.embedding.embed_avg.view(books, size, 3))
+        book.cluster_size.copy_(ours.embedding.cluster_size.view(books, size))
     ours.train(), theirs.train()
     for _ in range(4):
         z, g = 2 * torch.randn(4, 9, dim), torch.randn(4, 9, dim)
         zo, zt = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
         out = ours(zo)
         q, idx, loss = theirs(zt)
-        assert torch.equal(out.indices, idx)
+        assert torch.equal(out.indices, idx if groups == 1 else rearrange(idx, "b n h -> b h n"))
         torch.testing.assert_close(out.z_q, q, **TOL)
         torch.testing.assert_close(out.loss, loss, **TOL)
         ((out.z_q * g).sum() + out.loss).backward()
         ((q * g).sum() + loss).backward()
         torch.testing.assert_close(zo.grad, zt.grad, **TOL)
-        torch.testing.assert_close(ours.embedding.weight, book.embed[0], **TOL)
-        torch.testing.assert_close(ours.embedding.cluster_size, book.cluster_size[0], **TOL)
+        torch.testing.assert_close(ours.embedding.weight, book.embed.reshape(-1, 3), **TOL)
+        torch.testing.assert_close(ours.embedding.cluster_size, book.cluster_size.reshape(-1), **TOL)
     if cosine:
-        torch.testing.assert_close(ours.embedding.weight.norm(dim=-1), torch.ones(size), **TOL)
+        torch.testing.assert_close(ours.embedding.weight.norm(dim=-1), torch.ones(books * size), **TOL)
+    torch.testing.assert_close(ours.eval().embed(ours(z).indices), ours(z).z_q, **TOL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +314,7 @@ def test_quantize_dropout_cutoff_and_seed():
     {"kind": "vq", "codebook_size": 16, "rotation_trick": True},
     {"kind": "vq", "codebook_size": 16, "groups": 2, "separate_codebooks": True},
     {"kind": "ema", "codebook_size": 16, "use_cosine_sim": True, "rotation_trick": True},
+    {"kind": "ema", "codebook_size": 16, "groups": 2, "separate_codebooks": True},
     {"kind": "residual", "codebook_size": 16, "depth": 2, "rotation_trick": True, "quantize_dropout": True,
      "quantize_dropout_cutoff": 1},
     {"kind": "residual", "stage": "fsq", "levels": [5, 5, 4, 4], "depth": 2},
