@@ -127,12 +127,12 @@ class EMAVectorQuantizer(Quantizer):
         beta: float = 0.25,
         dead_code_threshold: float = 1.0,
         kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         use_cosine_sim: bool = False,
         rotation_trick: bool = False,
         groups: int = 1,
         separate_codebooks: bool = False,
-        kmeans_iters: int = 10,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         config = EMAConfig(  # checks every field (ConfigError naming a bad one)

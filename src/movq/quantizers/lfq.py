@@ -75,9 +75,9 @@ class LFQ(Quantizer):
         dim: int | None = None,
         entropy_weight: float = 0.1,
         commitment_weight: float = 0.25,
+        inv_temperature: float = 100.0,
         num_codebooks: int = 1,
         spherical: bool = False,
-        inv_temperature: float = 100.0,
         scale: float = 1.0,
     ) -> None:
         super().__init__()

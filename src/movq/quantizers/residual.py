@@ -88,12 +88,12 @@ class ResidualVectorQuantizer(Quantizer):
         shared_codebook: bool = True,
         beta: float = 0.25,
         quantize_dropout: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         quantize_dropout_cutoff: int = 0,
         rotation_trick: bool = False,
         stage: str = "vq",
         levels: tuple[int, ...] = (8, 5, 5, 5),
         entropy_weight: float = 0.1,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         config = ResidualConfig(  # checks every field (ConfigError naming a bad one)

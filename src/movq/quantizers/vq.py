@@ -76,9 +76,9 @@ class VectorQuantizer(Quantizer):
         l2_normalize: bool = False,
         code_dim: int | None = None,
         groups: int = 1,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         separate_codebooks: bool = False,
         rotation_trick: bool = False,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         config = VQConfig(  # checks every field (ConfigError naming a bad one)
