@@ -302,8 +302,12 @@ def test_quantize_dropout_cutoff_and_seed():
     assert set(kept) == {3, 4, 5}  # levels 0..cutoff are always kept
     assert kept_sequence(1) == kept and kept_sequence(2) != kept  # seeded
     assert (q.eval()(z).indices >= 0).all()  # training only
-    with pytest.raises(ValueError, match="quantize_dropout_cutoff must be < depth"):
+    with pytest.raises(ValueError, match="'quantize_dropout_cutoff': must be < depth"):
         ResidualVectorQuantizer(16, 4, depth=2, quantize_dropout_cutoff=2)
+    from movq.config import CodecConfig
+
+    with pytest.raises(ValueError, match="quantize_dropout_cutoff"):  # a codec config is refused before any work
+        CodecConfig.from_dict({"quantizer": {"kind": "residual", "depth": 2, "quantize_dropout_cutoff": 3}})
 
 
 # --------------------------------------------------------------------------------------------

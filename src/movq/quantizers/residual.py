@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from movq.strict import MinLength, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from movq.strict import ConfigError, MinLength, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
 from .codes import DEFAULT_CHUNK_SIZE, code_statistics, gradient_estimator, nearest_code
@@ -23,7 +23,10 @@ from .lfq import LFQ
 class ResidualConfig(QuantizerConfigBase):
     """Residual quantization (:class:`ResidualVectorQuantizer`): RQ-VAE with ``stage="vq"``, residual
     FSQ with ``stage="fsq"`` (``levels``; ``dim == len(levels)``), residual LFQ with ``stage="lfq"``
-    (``2 ** dim`` codes; ``beta`` is the commitment weight, ``entropy_weight`` the entropy weight)."""
+    (``2 ** dim`` codes; ``beta`` is the commitment weight, ``entropy_weight`` the entropy weight).
+    ``codebook_size`` and ``shared_codebook`` concern ``stage="vq"`` only, ``levels`` ``"fsq"`` only,
+    ``entropy_weight`` ``"lfq"`` only; ``rotation_trick`` applies to ``"vq"`` (FSQ and LFQ levels
+    keep their own estimators, as in vector-quantize-pytorch)."""
 
     architecture_fields = ("codebook_size", "depth", "shared_codebook", "stage", "levels")
 
@@ -38,6 +41,16 @@ class ResidualConfig(QuantizerConfigBase):
     levels: Annotated[tuple[Annotated[int, Range(min=2)], ...], MinLength(1)] = (8, 5, 5, 5)
     entropy_weight: NonNegativeFloat = 0.1
     kind: Literal["residual"] = "residual"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.quantize_dropout_cutoff >= self.depth:
+            raise ConfigError(
+                f"invalid ResidualConfig field 'quantize_dropout_cutoff': must be < depth ({self.depth}: levels "
+                f"0..cutoff are always kept), got {self.quantize_dropout_cutoff}",
+                owner="ResidualConfig", field="quantize_dropout_cutoff", expected=f"an int in [0, {self.depth - 1}]",
+                value=self.quantize_dropout_cutoff,
+            )
 
     def build(self, dim: int) -> ResidualVectorQuantizer:
         return ResidualVectorQuantizer(dim=dim, **self.options())
@@ -109,10 +122,6 @@ class ResidualVectorQuantizer(Quantizer):
         self.shared_codebook = config.shared_codebook
         self.quantize_dropout = config.quantize_dropout
         self.quantize_dropout_cutoff = config.quantize_dropout_cutoff
-        if self.quantize_dropout_cutoff >= self.depth:
-            raise ValueError(
-                f"quantize_dropout_cutoff must be < depth ({self.depth}: levels always kept), got {self.quantize_dropout_cutoff}"
-            )
         self.rotation_trick = config.rotation_trick
         self.stage = config.stage
         self.levels = config.levels
