@@ -155,6 +155,21 @@ def test_sequences_are_quantized_like_one_row_maps(name):
     torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
 
 
+def test_a_quantizer_can_opt_out_of_sequence_inputs():
+    class Scales(Quantizer):  # e.g. a multi-scale quantizer whose 3-axis inputs mean something else
+        sequence_inputs = False
+        dim, codebook_size = 4, 2
+
+        def forward(self, z):
+            return z
+
+        def embed(self, indices):
+            return indices
+
+    z = torch.zeros(1, 2, 3)
+    assert Scales()(z) is z and Scales().embed(z) is z
+
+
 @pytest.mark.parametrize("name", list(_all_quantizers()))
 def test_bad_latent_raises(name):
     q = _all_quantizers()[name]

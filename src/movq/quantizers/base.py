@@ -114,15 +114,20 @@ class Quantizer(nn.Module, ABC):
     quantized as the image map ``[B, D, 1, N]``, so a sequence and the map of one row give the same
     codes; ``z_q`` comes back as ``[B, N, D]`` and the indices lose their ``H`` axis (``[B, N]``,
     ``[B, groups, N]``, ``[B, depth, N]``). Subclasses write only the image-map case: the base class
-    wraps their ``forward``, ``indices`` and ``embed`` (:meth:`__init_subclass__`).
+    wraps their ``forward``, ``indices`` and ``embed`` (:meth:`__init_subclass__`); a subclass
+    whose inputs are not one map per call (e.g. several scales) sets ``sequence_inputs = False``.
     """
 
     codebook_size: int
     dim: int
+    sequence_inputs: ClassVar[bool] = True
+    """Whether ``forward`` / ``indices`` / ``embed`` also take sequences ``[B, N, D]`` (see above)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Let the subclass's own ``forward``, ``indices`` and ``embed`` take sequences as well."""
         super().__init_subclass__(**kwargs)
+        if not cls.sequence_inputs:
+            return
         for name, wrap in (
             ("forward", _forward_on_sequences), ("indices", _indices_on_sequences), ("embed", _embed_on_sequences),
         ):
