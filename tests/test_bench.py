@@ -84,6 +84,7 @@ def test_training_evaluation_equals_the_bench(bench_codec_dir, tmp_path, one_thr
     row = bench["results"][0]
     assert result.images == row["n_images"] == 5
     assert (result.psnr, result.ssim, result.l1, result.usage) == (row["psnr"], row["ssim"], row["l1"], row["codebook_usage"])
+    assert result.perplexity == row["perplexity"]
     assert result.lpips == row.get("lpips")
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 OPTIONAL = ("movq.metrics", "movq.bench", "movq.train", "movq.perceptual", "movq.tokenize", "movq.data", "scipy",
-            "lpips", "torchvision", "diffusers", "matplotlib")
+            "lpips", "torchvision", "diffusers", "matplotlib", "vector_quantize_pytorch")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -68,7 +68,7 @@ def test_quantizer_configs_are_checked_from_dicts_and_from_python():
 def test_fsq_codec_round_trips_through_save_and_load(tmp_path):
     config = tiny_config(movq.config.FSQConfig(levels=(7,)), embed_dim=1)
     text = config.to_json()
-    assert json.loads(text)["quantizer"] == {"levels": [7], "kind": "fsq"}
+    assert json.loads(text)["quantizer"] == {"levels": [7], "num_codebooks": 1, "symmetric": False, "kind": "fsq"}
     assert CodecConfig.from_json(text) == config and config.codebook_size == 7
 
     torch.manual_seed(0)

@@ -95,11 +95,21 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "vq": VectorQuantizer(16, 4),
         "vq_groups": VectorQuantizer(16, 4, groups=2),
         "vq_l2_factorised": VectorQuantizer(16, 4, code_dim=3, l2_normalize=True),
+        "vq_rotation": VectorQuantizer(16, 4, rotation_trick=True),
+        "vq_separate": VectorQuantizer(16, 4, groups=2, separate_codebooks=True),
         "ema": EMAVectorQuantizer(16, 4),
+        "ema_cosine_rotation": EMAVectorQuantizer(16, 4, use_cosine_sim=True, rotation_trick=True),
+        "ema_separate_heads": EMAVectorQuantizer(16, 4, groups=2, separate_codebooks=True),
         "gumbel": GumbelQuantizer(16, 4),
         "residual": ResidualVectorQuantizer(16, 4, depth=3),
+        "residual_rotation_dropout": ResidualVectorQuantizer(16, 4, depth=3, rotation_trick=True,
+                                                             quantize_dropout=True, quantize_dropout_cutoff=1),
+        "residual_fsq": ResidualVectorQuantizer(1, 4, depth=3, stage="fsq", levels=(5, 4, 4, 3)),
+        "residual_lfq": ResidualVectorQuantizer(1, 4, depth=3, stage="lfq"),
         "fsq": FSQ((3, 4, 5, 2)),
+        "fsq_books_symmetric": FSQ((3, 4), num_codebooks=2, symmetric=True),
         "lfq": LFQ(dim=4),
+        "lfq_spherical_books": LFQ(dim=4, num_codebooks=2, spherical=True),
         "ibq": IndexPropagationQuantizer(16, 4),
         "projected": ProjectedQuantizer(16, 4, codebook_dim=6),
     }
@@ -120,22 +130,55 @@ def test_contract_shapes_and_embed_inverse(name):
     torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vq", "vq_groups", "ema", "residual", "lfq", "projected"])
-def test_straight_through_gradient_is_identity(name):
+@pytest.mark.parametrize("name", ["vq", "vq_groups", "vq_separate", "ema", "residual", "lfq", "projected"])
+@pytest.mark.parametrize("shape", [(2, 4, 3, 3), (2, 5, 4)], ids=["map", "sequence"])
+def test_straight_through_gradient_is_identity(name, shape):
     q = _all_quantizers()[name].train()
-    z = torch.randn(2, 4, 3, 3, requires_grad=True)
-    g = torch.randn(2, 4, 3, 3)
+    z = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(*shape)
     (q(z).z_q * g).sum().backward()
     torch.testing.assert_close(z.grad, g)
+
+
+@pytest.mark.parametrize("name", list(_all_quantizers()))
+def test_sequences_are_quantized_like_one_row_maps(name):
+    """``[B, N, D]`` (1D tokenizers) gives the codes of the map ``[B, D, 1, N]``, indices without ``H``."""
+    q = _all_quantizers()[name].eval()
+    seq = torch.randn(2, 7, 4)
+    out, ref = q(seq), q(rearrange(seq, "b n d -> b d 1 n"))
+    assert out.z_q.shape == seq.shape and out.z_q.dtype == seq.dtype
+    torch.testing.assert_close(out.z_q, rearrange(ref.z_q, "b d 1 n -> b n d"))
+    assert torch.equal(out.indices, ref.indices[..., 0, :])
+    assert out.indices.shape == (2, *q.indices_shape(1, 7)[:-2], 7)
+    assert torch.equal(out.loss, ref.loss) and torch.equal(out.perplexity, ref.perplexity)
+    assert torch.equal(q.indices(seq), out.indices)
+    torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_quantizer_can_opt_out_of_sequence_inputs():
+    class Scales(Quantizer):  # e.g. a multi-scale quantizer whose 3-axis inputs mean something else
+        sequence_inputs = False
+        dim, codebook_size = 4, 2
+
+        def forward(self, z):
+            return z
+
+        def embed(self, indices):
+            return indices
+
+    z = torch.zeros(1, 2, 3)
+    assert Scales()(z) is z and Scales().embed(z) is z
 
 
 @pytest.mark.parametrize("name", list(_all_quantizers()))
 def test_bad_latent_raises(name):
     q = _all_quantizers()[name]
     with pytest.raises(ValueError, match="expects"):
-        q(torch.randn(2, 4, 3))
+        q(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"expects 4 channels.*got 5"):
         q(torch.randn(2, 5, 3, 3))
+    with pytest.raises(ValueError, match=r"sequence \[B, N, 4\]\), got 5"):
+        q(torch.randn(2, 3, 5))
 
 
 @pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected"])
@@ -329,6 +372,21 @@ def test_ema_dead_codes_are_revived():
     assert usage_after >= 0.5
     assert _quant_error(q, data) < 1.0
     assert (q.embedding.cluster_size > 0).all()
+
+
+def test_ema_separate_codebooks_restart_and_init_from_their_own_group():
+    """Group 0's latents sit near +10, group 1's near -10: each codebook learns only its own group."""
+    torch.manual_seed(3)
+    latents = torch.cat([10 + torch.randn(64, 3), -10 + torch.randn(64, 3)], dim=1)  # [N, (g c)]
+    for init in (False, True):
+        q = EMAVectorQuantizer(8, 6, groups=2, separate_codebooks=True, dead_code_threshold=1e6 * (not init),
+                               kmeans_init=init).train()
+        q(as_latent(latents))  # restarts every code (threshold 1e6) or k-means on the first batch
+        books = q.embedding.weight.view(2, 8, 3)
+        assert (books[0] > 5).all() and (books[1] < -5).all()
+        out = q.eval()(as_latent(latents))
+        assert out.indices.shape == (4, 2, 4, 4)
+        torch.testing.assert_close(q.embed(out.indices), out.z_q)
 
 
 def test_ema_kmeans_init():

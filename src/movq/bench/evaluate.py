@@ -1,4 +1,4 @@
-"""Held-out reconstruction quality of a codec on an image folder: PSNR, SSIM, L1 (LPIPS), codebook usage.
+"""Held-out reconstruction quality of a codec on an image folder: PSNR, SSIM, L1 (LPIPS), codebook usage and perplexity.
 
 The images, reconstructions and per-image metrics are ``movq-bench``'s (:mod:`movq.bench.per_image`); training runs call it on their held-out folder:
 each image is resized so the short side is ``size`` and centre-cropped to ``size x size``
@@ -26,7 +26,8 @@ from movq.metrics.accumulators import HistogramAccumulator, MeanAccumulator
 @dataclass
 class EvalResult:
     """Averages over ``images`` held-out images at ``size`` px: PSNR (dB), SSIM, L1 (on [0, 1]),
-    usage (0-1), and LPIPS when it was asked for (else None)."""
+    usage (0-1), LPIPS when it was asked for (else None), and the perplexity of the codes of the
+    whole folder (``exp`` of the entropy of their histogram; mean over levels, like ``usage``)."""
 
     images: int
     size: int
@@ -35,6 +36,7 @@ class EvalResult:
     l1: float
     usage: float
     lpips: float | None = None
+    perplexity: float | None = None
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -57,6 +59,7 @@ def evaluate_folder(codec: Codec, folder: str | os.PathLike, size: int = 256, ba
         codes.update(tokens)
         for metric, values in per_image_metrics(real, recon, metrics, lpips).items():
             means[metric].update(values)
+    columns = code_columns(codes.counts, codec.codebook_size)
     return EvalResult(len(files), size, means["psnr"].mean, means["ssim"].mean, means["l1"].mean,
-                      code_columns(codes.counts, codec.codebook_size)["codebook_usage"],
-                      means["lpips"].mean if lpips is not None else None)
+                      columns["codebook_usage"], means["lpips"].mean if lpips is not None else None,
+                      columns["perplexity"])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from movq.strict import StrictConfig
@@ -16,8 +20,10 @@ from movq.strict import StrictConfig
 class QuantizerOutput:
     """What a quantizer returns.
 
-    - ``z_q``: quantized latent ``[B, D, H, W]`` with straight-through gradients to the input.
-    - ``indices``: ``LongTensor`` in the quantizer's own layout (``indices_shape``), batch first.
+    - ``z_q``: quantized latent ``[B, D, H, W]`` (``[B, N, D]`` for a sequence input) with gradients to
+      the input (straight-through, or the quantizer's estimator, e.g. the rotation trick).
+    - ``indices``: ``LongTensor`` in the quantizer's own layout (``indices_shape``), batch first; for a
+      sequence input the ``H`` axis is dropped (``[B, N]``, ``[B, depth, N]``, ...).
     - ``loss``: scalar training loss of the quantizer (commitment / codebook / KL), 0 if none.
     - ``perplexity``: scalar, ``exp(entropy)`` of the code histogram of this batch.
     - ``usage``: scalar in ``[0, 1]``, fraction of the codebook used by this batch.
@@ -57,20 +63,80 @@ class QuantizerConfigBase(StrictConfig):
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
 
 
+def _forward_on_sequences(forward: Callable[..., QuantizerOutput]) -> Callable[..., QuantizerOutput]:
+    """``forward`` of a quantizer, also taking a sequence ``[B, N, D]``: quantized as the map
+    ``[B, D, 1, N]``, handed back as ``z_q`` ``[B, N, D]`` and indices without the ``H`` axis."""
+
+    @functools.wraps(forward)
+    def wrapper(self: Quantizer, z: Tensor, *args: Any, **kwargs: Any) -> QuantizerOutput:
+        if not (isinstance(z, Tensor) and z.ndim == 3):
+            return forward(self, z, *args, **kwargs)
+        out = forward(self, rearrange(z, "b n d -> b d 1 n"), *args, **kwargs)
+        return dataclasses.replace(out, z_q=rearrange(out.z_q, "b d 1 n -> b n d"), indices=out.indices[..., 0, :])
+
+    return wrapper
+
+
+def _indices_on_sequences(indices: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``indices`` of a quantizer, also taking a sequence ``[B, N, D]`` (ids without the ``H`` axis)."""
+
+    @functools.wraps(indices)
+    def wrapper(self: Quantizer, z: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not (isinstance(z, Tensor) and z.ndim == 3):
+            return indices(self, z, *args, **kwargs)
+        return indices(self, rearrange(z, "b n d -> b d 1 n"), *args, **kwargs)[..., 0, :]
+
+    return wrapper
+
+
+def _embed_on_sequences(embed: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``embed`` of a quantizer, also taking the indices of a sequence (the layout of
+    ``indices_shape`` without its ``H`` axis) and returning ``[B, N, D]``."""
+
+    @functools.wraps(embed)
+    def wrapper(self: Quantizer, indices: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not (isinstance(indices, Tensor) and indices.ndim == len(self.indices_shape(1, 1))):
+            return embed(self, indices, *args, **kwargs)
+        return rearrange(embed(self, indices.unsqueeze(-2), *args, **kwargs), "b d 1 n -> b n d")
+
+    return wrapper
+
+
 class Quantizer(nn.Module, ABC):
     """Base class: maps a continuous latent ``[B, D, H, W]`` to codes and back.
 
     Subclasses set ``codebook_size`` (number of distinct ids per position and level) and ``dim``
     (channels ``D`` of the latent they accept) and implement ``forward`` and ``embed``; their config
     (a :class:`QuantizerConfigBase`) builds them from a codec config.
+
+    Sequences (1D tokenizers): every quantizer's ``forward``, ``indices`` and ``embed`` also take a
+    sequence ``z`` ``[B, N, D]`` (channels last, as vector-quantize-pytorch takes them). It is
+    quantized as the image map ``[B, D, 1, N]``, so a sequence and the map of one row give the same
+    codes; ``z_q`` comes back as ``[B, N, D]`` and the indices lose their ``H`` axis (``[B, N]``,
+    ``[B, groups, N]``, ``[B, depth, N]``). Subclasses write only the image-map case: the base class
+    wraps their ``forward``, ``indices`` and ``embed`` (:meth:`__init_subclass__`); a subclass
+    whose inputs are not one map per call (e.g. several scales) sets ``sequence_inputs = False``.
     """
 
     codebook_size: int
     dim: int
+    sequence_inputs: ClassVar[bool] = True
+    """Whether ``forward`` / ``indices`` / ``embed`` also take sequences ``[B, N, D]`` (see above)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Let the subclass's own ``forward``, ``indices`` and ``embed`` take sequences as well."""
+        super().__init_subclass__(**kwargs)
+        if not cls.sequence_inputs:
+            return
+        for name, wrap in (
+            ("forward", _forward_on_sequences), ("indices", _indices_on_sequences), ("embed", _embed_on_sequences),
+        ):
+            if name in vars(cls):
+                setattr(cls, name, wrap(vars(cls)[name]))
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
-        """Quantize ``z`` ``[B, D, H, W]``."""
+        """Quantize ``z`` ``[B, D, H, W]`` (or a sequence ``[B, N, D]``, see the class docstring)."""
 
     @abstractmethod
     def embed(self, indices: Tensor) -> Tensor:
@@ -99,10 +165,13 @@ class Quantizer(nn.Module, ABC):
         who, channels = type(self).__name__, self.dim if channels is None else channels
         if not isinstance(z, Tensor) or z.ndim != 4:
             shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"{who} expects a latent of shape [B, {channels}, H, W], got {shape}")
+            raise ValueError(
+                f"{who} expects a latent of shape [B, {channels}, H, W] or a sequence [B, N, {channels}], got {shape}"
+            )
         if z.shape[1] != channels:
             raise ValueError(
-                f"{who} expects {channels} channels (z of shape [B, {channels}, H, W]), got {z.shape[1]}"
+                f"{who} expects {channels} channels (z of shape [B, {channels}, H, W] or a sequence "
+                f"[B, N, {channels}]), got {z.shape[1]}"
             )
         if not z.is_floating_point():
             raise ValueError(f"{who} expects a floating-point latent, got dtype {z.dtype}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 LOG_EPS = 1e-10
@@ -61,3 +62,29 @@ def histogram_perplexity(counts: Tensor) -> Tensor:
     """``exp(H)`` of the distribution of the float ``counts`` (a histogram of codes; 1 when empty)."""
     probs = counts / counts.sum().clamp(min=1.0)
     return (-(probs * torch.log(probs.clamp(min=LOG_EPS))).sum()).exp()
+
+
+def rotate_to(x: Tensor, q: Tensor, eps: float = 1e-6) -> Tensor:
+    """The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation
+    Trick", section 4.2): ``q`` in value, with the gradient of ``x`` rotated and scaled onto ``q``.
+
+    ``x`` and ``q`` are ``[..., D]`` (latent and its code, last axis the vector). Returns
+    ``s R x`` with ``R`` the rotation taking ``x / |x|`` onto ``q / |q|`` and ``s = |q| / |x|``, both
+    treated as constants, so the value is ``q`` (up to rounding) and ``dL/dx = s R^T dL/dq`` instead
+    of straight-through's ``dL/dx = dL/dq``. ``R = I - 2 w w^T + 2 q_hat u^T`` with ``u = x / |x|``,
+    ``q_hat = q / |q|``, ``w = (u + q_hat) / |u + q_hat|`` (norms floored at ``eps``), applied
+    without forming the ``D x D`` matrix; vector-quantize-pytorch's ``rotate_to``.
+    """
+    x_norm = x.norm(dim=-1, keepdim=True)
+    q_norm = q.norm(dim=-1, keepdim=True)
+    u = (x / x_norm.clamp(min=eps)).detach()
+    q_hat = (q / q_norm.clamp(min=eps)).detach()
+    w = F.normalize(u + q_hat, dim=-1, eps=eps).detach()
+    rotated = x - 2 * (x * w).sum(-1, keepdim=True) * w + 2 * (x * u).sum(-1, keepdim=True) * q_hat
+    return rotated * (q_norm / x_norm.clamp(min=eps)).detach()
+
+
+def gradient_estimator(x: Tensor, q: Tensor, rotation_trick: bool) -> Tensor:
+    """``q`` in value with gradients to ``x`` (both ``[..., D]``): straight-through ``x + sg[q - x]``,
+    or :func:`rotate_to` when ``rotation_trick``."""
+    return rotate_to(x, q) if rotation_trick else x + (q - x).detach()

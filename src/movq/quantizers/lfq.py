@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from movq.strict import NonNegativeFloat
+from movq.strict import NonNegativeFloat, PositiveInt
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
 from .codes import LOG_EPS, code_statistics
@@ -18,19 +19,21 @@ from .codes import LOG_EPS, code_statistics
 
 @dataclass
 class LFQConfig(QuantizerConfigBase):
-    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``."""
+    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** (dim // num_codebooks)``."""
 
-    architecture_fields = ()
+    architecture_fields = ("num_codebooks",)
 
     entropy_weight: NonNegativeFloat = 0.1
     commitment_weight: NonNegativeFloat = 0.25
+    num_codebooks: PositiveInt = 1
+    spherical: bool = False
     kind: Literal["lfq"] = "lfq"
 
     def build(self, dim: int) -> LFQ:
         return LFQ(dim=dim, **self.options())
 
     def codebook_size_for(self, dim: int) -> int:
-        return 2**dim
+        return 2 ** (dim // self.num_codebooks)
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
@@ -41,19 +44,29 @@ def _binary_entropy(p: Tensor) -> Tensor:
 class LFQ(Quantizer):
     """Sign quantization: channel ``i`` of ``z`` becomes ``+1`` if ``z_i > 0`` else ``-1``.
 
-    Give ``dim`` or ``codebook_size`` (``codebook_size == 2 ** dim``), or both if they agree.
-    Input: ``z`` ``[B, dim, H, W]``. Output :class:`QuantizerOutput`: ``z_q`` ``[B, dim, H, W]`` with
-    values in ``{-1, +1}``, in ``z``'s dtype (straight-through), indices ``[B, H, W]`` in
-    ``[0, 2 ** dim)`` whose bit ``dim - 1 - i`` is 1 where channel ``i`` is positive (channel 0 is the
-    most significant bit).
+    Give ``dim`` or ``codebook_size`` (``codebook_size == 2 ** (dim // num_codebooks)``), or both if
+    they agree. Input: ``z`` ``[B, dim, H, W]`` (or a sequence ``[B, N, dim]``). Output
+    :class:`QuantizerOutput`: ``z_q`` ``[B, dim, H, W]`` with values in ``{-scale, +scale}``, in ``z``'s
+    dtype (straight-through), indices ``[B, H, W]`` in ``[0, codebook_size)`` whose bit
+    ``bits - 1 - i`` is 1 where channel ``i`` is positive (channel 0 is the most significant bit).
 
-    ``loss = entropy_weight * (H_sample - H_codebook) + commitment_weight * mean((z - sg[z_q])^2)``.
-    The code distribution of a position is ``softmax(2 * inv_temperature * <z, c>)`` over all codes
-    ``c``; it factorises over channels into Bernoulli(``sigmoid(4 * inv_temperature * z_i)``), so
-    ``H_sample`` (mean per-position entropy) is exact and costs ``O(dim)``, not ``O(2 ** dim)``. The
-    batch (codebook) entropy is the sum of the entropies of the batch-averaged bit marginals, an upper
-    bound of the entropy of the averaged code distribution that is exact when bits are independent.
-    No parameters.
+    ``loss = entropy_weight * (H_sample - H_codebook) + commitment_weight * mean((x - sg[q])^2)``.
+    The code distribution of a position is ``softmax(2 * inv_temperature * <x, c>)`` over all codes
+    ``c``; it factorises over channels into Bernoulli(``sigmoid(4 * inv_temperature * a * x_i)``) for
+    codes ``+-a``, so ``H_sample`` (mean per-position entropy) is exact and costs ``O(dim)``, not
+    ``O(2 ** dim)``. The batch (codebook) entropy is the sum of the entropies of the batch-averaged bit
+    marginals, an upper bound of the entropy of the averaged code distribution that is exact when
+    bits are independent (and for one bit per codebook). No parameters.
+
+    - ``num_codebooks`` (vector-quantize-pytorch's ``num_codebooks``): the channels are
+      ``num_codebooks`` contiguous groups, each its own code of ``dim // num_codebooks`` bits; indices
+      are then ``[B, num_codebooks, H, W]`` and both entropies are averaged over the codebooks.
+    - ``spherical`` (BSQ, Zhao et al. 2024, "Image and Video Tokenization with Binary Spherical
+      Quantization"; vector-quantize-pytorch's ``spherical=True``): each codebook's part ``x`` of the
+      latent is L2-normalised (times ``scale``) and the codes are ``+-scale / sqrt(bits)``, on the same
+      sphere; the loss and the gradient act on the normalised ``x``.
+    - ``scale`` (vector-quantize-pytorch's ``codebook_scale``; residual LFQ halves it per level): the
+      codes are ``+-scale`` (``+-scale / sqrt(bits)`` when spherical).
     """
 
     def __init__(
@@ -63,8 +76,16 @@ class LFQ(Quantizer):
         entropy_weight: float = 0.1,
         commitment_weight: float = 0.25,
         inv_temperature: float = 100.0,
+        num_codebooks: int = 1,
+        spherical: bool = False,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
+        config = LFQConfig(  # checks them
+            entropy_weight=entropy_weight, commitment_weight=commitment_weight, num_codebooks=num_codebooks,
+            spherical=spherical,
+        )
+        books = config.num_codebooks
         if dim is None and codebook_size is None:
             raise ValueError("LFQ needs dim or codebook_size (a power of two, codebook_size == 2 ** dim)")
         if codebook_size is not None:
@@ -72,51 +93,76 @@ class LFQ(Quantizer):
             if not is_int or codebook_size < 2 or codebook_size & (codebook_size - 1):
                 raise ValueError(f"codebook_size must be a power of two >= 2, got {codebook_size!r}")
             bits = codebook_size.bit_length() - 1
-            if dim is not None and dim != bits:
+            if dim is not None and dim != bits * books:
                 raise ValueError(
-                    f"LFQ needs codebook_size == 2 ** dim; got codebook_size={codebook_size}, dim={dim}"
+                    f"LFQ needs codebook_size == 2 ** dim (per codebook: dim == num_codebooks * bits); got "
+                    f"codebook_size={codebook_size}, dim={dim}, num_codebooks={books}"
                 )
-            dim = bits
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 62:
-            raise ValueError(f"dim must be an int in [1, 62] (bits per code), got {dim!r}")
-        config = LFQConfig(entropy_weight=entropy_weight, commitment_weight=commitment_weight)  # checks them
+            dim = bits * books
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim % books or not 1 <= dim // books <= 62:
+            raise ValueError(
+                f"dim must be an int, num_codebooks ({books}) times the bits per code in [1, 62], got {dim!r}"
+            )
         if not inv_temperature > 0:
             raise ValueError(f"inv_temperature must be > 0, got {inv_temperature}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
         self.dim = dim
-        self.codebook_size = 2**dim
+        self.num_codebooks = books
+        self.bits = dim // books
+        self.codebook_size = 2**self.bits
         self.entropy_weight = config.entropy_weight
         self.commitment_weight = config.commitment_weight
+        self.spherical = config.spherical
         self.inv_temperature = float(inv_temperature)
-        self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long), persistent=False)
+        self.scale = float(scale)
+        self.code_value = self.scale / math.sqrt(self.bits) if self.spherical else self.scale
+        """Magnitude of every channel of a code."""
+        self.register_buffer("_bits", 2 ** torch.arange(self.bits - 1, -1, -1, dtype=torch.long), persistent=False)
+
+    def indices_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (height, width) if self.num_codebooks == 1 else (self.num_codebooks, height, width)
+
+    def _layout(self, indices: Tensor) -> Tensor:
+        """``[B, H, W, num_codebooks]`` -> the layout of :meth:`indices_shape`."""
+        return indices[..., 0] if self.num_codebooks == 1 else rearrange(indices, "b h w c -> b c h w")
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        x = rearrange(z, "b d h w -> (b h w) d").float()
-        q = torch.where(x > 0, 1.0, -1.0)
-        indices = ((x > 0).long() * self._bits).sum(dim=-1)
+        x = rearrange(z, "b (c d) h w -> b h w c d", c=self.num_codebooks)
+        if self.spherical:
+            x = F.normalize(x, dim=-1) * self.scale
+        xf = x.float()
+        q = torch.where(xf > 0, self.code_value, -self.code_value)
+        indices = self._layout(((xf > 0).long() * self._bits).sum(dim=-1))
 
-        loss = self.commitment_weight * F.mse_loss(x, q)
+        loss = self.commitment_weight * F.mse_loss(xf, q)
         if self.entropy_weight > 0:
-            p = torch.sigmoid(4 * self.inv_temperature * x)
+            p = torch.sigmoid(4 * self.inv_temperature * self.code_value * xf).flatten(0, 2)  # [positions, C, bits]
             sample_entropy = _binary_entropy(p).sum(dim=-1).mean()
-            codebook_entropy = _binary_entropy(p.mean(dim=0)).sum()
+            codebook_entropy = _binary_entropy(p.mean(dim=0)).sum(dim=-1).mean()
             loss = loss + self.entropy_weight * (sample_entropy - codebook_entropy)
 
-        b, _, h, w = z.shape
-        q = rearrange(q, "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
-        z_q = z + (q - z).detach()
-        indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
+        z_q = x + (q.to(x.dtype) - x).detach()
+        z_q = rearrange(z_q, "b h w c d -> b (c d) h w")
         perplexity, usage = code_statistics(indices, self.codebook_size)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
-        """Inverse of :meth:`embed`: codes ``[B, dim, H, W]`` (only the sign counts) -> ``[B, H, W]``."""
+        """Inverse of :meth:`embed`: codes ``[B, dim, H, W]`` (only the sign counts) -> indices
+        (layout of ``indices_shape``)."""
         self.check_latent(codes)
-        return ((rearrange(codes, "b d h w -> b h w d") > 0).long() * self._bits).sum(dim=-1)
+        x = rearrange(codes, "b (c d) h w -> b h w c d", c=self.num_codebooks)
+        return self._layout(((x > 0).long() * self._bits).sum(dim=-1))
 
     def embed(self, indices: Tensor) -> Tensor:
-        """``indices`` ``[B, H, W]`` -> ``+-1`` codes ``[B, dim, H, W]`` (float32)."""
-        self.check_indices(indices, 3, "[B, H, W]")
+        """``indices`` ``[B, H, W]`` (``[B, num_codebooks, H, W]``) -> codes ``[B, dim, H, W]`` (float32)."""
+        if self.num_codebooks == 1:
+            self.check_indices(indices, 3, "[B, H, W]")
+            indices = indices.unsqueeze(1)
+        else:
+            self.check_indices(indices, 4, f"[B, {self.num_codebooks}, H, W]")
+            if indices.shape[1] != self.num_codebooks:
+                raise ValueError(f"LFQ.embed expects {self.num_codebooks} codebooks on axis 1, got {indices.shape[1]}")
         bits = (indices.long().unsqueeze(-1) & self._bits) != 0
-        return rearrange(torch.where(bits, 1.0, -1.0), "b h w d -> b d h w")
-
+        return rearrange(torch.where(bits, self.code_value, -self.code_value), "b c h w d -> b (c d) h w")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -12,14 +13,14 @@ from torch import Tensor, nn
 from movq.strict import NonNegativeFloat, PositiveInt
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
-from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
+from .codes import DEFAULT_CHUNK_SIZE, code_statistics, gradient_estimator, nearest_code
 
 
 @dataclass
 class VQConfig(QuantizerConfigBase):
     """Nearest-neighbour codebook trained by gradients (:class:`VectorQuantizer`)."""
 
-    architecture_fields = ("codebook_size", "groups", "code_dim")
+    architecture_fields = ("codebook_size", "groups", "code_dim", "separate_codebooks")
 
     codebook_size: PositiveInt = 16384
     beta: NonNegativeFloat = 0.25
@@ -27,6 +28,8 @@ class VQConfig(QuantizerConfigBase):
     l2_normalize: bool = False
     code_dim: PositiveInt | None = None
     groups: PositiveInt = 1
+    separate_codebooks: bool = False
+    rotation_trick: bool = False
     kind: Literal["vq"] = "vq"
 
     def build(self, dim: int) -> VectorQuantizer:
@@ -36,9 +39,10 @@ class VQConfig(QuantizerConfigBase):
 class VectorQuantizer(Quantizer):
     """Codebook of ``codebook_size`` vectors; every latent position takes its nearest code.
 
-    Input: ``z`` ``[B, dim, H, W]``, any float dtype. Output :class:`QuantizerOutput` with ``z_q``
-    ``[B, dim, H, W]`` in ``z``'s dtype (straight-through gradient ``z + (q - z).detach()``),
-    indices ``[B, H, W]`` in ``[0, codebook_size)`` (``[B, groups, H, W]`` when ``groups > 1``).
+    Input: ``z`` ``[B, dim, H, W]`` (or a sequence ``[B, N, dim]``), any float dtype. Output
+    :class:`QuantizerOutput` with ``z_q`` ``[B, dim, H, W]`` in ``z``'s dtype (straight-through
+    gradient ``z + (q - z).detach()``, or the rotation trick), indices ``[B, H, W]`` in
+    ``[0, codebook_size)`` (``[B, groups, H, W]`` when ``groups > 1``).
 
     - ``legacy=True`` places ``beta`` like taming / MoVQGAN ``VectorQuantizer2``:
       ``mean((sg[q] - z)^2) + beta * mean((q - sg[z])^2)``; ``legacy=False`` puts ``beta`` on the
@@ -50,6 +54,13 @@ class VectorQuantizer(Quantizer):
     - ``groups > 1`` (MoVQ multichannel quantization): the (projected) channels are split into
       ``groups`` contiguous parts of ``C / groups`` channels, each quantized with one shared codebook
       of dimension ``C / groups``. Perplexity and usage are computed over all groups together.
+    - ``separate_codebooks`` (with ``groups > 1``; vector-quantize-pytorch's ``heads`` with
+      ``separate_codebook_per_head=True``): group ``g`` searches its own codebook of
+      ``codebook_size`` codes; ``embedding.weight`` is then ``[groups * codebook_size, C / groups]``,
+      group ``g``'s codes in rows ``g * codebook_size ...``, and indices stay in ``[0, codebook_size)``.
+    - ``rotation_trick`` (Fifty et al. 2024; vector-quantize-pytorch's default): the gradient reaches
+      the latent through :func:`~movq.quantizers.codes.rotate_to` (in search space, after
+      ``project_in`` and the normalisation) instead of straight through; the forward value is the same.
 
     The search is done in float32 in chunks of ``chunk_size`` positions (see ``nearest_code``).
     State-dict keys: ``embedding.weight`` (``[codebook_size, C / groups]``), plus
@@ -66,17 +77,21 @@ class VectorQuantizer(Quantizer):
         code_dim: int | None = None,
         groups: int = 1,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        separate_codebooks: bool = False,
+        rotation_trick: bool = False,
     ) -> None:
         super().__init__()
         config = VQConfig(  # checks every field (ConfigError naming a bad one)
             codebook_size=codebook_size, beta=beta, legacy=legacy, l2_normalize=l2_normalize, code_dim=code_dim,
-            groups=groups,
+            groups=groups, separate_codebooks=separate_codebooks, rotation_trick=rotation_trick,
         )
         self.codebook_size = config.codebook_size
         self.dim = self.check_positive_int(dim, "dim")
         self.groups = config.groups
         self.chunk_size = self.check_positive_int(chunk_size, "chunk_size")
         search_dim = code_dim if code_dim is not None else dim
+        if separate_codebooks and groups == 1:
+            raise ValueError("separate_codebooks needs groups > 1 (one codebook per group)")
         if search_dim % groups:
             raise ValueError(
                 f"groups must divide the quantized channel count ({'code_dim' if code_dim else 'dim'}="
@@ -85,9 +100,12 @@ class VectorQuantizer(Quantizer):
         self.beta = config.beta
         self.legacy = config.legacy
         self.l2_normalize = config.l2_normalize
+        self.separate_codebooks = config.separate_codebooks
+        self.rotation_trick = config.rotation_trick
         self.code_dim = code_dim
         self.search_dim = search_dim
-        self.embedding = nn.Embedding(codebook_size, search_dim // groups)
+        self.books = groups if separate_codebooks else 1
+        self.embedding = nn.Embedding(self.books * codebook_size, search_dim // groups)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         if code_dim is not None:
             self.project_in = nn.Linear(dim, code_dim)
@@ -103,9 +121,15 @@ class VectorQuantizer(Quantizer):
         weight = self.embedding.weight
         return F.normalize(weight, dim=-1) if self.l2_normalize else weight
 
+    def _offsets(self, b: int, h: int, w: int, device: torch.device) -> Tensor:
+        """Row offset of every group's codebook in ``embedding.weight``, in ``(b g h w)`` order."""
+        groups = torch.arange(self.groups, device=device) * self.codebook_size
+        return groups.view(1, -1, 1, 1).expand(b, -1, h, w).reshape(-1)
+
     def _search(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, codebook, flat indices)``: the latent in search space ``[B, G, H, W, C]``, the codebook
-        and the nearest code of every position (``(b g h w)`` order)."""
+        and the nearest code of every position (``(b g h w)`` order; with ``separate_codebooks``, the
+        row of ``codebook``, i.e. the index plus ``g * codebook_size``)."""
         self.check_latent(z)
         x = rearrange(z, "b d h w -> b h w d")
         if self.project_in is not None:
@@ -114,11 +138,22 @@ class VectorQuantizer(Quantizer):
         if self.l2_normalize:
             x = F.normalize(x, dim=-1)
         codebook = self._codebook()
-        flat = rearrange(x, "b g h w c -> (b g h w) c")
-        return x, codebook, nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+        if not self.separate_codebooks:
+            flat = rearrange(x, "b g h w c -> (b g h w) c")
+            return x, codebook, nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+        books = codebook.detach().split(self.codebook_size)
+        found = [
+            nearest_code(rearrange(x[:, g], "b h w c -> (b h w) c").detach(), books[g], self.chunk_size)
+            for g in range(self.groups)
+        ]
+        b, _, h, w, _ = x.shape
+        rows = rearrange(torch.stack(found), "g (b h w) -> (b g h w)", b=b, h=h, w=w)
+        return x, codebook, rows + self._offsets(b, h, w, x.device)
 
     def _layout(self, flat: Tensor, z: Tensor) -> Tensor:
         b, _, h, w = z.shape
+        if self.separate_codebooks:
+            flat = flat - self._offsets(b, h, w, flat.device)
         indices = rearrange(flat, "(b g h w) -> b g h w", b=b, g=self.groups, h=h, w=w)
         return indices[:, 0] if self.groups == 1 else indices
 
@@ -139,7 +174,7 @@ class VectorQuantizer(Quantizer):
         else:
             loss = codebook_term + self.beta * commit_term
 
-        x_q = x + (q - x).detach()
+        x_q = gradient_estimator(x, q, self.rotation_trick)
         x_q = rearrange(x_q, "b g h w c -> b h w (g c)")
         if self.project_out is not None:
             x_q = self.project_out(x_q)
@@ -161,7 +196,11 @@ class VectorQuantizer(Quantizer):
                 raise ValueError(
                     f"{name}.embed expects {self.groups} groups on axis 1, got {indices.shape[1]}"
                 )
-        q = F.embedding(indices.long(), self._codebook())
+        indices = indices.long()
+        if self.separate_codebooks:
+            b, _, h, w = indices.shape
+            indices = indices + self._offsets(b, h, w, indices.device).view(b, self.groups, h, w)
+        q = F.embedding(indices, self._codebook())
         x = rearrange(q, "b g h w c -> b h w (g c)")
         if self.project_out is not None:
             x = self.project_out(x)
