@@ -198,7 +198,7 @@ def test_conditioning_vectors_train_and_sample(tmp_path):
     assert trainer.model.config.cond_dim == 6 and trainer.model.config.num_classes is None
     codec = movq.load("movqgan-tiny-photos")
     pipe = LatentDiffusionPipeline.from_pretrained(tmp_path / "run", codec=codec)
-    images = pipe.generate(cond=vectors[:2], num_steps=2, guidance_scale=2.0)
+    images = pipe.generate(cond=vectors[:2], num_steps=2, guidance_scale=2.0, output_type="pt")
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     with pytest.raises(ValueError, match="records no codec"):
         LatentDiffusionPipeline.from_pretrained(tmp_path / "run")
