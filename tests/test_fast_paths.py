@@ -13,8 +13,18 @@ import torch
 import movq
 from movq import Codec, CodecConfig
 from movq.deploy import TokenDecoder, TokenEncoder, example_input, export_onnx, export_program
+from movq.memory_budget import ACTIVATION_MAPS
 from movq.metrics.image import psnr, to_unit_range
-from movq.tiling import SharedGroupStats, TilingPolicy, ramps, run_tiled, shared_norm_stats, tile_layout
+from movq.tiling import (
+    LOCKSTEP_MAPS,
+    LockstepGroupStats,
+    SharedGroupStats,
+    TilingPolicy,
+    ramps,
+    run_tiled,
+    shared_norm_stats,
+    tile_layout,
+)
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "images" / "val" / "080_palapeli-dat_cincinnati-bridge.jpg"
 
@@ -172,6 +182,60 @@ def test_tiles_with_exact_statistics_equal_the_untiled_decoder():
     torch.testing.assert_close(tiled, reference, atol=1e-4, rtol=1e-4)
 
 
+def test_tiles_in_lockstep_get_the_untiled_statistics_in_one_pass():
+    """LockstepGroupStats: one pass, each tile normalised with the whole image's statistics, so with the
+    same layout as above the tiles reproduce the untiled decoder (no statistics pass, no oracle)."""
+    codec = small_codec()
+    decoder = codec.decoder
+    z_q = codec.quantize.embed(codec.encode(torch.rand(2, 3, 96, 128) * 2 - 1))
+    calls = []
+
+    def tile(w):
+        calls.append(w)
+        return decoder.local_stage(w.crop(h), w.crop(z_q))
+
+    with torch.no_grad():
+        h = decoder.global_stage(codec.post_quant_conv(z_q), z_q)
+        reference = decoder.local_stage(h, z_q)
+        stats = LockstepGroupStats()
+        with shared_norm_stats(decoder, stats):
+            tiled = run_tiled(tile, (48, 64), tile=32, overlap=15, out_scale=2, stats=stats)
+    assert len(calls) == 6  # 2 x 3 tiles, each run once
+    assert not tiled.requires_grad  # the caller's no_grad holds inside the tiles' threads
+    torch.testing.assert_close(tiled, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_a_tile_that_fails_in_lockstep_raises_in_the_caller():
+    codec = small_codec()
+    decoder = codec.decoder
+    z_q = codec.quantize.embed(codec.encode(torch.rand(1, 3, 64, 64) * 2 - 1))
+    h = decoder.global_stage(codec.post_quant_conv(z_q), z_q)
+
+    def tile(w):
+        if w.top and w.left:
+            raise RuntimeError("tile failed")
+        return decoder.local_stage(w.crop(h), w.crop(z_q))
+
+    stats = LockstepGroupStats()
+    with torch.no_grad(), shared_norm_stats(decoder, stats), pytest.raises(RuntimeError, match="tile failed"):
+        run_tiled(tile, (32, 32), tile=20, overlap=4, out_scale=2, stats=stats)
+    assert stats.failed
+
+
+def test_exact_statistics_when_they_fit_the_budget():
+    policy = TilingPolicy(tile=16)
+    per_position = 1000.0
+    state = 64 * 64 * per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
+    assert policy.exact_statistics(1, 64, 64, 16, per_position, int(state + 16 * 16 * per_position))
+    assert not policy.exact_statistics(1, 64, 64, 16, per_position, int(state))
+    assert not policy.exact_statistics(2, 64, 64, 16, per_position, int(state + 16 * 16 * per_position))
+    assert TilingPolicy(statistics="exact").exact_statistics(1, 64, 64, 16, per_position, 1)
+    assert not TilingPolicy(statistics="passes").exact_statistics(1, 64, 64, 16, per_position, 2**40)
+    codec = small_codec()
+    codec.enable_tiling(tile_size=32, overlap=8, statistics="passes")
+    assert codec.tiling.statistics == "passes" and codec.tiling.tile == 16
+
+
 def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):
     if not PHOTO.is_file():  # the thresholds are for a real photo, which the shipped codec was trained on
         pytest.skip(f"real photo not found: {PHOTO} (the shared image folder is absent)")
@@ -181,8 +245,12 @@ def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):
     tiled_codec = movq.load("movqgan-tiny-photos")
     tiled_codec.enable_tiling(tile_size=128, overlap=32)
     assert tiled_codec.tiling.mode == "on" and tiled_codec.tiling.tile == 16
-    decoded = tiled_codec.decode(tokens)  # 2 x 2 tiles of 112 px, 2 statistics passes
+    decoded = tiled_codec.decode(tokens)  # 2 x 2 tiles of 112 px, exact statistics (they fit the budget)
     assert decoded.shape == untiled.shape
+    assert psnr(to_unit_range(untiled), to_unit_range(decoded)).item() >= 55.0  # 62.3 dB when written
+    assert (tiled_codec.encode(x) == tokens).float().mean() >= 0.98  # 99.5%
+    tiled_codec.enable_tiling(tile_size=128, overlap=32, statistics="passes")
+    decoded = tiled_codec.decode(tokens)  # 2 statistics passes, then the output pass
     assert psnr(to_unit_range(untiled), to_unit_range(decoded)).item() >= 36.0  # 41.7 dB when written
     assert (tiled_codec.encode(x) == tokens).float().mean() >= 0.8  # 90%
     tiled_codec.disable_tiling()
