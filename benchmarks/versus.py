@@ -289,6 +289,61 @@ def decode_peak_rss_gib(preset: str, resolution: int, precision: str = "fp32") -
     return float(gib), float(seconds)
 
 
+SCALING_CODE = """
+import json, sys, time, torch, movq
+sys.path.insert(0, {here!r})
+import versus
+preset, resolution, budget, repeats, photos = {preset!r}, {resolution}, {budget!r}, {repeats}, {photos!r}
+codec, _ = versus.build(preset, 0, torch.device("cpu"))
+del _
+if budget is not None:
+    codec.enable_tiling(auto=True, memory_budget=budget)
+x = versus.images(1, resolution, photos)
+with torch.inference_mode():
+    tokens = codec.encode(x)
+    batch, tile = codec._plan(tokens[:, None].float(), 1)
+    budget_bytes = codec.tiling.budget("cpu")
+    exact = tile is not None and codec.tiling.exact_statistics(
+        1, *tokens.shape[-2:], tile, codec._bytes_per_position(), budget_bytes)
+    versus._restart_peak_rss()
+    base = versus._status_kib(versus.Path("/proc/self/status"), "VmRSS")
+    times = {{"decode": [], "encode": []}}
+    for _ in range(repeats):  # interleaved
+        start = time.perf_counter(); codec.decode(tokens); times["decode"].append(time.perf_counter() - start)
+        start = time.perf_counter(); codec.encode(x); times["encode"].append(time.perf_counter() - start)
+    peak = versus._status_kib(versus.Path("/proc/self/status"), "VmHWM")
+print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2], "encode_s": sorted(times["encode"])[repeats // 2],
+                  "peak_gib": peak / 2**20, "above_model_gib": (peak - base) / 2**20, "tile": tile,
+                  "exact": exact, "budget_gib": budget_bytes / 2**30}}))
+"""
+
+
+def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats: int = 1,
+                photos: str | None = None) -> dict[str, Any]:
+    """One image of ``resolution`` x ``resolution`` through ``preset`` (random weights spread like trained
+    ones, fp32, default settings or a fixed ``budget`` in bytes) in a child process: median seconds of
+    ``repeats`` interleaved decodes and encodes, the peak RSS of the process (and above the loaded
+    model), the tile side the plan chose (``None``: untiled) and whether its statistics were exact."""
+    code = SCALING_CODE.format(here=str(Path(__file__).resolve().parent), preset=preset, resolution=resolution,
+                               budget=budget, repeats=repeats, photos=photos)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scaling_line(preset: str, resolution: int, row: dict[str, Any], label: str = "") -> str:
+    """A Markdown row of :func:`scaling_row`: seconds per megapixel, peak RSS, the plan."""
+    megapixels = resolution * resolution / 1e6
+    plan = "untiled" if row["tile"] is None else (
+        f"tiles of {row['tile']} positions, {'exact (lockstep)' if row['exact'] else 'estimated (passes)'} statistics")
+    return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.1f} GiB | {row['decode_s'] / megapixels:.2f} | "
+            f"{row['encode_s'] / megapixels:.2f} | {row['decode_s']:.1f} / {row['encode_s']:.1f} | "
+            f"{row['peak_gib']:.2f} ({row['above_model_gib']:.2f}) | {plan} |")
+
+
+SCALING_HEADER = ("| codec | px | activation budget | decode s / MP | encode s / MP | decode / encode s | "
+                  "peak RSS GiB (above model) | plan |\n|---|---|---|---|---|---|---|---|\n")
+
+
 def machine() -> str:
     """One line naming the processor (or GPU) the numbers come from."""
     if torch.cuda.is_available():
