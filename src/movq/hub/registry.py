@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL
+from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL, VAR
 from movq.strict import unknown_name_error
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -205,6 +205,12 @@ REGISTRY: dict[str, ModelSpec] = {
             "1024 codes, no attention, trained on [0, 1] pixels",
             "54.5M", preset="maskgit-vqgan-f16-1024", repo_id="fun-research/TiTok",
             filenames=("maskgit-vqgan-imagenet-f16-256.bin",),
+        ),
+        ModelSpec(
+            "var-vqvae-f16-256", "hub", VAR,
+            "VAR's multi-scale VQVAE (FoundationVision/VAR, NeurIPS 2024): f=16, 4096 codes of 32 dims at ten "
+            "scales 1..16 (680 tokens per 256 px image, a list of token maps coarse to fine)",
+            "108.9M", preset="var-f16-4096", repo_id="FoundationVision/var", filenames=("vae_ch160v4096z32.pth",),
         ),
         ModelSpec(
             "amused-256-vq", "hub", DIFFUSERS,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from movq.config import CodecConfig
@@ -38,9 +39,12 @@ _PHI_KEY = re.compile(r"^quantize\.quant_resi\.(?:qresi_ls\.(\d+)|qresi)\.(weigh
 
 
 def is_var_state(state: Mapping[str, object]) -> bool:
-    """Whether ``state`` has VAR's keys: a fused ``qkv`` attention or its Phi convolutions."""
-    return any(_QKV_KEY.match(k) and k.startswith(("encoder.", "decoder.")) for k in state) or any(
-        k.startswith("quantize.quant_resi.") or k == USAGE_LOG for k in state
+    """Whether ``state`` has VAR's keys: a fused ``qkv`` attention, its usage log or its shared Phi
+    containers (``quant_resi.qresi_ls.*`` / ``quant_resi.qresi.*``; a movq state dict's Phi keys are
+    ``quant_resi.{k}.*``, next to ``q`` / ``k`` / ``v`` attention)."""
+    return any(
+        (_QKV_KEY.match(k) and k.startswith(("encoder.", "decoder."))) or k == USAGE_LOG or _PHI_KEY.match(k)
+        for k in state
     )
 
 
@@ -59,6 +63,33 @@ def var_to_movq(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out[f"quantize.quant_resi.{phi[1] or 0}.{phi[2]}"] = value
         else:
             out[key] = value
+    return out
+
+
+def movq_to_var(state: Mapping[str, Tensor], scales: int, phi_count: int) -> dict[str, Tensor]:
+    """The inverse of :func:`var_to_movq`: a movq multi-scale codec's state dict in VAR's key names,
+    for VAR's own ``VQVAE.load_state_dict`` (``scales`` / ``phi_count``: its quantizer's number of
+    scales and of Phi convolutions, which choose VAR's Phi container: ``PhiShared`` for one,
+    ``PhiNonShared`` for one per scale, else ``PhiPartiallyShared``); the usage log is zeros."""
+    out: dict[str, Tensor] = {}
+    codebook = None
+    for key, value in state.items():
+        parts = key.rsplit(".", 2)
+        if len(parts) == 3 and parts[1] in ("q", "k", "v") and key.startswith(("encoder.", "decoder.")) and ".attn" in key:
+            if parts[1] == "q":
+                thirds = [state[f"{parts[0]}.{n}.{parts[2]}"] for n in "qkv"]
+                out[f"{parts[0]}.qkv.{parts[2]}"] = torch.cat(thirds, dim=0)
+            continue
+        phi = re.fullmatch(r"quantize\.quant_resi\.(\d+)\.(weight|bias)", key)
+        if phi and phi_count == 1:
+            key = f"quantize.quant_resi.qresi.{phi[2]}"
+        elif phi and phi_count != scales:
+            key = f"quantize.quant_resi.qresi_ls.{phi[1]}.{phi[2]}"
+        if key == "quantize.embedding.weight":
+            codebook = value
+        out[key] = value
+    if codebook is not None:
+        out[USAGE_LOG] = torch.zeros(scales, codebook.shape[0], dtype=codebook.dtype)
     return out
 
 

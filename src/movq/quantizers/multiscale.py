@@ -21,6 +21,12 @@ VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 """VAR's ``patch_nums``: the sides of the ten token maps of a 16 x 16 latent (256 px at f16)."""
 
 
+def default_scales(side: int) -> tuple[int, ...]:
+    """A ladder of scales for a ``side x side`` latent: VAR's sides below ``side``, then ``side``
+    (VAR's own ten for 16; ``(1, 2, 3, 4, 5, 6, 8)`` for 8)."""
+    return (*(s for s in VAR_SCALES if s < side), side)
+
+
 @dataclass
 class MultiScaleConfig(QuantizerConfigBase):
     """Multi-scale residual quantization, VAR's VQVAE (:class:`MultiScaleResidualVQ`).
