@@ -335,3 +335,56 @@ def test_movq_train_multiscale_resumes_exactly_and_refuses_another_resolution(tm
     assert "--resolution 32" in err and "use --resolution 16" in err
     assert train_main(train_args(data, tmp_path / "bad", "--quantizer", "multiscal")) == 2
     assert "unknown quantizer 'multiscal'" in train_error_line(capsys)
+
+
+# ------------------------------------------------------------------ movq-tokenize, movq-bench
+
+
+@pytest.fixture(scope="module")
+def small_codec_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return movq.Codec(small_codec_config()).save_pretrained(tmp_path_factory.mktemp("codec") / "var-small")
+
+
+def test_movq_tokenize_stores_the_scales_flattened_coarse_to_fine(small_codec_dir, token_data_dir, tmp_path, capsys):
+    from helpers import TOKENIZE_FAST
+    from movq.image_files import load_preprocessed
+    from movq.tokenize.cli import EXIT_ERROR
+    from movq.tokenize.cli import main as tokenize_main
+    from movq.tokenize.dataset import TokenDataset
+
+    flags = [flag if flag != "32" else "12" for flag in TOKENIZE_FAST]  # the codec takes 12 px images
+    out = tmp_path / "tokens"
+    assert tokenize_main(["--model", str(small_codec_dir), "--data", str(token_data_dir), "--out", str(out), *flags]) == 0
+    codec = movq.load(small_codec_dir)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["item_shape"] == [14] and meta["store_dtype"] == "uint8"
+    dataset = TokenDataset(out)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        pixels, _ = load_preprocessed(token_data_dir / item["source"], 12)
+        maps = codec.encode(pixels[None])
+        assert torch.equal(item["tokens"], torch.cat([m.flatten(1) for m in maps], dim=1)[0])  # 1 + 4 + 9 tokens
+        assert torch.equal(codec.decode(item["tokens"][None]), codec.decode(maps))
+    capsys.readouterr()
+    bad = ["--model", str(small_codec_dir), "--data", str(token_data_dir), "--out", str(tmp_path / "bad"),
+           *[flag if flag != "32" else "16" for flag in TOKENIZE_FAST]]
+    assert tokenize_main(bad) == EXIT_ERROR
+    assert "use --resolution 12" in capsys.readouterr().err
+
+
+def test_movq_bench_measures_a_multiscale_codec(small_codec_dir, bench_data_dir, tmp_path, capsys):
+    from helpers import BENCH_FAST
+    from movq.bench.cli import EXIT_ERROR
+    from movq.bench.cli import main as bench_main
+
+    flags = [flag if flag != "64" else "12" for flag in BENCH_FAST]
+    out = tmp_path / "r.json"
+    assert bench_main(["--model", str(small_codec_dir), "--data", str(bench_data_dir), "--metrics", "psnr,l1",
+                       *flags, "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert 0 < row["psnr"] < 100 and row["n_images"] == 7 and 0 < row["codebook_usage"] <= 1
+    table = capsys.readouterr().out
+    assert "| 14 | 64 | 4 | 7 |" in table and "| 14 | 0.5833 |" in table  # 14 tokens, 6 bits each over 12 x 12 px
+    assert bench_main(["--model", str(small_codec_dir), "--data", str(bench_data_dir), *BENCH_FAST]) == EXIT_ERROR
+    assert "use --resolution 12" in capsys.readouterr().err
