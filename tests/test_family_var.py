@@ -388,3 +388,52 @@ def test_movq_bench_measures_a_multiscale_codec(small_codec_dir, bench_data_dir,
     assert "| 14 | 64 | 4 | 7 |" in table and "| 14 | 0.5833 |" in table  # 14 tokens, 6 bits each over 12 x 12 px
     assert bench_main(["--model", str(small_codec_dir), "--data", str(bench_data_dir), *BENCH_FAST]) == EXIT_ERROR
     assert "use --resolution 12" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ movq.t2i: tokens coarse to fine
+
+
+def test_t2i_takes_the_scales_coarse_to_fine(small_codec_dir):
+    from movq.t2i import T2IConfig, T2IPipeline, T2ITransformer, pad_text, tokens_to_sequence
+    from movq.t2i.train import model_config
+
+    codec = movq.load(small_codec_dir)
+    config = T2IConfig.for_codec(codec, 12, preset="t2i-tiny")
+    assert config.image_scales == (1, 2, 3) and config.image_grid == (3, 3) and config.image_len == 14
+    assert T2IConfig.from_json(config.to_json()) == config
+    torch.manual_seed(0)
+    model = T2ITransformer(config)
+    # positions: scale k's cell (r, c) under the grid cell at its centre, plus the scale's embedding
+    assert model._image_scale_ids.tolist() == [0] + [1] * 4 + [2] * 9
+    assert model._image_row_ids.tolist() == [1] + [0, 0, 2, 2] + [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert model._image_col_ids.tolist() == [1] + [0, 2, 0, 2] + [0, 1, 2] * 3
+
+    maps = codec.encode(torch.rand(2, 3, 12, 12) * 2 - 1)
+    sequence = tokens_to_sequence(maps)
+    assert torch.equal(sequence, codec.flat_tokens(maps))  # VAR's order: 1x1, then 2x2, then 3x3, each raster
+    assert torch.equal(sequence[:, 1:5], maps[1].flatten(1))
+    text = pad_text([[1, 2], [3]], config.text_len, config.text_vocab_size)
+    assert torch.isfinite(model.loss(text, sequence).image)
+    ids = model.generate(text, generator=torch.Generator().manual_seed(0))
+    assert ids.shape == (2, 14) and int(ids.max()) < 64
+
+    pipeline = T2IPipeline(model, codec)
+    out = pipeline(["a", "b"], generator=torch.Generator().manual_seed(0), image_prefix=sequence[:, :5])
+    assert [im.size for im in out.images] == [(12, 12)] * 2 and torch.equal(out.tokens[:, :5], sequence[:, :5])
+    with pytest.raises(ValueError, match="image_prefix"):
+        pipeline.encode_prefix(torch.rand(1, 3, 12, 12) * 2 - 1, 1)
+    with pytest.raises(ValueError, match=r"multi-scale maps \[1, 2, 3\]"):
+        T2IPipeline(model, movq.Codec(replace(movq.get_preset("movqgan-tiny"), quantizer=movq.config.VQConfig(codebook_size=64))))
+    with pytest.raises(ValueError, match="image_grid"):
+        T2IConfig(image_scales=(1, 2), image_grid=(4, 4))
+
+    # movq-t2i-train reads movq-tokenize's meta of a multi-scale codec: item_shape [14], scales from its config
+    meta = {"item_shape": [14], "codebook_size": 64, "config": codec.config.to_dict()}
+
+    class Train:
+        preset, model = "t2i-tiny", {}
+
+    class Byte:
+        vocab_size, name = 256, "byte"
+
+    assert model_config(Train(), meta, Byte()).image_scales == (1, 2, 3)

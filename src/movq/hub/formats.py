@@ -30,7 +30,6 @@ from movq.config import (
     get_preset,
 )
 from movq.hub.ibq import recognise_ibq
-from movq.hub.var import is_var_state
 from movq.modules.blocks import level_has_attention
 
 logger = logging.getLogger(__name__)
@@ -87,6 +86,10 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 """Prefixes under which codec keys may sit (DDP, latent-diffusion's first stage, wrappers)."""
 
 
+_VAR_KEY = re.compile(r"^((encoder|decoder)\..*\.qkv\.(weight|bias)|quantize\.quant_resi\.(qresi_ls\.\d+|qresi)\.(weight|bias)"
+                      r"|quantize\.ema_vocab_hit_SV)$")
+"""VAR's keys that movq's lack: the fused ``qkv`` attention, its shared Phi containers, its usage log
+(:mod:`movq.hub.var`; a movq state dict's Phi keys are ``quantize.quant_resi.{k}.*``)."""
 _MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
 """MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
 
@@ -106,7 +109,7 @@ def detect_format(state: Mapping[str, Any]) -> str:
         return LLAMAGEN
     if any(_MASKGIT_KEY.match(k) for k in keys):
         return MASKGIT
-    if is_var_state(state):
+    if any(_VAR_KEY.match(k) for k in keys):
         return VAR
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL

@@ -30,22 +30,13 @@ import torch
 from torch import Tensor
 
 from movq.config import CodecConfig
+from movq.hub.formats import infer_config
 from movq.quantizers.multiscale import VAR_SCALES
 
 USAGE_LOG = "quantize.ema_vocab_hit_SV"
 """VAR's per-scale code-hit EMA ``[scales, codebook_size]``: only used to log usage in training."""
 _QKV_KEY = re.compile(r"^(.*)\.qkv\.(weight|bias)$")
 _PHI_KEY = re.compile(r"^quantize\.quant_resi\.(?:qresi_ls\.(\d+)|qresi)\.(weight|bias)$")
-
-
-def is_var_state(state: Mapping[str, object]) -> bool:
-    """Whether ``state`` has VAR's keys: a fused ``qkv`` attention, its usage log or its shared Phi
-    containers (``quant_resi.qresi_ls.*`` / ``quant_resi.qresi.*``; a movq state dict's Phi keys are
-    ``quant_resi.{k}.*``, next to ``q`` / ``k`` / ``v`` attention)."""
-    return any(
-        (_QKV_KEY.match(k) and k.startswith(("encoder.", "decoder."))) or k == USAGE_LOG or _PHI_KEY.match(k)
-        for k in state
-    )
 
 
 def var_to_movq(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -110,7 +101,5 @@ def read_var(
             f"not say their sides and movq reads VAR's {len(VAR_SCALES)} ({list(VAR_SCALES)}) from the shapes: "
             "pass preset= naming a config with its scales"
         )
-    from movq.hub.formats import infer_config  # formats imports is_var_state from here
-
     converted = var_to_movq(state)
     return infer_config(converted, preset, source), converted
