@@ -256,6 +256,7 @@ def test_codec_round_trips_through_save_pretrained_and_state_dict(tmp_path):
         assert loaded.config == codec.config and isinstance(loaded.quantize, MultiScaleResidualVQ)
         assert all(torch.equal(a, b) for a, b in zip(loaded.encode(x), tokens))
         assert torch.equal(loaded.decode(tokens), codec.decode(tokens))
+    assert torch.equal(codec.reconstruct(x), codec.decode(tokens))
     with pytest.raises(ValueError, match=r"list of 3 maps \[B, s, s\].*\[B, 14\]"):
         codec.decode(torch.zeros(2, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):
