@@ -308,6 +308,10 @@ def test_movq_train_quantizer_multiscale_lowers_the_loss(tmp_path, one_thread):
     assert trainer.run() == 20
     after = l2()
     assert after < 0.8 * before, (before, after)
+    rows = (tmp_path / "out" / "log.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    usage, dead = float(last[header.index("usage")]), int(float(last[header.index("dead_codes")]))
+    assert 0 < usage <= 1 and dead == round(32 * (1 - usage))  # the code histogram of the step, on CPU too
     released = movq.load(tmp_path / "out")
     assert released.multiscale and [tuple(t.shape) for t in released.encode(x)][-1] == (4, 8, 8)
 

@@ -195,7 +195,7 @@ class Trainer(TaskBase):
 
     def log_row(self) -> dict[str, float | int]:
         """Learning rate and the codebook statistics of the log window (then reset)."""
-        counts = self.counts.cpu()
+        counts = self.counts.to("cpu", copy=True)  # .cpu() of a CPU tensor is the tensor itself, zeroed next
         self.counts.zero_()
         dead, usage = dead_codes(counts)
         perplexity = float(histogram_perplexity(counts))
