@@ -35,7 +35,7 @@ from movq.t2i.text import drop_captions, empty_text
 # Image token layout
 
 
-def tokens_to_sequence(tokens: Tensor) -> Tensor:
+def tokens_to_sequence(tokens: Tensor | list[Tensor]) -> Tensor:
     """Codec tokens -> the transformer's image sequence.
 
     ``[B, h, w]`` -> ``[B, h*w]`` (raster order); ``[B, D, h, w]`` (residual / grouped codecs)
