@@ -10,7 +10,7 @@ the same seeded file is rebuilt without that code: the keys are movq's in VAR's 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -442,3 +442,22 @@ def test_t2i_takes_the_scales_coarse_to_fine(small_codec_dir):
         vocab_size, name = 256, "byte"
 
     assert model_config(Train(), meta, Byte()).image_scales == (1, 2, 3)
+
+
+def test_movq_train_quantizer_flag_builds_every_kind():
+    from typing import get_args
+
+    from helpers import TRAIN_CODEC
+    from movq.quantizers import QuantizerConfig
+    from movq.train.config import CodecTrainConfig
+    from movq.train.trainer import build_codec
+
+    for member in get_args(QuantizerConfig):
+        kind, sized = member().kind, "codebook_size" in {f.name for f in fields(member)}
+        options = {"codebook_size": 64} if sized else {}  # --codec's quantizer options go to the new kind
+        cfg = CodecTrainConfig(data="d", out="o", codec={**TRAIN_CODEC, "quantizer": options}, quantizer=kind,
+                               resolution=16, perceptual_net="none")
+        codec = build_codec(cfg)
+        assert codec.config.quantizer.kind == kind and (codec.codebook_size == 64 or not sized), kind
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        build_codec(CodecTrainConfig(data="d", out="o", codec={"quantizer": 3}, quantizer="vq", perceptual_net="none"))
