@@ -21,7 +21,7 @@ For each family the recorder
 Usage (one family, or all)::
 
     python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken \\
-        --one-d-tokenizer /path/to/1d-tokenizer --vqgan-lc /path/to/VQGAN-LC [--family ibq-1024]
+        --one-d-tokenizer /path/to/1d-tokenizer --vqgan-lc /path/to/VQGAN-LC --var /path/to/VAR [--family ibq-1024]
 
 A new family adds a recorder function to :data:`RECORDERS` (and, if needed, a ``--<repo>`` option).
 """
@@ -516,12 +516,119 @@ def record_vqgan_lc(repo: Path, size: int, codebook_size: int = 100000) -> dict[
     }
 
 
+VAR_SIZE = 256
+"""VAR's VQVAE quantizes a 16 x 16 latent (its last scale): its images are 256 px."""
+
+
+def var_training_probe(original: nn.Module, quantizer: nn.Module) -> dict[str, Any]:
+    """VAR's quantizer training path (``VectorQuantizer2.forward``, "only used in VAE training"): its
+    loss ``mean_s [beta mse(sg[f_hat_s], f) + mse(f_hat_s, sg[f])]`` plus ``sum(w * f_hat)`` on a
+    seeded ``[2, 32, 16, 16]`` latent, and the gradients to the latent, the codebook and the Phi
+    convolutions, from the original's ``quantize`` and from movq's on the same weights. The original
+    reads the world size of ``torch.distributed``: a one-process gloo group stands in."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        with tempfile.NamedTemporaryFile() as store:
+            tdist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+    found = {}
+    for name, module in (("original", original), ("movq", quantizer)):
+        module.zero_grad()
+        z = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(INPUTS_SEED + 1)).requires_grad_()
+        if name == "original":
+            z_q, _, loss = module(z)
+            phis = list(module.quant_resi.qresi_ls)
+        else:
+            out = module(z)
+            z_q, loss, phis = out.z_q, out.loss, list(module.quant_resi)
+        (loss + (probe_weights(z_q) * z_q).sum()).backward()
+        found[name] = (float(loss), z.grad.double(), module.embedding.weight.grad.double(),
+                       torch.cat([p.weight.grad.double().flatten() for p in phis]))
+    (loss, z_grad, e_grad, p_grad), (m_loss, m_z_grad, m_e_grad, m_p_grad) = found["original"], found["movq"]
+    return {
+        "probe": "loss + sum(linspace(-1, 1, 32) * z_q) on randn(2, 32, 16, 16) seeded inputs_seed + 1, the published weights",
+        "loss": loss,
+        "latent_grad_abs_sum": float(z_grad.abs().sum()),
+        "codebook_grad_abs_sum": float(e_grad.abs().sum()),
+        "phi_grad_abs_sum": float(p_grad.abs().sum()),
+        "parity": {
+            "loss_difference": abs(loss - m_loss),
+            "max_latent_grad_difference": float((z_grad - m_z_grad).abs().max()),
+            "max_codebook_grad_difference": float((e_grad - m_e_grad).abs().max()),
+            "max_phi_grad_difference": float((p_grad - m_p_grad).abs().max()),
+        },
+    }
+
+
+def record_var(repo: Path, size: int = VAR_SIZE) -> dict[str, Any]:
+    """VAR's VQVAE (``models/vqvae.py`` ``VQVAE``) at ``models/__init__.py`` ``build_vae_var``'s published
+    configuration (``V=4096, Cvae=32, ch=160, share_quant_resi=4``, patch_nums 1..16), saved like the
+    published ``vae_ch160v4096z32.pth``: ``torch.save(state_dict)``. Tokens are ``img_to_idxBl`` (one
+    ``[B, s * s]`` per scale, compared with movq's ``[B, s, s]`` maps flattened); pixels are
+    ``idxBl_to_img(same_shape=True, last_one=True)`` (clamped) and, unclamped, the decoder on
+    ``embed_to_fhat`` of the same tokens."""
+    sys.path.insert(0, str(repo))
+    from models.vqvae import VQVAE  # the original, from its checkout
+
+    import movq
+
+    torch.manual_seed(0)
+    original = VQVAE(vocab_size=4096, z_channels=32, ch=160, test_mode=True, share_quant_resi=4,
+                     v_patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16))
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    images = seeded_images(BATCH, size)
+    with torch.no_grad():
+        idx_bl = original.img_to_idxBl(images)
+        tokens = torch.cat(idx_bl, dim=1)
+        pixels = original.idxBl_to_img(idx_bl, same_shape=True, last_one=True)
+        ms_h = [original.quantize.embedding(t).transpose(1, 2).reshape(BATCH, 32, round(t.shape[1] ** 0.5), -1) for t in idx_bl]
+        f_hat = original.quantize.embed_to_fhat(ms_h, all_to_max_scale=True, last_one=True)
+        unclamped = original.decoder(original.post_quant_conv(f_hat))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "vae_ch160v4096z32.pth"
+            torch.save(weights, path)
+            codec = movq.load(path)
+        movq_tokens = codec.flat_tokens(codec.encode(images))
+        movq_pixels = codec.decode(idx_bl)
+        movq_unclamped = codec.decode(idx_bl, clamp=False)
+    for p in original.parameters():
+        p.requires_grad_(True)
+    training = var_training_probe(original.quantize, codec.quantize)
+    measured = parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels)
+    measured["max_pixel_difference"] = float((movq_unclamped - unclamped).abs().max())
+    return {
+        "family": "var",
+        "training": training,
+        "variant": "VAR VQVAE ch160 V4096 z32",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "FoundationVision/VAR models/vqvae.py VQVAE(vocab_size=4096, z_channels=32, ch=160, "
+                        "share_quant_resi=4, v_patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16)) (build_vae_var's)",
+            "container": "torch.save(state_dict)",
+            "weights": "seeded_weights(published shapes, seed)", "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "weights_checksum": checksum(weights),
+        "inputs_checksum": checksum(images),
+        "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(unclamped),
+        "pixels_clamped_equal_unclamped": bool(torch.equal(pixels, unclamped.clamp(-1, 1))),
+        "parity": measured,
+    }
+
+
 RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "llamagen-vq16": ("llamagen", lambda repo: record_llamagen(repo, "VQ-16", 64)),
     "llamagen-vq8": ("llamagen", lambda repo: record_llamagen(repo, "VQ-8", 64)),
     "ibq-1024": ("seed_voken", lambda repo: record_ibq(repo, 1024, 64)),
     "maskgit-vqgan": ("one_d_tokenizer", lambda repo: record_maskgit(repo, 64)),
     "vqgan-lc-100k": ("vqgan_lc", lambda repo: record_vqgan_lc(repo, 64)),
+    "var-vqvae": ("var", lambda repo: record_var(repo)),
 }
 """Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""
 
@@ -532,13 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ)")
     parser.add_argument("--one-d-tokenizer", type=Path, help="checkout of github.com/bytedance/1d-tokenizer (MaskGIT VQGAN)")
     parser.add_argument("--vqgan-lc", type=Path, help="checkout of github.com/zh460045050/VQGAN-LC")
+    parser.add_argument("--var", type=Path, help="checkout of github.com/FoundationVision/VAR (multi-scale VQVAE)")
     parser.add_argument("--family", choices=sorted(RECORDERS), action="append", help="default: every family whose repo is given")
     parser.add_argument("--out", type=Path, default=FIXTURES)
     args = parser.parse_args(argv)
     families = args.family or [f for f, (repo, _) in RECORDERS.items() if getattr(args, repo) is not None]
     if not families:
         parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken, "
-                     "--one-d-tokenizer, --vqgan-lc)")
+                     "--one-d-tokenizer, --vqgan-lc, --var)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| family | tokens equal | max pixel difference |")
     print("|---|---|---|")

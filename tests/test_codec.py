@@ -50,8 +50,10 @@ def test_taming_presets_have_their_published_sizes():
     assert 1_000_000 < tiny < 10_000_000
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(n for n, c in PRESETS.items() if c.quantizer.kind != "multiscale"))
 def test_every_preset_encodes_and_decodes_with_the_right_shapes(name):
+    """Grid-token presets at a non-square size (the multi-scale preset, whose latent is its last scale,
+    in tests/test_family_var.py)."""
     torch.manual_seed(0)
     codec = Codec(get_preset(name)).eval()
     f = codec.downsample_factor

@@ -45,7 +45,7 @@ from movq.model_folder import (
     write_folder,
 )
 from movq.modules import cpu_engine
-from movq.quantizers import Quantizer, QuantizerOutput
+from movq.quantizers import MultiScaleResidualVQ, Quantizer, QuantizerOutput
 from movq.tiling import (
     CPU_SLICE_BYTES,
     LockstepGroupStats,
@@ -122,7 +122,8 @@ class Codec(nn.Module):
     :class:`~movq.dvae.DVAEConfig`: the codec assembles the networks its config builds). ``encode`` accepts PIL images (or lists), uint8
     numpy ``HWC`` / ``BHWC``, float tensors ``CHW`` / ``BCHW`` in ``[-1, 1]`` (or uint8 tensors),
     whose sides are multiples of ``downsample_factor`` ``f``, and returns ``LongTensor`` tokens
-    ``[B, H/f, W/f]`` (``[B, depth, H/f, W/f]`` for residual / grouped quantizers). ``decode``
+    ``[B, H/f, W/f]`` (``[B, depth, H/f, W/f]`` for residual / grouped quantizers; for a multi-scale
+    quantizer, VAR's, a list of ``[B, s, s]`` maps, one per scale, coarse to fine). ``decode``
     returns a float tensor ``[B, 3, H, W]`` in ``[-1, 1]``. ``forward`` is the differentiable
     training path on ``[B, 3, H, W]`` tensors in ``[-1, 1]``.
 
@@ -380,16 +381,36 @@ class Codec(nn.Module):
 
     # ----------------------------------------------------------------------------- user API
 
-    @torch.no_grad()
-    def encode(self, images: ImageInput, *, pad: bool = False) -> Tensor:
-        """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device."""
-        x = self._prepare(images, pad)
-        with self._inference():
-            return self.quantize.indices(search_dtype(self.encode_to_prequant_bounded(x)))
+    @property
+    def multiscale(self) -> bool:
+        """Whether the tokens are a ladder of scales (VAR's multi-scale quantizer): ``encode`` then
+        returns one ``[B, s, s]`` map per scale, coarse to fine, and ``tokens_shape`` is ``(L,)``, the
+        maps flattened and concatenated in that order (the layout ``movq-tokenize`` stores)."""
+        return isinstance(self.quantize, MultiScaleResidualVQ)
 
     @torch.no_grad()
-    def decode(self, tokens: Tensor, *, clamp: bool = True) -> Tensor:
-        """``LongTensor`` tokens ``[B, *tokens_shape]`` -> float images ``[B, 3, H, W]`` in ``[-1, 1]``."""
+    def encode(self, images: ImageInput, *, pad: bool = False) -> Tensor | list[Tensor]:
+        """Images -> ``LongTensor`` tokens ``[B, *tokens_shape(H, W)]`` on the codec's device; for a
+        multi-scale codec (:attr:`multiscale`) a list of ``[B, s, s]`` maps, one per scale, coarse to
+        fine (VAR's ``img_to_idxBl``, each map unflattened)."""
+        x = self._prepare(images, pad)
+        with self._inference():
+            tokens = self.quantize.indices(search_dtype(self.encode_to_prequant_bounded(x)))
+        return self.quantize.split_scales(tokens) if self.multiscale else tokens
+
+    def flat_tokens(self, tokens: Tensor | list[Tensor]) -> Tensor:
+        """Tokens as one ``[B, *tokens_shape]`` tensor: a multi-scale codec's list of per-scale maps
+        (``[B, s, s]`` or VAR's ``[B, s * s]``) concatenated coarse to fine into ``[B, L]``; other
+        tokens unchanged."""
+        if self.multiscale and isinstance(tokens, (list, tuple)):
+            return self.quantize.join_scales(tokens)
+        return tokens
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor | list[Tensor], *, clamp: bool = True) -> Tensor:
+        """``LongTensor`` tokens ``[B, *tokens_shape]`` -> float images ``[B, 3, H, W]`` in ``[-1, 1]``.
+        A multi-scale codec takes :meth:`encode`'s list of per-scale maps (or the flat ``[B, L]``)."""
+        tokens = self.flat_tokens(tokens)
         self._check_tokens(tokens)
         with self._inference():
             z_q = self.quantize.embed(tokens.to(self.device)).to(self.dtype)
@@ -487,6 +508,8 @@ class Codec(nn.Module):
             raise TypeError(f"tokens must be a torch.LongTensor, got {type(tokens).__name__}")
         if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must be an integer tensor (torch.long), got dtype {tokens.dtype}")
+        if self.multiscale:
+            return self._check_multiscale_tokens(tokens)
         grid_rank = len(self.quantize.indices_shape(1, 1))
         if tokens.ndim != grid_rank + 1:
             expected = "[B, h, w]" if grid_rank == 2 else "[B, depth, h, w]"
@@ -507,6 +530,23 @@ class Codec(nn.Module):
             raise ValueError(
                 f"token ids must be in [0, {self.codebook_size}), got values in [{low}, {high}]"
             )
+
+    def _check_multiscale_tokens(self, tokens: Tensor) -> None:
+        """The checks of :meth:`_check_tokens` for a multi-scale codec's flat tokens ``[B, L]``."""
+        quantize = self.quantize
+        if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] != quantize.token_count:
+            raise ValueError(
+                f"tokens must be a list of {len(quantize.scales)} maps [B, s, s] (scales {list(quantize.scales)}) "
+                f"or their concatenation [B, {quantize.token_count}], got a tensor of shape {tuple(tokens.shape)}"
+            )
+        check_has_data(tokens, "tokens")
+        if torch.compiler.is_compiling():
+            return
+        side = quantize.side * self.downsample_factor
+        self._check_memory(tokens.shape[0], side, side, "decoding tokens")
+        low, high = tokens.min().item(), tokens.max().item()
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(f"token ids must be in [0, {self.codebook_size}), got values in [{low}, {high}]")
 
     # ----------------------------------------------------------------------------- persistence
 

@@ -24,6 +24,7 @@ from movq.quantizers import (
     GumbelConfig,
     IBQConfig,
     LFQConfig,
+    MultiScaleConfig,
     ProjectedConfig,
     Quantizer,
     QuantizerConfig,
@@ -69,6 +70,8 @@ __all__ = [
     "LLAMAGEN_VQ8",
     "LLAMAGEN_VQ16",
     "MASKGIT_VQGAN_F16_1024",
+    "MultiScaleConfig",
+    "VAR_F16_4096",
     "ProjectedConfig",
     "VQGAN_LC_F16_100K",
     "QuantizerConfig",
@@ -99,6 +102,10 @@ class CodecConfig(StrictConfig):
     downsampling, ``num_res_blocks`` (not ``+ 1``) blocks per decoder level, a 1x1 encoder
     ``conv_out`` and no ``quant_conv`` / ``post_quant_conv``; it has no attention
     (``attn_resolutions=()``, ``mid_attention=False``, checked).
+    ``quant_conv_kernel`` is the kernel size of ``quant_conv`` / ``post_quant_conv`` (1 in taming; 3
+    in VAR's VQVAE, whose attention's fused ``qkv`` convolution is movq's ``q`` / ``k`` / ``v`` split:
+    the same computation). A multi-scale quantizer (:class:`~movq.quantizers.MultiScaleConfig`)
+    quantizes a latent of exactly its last scale: ``resolution / downsample_factor`` must equal it.
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -121,12 +128,21 @@ class CodecConfig(StrictConfig):
     mid_attention: bool = True
     input_range: tuple[float, float] = (-1.0, 1.0)
     network: Literal["taming", "maskgit"] = "taming"
+    quant_conv_kernel: Literal[1, 3] = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
+        if isinstance(self.quantizer, MultiScaleConfig) and self.resolution != self.quantizer.scales[-1] * self.downsample_factor:
+            raise ValueError(
+                f"a multi-scale quantizer quantizes a latent of its last scale ({self.quantizer.scales[-1]}): "
+                f"resolution must be {self.quantizer.scales[-1] * self.downsample_factor} (the last scale x the "
+                f"downsample factor {self.downsample_factor}), got {self.resolution}"
+            )
+        if self.network == "maskgit" and self.quant_conv_kernel != 1:
+            raise ValueError(f"network='maskgit' has no quant_conv: quant_conv_kernel must be 1, got {self.quant_conv_kernel}")
         if self.network == "maskgit" and self.num_res_blocks != 2:
             raise ValueError(
                 "network='maskgit' has num_res_blocks ResNet blocks in its mid block and movq's mid block "
@@ -177,21 +193,23 @@ class CodecConfig(StrictConfig):
         return Encoder(self)
 
     def build_quant_conv(self) -> nn.Module:
-        """The 1x1 convolution ``z_channels -> embed_dim`` before the quantizer (``nn.Identity`` for
+        """The 1x1 (``quant_conv_kernel``) convolution ``z_channels -> embed_dim`` before the quantizer (``nn.Identity`` for
         ``network="maskgit"``, which has none and needs ``embed_dim == z_channels``)."""
         if self.network == "maskgit":
             return nn.Identity()
-        return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=1)
+        k = self.quant_conv_kernel
+        return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=k, padding=k // 2)
 
     def build_quantizer(self) -> Quantizer:
         return build_quantizer(self.quantizer, self.embed_dim)
 
     def build_post_quant_conv(self) -> nn.Module:
-        """The 1x1 convolution ``embed_dim -> z_channels`` after the quantizer (``nn.Identity`` for
+        """The 1x1 (``quant_conv_kernel``) convolution ``embed_dim -> z_channels`` after the quantizer (``nn.Identity`` for
         ``network="maskgit"``)."""
         if self.network == "maskgit":
             return nn.Identity()
-        return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=1)
+        k = self.quant_conv_kernel
+        return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=k, padding=k // 2)
 
     def build_decoder(self) -> Decoder:
         return Decoder(self)
@@ -302,11 +320,26 @@ VQGAN_LC_F16_100K = replace(
     quantizer=ProjectedConfig(codebook_size=100000, codebook_dim=768),
 )
 
+# VAR's multi-scale VQVAE (FoundationVision/VAR models/vqvae.py, build_vae_var; vae_ch160v4096z32.pth):
+# taming's f16 network at ch=160 with 32-dim latents, 3x3 quant convs, and one 4096-code codebook
+# searched at ten scales 1..16 with four partially shared Phi convolutions.
+VAR_F16_4096 = CodecConfig(
+    name="var-f16-4096",
+    ch=160,
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(16,),
+    z_channels=32,
+    embed_dim=32,
+    norm="group",
+    quantizer=MultiScaleConfig(),
+    quant_conv_kernel=3,
+)
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
     for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
               LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144,
-              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K)
+              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K, VAR_F16_4096)
 }
 
 

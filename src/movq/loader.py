@@ -48,6 +48,7 @@ from movq.hub.formats import (
     LLAMAGEN,
     MASKGIT,
     MOVQ,
+    VAR,
     VQGAN_LC,
     WRAPPER_PREFIXES,
     detect_format,
@@ -58,6 +59,7 @@ from movq.hub.llamagen import read_llamagen
 from movq.hub.maskgit import read_maskgit
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
+from movq.hub.var import read_var
 from movq.hub.vqgan_lc import read_vqgan_lc
 from movq.model_folder import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
 from movq.strict import ConfigError, dataclass_from_dict, did_you_mean, read_json_object
@@ -105,7 +107,8 @@ def load(
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
       MoVQGAN), Lightning-wrapped (IBQ's too), diffusers, LlamaGen, MaskGIT VQGAN
-      (``maskgit-vqgan-imagenet-f16-256.bin``) or VQGAN-LC (``checkpoint-last.pth``) key format, or a
+      (``maskgit-vqgan-imagenet-f16-256.bin``), VQGAN-LC (``checkpoint-last.pth``) or VAR
+      (``vae_ch160v4096z32.pth``) key format, or a
       ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
       architecture comes from ``preset`` or is inferred from the shapes.
 
@@ -453,6 +456,8 @@ def codec_from_state(
         return _build(*read_maskgit(state, preset, source), pretrained, source)
     if fmt == VQGAN_LC:
         return _build(*read_vqgan_lc(state, preset, source), pretrained, source)
+    if fmt == VAR:
+        return _build(*read_var(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

@@ -18,10 +18,11 @@ from movq.metrics import image as image_metrics
 
 def reconstruct(codec: Any, real: Tensor) -> tuple[Tensor, Tensor]:
     """``real`` ``[B, 3, H, W]`` in ``[0, 1]`` (8-bit images / 255) -> ``(tokens, recon)``: the
-    codec's tokens and its reconstruction ``[B, 3, H, W]`` in ``[0, 1]``, rounded to 8 bits as a
+    codec's tokens (a multi-scale codec's maps concatenated coarse to fine, ``[B, L]``) and its reconstruction ``[B, 3, H, W]`` in ``[0, 1]``, rounded to 8 bits as a
     saved PNG. ``codec`` is anything with ``encode`` / ``decode`` (a :class:`~movq.Codec`, a dVAE)."""
     tokens = codec.encode(real * 2 - 1)
-    return tokens, image_metrics.to_unit_range(codec.decode(tokens))
+    recon = image_metrics.to_unit_range(codec.decode(tokens))
+    return (codec.flat_tokens(tokens) if hasattr(codec, "flat_tokens") else tokens), recon
 
 
 def per_image_metrics(real: Tensor, recon: Tensor, metrics: Iterable[str], lpips: Any = None) -> dict[str, Tensor]:

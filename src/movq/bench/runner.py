@@ -125,6 +125,11 @@ def load_models(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
         f = getattr(codec, "downsample_factor", 1)
         if cfg.resolution % f:
             raise BenchError(f"--resolution {cfg.resolution} is not a multiple of {spec}'s downsample factor {f}")
+        if getattr(codec, "multiscale", False) and cfg.resolution != codec.quantize.side * f:
+            raise BenchError(
+                f"--resolution {cfg.resolution}: {spec} is multi-scale (scales {list(codec.quantize.scales)}) and takes "
+                f"images of exactly {codec.quantize.side * f} px; use --resolution {codec.quantize.side * f}"
+            )
         codecs[spec] = codec
     return codecs
 

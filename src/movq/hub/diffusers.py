@@ -184,6 +184,11 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
             f"diffusers' VQModel cannot represent the {config.network!r} network (MaskGIT's VQGAN: bias-free "
             "convolutions, average-pool downsampling, shortcuts on the block output); save it in movq's format"
         )
+    if getattr(config, "quant_conv_kernel", 1) != 1:
+        raise ValueError(
+            f"diffusers' VQModel has 1x1 quant convolutions, this codec {config.quant_conv_kernel}x"
+            f"{config.quant_conv_kernel} ones (VAR's); save it in movq's format"
+        )
     if tuple(config.input_range) not in ((-1.0, 1.0), CODEBOOK_LOOKUP_RANGE):
         raise ValueError(
             f"diffusers' VQModel has no field for the input range {list(config.input_range)} (only [-1, 1], "

@@ -23,6 +23,7 @@ from movq.config import (
     CodecConfig,
     EMAConfig,
     GumbelConfig,
+    MultiScaleConfig,
     ProjectedConfig,
     ResidualConfig,
     VQConfig,
@@ -48,6 +49,7 @@ class FormatSpec:
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
 LLAMAGEN, MASKGIT, VQGAN_LC = "llamagen", "maskgit", "vqgan-lc"
+VAR = "var"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -60,6 +62,7 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(MASKGIT, "file", False, "MaskGIT VQGAN PyTorch conversion (encoder.mid.0.*, decoder.up.*.upsample_conv.*)"),
         FormatSpec(VQGAN_LC, "file", False, "VQGAN-LC training checkpoint: taming keys + tok_embeddings + "
                                              "codebook_projection in {'model': ...}"),
+        FormatSpec(VAR, "file", False, "VAR multi-scale VQVAE state dict (fused attn qkv, quantize.quant_resi.*)"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -83,6 +86,10 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 """Prefixes under which codec keys may sit (DDP, latent-diffusion's first stage, wrappers)."""
 
 
+_VAR_KEY = re.compile(r"^((encoder|decoder)\..*\.qkv\.(weight|bias)|quantize\.quant_resi\.(qresi_ls\.\d+|qresi)\.(weight|bias)"
+                      r"|quantize\.ema_vocab_hit_SV)$")
+"""VAR's keys that movq's lack: the fused ``qkv`` attention, its shared Phi containers, its usage log
+(:mod:`movq.hub.var`; a movq state dict's Phi keys are ``quantize.quant_resi.{k}.*``)."""
 _MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
 """MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
 
@@ -90,7 +97,8 @@ _MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsa
 def detect_format(state: Mapping[str, Any]) -> str:
     """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
     (OpenAI dVAE ``blocks.*`` keys), ``"llamagen"`` (``conv_blocks.*`` keys), ``"maskgit"``
-    (numbered mid blocks, ``upsample_conv``) or ``"vqgan-lc"`` (``tok_embeddings`` and
+    (numbered mid blocks, ``upsample_conv``), ``"var"`` (fused ``qkv`` attention, Phi convolutions:
+    :mod:`movq.hub.var`) or ``"vqgan-lc"`` (``tok_embeddings`` and
     ``codebook_projection`` next to taming keys); ``ValueError`` when none fits."""
     keys = list(state)
     if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
@@ -101,6 +109,8 @@ def detect_format(state: Mapping[str, Any]) -> str:
         return LLAMAGEN
     if any(_MASKGIT_KEY.match(k) for k in keys):
         return MASKGIT
+    if any(_VAR_KEY.match(k) for k in keys):
+        return VAR
     if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.")) for k in keys):
         return ORIGINAL
     if any(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in keys):
@@ -284,6 +294,7 @@ def _config_from_shapes(state: Mapping[str, Tensor], source: str) -> CodecConfig
             "attn_resolutions": [resolution // 2**i for i in found["attention levels"]], "resolution": resolution,
             "z_channels": found["z_channels"], "embed_dim": found["embed_dim"], "norm": found["norm"],
             "quantizer": quantizer, "mid_attention": found["mid attention"],
+            "quant_conv_kernel": found["quant_conv kernel"],
         }
         return CodecConfig.from_dict(values)
     except (ValueError, ZeroDivisionError) as error:
@@ -313,6 +324,7 @@ def _shapes_summary(state: Mapping[str, Tensor]) -> dict[str, Any]:
         "embed_dim": state["quant_conv.weight"].shape[0],
         "norm": "spatial" if "decoder.norm_out.conv_y.weight" in state else "group",
         "mid attention": "encoder.mid.attn_1.q.weight" in state,
+        "quant_conv kernel": state["quant_conv.weight"].shape[-1],
     }
 
 
@@ -326,6 +338,9 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
     if "quantize.codebook" in state and "quantize.projection.weight" in state:
         codebook = state["quantize.codebook"]
         return ProjectedConfig(codebook_size=codebook.shape[0], codebook_dim=codebook.shape[1])
+    phis = [k for k in state if re.fullmatch(r"quantize\.quant_resi\.\d+\.weight", k)]
+    if phis and "quantize.embedding.weight" in state:  # VAR's multi-scale quantizer, at VAR's ten scales
+        return MultiScaleConfig(codebook_size=state["quantize.embedding.weight"].shape[0], phi_count=len(phis))
     if "quantize.embedding.cluster_size" in state:
         return EMAConfig(codebook_size=state["quantize.embedding.weight"].shape[0])
     if "quantize.embedding.weight" in state:
@@ -355,7 +370,7 @@ def attention_levels(config: CodecConfig) -> tuple[int, ...]:
 def _same_architecture(a: CodecConfig, b: CodecConfig) -> bool:
     fields = (
         "in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim", "norm",
-        "mid_attention", "network", "input_range",
+        "mid_attention", "network", "input_range", "quant_conv_kernel",
     )
     if any(getattr(a, f) != getattr(b, f) for f in fields) or attention_levels(a) != attention_levels(b):
         return False

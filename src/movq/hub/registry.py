@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from movq.hub.formats import DALLE, DIFFUSERS, FORMATS, LIGHTNING, LLAMAGEN, MASKGIT, MOVQ, ORIGINAL, VQGAN_LC
+from movq.hub.formats import (
+    DALLE,
+    DIFFUSERS,
+    FORMATS,
+    LIGHTNING,
+    LLAMAGEN,
+    MASKGIT,
+    MOVQ,
+    ORIGINAL,
+    VAR,
+    VQGAN_LC,
+)
 from movq.strict import unknown_name_error
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -226,6 +237,12 @@ REGISTRY: dict[str, ModelSpec] = {
             urls=("https://drive.google.com/drive/folders/12824gtaR_upGH1DJRNfAjQFiw8c1FmwJ",),
             published=PublishedFigures("16x16", 100000, "VQGAN-LC, Zhu et al. 2024, arXiv:2406.11837", rfid=2.62,
                                        psnr=23.80, cited_by=_OPTVQ_README),
+        ),
+        ModelSpec(
+            "var-vqvae-f16-256", "hub", VAR,
+            "VAR's multi-scale VQVAE (FoundationVision/VAR, NeurIPS 2024): f=16, 4096 codes of 32 dims at ten "
+            "scales 1..16 (680 tokens per 256 px image, a list of token maps coarse to fine)",
+            "108.9M", preset="var-f16-4096", repo_id="FoundationVision/var", filenames=("vae_ch160v4096z32.pth",),
         ),
         ModelSpec(
             "amused-256-vq", "hub", DIFFUSERS,

@@ -26,6 +26,7 @@ from .fsq import FSQ, FSQConfig
 from .gumbel import GumbelConfig, GumbelQuantizer
 from .index_propagation import IBQConfig, IndexPropagationQuantizer
 from .lfq import LFQ, LFQConfig
+from .multiscale import MultiScaleConfig, MultiScaleResidualVQ
 from .projected import ProjectedConfig, ProjectedQuantizer
 from .residual import ResidualConfig, ResidualVectorQuantizer
 from .vq import VectorQuantizer, VQConfig
@@ -44,6 +45,8 @@ __all__ = [
     "IBQConfig",
     "IndexPropagationQuantizer",
     "LFQConfig",
+    "MultiScaleConfig",
+    "MultiScaleResidualVQ",
     "ProjectedConfig",
     "ProjectedQuantizer",
     "Quantizer",
@@ -63,6 +66,7 @@ __all__ = [
 
 QuantizerConfig = (
     VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig | ProjectedConfig
+    | MultiScaleConfig
 )
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 

@@ -9,7 +9,9 @@ is the per-position padding id ``text_vocab_size + j`` (DALL·E, ruDALL-E), so t
 has ``text_vocab_size + text_len`` rows. Image ids are codec token ids in
 ``[0, image_vocab_size)`` in raster order; a codec with ``image_depth`` tokens per latent position
 (residual / grouped quantizers) contributes its ``image_depth`` tokens of one position one after
-the other (coarse to fine) before moving on to the next position.
+the other (coarse to fine) before moving on to the next position. A multi-scale codec (VAR's,
+``image_scales``) contributes its token maps coarse to fine, each in raster order:
+``N = sum(s * s for s in image_scales)``, VAR's order.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class T2IConfig(StrictConfig):
 
     The defaults are the seed-004 toy: byte text of 128 positions, a 16x16 VQGAN grid with 1024
     codes, 8 layers, 8 heads, 512 wide.
+
+    ``image_scales`` (empty for grid codecs) are the sides of a multi-scale codec's token maps, coarse
+    to fine (VAR's; ``image_grid`` is then ``(S, S)`` for the last side ``S`` and ``image_depth`` 1):
+    the image sequence is the maps concatenated, a token of map ``k`` at ``(r, c)`` positioned by a
+    scale embedding of ``k`` plus the row / column embeddings of the grid cell under its centre.
     """
 
     text_vocab_size: PositiveInt = 256
@@ -68,9 +75,19 @@ class T2IConfig(StrictConfig):
     image_loss_weight: NonNegativeFloat = 0.875
     caption_dropout: Probability = 0.1
     tokenizer: Annotated[str, MinLength(1)] = "byte"
+    image_scales: tuple[PositiveInt, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.image_scales:
+            side = self.image_scales[-1]
+            if any(b <= a for a, b in zip(self.image_scales, self.image_scales[1:])):
+                raise ValueError(f"T2IConfig.image_scales must be strictly increasing, got {list(self.image_scales)}")
+            if tuple(self.image_grid) != (side, side) or self.image_depth != 1:
+                raise ValueError(
+                    f"T2IConfig.image_scales {list(self.image_scales)} need image_grid ({side}, {side}) and image_depth 1, "
+                    f"got {list(self.image_grid)} and {self.image_depth}"
+                )
         if self.n_embd % self.n_head:
             raise ValueError(f"T2IConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if round(self.mlp_ratio * self.n_embd) < 1:
@@ -82,7 +99,9 @@ class T2IConfig(StrictConfig):
 
     @property
     def image_len(self) -> int:
-        """Image tokens per sample: ``h * w * image_depth``."""
+        """Image tokens per sample: ``h * w * image_depth`` (``sum(s * s)`` over ``image_scales``)."""
+        if self.image_scales:
+            return sum(s * s for s in self.image_scales)
         return self.image_grid[0] * self.image_grid[1] * self.image_depth
 
     @property
@@ -106,6 +125,7 @@ class T2IConfig(StrictConfig):
         """Plain JSON-serialisable dict (the grid becomes a list)."""
         data = asdict(self)
         data["image_grid"] = list(self.image_grid)
+        data["image_scales"] = list(self.image_scales)
         return data
 
     def to_json(self) -> str:
@@ -141,12 +161,17 @@ class T2IConfig(StrictConfig):
         come from ``codec.tokens_shape(H, W)`` (``(h, w)`` or ``(depth, h, w)``). The other fields
         come from ``preset`` (a name in ``T2I_PRESETS``; the defaults if ``None``) and ``overrides``.
         """
-        derived = ("image_vocab_size", "image_grid", "image_depth")
+        derived = ("image_vocab_size", "image_grid", "image_depth", "image_scales")
         clashing = sorted(set(overrides) & set(derived))
         if clashing:
             raise ValueError(f"for_codec derives {clashing} from the codec; do not pass them")
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         shape = tuple(codec.tokens_shape(height, width))
+        if getattr(codec, "multiscale", False):  # VAR's tokens: the maps coarse to fine
+            scales = tuple(codec.quantize.scales)
+            image = {"image_vocab_size": int(codec.codebook_size), "image_grid": (scales[-1], scales[-1]),
+                     "image_depth": 1, "image_scales": scales}
+            return cls(**image, **overrides) if preset is None else get_t2i_preset(preset, **image, **overrides)
         if len(shape) == 2:
             depth, h, w = 1, *shape
         elif len(shape) == 3:

@@ -37,12 +37,18 @@ from movq.t2i.text import drop_captions, empty_text
 # Image token layout
 
 
-def tokens_to_sequence(tokens: Tensor) -> Tensor:
+def tokens_to_sequence(tokens: Tensor | list[Tensor]) -> Tensor:
     """Codec tokens -> the transformer's image sequence.
 
     ``[B, h, w]`` -> ``[B, h*w]`` (raster order); ``[B, D, h, w]`` (residual / grouped codecs)
-    -> ``[B, h*w*D]`` with the ``D`` tokens of one position next to each other (coarse to fine).
+    -> ``[B, h*w*D]`` with the ``D`` tokens of one position next to each other (coarse to fine); a
+    multi-scale codec's list of ``[B, s, s]`` maps -> ``[B, sum(s * s)]``, the maps coarse to fine
+    (its flat ``[B, L]`` tokens pass unchanged).
     """
+    if isinstance(tokens, (list, tuple)):  # a multi-scale codec's maps [B, s, s], coarse to fine (VAR's order)
+        return torch.cat([t.reshape(t.shape[0], -1) for t in tokens], dim=1)
+    if tokens.ndim == 2:  # already a sequence: a multi-scale codec's flat tokens [B, L]
+        return tokens
     if tokens.ndim == 3:
         return tokens.reshape(tokens.shape[0], -1)
     if tokens.ndim == 4:
@@ -209,6 +215,8 @@ class T2ITransformer(nn.Module):
         self.image_row = nn.Embedding(h, c)
         self.image_col = nn.Embedding(w, c)
         self.image_depth = nn.Embedding(depth, c) if depth > 1 else None
+        scales = config.image_scales
+        self.image_scale = nn.Embedding(len(scales), c) if scales else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(c, bias=config.bias)
@@ -219,6 +227,15 @@ class T2ITransformer(nn.Module):
         self.register_buffer("_image_row_ids", spatial // w, persistent=False)
         self.register_buffer("_image_col_ids", spatial % w, persistent=False)
         self.register_buffer("_image_depth_ids", index % depth, persistent=False)
+        if scales:  # map k's cell (r, c) sits under grid cell floor((r + 1/2) h / s): its centre
+            rows, cols, levels = [], [], []
+            for k, s in enumerate(scales):
+                centre = ((torch.arange(s) * 2 + 1) * h) // (2 * s)
+                rows.append(centre.repeat_interleave(s))
+                cols.append(centre.repeat(s))
+                levels.append(torch.full((s * s,), k))
+            self._image_row_ids, self._image_col_ids = torch.cat(rows), torch.cat(cols)
+            self.register_buffer("_image_scale_ids", torch.cat(levels), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -273,6 +290,8 @@ class T2ITransformer(nn.Module):
         )
         if self.image_depth is not None:
             x = x + self.image_depth(self._image_depth_ids[index])
+        if self.image_scale is not None:
+            x = x + self.image_scale(self._image_scale_ids[index])
         return x
 
     def _trunk(self, x: Tensor, caches: list[KVCache] | None = None) -> Tensor:
@@ -470,7 +489,7 @@ class T2ITransformer(nn.Module):
         if not min_len <= length <= total:
             grid = f"{config.image_grid[0]}x{config.image_grid[1]}" + (
                 f"x{config.image_depth}" if config.image_depth > 1 else ""
-            )
+            ) + (f" multi-scale ({list(config.image_scales)})" if config.image_scales else "")
             accepted = f"exactly {total}" if min_len == total else f"{min_len} to {total}"
             raise ValueError(f"{name} has {length} tokens; the {grid} image grid accepts {accepted}")
         if image_ids.numel():

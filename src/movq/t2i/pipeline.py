@@ -84,6 +84,16 @@ class T2IPipeline(ProgressBarConfig):
                 f"codec has {codec.codebook_size} codes but the model was built for image_vocab_size={config.image_vocab_size}"
             )
         h, w = config.image_grid
+        self.multiscale = bool(getattr(codec, "multiscale", False))
+        if self.multiscale or config.image_scales:
+            scales = tuple(codec.quantize.scales) if self.multiscale else None
+            if scales != tuple(config.image_scales):
+                raise ValueError(
+                    f"codec token maps are {'of sides ' + str(list(scales)) if scales else 'one grid'}, but the model "
+                    f"expects {'the multi-scale maps ' + str(list(config.image_scales)) if config.image_scales else 'one grid'}"
+                )
+            self.depth_axis = False
+            return
         layout = tuple(codec.quantize.indices_shape(h, w))
         self.depth_axis = len(layout) == 3
         expected = (config.image_depth, h, w) if self.depth_axis else (h, w)
@@ -131,6 +141,11 @@ class T2IPipeline(ProgressBarConfig):
     def encode_prefix(self, images: ImageInput, rows: int) -> Tensor:
         """Encode ``images`` with the codec and keep the top ``rows`` grid rows: ``LongTensor [B, rows * row_len]``."""
         config = self.model.config
+        if self.multiscale:
+            raise ValueError(
+                "prefix_rows keeps grid rows, and a multi-scale codec's tokens are maps coarse to fine: pass "
+                "image_prefix (the first scales' tokens, movq.t2i.tokens_to_sequence(codec.encode(images))[:, :k])"
+            )
         if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= config.image_grid[0]:
             raise ValueError(f"prefix_rows must be an integer in [0, {config.image_grid[0]}], got {rows!r}")
         tokens = self.codec.encode(images)
@@ -146,6 +161,8 @@ class T2IPipeline(ProgressBarConfig):
         """Image sequences ``[B, N]`` -> ``B`` PIL images through ``codec.decode`` (``output_type="pt"``:
         the tensor ``[B, 3, H, W]`` in ``[-1, 1]``)."""
         config = self.model.config
+        if self.multiscale:  # the sequence is the codec's flat tokens, coarse to fine
+            return from_tensor(self.codec.decode(sequences), ImageFormat("pil", batched=True))
         tokens = sequence_to_tokens(
             sequences, config.image_grid, config.image_depth, depth_axis=self.depth_axis
         )

@@ -73,7 +73,7 @@ GRID_PROMPTS, GRID_PER_PROMPT = 4, 4
 """Sample grids: distinct captions (rows) and samples per caption (columns)."""
 CUDA_PEAK_TFLOPS = 312.0
 """The peak assumed on CUDA without ``--peak-tflops``: an A100's bf16 dense peak, nanoGPT's ``estimate_mfu``."""
-DERIVED = ("text_vocab_size", "tokenizer", "image_vocab_size", "image_grid", "image_depth")
+DERIVED = ("text_vocab_size", "tokenizer", "image_vocab_size", "image_grid", "image_depth", "image_scales")
 """Model fields that come from the data and the tokenizer, never from ``--model``."""
 
 
@@ -174,15 +174,22 @@ def model_config(cfg: T2ITrainConfig, meta: dict[str, Any], tokenizer: TextToken
     """The preset with ``cfg.model`` overrides, its image side from the token ``meta`` (``codebook_size``,
     ``item_shape`` ``[h, w]`` or ``[depth, h, w]``) and its text side from ``tokenizer``."""
     shape = [int(v) for v in meta["item_shape"]]
-    if len(shape) not in (2, 3):
-        raise ValueError(f"tokens of shape {shape} per item: expected [h, w] or [depth, h, w]")
-    depth, h, w = shape if len(shape) == 3 else (1, *shape)
+    quantizer = (meta.get("config") or {}).get("quantizer") or {}
+    scales: tuple[int, ...] = ()
+    if len(shape) == 1 and quantizer.get("kind") == "multiscale":  # a multi-scale codec's maps, coarse to fine
+        scales = tuple(int(s) for s in quantizer["scales"])
+        depth, h, w = 1, scales[-1], scales[-1]
+    elif len(shape) not in (2, 3):
+        raise ValueError(f"tokens of shape {shape} per item: expected [h, w] or [depth, h, w] (or a multi-scale codec's [L])")
+    else:
+        depth, h, w = shape if len(shape) == 3 else (1, *shape)
     return get_t2i_preset(
         cfg.preset,
         **cfg.model,
         image_vocab_size=int(meta["codebook_size"]),
         image_grid=(h, w),
         image_depth=depth,
+        image_scales=scales,
         text_vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer.name,
     )

@@ -26,14 +26,15 @@ def token_dtype(codebook_size: int) -> torch.dtype:
 @torch.inference_mode()
 def encode_batch(codec: Codec, pixels: Tensor, *, latents: bool, store_dtype: torch.dtype) -> Tensor:
     """uint8 ``[B, 3, R, R]`` -> CPU tensor in ``store_dtype``: token ids ``[B, *tokens_shape]``
-    (``codec.encode``) or latents ``[B, embed_dim, R/f, R/f]`` times ``config.scaling_factor``
+    (``codec.encode``; a multi-scale codec's per-scale maps concatenated coarse to fine, ``[B, L]``:
+    :meth:`~movq.Codec.flat_tokens`) or latents ``[B, embed_dim, R/f, R/f]`` times ``config.scaling_factor``
     (``codec.encode_latents``).
 
     Raises ``ValueError`` if a latent does not fit ``store_dtype`` (float16 overflow).
     """
     pixels = pixels.to(codec.device, non_blocking=True)
     if not latents:
-        return codec.encode(pixels).to(store_dtype).cpu()
+        return codec.flat_tokens(codec.encode(pixels)).to(store_dtype).cpu()
     z = codec.encode_latents(pixels).float()
     out = z.to(store_dtype)
     if not torch.isfinite(out).all():

@@ -91,6 +91,11 @@ class Tokenizer:
         f = codec.downsample_factor
         if cfg.resolution % f:
             raise TokenizeError(f"--resolution {cfg.resolution} is not a multiple of the model's downsample factor {f}")
+        if getattr(codec, "multiscale", False) and cfg.resolution != codec.quantize.side * f:
+            raise TokenizeError(
+                f"--resolution {cfg.resolution}: the model is multi-scale (scales {list(codec.quantize.scales)}) and "
+                f"takes images of exactly {codec.quantize.side * f} px; use --resolution {codec.quantize.side * f}"
+            )
         if cfg.latents and not hasattr(codec.config, "scaling_factor"):
             raise TokenizeError(f"model {cfg.model!r} has no continuous latents (--latents)")
         weights = weights_hash(codec)
@@ -99,7 +104,7 @@ class Tokenizer:
         self.kind = "latents" if cfg.latents else "tokens"
         if cfg.latents:
             self.store_dtype = LATENT_DTYPES[cfg.latent_dtype]
-            grid = codec.tokens_shape(cfg.resolution, cfg.resolution)[-2:]
+            grid = (cfg.resolution // f, cfg.resolution // f)
             item_shape = (int(codec.config.embed_dim), *grid)
         else:
             self.store_dtype = token_dtype(codec.codebook_size)

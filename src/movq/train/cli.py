@@ -4,6 +4,8 @@
     movq-train --out DIR --resume                        # continue exactly where DIR stopped
     movq-train --config run.toml --lr 3e-5               # flags override the config file
     movq-train --data DIR --out DIR --init movqgan-tiny-photos --lr 1.5e-6 --warmup-steps 500
+    movq-train --data DIR --out DIR --preset var-f16-4096 --resolution 256      # VAR's multi-scale VQVAE
+    movq-train --data DIR --out DIR --preset movqgan-tiny --quantizer multiscale --resolution 64
     torchrun --nproc_per_node 2 -m movq.train.cli --data DIR --out DIR ...
 """
 
@@ -39,6 +41,8 @@ _HELP = {
     "preset": "codec preset to train from scratch (movq.config.PRESETS)",
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
+    "quantizer": "quantizer kind replacing the preset's (vq, ema, residual, fsq, lfq, multiscale, ...); "
+                 "its options in --codec '{\"quantizer\": {...}}'",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
     "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.metrics.lpips)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",

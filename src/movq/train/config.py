@@ -164,12 +164,17 @@ class CodecTrainConfig(OptimConfig):
     with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
     and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
     ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
+    ``quantizer`` (``--quantizer KIND``, a ``kind`` of :data:`movq.quantizers.QuantizerConfig`) replaces the
+    preset's quantizer by one of that kind, its options from ``codec["quantizer"]``, its ``codebook_size``
+    the preset's unless given; ``multiscale`` (VAR's) gets the scales :func:`~movq.quantizers.multiscale.default_scales`
+    of the codec's latent side (``resolution / downsample_factor``) unless given, and trains at that resolution.
     """
 
     data: str = ""
     preset: str = "movqgan-tiny"
     init: str | None = None
     codec: dict[str, Any] = field(default_factory=dict)
+    quantizer: str | None = None
     # data
     resolution: int = 256
     crop_scale: tuple[float, float] = (0.25, 1.0)
@@ -196,6 +201,14 @@ class CodecTrainConfig(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.quantizer is not None:
+            from typing import get_args
+
+            from movq.quantizers import QuantizerConfig
+
+            kinds = sorted(member().kind for member in get_args(QuantizerConfig))
+            if self.quantizer not in kinds:
+                raise ValueError(f"unknown quantizer {self.quantizer!r}; expected one of {kinds}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must be two area fractions 0 < min <= max <= 1, got {self.crop_scale}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,8 @@ from torch import Tensor, nn
 from movq.atomic import atomic_write_text
 from movq.codec import Codec
 from movq.config import CodecConfig, get_preset
-from movq.quantizers import histogram_perplexity
+from movq.quantizers import QuantizerConfig, histogram_perplexity
+from movq.quantizers.multiscale import default_scales
 from movq.strict import merge_dicts
 from movq.train.checkpoint import check_same_run
 from movq.train.config import CodecTrainConfig
@@ -39,11 +41,46 @@ def build_codec(cfg: CodecTrainConfig) -> Codec:
         from movq.loader import load
 
         codec = load(cfg.init)
-        if cfg.codec:
+        if cfg.codec or cfg.quantizer:
             raise ValueError("codec overrides cannot be combined with --init (the weights fix the architecture)")
-        return codec.float().train()
-    config = CodecConfig.from_dict(merge_dicts(get_preset(cfg.preset).to_dict(), cfg.codec))
-    return Codec(config).train()
+        return check_multiscale_resolution(codec.float().train(), cfg)
+    base = get_preset(cfg.preset).to_dict()
+    overrides = dict(cfg.codec)
+    if cfg.quantizer is not None:
+        given = overrides.pop("quantizer", None) or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"--codec: 'quantizer' must be a JSON object of the quantizer's options, got {given!r}")
+        base["quantizer"] = quantizer_options(cfg.quantizer, merge_dicts(base, overrides), given)
+    config = CodecConfig.from_dict(merge_dicts(base, overrides))
+    return check_multiscale_resolution(Codec(config).train(), cfg)
+
+
+def quantizer_options(kind: str, codec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The quantizer dict of ``--quantizer kind`` for the codec config dict ``codec``: ``given`` (the
+    options of ``--codec``'s ``quantizer``), the codec's ``codebook_size`` when the kind has one, and for
+    ``multiscale`` the :func:`default_scales` of the codec's latent side."""
+    member = next(m for m in get_args(QuantizerConfig) if m().kind == kind)
+    names = {f.name for f in fields(member)}
+    options: dict[str, Any] = {"kind": kind}
+    size = (codec.get("quantizer") or {}).get("codebook_size")
+    if "codebook_size" in names and size is not None:
+        options["codebook_size"] = size
+    if kind == "multiscale":
+        side = int(codec.get("resolution", 256)) // 2 ** (len(codec.get("ch_mult", (1, 2, 2, 4))) - 1)
+        options["scales"] = list(default_scales(max(side, 1)))
+    return {**options, **given}
+
+
+def check_multiscale_resolution(codec: Codec, cfg: CodecTrainConfig) -> Codec:
+    """``codec``, after checking that a multi-scale codec trains at its resolution (its quantizer takes
+    latents of exactly its last scale); ``ValueError`` naming ``--resolution`` otherwise."""
+    if codec.multiscale and cfg.resolution != codec.quantize.side * codec.downsample_factor:
+        side = codec.quantize.side * codec.downsample_factor
+        raise ValueError(
+            f"--resolution {cfg.resolution}: a multi-scale codec (scales {list(codec.quantize.scales)}) quantizes a "
+            f"{codec.quantize.side}x{codec.quantize.side} latent, so it trains on {side} px crops: use --resolution {side}"
+        )
+    return codec
 
 
 class Trainer(TaskBase):
@@ -159,7 +196,7 @@ class Trainer(TaskBase):
 
     def log_row(self) -> dict[str, float | int]:
         """Learning rate and the codebook statistics of the log window (then reset)."""
-        counts = self.counts.cpu()
+        counts = self.counts.to("cpu", copy=True)  # .cpu() of a CPU tensor is the tensor itself, zeroed next
         self.counts.zero_()
         dead, usage = dead_codes(counts)
         perplexity = float(histogram_perplexity(counts))
