@@ -108,6 +108,8 @@ class MultiScaleResidualVQ(Quantizer):
     ``quant_resi == 0``).
     """
 
+    sequence_inputs = False  # its inputs are one square map, its ids one flat list of scales
+
     def __init__(
         self,
         codebook_size: int,
