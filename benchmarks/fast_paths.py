@@ -5,28 +5,27 @@ Prints Markdown sections (recorded in benchmarks/README.md):
 1. bf16: the shipped ``movqgan-tiny-photos`` on the ``val`` photos, and ``movqgan-67m`` (random
    weights spread like trained ones) on the same photos: PSNR of the round trip against the
    originals, PSNR of the bf16 decode against the fp32 decode of the same tokens, token agreement.
-2. Tiling: tiled decode against untiled decode of the same tokens, and tiled encode's token
-   agreement, on a real photo resized to ``--tile-size`` (1024) with the shipped codec.
+2. Tiling: tiled decode (512 px tiles, exact lockstep statistics and two estimating passes) against
+   untiled decode of the same tokens, and tiled encode's token agreement, with the shipped codec on
+   every ``val`` photo at 1024 px and on ``--photo`` at 2048 px; decode time against untiled.
 3. Nearest-code search: its share of ``movqgan-67m`` encode time at 512 and 1024 px (fp32).
 4. ``--large RES``: peak RSS of one default ``codec.decode`` of a RES x RES image (child process).
 
-    python benchmarks/fast_paths.py --images ../shared/images/val [--skip-67m] [--large 2048]
+    python benchmarks/fast_paths.py --images ../shared/images/val [--skip-67m] [--skip bf16,search] [--large 2048]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
+import versus  # benchmarks/versus.py, next to this script
 
 import movq
 from movq.image_files import open_rgb, resize_center_crop
 from movq.images import to_tensor
 from movq.metrics.image import psnr, to_unit_range
-
-import versus  # benchmarks/versus.py, next to this script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,24 +55,56 @@ def bf16_section(name: str, codec: movq.Codec, x: torch.Tensor, batch: int = 4) 
             f"{dec_mean:.1f} (min {dec_min:.1f}) | {100 * agree:.2f}% |")
 
 
-def tiling_section(x: torch.Tensor) -> list[str]:
+TILING_VARIANTS = {"exact": dict(statistics="exact"), "passes (2)": dict(statistics="passes", stat_passes=2)}
+"""The tiled decodes compared: lockstep (exact) statistics, and the estimate of two statistics passes."""
+
+
+def tiling_fidelity(paths: list[Path], size: int) -> dict[str, list[float]]:
+    """PSNR (dB) of each tiled variant's decode against the untiled decode of the same tokens, per photo
+    (shipped codec, 512 px tiles, 32 px overlap), and the tiled encode's token agreement."""
     codec = movq.load("movqgan-tiny-photos")
-    lines = []
+    scores: dict[str, list[float]] = {f"{name} {what}": [] for name in TILING_VARIANTS for what in ("psnr", "tokens")}
     with torch.inference_mode():
-        codec.disable_tiling()
-        tokens = codec.encode(x)
-        start = time.perf_counter()
-        reference = codec.decode(tokens)
-        untiled_s = time.perf_counter() - start
-        for passes in (2, 1, 0):
-            codec.enable_tiling(stat_passes=passes)  # 512 px tiles, the default overlap (32 px)
-            start = time.perf_counter()
-            tiled = codec.decode(tokens)
-            seconds = time.perf_counter() - start
-            agree = (codec.encode(x) == tokens).float().mean().item()
-            default = " (default)" if passes == 2 else ""
-            lines.append(f"| {passes}{default} | {mean_psnr(reference, tiled)[0]:.2f} | {100 * agree:.1f}% | "
-                         f"{seconds / untiled_s:.1f}x |")
+        for path in paths:
+            x = to_tensor(resize_center_crop(open_rgb(path), size)[0])[0]
+            codec.disable_tiling()
+            tokens = codec.encode(x)
+            reference = codec.decode(tokens)
+            for name, options in TILING_VARIANTS.items():
+                codec.enable_tiling(**options)
+                scores[f"{name} psnr"].append(mean_psnr(reference, codec.decode(tokens))[0])
+                scores[f"{name} tokens"].append((codec.encode(x) == tokens).float().mean().item())
+            print(f"<!-- {path.name} {size}px: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()) + " -->",
+                  flush=True)
+    return scores
+
+
+def tiling_times(x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Median decode seconds of the same tokens, untiled and each tiled variant, interleaved."""
+    codecs = {"untiled": movq.load("movqgan-tiny-photos")}
+    codecs["untiled"].disable_tiling()
+    for name, options in TILING_VARIANTS.items():
+        codecs[name] = movq.load("movqgan-tiny-photos")
+        codecs[name].enable_tiling(**options)
+    with torch.inference_mode():
+        tokens = codecs["untiled"].encode(x)
+        return versus.interleaved({name: (lambda c=c: c.decode(tokens)) for name, c in codecs.items()}, repeats,
+                                  torch.device("cpu"))
+
+
+def tiling_section(folder: Path, photo: str, sizes: list[int], all_photos: int) -> list[str]:
+    """Markdown rows: per size, each tiled variant's PSNR against untiled (min / mean over the photos),
+    token agreement, and decode time against untiled on ``photo``."""
+    lines = []
+    for size in sizes:
+        paths = sorted(folder.glob("*.jpg")) if size <= all_photos else [folder / photo]
+        scores = tiling_fidelity(paths, size)
+        times = tiling_times(to_tensor(resize_center_crop(open_rgb(folder / photo), size)[0])[0])
+        for name in TILING_VARIANTS:
+            psnrs, agree = scores[f"{name} psnr"], scores[f"{name} tokens"]
+            lines.append(f"| {size} | {len(paths)} | {name} | {min(psnrs):.2f} / {sum(psnrs) / len(psnrs):.2f} | "
+                         f"{100 * min(agree):.1f}% / {100 * sum(agree) / len(agree):.1f}% | "
+                         f"{times[name]:.2f} s vs {times['untiled']:.2f} s ({times[name] / times['untiled']:.2f}x) |")
     return lines
 
 
@@ -94,7 +125,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=str(ROOT.parent / "shared" / "images" / "val"))
     parser.add_argument("--size", type=int, default=256, help="photo size of the bf16 section")
-    parser.add_argument("--tile-size", type=int, default=1024, help="photo size of the tiling section")
+    parser.add_argument("--tile-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[1024, 2048],
+                        help="photo sizes of the tiling section (comma list)")
+    parser.add_argument("--all-photos-up-to", type=int, default=1024,
+                        help="the tiling section scores every photo of --images up to this size, --photo alone above")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: bf16, tiling, search")
     parser.add_argument("--photo", default="080_palapeli-dat_cincinnati-bridge.jpg", help="photo of the tiling section")
     parser.add_argument("--skip-67m", action="store_true", help="bf16 section on the shipped codec only")
     parser.add_argument("--large", type=int, action="append", default=[], metavar="RES")
@@ -103,32 +138,39 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = Path(args.images)
+    skip = set(filter(None, args.skip.split(",")))
     print(f"{versus.machine()}, {torch.get_num_threads()} threads\n")
-    print("## bf16 against fp32\n")
-    print("| codec | photos | fp32 round trip PSNR | bf16 round trip PSNR | difference (dB) | bf16 decode vs fp32 "
-          "decode, same tokens (dB) | tokens = fp32 |")
-    print("|---|---|---|---|---|---|---|")
-    x = photos(folder, args.size)
-    print(bf16_section("movqgan-tiny-photos (shipped)", movq.load("movqgan-tiny-photos"), x), flush=True)
-    if not args.skip_67m:
-        codec, _ = versus.build("movqgan-67m", 0, torch.device("cpu"))
-        print(bf16_section("movqgan-67m (random, spread)", codec, x), flush=True)
-    print(f"\n## Tiling: {args.photo} resized to {args.tile_size} px, shipped codec\n")
-    print("| stat passes | tiled decode vs untiled decode, same tokens (PSNR dB) | tiled encode tokens = untiled "
-          "| decode time vs untiled |")
-    print("|---|---|---|---|")
-    big = to_tensor(resize_center_crop(open_rgb(folder / args.photo), args.tile_size)[0])[0]
-    for line in tiling_section(big):
-        print(line, flush=True)
-    print("\n## Nearest-code search share of encode time (movqgan-67m, fp32, batch 1)\n")
-    print("| resolution | positions x codes | search | network | search share |")
-    print("|---|---|---|---|---|")
-    for resolution in (512, 1024):
-        print(search_share(resolution), flush=True)
+    if "bf16" not in skip:
+        bf16_report(folder, args.size, args.skip_67m)
+    if "tiling" not in skip:
+        print(f"\n## Tiling: shipped codec, 512 px tiles, 32 px overlap; times on {args.photo}\n")
+        print("| px | photos | statistics | tiled decode vs untiled, same tokens: PSNR min / mean (dB) | tiled encode "
+              "tokens = untiled, min / mean | decode time vs untiled (median of 3, interleaved) |")
+        print("|---|---|---|---|---|---|")
+        for line in tiling_section(folder, args.photo, args.tile_sizes, args.all_photos_up_to):
+            print(line, flush=True)
+    if "search" not in skip:
+        print("\n## Nearest-code search share of encode time (movqgan-67m, fp32, batch 1)\n")
+        print("| resolution | positions x codes | search | network | search share |")
+        print("|---|---|---|---|---|")
+        for resolution in (512, 1024):
+            print(search_share(resolution), flush=True)
     for resolution in args.large:
         gib, seconds = versus.decode_peak_rss_gib("movqgan-67m", resolution)
         print(f"\nmovqgan-67m codec.decode of a {resolution}x{resolution} image, default settings (fp32): "
               f"peak RSS {gib:.2f} GiB, {seconds:.0f} s")
+
+
+def bf16_report(folder: Path, size: int, skip_67m: bool) -> None:
+    print("## bf16 against fp32\n")
+    print("| codec | photos | fp32 round trip PSNR | bf16 round trip PSNR | difference (dB) | bf16 decode vs fp32 "
+          "decode, same tokens (dB) | tokens = fp32 |")
+    print("|---|---|---|---|---|---|---|")
+    x = photos(folder, size)
+    print(bf16_section("movqgan-tiny-photos (shipped)", movq.load("movqgan-tiny-photos"), x), flush=True)
+    if not skip_67m:
+        codec, _ = versus.build("movqgan-67m", 0, torch.device("cpu"))
+        print(bf16_section("movqgan-67m (random, spread)", codec, x), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Round trips are interleaved in one process (median of ``--repeats``); the measur
 
     python benchmarks/speed.py --quick                                   # ~2 min: 256 px, batch 1
     python benchmarks/speed.py --photos ../shared/images/val --large 2048   # the full table (long on CPU)
+    python benchmarks/speed.py --batches 1 --scaling 256,512,1024,2048 --budget-rows 2048   # large images (#26)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 import versus  # benchmarks/versus.py, next to this script
 
 
@@ -39,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the per-row peak memory child processes")
     p.add_argument("--large", type=int, action="append", default=[], metavar="RES",
                    help="also the peak RSS of one default codec.decode at RES x RES (child process, repeatable)")
+    p.add_argument("--scaling", type=_ints, default=[], metavar="SIZES",
+                   help="also one image per size (e.g. 256,512,1024,2048) with default settings: s / MP of decode and "
+                        "encode, peak RSS, the tiling plan (child processes)")
+    p.add_argument("--budget-rows", type=_ints, default=[], metavar="SIZES",
+                   help="also those sizes with a fixed 4 GiB activation budget (the default budget follows the device)")
     p.add_argument("--quick", action="store_true", help="256 px, batch 1, 3 repeats, no memory columns")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
@@ -57,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     print(versus.table([]), end="")
     versus.run(args.vs_diffusers, args.sizes, args.batches, args.precisions, args.repeats, args.device,
                not args.no_memory, args.photos, args.out)
+    if args.scaling or args.budget_rows:
+        print(f"\n{args.vs_diffusers}, one image, fp32, default settings (3 repeats up to 512 px, else 1):\n")
+        print(versus.SCALING_HEADER, end="")
+    for resolution in args.scaling:
+        row = versus.scaling_row(args.vs_diffusers, resolution, repeats=3 if resolution <= 512 else 1, photos=args.photos)
+        print(versus.scaling_line(args.vs_diffusers, resolution, row), flush=True)
+    for resolution in args.budget_rows:
+        row = versus.scaling_row(args.vs_diffusers, resolution, budget=4 * 2**30, photos=args.photos)
+        print(versus.scaling_line(args.vs_diffusers, resolution, row, " (4 GiB budget)"), flush=True)
     for resolution in args.large:
         gib, seconds = versus.decode_peak_rss_gib(args.vs_diffusers, resolution)
         print(f"\n{args.vs_diffusers} codec.decode of a {resolution}x{resolution} image, default settings (fp32): "

@@ -335,7 +335,7 @@ def scaling_line(preset: str, resolution: int, row: dict[str, Any], label: str =
     megapixels = resolution * resolution / 1e6
     plan = "untiled" if row["tile"] is None else (
         f"tiles of {row['tile']} positions, {'exact (lockstep)' if row['exact'] else 'estimated (passes)'} statistics")
-    return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.1f} GiB | {row['decode_s'] / megapixels:.2f} | "
+    return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.2f} GiB | {row['decode_s'] / megapixels:.2f} | "
             f"{row['encode_s'] / megapixels:.2f} | {row['decode_s']:.1f} / {row['encode_s']:.1f} | "
             f"{row['peak_gib']:.2f} ({row['above_model_gib']:.2f}) | {plan} |")
 

@@ -5,6 +5,7 @@ Correctness only (never timings); speed is measured in ``benchmarks/speed.py``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,16 @@ def test_exact_statistics_when_they_fit_the_budget():
     assert not policy.exact_statistics(2, 64, 64, 16, per_position, int(state + 16 * 16 * per_position))
     assert TilingPolicy(statistics="exact").exact_statistics(1, 64, 64, 16, per_position, 1)
     assert not TilingPolicy(statistics="passes").exact_statistics(1, 64, 64, 16, per_position, 2**40)
+    # automatic tiling sizes its tiles to what the lockstep state leaves of the budget, when that is
+    # at least 4 overlaps; below, the tiles take half the budget and the statistics come from passes
+    need = 64 * 64 * per_position
+    budget = int(0.9 * need)
+    tile = math.isqrt(int((budget - state) // per_position))
+    assert tile >= 16 and policy.plan(1, 64, 64, per_position, budget=budget) == (1, tile)
+    assert policy.exact_statistics(1, 64, 64, tile, per_position, budget)
+    budget = int(0.66 * need)
+    batch, tile = policy.plan(1, 64, 64, per_position, budget=budget)
+    assert tile == math.isqrt(budget // 2 // int(per_position)) and not policy.exact_statistics(1, 64, 64, tile, per_position, budget)
     codec = small_codec()
     codec.enable_tiling(tile_size=32, overlap=8, statistics="passes")
     assert codec.tiling.statistics == "passes" and codec.tiling.tile == 16

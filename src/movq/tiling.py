@@ -95,8 +95,11 @@ class TilingPolicy(StrictConfig):
     ) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
         given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
-        ``"auto"`` tiles only a grid above the budget, with the largest tiles that take at most
-        :data:`TILE_BUDGET_SHARE` of it; tiled images are batched within that share too.
+        ``"auto"`` tiles only a grid above the budget: when the lockstep state of exact statistics
+        (:meth:`lockstep_bytes`) leaves room for tiles of at least ``4 * overlap`` positions, with the
+        largest tiles that fit beside it; else with the largest tiles that take at most
+        :data:`TILE_BUDGET_SHARE` of it (statistics estimated by passes); tiled images are batched
+        within that too.
         ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps the images per forward so that
         one forward's activations stay near the caches' size (at least one image). ``budget`` is the
         resolved budget of the call's device (:meth:`budget`; by default that of the CPU)."""
@@ -104,17 +107,33 @@ class TilingPolicy(StrictConfig):
             budget = self.budget("cpu")
         tile: int | None = None
         tile_budget = budget * TILE_BUDGET_SHARE
+        state = 0.0  # bytes a lockstep pass keeps per image, when the plan chooses one
         if self.mode == "on":
             tile = self.tile
         elif self.mode == "auto" and bytes_per_position * height * width > budget:
-            tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
+            exact_tile = math.isqrt(int(max(budget - self.lockstep_bytes(height, width, bytes_per_position), 0)
+                                        // bytes_per_position))
+            if self.statistics == "exact" or (self.statistics == "auto" and exact_tile >= max(4 * self.overlap, 8)):
+                # exact statistics fit: the tiles take what the lockstep state leaves of the budget
+                tile = max(exact_tile, 2 * self.overlap + 1)
+                state = self.lockstep_bytes(height, width, bytes_per_position)
+                tile_budget = budget
+            else:
+                tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
         if tile is not None and height <= tile and width <= tile:
-            tile = None
+            tile, state = None, 0.0
         area = min(height, tile) * min(width, tile) if tile else height * width
         budget = tile_budget if tile else budget
         if cache_bytes is not None:
-            budget = min(budget, cache_bytes)
-        return max(1, int(budget // max(bytes_per_position * area, 1.0))), tile
+            budget = min(budget, cache_bytes + state)
+        return max(1, int(budget // max(bytes_per_position * area + state, 1.0))), tile
+
+    @staticmethod
+    def lockstep_bytes(height: int, width: int, bytes_per_position: float) -> float:
+        """Bytes a lockstep pass keeps for one image of ``height x width`` latent positions
+        (:data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS` maps that
+        ``bytes_per_position`` counts)."""
+        return height * width * bytes_per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
 
 
     def exact_statistics(self, batch: int, height: int, width: int, tile: int, bytes_per_position: float, budget: int) -> bool:
@@ -124,7 +143,7 @@ class TilingPolicy(StrictConfig):
         maps that ``bytes_per_position`` counts) plus one tile's activations fit ``budget``."""
         if self.statistics != "auto":
             return self.statistics == "exact"
-        state = batch * height * width * bytes_per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
+        state = batch * self.lockstep_bytes(height, width, bytes_per_position)
         return state + batch * min(tile, height) * min(tile, width) * bytes_per_position <= budget
 
 
