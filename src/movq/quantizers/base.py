@@ -197,3 +197,14 @@ class Quantizer(nn.Module, ABC):
         if lo < low or hi >= self.codebook_size:
             accepted = f"[{low}, {self.codebook_size - 1}]"
             raise ValueError(f"{who}.embed got indices in [{lo}, {hi}], accepted range is {accepted}")
+
+    def per_codebook_indices(self, indices: Tensor, num_codebooks: int) -> Tensor:
+        """``indices`` of a quantizer with ``num_codebooks`` codebooks (``[B, H, W]`` for one,
+        ``[B, num_codebooks, H, W]`` for several), checked, as ``[B, num_codebooks, H, W]``."""
+        if num_codebooks == 1:
+            self.check_indices(indices, 3, "[B, H, W]")
+            return indices.unsqueeze(1)
+        self.check_indices(indices, 4, f"[B, {num_codebooks}, H, W]")
+        if indices.shape[1] != num_codebooks:
+            raise ValueError(f"{type(self).__name__}.embed expects {num_codebooks} codebooks on axis 1, got {indices.shape[1]}")
+        return indices

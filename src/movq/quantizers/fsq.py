@@ -148,12 +148,6 @@ class FSQ(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` (``[B, num_codebooks, H, W]``) -> grid values ``[B, dim, H, W]`` (float32)."""
-        if self.num_codebooks == 1:
-            self.check_indices(indices, 3, "[B, H, W]")
-            indices = indices.unsqueeze(1)
-        else:
-            self.check_indices(indices, 4, f"[B, {self.num_codebooks}, H, W]")
-            if indices.shape[1] != self.num_codebooks:
-                raise ValueError(f"FSQ.embed expects {self.num_codebooks} codebooks on axis 1, got {indices.shape[1]}")
+        indices = self.per_codebook_indices(indices, self.num_codebooks)
         digits = (indices.long().unsqueeze(-1) // self._basis) % self._levels.long()
         return rearrange(self._values(digits), "b c h w d -> b (c d) h w")

@@ -157,12 +157,6 @@ class LFQ(Quantizer):
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` (``[B, num_codebooks, H, W]``) -> codes ``[B, dim, H, W]`` (float32)."""
-        if self.num_codebooks == 1:
-            self.check_indices(indices, 3, "[B, H, W]")
-            indices = indices.unsqueeze(1)
-        else:
-            self.check_indices(indices, 4, f"[B, {self.num_codebooks}, H, W]")
-            if indices.shape[1] != self.num_codebooks:
-                raise ValueError(f"LFQ.embed expects {self.num_codebooks} codebooks on axis 1, got {indices.shape[1]}")
+        indices = self.per_codebook_indices(indices, self.num_codebooks)
         bits = (indices.long().unsqueeze(-1) & self._bits) != 0
         return rearrange(torch.where(bits, self.code_value, -self.code_value), "b c h w d -> b (c d) h w")
