@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from torch import nn
 
 from movq.modules import Decoder, Encoder
+from movq.modules.blocks import MAGVIT2_NETWORKS
 from movq.modules.norm import NUM_GROUPS
 
 # The quantizer configs live next to their quantizers in movq.quantizers; re-exported here, where
@@ -28,6 +29,7 @@ from movq.quantizers import (
     Quantizer,
     QuantizerConfig,
     ResidualConfig,
+    SimVQConfig,
     VQConfig,
     build_quantizer,
 )
@@ -69,6 +71,10 @@ __all__ = [
     "LLAMAGEN_VQ8",
     "LLAMAGEN_VQ16",
     "MASKGIT_VQGAN_F16_1024",
+    "OPEN_MAGVIT2_F8_262144",
+    "OPEN_MAGVIT2_F16_262144",
+    "SIMVQ_F8_1024",
+    "SimVQConfig",
     "ProjectedConfig",
     "VQGAN_LC_F16_100K",
     "QuantizerConfig",
@@ -99,6 +105,13 @@ class CodecConfig(StrictConfig):
     downsampling, ``num_res_blocks`` (not ``+ 1``) blocks per decoder level, a 1x1 encoder
     ``conv_out`` and no ``quant_conv`` / ``post_quant_conv``; it has no attention
     (``attn_resolutions=()``, ``mid_attention=False``, checked).
+    ``network="magvit2"`` is Open-MAGVIT2's network (TencentARC/SEED-Voken ``improved_model.py``):
+    bias-free ResNet convolutions and encoder ``conv_in``, stride-2 3x3 downsampling padded on every
+    side, ``num_res_blocks`` ResNet blocks in the mid block and per decoder level, a 1x1 encoder
+    ``conv_out``, no ``quant_conv`` / ``post_quant_conv``, depth-to-space upsampling and, before each
+    decoder level, an :class:`~movq.modules.norm.AdaptiveGroupNorm` read from the latent's
+    per-channel mean and standard deviation; no attention. ``network="simvq"`` is the same network
+    without the adaptive norms (youngsheen/SimVQ ``improved_model.py``).
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -120,10 +133,11 @@ class CodecConfig(StrictConfig):
     scaling_factor: PositiveFloat = 1.0
     mid_attention: bool = True
     input_range: tuple[float, float] = (-1.0, 1.0)
-    network: Literal["taming", "maskgit"] = "taming"
+    network: Literal["taming", "maskgit", "magvit2", "simvq"] = "taming"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_magvit2_network()
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
@@ -142,6 +156,18 @@ class CodecConfig(StrictConfig):
                 "network='maskgit' has no attention and plain group norms: it needs attn_resolutions=(), "
                 f"mid_attention=False and norm='group', got {list(self.attn_resolutions)}, "
                 f"{self.mid_attention}, {self.norm!r}"
+            )
+
+    def _check_magvit2_network(self) -> None:
+        """``ValueError`` unless a ``"magvit2"`` / ``"simvq"`` network has no attention, plain group
+        norms and ``embed_dim == z_channels`` (it has no quant convs)."""
+        if self.network not in MAGVIT2_NETWORKS:
+            return
+        if self.attn_resolutions or self.mid_attention or self.norm != "group" or self.embed_dim != self.z_channels:
+            raise ValueError(
+                f"network={self.network!r} has no attention, plain group norms and no quant_conv: it needs "
+                "attn_resolutions=(), mid_attention=False, norm='group' and embed_dim == z_channels, got "
+                f"{list(self.attn_resolutions)}, {self.mid_attention}, {self.norm!r}, {self.embed_dim} and {self.z_channels}"
             )
 
     @property
@@ -179,7 +205,7 @@ class CodecConfig(StrictConfig):
     def build_quant_conv(self) -> nn.Module:
         """The 1x1 convolution ``z_channels -> embed_dim`` before the quantizer (``nn.Identity`` for
         ``network="maskgit"``, which has none and needs ``embed_dim == z_channels``)."""
-        if self.network == "maskgit":
+        if self.network == "maskgit" or self.network in MAGVIT2_NETWORKS:
             return nn.Identity()
         return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=1)
 
@@ -189,7 +215,7 @@ class CodecConfig(StrictConfig):
     def build_post_quant_conv(self) -> nn.Module:
         """The 1x1 convolution ``embed_dim -> z_channels`` after the quantizer (``nn.Identity`` for
         ``network="maskgit"``)."""
-        if self.network == "maskgit":
+        if self.network == "maskgit" or self.network in MAGVIT2_NETWORKS:
             return nn.Identity()
         return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=1)
 
@@ -302,11 +328,46 @@ VQGAN_LC_F16_100K = replace(
     quantizer=ProjectedConfig(codebook_size=100000, codebook_dim=768),
 )
 
+# Open-MAGVIT2's tokenizers (TencentARC/SEED-Voken src/Open_MAGVIT2, configs/Open-MAGVIT2/gpu/
+# imagenet_lfqgan_{128,256}_L.yaml): bias-free convolutions without attention, adaptive group norms
+# in the decoder, depth-to-space upsampling, lookup-free quantization of 18 channels (2^18 codes,
+# channel 0 the token id's least significant bit).
+OPEN_MAGVIT2_F16_262144 = CodecConfig(
+    name="open-magvit2-f16-262144",
+    ch_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=4,
+    attn_resolutions=(),
+    z_channels=18,
+    embed_dim=18,
+    norm="group",
+    quantizer=LFQConfig(bit_order="lsb_first"),
+    mid_attention=False,
+    network="magvit2",
+)
+OPEN_MAGVIT2_F8_262144 = replace(OPEN_MAGVIT2_F16_262144, name="open-magvit2-f8-262144", ch_mult=(1, 2, 2, 4),
+                                 resolution=128)
+
+# SimVQ (youngsheen/SimVQ configs/imagenet_simvq_128_B.yaml): Open-MAGVIT2's network without the
+# adaptive norms, 128-dim latents searched against a linear map of a frozen codebook of 1024 codes.
+SIMVQ_F8_1024 = CodecConfig(
+    name="simvq-f8-1024",
+    ch_mult=(1, 2, 2, 4),
+    attn_resolutions=(),
+    resolution=128,
+    z_channels=128,
+    embed_dim=128,
+    norm="group",
+    quantizer=SimVQConfig(codebook_size=1024),
+    mid_attention=False,
+    network="simvq",
+)
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
     for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
               LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144,
-              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K)
+              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K, OPEN_MAGVIT2_F16_262144, OPEN_MAGVIT2_F8_262144,
+              SIMVQ_F8_1024)
 }
 
 

@@ -25,10 +25,12 @@ from movq.config import (
     GumbelConfig,
     ProjectedConfig,
     ResidualConfig,
+    SimVQConfig,
     VQConfig,
     get_preset,
 )
 from movq.hub.ibq import recognise_ibq
+from movq.hub.magvit2 import MID_BLOCK_KEY, is_magvit2_state, magvit2_config
 from movq.modules.blocks import level_has_attention
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class FormatSpec:
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
 LLAMAGEN, MASKGIT, VQGAN_LC = "llamagen", "maskgit", "vqgan-lc"
+MAGVIT2 = "magvit2"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -60,6 +63,8 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(MASKGIT, "file", False, "MaskGIT VQGAN PyTorch conversion (encoder.mid.0.*, decoder.up.*.upsample_conv.*)"),
         FormatSpec(VQGAN_LC, "file", False, "VQGAN-LC training checkpoint: taming keys + tok_embeddings + "
                                              "codebook_projection in {'model': ...}"),
+        FormatSpec(MAGVIT2, "file", False, "Open-MAGVIT2 / SimVQ Lightning checkpoint (encoder.mid_block.N.*, "
+                                           "decoder.up.N.upsample.conv1.*)"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -91,10 +96,13 @@ def detect_format(state: Mapping[str, Any]) -> str:
     """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
     (OpenAI dVAE ``blocks.*`` keys), ``"llamagen"`` (``conv_blocks.*`` keys), ``"maskgit"``
     (numbered mid blocks, ``upsample_conv``) or ``"vqgan-lc"`` (``tok_embeddings`` and
-    ``codebook_projection`` next to taming keys); ``ValueError`` when none fits."""
+    ``codebook_projection`` next to taming keys) or ``"magvit2"`` (Open-MAGVIT2's and SimVQ's numbered
+    ``mid_block``); ``ValueError`` when none fits."""
     keys = list(state)
     if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
         return VQGAN_LC
+    if any(MID_BLOCK_KEY.match(k) for k in keys):
+        return MAGVIT2
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
     if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
@@ -227,6 +235,8 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     if preset is not None:
         return get_preset(preset)
     if "quant_conv.weight" not in state and "encoder.conv_in.weight" in state and "encoder.conv_in.bias" not in state:
+        if is_magvit2_state(state):
+            return magvit2_config(state, source)  # Open-MAGVIT2's / SimVQ's network: numbered mid blocks
         return maskgit_config(state, source)  # MaskGIT's network: no quant_conv, a bias-free conv_in
     config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
@@ -323,6 +333,9 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
     VQ; FSQ and LFQ have no tensors at all. Their configs travel in ``config.json`` or in the
     state dict's metadata (:data:`movq.config.STATE_DICT_CONFIG_KEY`), not in the shapes.
     """
+    if "quantize.embedding_proj.weight" in state:
+        return SimVQConfig(codebook_size=state["quantize.embedding.weight"].shape[0],
+                           projection_bias="quantize.embedding_proj.bias" in state)
     if "quantize.codebook" in state and "quantize.projection.weight" in state:
         codebook = state["quantize.codebook"]
         return ProjectedConfig(codebook_size=codebook.shape[0], codebook_dim=codebook.shape[1])

@@ -28,6 +28,7 @@ from .index_propagation import IBQConfig, IndexPropagationQuantizer
 from .lfq import LFQ, LFQConfig
 from .projected import ProjectedConfig, ProjectedQuantizer
 from .residual import ResidualConfig, ResidualVectorQuantizer
+from .simvq import SimVQ, SimVQConfig
 from .vq import VectorQuantizer, VQConfig
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "QuantizerOutput",
     "ResidualConfig",
     "ResidualVectorQuantizer",
+    "SimVQ",
+    "SimVQConfig",
     "VQConfig",
     "VectorQuantizer",
     "build_quantizer",
@@ -63,6 +66,7 @@ __all__ = [
 
 QuantizerConfig = (
     VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig | ProjectedConfig
+    | SimVQConfig
 )
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 

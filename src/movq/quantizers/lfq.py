@@ -18,12 +18,15 @@ from .codes import LOG_EPS, code_statistics
 
 @dataclass
 class LFQConfig(QuantizerConfigBase):
-    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``."""
+    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** dim``. ``bit_order`` says
+    which channel is the token id's most significant bit: ``"msb_first"`` (channel 0, movq's and
+    vector-quantize-pytorch's order) or ``"lsb_first"`` (channel 0 is bit 0: Open-MAGVIT2's order)."""
 
     architecture_fields = ()
 
     entropy_weight: NonNegativeFloat = 0.1
     commitment_weight: NonNegativeFloat = 0.25
+    bit_order: Literal["msb_first", "lsb_first"] = "msb_first"
     kind: Literal["lfq"] = "lfq"
 
     def build(self, dim: int) -> LFQ:
@@ -45,7 +48,7 @@ class LFQ(Quantizer):
     Input: ``z`` ``[B, dim, H, W]``. Output :class:`QuantizerOutput`: ``z_q`` ``[B, dim, H, W]`` with
     values in ``{-1, +1}``, in ``z``'s dtype (straight-through), indices ``[B, H, W]`` in
     ``[0, 2 ** dim)`` whose bit ``dim - 1 - i`` is 1 where channel ``i`` is positive (channel 0 is the
-    most significant bit).
+    most significant bit); with ``bit_order="lsb_first"`` bit ``i`` is channel ``i`` (Open-MAGVIT2's ids).
 
     ``loss = entropy_weight * (H_sample - H_codebook) + commitment_weight * mean((z - sg[z_q])^2)``.
     The code distribution of a position is ``softmax(2 * inv_temperature * <z, c>)`` over all codes
@@ -63,6 +66,7 @@ class LFQ(Quantizer):
         entropy_weight: float = 0.1,
         commitment_weight: float = 0.25,
         inv_temperature: float = 100.0,
+        bit_order: str = "msb_first",
     ) -> None:
         super().__init__()
         if dim is None and codebook_size is None:
@@ -79,7 +83,8 @@ class LFQ(Quantizer):
             dim = bits
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 62:
             raise ValueError(f"dim must be an int in [1, 62] (bits per code), got {dim!r}")
-        config = LFQConfig(entropy_weight=entropy_weight, commitment_weight=commitment_weight)  # checks them
+        config = LFQConfig(entropy_weight=entropy_weight, commitment_weight=commitment_weight,
+                           bit_order=bit_order)  # type: ignore[arg-type]  # checks them
         if not inv_temperature > 0:
             raise ValueError(f"inv_temperature must be > 0, got {inv_temperature}")
         self.dim = dim
@@ -87,7 +92,10 @@ class LFQ(Quantizer):
         self.entropy_weight = config.entropy_weight
         self.commitment_weight = config.commitment_weight
         self.inv_temperature = float(inv_temperature)
-        self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long), persistent=False)
+        self.bit_order = config.bit_order
+        powers = 2 ** torch.arange(dim, dtype=torch.long)  # lsb_first: channel i is bit i
+        bits = powers.flip(0) if config.bit_order == "msb_first" else powers
+        self.register_buffer("_bits", bits, persistent=False)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
