@@ -688,6 +688,7 @@ def record_simvq(repo: Path, size: int) -> dict[str, Any]:
     original.model_ema.copy_to(original)
     codec_keys = {k for k in shapes if k.startswith(("encoder.", "decoder.", "quantize."))}
     shadows = {"model_ema." + k.replace(".", "") for k in codec_keys}
+    read = (shadows & set(shapes)) | {"quantize.embedding.weight"}  # what movq reads: the shadows, the frozen codebook
     images = seeded_images(BATCH, size)
     grid = size // 8
     with torch.no_grad():
@@ -713,14 +714,15 @@ def record_simvq(repo: Path, size: int) -> dict[str, Any]:
                         "(Lightning stood in by nn.Module, the loss by its discriminator)",
             "container": "Lightning checkpoint: {'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict', "
                          "'optimizer_states', 'lr_schedulers'}; state_dict = codec + loss.discriminator.* + model_ema.*",
-            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows",
+            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows and "
+                       "the frozen codebook (LitEma shadows trainable weights only); weights_checksum covers those",
             "weights_seed": WEIGHTS_SEED,
             "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
         },
         "published_keys": len(shapes),
         "published_keys_sha256": keys_digest(shapes),
         "non_codec_keys": {k: list(v) for k, v in shapes.items() if k not in codec_keys and k not in shadows},
-        "weights_checksum": checksum({k: v for k, v in weights.items() if k in codec_keys | shadows}),
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k in read}),
         "inputs_checksum": checksum(images),
         "tokens": tokens.tolist(),
         "pixels": pixel_summary(pixels),
