@@ -33,8 +33,9 @@ from movq.hub.llamagen import codec_shapes
 from movq.hub.magvit2 import movq_key_to_magvit2
 from movq.loader import codec_from_state
 from movq.quantizers import SimVQ, SimVQConfig
+from movq.train.cli import main
 from movq.train.losses import LossWeights
-from movq.train.trainer import Trainer
+from movq.train.trainer import Trainer, build_codec
 
 torch.set_num_threads(1)
 fixtures = benchmark_module("record_family_fixtures")  # benchmarks/record_family_fixtures.py
@@ -178,9 +179,11 @@ def test_config_round_trip_and_detection_from_shapes():
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_codec_with_simvq_trains_only_its_projection(tmp_path):
-    codec = {**TRAIN_CODEC, "quantizer": {"kind": "simvq", "codebook_size": 64}}
-    cfg = tiny_train_config(make_images(tmp_path / "data"), tmp_path / "out", codec=codec, max_steps=12, disc_start=1000,
-                            loss=LossWeights(l1=1.0), min_lr_ratio=1.0, lr=3e-3)
+    """``movq-train --quantizer simvq`` (SimVQ at its defaults in place of the preset's quantizer,
+    ``--codec`` setting its codebook size): the loss falls, the codebook stays, the projection moves."""
+    codec = {**TRAIN_CODEC, "quantizer": {"codebook_size": 64}}
+    cfg = tiny_train_config(make_images(tmp_path / "data"), tmp_path / "out", codec=codec, quantizer="simvq",
+                            max_steps=12, disc_start=1000, loss=LossWeights(l1=1.0), min_lr_ratio=1.0, lr=3e-3)
     trainer = Trainer(cfg)
     x = torch.stack([trainer.dataset[(i, 0)]["image"] for i in range(4)])
     quantizer = trainer.codec.quantize
@@ -198,3 +201,12 @@ def test_a_codec_with_simvq_trains_only_its_projection(tmp_path):
     assert not torch.equal(quantizer.embedding_proj.weight.detach(), projection)  # learnt
     reloaded = movq.load(tmp_path / "out")
     assert isinstance(reloaded.quantize, SimVQ) and torch.equal(reloaded.quantize.embedding.weight, codebook)
+
+
+def test_the_quantizer_flag_is_checked_before_any_work(tmp_path, capsys):
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--quantizer", "simvqq"]) == 2
+    assert "quantizer must be one of" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="quantizer must be one of .*'simvq'"):
+        tiny_train_config(tmp_path, tmp_path / "out", quantizer="simvqq")
+    with pytest.raises(ValueError, match="cannot be combined with --init"):
+        build_codec(tiny_train_config(tmp_path, tmp_path / "out", codec={}, quantizer="simvq", init="movqgan-tiny"))

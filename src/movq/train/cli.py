@@ -38,6 +38,7 @@ _HELP = {
     "preset": "codec preset to train from scratch (movq.config.PRESETS)",
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
+    "quantizer": "replace the preset's quantizer by this kind at its defaults (simvq, lfq, fsq, ...; fields via --codec)",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
     "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.metrics.lpips)",
     "amp": "autocast: auto (bf16 where supported), bf16, fp16, none",

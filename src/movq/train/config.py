@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
+from movq.quantizers import QuantizerConfig
 from movq.strict import (
     ConfigError,
     NonNegativeFloat,
@@ -119,12 +120,15 @@ class CodecTrainConfig(OptimConfig):
     with ``L_NLL = mean(nll_perc L_perc + nll_l2 L_2)``; defaults are 1.0 / 0.1 / 0.1 / 1.0 / 1.0
     and 0.1 / 1.0. Images are ``[-1, 1]``; L_2 is the mean squared error in that range.
     ``codec`` overrides fields of the preset (e.g. ``{"norm": "group", "quantizer": {"codebook_size": 512}}``).
+    ``quantizer`` (a quantizer ``kind``: ``simvq``, ``lfq``, ``fsq``, ...) replaces the preset's
+    quantizer by that kind's defaults, before ``codec``'s overrides apply.
     """
 
     data: str = ""
     preset: str = "movqgan-tiny"
     init: str | None = None
     codec: dict[str, Any] = field(default_factory=dict)
+    quantizer: str | None = None
     # data
     resolution: int = 256
     crop_scale: tuple[float, float] = (0.25, 1.0)
@@ -151,6 +155,8 @@ class CodecTrainConfig(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.quantizer is not None and self.quantizer not in quantizer_kinds():
+            raise ValueError(f"quantizer must be one of {sorted(quantizer_kinds())}, got {self.quantizer!r}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must be two area fractions 0 < min <= max <= 1, got {self.crop_scale}")
@@ -164,6 +170,11 @@ class CodecTrainConfig(OptimConfig):
                 f"needs at least {smallest} px; use fewer --disc-layers, or train without it (--w-adv 0, or "
                 f"--disc-start >= --max-steps)"
             )
+
+
+def quantizer_kinds() -> tuple[str, ...]:
+    """The ``kind`` of every quantizer config (:data:`movq.quantizers.QuantizerConfig`)."""
+    return tuple(member.kind for member in get_args(QuantizerConfig))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

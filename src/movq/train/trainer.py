@@ -34,15 +34,19 @@ HISTOGRAM_CAP = 2**20
 
 
 def build_codec(cfg: CodecTrainConfig) -> Codec:
-    """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec`` overrides."""
+    """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.quantizer`` (a
+    quantizer kind at its defaults) and then the ``cfg.codec`` overrides."""
     if cfg.init:
         from movq.loader import load
 
-        codec = load(cfg.init)
-        if cfg.codec:
-            raise ValueError("codec overrides cannot be combined with --init (the weights fix the architecture)")
-        return codec.float().train()
-    config = CodecConfig.from_dict(merge_dicts(get_preset(cfg.preset).to_dict(), cfg.codec))
+        if cfg.codec or cfg.quantizer:
+            raise ValueError("codec overrides (--codec, --quantizer) cannot be combined with --init (the weights fix "
+                             "the architecture)")
+        return load(cfg.init).float().train()
+    base = get_preset(cfg.preset).to_dict()
+    if cfg.quantizer:
+        base["quantizer"] = {"kind": cfg.quantizer}
+    config = CodecConfig.from_dict(merge_dicts(base, cfg.codec))
     return Codec(config).train()
 
 
