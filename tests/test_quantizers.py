@@ -19,6 +19,7 @@ from movq.quantizers import (
     ProjectedQuantizer,
     Quantizer,
     ResidualVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
     build_quantizer,
     code_statistics,
@@ -102,6 +103,8 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "lfq": LFQ(dim=4),
         "ibq": IndexPropagationQuantizer(16, 4),
         "projected": ProjectedQuantizer(16, 4, codebook_dim=6),
+        "simvq": SimVQ(16, 4),
+        "lfq_lsb_first": LFQ(dim=4, bit_order="lsb_first"),
     }
 
 
@@ -120,7 +123,7 @@ def test_contract_shapes_and_embed_inverse(name):
     torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vq", "vq_groups", "ema", "residual", "lfq", "projected"])
+@pytest.mark.parametrize("name", ["vq", "vq_groups", "ema", "residual", "lfq", "projected", "simvq"])
 def test_straight_through_gradient_is_identity(name):
     q = _all_quantizers()[name].train()
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
@@ -138,7 +141,7 @@ def test_bad_latent_raises(name):
         q(torch.randn(2, 5, 3, 3))
 
 
-@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected"])
+@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected", "simvq"])
 def test_embed_rejects_bad_indices(name):
     q = _all_quantizers()[name]
     with pytest.raises(ValueError, match="accepted range"):

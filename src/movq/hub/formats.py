@@ -19,10 +19,12 @@ from torch import Tensor
 
 from movq.config import (
     MASKGIT_VQGAN_F16_1024,
+    OPEN_MAGVIT2_F16_262144,
     PRESETS,
     CodecConfig,
     EMAConfig,
     GumbelConfig,
+    LFQConfig,
     ProjectedConfig,
     ResidualConfig,
     SimVQConfig,
@@ -30,7 +32,6 @@ from movq.config import (
     get_preset,
 )
 from movq.hub.ibq import recognise_ibq
-from movq.hub.magvit2 import MID_BLOCK_KEY, is_magvit2_state, magvit2_config
 from movq.modules.blocks import level_has_attention
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ WRAPPER_PREFIXES = ("module.", "first_stage_model.", "vqvae.", "model.")
 
 _MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
 """MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
+_MAGVIT2_MID_BLOCK = re.compile(r"^(encoder|decoder)\.mid_block\.\d+\.")
+"""Keys only Open-MAGVIT2's and SimVQ's checkpoints have (diffusers' ``mid_block`` is not numbered)."""
 
 
 def detect_format(state: Mapping[str, Any]) -> str:
@@ -101,7 +104,7 @@ def detect_format(state: Mapping[str, Any]) -> str:
     keys = list(state)
     if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
         return VQGAN_LC
-    if any(MID_BLOCK_KEY.match(k) for k in keys):
+    if any(_MAGVIT2_MID_BLOCK.match(k) for k in keys):
         return MAGVIT2
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
@@ -272,6 +275,56 @@ def maskgit_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> C
     )
     for preset in PRESETS.values():
         if replace(config, name=preset.name) == preset:
+            return get_preset(preset.name)
+    return CodecConfig.from_dict(config.to_dict())  # checks every field
+
+
+def is_magvit2_state(state: Mapping[str, object]) -> bool:
+    """Whether ``state`` in movq's names is Open-MAGVIT2's / SimVQ's network (a mid block of
+    numbered ResNet blocks, no ``quant_conv``): a movq state dict without its saved config."""
+    return "quant_conv.weight" not in state and "encoder.mid.block.0.conv1.weight" in state
+
+
+def magvit2_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> CodecConfig:
+    """The codec config of an Open-MAGVIT2 / SimVQ state dict (their key names or movq's: the keys
+    read here are the same in both), from the shapes: a preset when they are its (up to the training
+    ``resolution``, which no tensor sets), else a ``magvit2-custom`` / ``simvq-custom`` config.
+    ``ValueError`` naming ``source`` when a needed key is missing or the shapes fit no network."""
+    levels: dict[int, dict[int, int]] = {}
+    for key, value in state.items():
+        match = _LEVEL.match(key)
+        if match:
+            levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
+    needed = ("encoder.conv_in.weight", "encoder.conv_out.weight")
+    missing = [k for k in needed if k not in state] + ([] if levels else ["encoder.down.0.block.0.conv2.weight"])
+    if missing:
+        raise ValueError(f"{source}: Open-MAGVIT2 / SimVQ keys, but {missing} are missing")
+    ch = state["encoder.conv_in.weight"].shape[0]
+    widths = [levels.get(i, {}).get(0, 0) for i in range(max(levels) + 1)]
+    if any(w == 0 or w % ch for w in widths):
+        raise ValueError(f"{source}: Open-MAGVIT2 level widths {widths} are not multiples of ch={ch}")
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    network = "magvit2" if any(k.startswith("decoder.adaptive.") for k in state) else "simvq"
+    if "quantize.embedding_proj.weight" in state and "quantize.embedding.weight" in state:
+        quantizer: LFQConfig | SimVQConfig = SimVQConfig(
+            codebook_size=state["quantize.embedding.weight"].shape[0],
+            projection_bias="quantize.embedding_proj.bias" in state,
+        )
+    elif any(k.startswith("quantize.") for k in state):
+        found = sorted(k for k in state if k.startswith("quantize."))[:4]
+        raise ValueError(f"{source}: Open-MAGVIT2 network with quantizer tensors {found}: movq reads LFQ and SimVQ only")
+    else:
+        quantizer = LFQConfig(bit_order="lsb_first")
+    try:
+        config = replace(
+            OPEN_MAGVIT2_F16_262144, name=f"{network}-custom", ch=ch, ch_mult=tuple(w // ch for w in widths),
+            num_res_blocks=len(levels[0]), z_channels=z_channels, embed_dim=z_channels, quantizer=quantizer,
+            network=network,
+        )
+    except ValueError as error:
+        raise ValueError(f"{source}: the Open-MAGVIT2 / SimVQ shapes fit no network: {error}") from None
+    for preset in PRESETS.values():
+        if replace(config, name=preset.name, resolution=preset.resolution) == preset:
             return get_preset(preset.name)
     return CodecConfig.from_dict(config.to_dict())  # checks every field
 
