@@ -209,4 +209,4 @@ def test_the_quantizer_flag_is_checked_before_any_work(tmp_path, capsys):
     with pytest.raises(ValueError, match="quantizer must be one of .*'simvq'"):
         tiny_train_config(tmp_path, tmp_path / "out", quantizer="simvqq")
     with pytest.raises(ValueError, match="cannot be combined with --init"):
-        build_codec(tiny_train_config(tmp_path, tmp_path / "out", codec={}, quantizer="simvq", init="movqgan-tiny"))
+        build_codec(tiny_train_config(tmp_path, tmp_path / "out", codec={}, quantizer="simvq", init="movqgan-tiny-photos"))

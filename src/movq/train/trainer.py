@@ -39,10 +39,11 @@ def build_codec(cfg: CodecTrainConfig) -> Codec:
     if cfg.init:
         from movq.loader import load
 
+        codec = load(cfg.init)
         if cfg.codec or cfg.quantizer:
             raise ValueError("codec overrides (--codec, --quantizer) cannot be combined with --init (the weights fix "
                              "the architecture)")
-        return load(cfg.init).float().train()
+        return codec.float().train()
     base = get_preset(cfg.preset).to_dict()
     if cfg.quantizer:
         base["quantizer"] = {"kind": cfg.quantizer}
