@@ -737,6 +737,7 @@ RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "maskgit-vqgan": ("one_d_tokenizer", lambda repo: record_maskgit(repo, 64)),
     "vqgan-lc-100k": ("vqgan_lc", lambda repo: record_vqgan_lc(repo, 64)),
     "open-magvit2-256": ("seed_voken", lambda repo: record_open_magvit2(repo, [1, 1, 2, 2, 4], 64)),
+    "open-magvit2-128": ("seed_voken", lambda repo: record_open_magvit2(repo, [1, 2, 2, 4], 64)),
     "simvq-1024": ("simvq", lambda repo: record_simvq(repo, 64)),
 }
 """Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""

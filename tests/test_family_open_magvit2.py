@@ -1,9 +1,9 @@
 """Open-MAGVIT2 (TencentARC/SEED-Voken ``src/Open_MAGVIT2``): ``movq.load`` of the published Lightning
 checkpoint against the original, its network blocks and LFQ bit order written out.
 
-``tests/fixtures/open-magvit2-256.json`` was recorded from SEED-Voken's own ``VQModel``
-(``src/Open_MAGVIT2/models/lfqgan.py``) by ``benchmarks/record_family_fixtures.py`` at
-``imagenet_lfqgan_256_L.yaml`` (see ``tests/fixtures/README.md``). Here the same seeded checkpoint is
+``tests/fixtures/open-magvit2-256.json`` / ``open-magvit2-128.json`` were recorded from SEED-Voken's
+own ``VQModel`` (``src/Open_MAGVIT2/models/lfqgan.py``) by ``benchmarks/record_family_fixtures.py`` at
+``imagenet_lfqgan_256_L.yaml`` / ``imagenet_lfqgan_128_L.yaml`` (see ``tests/fixtures/README.md``). Here the same seeded checkpoint is
 rebuilt without SEED-Voken's code: the codec's keys are movq's in Open-MAGVIT2's names
 (:func:`movq.hub.magvit2.movq_key_to_magvit2`), LitEma's shadows are those names without dots, the
 discriminator's keys come from the fixture; the hash of all names and shapes must equal the original's.
@@ -35,7 +35,6 @@ from movq.quantizers import LFQ
 
 torch.set_num_threads(1)
 fixtures = benchmark_module("record_family_fixtures")  # benchmarks/record_family_fixtures.py
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "open-magvit2-256.json").read_text())
 PRESET = "open-magvit2-f16-262144"
 FILE = "imagenet_256_L.ckpt"
 
@@ -45,37 +44,56 @@ def shadow(key: str) -> str:
     return "model_ema." + key.replace(".", "")
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
-    """``(file, EMA weights in Open-MAGVIT2's names)``: the fixture's seeded ``imagenet_256_L.ckpt``.
+FIXTURES = {
+    "open-magvit2-256": (PRESET, FILE),
+    "open-magvit2-128": ("open-magvit2-f8-262144", "imagenet_128_L.ckpt"),
+}
+"""Recorded fixture -> (the preset ``movq.load`` must recognise, the published file name)."""
+
+
+def fixture(name: str) -> dict:
+    return json.loads((Path(__file__).parent / "fixtures" / f"{name}.json").read_text())
+
+
+def build_published(name: str, folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``(file, EMA weights in Open-MAGVIT2's names)``: fixture ``name``'s seeded Lightning checkpoint.
     The raw codec weights are zero-stride zeros: the EMA shadows must be the ones read."""
-    codec_keys = {movq_key_to_magvit2(k): tuple(v.shape) for k, v in codec_shapes(movq.get_preset(PRESET)).items()}
-    seeded = {**{shadow(k): s for k, s in codec_keys.items()}, **FIXTURE["non_codec_keys"]}
-    assert fixtures.keys_digest({**codec_keys, **seeded}) == FIXTURE["published_keys_sha256"]
-    assert len(codec_keys) + len(seeded) == FIXTURE["published_keys"]
-    weights = fixtures.seeded_weights(seeded, FIXTURE["recipe"]["weights_seed"])
+    recorded, (preset, file) = fixture(name), FIXTURES[name]
+    codec_keys = {movq_key_to_magvit2(k): tuple(v.shape) for k, v in codec_shapes(movq.get_preset(preset)).items()}
+    seeded = {**{shadow(k): s for k, s in codec_keys.items()}, **recorded["non_codec_keys"]}
+    assert fixtures.keys_digest({**codec_keys, **seeded}) == recorded["published_keys_sha256"]
+    assert len(codec_keys) + len(seeded) == recorded["published_keys"]
+    weights = fixtures.seeded_weights(seeded, recorded["recipe"]["weights_seed"])
     raw = {k: torch.zeros(()).expand(s) for k, s in codec_keys.items()}
-    path = tmp_path_factory.mktemp("open-magvit2") / FILE
+    path = folder / file
     fixtures._lightning_checkpoint({**raw, **weights}, path)
     return path, {k: weights[shadow(k)] for k in codec_keys}
 
 
-def test_load_matches_the_original_tokens_and_pixels(published, caplog):
-    path, ema = published
-    assert fixtures.checksum({shadow(k): v for k, v in ema.items()}) == pytest.approx(FIXTURE["weights_checksum"], rel=1e-9)
-    recipe = FIXTURE["recipe"]
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The fixture's seeded ``imagenet_256_L.ckpt`` (:func:`build_published`)."""
+    return build_published("open-magvit2-256", tmp_path_factory.mktemp("open-magvit2"))
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_load_matches_the_original_tokens_and_pixels(name, tmp_path, caplog):
+    recorded, (preset, _) = fixture(name), FIXTURES[name]
+    path, ema = build_published(name, tmp_path)
+    assert fixtures.checksum({shadow(k): v for k, v in ema.items()}) == pytest.approx(recorded["weights_checksum"], rel=1e-9)
+    recipe = recorded["recipe"]
     images = fixtures.seeded_images(recipe["batch"], recipe["size"], recipe["inputs_seed"])
-    assert fixtures.checksum(images) == pytest.approx(FIXTURE["inputs_checksum"], rel=1e-9)
+    assert fixtures.checksum(images) == pytest.approx(recorded["inputs_checksum"], rel=1e-9)
     assert detect_format(ema) == MAGVIT2
 
     with caplog.at_level(logging.INFO, logger="movq.hub.formats"):
         codec = movq.load(path)  # nothing named: the family and the architecture come from the keys and shapes
-    assert codec.config.name == PRESET == FIXTURE["preset"]
+    assert codec.config.name == preset == recorded["preset"]
     assert isinstance(codec.quantize, LFQ) and codec.quantize.bit_order == "lsb_first" and codec.codebook_size == 2**18
     assert "dropping 35 training-only keys (loss.discriminator: 22 keys, model_ema shadows of them: 13 keys)" in caplog.text
     assert torch.equal(codec.decoder.adaptive[2].gamma.weight, ema["decoder.adaptive.2.gamma.weight"])
 
-    assert_matches_family_fixture(codec, images, FIXTURE)
+    assert_matches_family_fixture(codec, images, recorded)
 
 
 def test_registered_name_loads_offline_save_pretrained_round_trip_and_a_wrong_file_names_the_keys(
