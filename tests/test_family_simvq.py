@@ -179,7 +179,7 @@ def test_config_round_trip_and_detection_from_shapes():
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_codec_with_simvq_trains_only_its_projection(tmp_path):
-    """``movq-train --quantizer simvq`` (SimVQ at its defaults in place of the preset's quantizer,
+    """``movq-train --quantizer simvq`` (SimVQ in place of the preset's quantizer,
     ``--codec`` setting its codebook size): the loss falls, the codebook stays, the projection moves."""
     codec = {**TRAIN_CODEC, "quantizer": {"codebook_size": 64}}
     cfg = tiny_train_config(make_images(tmp_path / "data"), tmp_path / "out", codec=codec, quantizer="simvq",
