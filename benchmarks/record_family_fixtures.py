@@ -21,7 +21,8 @@ For each family the recorder
 Usage (one family, or all)::
 
     python benchmarks/record_family_fixtures.py --llamagen /path/to/LlamaGen --seed-voken /path/to/SEED-Voken \\
-        --one-d-tokenizer /path/to/1d-tokenizer --vqgan-lc /path/to/VQGAN-LC --var /path/to/VAR [--family ibq-1024]
+        --one-d-tokenizer /path/to/1d-tokenizer --vqgan-lc /path/to/VQGAN-LC --var /path/to/VAR \\
+        --simvq /path/to/SimVQ [--family ibq-1024]
 
 A new family adds a recorder function to :data:`RECORDERS` (and, if needed, a ``--<repo>`` option).
 """
@@ -622,6 +623,220 @@ def record_var(repo: Path, size: int = VAR_SIZE) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ Open-MAGVIT2 and SimVQ (issue #21)
+
+
+def _lightning_stand_ins(loss: Callable[[], nn.Module]) -> None:
+    """Stand-ins for what SEED-Voken's Open-MAGVIT2 and SimVQ modules import but the codec never uses:
+    Lightning's module base (``nn.Module``) and the repository's ``main.instantiate_from_config``,
+    which builds ``loss()`` for a loss config (LPIPS needs downloaded VGG weights) and the class named
+    by ``target`` otherwise (SimVQ's quantizer)."""
+    import importlib
+    import types
+
+    def instantiate(config: Mapping[str, Any]) -> Any:
+        target = config.get("target", "") if config else ""
+        if not target or ".losses." in target:
+            return loss()
+        module, name = target.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)(**config.get("params", {}))
+
+    for name in ("lightning", "pytorch_lightning"):
+        sys.modules.setdefault(name, types.SimpleNamespace(LightningModule=nn.Module))  # type: ignore[arg-type]
+    sys.modules["main"] = types.SimpleNamespace(instantiate_from_config=instantiate)  # type: ignore[assignment]
+
+
+def _discriminator_stand_in(discriminator_class: type) -> Callable[[], nn.Module]:
+    """A loss module holding only the original's PatchGAN ``discriminator`` (so the checkpoint carries
+    ``loss.discriminator.*`` keys and LitEma's shadows of them, as the published ones do)."""
+
+    def build() -> nn.Module:
+        loss = nn.Module()
+        loss.discriminator = discriminator_class(input_nc=3, n_layers=3, ndf=64)
+        return loss
+
+    return build
+
+
+def _lightning_checkpoint(weights: Mapping[str, Tensor], path: Path) -> None:
+    """``weights`` saved as a Lightning checkpoint (what SEED-Voken's and SimVQ's ``ModelCheckpoint`` write)."""
+    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.2.1", "state_dict": dict(weights),
+                "optimizer_states": [], "lr_schedulers": []}, path)
+
+
+OPEN_MAGVIT2_DDCONFIG = {"double_z": False, "z_channels": 18, "resolution": 128, "in_channels": 3, "out_ch": 3,
+                         "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4}
+"""``configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml``'s ``ddconfig`` (the 128 px model: ``ch_mult`` [1, 2, 2, 4])."""
+
+
+def record_open_magvit2(repo: Path, ch_mult: list[int], size: int) -> dict[str, Any]:
+    """Open-MAGVIT2 (``src/Open_MAGVIT2/models/lfqgan.py`` ``VQModel``) at
+    ``configs/Open-MAGVIT2/gpu/imagenet_lfqgan_{256,128}_L.yaml`` (``n_embed`` 2^18, ``embed_dim`` 18,
+    ``use_ema``), saved like the published ``imagenet_256_L.ckpt``: a Lightning checkpoint whose
+    ``state_dict`` holds the codec, the loss's discriminator and LitEma's shadows. The reference is
+    the EMA model; its pixels come from encode -> ``quantize.get_codebook_entry`` -> decode (its
+    ``decode_code`` calls a missing ``embed_code``)."""
+    import movq
+
+    sys.path.insert(0, str(repo))
+    from src.Open_MAGVIT2.modules.discriminator.model import NLayerDiscriminator
+
+    _lightning_stand_ins(_discriminator_stand_in(NLayerDiscriminator))
+    from src.Open_MAGVIT2.models.lfqgan import VQModel
+
+    torch.manual_seed(0)
+    ddconfig = {**OPEN_MAGVIT2_DDCONFIG, "ch_mult": ch_mult}
+    original = VQModel(ddconfig=ddconfig, lossconfig={}, n_embed=2**18, embed_dim=18, sample_minimization_weight=1.0,
+                       batch_maximization_weight=1.0, use_ema=True).eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    original.model_ema.copy_to(original)  # what ema_scope() does: the EMA weights in place
+    codec_keys = {k for k in shapes if k.startswith(("encoder.", "decoder.", "quantize."))}
+    shadows = {"model_ema." + k.replace(".", "") for k in codec_keys}
+    images = seeded_images(BATCH, size)
+    grid = size // 2 ** (len(ch_mult) - 1)
+    with torch.no_grad():
+        _, _, indices, _ = original.encode(images)
+        tokens = indices.reshape(BATCH, grid, grid)
+        codes = original.quantize.get_codebook_entry(tokens.reshape(BATCH, -1), (BATCH, grid, grid, 18), None)
+        pixels = original.decode(codes)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / ("imagenet_256_L.ckpt" if len(ch_mult) == 5 else "imagenet_128_L.ckpt")
+            _lightning_checkpoint(weights, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    variant = "256_L" if len(ch_mult) == 5 else "128_L"
+    return {
+        "family": "open-magvit2",
+        "variant": f"Open-MAGVIT2 imagenet_{variant}",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "TencentARC/SEED-Voken src/Open_MAGVIT2/models/lfqgan.py VQModel, "
+                        f"configs/Open-MAGVIT2/gpu/imagenet_lfqgan_{variant}.yaml (Lightning stood in by nn.Module, "
+                        "the loss by its discriminator)",
+            "container": "Lightning checkpoint: {'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict', "
+                         "'optimizer_states', 'lr_schedulers'}; state_dict = codec + loss.discriminator.* + model_ema.*",
+            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows",
+            "weights_seed": WEIGHTS_SEED, "ch_mult": ch_mult,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "non_codec_keys": {k: list(v) for k, v in shapes.items() if k not in codec_keys and k not in shadows},
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k in shadows}),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
+    }
+
+
+SIMVQ_DDCONFIG = {"double_z": False, "z_channels": 128, "resolution": 128, "in_channels": 3, "out_ch": 3, "ch": 128,
+                  "ch_mult": [1, 2, 2, 4], "num_res_blocks": 2}
+"""``configs/imagenet_simvq_128_B.yaml``'s ``ddconfig``; its ``quantconfig``: ``SimVQ(n_e=1024, e_dim=128,
+beta=0.25, legacy=False)``."""
+
+
+def simvq_training_probe(original: nn.Module, quantizer: nn.Module) -> dict[str, Any]:
+    """SimVQ's quantizer training path: its commitment loss ``0.25 mean((sg[q] - z)^2) + mean((q -
+    sg[z])^2)`` plus ``sum(w * z_q)`` on a seeded latent, and the gradients to the latent and to
+    ``embedding_proj`` (the codebook is frozen), from the original and from movq on the same weights."""
+    found = {}
+    for name, module in (("original", original), ("movq", quantizer)):
+        module.zero_grad()
+        z = training_probe_latent(module.embedding.weight.shape[1]).requires_grad_()
+        if name == "original":
+            (z_q, _, _), breakdown = module(z)
+            loss = breakdown.commitment
+        else:
+            out = module(z)
+            z_q, loss = out.z_q, out.loss
+        (loss + (probe_weights(z_q) * z_q).sum()).backward()
+        proj = module.embedding_proj
+        found[name] = (float(loss.detach()), z.grad.double(), proj.weight.grad.double(), proj.bias.grad.double())
+    (loss, z_grad, w_grad, b_grad), (movq_loss, movq_z_grad, movq_w_grad, movq_b_grad) = found["original"], found["movq"]
+    return {
+        "probe": "loss + sum(linspace(-1, 1, 128) * z_q) on training_probe_latent(128), the published weights",
+        "loss": loss,
+        "latent_grad_abs_sum": float(z_grad.abs().sum()),
+        "projection_weight_grad_abs_sum": float(w_grad.abs().sum()),
+        "parity": {
+            "loss_difference": abs(loss - movq_loss),
+            "max_latent_grad_difference": float((z_grad - movq_z_grad).abs().max()),
+            "max_projection_grad_difference": float(max((w_grad - movq_w_grad).abs().max(), (b_grad - movq_b_grad).abs().max())),
+        },
+    }
+
+
+def record_simvq(repo: Path, size: int) -> dict[str, Any]:
+    """SimVQ (``taming/models/vq.py`` ``VQModel`` at ``configs/imagenet_simvq_128_B.yaml``, ``use_ema``),
+    saved as its Lightning ``ModelCheckpoint`` writes it (codec + ``loss.discriminator.*`` +
+    LitEma's shadows of the trainable weights: the frozen codebook has none). The reference is the
+    EMA model; its pixels are what its own encode hands the decoder: ``F.embedding(ids,
+    embedding_proj(embedding.weight))`` (its ``get_codebook_entry`` skips the projection)."""
+    import movq
+
+    sys.path.insert(0, str(repo))
+    from taming.modules.discriminator.model import NLayerDiscriminator
+
+    _lightning_stand_ins(_discriminator_stand_in(NLayerDiscriminator))
+    from taming.models.vq import VQModel
+
+    torch.manual_seed(0)
+    quantconfig = {"target": "taming.modules.vqvae.quantize.SimVQ",
+                   "params": {"n_e": 1024, "e_dim": 128, "beta": 0.25, "legacy": False}}
+    original = VQModel(ddconfig=SIMVQ_DDCONFIG, lossconfig={}, quantconfig=quantconfig, use_ema=True).eval()
+    shapes = {k: tuple(v.shape) for k, v in original.state_dict().items()}
+    weights = seeded_weights(shapes)
+    original.load_state_dict(weights, strict=True)
+    original.model_ema.copy_to(original)
+    codec_keys = {k for k in shapes if k.startswith(("encoder.", "decoder.", "quantize."))}
+    shadows = {"model_ema." + k.replace(".", "") for k in codec_keys}
+    read = (shadows & set(shapes)) | {"quantize.embedding.weight"}  # what movq reads: the shadows, the frozen codebook
+    images = seeded_images(BATCH, size)
+    grid = size // 8
+    with torch.no_grad():
+        _, _, indices, _ = original.encode(images)
+        tokens = indices.reshape(BATCH, grid, grid)
+        quantize = original.quantize
+        codes = F.embedding(tokens, quantize.embedding_proj(quantize.embedding.weight))
+        pixels = original.decode(codes.permute(0, 3, 1, 2))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "epoch=49-step=1000000.ckpt"
+            _lightning_checkpoint(weights, path)
+            codec = movq.load(path)
+        movq_tokens = codec.encode(images)
+        movq_pixels = codec.decode(tokens)
+        movq_unclamped = codec.decode(tokens, clamp=False)
+    return {
+        "family": "simvq",
+        "training": simvq_training_probe(original.quantize, codec.quantize),
+        "variant": "SimVQ imagenet 128 B, 1024 codes",
+        "preset": codec.config.name,
+        "recipe": {
+            "original": "youngsheen/SimVQ taming/models/vq.py VQModel, configs/imagenet_simvq_128_B.yaml "
+                        "(Lightning stood in by nn.Module, the loss by its discriminator)",
+            "container": "Lightning checkpoint: {'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict', "
+                         "'optimizer_states', 'lr_schedulers'}; state_dict = codec + loss.discriminator.* + model_ema.*",
+            "weights": "seeded_weights(published shapes, seed); the reference runs on the model_ema.* shadows and "
+                       "the frozen codebook (LitEma shadows trainable weights only); weights_checksum covers those",
+            "weights_seed": WEIGHTS_SEED,
+            "inputs": "seeded_images(batch, size, seed)", "inputs_seed": INPUTS_SEED, "batch": BATCH, "size": size,
+        },
+        "published_keys": len(shapes),
+        "published_keys_sha256": keys_digest(shapes),
+        "non_codec_keys": {k: list(v) for k, v in shapes.items() if k not in codec_keys and k not in shadows},
+        "weights_checksum": checksum({k: v for k, v in weights.items() if k in read}),
+        "inputs_checksum": checksum(images),
+        "tokens": tokens.tolist(),
+        "pixels": pixel_summary(pixels),
+        "parity": parity(movq_tokens, tokens, movq_unclamped, movq_pixels, pixels),
+    }
+
+
 RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "llamagen-vq16": ("llamagen", lambda repo: record_llamagen(repo, "VQ-16", 64)),
     "llamagen-vq8": ("llamagen", lambda repo: record_llamagen(repo, "VQ-8", 64)),
@@ -629,6 +844,9 @@ RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "maskgit-vqgan": ("one_d_tokenizer", lambda repo: record_maskgit(repo, 64)),
     "vqgan-lc-100k": ("vqgan_lc", lambda repo: record_vqgan_lc(repo, 64)),
     "var-vqvae": ("var", lambda repo: record_var(repo)),
+    "open-magvit2-256": ("seed_voken", lambda repo: record_open_magvit2(repo, [1, 1, 2, 2, 4], 64)),
+    "open-magvit2-128": ("seed_voken", lambda repo: record_open_magvit2(repo, [1, 2, 2, 4], 64)),
+    "simvq-1024": ("simvq", lambda repo: record_simvq(repo, 64)),
 }
 """Family fixture name -> (the option naming its repository checkout, recorder(checkout) -> fixture)."""
 
@@ -636,17 +854,18 @@ RECORDERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llamagen", type=Path, help="checkout of github.com/FoundationVision/LlamaGen")
-    parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ)")
+    parser.add_argument("--seed-voken", type=Path, help="checkout of github.com/TencentARC/SEED-Voken (IBQ, Open-MAGVIT2)")
     parser.add_argument("--one-d-tokenizer", type=Path, help="checkout of github.com/bytedance/1d-tokenizer (MaskGIT VQGAN)")
     parser.add_argument("--vqgan-lc", type=Path, help="checkout of github.com/zh460045050/VQGAN-LC")
     parser.add_argument("--var", type=Path, help="checkout of github.com/FoundationVision/VAR (multi-scale VQVAE)")
+    parser.add_argument("--simvq", type=Path, help="checkout of github.com/youngsheen/SimVQ")
     parser.add_argument("--family", choices=sorted(RECORDERS), action="append", help="default: every family whose repo is given")
     parser.add_argument("--out", type=Path, default=FIXTURES)
     args = parser.parse_args(argv)
     families = args.family or [f for f, (repo, _) in RECORDERS.items() if getattr(args, repo) is not None]
     if not families:
         parser.error("give the checkout of at least one original repository (--llamagen, --seed-voken, "
-                     "--one-d-tokenizer, --vqgan-lc, --var)")
+                     "--one-d-tokenizer, --vqgan-lc, --var, --simvq)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| family | tokens equal | max pixel difference |")
     print("|---|---|---|")

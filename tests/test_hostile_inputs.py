@@ -208,8 +208,10 @@ def test_parameter_estimates_stay_below_the_real_sizes():
     from movq.codec import parameter_bytes
     from movq.dvae import DVAE, DVAEConfig
 
-    def size(model):
-        return sum(v.numel() * 4 for v in model.state_dict().values())
+    def size(model):  # the state dict in float32, plus the buffers it leaves out (LFQ's bit weights)
+        state = model.state_dict()
+        extra = [b for name, b in model.named_buffers() if name not in state]
+        return sum(v.numel() * 4 for v in state.values()) + sum(b.numel() * b.element_size() for b in extra)
 
     for config in [
         *movq.PRESETS.values(),

@@ -29,7 +29,7 @@ def tiny_config(quantizer: object, embed_dim: int = 4) -> CodecConfig:
 
 def test_the_union_is_static_and_every_member_has_a_kind_and_build():
     kinds = [member().kind for member in MEMBERS]
-    assert kinds == ["vq", "ema", "gumbel", "residual", "fsq", "lfq", "ibq", "projected", "multiscale"]  # "vq" first: a dict without kind
+    assert kinds == ["vq", "ema", "gumbel", "residual", "fsq", "lfq", "ibq", "projected", "multiscale", "simvq"]  # "vq" first: a dict without kind
     for member in MEMBERS:
         assert is_dataclass(member) and issubclass(member, QuantizerConfigBase)
         kind = {f.name: f for f in fields(member)}["kind"]
@@ -44,7 +44,7 @@ def test_a_config_outside_the_union_is_refused():
         levels: PositiveInt = 5
         kind: Literal["toy"] = "toy"
 
-    kinds = r"\['ema', 'fsq', 'gumbel', 'ibq', 'lfq', 'multiscale', 'projected', 'residual', 'vq'\]"
+    kinds = r"\['ema', 'fsq', 'gumbel', 'ibq', 'lfq', 'multiscale', 'projected', 'residual', 'simvq', 'vq'\]"
     with pytest.raises(ConfigError, match=r"unknown quantizer kind 'toy'; expected one of: " + kinds):
         CodecConfig.from_dict({"quantizer": {"kind": "toy"}})
     with pytest.raises(ConfigError, match="unknown quantizer kind 'toy'"):

@@ -19,6 +19,7 @@ from movq.quantizers import (
     ProjectedQuantizer,
     Quantizer,
     ResidualVectorQuantizer,
+    SimVQ,
     VectorQuantizer,
     build_quantizer,
     code_statistics,
@@ -112,6 +113,9 @@ def _all_quantizers() -> dict[str, Quantizer]:
         "lfq_spherical_books": LFQ(dim=4, num_codebooks=2, spherical=True),
         "ibq": IndexPropagationQuantizer(16, 4),
         "projected": ProjectedQuantizer(16, 4, codebook_dim=6),
+        "simvq": SimVQ(16, 4),
+        "lfq_lsb_first": LFQ(dim=4, bit_order="lsb_first"),
+        "lfq_lsb_first_books": LFQ(dim=4, num_codebooks=2, bit_order="lsb_first"),
     }
 
 
@@ -130,7 +134,7 @@ def test_contract_shapes_and_embed_inverse(name):
     torch.testing.assert_close(q.embed(out.indices), out.z_q, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vq", "vq_groups", "vq_separate", "ema", "residual", "lfq", "projected"])
+@pytest.mark.parametrize("name", ["vq", "vq_groups", "vq_separate", "ema", "residual", "lfq", "projected", "simvq"])
 @pytest.mark.parametrize("shape", [(2, 4, 3, 3), (2, 5, 4)], ids=["map", "sequence"])
 def test_straight_through_gradient_is_identity(name, shape):
     q = _all_quantizers()[name].train()
@@ -181,7 +185,7 @@ def test_bad_latent_raises(name):
         q(torch.randn(2, 3, 5))
 
 
-@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected"])
+@pytest.mark.parametrize("name", ["vq", "ema", "gumbel", "fsq", "lfq", "ibq", "projected", "simvq"])
 def test_embed_rejects_bad_indices(name):
     q = _all_quantizers()[name]
     with pytest.raises(ValueError, match="accepted range"):
@@ -598,6 +602,24 @@ def test_lfq_round_trip_and_bits():
     # channel 0 is the most significant bit
     z = torch.tensor([1.0, -1.0, -1.0, -1.0, 1.0]).reshape(1, 5, 1, 1)
     assert q(z).indices.item() == 0b10001
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_lfq_bit_order_applies_to_each_codebook(spherical):
+    """``bit_order`` with ``num_codebooks``: each codebook's ``bits`` channels form its own id, channel
+    ``j`` of codebook ``c`` being bit ``j`` (lsb_first) or bit ``bits - 1 - j`` (msb_first)."""
+    z = torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, -1.0]).view(1, 6, 1, 1)  # codebook 0: + - -, codebook 1: + + -
+    lsb = LFQ(dim=6, num_codebooks=2, bit_order="lsb_first", spherical=spherical)
+    msb = LFQ(dim=6, num_codebooks=2, spherical=spherical)
+    assert lsb(z).indices.flatten().tolist() == [0b001, 0b011]
+    assert msb(z).indices.flatten().tolist() == [0b100, 0b110]
+    ids = torch.randint(0, 8, (2, 2, 3, 3))
+    codes = lsb.embed(ids)
+    assert torch.equal(lsb(codes).indices, ids) and torch.equal(lsb.codes_to_indices(codes), ids)
+    # the same code in both orders: the ids are the bit-reversed ones
+    reverse = torch.tensor([int(f"{i:03b}"[::-1], 2) for i in range(8)])
+    assert torch.equal(msb.codes_to_indices(codes), reverse[ids])
+    assert LFQConfig(num_codebooks=2, bit_order="lsb_first").build(6).bit_order == "lsb_first"
 
 
 def test_lfq_loss_matches_brute_force_entropy():

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from torch import nn
 
 from movq.modules import Decoder, Encoder
+from movq.modules.blocks import MAGVIT2_NETWORKS
 from movq.modules.norm import NUM_GROUPS
 
 # The quantizer configs live next to their quantizers in movq.quantizers; re-exported here, where
@@ -29,6 +30,7 @@ from movq.quantizers import (
     Quantizer,
     QuantizerConfig,
     ResidualConfig,
+    SimVQConfig,
     VQConfig,
     build_quantizer,
 )
@@ -71,6 +73,10 @@ __all__ = [
     "LLAMAGEN_VQ16",
     "MASKGIT_VQGAN_F16_1024",
     "MultiScaleConfig",
+    "OPEN_MAGVIT2_F8_262144",
+    "OPEN_MAGVIT2_F16_262144",
+    "SIMVQ_F8_1024",
+    "SimVQConfig",
     "VAR_F16_4096",
     "ProjectedConfig",
     "VQGAN_LC_F16_100K",
@@ -106,6 +112,13 @@ class CodecConfig(StrictConfig):
     in VAR's VQVAE, whose attention's fused ``qkv`` convolution is movq's ``q`` / ``k`` / ``v`` split:
     the same computation). A multi-scale quantizer (:class:`~movq.quantizers.MultiScaleConfig`)
     quantizes a latent of exactly its last scale: ``resolution / downsample_factor`` must equal it.
+    ``network="magvit2"`` is Open-MAGVIT2's network (TencentARC/SEED-Voken ``improved_model.py``):
+    bias-free ResNet convolutions and encoder ``conv_in``, stride-2 3x3 downsampling padded on every
+    side, ``num_res_blocks`` ResNet blocks in the mid block and per decoder level, a 1x1 encoder
+    ``conv_out``, no ``quant_conv`` / ``post_quant_conv``, depth-to-space upsampling and, before each
+    decoder level, an :class:`~movq.modules.norm.AdaptiveGroupNorm` read from the latent's
+    per-channel mean and standard deviation; no attention. ``network="simvq"`` is the same network
+    without the adaptive norms (youngsheen/SimVQ ``improved_model.py``).
     ``quantizer`` is one of the configs of :data:`movq.quantizers.QuantizerConfig` (in a dict, its
     ``kind`` says which; ``"vq"`` when absent). Every field is checked against its hint on
     construction (:class:`movq.strict.ConfigError` naming it).
@@ -127,11 +140,12 @@ class CodecConfig(StrictConfig):
     scaling_factor: PositiveFloat = 1.0
     mid_attention: bool = True
     input_range: tuple[float, float] = (-1.0, 1.0)
-    network: Literal["taming", "maskgit"] = "taming"
+    network: Literal["taming", "maskgit", "magvit2", "simvq"] = "taming"
     quant_conv_kernel: Literal[1, 3] = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_magvit2_network()
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {list(self.input_range)}")
@@ -159,6 +173,20 @@ class CodecConfig(StrictConfig):
                 f"mid_attention=False and norm='group', got {list(self.attn_resolutions)}, "
                 f"{self.mid_attention}, {self.norm!r}"
             )
+
+    def _check_magvit2_network(self) -> None:
+        """``ValueError`` unless a ``"magvit2"`` / ``"simvq"`` network has no attention, plain group
+        norms and ``embed_dim == z_channels`` (it has no quant convs)."""
+        if self.network not in MAGVIT2_NETWORKS:
+            return
+        if self.attn_resolutions or self.mid_attention or self.norm != "group" or self.embed_dim != self.z_channels:
+            raise ValueError(
+                f"network={self.network!r} has no attention, plain group norms and no quant_conv: it needs "
+                "attn_resolutions=(), mid_attention=False, norm='group' and embed_dim == z_channels, got "
+                f"{list(self.attn_resolutions)}, {self.mid_attention}, {self.norm!r}, {self.embed_dim} and {self.z_channels}"
+            )
+        if self.quant_conv_kernel != 1:
+            raise ValueError(f"network={self.network!r} has no quant_conv: quant_conv_kernel must be 1, got {self.quant_conv_kernel}")
 
     @property
     def downsample_factor(self) -> int:
@@ -193,9 +221,10 @@ class CodecConfig(StrictConfig):
         return Encoder(self)
 
     def build_quant_conv(self) -> nn.Module:
-        """The 1x1 (``quant_conv_kernel``) convolution ``z_channels -> embed_dim`` before the quantizer (``nn.Identity`` for
-        ``network="maskgit"``, which has none and needs ``embed_dim == z_channels``)."""
-        if self.network == "maskgit":
+        """The 1x1 (``quant_conv_kernel``) convolution ``z_channels -> embed_dim`` before the quantizer
+        (``nn.Identity`` for ``network="maskgit"`` / ``"magvit2"`` / ``"simvq"``, which have none and
+        need ``embed_dim == z_channels``)."""
+        if self.network == "maskgit" or self.network in MAGVIT2_NETWORKS:
             return nn.Identity()
         k = self.quant_conv_kernel
         return nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=k, padding=k // 2)
@@ -204,9 +233,9 @@ class CodecConfig(StrictConfig):
         return build_quantizer(self.quantizer, self.embed_dim)
 
     def build_post_quant_conv(self) -> nn.Module:
-        """The 1x1 (``quant_conv_kernel``) convolution ``embed_dim -> z_channels`` after the quantizer (``nn.Identity`` for
-        ``network="maskgit"``)."""
-        if self.network == "maskgit":
+        """The 1x1 (``quant_conv_kernel``) convolution ``embed_dim -> z_channels`` after the quantizer
+        (``nn.Identity`` for ``network="maskgit"`` / ``"magvit2"`` / ``"simvq"``)."""
+        if self.network == "maskgit" or self.network in MAGVIT2_NETWORKS:
             return nn.Identity()
         k = self.quant_conv_kernel
         return nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=k, padding=k // 2)
@@ -335,11 +364,46 @@ VAR_F16_4096 = CodecConfig(
     quant_conv_kernel=3,
 )
 
+# Open-MAGVIT2's tokenizers (TencentARC/SEED-Voken src/Open_MAGVIT2, configs/Open-MAGVIT2/gpu/
+# imagenet_lfqgan_{128,256}_L.yaml): bias-free convolutions without attention, adaptive group norms
+# in the decoder, depth-to-space upsampling, lookup-free quantization of 18 channels (2^18 codes,
+# channel 0 the token id's least significant bit).
+OPEN_MAGVIT2_F16_262144 = CodecConfig(
+    name="open-magvit2-f16-262144",
+    ch_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=4,
+    attn_resolutions=(),
+    z_channels=18,
+    embed_dim=18,
+    norm="group",
+    quantizer=LFQConfig(bit_order="lsb_first"),
+    mid_attention=False,
+    network="magvit2",
+)
+OPEN_MAGVIT2_F8_262144 = replace(OPEN_MAGVIT2_F16_262144, name="open-magvit2-f8-262144", ch_mult=(1, 2, 2, 4),
+                                 resolution=128)
+
+# SimVQ (youngsheen/SimVQ configs/imagenet_simvq_128_B.yaml): Open-MAGVIT2's network without the
+# adaptive norms, 128-dim latents searched against a linear map of a frozen codebook of 1024 codes.
+SIMVQ_F8_1024 = CodecConfig(
+    name="simvq-f8-1024",
+    ch_mult=(1, 2, 2, 4),
+    attn_resolutions=(),
+    resolution=128,
+    z_channels=128,
+    embed_dim=128,
+    norm="group",
+    quantizer=SimVQConfig(codebook_size=1024),
+    mid_attention=False,
+    network="simvq",
+)
+
 PRESETS: dict[str, CodecConfig] = {
     c.name: c
     for c in (MOVQGAN_67M, MOVQGAN_102M, MOVQGAN_270M, VQGAN_F16_16384, VQGAN_GUMBEL_F8_8192, MOVQGAN_TINY,
               LLAMAGEN_VQ16, LLAMAGEN_VQ8, IBQ_F16_1024, IBQ_F16_8192, IBQ_F16_16384, IBQ_F16_262144,
-              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K, VAR_F16_4096)
+              MASKGIT_VQGAN_F16_1024, VQGAN_LC_F16_100K, VAR_F16_4096, OPEN_MAGVIT2_F16_262144,
+              OPEN_MAGVIT2_F8_262144, SIMVQ_F8_1024)
 }
 
 

@@ -46,6 +46,7 @@ from movq.hub.formats import (
     DIFFUSERS,
     FORMATS,
     LLAMAGEN,
+    MAGVIT2,
     MASKGIT,
     MOVQ,
     VAR,
@@ -56,6 +57,7 @@ from movq.hub.formats import (
     unwrap_checkpoint,
 )
 from movq.hub.llamagen import read_llamagen
+from movq.hub.magvit2 import read_magvit2
 from movq.hub.maskgit import read_maskgit
 from movq.hub.registry import REGISTRY, ModelSpec
 from movq.hub.safe_load import CheckpointReadError, OpaqueObject, load_state_file, module_state_dict
@@ -107,8 +109,9 @@ def load(
       DALL·E's ``encoder.pkl`` + ``decoder.pkl``;
     - a ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` file in the original (taming /
       MoVQGAN), Lightning-wrapped (IBQ's too), diffusers, LlamaGen, MaskGIT VQGAN
-      (``maskgit-vqgan-imagenet-f16-256.bin``), VQGAN-LC (``checkpoint-last.pth``) or VAR
-      (``vae_ch160v4096z32.pth``) key format, or a
+      (``maskgit-vqgan-imagenet-f16-256.bin``), VQGAN-LC (``checkpoint-last.pth``), VAR
+      (``vae_ch160v4096z32.pth``), Open-MAGVIT2 (``imagenet_256_L.ckpt``, ``imagenet_128_L.ckpt``) or
+      SimVQ (its Lightning ``.ckpt``) key format, or a
       ``torch.save(codec.state_dict())`` of a movq codec (which carries its config); otherwise the
       architecture comes from ``preset`` or is inferred from the shapes.
 
@@ -458,6 +461,8 @@ def codec_from_state(
         return _build(*read_vqgan_lc(state, preset, source), pretrained, source)
     if fmt == VAR:
         return _build(*read_var(state, preset, source), pretrained, source)
+    if fmt == MAGVIT2:
+        return _build(*read_magvit2(state, preset, source), pretrained, source)
     config = saved_config(obj, source) if preset is None else None
     if config is None and fmt == DALLE:
         if preset is not None:

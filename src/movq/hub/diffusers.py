@@ -181,8 +181,8 @@ def config_to_diffusers(config: CodecConfig) -> dict[str, Any]:
         )
     if getattr(config, "network", "taming") != "taming":
         raise ValueError(
-            f"diffusers' VQModel cannot represent the {config.network!r} network (MaskGIT's VQGAN: bias-free "
-            "convolutions, average-pool downsampling, shortcuts on the block output); save it in movq's format"
+            f"diffusers' VQModel cannot represent the {config.network!r} network (MaskGIT's, Open-MAGVIT2's and "
+            "SimVQ's blocks: bias-free convolutions, their own resampling and norms); save it in movq's format"
         )
     if getattr(config, "quant_conv_kernel", 1) != 1:
         raise ValueError(

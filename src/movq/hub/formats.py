@@ -19,13 +19,16 @@ from torch import Tensor
 
 from movq.config import (
     MASKGIT_VQGAN_F16_1024,
+    OPEN_MAGVIT2_F16_262144,
     PRESETS,
     CodecConfig,
     EMAConfig,
     GumbelConfig,
+    LFQConfig,
     MultiScaleConfig,
     ProjectedConfig,
     ResidualConfig,
+    SimVQConfig,
     VQConfig,
     get_preset,
 )
@@ -49,7 +52,7 @@ class FormatSpec:
 
 MOVQ, DIFFUSERS, ORIGINAL, LIGHTNING, DALLE = "movq", "diffusers", "original", "lightning", "dalle"
 LLAMAGEN, MASKGIT, VQGAN_LC = "llamagen", "maskgit", "vqgan-lc"
-VAR = "var"
+VAR, MAGVIT2 = "var", "magvit2"
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
@@ -63,6 +66,8 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(VQGAN_LC, "file", False, "VQGAN-LC training checkpoint: taming keys + tok_embeddings + "
                                              "codebook_projection in {'model': ...}"),
         FormatSpec(VAR, "file", False, "VAR multi-scale VQVAE state dict (fused attn qkv, quantize.quant_resi.*)"),
+        FormatSpec(MAGVIT2, "file", False, "Open-MAGVIT2 / SimVQ Lightning checkpoint (encoder.mid_block.N.*, "
+                                           "decoder.up.N.upsample.conv1.*)"),
     )
 }
 """Every checkpoint format movq reads, by name: the only place format names are spelled out."""
@@ -92,17 +97,22 @@ _VAR_KEY = re.compile(r"^((encoder|decoder)\..*\.qkv\.(weight|bias)|quantize\.qu
 (:mod:`movq.hub.var`; a movq state dict's Phi keys are ``quantize.quant_resi.{k}.*``)."""
 _MASKGIT_KEY = re.compile(r"^((encoder|decoder)\.mid\.\d+|decoder\.up\.\d+\.upsample_conv)\.")
 """MaskGIT's keys that taming's lack: numbered mid blocks, the decoder's ``upsample_conv``."""
+_MAGVIT2_MID_BLOCK = re.compile(r"^(encoder|decoder)\.mid_block\.\d+\.")
+"""Keys only Open-MAGVIT2's and SimVQ's checkpoints have (diffusers' ``mid_block`` is not numbered)."""
 
 
 def detect_format(state: Mapping[str, Any]) -> str:
     """``"original"`` (taming / MoVQGAN keys), ``"diffusers"`` (``VQModel`` keys), ``"dalle"``
     (OpenAI dVAE ``blocks.*`` keys), ``"llamagen"`` (``conv_blocks.*`` keys), ``"maskgit"``
     (numbered mid blocks, ``upsample_conv``), ``"var"`` (fused ``qkv`` attention, Phi convolutions:
-    :mod:`movq.hub.var`) or ``"vqgan-lc"`` (``tok_embeddings`` and
-    ``codebook_projection`` next to taming keys); ``ValueError`` when none fits."""
+    :mod:`movq.hub.var`), ``"vqgan-lc"`` (``tok_embeddings`` and ``codebook_projection`` next to
+    taming keys) or ``"magvit2"`` (Open-MAGVIT2's and SimVQ's numbered ``mid_block``); ``ValueError``
+    when none fits."""
     keys = list(state)
     if "tok_embeddings.weight" in state and any(k.startswith("codebook_projection.") for k in keys):
         return VQGAN_LC
+    if any(_MAGVIT2_MID_BLOCK.match(k) for k in keys):
+        return MAGVIT2
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.mid_block.")) for k in keys):
         return DIFFUSERS
     if any(k.startswith(("encoder.conv_blocks.", "decoder.conv_blocks.")) for k in keys):
@@ -237,6 +247,8 @@ def infer_config(state: Mapping[str, Tensor], preset: str | None = None, source:
     if preset is not None:
         return get_preset(preset)
     if "quant_conv.weight" not in state and "encoder.conv_in.weight" in state and "encoder.conv_in.bias" not in state:
+        if is_magvit2_state(state):
+            return magvit2_config(state, source)  # Open-MAGVIT2's / SimVQ's network: numbered mid blocks
         return maskgit_config(state, source)  # MaskGIT's network: no quant_conv, a bias-free conv_in
     config = recognise_ibq(_config_from_shapes(state, source))  # IBQ: a VQ codebook's tensors, IBQ's network
     for candidate in PRESETS.values():
@@ -272,6 +284,56 @@ def maskgit_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> C
     )
     for preset in PRESETS.values():
         if replace(config, name=preset.name) == preset:
+            return get_preset(preset.name)
+    return CodecConfig.from_dict(config.to_dict())  # checks every field
+
+
+def is_magvit2_state(state: Mapping[str, object]) -> bool:
+    """Whether ``state`` in movq's names is Open-MAGVIT2's / SimVQ's network (a mid block of
+    numbered ResNet blocks, no ``quant_conv``): a movq state dict without its saved config."""
+    return "quant_conv.weight" not in state and "encoder.mid.block.0.conv1.weight" in state
+
+
+def magvit2_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> CodecConfig:
+    """The codec config of an Open-MAGVIT2 / SimVQ state dict (their key names or movq's: the keys
+    read here are the same in both), from the shapes: a preset when they are its (up to the training
+    ``resolution``, which no tensor sets), else a ``magvit2-custom`` / ``simvq-custom`` config.
+    ``ValueError`` naming ``source`` when a needed key is missing or the shapes fit no network."""
+    levels: dict[int, dict[int, int]] = {}
+    for key, value in state.items():
+        match = _LEVEL.match(key)
+        if match:
+            levels.setdefault(int(match[1]), {})[int(match[2])] = value.shape[0]
+    needed = ("encoder.conv_in.weight", "encoder.conv_out.weight")
+    missing = [k for k in needed if k not in state] + ([] if levels else ["encoder.down.0.block.0.conv2.weight"])
+    if missing:
+        raise ValueError(f"{source}: Open-MAGVIT2 / SimVQ keys, but {missing} are missing")
+    ch = state["encoder.conv_in.weight"].shape[0]
+    widths = [levels.get(i, {}).get(0, 0) for i in range(max(levels) + 1)]
+    if any(w == 0 or w % ch for w in widths):
+        raise ValueError(f"{source}: Open-MAGVIT2 level widths {widths} are not multiples of ch={ch}")
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    network = "magvit2" if any(k.startswith("decoder.adaptive.") for k in state) else "simvq"
+    if "quantize.embedding_proj.weight" in state and "quantize.embedding.weight" in state:
+        quantizer: LFQConfig | SimVQConfig = SimVQConfig(
+            codebook_size=state["quantize.embedding.weight"].shape[0],
+            projection_bias="quantize.embedding_proj.bias" in state,
+        )
+    elif any(k.startswith("quantize.") for k in state):
+        found = sorted(k for k in state if k.startswith("quantize."))[:4]
+        raise ValueError(f"{source}: Open-MAGVIT2 network with quantizer tensors {found}: movq reads LFQ and SimVQ only")
+    else:
+        quantizer = LFQConfig(bit_order="lsb_first")
+    try:
+        config = replace(
+            OPEN_MAGVIT2_F16_262144, name=f"{network}-custom", ch=ch, ch_mult=tuple(w // ch for w in widths),
+            num_res_blocks=len(levels[0]), z_channels=z_channels, embed_dim=z_channels, quantizer=quantizer,
+            network=network,
+        )
+    except ValueError as error:
+        raise ValueError(f"{source}: the Open-MAGVIT2 / SimVQ shapes fit no network: {error}") from None
+    for preset in PRESETS.values():
+        if replace(config, name=preset.name, resolution=preset.resolution) == preset:
             return get_preset(preset.name)
     return CodecConfig.from_dict(config.to_dict())  # checks every field
 
@@ -335,6 +397,9 @@ def _quantizer_from_shapes(state: Mapping[str, Tensor], embed_dim: int, source: 
     VQ; FSQ and LFQ have no tensors at all. Their configs travel in ``config.json`` or in the
     state dict's metadata (:data:`movq.config.STATE_DICT_CONFIG_KEY`), not in the shapes.
     """
+    if "quantize.embedding_proj.weight" in state:
+        return SimVQConfig(codebook_size=state["quantize.embedding.weight"].shape[0],
+                           projection_bias="quantize.embedding_proj.bias" in state)
     if "quantize.codebook" in state and "quantize.projection.weight" in state:
         codebook = state["quantize.codebook"]
         return ProjectedConfig(codebook_size=codebook.shape[0], codebook_dim=codebook.shape[1])

@@ -17,6 +17,7 @@ from movq.hub.formats import (
     FORMATS,
     LIGHTNING,
     LLAMAGEN,
+    MAGVIT2,
     MASKGIT,
     MOVQ,
     ORIGINAL,
@@ -115,6 +116,7 @@ _LLAMAGEN_README = "LlamaGen README, github.com/FoundationVision/LlamaGen"
 _IBQ_DOCS = "SEED-Voken docs/IBQ.md, github.com/TencentARC/SEED-Voken"
 _OPTVQ_README = "OptVQ's README, github.com/zbr17/OptVQ"
 _NOT_IMAGENET = "no ImageNet figures published: trained on {}"
+_MAGVIT2_DOCS = "SEED-Voken docs/Open-MAGVIT2.md, github.com/TencentARC/SEED-Voken"
 _TAMING = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -219,6 +221,27 @@ REGISTRY: dict[str, ModelSpec] = {
             "173.9M", preset="ibq-f16-262144", repo_id="TencentARC/IBQ-Tokenizer-262144-Pretrain",
             filenames=("IBQ_pretrain_262144.ckpt",),
             published=PublishedFigures("16x16", 262144, _IBQ_DOCS, rfid=1.53, psnr=22.69),
+        ),
+        ModelSpec(
+            "open-magvit2-256", "hub", MAGVIT2,
+            "Open-MAGVIT2 tokenizer, ImageNet 256px, f=16, lookup-free quantization with 2^18 codes, EMA weights",
+            "115.1M", preset="open-magvit2-f16-262144", repo_id="TencentARC/Open-MAGVIT2-Tokenizer-256-resolution",
+            filenames=("imagenet_256_L.ckpt",),
+            published=PublishedFigures("16x16", 262144, _MAGVIT2_DOCS, rfid=1.17, psnr=21.90),
+        ),
+        ModelSpec(
+            "open-magvit2-128", "hub", MAGVIT2,
+            "Open-MAGVIT2 tokenizer, ImageNet 128px, f=8, lookup-free quantization with 2^18 codes, EMA weights",
+            "112.0M", preset="open-magvit2-f8-262144", repo_id="TencentARC/Open-MAGVIT2-Tokenizer-128-resolution",
+            filenames=("imagenet_128_L.ckpt",),
+            published=PublishedFigures("16x16", 262144, _MAGVIT2_DOCS, rfid=1.18, psnr=25.08, resolution=128),
+        ),
+        ModelSpec(
+            "open-magvit2-262144-pretrain", "hub", MAGVIT2,
+            "Open-MAGVIT2 tokenizer pretrained on 100M web images (text-to-image), f=16, 2^18 codes, EMA weights",
+            "115.1M", preset="open-magvit2-f16-262144", repo_id="TencentARC/Open-MAGVIT2-Tokenizer-262144-Pretrain",
+            filenames=("pretrain256_262144.ckpt",),
+            published=PublishedFigures("16x16", 262144, _MAGVIT2_DOCS, rfid=1.67, psnr=22.70),
         ),
         ModelSpec(
             "maskgit-vqgan-f16-256", "hub", MASKGIT,

@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from movq.modules.norm import make_norm
 
 if TYPE_CHECKING:
     from movq.config import CodecConfig
+
+
+MAGVIT2_NETWORKS = ("magvit2", "simvq")
+"""``CodecConfig.network`` values of Open-MAGVIT2's network (``"simvq"``: the same without adaptive norms)."""
 
 
 def preferred_memory_format(device: torch.device) -> torch.memory_format:
@@ -89,29 +94,46 @@ class AttnBlock(nn.Module):
 
 class Downsample(nn.Module):
     """Halves H and W. ``kind="conv"`` (taming): stride-2 3x3 convolution, padded one pixel on the
-    right and bottom; ``kind="avgpool"`` (MaskGIT's VQGAN): 2x2 average pooling, no weights."""
+    right and bottom; ``kind="conv_centered"`` (Open-MAGVIT2): the same convolution padded one pixel
+    on every side; ``kind="avgpool"`` (MaskGIT's VQGAN): 2x2 average pooling, no weights."""
 
-    def __init__(self, channels: int, kind: Literal["conv", "avgpool"] = "conv") -> None:
+    KINDS = ("conv", "conv_centered", "avgpool")
+
+    def __init__(self, channels: int, kind: Literal["conv", "conv_centered", "avgpool"] = "conv") -> None:
         super().__init__()
-        if kind not in ("conv", "avgpool"):
-            raise ValueError(f"Downsample kind must be 'conv' or 'avgpool', got {kind!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"Downsample kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0) if kind == "conv" else None
+        padding = 1 if kind == "conv_centered" else 0
+        self.conv = None if kind == "avgpool" else nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=padding)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.conv is None:
             return F.avg_pool2d(x, kernel_size=2, stride=2)
+        if self.kind == "conv_centered":
+            return self.conv(x)
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution. Doubles H and W."""
+    """Doubles H and W. ``kind="nearest"`` (taming): nearest-neighbour x2 upsampling followed by a 3x3
+    convolution; ``kind="depth_to_space"`` (Open-MAGVIT2): a 3x3 convolution to ``4 * channels``,
+    then depth-to-space in DCR order (output channel ``c`` at sub-pixel ``(i, j)`` is input channel
+    ``(2 i + j) * channels + c``; ``F.pixel_shuffle`` uses the other order, ``4 c + 2 i + j``)."""
 
-    def __init__(self, channels: int) -> None:
+    KINDS = ("nearest", "depth_to_space")
+
+    def __init__(self, channels: int, kind: Literal["nearest", "depth_to_space"] = "nearest") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        if kind not in self.KINDS:
+            raise ValueError(f"Upsample kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        out_channels = 4 * channels if kind == "depth_to_space" else channels
+        self.conv = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "depth_to_space":
+            return rearrange(self.conv(x), "b (i j c) h w -> b c (h i) (w j)", i=2, j=2)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 

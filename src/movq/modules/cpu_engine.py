@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from movq.modules.blocks import AttnBlock, Downsample, ResnetBlock, Upsample
 from movq.modules.decoder import Decoder
 from movq.modules.encoder import Encoder
-from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm, shared_stats_of
+from movq.modules.norm import EPS, NUM_GROUPS, AdaptiveGroupNorm, GroupNorm, SpatialNorm, shared_stats_of
 
 SCORE_CHUNK_BYTES = 4 << 20  # float32 score rows computed at once: cache-sized, bounds memory at any length
 MIN_CHUNK_ROWS = 128  # but never fewer queries per product than this (long sequences: large images)
@@ -376,9 +376,13 @@ def engaged(root: nn.Module, x: Tensor) -> AbstractContextManager[None]:
 
 def handles(root: nn.Module) -> bool:
     """Whether the engine's forwards compute what ``root``'s modules do: not for MaskGIT's blocks
-    (ResNet shortcuts on the block's output, average-pool downsampling), which run as written."""
+    (ResNet shortcuts on the block's output, average-pool downsampling) nor Open-MAGVIT2's / SimVQ's
+    (centred downsampling, depth-to-space upsampling, adaptive norms), which run as written."""
     return not any(
-        (isinstance(m, ResnetBlock) and m.shortcut_from_output) or (isinstance(m, Downsample) and m.conv is None)
+        (isinstance(m, ResnetBlock) and m.shortcut_from_output)
+        or (isinstance(m, Downsample) and m.kind != "conv")
+        or (isinstance(m, Upsample) and m.kind != "nearest")
+        or isinstance(m, AdaptiveGroupNorm)
         for m in root.modules()
     )
 

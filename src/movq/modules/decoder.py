@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.modules.blocks import (
+    MAGVIT2_NETWORKS,
     AttnBlock,
     Level,
     MidBlock,
@@ -16,7 +17,7 @@ from movq.modules.blocks import (
     level_has_attention,
     preferred_memory_format,
 )
-from movq.modules.norm import make_norm
+from movq.modules.norm import AdaptiveGroupNorm, make_norm
 
 if TYPE_CHECKING:
     from movq.config import CodecConfig
@@ -29,32 +30,46 @@ class Decoder(nn.Module):
     ``zq``, the quantized latent ``[B, embed_dim, h, w]``, which must then be passed to ``forward``;
     with ``"group"`` (VQGAN) ``zq`` is ignored. ``forward`` is ``local_stage(global_stage(z, zq), zq)``:
     the split lets tiling run the local stage in tiles. Runs in the device's preferred layout
-    (:func:`~movq.modules.blocks.preferred_memory_format`); returns NCHW.
+    (:func:`~movq.modules.blocks.preferred_memory_format`); returns NCHW. Open-MAGVIT2's decoder
+    (``network="magvit2"``) modulates every level with :class:`~movq.modules.norm.AdaptiveGroupNorm`
+    layers (``adaptive``, by resolution level) read from the whole latent ``z``: all its levels are
+    global.
     """
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         ch, dropout = config.ch, config.dropout
-        maskgit = getattr(config, "network", "taming") == "maskgit"  # see CodecConfig.network
+        network = getattr(config, "network", "taming")  # see CodecConfig.network
+        maskgit, magvit2 = network == "maskgit", network in MAGVIT2_NETWORKS
+        bias = not (maskgit or magvit2)
         zq_channels = config.embed_dim if config.norm == "spatial" else None
         self.conditioned = zq_channels is not None
         block_in = ch * config.ch_mult[-1]
         self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, padding=1)
-        self.mid = MidBlock(block_in, dropout, zq_channels, attention=config.mid_attention, bias=not maskgit)
+        if magvit2:  # num_res_blocks bias-free ResNet blocks, no attention
+            self.mid: nn.Module = Level([ResnetBlock(block_in, block_in, dropout, bias=False)
+                                         for _ in range(config.num_res_blocks)], [])
+        else:
+            self.mid = MidBlock(block_in, dropout, zq_channels, attention=config.mid_attention, bias=bias)
         levels: list[Level] = []
+        adaptive: list[AdaptiveGroupNorm] = []
         for i in reversed(range(len(config.ch_mult))):
             block_out = ch * config.ch_mult[i]
+            if network == "magvit2":
+                adaptive.insert(0, AdaptiveGroupNorm(config.z_channels, block_in))
             blocks, attns = [], []
-            for _ in range(config.num_res_blocks + (0 if maskgit else 1)):
-                blocks.append(ResnetBlock(block_in, block_out, dropout, zq_channels, bias=not maskgit,
+            for _ in range(config.num_res_blocks + (0 if maskgit or magvit2 else 1)):
+                blocks.append(ResnetBlock(block_in, block_out, dropout, zq_channels, bias=bias,
                                           shortcut_from_output=maskgit))
                 block_in = block_out
                 if level_has_attention(config, i):
                     attns.append(AttnBlock(block_in, zq_channels))
             level = Level(blocks, attns)
-            level.upsample = Upsample(block_in) if i != 0 else None
+            level.upsample = (Upsample(block_in, "depth_to_space" if magvit2 else "nearest") if i != 0 else None)
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)  # indexed by resolution level, run from the last one
+        # Open-MAGVIT2: before each level's blocks, a group norm modulated by the latent's statistics
+        self.adaptive = nn.ModuleList(adaptive) if network == "magvit2" else None
         self.norm_out = make_norm(block_in, zq_channels)
         self.conv_out = nn.Conv2d(block_in, config.out_channels, kernel_size=3, padding=1)
 
@@ -62,6 +77,8 @@ class Decoder(nn.Module):
     def global_levels(self) -> int:
         """Levels, in run order from the lowest resolution, up to the last one with attention: with
         ``conv_in`` and the mid block, the part whose outputs depend on the whole latent."""
+        if self.adaptive is not None:  # every level is modulated by the whole latent's statistics
+            return len(self.up)
         run_order = list(reversed(self.up))
         return max((r + 1 for r, level in enumerate(run_order) if len(level.attn)), default=0)
 
@@ -76,13 +93,18 @@ class Decoder(nn.Module):
             raise ValueError("the MoVQ decoder (norm='spatial') needs the quantized latent zq")
         return zq if self.conditioned else None
 
-    def run_levels(self, h: Tensor, zq: Tensor | None, start: int, stop: int) -> Tensor:
+    def run_levels(self, h: Tensor, zq: Tensor | None, start: int, stop: int, style: Tensor | None = None) -> Tensor:
         """Levels ``start .. stop - 1`` in run order (0: the lowest resolution), each after the
-        upsampling of the level before it."""
+        upsampling of the level before it. ``style`` is the latent the adaptive norms read
+        (Open-MAGVIT2's decoder: its input ``z``)."""
         run_order = list(reversed(self.up))
         for r in range(start, stop):
             if r > 0:
                 h = run_order[r - 1].upsample(h)
+            if self.adaptive is not None:
+                if style is None:
+                    raise ValueError("Open-MAGVIT2's decoder levels need the latent (style) for their adaptive norms")
+                h = self.adaptive[len(self.up) - 1 - r](h, style)
             h = run_order[r](h, zq)
         return h
 
@@ -91,7 +113,7 @@ class Decoder(nn.Module):
         upsampling): latent -> features at ``local_scale`` times the latent resolution."""
         zq = self.check_zq(zq)
         z = z.contiguous(memory_format=preferred_memory_format(z.device))
-        return self.run_levels(self.mid(self.conv_in(z), zq), zq, 0, self.global_levels)
+        return self.run_levels(self.mid(self.conv_in(z), zq), zq, 0, self.global_levels, style=z)
 
     def local_stage(self, h: Tensor, zq: Tensor | None = None) -> Tensor:
         """The remaining levels and the output conv: features -> image (NCHW). Each output pixel

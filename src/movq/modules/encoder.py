@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from movq.modules.blocks import (
+    MAGVIT2_NETWORKS,
     AttnBlock,
     Downsample,
     Level,
@@ -33,8 +34,10 @@ class Encoder(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         ch, dropout = config.ch, config.dropout
-        maskgit = getattr(config, "network", "taming") == "maskgit"  # see CodecConfig.network
-        bias, kind = not maskgit, "avgpool" if maskgit else "conv"
+        network = getattr(config, "network", "taming")  # see CodecConfig.network
+        maskgit, magvit2 = network == "maskgit", network in MAGVIT2_NETWORKS
+        bias = not (maskgit or magvit2)
+        kind = "avgpool" if maskgit else "conv_centered" if magvit2 else "conv"
         self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, padding=1, bias=bias)
         self.down = nn.ModuleList()
         block_in = ch
@@ -49,9 +52,13 @@ class Encoder(nn.Module):
             level = Level(blocks, attns)
             level.downsample = Downsample(block_in, kind) if i != len(config.ch_mult) - 1 else None
             self.down.append(level)
-        self.mid = MidBlock(block_in, dropout, attention=config.mid_attention, bias=bias)
+        if magvit2:  # num_res_blocks bias-free ResNet blocks, no attention
+            self.mid: nn.Module = Level([ResnetBlock(block_in, block_in, dropout, bias=False)
+                                         for _ in range(config.num_res_blocks)], [])
+        else:
+            self.mid = MidBlock(block_in, dropout, attention=config.mid_attention, bias=bias)
         self.norm_out = GroupNorm(block_in)
-        kernel = 1 if maskgit else 3
+        kernel = 1 if maskgit or magvit2 else 3
         self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=kernel, padding=kernel // 2)
 
     @property

@@ -84,3 +84,27 @@ class SpatialNorm(nn.Module):
 def make_norm(channels: int, zq_channels: int | None) -> nn.Module:
     """SpatialNorm when the block is conditioned on ``zq`` (``zq_channels`` given), else GroupNorm."""
     return GroupNorm(channels) if zq_channels is None else SpatialNorm(channels, zq_channels)
+
+
+class AdaptiveGroupNorm(nn.Module):
+    """Open-MAGVIT2's adaptive group norm (TencentARC/SEED-Voken ``improved_model.py``): GroupNorm(32)
+    without affine parameters, then a per-image, per-channel scale and shift read from the global
+    statistics of a style map.
+
+    ``out = GroupNorm(x) * gamma(sqrt(var(style) + eps)) + beta(mean(style))`` with ``x``
+    ``[B, channels, H, W]``, ``style`` ``[B, style_channels, h, w]`` (the decoder's quantized latent),
+    ``mean`` / ``var`` over ``h * w`` (``var`` unbiased, as ``Tensor.var`` computes it in the original),
+    ``gamma`` and ``beta`` linear layers ``style_channels -> channels``. Output has ``x``'s shape.
+    """
+
+    def __init__(self, style_channels: int, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.gamma = nn.Linear(style_channels, channels)
+        self.beta = nn.Linear(style_channels, channels)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        flat = style.flatten(2)  # [B, style_channels, h * w]
+        scale = self.gamma((flat.var(dim=-1) + EPS).sqrt())[:, :, None, None]
+        shift = self.beta(flat.mean(dim=-1))[:, :, None, None]
+        return F.group_norm(x, NUM_GROUPS, eps=EPS) * scale + shift

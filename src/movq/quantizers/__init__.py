@@ -29,6 +29,7 @@ from .lfq import LFQ, LFQConfig
 from .multiscale import MultiScaleConfig, MultiScaleResidualVQ
 from .projected import ProjectedConfig, ProjectedQuantizer
 from .residual import ResidualConfig, ResidualVectorQuantizer
+from .simvq import SimVQ, SimVQConfig
 from .vq import VectorQuantizer, VQConfig
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "QuantizerOutput",
     "ResidualConfig",
     "ResidualVectorQuantizer",
+    "SimVQ",
+    "SimVQConfig",
     "VQConfig",
     "VectorQuantizer",
     "build_quantizer",
@@ -66,7 +69,7 @@ __all__ = [
 
 QuantizerConfig = (
     VQConfig | EMAConfig | GumbelConfig | ResidualConfig | FSQConfig | LFQConfig | IBQConfig | ProjectedConfig
-    | MultiScaleConfig
+    | MultiScaleConfig | SimVQConfig
 )
 """Any quantizer config, told apart by its ``kind`` (``"vq"``, the first member's, when a dict has none)."""
 

@@ -19,7 +19,10 @@ from .codes import LOG_EPS, code_statistics
 
 @dataclass
 class LFQConfig(QuantizerConfigBase):
-    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** (dim // num_codebooks)``."""
+    """Lookup-free quantization (:class:`LFQ`); ``codebook_size == 2 ** (dim // num_codebooks)``.
+    ``bit_order`` says which channel of each codebook's part is its token id's most significant bit:
+    ``"msb_first"`` (its first channel, movq's and vector-quantize-pytorch's order) or
+    ``"lsb_first"`` (its first channel is bit 0: Open-MAGVIT2's order)."""
 
     architecture_fields = ("num_codebooks",)
 
@@ -27,6 +30,7 @@ class LFQConfig(QuantizerConfigBase):
     commitment_weight: NonNegativeFloat = 0.25
     num_codebooks: PositiveInt = 1
     spherical: bool = False
+    bit_order: Literal["msb_first", "lsb_first"] = "msb_first"
     kind: Literal["lfq"] = "lfq"
 
     def build(self, dim: int) -> LFQ:
@@ -48,7 +52,9 @@ class LFQ(Quantizer):
     they agree. Input: ``z`` ``[B, dim, H, W]`` (or a sequence ``[B, N, dim]``). Output
     :class:`QuantizerOutput`: ``z_q`` ``[B, dim, H, W]`` with values in ``{-scale, +scale}``, in ``z``'s
     dtype (straight-through), indices ``[B, H, W]`` in ``[0, codebook_size)`` whose bit
-    ``bits - 1 - i`` is 1 where channel ``i`` is positive (channel 0 is the most significant bit).
+    ``bits - 1 - i`` is 1 where channel ``i`` is positive (channel 0 is the most significant bit); with
+    ``bit_order="lsb_first"`` bit ``i`` is channel ``i`` (Open-MAGVIT2's ids). With several codebooks
+    the order applies to each codebook's ``bits`` channels and its own id.
 
     ``loss = entropy_weight * (H_sample - H_codebook) + commitment_weight * mean((x - sg[q])^2)``.
     The code distribution of a position is ``softmax(2 * inv_temperature * <x, c>)`` over all codes
@@ -79,11 +85,12 @@ class LFQ(Quantizer):
         num_codebooks: int = 1,
         spherical: bool = False,
         scale: float = 1.0,
+        bit_order: str = "msb_first",
     ) -> None:
         super().__init__()
         config = LFQConfig(  # checks them
             entropy_weight=entropy_weight, commitment_weight=commitment_weight, num_codebooks=num_codebooks,
-            spherical=spherical,
+            spherical=spherical, bit_order=bit_order,  # type: ignore[arg-type]
         )
         books = config.num_codebooks
         if dim is None and codebook_size is None:
@@ -118,7 +125,9 @@ class LFQ(Quantizer):
         self.scale = float(scale)
         self.code_value = self.scale / math.sqrt(self.bits) if self.spherical else self.scale
         """Magnitude of every channel of a code."""
-        self.register_buffer("_bits", 2 ** torch.arange(self.bits - 1, -1, -1, dtype=torch.long), persistent=False)
+        self.bit_order = config.bit_order
+        powers = 2 ** torch.arange(self.bits, dtype=torch.long)  # lsb_first: channel i of a codebook is bit i
+        self.register_buffer("_bits", powers.flip(0) if config.bit_order == "msb_first" else powers, persistent=False)
 
     def indices_shape(self, height: int, width: int) -> tuple[int, ...]:
         return (height, width) if self.num_codebooks == 1 else (self.num_codebooks, height, width)

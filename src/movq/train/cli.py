@@ -41,7 +41,7 @@ _HELP = {
     "preset": "codec preset to train from scratch (movq.config.PRESETS)",
     "init": "fine-tune from these weights: anything movq.load accepts (name or folder)",
     "codec": "JSON dict overriding preset fields, e.g. '{\"norm\": \"group\"}'",
-    "quantizer": "quantizer kind replacing the preset's (vq, ema, residual, fsq, lfq, multiscale, ...); "
+    "quantizer": "quantizer kind replacing the preset's (vq, ema, residual, fsq, lfq, simvq, multiscale, ...); "
                  "its options in --codec '{\"quantizer\": {...}}'",
     "perceptual_net": "LPIPS backbone for the perceptual loss: vgg, alex or none",
     "perceptual_weights": "local LPIPS weights file (default: stlpips-pytorch's files, see movq.metrics.lpips)",

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
+from movq.quantizers import QuantizerConfig
 from movq.strict import (
     ConfigError,
     NonNegativeFloat,
@@ -201,14 +202,8 @@ class CodecTrainConfig(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.quantizer is not None:
-            from typing import get_args
-
-            from movq.quantizers import QuantizerConfig
-
-            kinds = sorted(member().kind for member in get_args(QuantizerConfig))
-            if self.quantizer not in kinds:
-                raise ValueError(f"unknown quantizer {self.quantizer!r}; expected one of {kinds}")
+        if self.quantizer is not None and self.quantizer not in quantizer_kinds():
+            raise ValueError(f"unknown quantizer {self.quantizer!r}; expected one of {sorted(quantizer_kinds())}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must be two area fractions 0 < min <= max <= 1, got {self.crop_scale}")
@@ -222,6 +217,11 @@ class CodecTrainConfig(OptimConfig):
                 f"needs at least {smallest} px; use fewer --disc-layers, or train without it (--w-adv 0, or "
                 f"--disc-start >= --max-steps)"
             )
+
+
+def quantizer_kinds() -> tuple[str, ...]:
+    """The ``kind`` of every quantizer config (:data:`movq.quantizers.QuantizerConfig`)."""
+    return tuple(member.kind for member in get_args(QuantizerConfig))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -36,13 +36,16 @@ HISTOGRAM_CAP = 2**20
 
 
 def build_codec(cfg: CodecTrainConfig) -> Codec:
-    """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec`` overrides."""
+    """The codec to train: ``cfg.init`` weights (``movq.load``) or the preset with ``cfg.codec``'s
+    overrides, its quantizer replaced by one of kind ``cfg.quantizer`` when given (:func:`quantizer_options`);
+    a multi-scale codec must train at its resolution (:func:`check_multiscale_resolution`)."""
     if cfg.init:
         from movq.loader import load
 
         codec = load(cfg.init)
         if cfg.codec or cfg.quantizer:
-            raise ValueError("codec overrides cannot be combined with --init (the weights fix the architecture)")
+            raise ValueError("codec overrides (--codec, --quantizer) cannot be combined with --init (the weights fix "
+                             "the architecture)")
         return check_multiscale_resolution(codec.float().train(), cfg)
     base = get_preset(cfg.preset).to_dict()
     overrides = dict(cfg.codec)
