@@ -33,6 +33,9 @@ class DiffusionConfig(StrictConfig):
     ``hybrid`` loss). ``loss=None`` picks ``hybrid`` for a learned variance and ``mse`` otherwise.
     ``vlb_weight`` is the lambda of ``L_simple + lambda * L_vlb``; ``bin_width`` is the decoder bin of
     the discretized likelihood at ``t = 0`` (see :class:`~movq.diffusion.GaussianDiffusion`).
+    ``bounds`` is the data's range when it is bounded: ``(-1, 1)`` for pixels (8-bit images scaled to
+    ``[-1, 1]``, ``movq-diffusion-train --pixels``), where the decoder's first and last bins are open
+    (improved DDPM's pixel-space likelihood); ``None`` for unbounded latents.
     """
 
     steps: Steps = 1000
@@ -42,6 +45,7 @@ class DiffusionConfig(StrictConfig):
     loss: Loss | None = None
     vlb_weight: NonNegativeFloat = 1e-3
     bin_width: PositiveFloat = 2.0 / 255.0
+    bounds: tuple[float, float] | None = None
     timesteps: list[int] | None = None
 
     def __post_init__(self) -> None:
@@ -58,6 +62,8 @@ class DiffusionConfig(StrictConfig):
                 f"loss='hybrid' trains the variance through the VLB term, but var_type={self.var_type!r} is fixed: "
                 "use var_type='learned_range' or loss='mse'"
             )
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"bounds must be (low, high) with low < high, got {self.bounds}")
         if self.timesteps is not None:
             self.timesteps = check_kept_timesteps(self.steps, self.timesteps)
 

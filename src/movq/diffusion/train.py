@@ -3,6 +3,7 @@
 
     movq-diffusion-train --data LATENTS --out runs/diffusion --preset unet-small --max-steps 50000
     movq-diffusion-train --data photos/ --codec movqgan-tiny-photos --resolution 64 --out runs/diffusion
+    movq-diffusion-train --data food/ --pixels --resolution 64 --out runs/food     # pixel space, no codec
     movq-diffusion-train --out runs/diffusion --resume                 # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m movq.diffusion.train --data LATENTS --out runs/diffusion ...
 
@@ -12,6 +13,12 @@ Class labels are the top-level subfolders of an image folder (``DATA/<class>/<im
 ``OUT/latent_diffusion.json``); ``--cond FILE.safetensors`` adds one conditioning vector per item.
 Labels / vectors are dropped with probability ``--p-uncond`` so the model also learns the
 unconditional prediction (classifier-free guidance).
+
+Pixel space (``--pixels``, improved DDPM as published): the UNet works on the images themselves,
+3 channels in ``[-1, 1]`` at ``--resolution``, no codec and no latent scale; the images of ``--data``
+(any collection ``movq-tokenize`` reads; class folders give the labels) are decoded once with the
+bench's preprocessing into memory. The VLB's decoder at ``t = 0`` is the discretized likelihood of
+8-bit pixels (bins of ``2/255``, the first and last open), and samples clip ``x0`` to ``[-1, 1]``.
 
 Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``t`` uniform, ``--loss hybrid``
 (``L_simple + vlb_weight * L_vlb`` with a learned variance) or ``--loss mse`` (``L_simple``, fixed
@@ -23,7 +30,7 @@ reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.Gaussian
 
 ``OUT`` gets the release (``LatentDiffusionPipeline.from_pretrained(OUT)``): the UNet's
 ``config.json`` + ``model.safetensors`` + ``ema.safetensors`` (EMA weights, used for sampling),
-``diffusion.json``, ``latent_diffusion.json`` (codec, latent scale and shape, class names), plus
+``diffusion.json``, ``latent_diffusion.json`` (pixel or latent space, codec, latent scale and shape, class names), plus
 ``log.csv`` and ``checkpoints/``. Checkpoints, exact resume, DDP, EMA, logs and the progress bar
 are those of ``movq-train`` (:class:`movq.train.loop.TrainLoop`).
 """
@@ -40,7 +47,15 @@ import torch
 from torch import Tensor
 
 from movq.diffusion.config import DiffusionConfig, Loss, MeanType, Steps, VarType
-from movq.diffusion.data import LabelMode, LatentItems, collate_latents, labelled_latents, latent_std
+from movq.diffusion.data import (
+    LabelMode,
+    LatentItems,
+    PixelImages,
+    collate_latents,
+    labelled_latents,
+    labelled_pixels,
+    latent_std,
+)
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
 from movq.diffusion.guidance import drop_conditions
 from movq.diffusion.pipeline import write_release_info
@@ -48,7 +63,7 @@ from movq.diffusion.presets import UNET_PRESETS, check_overrides, unet_config
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
-from movq.tokenize.training_data import check_same_codec, codec_identity, open_token_folder
+from movq.tokenize.training_data import check_same_codec, codec_identity, is_token_folder, open_token_folder
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import OptimConfig
@@ -60,6 +75,8 @@ PROG = "movq-diffusion-train"
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "mse", "vb", "grad_norm", "steps_per_s", "skipped_files")
 """Columns of the run's ``log.csv`` (``mse``: L_simple; ``vb``: the VLB term in bits/dim, hybrid only)."""
 LATENTS_DIR = "latents"
+PIXEL_BOUNDS = (-1.0, 1.0)
+"""The range of pixel data (8-bit images scaled to ``[-1, 1]``): the decoder's open edge bins, the samples' clip."""
 DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large"}
 """The reverse-step variance each loss trains with unless ``--var-type`` says otherwise (improved-diffusion's defaults)."""
 
@@ -69,7 +86,8 @@ class DiffusionTrainConfig(OptimConfig):
     """Everything a latent-diffusion training run needs (bookkeeping from :class:`RunConfig`, optimisation
     from :class:`OptimConfig`; see the module docstring for the method).
 
-    Data: ``data`` (a ``--latents`` folder or images + ``codec`` at ``resolution``, default 256),
+    Data: ``data`` (a ``--latents`` folder or images + ``codec`` at ``resolution``, default 256; or with
+    ``pixels`` the images themselves at ``resolution``, no codec),
     ``labels`` (``auto``: class folders when the data has them; ``folder``; ``none``), ``cond`` (a
     ``.safetensors`` file with ``cond`` ``[N, D]``). Model: ``preset`` (:data:`UNET_PRESETS`) with
     ``model`` overrides. Diffusion: ``diffusion_steps``, ``schedule``, ``mean_type``, ``loss``,
@@ -84,6 +102,7 @@ class DiffusionTrainConfig(OptimConfig):
     data: str = ""
     codec: str | None = None
     resolution: PositiveInt | None = None
+    pixels: bool = False
     labels: LabelMode = "auto"
     cond: str | None = None
     preset: str = "unet-small"
@@ -109,6 +128,13 @@ class DiffusionTrainConfig(OptimConfig):
         if self.preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(UNET_PRESETS)}")
         check_overrides(self.model)
+        if self.pixels:
+            if self.codec:
+                raise ValueError("--pixels trains on the images themselves: drop --codec (a codec is for latent diffusion)")
+            if self.latent_scale is not None:
+                raise ValueError("--latent-scale applies to latents: --pixels trains on images in [-1, 1]")
+            if self.resolution is None:
+                raise ValueError("--pixels needs --resolution (the image side the UNet works at, e.g. 64)")
         self.diffusion_config()  # the diffusion settings must make a valid process
 
     def diffusion_config(self) -> DiffusionConfig:
@@ -116,19 +142,22 @@ class DiffusionTrainConfig(OptimConfig):
         var_type = self.var_type or DEFAULT_VAR_TYPE.get(self.loss, "learned_range")
         try:
             return DiffusionConfig(steps=self.diffusion_steps, schedule=self.schedule, mean_type=self.mean_type,
-                                   var_type=var_type, loss=self.loss, vlb_weight=self.vlb_weight)
+                                   var_type=var_type, loss=self.loss, vlb_weight=self.vlb_weight,
+                                   bounds=PIXEL_BOUNDS if self.pixels else None)
         except ValueError as error:
             raise ValueError(f"diffusion settings (--diffusion-steps/--schedule/--mean-type/--loss/--var-type): {error}") from None
 
 
 HELP = {
     "data": "movq-tokenize --latents folder, or an image folder (class subfolders) / manifest / .tar collection "
-            "encoded once with --codec into OUT/latents",
+            "encoded once with --codec into OUT/latents (with --pixels: decoded once into memory)",
     "out": "output folder: release (UNet config.json, model/ema.safetensors, diffusion.json, latent_diffusion.json), "
            "log.csv, checkpoints/, last, latents/",
     "codec": "frozen codec (name or folder, as movq.load) whose latents to learn; with a latent folder, checked "
              "against the codec that wrote it",
-    "resolution": "image side when encoding an image collection (default 256); a latent folder has its own",
+    "resolution": "image side when encoding an image collection (default 256); a latent folder has its own; "
+                  "with --pixels the side the UNet works at (required)",
+    "pixels": "pixel-space diffusion: train on the images of --data in [-1, 1] (3 channels), no codec",
     "labels": "class labels: auto (top-level subfolders when present), folder (required), none",
     "cond": ".safetensors file with a tensor 'cond' [N, D]: one conditioning vector per item, in the folder's order",
     "preset": f"UNet preset: {', '.join(UNET_PRESETS)}",
@@ -165,7 +194,10 @@ class DiffusionTrainer(TaskBase):
             self.dataset = self._open_data() if dataset is None else dataset
         if not isinstance(self.dataset, LatentItems):
             raise TypeError(f"dataset must be a movq.diffusion.data.LatentItems, got {type(self.dataset).__name__}")
-        self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.dataset)
+        if cfg.pixels:
+            self.latent_scale = 1.0
+        else:
+            self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.dataset)
         self.diffusion = GaussianDiffusion(**asdict(cfg.diffusion_config()))
         channels, height, width = self.dataset.latent_shape
         if height != width:
@@ -183,8 +215,24 @@ class DiffusionTrainer(TaskBase):
         self.loop.set_data(Unseeded(self.dataset), collate_latents)
         self.loop.begin(self)
 
+    @property
+    def space(self) -> str:
+        """``"pixel"`` (``--pixels``: the UNet works on images) or ``"latent"`` (codec latents)."""
+        return "pixel" if self.cfg.pixels else "latent"
+
     def _open_data(self) -> LatentItems:
         cfg = self.cfg
+        if cfg.pixels:
+            if is_token_folder(cfg.data):
+                raise ValueError(f"--pixels reads images, but --data {cfg.data} is a movq-tokenize folder (latents): "
+                                 "drop --pixels, or pass the image collection")
+            if not Path(cfg.data).exists() and not any(ch in cfg.data for ch in "*?["):
+                raise FileNotFoundError(f"--data {cfg.data} does not exist")
+            images = PixelImages.read(cfg.data, cfg.resolution, num_workers=cfg.num_workers, exclude=cfg.out,
+                                      labels=cfg.labels)
+            unreadable = f" ({len(images.skipped)} unreadable)" if images.skipped else ""
+            self.loop.print(f"{len(images)} images of {cfg.data} at {cfg.resolution} px in memory{unreadable}")
+            return labelled_pixels(images, cfg.labels, cfg.cond)
         latents = open_token_folder(
             cfg.data, Path(cfg.out) / LATENTS_DIR, kind="latents", codec=cfg.codec, resolution=cfg.resolution,
             loop=self.loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
@@ -198,7 +246,7 @@ class DiffusionTrainer(TaskBase):
             "codec": meta.get("model"), "codec_name": meta.get("model_name"), "config_hash": meta.get("config_hash"),
             "weights_hash": meta.get("weights_hash"), "resolution": meta.get("resolution"),
             "latent_shape": list(self.dataset.latent_shape), "latent_scale": self.latent_scale,
-            "labels": self.dataset.label_names,
+            "labels": self.dataset.label_names, "space": self.space,
         }
 
     # ------------------------------------------------------------------ TrainTask: state
@@ -209,7 +257,7 @@ class DiffusionTrainer(TaskBase):
 
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
-                "latent_scale": self.latent_scale, "labels": self.dataset.label_names}
+                "latent_scale": self.latent_scale, "labels": self.dataset.label_names, "space": self.space}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
