@@ -14,8 +14,9 @@ Training and sampling a run (``movq-diffusion-train``, :mod:`movq.diffusion.trai
 Modules: ``schedules`` (betas, respacing), ``losses`` (KL, discretized likelihood), ``config``
 (:class:`DiffusionConfig`), ``gaussian_diffusion``, ``guidance`` (conditioning dropout, guided
 model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``sampling`` (:func:`generate`:
-labels / vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``pipeline``
-(:class:`LatentDiffusionPipeline`: a trained run folder, ready to sample).
+labels / vectors -> images), ``data`` (latents or images with labels / vectors), ``train`` (the trainer;
+``--pixels`` for pixel space), ``pipeline`` (:class:`LatentDiffusionPipeline`: a trained run folder, ready to
+sample), ``nll`` (``movq-diffusion-nll``: bits/dim of held-out images).
 """
 
 from movq.diffusion.config import DiffusionConfig
