@@ -267,3 +267,29 @@ def test_pixel_flags_are_checked_before_any_work(tmp_path, two_classes):
         config(tmp_path, pixels=True, data=str(two_classes), resolution=8, latent_scale=2.0)
     with pytest.raises(ValueError, match="come from the data"):
         config(tmp_path, pixels=True, data=str(two_classes), resolution=8, model={**DIFFUSION_TINY_UNET, "in_channels": 3})
+
+
+def test_nll_of_a_latent_model_measures_its_codec_latents(two_classes, tmp_path, capsys):
+    """A latent release: the bound of the codec's latents (times the run's latent scale), as calc_bpd_loop
+    gives it on the same draws; a release written before the ``space`` field reads as a latent one."""
+    from movq.diffusion.nll import NllConfig, evaluate_nll
+
+    cfg = config(tmp_path, data=str(two_classes), codec="movqgan-tiny-photos", resolution=32, max_steps=1,
+                 batch_size=2, tokenize_batch_size=2, diffusion_steps=50)
+    DiffusionTrainer(cfg).run()
+    run = tmp_path / "run"
+    info_path = run / "latent_diffusion.json"
+    info = json.loads(info_path.read_text())
+    assert info.pop("space") == "latent"
+    info_path.write_text(json.dumps(info))  # as released before pixel models
+    result = evaluate_nll(NllConfig(run=str(run), data=str(two_classes), steps=5, progress=False))
+    assert result["space"] == "latent" and result["clip_denoised"] is None and result["images"] == 2
+
+    pipe = LatentDiffusionPipeline.from_pretrained(run)
+    images = PixelImages.read(two_classes, 32)
+    x0 = pipe.codec.encode_latents(torch.stack([images[i]["latents"] for i in range(2)])).float() * pipe.latent_scale
+    terms = calc_bpd_loop(pipe.diffusion.respace(5), pipe.model.eval(), x0, {"y": torch.tensor([0, 1])},
+                          generator=torch.Generator().manual_seed(0))
+    assert result["bits_per_dim"] == pytest.approx(terms["total_bpd"].mean().item(), rel=1e-6)
+    assert main([str(run), "--data", str(two_classes), "--steps", "5", "--no-progress"]) == 0
+    assert "bits/latent dim on 2 images" in capsys.readouterr().out
