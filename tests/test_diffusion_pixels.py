@@ -293,3 +293,139 @@ def test_nll_of_a_latent_model_measures_its_codec_latents(two_classes, tmp_path,
     assert result["bits_per_dim"] == pytest.approx(terms["total_bpd"].mean().item(), rel=1e-6)
     assert main([str(run), "--data", str(two_classes), "--steps", "5", "--no-progress"]) == 0
     assert "bits/latent dim on 2 images" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------- composition with the other #24 options
+
+
+@pytest.fixture(scope="module")
+def eight_images(tmp_path_factory):
+    """Four 8x8 images per class (blue, red: a coloured square on grey at four places) in class folders."""
+    root = tmp_path_factory.mktemp("eight")
+    for name, colour in (("blue", (30, 60, 220)), ("red", (220, 40, 30))):
+        (root / name).mkdir()
+        for k in range(4):
+            array = np.full((8, 8, 3), 128, np.uint8)
+            y, x = divmod(k, 2)
+            array[4 * y:4 * y + 4, 4 * x:4 * x + 4] = colour
+            Image.fromarray(array).save(root / name / f"{k}.png")
+    return root
+
+
+def eval_losses(run) -> dict[int, float]:
+    """``step -> eval_loss`` of a run's log.csv (the rows that have one)."""
+    import csv
+
+    with open(run / "log.csv", newline="") as f:
+        return {int(row["step"]): float(row["eval_loss"]) for row in csv.DictReader(f) if row.get("eval_loss")}
+
+
+def test_a_pixel_run_validates_draws_pixel_grids_and_resumes_exactly(eight_images, tmp_path):
+    """--pixels with --val-fraction, --sample-every 1, --use-kl and --schedule-sampler loss-second-moment: the
+    held-out images are evaluated, each step's grid is the pipeline's samples of the EMA weights (no codec:
+    the images themselves), and a run stopped and resumed equals an uninterrupted one."""
+    from movq.train.logs import image_grid
+
+    common = {"pixels": True, "data": str(eight_images), "resolution": 8, "diffusion_steps": 20, "batch_size": 4,
+              "val_fraction": 0.25, "eval_every": 1, "sample_every": 1, "save_every": 2, "use_kl": True,
+              "schedule_sampler": "loss-second-moment", "amp": "none"}
+    straight = DiffusionTrainer(config(tmp_path, "straight", max_steps=4, **common))
+    assert straight.grid_codec is None and len(straight.val_set) == 2 and len(straight.train_set) == 6
+    straight.run()
+    DiffusionTrainer(config(tmp_path, "split", max_steps=2, **common)).run()
+    resumed = DiffusionTrainer(config(tmp_path, "split", max_steps=4, resume=True, **common))
+    assert resumed.step == 2
+    resumed.run()
+    for key in ("model", "ema"):
+        a, b = straight.state_dict()[key], resumed.state_dict()[key]
+        assert all(torch.equal(a[name], b[name]) for name in a), key
+    assert sorted(eval_losses(tmp_path / "straight")) == [1, 2, 3, 4]
+    assert eval_losses(tmp_path / "straight") == eval_losses(tmp_path / "split")
+
+    run = tmp_path / "straight"
+    assert json.loads((run / "diffusion.json").read_text())["loss"] == "kl"
+    assert json.loads((run / "latent_diffusion.json").read_text())["space"] == "pixel"
+    for step in range(1, 5):
+        grids = [Image.open(tmp_path / name / "samples" / f"step_{step:06d}.png") for name in ("straight", "split")]
+        assert grids[0].size == (4 * 8, 2 * 8)  # 2 classes (rows) x 4 samples of 8x8 px
+        assert grids[0].tobytes() == grids[1].tobytes()
+    pipe = LatentDiffusionPipeline.from_pretrained(run)  # the EMA weights of step 4
+    assert pipe.codec is None
+    expected = pipe.generate([0, 0, 0, 0, 1, 1, 1, 1], num_steps=20, sampler="ddim", progress=False,
+                             generator=straight.loop.sample_generator(), output_type="pt")
+    assert Image.open(run / "samples" / "step_000004.png").tobytes() == image_grid(expected, 4).tobytes()
+    assert (LatentDiffusionPipeline.from_pretrained(run / "best").model.config == pipe.model.config)
+
+
+def test_pixel_val_data_is_read_as_the_training_images(eight_images, two_classes, tmp_path):
+    """--val-data with --pixels: the images of another folder at --resolution, classes matched by name."""
+    cfg = config(tmp_path, pixels=True, data=str(eight_images), resolution=8, diffusion_steps=20, max_steps=2,
+                 batch_size=4, val_data=str(two_classes), eval_every=2, amp="none")
+    trainer = DiffusionTrainer(cfg)
+    val = trainer.val_set
+    assert len(val) == 2 and val.latent_shape == (3, 8, 8) and val.labels.tolist() == [0, 1]
+    assert val.label_names == ["blue", "red"] and val.meta["space"] == "pixel"
+    images = PixelImages.read(two_classes, 8)
+    for i in range(2):
+        assert torch.equal(val[i]["latents"], images[i]["latents"])
+    trainer.run()
+    assert sorted(eval_losses(tmp_path / "run")) == [2]
+
+    other = tmp_path / "other"
+    for name in ("blue", "green"):
+        (other / name).mkdir(parents=True)
+        Image.open(two_classes / "red" / "a.png").save(other / name / "a.png")
+    with pytest.raises(ValueError, match="'green'"):
+        DiffusionTrainer(config(tmp_path, "b", pixels=True, data=str(eight_images), resolution=8, diffusion_steps=20,
+                                max_steps=1, val_data=str(other)))
+
+
+def test_sample_cli_draws_a_pixel_release_into_pngs_and_npz(pixel_run, tmp_path, capsys):
+    """movq-diffusion-sample of a pixel release (no codec): sample i of class i % 2 is the pipeline's image of
+    the generator seeded seed + i, as PNG and in samples.npz."""
+    from movq.diffusion.sample import main as sample_main
+    from movq.seeding import sample_generators
+
+    run, _ = pixel_run
+    out = tmp_path / "samples"
+    assert sample_main([str(run), "--num-samples", "4", "--batch-size", "2", "--timestep-respacing", "ddim5",
+                        "--seed", "7", "--out", str(out), "--no-progress"]) == 0
+    pngs = [np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)]
+    assert all(p.shape == (8, 8, 3) and p.dtype == np.uint8 for p in pngs)
+    with np.load(out / "samples.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"], np.stack(pngs))
+        assert npz["arr_1"].tolist() == [0, 1, 0, 1]
+    pipe = LatentDiffusionPipeline.from_pretrained(run)
+    for start in (0, 2):
+        expected = pipe.generate([0, 1], num_steps="ddim5", sampler="ddim", progress=False,
+                                 generator=sample_generators(7, range(start, start + 2)))
+        for i, image in enumerate(expected):
+            np.testing.assert_array_equal(np.asarray(image), pngs[start + i])
+    assert sample_main([str(run), "--num-samples", "2", "--timestep-respacing", "ddim30", "--out",
+                        str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "--timestep-respacing" in capsys.readouterr().err
+
+
+def test_nll_reads_respacing_strings_as_the_other_commands(pixel_run, two_classes, tmp_path, capsys):
+    """--timestep-respacing (and --steps) take improved-diffusion's strings through space_timesteps."""
+    from movq.diffusion.nll import NllConfig, evaluate_nll
+    from movq.diffusion.schedules import space_timesteps
+
+    run, _ = pixel_run
+    out = tmp_path / "nll.json"
+    assert main([str(run), "--data", str(two_classes), "--timestep-respacing", "ddim5", "--out", str(out),
+                 "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps"] == 5 == len(space_timesteps(100, "ddim5"))
+    pipe = LatentDiffusionPipeline.from_pretrained(run)
+    images = PixelImages.read(two_classes, 8)
+    x0 = torch.stack([images[i]["latents"] for i in range(2)])
+    terms = calc_bpd_loop(pipe.diffusion.respace(space_timesteps(100, "ddim5")), pipe.model.eval(), x0,
+                          {"y": torch.tensor([0, 1])}, clip_denoised=1.0, generator=torch.Generator().manual_seed(0))
+    assert result["bits_per_dim"] == pytest.approx(terms["total_bpd"].mean().item(), rel=1e-6)
+    sections = evaluate_nll(NllConfig(run=str(run), data=str(two_classes), steps="3,2", progress=False))
+    assert sections["steps"] == 5
+    capsys.readouterr()
+    assert main([str(run), "--data", str(two_classes), "--steps", "ddim30", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--timestep-respacing 'ddim30'" in err
