@@ -43,7 +43,11 @@ SPACES = ("latent", "pixel")
 
 
 def write_release_info(directory: str | os.PathLike, info: dict[str, Any]) -> Path:
-    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info``."""
+    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info`` (``space``
+    defaults to ``"latent"``, as :func:`read_release_info` reads a release without it)."""
+    info = {"space": "latent", **info}
+    if info["space"] not in SPACES:
+        raise ValueError(f"space must be one of {list(SPACES)}, got {info['space']!r}")
     missing = sorted(set(RELEASE_KEYS) - set(info))
     if missing:
         raise ValueError(f"release info lacks {missing}")
