@@ -182,26 +182,33 @@ def test_learned_range_interpolates_between_beta_tilde_and_beta():
 PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
-def diffusers_scheduler(name: str, schedule: str, mean_type: str, **kwargs):
-    """diffusers' ``DDPMScheduler`` / ``DDIMScheduler`` over 1000 steps, without x0 clipping."""
+def diffusers_scheduler(name: str, schedule: str, mean_type: str, pixels: bool = False, **kwargs):
+    """diffusers' ``DDPMScheduler`` / ``DDIMScheduler`` over 1000 steps, without x0 clipping (latents) or
+    clipping x0 to [-1, 1] (``pixels``: improved DDPM's pixel-space sampling)."""
     diffusers = pytest.importorskip("diffusers")
     return getattr(diffusers, name)(
         num_train_timesteps=1000,
         beta_schedule=schedule,
         prediction_type=PREDICTION[mean_type],
-        clip_sample=False,
+        clip_sample=pixels,
+        clip_sample_range=1.0,
         **kwargs,
     )
+
+
+PIXELS = {"bounds": (-1.0, 1.0)}
+"""The diffusion settings of ``movq-diffusion-train --pixels`` (sampled with ``clip_denoised=1``)."""
 
 
 @pytest.mark.parametrize(
     ("mean_type", "var_type"),
     [("eps", "fixed_small"), ("v", "fixed_small"), ("x0", "fixed_large"), ("eps", "learned_range")],
 )
-@pytest.mark.parametrize("respaced", [False, True])
-def test_ancestral_step_matches_diffusers_ddpm_scheduler(mean_type, var_type, respaced):
-    scheduler = diffusers_scheduler("DDPMScheduler", "squaredcos_cap_v2", mean_type, variance_type=var_type)
-    d = GaussianDiffusion(steps=1000, mean_type=mean_type, var_type=var_type)
+@pytest.mark.parametrize(("respaced", "pixels"), [(False, False), (True, False), (False, True), (True, True)])
+def test_ancestral_step_matches_diffusers_ddpm_scheduler(mean_type, var_type, respaced, pixels):
+    scheduler = diffusers_scheduler("DDPMScheduler", "squaredcos_cap_v2", mean_type, pixels, variance_type=var_type)
+    d = GaussianDiffusion(steps=1000, mean_type=mean_type, var_type=var_type, **(PIXELS if pixels else {}))
+    clip = 1.0 if pixels else None
     if respaced:  # diffusers' 50 "leading" inference steps are 0, 20, ..., 980
         scheduler.set_timesteps(50)
         d = d.respace(list(range(0, 1000, 20)))
@@ -212,22 +219,28 @@ def test_ancestral_step_matches_diffusers_ddpm_scheduler(mean_type, var_type, re
         theirs = scheduler.step(
             output, base_step, x_t, generator=torch.Generator().manual_seed(7)
         ).prev_sample
-        ours, _ = d.p_step(output, x_t, torch.tensor([index]), generator=torch.Generator().manual_seed(7))
+        ours, _ = d.p_step(output, x_t, torch.tensor([index]), clip_denoised=clip,
+                           generator=torch.Generator().manual_seed(7))
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("mean_type", ["eps", "v"])
-def test_ddim_step_with_eta_0_matches_diffusers_ddim_scheduler(mean_type):
-    scheduler = diffusers_scheduler("DDIMScheduler", "linear", mean_type)
+@pytest.mark.parametrize("pixels", [False, True])
+def test_ddim_step_with_eta_0_matches_diffusers_ddim_scheduler(mean_type, pixels):
+    scheduler = diffusers_scheduler("DDIMScheduler", "linear", mean_type, pixels)
     scheduler.set_timesteps(50)
-    d = GaussianDiffusion(steps=1000, schedule="linear", mean_type=mean_type, var_type="fixed_small").respace(
-        list(range(0, 1000, 20))
-    )
+    d = GaussianDiffusion(steps=1000, schedule="linear", mean_type=mean_type, var_type="fixed_small",
+                          **(PIXELS if pixels else {})).respace(list(range(0, 1000, 20)))
     x_t, output = data(batch=2, seed=4, dtype=torch.float32)
+    if pixels:  # x0 predictions outside [-1, 1], so the clip changes the step
+        x_t = x_t * 3
     for index, base_step in ((49, 980), (25, 500), (0, 0)):
-        theirs = scheduler.step(output, base_step, x_t, eta=0.0).prev_sample
-        ours, _ = d.ddim_step(output, x_t, torch.full((2,), index), eta=0.0)
+        # eps re-derived from the clipped x0, as improved-diffusion's ddim_sample does
+        theirs = scheduler.step(output, base_step, x_t, eta=0.0, use_clipped_model_output=True).prev_sample
+        ours, _ = d.ddim_step(output, x_t, torch.full((2,), index), eta=0.0, clip_denoised=1.0 if pixels else None)
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+        if pixels:
+            assert not torch.allclose(ours, d.ddim_step(output, x_t, torch.full((2,), index))[0], atol=1e-3)
 
 
 # --------------------------------------------------------------------------------- sampling loops

@@ -69,10 +69,14 @@ def test_loss_goes_down_on_tiny_latents(tmp_path):
     assert rows[0].split(",")[:6] == ["step", "epoch", "lr", "loss", "mse", "vb"] and len(rows) == 2
 
 
-def test_resume_is_bit_exact(tmp_path):
-    """N steps straight vs k steps, then a new trainer resuming to N: identical weights, EMA, optimizer."""
-    data = toy_latents(16)
+@pytest.mark.parametrize("pixels", [False, True])
+def test_resume_is_bit_exact(tmp_path, pixels, image_folder):
+    """N steps straight vs k steps, then a new trainer resuming to N: identical weights, EMA, optimizer.
+    ``pixels``: ``--pixels`` on the images of a class folder (decoded again by the resumed trainer)."""
+    data = None if pixels else toy_latents(16)
     common = {"loss": "hybrid", "p_uncond": 0.3, "save_every": 3}  # learned variance, label dropout: every RNG use
+    if pixels:
+        common.update(pixels=True, data=str(image_folder), resolution=8, batch_size=4)
     straight = DiffusionTrainer(config(tmp_path, "straight", max_steps=6, **common), data)
     straight.run()
     DiffusionTrainer(config(tmp_path, "split", max_steps=3, **common), data).run()
@@ -248,3 +252,6 @@ def test_cli_errors_are_one_line(tmp_path, image_folder, capsys):
                              "--labels", "folder", "--num-workers", "0", "--no-progress"])
     assert "class folder" in err
     assert "come from the data" in cli_error(capsys, [*out, "--data", "x", "--model", '{"num_classes": 3}'])
+    assert "--pixels needs --resolution" in cli_error(capsys, [*out, "--data", str(image_folder), "--pixels"])
+    assert "drop --codec" in cli_error(capsys, [*out, "--data", "x", "--pixels", "--resolution", "8", "--codec", "c"])
+    assert "no image files" in cli_error(capsys, [*out, "--data", str(tmp_path / "out"), "--pixels", "--resolution", "8"])

@@ -16,9 +16,10 @@ Modules: ``schedules`` (betas, respacing: ``"250"`` / ``"ddim50"`` / ``"10,15,20
 discretized likelihood), ``resample`` (timestep samplers: uniform, loss-second-moment), ``config``
 (:class:`DiffusionConfig`), ``gaussian_diffusion``, ``guidance`` (conditioning dropout, guided
 model), ``blocks`` / ``unet`` (the network), ``presets`` (UNet sizes), ``sampling`` (:func:`generate`:
-labels / vectors -> images), ``data`` (latents with labels / vectors), ``train`` (the trainer), ``pipeline``
-(:class:`LatentDiffusionPipeline`: a trained run folder, ready to sample), ``sample`` (``movq-diffusion-sample``:
-N samples into a sample folder).
+labels / vectors -> images), ``data`` (latents or images with labels / vectors), ``train`` (the trainer;
+``--pixels`` for pixel space), ``pipeline`` (:class:`LatentDiffusionPipeline`: a trained run folder, ready to
+sample), ``sample`` (``movq-diffusion-sample``: N samples into a sample folder), ``nll``
+(``movq-diffusion-nll``: bits/dim of held-out images).
 """
 
 from movq.diffusion.config import DiffusionConfig

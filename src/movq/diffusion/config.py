@@ -37,6 +37,9 @@ class DiffusionConfig(StrictConfig):
     one uniformly drawn term in bits/dim, with any ``var_type``). ``vlb_weight`` is the lambda of the
     hybrid's ``L_simple + lambda * L_vlb`` (left at its default with ``kl``); ``bin_width`` is the decoder bin of
     the discretized likelihood at ``t = 0`` (see :class:`~movq.diffusion.GaussianDiffusion`).
+    ``bounds`` is the data's range when it is bounded: ``(-1, 1)`` for pixels (8-bit images scaled to
+    ``[-1, 1]``, ``movq-diffusion-train --pixels``), where the decoder's first and last bins are open
+    (improved DDPM's pixel-space likelihood); ``None`` for unbounded latents.
     """
 
     steps: Steps = 1000
@@ -46,6 +49,7 @@ class DiffusionConfig(StrictConfig):
     loss: Loss | None = None
     vlb_weight: NonNegativeFloat = DEFAULT_VLB_WEIGHT
     bin_width: PositiveFloat = 2.0 / 255.0
+    bounds: tuple[float, float] | None = None
     timesteps: list[int] | None = None
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class DiffusionConfig(StrictConfig):
                 f"vlb_weight={self.vlb_weight!r} weighs the VLB term of the hybrid loss, but loss='kl' is the VLB "
                 f"alone (T x one term, as improved-diffusion's use_kl): leave vlb_weight at {DEFAULT_VLB_WEIGHT} or use loss='hybrid'"
             )
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"bounds must be (low, high) with low < high, got {self.bounds}")
         if self.timesteps is not None:
             self.timesteps = check_kept_timesteps(self.steps, self.timesteps)
 

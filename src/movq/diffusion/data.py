@@ -1,10 +1,16 @@
-"""Latent training data for diffusion: codec latents with optional class labels and conditioning vectors.
+"""Training data for diffusion: codec latents or images, with optional class labels and conditioning vectors.
 
 The latents are the pre-computed ones of a ``movq-tokenize --latents`` folder
 (:class:`movq.tokenize.dataset.TokenDataset`). Class labels come from the top-level subfolder of each source
 image (the ImageNet layout ``DATA/<class>/<image>``), mapped to indices in sorted name order;
 conditioning vectors (e.g. CLIP image embeddings) from a ``.safetensors`` file holding ``cond``
 ``[N, D]`` in the folder's item order.
+
+Pixel-space diffusion (``movq-diffusion-train --pixels``) trains on the images themselves:
+:class:`PixelImages` lists ``--data`` and decodes it once as ``movq-tokenize`` does (the same sources,
+readers and the bench's preprocessing: shorter side to the resolution, PIL bicubic, centre crop),
+keeping uint8 pixels in memory; :func:`labelled_pixels` makes them the trainer's
+:class:`LatentItems` (items ``[3, R, R]`` in ``[-1, 1]``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from movq.atomic import require_regular_file
+from movq.images import to_tensor
 
 LabelMode = Literal["auto", "folder", "none"]
 """Where class labels come from: class folders when the data has them, class folders (required), none."""
@@ -188,3 +195,106 @@ def latent_std(dataset: Any, max_items: int = SCALE_ITEMS) -> float:
     if not std > 0:
         raise ValueError("the latents have no spread (all equal): cannot scale them to unit variance; pass --latent-scale")
     return std
+
+
+DECODE_BATCH = 64
+"""Images per DataLoader batch while :class:`PixelImages` decodes a collection."""
+
+
+class PixelImages(Dataset):
+    """A collection of images decoded once and held in memory: ``ds[i]`` is ``{"latents": [3, R, R]}``,
+    float32 in ``[-1, 1]`` (named as the latents the diffusion trainer takes; stored as uint8).
+
+    Built by :meth:`read`; ``pixels`` uint8 ``[N, 3, R, R]``, ``sources`` (each image's name, as
+    ``movq-tokenize`` stores it), ``labels`` (each image's class index, ``None`` where it has none),
+    ``label_names`` (the class names when known), ``skipped`` (``{"source", "reason"}`` of the items that
+    could not be read) and ``meta`` (``space="pixel"``, ``data``, ``resolution``, ``preprocessing``).
+    """
+
+    def __init__(self, pixels: Tensor, sources: Sequence[str], labels: Sequence[int | None],
+                 label_names: Sequence[str] | None = None, skipped: list[dict[str, str]] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3 or len(pixels) == 0:
+            raise ValueError(f"pixels must be uint8 [N>0, 3, R, R], got {pixels.dtype} {tuple(pixels.shape)}")
+        if not len(sources) == len(labels) == len(pixels):
+            raise ValueError(f"{len(pixels)} images but {len(sources)} sources and {len(labels)} labels")
+        self.pixels, self.sources, self.labels = pixels, list(sources), list(labels)
+        self.label_names = None if label_names is None else list(label_names)
+        self.skipped = list(skipped or [])
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def read(cls, data: str | os.PathLike, resolution: int, *, num_workers: int = 0,
+             exclude: str | os.PathLike | None = None, labels: str = "auto") -> PixelImages:
+        """Decode the image collection ``data`` (an image folder, manifest, tar shards, parquet files:
+        whatever ``movq-tokenize --data`` reads; images under ``exclude`` left out) at ``resolution`` with
+        ``num_workers`` DataLoader workers. ``labels="folder"`` refuses, before decoding, a folder without
+        class folders. Raises ``ValueError`` when no image decodes or the pixels cannot fit in memory."""
+        from movq.image_files import DecodedImages, Preprocessing
+        from movq.memory_budget import check_memory_budget
+        from movq.tokenize.decode import decode_item
+        from movq.tokenize.sources import discover_sources
+
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        sources = discover_sources(data, exclude=exclude)
+        if labels == "folder" and sources.kind == "folder" and sources.label_names is None:
+            raise ValueError(
+                f"--labels folder: the images of {data} are not in class folders; class labels need the layout "
+                "DATA/<class>/<image> with at least two classes (or --labels none)"
+            )
+        count = len(sources.items)
+        check_memory_budget(count * 3 * resolution * resolution, "cpu",
+                            f"holding {count} images of {resolution}x{resolution} px in memory",
+                            "use fewer images or a smaller --resolution")
+        loader = torch.utils.data.DataLoader(
+            DecodedImages(sources.items, resolution, decode_item), batch_size=DECODE_BATCH,
+            num_workers=num_workers, collate_fn=list,
+        )
+        pixels, names, found, skipped = [], [], [], list(sources.skipped)
+        for batch in loader:
+            for decoded in batch:
+                item = sources.items[decoded.index]
+                if decoded.pixels is None:
+                    skipped.append({"source": item.source, "reason": decoded.error})
+                    continue
+                pixels.append(decoded.pixels)
+                names.append(item.source)
+                found.append(decoded.label)
+        if not pixels:
+            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:3])
+            raise ValueError(f"none of the {count} images of {data} could be decoded ({reasons})")
+        meta = {"space": "pixel", "data": str(data), "resolution": resolution, "images": len(pixels),
+                "preprocessing": Preprocessing().describe(resolution)}
+        return cls(torch.stack(pixels), names, found, sources.label_names, skipped, meta)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"latents": to_tensor(self.pixels[i])[0][0]}
+
+
+def labelled_pixels(images: PixelImages, mode: str = "auto", cond_file: str | None = None) -> LatentItems:
+    """:class:`LatentItems` over decoded images: class labels (``mode``: ``auto`` when every image has one and
+    there are at least two classes, ``folder`` always (an error otherwise), ``none`` never) and vectors
+    from ``cond_file`` (one per decoded image, so no image may have been skipped)."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {mode!r}")
+    known = [label for label in images.labels if label is not None]
+    labelled = len(known) == len(images) and len(set(known)) >= 2
+    if mode == "folder" and not labelled:
+        raise ValueError(
+            f"--labels folder: the images of {images.meta.get('data')} do not all have a class (layout "
+            "DATA/<class>/<image>, .cls members or a label column, at least two classes); or use --labels none"
+        )
+    cond = None
+    if cond_file is not None:
+        if images.skipped:
+            raise ValueError(f"--cond holds one vector per image, but {len(images.skipped)} image(s) could not be "
+                             f"read (e.g. {images.skipped[0]['source']}): the vectors would no longer line up")
+        cond = load_cond_file(cond_file, len(images))
+    if mode == "none" or not labelled:
+        return LatentItems(images, cond=cond, meta=images.meta)
+    names = images.label_names or [str(i) for i in range(max(known) + 1)]
+    return LatentItems(images, known, names, cond, meta=images.meta)

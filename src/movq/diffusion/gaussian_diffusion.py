@@ -49,7 +49,9 @@ class GaussianDiffusion:
     ``t = 0`` gives each latent value a bin of width ``bin_width`` centred on it with no open
     boundary bins. The default ``2/255`` is the 8-bit grid of a ``[-1, 1]`` signal, i.e. the same
     resolution as pixel-space improved DDPM for latents scaled to about unit spread by the codec's
-    ``scaling_factor``; scale it with the latents if they are scaled otherwise.
+    ``scaling_factor``; scale it with the latents if they are scaled otherwise. Pixels (``bounds=(-1, 1)``:
+    8-bit images in ``[-1, 1]``) get improved DDPM's pixel-space decoder: the same ``2/255`` bins, the
+    first and last of the 256 open to the tails.
 
     Terminal step: the cosine schedule's last beta is 0.999, so ``alpha_bar`` at the last step is
     tiny (``2.4e-9``) and an eps prediction's error reaches the first reverse step multiplied by
@@ -228,15 +230,18 @@ class GaussianDiffusion:
         self._split(output, x_t)
         return output
 
-    def vb_terms_bits(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def vb_terms_bits(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: float | None = None
+    ) -> Tensor:
         """One VLB term per sample ``[B]``, in bits per dimension: ``KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t))``
-        for ``t > 0`` and the decoder's ``-log p(x0 | x_1)`` (discretized, ``bin_width`` bins) at ``t = 0``."""
+        for ``t > 0`` and the decoder's ``-log p(x0 | x_1)`` (discretized, ``bin_width`` bins, open edge bins
+        at ``bounds``) at ``t = 0``. ``clip_denoised`` clamps the ``x0`` prediction of ``p`` (as sampling does)."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x0, x_t, t)
-        p = self.p_mean_variance(output, x_t, t)
+        p = self.p_mean_variance(output, x_t, t, clip_denoised)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, p["mean"], p["log_variance"]))
         nll = -mean_flat(
             discretized_gaussian_log_likelihood(
-                x0, p["mean"], 0.5 * p["log_variance"], bin_width=self.config.bin_width
+                x0, p["mean"], 0.5 * p["log_variance"], bin_width=self.config.bin_width, bounds=self.config.bounds
             )
         )
         return torch.where(t.to(x0.device) == 0, nll, kl) / math.log(2.0)

@@ -4,9 +4,11 @@
 
 - ``config.json`` + ``model.safetensors`` + ``ema.safetensors``: the UNet (:meth:`UNet.save_pretrained`);
 - ``diffusion.json``: the diffusion process (:meth:`GaussianDiffusion.save_pretrained`);
-- ``latent_diffusion.json``: the codec whose latents the model learned (the name or folder given to
-  ``movq.load``, its config and weights hashes), the latent shape, the extra ``latent_scale`` the
-  model's latents carry, and the class names (label ``i`` is ``labels[i]``).
+- ``latent_diffusion.json``: ``space`` (``"latent"``, or ``"pixel"`` for a ``--pixels`` model that works
+  on images and has no codec; a release without the field is a latent one), the codec whose latents the
+  model learned (the name or folder given to ``movq.load``, its config and weights hashes), the latent
+  shape (``[3, R, R]`` for pixels), the extra ``latent_scale`` the model's latents carry, and the class
+  names (label ``i`` is ``labels[i]``).
 
 >>> pipe = LatentDiffusionPipeline.from_pretrained("runs/diffusion")
 >>> images = pipe.generate(labels=["cat", "dog"], num_steps=50)      # 2 PIL images
@@ -36,11 +38,16 @@ from movq.seeding import Generators
 
 RELEASE_NAME = "latent_diffusion.json"
 RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
-                "labels")
+                "labels", "space")
+SPACES = ("latent", "pixel")
 
 
 def write_release_info(directory: str | os.PathLike, info: dict[str, Any]) -> Path:
-    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info``."""
+    """Write ``latent_diffusion.json`` (atomically) with the :data:`RELEASE_KEYS` of ``info`` (``space``
+    defaults to ``"latent"``, as :func:`read_release_info` reads a release without it)."""
+    info = {"space": "latent", **info}
+    if info["space"] not in SPACES:
+        raise ValueError(f"space must be one of {list(SPACES)}, got {info['space']!r}")
     missing = sorted(set(RELEASE_KEYS) - set(info))
     if missing:
         raise ValueError(f"release info lacks {missing}")
@@ -57,6 +64,10 @@ def read_release_info(directory: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if isinstance(info, dict):
+        info.setdefault("space", "latent")  # releases from before pixel-space models
+        if info["space"] not in SPACES:
+            raise ValueError(f"{path}: space must be one of {list(SPACES)}, got {info['space']!r}")
     missing = sorted(set(RELEASE_KEYS) - set(info)) if isinstance(info, dict) else list(RELEASE_KEYS)
     if missing:
         raise ValueError(f"{path} lacks {missing}")
@@ -68,6 +79,7 @@ class LatentDiffusionPipeline(ProgressBarConfig):
 
     ``latent_scale`` divides the sampled latents before ``codec.decode_latents``; ``labels`` are the
     class names (then :meth:`generate` accepts names); ``latent_shape`` ``(C, h, w)`` sets the sample size.
+    ``codec=None``: a pixel-space model, whose samples are the images (``x0`` clipped to ``[-1, 1]``).
     """
 
     def __init__(self, model: UNet, diffusion: GaussianDiffusion, codec: Any, *, latent_scale: float = 1.0,
@@ -94,6 +106,10 @@ class LatentDiffusionPipeline(ProgressBarConfig):
         info = read_release_info(directory)
         model = UNet.from_pretrained(directory, weights=weights, device=device, dtype=dtype)
         diffusion = GaussianDiffusion.from_pretrained(directory)
+        if info["space"] == "pixel":
+            if codec is not None:
+                raise ValueError(f"{directory} is a pixel-space model (it samples images, no codec): leave codec= out")
+            return cls(model, diffusion, None, labels=info["labels"], latent_shape=info["latent_shape"])
         if codec is None and not info["codec"]:
             raise ValueError(f"{directory} records no codec (trained on latents without a movq-tokenize folder): pass codec=")
         load = codec is None or isinstance(codec, (str, os.PathLike))

@@ -6,7 +6,8 @@
     torchrun --nproc_per_node 8 -m movq.diffusion.sample runs/food --num-samples 50000 --out samples/
 
 The run folder is loaded with :meth:`LatentDiffusionPipeline.from_pretrained` (EMA weights and the
-recorded codec). ``OUT`` becomes a sample folder (:mod:`movq.bench.samples`): ``000000.png`` ...,
+recorded codec; a pixel-space run, ``movq-diffusion-train --pixels``, has none: its samples are the
+images, ``x0`` clipped to ``[-1, 1]``). ``OUT`` becomes a sample folder (:mod:`movq.bench.samples`): ``000000.png`` ...,
 ``samples.jsonl`` (each sample's label and class name) and ``samples.npz`` (``arr_0`` uint8
 ``[N, H, W, 3]``, ``arr_1`` the labels of a class-conditional model), which openai/guided-diffusion's
 ``evaluations/evaluator.py`` and ``movq-bench generation`` read. Labels are spread evenly over the
@@ -140,7 +141,7 @@ def prepare(cfg: DiffusionSampleConfig, ctx: dist.DistContext) -> SampleJob:
     rows = ([{"label": y, **({"class": names[y]} if y < len(names) else {})} for y in labels] if labels is not None
             else [{} for _ in range(cfg.num_samples)])
     spec = {"settings": {**cfg.settings(), "sampler": cfg.resolved_sampler},
-            "model_weights": weights_hash(pipe.model), "codec_weights": weights_hash(pipe.codec),
+            "model_weights": weights_hash(pipe.model), "codec_weights": None if pipe.codec is None else weights_hash(pipe.codec),
             "diffusion": pipe.diffusion.to_dict(), "device_type": ctx.device.type}
     pipe.set_progress_bar_config(leave=False, desc="steps", disable=not (cfg.progress and ctx.is_main))
 

@@ -34,7 +34,7 @@ def check_labels(labels: Tensor | Sequence[int], num_classes: int | None) -> Ten
 def generate(
     model: UNet,
     diffusion: GaussianDiffusion,
-    codec: Any,
+    codec: Any | None,
     *,
     labels: Tensor | Sequence[int] | None = None,
     cond: Tensor | None = None,
@@ -51,7 +51,9 @@ def generate(
     latent_scale: float = 1.0,
     timestep_respacing: int | str | None = None,
 ) -> Tensor:
-    """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``.
+    """Sample images ``[B, 3, h * f, w * f]`` in ``[-1, 1]`` through ``codec.decode_latents``, or with
+    ``codec=None`` from a pixel-space model (3 channels in, the samples are the images ``[B, 3, h, w]``;
+    ``clip_denoised`` defaults to 1, improved DDPM's clipping of each ``x0`` prediction to ``[-1, 1]``).
 
     ``labels`` (``[B]`` ints) and/or ``cond`` (``[B, cond_dim]`` vectors, e.g. a CLIP image
     embedding as Kandinsky's decoder uses) set the batch; without either, ``num_samples`` does
@@ -76,6 +78,13 @@ def generate(
         num_steps = check_argument(num_steps, PositiveInt | None, "num_steps")
     latent_size = check_argument(latent_size, PositiveInt | tuple[PositiveInt, PositiveInt] | None, "latent_size")
     config = model.config
+    if codec is None:
+        if config.in_channels != 3:
+            raise ValueError(f"without a codec the UNet must work on images (3 channels), but it takes "
+                             f"{config.in_channels}: pass the codec that decodes its latents")
+        if quantize:
+            raise ValueError("quantize=True snaps codec latents to a codebook; a pixel-space model has none")
+        clip_denoised = 1.0 if clip_denoised is None else clip_denoised
     embed_dim = getattr(getattr(codec, "config", None), "embed_dim", None)
     if embed_dim is not None and embed_dim != config.in_channels:
         raise ValueError(
@@ -111,4 +120,6 @@ def generate(
         device=device,
         progress=progress,
     )
+    if codec is None:
+        return latents.clamp(-1.0, 1.0)
     return codec.decode_latents(latents / latent_scale, quantize=quantize)

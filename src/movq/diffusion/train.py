@@ -3,6 +3,7 @@
 
     movq-diffusion-train --data LATENTS --out runs/diffusion --preset unet-small --max-steps 50000
     movq-diffusion-train --data photos/ --codec movqgan-tiny-photos --resolution 64 --out runs/diffusion
+    movq-diffusion-train --data food/ --pixels --resolution 64 --out runs/food     # pixel space, no codec
     movq-diffusion-train --out runs/diffusion --resume                 # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m movq.diffusion.train --data LATENTS --out runs/diffusion ...
 
@@ -12,6 +13,13 @@ Class labels are the top-level subfolders of an image folder (``DATA/<class>/<im
 ``OUT/latent_diffusion.json``); ``--cond FILE.safetensors`` adds one conditioning vector per item.
 Labels / vectors are dropped with probability ``--p-uncond`` so the model also learns the
 unconditional prediction (classifier-free guidance).
+
+Pixel space (``--pixels``, improved DDPM as published): the UNet works on the images themselves,
+3 channels in ``[-1, 1]`` at ``--resolution``, no codec and no latent scale; the images of ``--data``
+(any collection ``movq-tokenize`` reads; class folders give the labels) are decoded once with the
+bench's preprocessing into memory (``--val-data`` the same way). The VLB's decoder at ``t = 0`` is the
+discretized likelihood of 8-bit pixels (bins of ``2/255``, the first and last open), and samples clip
+``x0`` to ``[-1, 1]``.
 
 Objective (improved DDPM, Nichol & Dhariwal): cosine schedule, ``--loss hybrid`` (``L_simple +
 vlb_weight * L_vlb`` with a learned variance), ``--loss mse`` (``L_simple``, fixed variance) or
@@ -25,7 +33,7 @@ reverse steps and about 630 respaced to 50 (see :class:`~movq.diffusion.Gaussian
 
 ``OUT`` gets the release (``LatentDiffusionPipeline.from_pretrained(OUT)``): the UNet's
 ``config.json`` + ``model.safetensors`` + ``ema.safetensors`` (EMA weights, used for sampling),
-``diffusion.json``, ``latent_diffusion.json`` (codec, latent scale and shape, class names), plus
+``diffusion.json``, ``latent_diffusion.json`` (pixel or latent space, codec, latent scale and shape, class names), plus
 ``log.csv`` and ``checkpoints/``. Checkpoints, exact resume, DDP, EMA, logs and the progress bar
 are those of ``movq-train`` (:class:`movq.train.loop.TrainLoop`).
 
@@ -38,7 +46,8 @@ logs ``eval_loss`` (the loss of the EMA weights over every held-out item, each i
 timestep and noise at every evaluation) and keeps the release with the lowest one in ``OUT/best/``
 (``LatentDiffusionPipeline.from_pretrained("runs/d/best")``; ``best.json`` says its step), and writes
 ``OUT/samples/step_NNNNNN.png``: 4 samples per class (at most 8 classes; 16 samples without labels) of
-the EMA weights, DDIM with 25 respaced steps, the same seed every time, decoded by the codec.
+the EMA weights, DDIM with 25 respaced steps, the same seed every time, decoded by the codec (with
+``--pixels`` the samples are the images themselves, ``x0`` clipped to ``[-1, 1]``).
 """
 
 from __future__ import annotations
@@ -56,9 +65,11 @@ from movq.diffusion.config import DiffusionConfig, Loss, MeanType, Steps, VarTyp
 from movq.diffusion.data import (
     LabelMode,
     LatentItems,
+    PixelImages,
     check_label_layout,
     collate_latents,
     labelled_latents,
+    labelled_pixels,
     latent_std,
 )
 from movq.diffusion.gaussian_diffusion import GaussianDiffusion
@@ -70,7 +81,13 @@ from movq.diffusion.sampling import generate
 from movq.diffusion.schedules import Schedule
 from movq.diffusion.unet import UNet
 from movq.strict import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
-from movq.tokenize.training_data import check_same_codec, codec_identity, data_codec, open_token_folder
+from movq.tokenize.training_data import (
+    check_same_codec,
+    codec_identity,
+    data_codec,
+    is_token_folder,
+    open_token_folder,
+)
 from movq.train.checkpoint import check_same_run
 from movq.train.cli import run_training_cli
 from movq.train.config import GENERATOR_HELP, GeneratorConfig
@@ -87,6 +104,8 @@ VAL_LATENTS_DIR = "val_latents"
 """``OUT/val_latents``: a ``--val-data`` image collection, encoded once like ``--data``."""
 GRID_PER_CLASS, GRID_CLASSES, GRID_SAMPLES, GRID_STEPS = 4, 8, 16, 25
 """Sample grids: samples per class, classes shown, samples of a model without labels, DDIM steps."""
+PIXEL_BOUNDS = (-1.0, 1.0)
+"""The range of pixel data (8-bit images scaled to ``[-1, 1]``): the decoder's open edge bins, the samples' clip."""
 DEFAULT_VAR_TYPE = {"hybrid": "learned_range", "mse": "fixed_large", "kl": "learned_range"}
 """The reverse-step variance each loss trains with unless ``--var-type`` says otherwise (improved-diffusion's defaults)."""
 
@@ -96,7 +115,8 @@ class DiffusionTrainConfig(GeneratorConfig):
     """Everything a latent-diffusion training run needs (bookkeeping from :class:`RunConfig`, optimisation
     from :class:`OptimConfig`; see the module docstring for the method).
 
-    Data: ``data`` (a ``--latents`` folder or images + ``codec`` at ``resolution``, default 256),
+    Data: ``data`` (a ``--latents`` folder or images + ``codec`` at ``resolution``, default 256; or with
+    ``pixels`` the images themselves at ``resolution``, no codec),
     ``labels`` (``auto``: class folders when the data has them; ``folder``; ``none``), ``cond`` (a
     ``.safetensors`` file with ``cond`` ``[N, D]``). Model: ``preset`` (:data:`UNET_PRESETS`) with
     ``model`` overrides. Diffusion: ``diffusion_steps``, ``schedule``, ``mean_type``, ``loss``,
@@ -112,6 +132,7 @@ class DiffusionTrainConfig(GeneratorConfig):
     data: str = ""
     codec: str | None = None
     resolution: PositiveInt | None = None
+    pixels: bool = False
     labels: LabelMode = "auto"
     cond: str | None = None
     preset: str = "unet-small"
@@ -139,6 +160,13 @@ class DiffusionTrainConfig(GeneratorConfig):
         if self.preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; available: {', '.join(UNET_PRESETS)}")
         check_overrides(self.model)
+        if self.pixels:
+            if self.codec:
+                raise ValueError("--pixels trains on the images themselves: drop --codec (a codec is for latent diffusion)")
+            if self.latent_scale is not None:
+                raise ValueError("--latent-scale applies to latents: --pixels trains on images in [-1, 1]")
+            if self.resolution is None:
+                raise ValueError("--pixels needs --resolution (the image side the UNet works at, e.g. 64)")
         self.diffusion_config()  # the diffusion settings must make a valid process
 
     def diffusion_config(self) -> DiffusionConfig:
@@ -149,7 +177,8 @@ class DiffusionTrainConfig(GeneratorConfig):
         var_type = self.var_type or DEFAULT_VAR_TYPE.get(loss, "learned_range")
         try:
             return DiffusionConfig(steps=self.diffusion_steps, schedule=self.schedule, mean_type=self.mean_type,
-                                   var_type=var_type, loss=loss, vlb_weight=self.vlb_weight)
+                                   var_type=var_type, loss=loss, vlb_weight=self.vlb_weight,
+                                   bounds=PIXEL_BOUNDS if self.pixels else None)
         except ValueError as error:
             raise ValueError(f"diffusion settings (--diffusion-steps/--schedule/--mean-type/--loss/--use-kl/--var-type/"
                              f"--vlb-weight): {error}") from None
@@ -158,12 +187,14 @@ class DiffusionTrainConfig(GeneratorConfig):
 HELP = {
     **GENERATOR_HELP,
     "data": "movq-tokenize --latents folder, or an image folder (class subfolders) / manifest / .tar collection "
-            "encoded once with --codec into OUT/latents",
+            "encoded once with --codec into OUT/latents (with --pixels: decoded once into memory)",
     "out": "output folder: release (UNet config.json, model/ema.safetensors, diffusion.json, latent_diffusion.json), "
            "log.csv, checkpoints/, last, latents/",
     "codec": "frozen codec (name or folder, as movq.load) whose latents to learn; with a latent folder, checked "
              "against the codec that wrote it",
-    "resolution": "image side when encoding an image collection (default 256); a latent folder has its own",
+    "resolution": "image side when encoding an image collection (default 256); a latent folder has its own; "
+                  "with --pixels the side the UNet works at (required)",
+    "pixels": "pixel-space diffusion: train on the images of --data in [-1, 1] (3 channels), no codec",
     "labels": "class labels: auto (top-level subfolders when present), folder (required), none",
     "cond": ".safetensors file with a tensor 'cond' [N, D]: one conditioning vector per item, in the folder's order",
     "preset": f"UNet preset: {', '.join(UNET_PRESETS)}",
@@ -213,7 +244,10 @@ class DiffusionTrainer(TaskBase):
             with torch.random.fork_rng(devices=[]):
                 self.val_set = self._open_val_data() if val_dataset is None else val_dataset
             self._check_val_data(self.val_set)
-        self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.train_set)
+        if cfg.pixels:
+            self.latent_scale = 1.0
+        else:
+            self.latent_scale = float(cfg.latent_scale) if cfg.latent_scale else 1.0 / latent_std(self.train_set)
         self.diffusion = GaussianDiffusion(**asdict(cfg.diffusion_config()))
         self.schedule_sampler = schedule_sampler(cfg.schedule_sampler, self.diffusion.num_timesteps)
         channels, height, width = self.dataset.latent_shape
@@ -232,14 +266,22 @@ class DiffusionTrainer(TaskBase):
         self.loop.set_data(Unseeded(self.train_set), collate_latents)
         if self.val_set is not None:
             self.loop.set_validation(self.val_set, collate_latents, len(self.train_set))
-        self.grid_codec = None
-        if cfg.sample_every and self.dist.is_main:
+        self.grid_codec = None  # decodes the sample grids of a latent run; a pixel run's samples are the images
+        self.sample_grids = bool(cfg.sample_every and self.dist.is_main)
+        if self.sample_grids and not cfg.pixels:
             with torch.random.fork_rng(devices=[]):
                 self.grid_codec = self._sample_codec(codec)
         self.loop.begin(self)
 
+    @property
+    def space(self) -> str:
+        """``"pixel"`` (``--pixels``: the UNet works on images) or ``"latent"`` (codec latents)."""
+        return "pixel" if self.cfg.pixels else "latent"
+
     def _open_data(self) -> LatentItems:
         cfg = self.cfg
+        if cfg.pixels:
+            return labelled_pixels(self._read_pixels(cfg.data, "--data", cfg.labels), cfg.labels, cfg.cond)
         latents = open_token_folder(
             cfg.data, Path(cfg.out) / LATENTS_DIR, kind="latents", codec=cfg.codec, resolution=cfg.resolution,
             loop=self.loop, batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
@@ -247,20 +289,38 @@ class DiffusionTrainer(TaskBase):
         )
         return labelled_latents(latents, cfg.labels, cfg.cond)
 
+    def _read_pixels(self, data: str, flag: str, labels: str = "auto") -> PixelImages:
+        """``--pixels``: the images of ``data`` (the ``flag`` that named it) decoded at ``--resolution``."""
+        cfg = self.cfg
+        if is_token_folder(data):
+            raise ValueError(f"--pixels reads images, but {flag} {data} is a movq-tokenize folder (latents): "
+                             "drop --pixels, or pass the image collection")
+        if not Path(data).exists() and not any(ch in data for ch in "*?["):
+            raise FileNotFoundError(f"{flag} {data} does not exist")
+        images = PixelImages.read(data, cfg.resolution, num_workers=cfg.num_workers, exclude=cfg.out,  # type: ignore[arg-type]
+                                  labels=labels)
+        unreadable = f" ({len(images.skipped)} unreadable)" if images.skipped else ""
+        self.loop.print(f"{len(images)} images of {data} at {cfg.resolution} px in memory{unreadable}")
+        return images
+
     def _open_val_data(self) -> LatentItems:
-        """``--val-data``: latents of the same codec, labels by the training class names."""
+        """``--val-data``: latents of the same codec (with ``--pixels``: images read as ``--data`` is), labels by
+        the training class names."""
         cfg = self.cfg
         if cfg.cond:
             raise ValueError("--val-data cannot give the --cond vectors of its items: use --val-fraction with --cond")
-        latents = open_token_folder(
-            cfg.val_data, Path(cfg.out) / VAL_LATENTS_DIR, kind="latents", codec=cfg.codec,  # type: ignore[arg-type]
-            resolution=cfg.resolution or self.dataset.meta.get("resolution"), loop=self.loop,
-            batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
-        )
         names = self.dataset.label_names
+        if cfg.pixels:
+            latents: Any = self._read_pixels(cfg.val_data, "--val-data", "folder" if names else "none")  # type: ignore[arg-type]
+        else:
+            latents = open_token_folder(
+                cfg.val_data, Path(cfg.out) / VAL_LATENTS_DIR, kind="latents", codec=cfg.codec,  # type: ignore[arg-type]
+                resolution=cfg.resolution or self.dataset.meta.get("resolution"), loop=self.loop,
+                batch_size=cfg.tokenize_batch_size, num_workers=cfg.num_workers,
+            )
         if names is None:
             return LatentItems(latents)
-        val = labelled_latents(latents, "folder")
+        val = labelled_pixels(latents, "folder") if cfg.pixels else labelled_latents(latents, "folder")
         unknown = sorted(set(val.label_names or []) - set(names))
         if unknown:
             raise ValueError(f"--val-data {cfg.val_data} has classes {unknown} that the training data lacks (classes: {names})")
@@ -272,6 +332,9 @@ class DiffusionTrainer(TaskBase):
         if not isinstance(val, LatentItems):
             raise TypeError(f"val_dataset must be a movq.diffusion.data.LatentItems, got {type(val).__name__}")
         train = self.dataset
+        spaces = val.meta.get("space", "latent"), train.meta.get("space", "latent")
+        if spaces[0] != spaces[1]:
+            raise ValueError(f"--val-data holds {spaces[0]} items but --data {spaces[1]} ones: validate in the same space")
         if val.latent_shape != train.latent_shape:
             raise ValueError(f"--val-data latents are {list(val.latent_shape)}, the training latents {list(train.latent_shape)}")
         if codec_identity(val.meta) != codec_identity(train.meta):
@@ -292,7 +355,7 @@ class DiffusionTrainer(TaskBase):
             "codec": meta.get("model"), "codec_name": meta.get("model_name"), "config_hash": meta.get("config_hash"),
             "weights_hash": meta.get("weights_hash"), "resolution": meta.get("resolution"),
             "latent_shape": list(self.dataset.latent_shape), "latent_scale": self.latent_scale,
-            "labels": self.dataset.label_names,
+            "labels": self.dataset.label_names, "space": self.space,
         }
 
     # ------------------------------------------------------------------ TrainTask: state
@@ -312,7 +375,7 @@ class DiffusionTrainer(TaskBase):
     def _identity(self) -> dict[str, Any]:
         return {"unet_config": self.config.to_dict(), "diffusion_config": self.diffusion.to_dict(),
                 "latent_scale": self.latent_scale, "labels": self.dataset.label_names,
-                "schedule_sampler": self.cfg.schedule_sampler}
+                "schedule_sampler": self.cfg.schedule_sampler, "space": self.space}
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a saved run of another model, process, latent scale or class list, naming what differs."""
@@ -384,8 +447,9 @@ class DiffusionTrainer(TaskBase):
     def sample_images(self) -> tuple[Tensor, int] | None:
         """The grid's samples (EMA weights, DDIM with :data:`GRID_STEPS` steps, the loop's fixed seed):
         :data:`GRID_PER_CLASS` per class (rows: the first :data:`GRID_CLASSES` classes), the vectors of the
-        first items with ``cond``, else :data:`GRID_SAMPLES` unconditional ones."""
-        if self.grid_codec is None:
+        first items with ``cond``, else :data:`GRID_SAMPLES` unconditional ones; decoded by :attr:`grid_codec`, or
+        the images themselves for a pixel run (``codec=None``)."""
+        if not self.sample_grids:
             return None
         labels = cond = num = None
         columns = GRID_PER_CLASS
