@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
+import movq
 from helpers import DIFFUSION_TINY_UNET as TINY_UNET
 from helpers import diffusion_train_config as config
 from helpers import toy_latents
@@ -161,6 +162,11 @@ def test_cli_trains_on_an_image_folder_and_the_release_samples(tmp_path, image_f
 
     pipe = LatentDiffusionPipeline.from_pretrained(out)
     assert pipe.labels == ["blue", "red"] and pipe.model.config.num_classes == 2
+    other = movq.load("movqgan-tiny-photos")
+    with torch.no_grad():
+        other.decoder.conv_out.bias.add_(0.1)  # not the weights the latents came from
+    with pytest.warns(UserWarning, match=r"codec's weights differ from those whose latents .* samples will not decode"):
+        LatentDiffusionPipeline.from_pretrained(out, codec=other)
     images = pipe.generate(["red", 0], num_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert images.min() >= -1 and images.max() <= 1

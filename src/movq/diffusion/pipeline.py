@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from movq.diffusion.unet import UNet
 from movq.images import check_output_type, generated_output
 from movq.progress import ProgressBarConfig
 from movq.seeding import Generators
+from movq.tokenize.training_data import recorded_codec
 
 RELEASE_NAME = "latent_diffusion.json"
 RELEASE_KEYS = ("codec", "codec_name", "config_hash", "weights_hash", "resolution", "latent_shape", "latent_scale",
@@ -112,21 +112,10 @@ class LatentDiffusionPipeline(ProgressBarConfig):
             return cls(model, diffusion, None, labels=info["labels"], latent_shape=info["latent_shape"])
         if codec is None and not info["codec"]:
             raise ValueError(f"{directory} records no codec (trained on latents without a movq-tokenize folder): pass codec=")
-        load = codec is None or isinstance(codec, (str, os.PathLike))
-        if load:
-            import movq
-
-            codec = movq.load(codec or info["codec"], device=device)  # as stored: the hash covers these weights
-        if check_codec and info.get("weights_hash"):
-            from movq.tokenize.meta import weights_hash
-
-            if weights_hash(codec) != info["weights_hash"]:
-                warnings.warn(
-                    f"the codec's weights differ from those whose latents {directory} was trained on "
-                    f"({info['codec']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
-                    stacklevel=2,
-                )
-        if load:
+        # loaded as stored (the hash covers these weights), then cast
+        codec, loaded = recorded_codec(codec, info["codec"], info.get("weights_hash"), directory, "latents", device,
+                                       check_codec)
+        if loaded:
             codec = codec.to(dtype)
         return cls(model, diffusion, codec, latent_scale=info["latent_scale"], labels=info["labels"],
                    latent_shape=info["latent_shape"])

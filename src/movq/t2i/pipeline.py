@@ -23,6 +23,7 @@ from movq.strict import read_json_object
 from movq.t2i.model import T2ITransformer, sequence_to_tokens, tokens_to_sequence
 from movq.t2i.sampling import check_sampling_args
 from movq.t2i.text import TextTokenizer, check_prompts, encode_prompts, load_tokenizer, text_warnings
+from movq.tokenize.training_data import recorded_codec
 
 CODEC_INFO = "codec.json"
 """The file of a ``movq-t2i-train`` run folder naming the codec whose tokens the model learned."""
@@ -117,19 +118,8 @@ class T2IPipeline(ProgressBarConfig):
         model = T2ITransformer.from_pretrained(directory, device=device, dtype=dtype)
         if codec is None and not info.get("model"):
             raise ValueError(f"{info_path} records no codec: pass codec=")
-        if codec is None or isinstance(codec, (str, os.PathLike)):
-            import movq
-
-            codec = movq.load(codec or info["model"], device=device)
-        if check_codec and info.get("weights_hash"):
-            from movq.tokenize.meta import weights_hash
-
-            if weights_hash(codec) != info["weights_hash"]:
-                warnings.warn(
-                    f"the codec's weights differ from those whose tokens {directory} was trained on "
-                    f"({info['model']!r}, weights {info['weights_hash'][:12]}): samples will not decode as trained",
-                    stacklevel=2,
-                )
+        codec, _ = recorded_codec(codec, info["model"], info.get("weights_hash"), directory, "tokens", device,
+                                  check_codec)
         return cls(model, codec.eval())
 
     @property

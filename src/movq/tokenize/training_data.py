@@ -62,6 +62,32 @@ def data_codec(codec: Any, flag: str | None, meta: dict[str, Any], purpose: str)
     return load_codec(str(name), "--codec" if codec is None and flag else f"{purpose}: the data's codec")
 
 
+def recorded_codec(codec: Any, name: str, weights: str | None, run: str | os.PathLike, data: str,
+                   device: Any = None, check: bool = True) -> tuple[Any, bool]:
+    """``(codec, loaded)``: the codec a generator run's release decodes with. ``codec`` is a codec, or a
+    name / folder to load instead; ``None`` loads the recorded ``name`` (as stored, on ``device``);
+    ``loaded`` says whether it was loaded here. With ``check``, a codec whose weights differ from the
+    recorded ``weights`` hash is warned about: its ``data`` (``"tokens"``, ``"latents"``) would not mean
+    what the model learned."""
+    loaded = codec is None or isinstance(codec, (str, os.PathLike))
+    if loaded:
+        import movq
+
+        codec = movq.load(codec or name, device=device)
+    if check and weights:
+        import warnings
+
+        from movq.tokenize.meta import weights_hash
+
+        if weights_hash(codec) != weights:
+            warnings.warn(
+                f"the codec's weights differ from those whose {data} {run} was trained on "
+                f"({name!r}, weights {weights[:12]}): samples will not decode as trained",
+                stacklevel=3,
+            )
+    return codec, loaded
+
+
 def codec_identity(meta: dict[str, Any]) -> dict[str, Any]:
     """Which codec wrote a token / latent folder (its ``meta.json``): the hashes of its config and
     weights, and its name (for messages). A generator trainer records it in its checkpoints and
