@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also one image per size (e.g. 256,512,1024,2048) with default settings: s / MP of decode and "
                         "encode, peak RSS, the tiling plan (child processes)")
     p.add_argument("--budget-rows", type=_ints, default=[], metavar="SIZES",
-                   help="also those sizes with a fixed 4 GiB activation budget (the default budget follows the device)")
+                   help="also a decode at those sizes with a fixed 4 GiB activation budget (the default budget follows the device)")
     p.add_argument("--quick", action="store_true", help="256 px, batch 1, 3 repeats, no memory columns")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         row = versus.scaling_row(args.vs_diffusers, resolution, repeats=3 if resolution <= 512 else 1, photos=args.photos)
         print(versus.scaling_line(args.vs_diffusers, resolution, row), flush=True)
     for resolution in args.budget_rows:
-        row = versus.scaling_row(args.vs_diffusers, resolution, budget=4 * 2**30, photos=args.photos)
+        row = versus.scaling_row(args.vs_diffusers, resolution, budget=4 * 2**30, photos=args.photos, encode=False)
         print(versus.scaling_line(args.vs_diffusers, resolution, row, " (4 GiB budget)"), flush=True)
     for resolution in args.large:
         gib, seconds = versus.decode_peak_rss_gib(args.vs_diffusers, resolution)

@@ -293,7 +293,7 @@ SCALING_CODE = """
 import json, sys, time, torch, movq
 sys.path.insert(0, {here!r})
 import versus
-preset, resolution, budget, repeats, photos = {preset!r}, {resolution}, {budget!r}, {repeats}, {photos!r}
+preset, resolution, budget, repeats, photos, encode = {preset!r}, {resolution}, {budget!r}, {repeats}, {photos!r}, {encode!r}
 codec, _ = versus.build(preset, 0, torch.device("cpu"))
 del _
 if budget is not None:
@@ -310,22 +310,24 @@ with torch.inference_mode():
     times = {{"decode": [], "encode": []}}
     for _ in range(repeats):  # interleaved
         start = time.perf_counter(); codec.decode(tokens); times["decode"].append(time.perf_counter() - start)
-        start = time.perf_counter(); codec.encode(x); times["encode"].append(time.perf_counter() - start)
+        if encode:
+            start = time.perf_counter(); codec.encode(x); times["encode"].append(time.perf_counter() - start)
     peak = versus._status_kib(versus.Path("/proc/self/status"), "VmHWM")
-print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2], "encode_s": sorted(times["encode"])[repeats // 2],
+print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2],
+                  "encode_s": sorted(times["encode"])[repeats // 2] if encode else None,
                   "peak_gib": peak / 2**20, "above_model_gib": (peak - base) / 2**20, "tile": tile,
                   "exact": exact, "budget_gib": budget_bytes / 2**30}}))
 """
 
 
 def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats: int = 1,
-                photos: str | None = None) -> dict[str, Any]:
+                photos: str | None = None, encode: bool = True) -> dict[str, Any]:
     """One image of ``resolution`` x ``resolution`` through ``preset`` (random weights spread like trained
     ones, fp32, default settings or a fixed ``budget`` in bytes) in a child process: median seconds of
     ``repeats`` interleaved decodes and encodes, the peak RSS of the process (and above the loaded
     model), the tile side the plan chose (``None``: untiled) and whether its statistics were exact."""
     code = SCALING_CODE.format(here=str(Path(__file__).resolve().parent), preset=preset, resolution=resolution,
-                               budget=budget, repeats=repeats, photos=photos)
+                               budget=budget, repeats=repeats, photos=photos, encode=encode)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -333,10 +335,12 @@ def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats
 def scaling_line(preset: str, resolution: int, row: dict[str, Any], label: str = "") -> str:
     """A Markdown row of :func:`scaling_row`: seconds per megapixel, peak RSS, the plan."""
     megapixels = resolution * resolution / 1e6
+    encode_rate = "-" if row["encode_s"] is None else f"{row['encode_s'] / megapixels:.2f}"
+    encode_s = "-" if row["encode_s"] is None else f"{row['encode_s']:.1f}"
     plan = "untiled" if row["tile"] is None else (
         f"tiles of {row['tile']} positions, {'exact (lockstep)' if row['exact'] else 'estimated (passes)'} statistics")
     return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.2f} GiB | {row['decode_s'] / megapixels:.2f} | "
-            f"{row['encode_s'] / megapixels:.2f} | {row['decode_s']:.1f} / {row['encode_s']:.1f} | "
+            f"{encode_rate} | {row['decode_s']:.1f} / {encode_s} | "
             f"{row['peak_gib']:.2f} ({row['above_model_gib']:.2f}) | {plan} |")
 
 
