@@ -60,7 +60,7 @@ class TilingPolicy(StrictConfig):
       the memory free on it when the call starts (:func:`movq.memory_budget.device_activation_budget`).
     - ``statistics``: how the tiles get the image-wide GroupNorm statistics. ``"exact"``: one pass
       with the tiles in lockstep (:class:`LockstepGroupStats`): the untiled statistics (tiled
-      decode within about 70 dB of untiled on real photos) at about the untiled time, holding about
+      decode 66-81 dB from untiled on real photos) in about 1.15x the untiled time, holding about
       :data:`LOCKSTEP_MAPS` feature maps of the whole image; ``"passes"``: ``stat_passes`` estimating
       passes, then the output pass (memory of one tile, but each pass costs about one untiled forward
       and the estimate can miss: 27 to 47 dB at 1024 px with 2 passes); ``"auto"`` (default):
