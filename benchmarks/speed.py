@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
                         "encode, peak RSS, the tiling plan (child processes)")
     p.add_argument("--budget-rows", type=_ints, default=[], metavar="SIZES",
                    help="also a decode at those sizes with a fixed 4 GiB activation budget (the default budget follows the device)")
+    p.add_argument("--decode-only", action="store_true", help="--scaling rows time the decode alone")
     p.add_argument("--quick", action="store_true", help="256 px, batch 1, 3 repeats, no memory columns")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.vs_diffusers}, one image, fp32, default settings (3 repeats up to 512 px, else 1):\n")
         print(versus.SCALING_HEADER, end="")
     for resolution in args.scaling:
-        row = versus.scaling_row(args.vs_diffusers, resolution, repeats=3 if resolution <= 512 else 1, photos=args.photos)
+        row = versus.scaling_row(args.vs_diffusers, resolution, repeats=3 if resolution <= 512 else 1, photos=args.photos,
+                                 encode=not args.decode_only)
         print(versus.scaling_line(args.vs_diffusers, resolution, row), flush=True)
     for resolution in args.budget_rows:
         row = versus.scaling_row(args.vs_diffusers, resolution, budget=4 * 2**30, photos=args.photos, encode=False)
