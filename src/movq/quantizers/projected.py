@@ -8,6 +8,7 @@ and the whole codebook stays in use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,27 +75,43 @@ class ProjectedQuantizer(Quantizer):
     def indices(self, z: Tensor) -> Tensor:
         """Token ids ``[B, H, W]`` of ``z`` ``[B, dim, H, W]``, without the losses."""
         self.check_latent(z)
-        b, _, h, w = z.shape
-        with torch.no_grad():
-            codes = self.projected_codebook()
-        found = nearest_code(rearrange(z, "b d h w -> (b h w) d").detach(), codes, self.chunk_size)
-        return rearrange(found, "(b h w) -> b h w", b=b, h=h, w=w)
+        return nearest_projected_code(z, self.projected_codebook, self.chunk_size)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        b, _, h, w = z.shape
-        x = rearrange(z, "b d h w -> (b h w) d").float()
-        codes = self.projected_codebook().float()
-        indices = nearest_code(x.detach(), codes.detach(), self.chunk_size)
-        q = F.embedding(indices, codes)  # gradient to the projection only
-        loss = F.mse_loss(q.detach(), x) + self.beta * F.mse_loss(q, x.detach())
-        z_q = rearrange(x + (q - x).detach(), "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
-        indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
-        perplexity, usage = code_statistics(indices, self.codebook_size)
-        return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
+        return quantize_to_projected_codes(z, self.projected_codebook(), self.chunk_size, self.codebook_size,
+                                           commitment_weight=1.0, codebook_weight=self.beta)
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> the projected codes ``[B, dim, H, W]`` (only the rows used are projected)."""
         self.check_indices(indices, 3, "[B, H, W]")
         rows = self.codebook[indices.long()].to(self.projection.weight.dtype)
         return rearrange(self.projection(rows), "b h w d -> b d h w")
+
+
+def nearest_projected_code(z: Tensor, projected_codebook: Callable[[], Tensor], chunk_size: int) -> Tensor:
+    """Token ids ``[B, H, W]`` of ``z`` ``[B, dim, H, W]``: the nearest row of ``projected_codebook()``
+    (computed without a graph), as VQGAN-LC and SimVQ search."""
+    b, _, h, w = z.shape
+    with torch.no_grad():
+        codes = projected_codebook()
+    found = nearest_code(rearrange(z, "b d h w -> (b h w) d").detach(), codes, chunk_size)
+    return rearrange(found, "(b h w) -> b h w", b=b, h=h, w=w)
+
+
+def quantize_to_projected_codes(z: Tensor, codes: Tensor, chunk_size: int, codebook_size: int, *,
+                                commitment_weight: float, codebook_weight: float) -> QuantizerOutput:
+    """Quantize ``z`` ``[B, dim, H, W]`` to the nearest of ``codes`` ``[codebook_size, dim]`` (a frozen
+    codebook through a trained map): straight-through ``z_q``, and the loss
+    ``commitment_weight * |sg(q) - z|^2 + codebook_weight * |q - sg(z)|^2`` (mean squares, float32),
+    whose second term trains the map only. VQGAN-LC weighs the codebook term by beta, SimVQ the commitment."""
+    b, _, h, w = z.shape
+    x = rearrange(z, "b d h w -> (b h w) d").float()
+    codes = codes.float()
+    indices = nearest_code(x.detach(), codes.detach(), chunk_size)
+    q = F.embedding(indices, codes)  # gradient to the projection only
+    loss = commitment_weight * F.mse_loss(q.detach(), x) + codebook_weight * F.mse_loss(q, x.detach())
+    z_q = rearrange(x + (q - x).detach(), "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
+    indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
+    perplexity, usage = code_statistics(indices, codebook_size)
+    return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from movq.strict import NonNegativeFloat, PositiveInt
 
 from .base import Quantizer, QuantizerConfigBase, QuantizerOutput
-from .codes import DEFAULT_CHUNK_SIZE, code_statistics, nearest_code
+from .codes import DEFAULT_CHUNK_SIZE
+from .projected import nearest_projected_code, quantize_to_projected_codes
 
 
 @dataclass
@@ -79,23 +79,12 @@ class SimVQ(Quantizer):
     def indices(self, z: Tensor) -> Tensor:
         """Token ids ``[B, H, W]`` of ``z`` ``[B, dim, H, W]``, without the losses."""
         self.check_latent(z)
-        b, _, h, w = z.shape
-        codes = self.projected_codebook().detach()
-        found = nearest_code(rearrange(z, "b d h w -> (b h w) d").detach(), codes, self.chunk_size)
-        return rearrange(found, "(b h w) -> b h w", b=b, h=h, w=w)
+        return nearest_projected_code(z, self.projected_codebook, self.chunk_size)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_latent(z)
-        b, _, h, w = z.shape
-        x = rearrange(z, "b d h w -> (b h w) d").float()
-        codes = self.projected_codebook().float()
-        indices = nearest_code(x.detach(), codes.detach(), self.chunk_size)
-        q = F.embedding(indices, codes)  # gradient to the projection only
-        loss = self.beta * F.mse_loss(q.detach(), x) + F.mse_loss(q, x.detach())
-        z_q = rearrange(x + (q - x).detach(), "(b h w) d -> b d h w", b=b, h=h, w=w).to(z.dtype)
-        indices = rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w)
-        perplexity, usage = code_statistics(indices, self.codebook_size)
-        return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, perplexity=perplexity, usage=usage)
+        return quantize_to_projected_codes(z, self.projected_codebook(), self.chunk_size, self.codebook_size,
+                                           commitment_weight=self.beta, codebook_weight=1.0)
 
     def embed(self, indices: Tensor) -> Tensor:
         """``indices`` ``[B, H, W]`` -> the projected codes ``[B, dim, H, W]`` (only the rows used are projected)."""
