@@ -78,6 +78,20 @@ def tiny_codec(seed: int = 0, config: CodecConfig | None = None, **fields: Any) 
     return Codec(CodecConfig.from_dict(config.to_dict())).eval()
 
 
+def recorded_inputs(recorded: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The images a family's recording (``tests/fixtures/<family>.json``) ran its original on, rebuilt from
+    the recipe's seed; asserts first that ``weights`` (as the recorder checksummed them) and the images
+    are the recorded ones (checksums within 1e-9 relative), so a change of torch's generator cannot hide."""
+    fixtures = benchmark_module("record_family_fixtures")
+    assert fixtures.checksum(weights) == pytest.approx(recorded["weights_checksum"], rel=1e-9), (
+        "the seeded weights differ from the recording (did torch's random generator change?)"
+    )
+    recipe = recorded["recipe"]
+    images = fixtures.seeded_images(recipe["batch"], recipe["size"], recipe["inputs_seed"])
+    assert fixtures.checksum(images) == pytest.approx(recorded["inputs_checksum"], rel=1e-9)
+    return images
+
+
 def assert_matches_family_fixture(codec: Any, images: torch.Tensor, recorded: dict[str, Any]) -> torch.Tensor:
     """``codec`` against a family's recorded original (``tests/fixtures/<family>.json``, written by
     ``benchmarks/record_family_fixtures.py``): ``codec.encode(images)`` (a multi-scale codec's maps

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import movq
-from helpers import assert_matches_family_fixture, benchmark_module, make_hub_cache
+from helpers import assert_matches_family_fixture, benchmark_module, make_hub_cache, recorded_inputs
 from movq.hub import registry
 from movq.hub.formats import LLAMAGEN, detect_format
 from movq.hub.llamagen import codec_shapes, llamagen_key_to_movq, movq_key_to_llamagen
@@ -69,12 +69,7 @@ def test_the_key_map_gives_the_original_names_and_shapes(published):
 def test_load_matches_the_original_tokens_and_pixels(published):
     family, path, weights = published
     recorded = fixture(family)
-    recipe = recorded["recipe"]
-    assert fixtures.checksum(weights) == pytest.approx(recorded["weights_checksum"], rel=1e-9), (
-        "the seeded weights differ from the recording (did torch's random generator change?)"
-    )
-    images = fixtures.seeded_images(recipe["batch"], recipe["size"], recipe["inputs_seed"])
-    assert fixtures.checksum(images) == pytest.approx(recorded["inputs_checksum"], rel=1e-9)
+    images = recorded_inputs(recorded, weights)
 
     codec = movq.load(path)  # nothing named: family and architecture come from the keys and shapes
     assert codec.config.name == family == recorded["preset"]
