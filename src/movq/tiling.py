@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -425,7 +425,7 @@ def _run_lockstep(
     layer (:class:`LockstepGroupStats`); each tile blends its output when it finishes, in tile order."""
     stats.count = len(windows)
     enter_caller_modes = caller_modes()
-    result: list[Tensor] = []
+    blended: dict[str, Any] = {}  # "out": the float32 sum of the weighted tiles, "dtype": the tiles' dtype
     errors: list[BaseException] = []
 
     def run(index: int, i: int, j: int, window: Window) -> None:
@@ -433,10 +433,11 @@ def _run_lockstep(
             with enter_caller_modes():
                 stats.start(index, lambda fh, fw: weights_at(i, j, fh // tile_rows))
                 piece = fn(window)
-                if not result:
-                    result.append(torch.zeros((*piece.shape[:2], grid[0] * out_scale, grid[1] * out_scale), device=piece.device))
-                    result.append(piece)  # remembers the output dtype
-                window.crop(result[0], out_scale).addcmul_(piece, weights_at(i, j, out_scale).to(piece.device))
+                if not blended:
+                    blended["out"] = torch.zeros((*piece.shape[:2], grid[0] * out_scale, grid[1] * out_scale),
+                                                 device=piece.device)
+                    blended["dtype"] = piece.dtype
+                window.crop(blended["out"], out_scale).addcmul_(piece, weights_at(i, j, out_scale).to(piece.device))
                 del piece
             stats.finish(index)
         except _Abandoned:
@@ -453,10 +454,9 @@ def _run_lockstep(
         thread.join()
     if errors:
         raise errors[0]
-    out, first = result
     rows = sorted({window.top for _, _, window in windows})
     cols = sorted({window.left for _, _, window in windows})
-    return _normalised(out, rows, cols, row_ramps, col_ramps, out_scale).to(first.dtype)
+    return _normalised(blended["out"], rows, cols, row_ramps, col_ramps, out_scale).to(blended["dtype"])
 
 
 def caller_modes() -> Callable[[], contextlib.AbstractContextManager]:
