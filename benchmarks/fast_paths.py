@@ -5,7 +5,8 @@ Prints Markdown sections (recorded in benchmarks/README.md):
 1. bf16: the shipped ``movqgan-tiny-photos`` on the ``val`` photos, and ``movqgan-67m`` (random
    weights spread like trained ones) on the same photos: PSNR of the round trip against the
    originals, PSNR of the bf16 decode against the fp32 decode of the same tokens, token agreement.
-2. Tiling: tiled decode (512 px tiles, exact lockstep statistics and two estimating passes) against
+2. Tiling: tiled decode (512 px tiles; exact lockstep statistics, lockstep statistics on a bfloat16
+   copy, two estimating passes) against
    untiled decode of the same tokens, and tiled encode's token agreement, with the shipped codec on
    every ``val`` photo at 1024 px and on ``--photo`` at 2048 px; decode time against untiled.
 3. Nearest-code search: its share of ``movqgan-67m`` encode time at 512 and 1024 px (fp32).
@@ -55,8 +56,10 @@ def bf16_section(name: str, codec: movq.Codec, x: torch.Tensor, batch: int = 4) 
             f"{dec_mean:.1f} (min {dec_min:.1f}) | {100 * agree:.2f}% |")
 
 
-TILING_VARIANTS = {"exact": dict(statistics="exact"), "passes (2)": dict(statistics="passes", stat_passes=2)}
-"""The tiled decodes compared: lockstep (exact) statistics, and the estimate of two statistics passes."""
+TILING_VARIANTS = {"exact": dict(statistics="exact"), "bf16": dict(statistics="bf16"),
+                   "passes (2)": dict(statistics="passes", stat_passes=2)}
+"""The tiled decodes compared: lockstep (exact) statistics, lockstep statistics from a bfloat16 copy, and
+the estimate of two statistics passes."""
 
 
 def tiling_fidelity(paths: list[Path], size: int) -> dict[str, list[float]]:

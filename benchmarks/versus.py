@@ -303,8 +303,8 @@ with torch.inference_mode():
     tokens = codec.encode(x)
     batch, tile = codec._plan(tokens[:, None].float(), 1)
     budget_bytes = codec.tiling.budget("cpu")
-    exact = tile is not None and codec.tiling.exact_statistics(
-        1, *tokens.shape[-2:], tile, codec._bytes_per_position(), budget_bytes)
+    statistics = None if tile is None else codec.tiling.statistics_mode(
+        1, *tokens.shape[-2:], tile, codec._bytes_per_position(), budget_bytes, codec._lowered_statistics_possible())
     versus._restart_peak_rss()
     base = versus._status_kib(versus.Path("/proc/self/status"), "VmRSS")
     times = {{"decode": [], "encode": []}}
@@ -316,7 +316,7 @@ with torch.inference_mode():
 print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2],
                   "encode_s": sorted(times["encode"])[repeats // 2] if encode else None,
                   "peak_gib": peak / 2**20, "above_model_gib": (peak - base) / 2**20, "tile": tile,
-                  "exact": exact, "budget_gib": budget_bytes / 2**30}}))
+                  "statistics": statistics, "budget_gib": budget_bytes / 2**30}}))
 """
 
 
@@ -325,7 +325,8 @@ def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats
     """One image of ``resolution`` x ``resolution`` through ``preset`` (random weights spread like trained
     ones, fp32, default settings or a fixed ``budget`` in bytes) in a child process: median seconds of
     ``repeats`` interleaved decodes and encodes, the peak RSS of the process (and above the loaded
-    model), the tile side the plan chose (``None``: untiled) and whether its statistics were exact."""
+    model), the tile side the plan chose (``None``: untiled) and how its tiles got their statistics
+    (:meth:`movq.tiling.TilingPolicy.statistics_mode`)."""
     code = SCALING_CODE.format(here=str(Path(__file__).resolve().parent), preset=preset, resolution=resolution,
                                budget=budget, repeats=repeats, photos=photos, encode=encode)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -338,11 +339,14 @@ def scaling_line(preset: str, resolution: int, row: dict[str, Any], label: str =
     encode_rate = "-" if row["encode_s"] is None else f"{row['encode_s'] / megapixels:.2f}"
     encode_s = "-" if row["encode_s"] is None else f"{row['encode_s']:.1f}"
     plan = "untiled" if row["tile"] is None else (
-        f"tiles of {row['tile']} positions, {'exact (lockstep)' if row['exact'] else 'estimated (passes)'} statistics")
+        f"tiles of {row['tile']} positions, {STATISTICS_LABELS[row['statistics']]} statistics")
     return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.2f} GiB | {row['decode_s'] / megapixels:.2f} | "
             f"{encode_rate} | {row['decode_s']:.1f} / {encode_s} | "
             f"{row['peak_gib']:.2f} ({row['above_model_gib']:.2f}) | {plan} |")
 
+
+STATISTICS_LABELS = {"exact": "exact (lockstep)", "bf16": "bf16 lockstep", "passes": "estimated (passes)"}
+"""How :func:`scaling_line` names each statistics mode of a tiled row."""
 
 SCALING_HEADER = ("| codec | px | activation budget | decode s / MP | encode s / MP | decode / encode s | "
                   "peak RSS GiB (above model) | plan |\n|---|---|---|---|---|---|---|---|\n")

@@ -223,28 +223,88 @@ def test_a_tile_that_fails_in_lockstep_raises_in_the_caller():
     assert stats.failed
 
 
+def test_lockstep_tiles_give_freed_memory_back_at_every_hand_over(monkeypatch):
+    """Each lockstep tile thread allocates from its own malloc arena: at every hand-over on the CPU the
+    freed pages go back to the system (glibc's malloc_trim, where the C library has it)."""
+    import platform
+
+    import movq.memory_budget as mb
+    import movq.tiling as tiling
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert mb._malloc_trim() is not None
+    mb.release_freed_memory()  # never raises, whatever the C library
+    calls = []
+    monkeypatch.setattr(tiling, "release_freed_memory", lambda: calls.append(1))
+    codec = small_codec()
+    tokens = codec.encode(torch.rand(1, 3, 64, 64) * 2 - 1)
+    codec.enable_tiling(tile_size=32, overlap=8, statistics="exact")
+    codec.decode(tokens)
+    assert len(calls) >= 4 * 3  # 2 x 2 tiles, each at every norm layer of the tiled levels (3 or more)
+
+
 def test_exact_statistics_when_they_fit_the_budget():
     policy = TilingPolicy(tile=16)
     per_position = 1000.0
     state = 64 * 64 * per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
-    assert policy.exact_statistics(1, 64, 64, 16, per_position, int(state + 16 * 16 * per_position))
-    assert not policy.exact_statistics(1, 64, 64, 16, per_position, int(state))
-    assert not policy.exact_statistics(2, 64, 64, 16, per_position, int(state + 16 * 16 * per_position))
-    assert TilingPolicy(statistics="exact").exact_statistics(1, 64, 64, 16, per_position, 1)
-    assert not TilingPolicy(statistics="passes").exact_statistics(1, 64, 64, 16, per_position, 2**40)
+    assert policy.state_bytes("exact", 64, 64, per_position) == state
+    assert policy.state_bytes("bf16", 64, 64, per_position) == state / 2
+    one_tile = 16 * 16 * per_position
+    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state + one_tile)) == "exact"
+    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state)) == "passes"
+    assert policy.statistics_mode(2, 64, 64, 16, per_position, int(state + one_tile)) == "passes"
+    # a float32 network may gather them on a bfloat16 copy: half the state
+    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state), lowered=True) == "bf16"
+    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state / 2), lowered=True) == "passes"
+    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state + one_tile), lowered=True) == "exact"
+    assert TilingPolicy(statistics="exact").statistics_mode(1, 64, 64, 16, per_position, 1) == "exact"
+    assert TilingPolicy(statistics="bf16").statistics_mode(1, 64, 64, 16, per_position, 1, lowered=True) == "bf16"
+    assert TilingPolicy(statistics="bf16").statistics_mode(1, 64, 64, 16, per_position, 1) == "exact"  # not float32
+    assert TilingPolicy(statistics="passes").statistics_mode(1, 64, 64, 16, per_position, 2**40, lowered=True) == "passes"
     # automatic tiling sizes its tiles to what the lockstep state leaves of the budget, when that is
     # at least 4 overlaps; below, the tiles take half the budget and the statistics come from passes
     need = 64 * 64 * per_position
     budget = int(0.9 * need)
     tile = math.isqrt(int((budget - state) // per_position))
     assert tile >= 16 and policy.plan(1, 64, 64, per_position, budget=budget) == (1, tile)
-    assert policy.exact_statistics(1, 64, 64, tile, per_position, budget)
+    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget) == "exact"
     budget = int(0.66 * need)
     batch, tile = policy.plan(1, 64, 64, per_position, budget=budget)
-    assert tile == math.isqrt(budget // 2 // int(per_position)) and not policy.exact_statistics(1, 64, 64, tile, per_position, budget)
+    assert tile == math.isqrt(budget // 2 // int(per_position))
+    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget) == "passes"
+    # ... unless the bfloat16 state fits beside tiles of 4 overlaps
+    batch, tile = policy.plan(1, 64, 64, per_position, budget=budget, lowered=True)
+    assert tile == math.isqrt(int((budget - state / 2) // per_position))
+    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget, lowered=True) == "bf16"
     codec = small_codec()
     codec.enable_tiling(tile_size=32, overlap=8, statistics="passes")
     assert codec.tiling.statistics == "passes" and codec.tiling.tile == 16
+
+
+def test_statistics_from_a_bfloat16_lockstep_pass():
+    """statistics="bf16": a lockstep pass on a bfloat16 copy gathers the statistics, the float32 tiles
+    are normalised with them: close to the exact (float32 lockstep) tiles, the codec's own weights,
+    dtype and packed-weight caches untouched, and the tiles' output in float32."""
+    codec = small_codec()
+    x = torch.rand(1, 3, 96, 128) * 2 - 1
+    tokens = codec.encode(x)
+    untiled = codec.decode(tokens)
+    weights = {name: t.clone() for name, t in codec.state_dict().items()}
+    codec.enable_tiling(tile_size=32, overlap=8, statistics="exact")
+    exact = codec.decode(tokens)
+    codec.enable_tiling(tile_size=32, overlap=8, statistics="bf16")
+    lowered = codec.decode(tokens)
+    assert lowered.dtype == torch.float32 and codec.dtype == torch.float32
+    assert all(torch.equal(t, weights[name]) for name, t in codec.state_dict().items())
+    exact_db = psnr(to_unit_range(untiled), to_unit_range(exact)).item()
+    lowered_db = psnr(to_unit_range(untiled), to_unit_range(lowered)).item()
+    assert lowered_db >= 45.0 and lowered_db <= exact_db  # bfloat16 statistics: close, not exact
+    assert (codec.encode(x) == tokens).float().mean() >= 0.9  # 95.2% (exact: the same)
+    # a bfloat16 codec has nothing lower to gather them in: its lockstep pass is already bfloat16
+    half = small_codec().to(torch.bfloat16)
+    half.enable_tiling(tile_size=32, overlap=8, statistics="bf16")
+    assert not half._lowered_statistics_possible()
+    assert half.decode(tokens).dtype == torch.bfloat16
 
 
 def test_tiled_decode_and_encode_on_the_shipped_codec(shipped):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -48,9 +48,13 @@ from movq.modules import cpu_engine
 from movq.quantizers import MultiScaleResidualVQ, Quantizer, QuantizerOutput
 from movq.tiling import (
     CPU_SLICE_BYTES,
+    LOWERED_DTYPE,
     LockstepGroupStats,
     SharedGroupStats,
+    StatisticsMode,
     TilingPolicy,
+    Window,
+    lowered_statistics,
     run_sliced,
     run_tiled,
     shared_norm_stats,
@@ -285,7 +289,7 @@ class Codec(nn.Module):
         auto: bool = False,
         memory_budget: int | None = None,
         stat_passes: int | None = None,
-        statistics: Literal["auto", "exact", "passes"] | None = None,
+        statistics: StatisticsMode | None = None,
     ) -> None:
         """Encode and decode images larger than ``tile_size`` pixels in overlapping tiles.
 
@@ -298,10 +302,12 @@ class Codec(nn.Module):
         the others run in tiles that share the image's GroupNorm statistics. ``statistics="exact"``
         runs the tiles in lockstep, so each is normalised with the untiled statistics (tiled decode
         66-81 dB from untiled on real photos, in about 1.15x the untiled time, holding about 2.5 feature
-        maps of the whole image); ``"passes"`` estimates them with ``stat_passes`` extra passes over
-        the tiles (default 2; 0 lets each tile use its own: memory of one tile, 27 to 47 dB at
-        1024 px); ``"auto"`` (default) is exact when that fits the memory budget
-        (:meth:`TilingPolicy.exact_statistics`).
+        maps of the whole image); ``"bf16"`` gathers them with that lockstep pass on a bfloat16 copy
+        of the network (half its memory; a float32 codec), then decodes the float32 tiles with them;
+        ``"passes"`` estimates them with ``stat_passes`` extra passes over the tiles (default 2; 0
+        lets each tile use its own: memory of one tile, 27 to 47 dB at 1024 px); ``"auto"``
+        (default) takes the first of ``"exact"`` and ``"bf16"`` that fits the memory budget, else
+        ``"passes"`` (:meth:`TilingPolicy.statistics_mode`).
         """
         f = self.downsample_factor
         for name, value in (("tile_size", tile_size), ("overlap", overlap)):
@@ -325,23 +331,40 @@ class Codec(nn.Module):
         """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
         cache = CPU_SLICE_BYTES if x.device.type == "cpu" else None
         return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, self._bytes_per_position(),
-                                cache, budget=self.tiling.budget(x.device))
+                                cache, budget=self.tiling.budget(x.device), lowered=self._lowered_statistics_possible())
 
-    def _tiles(self, fn: Any, batch: int, grid: tuple[int, int], out_scale: int, module: nn.Module, tile: int,
-               device: torch.device) -> Tensor:
-        """:func:`~movq.tiling.run_tiled` with this codec's policy; ``module``'s norms (if any) share
-        statistics: exact (lockstep) when the policy allows, else gathered by passes."""
+    def _lowered_statistics_possible(self) -> bool:
+        """Whether ``statistics="bf16"`` can gather the statistics on a bfloat16 copy: a float32 codec,
+        on a device with bfloat16 arithmetic."""
+        if self.dtype != torch.float32:
+            return False
+        return self.device.type != "cuda" or torch.cuda.is_bf16_supported()
+
+    def _tiles(self, stage: Callable[[nn.Module, Window, torch.dtype], Tensor], batch: int, grid: tuple[int, int],
+               out_scale: int, module: nn.Module, tile: int, device: torch.device) -> Tensor:
+        """:func:`~movq.tiling.run_tiled` of ``stage(module, window, dtype)`` (the tile's output, its
+        inputs cast to ``dtype``) with this codec's policy; ``module``'s norms (if any) share
+        statistics: exact (lockstep), from a bfloat16 lockstep pass, or gathered by passes
+        (:meth:`TilingPolicy.statistics_mode`)."""
         tiling = self.tiling
         stats: SharedGroupStats | None = None
+        passes = tiling.stat_passes
         if shared_norms(module):
-            if tiling.exact_statistics(batch, *grid, tile, self._bytes_per_position(), tiling.budget(device)):
+            mode = tiling.statistics_mode(batch, *grid, tile, self._bytes_per_position(), tiling.budget(device),
+                                          self._lowered_statistics_possible())
+            if mode == "exact":
                 stats = LockstepGroupStats()
-            elif tiling.stat_passes:
+            elif mode == "bf16":
+                stats, passes = lowered_statistics(module, lambda lowered, lockstep: run_tiled(
+                    lambda window: stage(lowered, window, LOWERED_DTYPE), grid, tile=tile, overlap=tiling.overlap,
+                    out_scale=out_scale, stats=lockstep,
+                )), 0
+            elif passes:
                 stats = SharedGroupStats()
         with shared_norm_stats(module, stats) if stats is not None else nullcontext():
             return run_tiled(
-                fn, grid, tile=tile, overlap=tiling.overlap, out_scale=out_scale,
-                stats=stats, stat_passes=tiling.stat_passes,
+                lambda window: stage(module, window, self.dtype), grid, tile=tile, overlap=tiling.overlap,
+                out_scale=out_scale, stats=stats, stat_passes=passes,
             )
 
     def _encode_tiled(self, x: Tensor, tile: int) -> Tensor:
@@ -351,8 +374,8 @@ class Codec(nn.Module):
         grid = (x.shape[-2] // f, x.shape[-1] // f)
         x = self.to_network_range(x)
         h = self._tiles(
-            lambda window: self.encoder.local_stage(window.crop(x, f)), x.shape[0], grid, self.encoder.local_scale,
-            self.encoder, tile, x.device,
+            lambda encoder, window, dtype: encoder.local_stage(window.crop(x, f).to(dtype)), x.shape[0], grid,
+            self.encoder.local_scale, self.encoder, tile, x.device,
         )
         return self.quant_conv(self.encoder.global_stage(h))
 
@@ -362,8 +385,8 @@ class Codec(nn.Module):
         h = self.decoder.global_stage(self.post_quant_conv(z_q), z_q)
         scale = self.decoder.local_scale
         return self.from_network_range(self._tiles(
-            lambda window: self.decoder.local_stage(window.crop(h, scale), window.crop(z_q)), z_q.shape[0],
-            tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile, z_q.device,
+            lambda decoder, window, dtype: decoder.local_stage(window.crop(h, scale).to(dtype), window.crop(z_q).to(dtype)),
+            z_q.shape[0], tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile, z_q.device,
         ))
 
     def encode_to_prequant_bounded(self, x: Tensor) -> Tensor:

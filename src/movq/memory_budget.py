@@ -10,6 +10,8 @@ Parameter bytes are not estimated: :func:`module_bytes` sums a build on the meta
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +171,26 @@ def device_activation_budget(device: torch.device | str = "cpu") -> int:
     :func:`free_bytes` now (:data:`FALLBACK_BUDGET` when that cannot be read), at least 1 byte."""
     free = free_bytes(device)
     return max(1, int(DEVICE_BUDGET_SHARE * free)) if free is not None else FALLBACK_BUDGET
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the pages of freed heap memory back to the operating system (glibc's ``malloc_trim(0)``;
+    nothing where there is none). Threads that allocate in turn (the tiles of
+    :class:`movq.tiling.LockstepGroupStats`) each keep a malloc arena whose freed maps the others cannot
+    reuse: trimming at every hand-over keeps the process's memory at what is alive (measured at 512 px,
+    67M decode in lockstep: 0.85 GiB above the model instead of 1.62)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def check_memory_budget(needed: int, device: torch.device | str, what: str, advice: str) -> None:

@@ -15,6 +15,7 @@ are estimates, and a tile's border sees zero padding instead of its neighbour.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from movq.memory_budget import ACTIVATION_MAPS, device_activation_budget
+from movq.memory_budget import ACTIVATION_MAPS, device_activation_budget, release_freed_memory
 from movq.modules.norm import EPS, NUM_GROUPS, GroupNorm, SpatialNorm
 from movq.strict import NonNegativeInt, PositiveInt, StrictConfig
 
@@ -40,6 +41,13 @@ CPU_SLICE_BYTES = 64 * 2**20
 gains nothing from a larger batch there (its matrices are already as large as the feature map),
 while a batch whose maps outgrow the caches runs slower per image. Measured on the shipped tiny
 codec at 256 px (fp32, 2 threads): 37 images/s one at a time, 18 in one batch of 32."""
+
+
+StatisticsMode = Literal["auto", "exact", "bf16", "passes"]
+"""How tiles get the image-wide GroupNorm statistics (:attr:`TilingPolicy.statistics`)."""
+
+LOWERED_DTYPE = torch.bfloat16
+"""The dtype of the statistics pass with ``statistics="bf16"`` (:func:`lowered_statistics`)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,14 @@ class TilingPolicy(StrictConfig):
     - ``statistics``: how the tiles get the image-wide GroupNorm statistics. ``"exact"``: one pass
       with the tiles in lockstep (:class:`LockstepGroupStats`): the untiled statistics (tiled
       decode 66-81 dB from untiled on real photos) in about 1.15x the untiled time, holding about
-      :data:`LOCKSTEP_MAPS` feature maps of the whole image; ``"passes"``: ``stat_passes`` estimating
-      passes, then the output pass (memory of one tile, but each pass costs about one untiled forward
-      and the estimate can miss: 27 to 47 dB at 1024 px with 2 passes); ``"auto"`` (default):
-      ``"exact"`` when its memory fits the budget, else ``"passes"``.
+      :data:`LOCKSTEP_MAPS` feature maps of the whole image; ``"bf16"``: the lockstep pass run on a
+      bfloat16 copy of the network (half that memory, about half a float32 pass on hardware with
+      bfloat16 arithmetic) gathers the statistics, then the output pass normalises float32 tiles
+      with them (:func:`lowered_statistics`; for a float32 codec, else as ``"exact"``);
+      ``"passes"``: ``stat_passes`` estimating passes, then the output pass (memory of one tile,
+      but each pass costs about one untiled forward and the estimate can miss: 27 to 47 dB at
+      1024 px with 2 passes); ``"auto"`` (default): the first of ``"exact"``, ``"bf16"`` whose
+      memory fits the budget, else ``"passes"`` (:meth:`statistics_mode`).
     - ``stat_passes``: passes over the tiles that gather the statistics before the pass that produces
       the output, with ``statistics="passes"`` (0: every tile uses its own statistics, fastest, visibly
       less faithful).
@@ -75,7 +87,7 @@ class TilingPolicy(StrictConfig):
     overlap: NonNegativeInt = 4
     memory_budget: PositiveInt | None = None
     stat_passes: NonNegativeInt = 2
-    statistics: Literal["auto", "exact", "passes"] = "auto"
+    statistics: StatisticsMode = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,15 +103,15 @@ class TilingPolicy(StrictConfig):
 
     def plan(
         self, batch: int, height: int, width: int, bytes_per_position: float, cache_bytes: float | None = None,
-        budget: int | None = None,
+        budget: int | None = None, lowered: bool = False,
     ) -> tuple[int, int | None]:
         """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
         given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
         ``"auto"`` tiles only a grid above the budget: when the lockstep state of exact statistics
-        (:meth:`lockstep_bytes`) leaves room for tiles of at least ``4 * overlap`` positions, with the
-        largest tiles that fit beside it; else with the largest tiles that take at most
-        :data:`TILE_BUDGET_SHARE` of it (statistics estimated by passes); tiled images are batched
-        within that too.
+        (:meth:`state_bytes`), or with ``lowered`` (a float32 network) that of a bfloat16 lockstep
+        pass, leaves room for tiles of at least ``4 * overlap`` positions, with the largest tiles that
+        fit beside it; else with the largest tiles that take at most :data:`TILE_BUDGET_SHARE` of it
+        (statistics estimated by passes); tiled images are batched within that too.
         ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps the images per forward so that
         one forward's activations stay near the caches' size (at least one image). ``budget`` is the
         resolved budget of the call's device (:meth:`budget`; by default that of the CPU)."""
@@ -111,14 +123,15 @@ class TilingPolicy(StrictConfig):
         if self.mode == "on":
             tile = self.tile
         elif self.mode == "auto" and bytes_per_position * height * width > budget:
-            exact_tile = math.isqrt(int(max(budget - self.lockstep_bytes(height, width, bytes_per_position), 0)
-                                        // bytes_per_position))
-            if self.statistics == "exact" or (self.statistics == "auto" and exact_tile >= max(4 * self.overlap, 8)):
-                # exact statistics fit: the tiles take what the lockstep state leaves of the budget
-                tile = max(exact_tile, 2 * self.overlap + 1)
-                state = self.lockstep_bytes(height, width, bytes_per_position)
-                tile_budget = budget
+            for mode in self.lockstep_modes(lowered):
+                state = self.state_bytes(mode, height, width, bytes_per_position)
+                exact_tile = math.isqrt(int(max(budget - state, 0) // bytes_per_position))
+                if self.statistics != "auto" or exact_tile >= max(4 * self.overlap, 8):
+                    # the statistics pass fits: the tiles take what its lockstep state leaves of the budget
+                    tile, tile_budget = max(exact_tile, 2 * self.overlap + 1), budget
+                    break
             else:
+                state = 0.0
                 tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
         if tile is not None and height <= tile and width <= tile:
             tile, state = None, 0.0
@@ -128,23 +141,39 @@ class TilingPolicy(StrictConfig):
             budget = min(budget, cache_bytes + state)
         return max(1, int(budget // max(bytes_per_position * area + state, 1.0))), tile
 
+    def lockstep_modes(self, lowered: bool) -> list[str]:
+        """The lockstep statistics modes to consider, in order of preference: ``statistics`` itself
+        when it names one (``"bf16"`` only with ``lowered``, else ``"exact"``), none for ``"passes"``,
+        ``"exact"`` then (with ``lowered``) ``"bf16"`` for ``"auto"``."""
+        if self.statistics == "passes":
+            return []
+        if self.statistics == "auto":
+            return ["exact", "bf16"] if lowered else ["exact"]
+        return ["bf16" if self.statistics == "bf16" and lowered else "exact"]
+
     @staticmethod
-    def lockstep_bytes(height: int, width: int, bytes_per_position: float) -> float:
-        """Bytes a lockstep pass keeps for one image of ``height x width`` latent positions
-        (:data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS` maps that
-        ``bytes_per_position`` counts)."""
-        return height * width * bytes_per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
+    def state_bytes(mode: str, height: int, width: int, bytes_per_position: float) -> float:
+        """Bytes a lockstep pass of ``mode`` keeps for one image of ``height x width`` latent positions:
+        :data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS` maps that
+        ``bytes_per_position`` counts (float32), half that for ``"bf16"``."""
+        state = height * width * bytes_per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
+        return state / 2 if mode == "bf16" else state
 
-
-    def exact_statistics(self, batch: int, height: int, width: int, tile: int, bytes_per_position: float, budget: int) -> bool:
-        """Whether a tiled forward over ``batch`` latent grids ``height x width`` in tiles of side
-        ``tile`` uses lockstep (exact) statistics: ``statistics="exact"``, or ``"auto"`` when the
-        whole images' lockstep state (:data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS`
-        maps that ``bytes_per_position`` counts) plus one tile's activations fit ``budget``."""
+    def statistics_mode(self, batch: int, height: int, width: int, tile: int, bytes_per_position: float, budget: int,
+                        lowered: bool = False) -> Literal["exact", "bf16", "passes"]:
+        """How a tiled forward over ``batch`` latent grids ``height x width`` in tiles of side ``tile``
+        gets its statistics: ``statistics`` when it names a mode (``"bf16"`` only with ``lowered``, a
+        float32 network: else ``"exact"``); for ``"auto"`` the first lockstep mode
+        (:meth:`lockstep_modes`) whose state (:meth:`state_bytes`) for the whole batch plus one tile's
+        activations fit ``budget``, else ``"passes"``."""
         if self.statistics != "auto":
-            return self.statistics == "exact"
-        state = batch * self.lockstep_bytes(height, width, bytes_per_position)
-        return state + batch * min(tile, height) * min(tile, width) * bytes_per_position <= budget
+            modes = self.lockstep_modes(lowered)
+            return modes[0] if modes else "passes"  # type: ignore[return-value]
+        area = batch * min(tile, height) * min(tile, width) * bytes_per_position
+        for mode in self.lockstep_modes(lowered):
+            if batch * self.state_bytes(mode, height, width, bytes_per_position) + area <= budget:
+                return mode  # type: ignore[return-value]
+        return "passes"
 
 
 def tile_layout(size: int, tile: int, overlap: int) -> tuple[int, list[int]]:
@@ -276,7 +305,7 @@ class LockstepGroupStats(SharedGroupStats):
         self._record(id(norm), f)
         if index == self.count - 1:  # every tile has recorded this layer: its statistics are final
             self._stats[id(norm)] = group_stats(*self._totals.pop(id(norm)))
-        self.hand_over(index)
+        self.hand_over(index, f.device)
         return self._stats[id(norm)]
 
     def start(self, index: int, weights: Callable[[int, int], Tensor]) -> None:
@@ -284,8 +313,11 @@ class LockstepGroupStats(SharedGroupStats):
         self._tile.index, self._tile.weights = index, weights
         self.wait(index)
 
-    def hand_over(self, index: int) -> None:
-        """Pass the turn from tile ``index`` to the next one and wait for ``index``'s next turn."""
+    def hand_over(self, index: int, device: torch.device | None = None) -> None:
+        """Pass the turn from tile ``index`` to the next one and wait for ``index``'s next turn; on the
+        CPU, what the tile freed goes back to the system first (:func:`release_freed_memory`)."""
+        if device is not None and device.type == "cpu":
+            release_freed_memory()
         with self._baton:
             self.turn = (index + 1) % self.count
             self._baton.notify_all()
@@ -336,6 +368,26 @@ def shared_norm_stats(module: nn.Module, stats: SharedGroupStats) -> Iterator[No
     finally:
         for norm in norms:
             del norm.shared_stats
+
+
+def lowered_statistics(module: nn.Module, lockstep_pass: Callable[[nn.Module, LockstepGroupStats], object]) -> SharedGroupStats:
+    """The image-wide GroupNorm statistics of ``module``'s norms, gathered in lockstep on a
+    :data:`LOWERED_DTYPE` copy of ``module`` (``statistics="bf16"``): ``lockstep_pass(copy, stats)``
+    runs the copy's tiles (:func:`run_tiled` with ``stats``, inputs cast to that dtype). Returns them
+    as a :class:`SharedGroupStats` for ``module``'s own norms that no longer records, so the output
+    pass (:func:`run_tiled` with ``stat_passes=0``) normalises every tile with them. The copy holds
+    half the lockstep state of the full-precision pass and is dropped before the output pass."""
+    memo: dict[int, Any] = {id(t): t.detach().to(LOWERED_DTYPE) for t in (*module.parameters(), *module.buffers())}
+    memo.update({id(m.__dict__["_derived_weights"]): {} for m in module.modules() if "_derived_weights" in m.__dict__})
+    lowered = copy.deepcopy(module, memo)  # weights cast on the way, derived (packed) weights not copied
+    lockstep = LockstepGroupStats()
+    with shared_norm_stats(lowered, lockstep):
+        lockstep_pass(lowered, lockstep)
+    frozen = SharedGroupStats()
+    frozen.recording = False
+    frozen._stats = {id(own): lockstep._stats[id(low)] for own, low in zip(shared_norms(module), shared_norms(lowered))
+                     if id(low) in lockstep._stats}  # the norms the tiles ran
+    return frozen
 
 
 @dataclass(frozen=True)
