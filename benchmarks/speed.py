@@ -5,7 +5,7 @@ Round trips are interleaved in one process (median of ``--repeats``); the measur
 
     python benchmarks/speed.py --quick                                   # ~2 min: 256 px, batch 1
     python benchmarks/speed.py --photos ../shared/images/val --large 2048   # the full table (long on CPU)
-    python benchmarks/speed.py --batches 1 --scaling 256,512,1024,2048 --budget-rows 2048   # large images (#26)
+    python benchmarks/speed.py --batches 1 --scaling 256,512,1024,2048 --untiled-rows 2048 --budget-rows 2048   # large images (#26)
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
                         "encode, peak RSS, the tiling plan (child processes)")
     p.add_argument("--budget-rows", type=_ints, default=[], metavar="SIZES",
                    help="also a decode at those sizes with a fixed 4 GiB activation budget (the default budget follows the device)")
+    p.add_argument("--untiled-rows", type=_ints, default=[], metavar="SIZES",
+                   help="also those sizes with tiling off (where the machine holds them): the untiled s / MP that a "
+                        "tiled row must stay within 2x of")
     p.add_argument("--decode-only", action="store_true", help="--scaling rows time the decode alone")
     p.add_argument("--quick", action="store_true", help="256 px, batch 1, 3 repeats, no memory columns")
     p.add_argument("--device")
@@ -63,13 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     print(versus.table([]), end="")
     versus.run(args.vs_diffusers, args.sizes, args.batches, args.precisions, args.repeats, args.device,
                not args.no_memory, args.photos, args.out)
-    if args.scaling or args.budget_rows:
+    if args.scaling or args.budget_rows or args.untiled_rows:
         print(f"\n{args.vs_diffusers}, one image, fp32, default settings (3 repeats up to 512 px, else 1):\n")
         print(versus.SCALING_HEADER, end="")
     for resolution in args.scaling:
         row = versus.scaling_row(args.vs_diffusers, resolution, repeats=3 if resolution <= 512 else 1, photos=args.photos,
                                  encode=not args.decode_only)
         print(versus.scaling_line(args.vs_diffusers, resolution, row), flush=True)
+    for resolution in args.untiled_rows:
+        row = versus.scaling_row(args.vs_diffusers, resolution, photos=args.photos, encode=not args.decode_only,
+                                 untiled=True)
+        print(versus.scaling_line(args.vs_diffusers, resolution, row, " (tiling off)"), flush=True)
     for resolution in args.budget_rows:
         row = versus.scaling_row(args.vs_diffusers, resolution, budget=4 * 2**30, photos=args.photos, encode=False)
         print(versus.scaling_line(args.vs_diffusers, resolution, row, " (4 GiB budget)"), flush=True)

@@ -293,11 +293,13 @@ SCALING_CODE = """
 import json, sys, time, torch, movq
 sys.path.insert(0, {here!r})
 import versus
-preset, resolution, budget, repeats, photos, encode = {preset!r}, {resolution}, {budget!r}, {repeats}, {photos!r}, {encode!r}
+preset, resolution, budget, repeats, photos, encode, untiled = {preset!r}, {resolution}, {budget!r}, {repeats}, {photos!r}, {encode!r}, {untiled!r}
 codec, _ = versus.build(preset, 0, torch.device("cpu"))
 del _
 if budget is not None:
     codec.enable_tiling(auto=True, memory_budget=budget)
+if untiled:
+    codec.disable_tiling()
 x = versus.images(1, resolution, photos)
 with torch.inference_mode():
     tokens = codec.encode(x)
@@ -321,14 +323,16 @@ print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2],
 
 
 def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats: int = 1,
-                photos: str | None = None, encode: bool = True) -> dict[str, Any]:
+                photos: str | None = None, encode: bool = True, untiled: bool = False) -> dict[str, Any]:
     """One image of ``resolution`` x ``resolution`` through ``preset`` (random weights spread like trained
-    ones, fp32, default settings or a fixed ``budget`` in bytes) in a child process: median seconds of
+    ones, fp32, default settings, a fixed ``budget`` in bytes, or ``untiled``: tiling off, so the
+    untiled rate a tiled row is held to) in a child process: median seconds of
     ``repeats`` interleaved decodes and encodes, the peak RSS of the process (and above the loaded
     model), the tile side the plan chose (``None``: untiled) and how its tiles got their statistics
     (:meth:`movq.tiling.TilingPolicy.statistics_mode`)."""
     code = SCALING_CODE.format(here=str(Path(__file__).resolve().parent), preset=preset, resolution=resolution,
-                               budget=budget, repeats=repeats, photos=photos, encode=encode)
+                               budget=budget, repeats=repeats, photos=photos, encode=encode,
+                               untiled=untiled)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -9,6 +9,8 @@ For eager CPU inference :mod:`movq.modules.cpu_engine` runs the same computation
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -170,11 +172,16 @@ class Level(nn.Module):
         self.block = nn.ModuleList(blocks)
         self.attn = nn.ModuleList(attns)
 
-    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+    def layers(self) -> Iterator[nn.Module]:
+        """The blocks in run order: each ResNet block, then its attention block if the level has them."""
         for i, block in enumerate(self.block):
-            x = block(x, zq)
+            yield block
             if len(self.attn):
-                x = self.attn[i](x, zq)
+                yield self.attn[i]
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        for layer in self.layers():
+            x = layer(x, zq)
         return x
 
 

@@ -262,8 +262,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 def _resnet_block(block: ResnetBlock, x: Tensor, zq: Tensor | None = None) -> Tensor:
     h = conv(block.conv1, norm(block.norm1, x, zq, silu=True))
+    h = block.dropout(norm(block.norm2, h, zq, silu=True))  # before the shortcut: tiles in lockstep wait in there
     shortcut = x if block.nin_shortcut is None else conv(block.nin_shortcut, x)
-    return conv(block.conv2, block.dropout(norm(block.norm2, h, zq, silu=True)), residual=shortcut)
+    return conv(block.conv2, h, residual=shortcut)
 
 
 def _attn_block(block: AttnBlock, x: Tensor, zq: Tensor | None = None) -> Tensor:

@@ -105,7 +105,8 @@ class Decoder(nn.Module):
                 if style is None:
                     raise ValueError("Open-MAGVIT2's decoder levels need the latent (style) for their adaptive norms")
                 h = self.adaptive[len(self.up) - 1 - r](h, style)
-            h = run_order[r](h, zq)
+            for layer in run_order[r].layers():  # not level(h): that would keep the level's input alive to its end
+                h = layer(h, zq)
         return h
 
     def global_stage(self, z: Tensor, zq: Tensor | None = None) -> Tensor:

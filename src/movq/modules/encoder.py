@@ -75,7 +75,8 @@ class Encoder(nn.Module):
     def run_levels(self, h: Tensor, start: int, stop: int) -> Tensor:
         """Levels ``start .. stop - 1`` (0: full resolution), each followed by its downsampling."""
         for level in self.down[start:stop]:
-            h = level(h)
+            for layer in level.layers():  # not level(h): that would keep the level's input alive to its end
+                h = layer(h)
             if level.downsample is not None:
                 h = level.downsample(h)
         return h
