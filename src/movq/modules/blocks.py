@@ -10,7 +10,6 @@ For eager CPU inference :mod:`movq.modules.cpu_engine` runs the same computation
 from __future__ import annotations
 
 from collections.abc import Iterator
-
 from typing import TYPE_CHECKING, Literal
 
 import torch
