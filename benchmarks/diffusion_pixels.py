@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from movq.train.logs import save_image_grid
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 if not SHARED_IMAGES.is_dir():  # a git worktree under /work/wt/<name>
@@ -222,6 +224,8 @@ def stage_score(args: argparse.Namespace) -> dict[str, Any]:
             results["rows"].append({"loss": arm, "sampling": respacing, "samples": len(pixels),
                                     "class_accuracy": accuracy, "bits_per_dim": bpd[arm], **scores})
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    grid = save_sample_grid(args)
+    print(f"sample grid: {grid}")
     networks = sorted({row["network"] for row in results["rows"] if "network" in row})
     if networks:
         standard = all(row.get("standard_network") for row in results["rows"] if "network" in row)
@@ -234,6 +238,29 @@ def stage_score(args: argparse.Namespace) -> dict[str, Any]:
         print(f"| {row['loss']} | {row['sampling']} | {row['samples']} | {' | '.join(cells)} | "
               f"{row['class_accuracy']:.3f} | {row['bits_per_dim']:.3f} |")
     return results
+
+
+GRID_COLUMNS = 16
+"""Images per row of the sample grid: classes alternate (warm, cool, ...), as the samples do."""
+
+
+def save_sample_grid(args: argparse.Namespace) -> Path:
+    """A PNG (``--grid``, default ``OUT/grid.png``) of one row of training tiles (classes alternating),
+    then one row per arm and sampling schedule (its first samples, classes alternating), in the order
+    of the table."""
+    data = args.out / "data" / "train"
+    classes = json.loads((data.parent / "classes.json").read_text())["classes"]
+    per_class = [sorted((data / name).glob("*.png")) for name in classes]
+    real = [np.asarray(Image.open(per_class[i % len(classes)][i // len(classes)]).convert("RGB"))
+            for i in range(GRID_COLUMNS)]
+    rows = [np.stack(real)]
+    for arm in ARMS:
+        for respacing in args.respacings:
+            with np.load(args.out / "samples" / f"{arm}-{respacing}" / "samples.npz") as npz:
+                row = npz["arr_0"][:GRID_COLUMNS]
+            rows.append(np.concatenate([row, np.zeros((GRID_COLUMNS - len(row), *row.shape[1:]), row.dtype)]))
+    images = torch.from_numpy(np.concatenate(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return save_image_grid(args.grid or args.out / "grid.png", images, GRID_COLUMNS)
 
 
 def number(row: dict[str, Any], key: str) -> str:
@@ -273,6 +300,7 @@ def main() -> None:
                         "--quick: random unless --inception-weights)")
     parser.add_argument("--inception-weights", type=Path, help="local FID Inception weights for movq-bench generation")
     parser.add_argument("--nll-images", type=int, default=84, help="held-out tiles for bits/dim (0: all)")
+    parser.add_argument("--grid", type=Path, help="where the score stage writes the sample grid (default OUT/grid.png)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of every stage: 16 px, 40 diffusion steps, 3 training steps, 4 samples")
     args = parser.parse_args()
