@@ -209,9 +209,10 @@ def stage_score(args: argparse.Namespace) -> dict[str, Any]:
     for arm in ARMS:
         nll = args.out / "nll" / f"{arm}.json"
         nll.parent.mkdir(parents=True, exist_ok=True)
-        run_command([sys.executable, "-m", "movq.diffusion.nll", str(args.out / "runs" / arm), "--data",
-                     str(args.out / "data" / "val"), "--out", str(nll), "--num-samples", str(args.nll_images),
-                     "--batch-size", str(args.sample_batch), "--no-progress"], f"bits/dim {arm}")
+        if not nll.is_file():  # else kept from an earlier run of this stage
+            run_command([sys.executable, "-m", "movq.diffusion.nll", str(args.out / "runs" / arm), "--data",
+                         str(args.out / "data" / "val"), "--out", str(nll), "--num-samples", str(args.nll_images),
+                         "--batch-size", str(args.sample_batch), "--no-progress"], f"bits/dim {arm}")
         bpd[arm] = json.loads(nll.read_text())["bits_per_dim"]
     for arm in ARMS:
         for respacing in args.respacings:
