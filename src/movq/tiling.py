@@ -45,6 +45,8 @@ codec at 256 px (fp32, 2 threads): 37 images/s one at a time, 18 in one batch of
 
 StatisticsMode = Literal["auto", "exact", "bf16", "passes"]
 """How tiles get the image-wide GroupNorm statistics (:attr:`TilingPolicy.statistics`)."""
+LockstepMode = Literal["exact", "bf16"]
+"""The statistics modes that run the tiles in lockstep (:meth:`TilingPolicy.lockstep_modes`)."""
 
 LOWERED_DTYPE = torch.bfloat16
 """The dtype of the statistics pass with ``statistics="bf16"`` (:func:`lowered_statistics`)."""
@@ -141,7 +143,7 @@ class TilingPolicy(StrictConfig):
             budget = min(budget, cache_bytes + state)
         return max(1, int(budget // max(bytes_per_position * area + state, 1.0))), tile
 
-    def lockstep_modes(self, lowered: bool) -> list[str]:
+    def lockstep_modes(self, lowered: bool) -> list[LockstepMode]:
         """The lockstep statistics modes to consider, in order of preference: ``statistics`` itself
         when it names one (``"bf16"`` only with ``lowered``, else ``"exact"``), none for ``"passes"``,
         ``"exact"`` then (with ``lowered``) ``"bf16"`` for ``"auto"``."""
@@ -152,7 +154,7 @@ class TilingPolicy(StrictConfig):
         return ["bf16" if self.statistics == "bf16" and lowered else "exact"]
 
     @staticmethod
-    def state_bytes(mode: str, height: int, width: int, bytes_per_position: float) -> float:
+    def state_bytes(mode: LockstepMode, height: int, width: int, bytes_per_position: float) -> float:
         """Bytes a lockstep pass of ``mode`` keeps for one image of ``height x width`` latent positions:
         :data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS` maps that
         ``bytes_per_position`` counts (float32), half that for ``"bf16"``."""
@@ -160,7 +162,7 @@ class TilingPolicy(StrictConfig):
         return state / 2 if mode == "bf16" else state
 
     def statistics_mode(self, batch: int, height: int, width: int, tile: int, bytes_per_position: float, budget: int,
-                        lowered: bool = False) -> Literal["exact", "bf16", "passes"]:
+                        lowered: bool = False) -> LockstepMode | Literal["passes"]:
         """How a tiled forward over ``batch`` latent grids ``height x width`` in tiles of side ``tile``
         gets its statistics: ``statistics`` when it names a mode (``"bf16"`` only with ``lowered``, a
         float32 network: else ``"exact"``); for ``"auto"`` the first lockstep mode
@@ -168,11 +170,11 @@ class TilingPolicy(StrictConfig):
         activations fit ``budget``, else ``"passes"``."""
         if self.statistics != "auto":
             modes = self.lockstep_modes(lowered)
-            return modes[0] if modes else "passes"  # type: ignore[return-value]
+            return modes[0] if modes else "passes"
         area = batch * min(tile, height) * min(tile, width) * bytes_per_position
         for mode in self.lockstep_modes(lowered):
             if batch * self.state_bytes(mode, height, width, bytes_per_position) + area <= budget:
-                return mode  # type: ignore[return-value]
+                return mode
         return "passes"
 
 
