@@ -303,10 +303,9 @@ if untiled:
 x = versus.images(1, resolution, photos)
 with torch.inference_mode():
     tokens = codec.encode(x)
-    batch, tile = codec._plan(tokens[:, None].float(), 1)
+    plan = codec._plan(tokens[:, None].float(), 1)
+    tile, statistics, lockstep_tile = plan.tile, plan.statistics, plan.lockstep_tile
     budget_bytes = codec.tiling.budget("cpu")
-    statistics = None if tile is None else codec.tiling.statistics_mode(
-        1, *tokens.shape[-2:], tile, codec._bytes_per_position(), budget_bytes, codec._lowered_statistics_possible())
     versus._restart_peak_rss()
     base = versus._status_kib(versus.Path("/proc/self/status"), "VmRSS")
     times = {{"decode": [], "encode": []}}
@@ -318,7 +317,7 @@ with torch.inference_mode():
 print(json.dumps({{"decode_s": sorted(times["decode"])[repeats // 2],
                   "encode_s": sorted(times["encode"])[repeats // 2] if encode else None,
                   "peak_gib": peak / 2**20, "above_model_gib": (peak - base) / 2**20, "tile": tile,
-                  "statistics": statistics, "budget_gib": budget_bytes / 2**30}}))
+                  "statistics": statistics, "lockstep_tile": lockstep_tile, "budget_gib": budget_bytes / 2**30}}))
 """
 
 
@@ -329,7 +328,7 @@ def scaling_row(preset: str, resolution: int, budget: int | None = None, repeats
     untiled rate a tiled row is held to) in a child process: median seconds of
     ``repeats`` interleaved decodes and encodes, the peak RSS of the process (and above the loaded
     model), the tile side the plan chose (``None``: untiled) and how its tiles got their statistics
-    (:meth:`movq.tiling.TilingPolicy.statistics_mode`)."""
+    (:class:`movq.tiling.TilePlan`)."""
     code = SCALING_CODE.format(here=str(Path(__file__).resolve().parent), preset=preset, resolution=resolution,
                                budget=budget, repeats=repeats, photos=photos, encode=encode,
                                untiled=untiled)
@@ -344,6 +343,9 @@ def scaling_line(preset: str, resolution: int, row: dict[str, Any], label: str =
     encode_s = "-" if row["encode_s"] is None else f"{row['encode_s']:.1f}"
     plan = "untiled" if row["tile"] is None else (
         f"tiles of {row['tile']} positions, {STATISTICS_LABELS[row['statistics']]} statistics")
+    if row.get("statistics") == "bf16" and row.get("lockstep_tile") != row["tile"]:
+        plan += f" (lockstep tiles of {row['lockstep_tile']})"
+
     return (f"| {preset} | {resolution}{label} | {row['budget_gib']:.2f} GiB | {row['decode_s'] / megapixels:.2f} | "
             f"{encode_rate} | {row['decode_s']:.1f} / {encode_s} | "
             f"{row['peak_gib']:.2f} ({row['above_model_gib']:.2f}) | {plan} |")

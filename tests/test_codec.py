@@ -321,5 +321,5 @@ def test_one_activation_estimate_sizes_the_memory_check_and_the_tiling_plan():
     assert codec.activation_bytes(1, 64, 64, training=True) > codec.activation_bytes(1, 64, 64)
     f = codec.downsample_factor
     codec.enable_tiling(2 * f, 0, auto=True, memory_budget=int(per_pixel * 128 * 128))
-    assert codec._plan(torch.empty(1, 3, 256, 256), f)[1] is not None  # above the budget: tiled
-    assert codec._plan(torch.empty(1, 3, 128, 64), f)[1] is None
+    assert codec._plan(torch.empty(1, 3, 256, 256), f).tile is not None  # above the budget: tiled
+    assert codec._plan(torch.empty(1, 3, 128, 64), f).tile is None

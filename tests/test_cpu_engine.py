@@ -64,13 +64,43 @@ def test_engine_equals_the_plain_modules(codec, dtype):
         codec.enable_tiling(tile_size=32, overlap=8)
         try:
             z = torch.randn(1, 4, 12, 14, generator=torch.Generator().manual_seed(2)).to(dtype)
-            assert codec._plan(z, 1)[1] == 8  # 2 x 2 tiles
-            plain_tiled = codec._decode_tiled(z, 8)  # not engaged
+            plan = codec._plan(z, 1)
+            assert plan.tile == 8  # 2 x 2 tiles
+            plain_tiled = codec._decode_tiled(z, plan)  # not engaged
             fast_tiled = codec._decode_bounded(z)
         finally:
             codec.tiling = Codec.tiling
         close(fast_tiled, plain_tiled, dtype, image=True)
     codec.float()
+
+
+def test_decoder_blocks_free_their_input_before_tiles_wait(codec):
+    """Tiles in lockstep wait in a block's second norm: in the engine's decoder levels, a block whose
+    shortcut changes the width has dropped its (wider) input by then, so waiting tiles hold two maps
+    of the output width, not the input and the normalised map (cpu_engine.LOCKSTEP_MAPS)."""
+    import weakref
+
+    first = codec.decoder.up[0].block[0]  # full resolution, 64 -> 32 channels
+    assert first.nin_shortcut is not None
+    inputs: list[weakref.ref] = []
+    alive_at_wait: list[bool] = []
+
+    class Waiting:  # the stats source tiles consult at a norm: records whether the input still lives
+        def lookup(self, norm, f):
+            alive_at_wait.append(inputs[-1]() is not None)
+
+    handle = codec.decoder.up[1].upsample.register_forward_hook(lambda m, args, out: inputs.append(weakref.ref(out)))
+    first.norm2.shared_stats = Waiting()
+    try:
+        z_q = torch.randn(1, 4, 8, 8)
+        with torch.inference_mode():
+            engine = codec.decode_from_quantized(z_q)  # engaged: the input is freed before the wait
+        plain = codec.decoder(codec.post_quant_conv(z_q), z_q)  # autograd on: the plain modules keep it
+    finally:
+        handle.remove()
+        del first.norm2.shared_stats
+    assert alive_at_wait == [False, True]
+    torch.testing.assert_close(engine, plain.detach(), atol=2e-5, rtol=1e-5)
 
 
 def test_engine_steps_aside_outside_eager_cpu_inference(codec):

@@ -20,6 +20,7 @@ from movq.tiling import (
     LOCKSTEP_MAPS,
     LockstepGroupStats,
     SharedGroupStats,
+    TilePlan,
     TilingPolicy,
     ramps,
     run_tiled,
@@ -98,12 +99,13 @@ def test_run_tiled_blends_agreeing_tiles_exactly():
 
 def test_policy_plans_slices_and_tiles_from_the_budget():
     policy = TilingPolicy(memory_budget=1000, overlap=4)
-    assert policy.plan(8, 10, 10, 1.0) == (10, None)  # 100 bytes per image: 10 per forward
-    assert policy.plan(8, 100, 100, 1.0) == (1, 22)  # too big alone: tiles of half the budget, 22x22
-    assert TilingPolicy(mode="off", memory_budget=1000).plan(8, 100, 100, 1.0) == (1, None)
-    assert TilingPolicy(mode="on", tile=8, overlap=2).plan(1, 10, 10, 1.0)[1] == 8  # larger than one tile
-    assert policy.plan(8, 10, 10, 1.0, cache_bytes=250) == (2, None)  # CPU: slices of the cache size
-    assert policy.plan(8, 100, 100, 1.0, cache_bytes=250) == (1, 22)  # at least one image per forward
+    assert policy.plan(8, 10, 10, 1.0) == TilePlan(10, None, None)  # 100 bytes per image: 10 per forward
+    # too big alone, no room for a lockstep state: tiles of half the budget, 22x22, statistics by passes
+    assert policy.plan(8, 100, 100, 1.0) == TilePlan(1, 22, "passes")
+    assert TilingPolicy(mode="off", memory_budget=1000).plan(8, 100, 100, 1.0) == TilePlan(1, None, None)
+    assert TilingPolicy(mode="on", tile=8, overlap=2).plan(1, 10, 10, 1.0).tile == 8  # larger than one tile
+    assert policy.plan(8, 10, 10, 1.0, cache_bytes=250) == TilePlan(2, None, None)  # CPU: slices of the cache size
+    assert policy.plan(8, 100, 100, 1.0, cache_bytes=250).images == 1  # at least one image per forward
     with pytest.raises(ValueError, match="overlap"):
         TilingPolicy(tile=8, overlap=4)
 
@@ -121,11 +123,11 @@ def test_default_budget_follows_the_free_memory_of_the_device(monkeypatch):
     per_image = codec.inference_bytes(1, 128, 128) - mb.image_bytes(1, 128, 128)
     monkeypatch.setattr(mb, "free_bytes", lambda device: 2**40)  # a large device: nothing sliced or tiled
     assert codec.tiling.budget("cpu") == int(mb.DEVICE_BUDGET_SHARE * 2**40)
-    assert codec._plan(z, 1)[1] is None
+    assert codec._plan(z, 1).tile is None
     monkeypatch.setattr(mb, "free_bytes", lambda device: per_image)  # half an image's activations: tiled
     assert codec.tiling.budget("cpu") == int(mb.DEVICE_BUDGET_SHARE * per_image)
-    images, tile = codec._plan(z, 1)
-    assert images == 1 and tile is not None and tile < 128 // f
+    plan = codec._plan(z, 1)
+    assert plan.images == 1 and plan.tile is not None and plan.tile < 128 // f
     assert codec.inference_bytes(4, 128, 128) == mb.image_bytes(4, 128, 128) + int(mb.DEVICE_BUDGET_SHARE * per_image)
     tokens = codec.encode(torch.rand(1, 3, 128, 128) * 2 - 1)  # runs tiled on the small device
     assert tokens.shape[-2:] == (128 // f, 128 // f)
@@ -133,7 +135,7 @@ def test_default_budget_follows_the_free_memory_of_the_device(monkeypatch):
     assert codec.tiling.budget("cpu") == mb.FALLBACK_BUDGET
     codec.enable_tiling(auto=True, memory_budget=2**40)  # fixed: the device is not asked
     monkeypatch.setattr(mb, "free_bytes", lambda device: 1)
-    assert codec.tiling.budget("cpu") == 2**40 and codec._plan(z, 1)[1] is None
+    assert codec.tiling.budget("cpu") == 2**40 and codec._plan(z, 1).tile is None
     codec.disable_tiling()
     assert codec.inference_bytes(4, 128, 128) == codec.activation_bytes(4, 128, 128)  # untiled: every activation
 
@@ -244,38 +246,52 @@ def test_lockstep_tiles_give_freed_memory_back_at_every_hand_over(monkeypatch):
 
 
 def test_exact_statistics_when_they_fit_the_budget():
-    policy = TilingPolicy(tile=16)
     per_position = 1000.0
-    state = 64 * 64 * per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
-    assert policy.state_bytes("exact", 64, 64, per_position) == state
-    assert policy.state_bytes("bf16", 64, 64, per_position) == state / 2
+    policy = TilingPolicy(tile=16)
+    # the lockstep state: LOCKSTEP_MAPS maps over the area the tiles cover, overlaps counted again
+    covered = (3 * 24) ** 2  # 64 positions in tiles of 24 with 4 shared: 3 tiles of 24 a side
+    assert tile_layout(64, 24, 4) == (24, [0, 20, 40])
+    assert policy.lockstep_state(64, 64, 24, per_position, LOCKSTEP_MAPS) == covered * per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
+    state = policy.lockstep_state(64, 64, 16, per_position, LOCKSTEP_MAPS)
     one_tile = 16 * 16 * per_position
-    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state + one_tile)) == "exact"
-    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state)) == "passes"
-    assert policy.statistics_mode(2, 64, 64, 16, per_position, int(state + one_tile)) == "passes"
-    # a float32 network may gather them on a bfloat16 copy: half the state
-    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state), lowered=True) == "bf16"
-    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state / 2), lowered=True) == "passes"
-    assert policy.statistics_mode(1, 64, 64, 16, per_position, int(state + one_tile), lowered=True) == "exact"
-    assert TilingPolicy(statistics="exact").statistics_mode(1, 64, 64, 16, per_position, 1) == "exact"
-    assert TilingPolicy(statistics="bf16").statistics_mode(1, 64, 64, 16, per_position, 1, lowered=True) == "bf16"
-    assert TilingPolicy(statistics="bf16").statistics_mode(1, 64, 64, 16, per_position, 1) == "exact"  # not float32
-    assert TilingPolicy(statistics="passes").statistics_mode(1, 64, 64, 16, per_position, 2**40, lowered=True) == "passes"
-    # automatic tiling sizes its tiles to what the lockstep state leaves of the budget, when that is
-    # at least 4 overlaps; below, the tiles take half the budget and the statistics come from passes
+
+    def statistics(budget: float, lowered: bool = False, policy: TilingPolicy = TilingPolicy(mode="on", tile=16)) -> str:
+        return policy.plan(1, 64, 64, per_position, budget=int(budget), lowered=lowered).statistics
+
+    # tiles of a fixed size: the first lockstep mode whose state and one tile fit
+    assert statistics(state + one_tile) == "exact"
+    assert statistics(state) == "passes"
+    assert TilingPolicy(mode="on", tile=16).plan(2, 64, 64, per_position, budget=int(state + one_tile)).images == 1
+    # a float32 network may gather them on a bfloat16 copy: half the state, half the tile
+    assert statistics(state / 2 + one_tile / 2, lowered=True) == "bf16"
+    assert statistics(state / 2, lowered=True) == "passes"
+    assert statistics(state + one_tile, lowered=True) == "exact"
+    assert statistics(1, policy=TilingPolicy(mode="on", tile=16, statistics="exact")) == "exact"
+    assert statistics(1, True, TilingPolicy(mode="on", tile=16, statistics="bf16")) == "bf16"
+    assert statistics(1, policy=TilingPolicy(mode="on", tile=16, statistics="bf16")) == "exact"  # not float32
+    assert statistics(2**40, True, TilingPolicy(mode="on", tile=16, statistics="passes")) == "passes"
+    # automatic tiling: the largest tiles whose lockstep state and one tile fit, when they are at least
+    # 4 overlaps; below, the tiles take half the budget and the statistics come from passes
     need = 64 * 64 * per_position
-    budget = int(0.9 * need)
-    tile = math.isqrt(int((budget - state) // per_position))
-    assert tile >= 16 and policy.plan(1, 64, 64, per_position, budget=budget) == (1, tile)
-    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget) == "exact"
+    budget = int(0.96 * need)
+    plan = policy.plan(1, 64, 64, per_position, budget=budget)
+    assert plan.statistics == "exact" and plan.tile == plan.lockstep_tile >= 16
+    assert plan.state == policy.lockstep_state(64, 64, plan.tile, per_position, LOCKSTEP_MAPS)
+    assert plan.state + plan.tile**2 * per_position == plan.peak <= budget
+    bigger = plan.tile + max(1, plan.tile // 32)
+    assert policy.lockstep_state(64, 64, bigger, per_position, LOCKSTEP_MAPS) + bigger**2 * per_position > budget
     budget = int(0.66 * need)
-    batch, tile = policy.plan(1, 64, 64, per_position, budget=budget)
-    assert tile == math.isqrt(budget // 2 // int(per_position))
-    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget) == "passes"
-    # ... unless the bfloat16 state fits beside tiles of 4 overlaps
-    batch, tile = policy.plan(1, 64, 64, per_position, budget=budget, lowered=True)
-    assert tile == math.isqrt(int((budget - state / 2) // per_position))
-    assert policy.statistics_mode(1, 64, 64, tile, per_position, budget, lowered=True) == "bf16"
+    assert policy.plan(1, 64, 64, per_position, budget=budget) == TilePlan(1, math.isqrt(budget // 2 // 1000), "passes")
+    # ... unless the bfloat16 state fits beside bfloat16 tiles of 4 overlaps: the lockstep pass then
+    # runs those, and the float32 output pass, which runs after the state is freed, takes the budget
+    plan = policy.plan(1, 64, 64, per_position, budget=budget, lowered=True)
+    assert plan.statistics == "bf16" and plan.tile == math.isqrt(budget // 1000) and 16 <= plan.lockstep_tile < plan.tile
+    assert plan.state + plan.lockstep_tile**2 * per_position / 2 <= plan.peak <= budget
+    # a network that holds fewer maps in lockstep (the CPU engine) gets larger tiles
+    fewer = policy.plan(1, 64, 64, per_position, budget=int(0.96 * need), lockstep_maps=LOCKSTEP_MAPS / 2)
+    assert fewer.tile > policy.plan(1, 64, 64, per_position, budget=int(0.96 * need)).tile
+    # the images of a batch run one at a time whenever one image's plan takes the budget
+    assert policy.plan(4, 64, 64, per_position, budget=budget, lowered=True).images == 1
     codec = small_codec()
     codec.enable_tiling(tile_size=32, overlap=8, statistics="passes")
     assert codec.tiling.statistics == "passes" and codec.tiling.tile == 16
@@ -336,7 +352,7 @@ def test_automatic_tiling_switches_on_above_the_budget():
     tokens = codec.encode(x)
     untiled = codec.decode(tokens)
     codec.enable_tiling(tile_size=32, overlap=8, auto=True, memory_budget=2**20)  # 1 MiB: 64x64 is above
-    assert codec._plan(tokens[:, None].float(), 1)[1] is not None
+    assert codec._plan(tokens[:, None].float(), 1).tile is not None
     tiled = codec.decode(tokens)
     assert psnr(to_unit_range(untiled), to_unit_range(tiled)).item() >= 25.0
 
@@ -395,7 +411,7 @@ def test_cpu_batches_run_in_cache_sized_slices_with_the_same_tokens():
     codec = movq.load("movqgan-tiny-photos")
     f = codec.downsample_factor
     x = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert codec._plan(x, f)[0] == 1  # 256 px maps outgrow the caches: one image per forward
-    assert codec._plan(x[:, :, :32, :32], f)[0] >= 3  # small images still batch
+    assert codec._plan(x, f).images == 1  # 256 px maps outgrow the caches: one image per forward
+    assert codec._plan(x[:, :, :32, :32], f).images >= 3  # small images still batch
     with torch.inference_mode():
         assert torch.equal(codec.encode(x), torch.cat([codec.encode(image[None]) for image in x]))

@@ -48,10 +48,12 @@ from movq.modules import cpu_engine
 from movq.quantizers import MultiScaleResidualVQ, Quantizer, QuantizerOutput
 from movq.tiling import (
     CPU_SLICE_BYTES,
+    LOCKSTEP_MAPS,
     LOWERED_DTYPE,
     LockstepGroupStats,
     SharedGroupStats,
     StatisticsMode,
+    TilePlan,
     TilingPolicy,
     Window,
     lowered_statistics,
@@ -307,7 +309,7 @@ class Codec(nn.Module):
         ``"passes"`` estimates them with ``stat_passes`` extra passes over the tiles (default 2; 0
         lets each tile use its own: memory of one tile, 27 to 47 dB at 1024 px); ``"auto"``
         (default) takes the first of ``"exact"`` and ``"bf16"`` that fits the memory budget, else
-        ``"passes"`` (:meth:`TilingPolicy.statistics_mode`).
+        ``"passes"`` (:meth:`TilingPolicy.plan`).
         """
         f = self.downsample_factor
         for name, value in (("tile_size", tile_size), ("overlap", overlap)):
@@ -327,11 +329,14 @@ class Codec(nn.Module):
         """Activation bytes of one image per latent position (:func:`feature_bytes_per_pixel`)."""
         return feature_bytes_per_pixel(self.config, self.dtype) * self.downsample_factor**2
 
-    def _plan(self, x: Tensor, in_scale: int) -> tuple[int, int | None]:
-        """``(images per forward, tile side or None)`` for ``x`` on a grid of ``x``'s size / ``in_scale``."""
+    def _plan(self, x: Tensor, in_scale: int) -> TilePlan:
+        """The :class:`~movq.tiling.TilePlan` of ``x`` on a grid of ``x``'s size / ``in_scale``, with the
+        budget of ``x``'s device read once for the whole call."""
         cache = CPU_SLICE_BYTES if x.device.type == "cpu" else None
+        maps = cpu_engine.LOCKSTEP_MAPS if cpu_engine.engages(self, x) else LOCKSTEP_MAPS
         return self.tiling.plan(x.shape[0], x.shape[-2] // in_scale, x.shape[-1] // in_scale, self._bytes_per_position(),
-                                cache, budget=self.tiling.budget(x.device), lowered=self._lowered_statistics_possible())
+                                cache, budget=self.tiling.budget(x.device), lowered=self._lowered_statistics_possible(),
+                                lockstep_maps=maps)
 
     def _lowered_statistics_possible(self) -> bool:
         """Whether ``statistics="bf16"`` can gather the statistics on a bfloat16 copy: a float32 codec,
@@ -340,67 +345,66 @@ class Codec(nn.Module):
             return False
         return self.device.type != "cuda" or torch.cuda.is_bf16_supported()
 
-    def _tiles(self, stage: Callable[[nn.Module, Window, torch.dtype], Tensor], batch: int, grid: tuple[int, int],
-               out_scale: int, module: nn.Module, tile: int, device: torch.device) -> Tensor:
+    def _tiles(self, stage: Callable[[nn.Module, Window, torch.dtype], Tensor], grid: tuple[int, int],
+               out_scale: int, module: nn.Module, plan: TilePlan) -> Tensor:
         """:func:`~movq.tiling.run_tiled` of ``stage(module, window, dtype)`` (the tile's output, its
-        inputs cast to ``dtype``) with this codec's policy; ``module``'s norms (if any) share
-        statistics: exact (lockstep), from a bfloat16 lockstep pass, or gathered by passes
-        (:meth:`TilingPolicy.statistics_mode`)."""
-        tiling = self.tiling
+        inputs cast to ``dtype``) as ``plan`` says; ``module``'s norms (if any) share statistics: exact
+        (lockstep), from a bfloat16 lockstep pass, or gathered by passes (:attr:`TilePlan.statistics`)."""
+        assert plan.tile is not None
+        overlap = self.tiling.overlap
         stats: SharedGroupStats | None = None
-        passes = tiling.stat_passes
+        passes = self.tiling.stat_passes
         if shared_norms(module):
-            mode = tiling.statistics_mode(batch, *grid, tile, self._bytes_per_position(), tiling.budget(device),
-                                          self._lowered_statistics_possible())
-            if mode == "exact":
+            if plan.statistics == "exact":
                 stats = LockstepGroupStats()
-            elif mode == "bf16":
+            elif plan.statistics == "bf16":
+                assert plan.lockstep_tile is not None
                 stats, passes = lowered_statistics(module, lambda lowered, lockstep: run_tiled(
-                    lambda window: stage(lowered, window, LOWERED_DTYPE), grid, tile=tile, overlap=tiling.overlap,
-                    out_scale=out_scale, stats=lockstep,
+                    lambda window: stage(lowered, window, LOWERED_DTYPE), grid, tile=plan.lockstep_tile,
+                    overlap=overlap, out_scale=out_scale, stats=lockstep,
                 )), 0
             elif passes:
                 stats = SharedGroupStats()
         with shared_norm_stats(module, stats) if stats is not None else nullcontext():
             return run_tiled(
-                lambda window: stage(module, window, self.dtype), grid, tile=tile, overlap=tiling.overlap,
+                lambda window: stage(module, window, self.dtype), grid, tile=plan.tile, overlap=overlap,
                 out_scale=out_scale, stats=stats, stat_passes=passes,
             )
 
-    def _encode_tiled(self, x: Tensor, tile: int) -> Tensor:
+    def _encode_tiled(self, x: Tensor, plan: TilePlan) -> Tensor:
         """Pre-quantization latent of ``x`` with the encoder's local stage in tiles (the attention
         levels, at latent resolution, see the whole image)."""
         f = self.downsample_factor
         grid = (x.shape[-2] // f, x.shape[-1] // f)
         x = self.to_network_range(x)
         h = self._tiles(
-            lambda encoder, window, dtype: encoder.local_stage(window.crop(x, f).to(dtype)), x.shape[0], grid,
-            self.encoder.local_scale, self.encoder, tile, x.device,
+            lambda encoder, window, dtype: encoder.local_stage(window.crop(x, f).to(dtype)), grid,
+            self.encoder.local_scale, self.encoder, plan,
         )
         return self.quant_conv(self.encoder.global_stage(h))
 
-    def _decode_tiled(self, z_q: Tensor, tile: int) -> Tensor:
+    def _decode_tiled(self, z_q: Tensor, plan: TilePlan) -> Tensor:
         """Image of ``z_q`` with the decoder's local stage in tiles; every tile gets the matching
         slice of ``z_q`` for its SpatialNorm layers."""
         h = self.decoder.global_stage(self.post_quant_conv(z_q), z_q)
         scale = self.decoder.local_scale
         return self.from_network_range(self._tiles(
             lambda decoder, window, dtype: decoder.local_stage(window.crop(h, scale).to(dtype), window.crop(z_q).to(dtype)),
-            z_q.shape[0], tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, tile, z_q.device,
+            tuple(z_q.shape[-2:]), self.downsample_factor, self.decoder, plan,
         ))
 
     def encode_to_prequant_bounded(self, x: Tensor) -> Tensor:
         """:meth:`encode_to_prequant` within the memory policy: batches sliced, large images tiled."""
-        size, tile = self._plan(x, self.downsample_factor)
-        fn = self.encode_to_prequant if tile is None else (lambda part: self._encode_tiled(part, tile))
+        plan = self._plan(x, self.downsample_factor)
+        fn = self.encode_to_prequant if plan.tile is None else (lambda part: self._encode_tiled(part, plan))
         with cpu_engine.engaged(self, x):
-            return run_sliced(fn, x, size)
+            return run_sliced(fn, x, plan.images)
 
     def _decode_bounded(self, z_q: Tensor) -> Tensor:
-        size, tile = self._plan(z_q, 1)
-        fn = self.decode_from_quantized if tile is None else (lambda part: self._decode_tiled(part, tile))
+        plan = self._plan(z_q, 1)
+        fn = self.decode_from_quantized if plan.tile is None else (lambda part: self._decode_tiled(part, plan))
         with cpu_engine.engaged(self, z_q):
-            return run_sliced(fn, z_q, size)
+            return run_sliced(fn, z_q, plan.images)
 
     # ----------------------------------------------------------------------------- user API
 

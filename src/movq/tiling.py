@@ -20,7 +20,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -78,7 +78,7 @@ class TilingPolicy(StrictConfig):
       ``"passes"``: ``stat_passes`` estimating passes, then the output pass (memory of one tile,
       but each pass costs about one untiled forward and the estimate can miss: 27 to 47 dB at
       1024 px with 2 passes); ``"auto"`` (default): the first of ``"exact"``, ``"bf16"`` whose
-      memory fits the budget, else ``"passes"`` (:meth:`statistics_mode`).
+      memory fits the budget, else ``"passes"`` (:meth:`plan`).
     - ``stat_passes``: passes over the tiles that gather the statistics before the pass that produces
       the output, with ``statistics="passes"`` (0: every tile uses its own statistics, fastest, visibly
       less faithful).
@@ -105,43 +105,63 @@ class TilingPolicy(StrictConfig):
 
     def plan(
         self, batch: int, height: int, width: int, bytes_per_position: float, cache_bytes: float | None = None,
-        budget: int | None = None, lowered: bool = False,
-    ) -> tuple[int, int | None]:
-        """``(images per forward, tile side or None)`` for a batch of latent grids ``height x width``,
-        given the activation bytes of one image per latent position. ``"on"`` uses ``tile``;
-        ``"auto"`` tiles only a grid above the budget: when the lockstep state of exact statistics
-        (:meth:`state_bytes`), or with ``lowered`` (a float32 network) that of a bfloat16 lockstep
-        pass, leaves room for tiles of at least ``4 * overlap`` positions, with the largest tiles that
-        fit beside it; else with the largest tiles that take at most :data:`TILE_BUDGET_SHARE` of it
-        (statistics estimated by passes); tiled images are batched within that too.
-        ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps the images per forward so that
-        one forward's activations stay near the caches' size (at least one image). ``budget`` is the
-        resolved budget of the call's device (:meth:`budget`; by default that of the CPU)."""
+        budget: int | None = None, lowered: bool = False, lockstep_maps: float | None = None,
+    ) -> TilePlan:
+        """How a batch of latent grids ``height x width`` runs within the budget, given the activation
+        bytes of one image per latent position (:class:`TilePlan`). ``"on"`` uses ``tile``; ``"auto"``
+        tiles only a grid above the budget. The statistics mode is the first of :meth:`lockstep_modes`
+        (``lowered``: a float32 network, which may gather them on a bfloat16 copy) whose lockstep
+        state (:meth:`lockstep_state`, ``lockstep_maps`` maps, by default :data:`LOCKSTEP_MAPS`) and
+        one tile fit; with ``"auto"`` the tiles are then the largest that do, at least
+        ``4 * overlap`` positions. Else the statistics come from passes and the tiles take at most
+        :data:`TILE_BUDGET_SHARE` of the budget. The images per forward fit the budget too;
+        ``cache_bytes`` (CPU, :data:`CPU_SLICE_BYTES`) also caps them so that one forward's
+        activations stay near the caches' size (at least one image). ``budget`` is the resolved
+        budget of the call's device (:meth:`budget`; by default that of the CPU): a codec reads it
+        once per call, so the tiles and the statistics mode agree."""
         if budget is None:
             budget = self.budget("cpu")
-        tile: int | None = None
-        tile_budget = budget * TILE_BUDGET_SHARE
-        state = 0.0  # bytes a lockstep pass keeps per image, when the plan chooses one
+        maps = LOCKSTEP_MAPS if lockstep_maps is None else lockstep_maps
+        whole = bytes_per_position * height * width
+
+        def area(tile: int) -> int:
+            return min(tile, height) * min(tile, width)
+
+        def lockstep_plan(mode: LockstepMode, lockstep_tile: int, fixed: bool = False) -> TilePlan:
+            # exact: the output comes from the lockstep pass; bf16: the float32 output pass runs after
+            # the bfloat16 pass has freed its state, so (unless ``fixed``) its tiles may take the budget
+            per_position = lockstep_bytes(mode, bytes_per_position)
+            state = self.lockstep_state(height, width, lockstep_tile, per_position, maps)
+            tile = lockstep_tile if mode == "exact" or fixed else max(math.isqrt(int(budget // bytes_per_position)), lockstep_tile)
+            peak = max(state + per_position * area(lockstep_tile), bytes_per_position * area(tile))
+            return TilePlan(1, tile, mode, lockstep_tile, state, peak)
+
+        def passes_plan(tile: int) -> TilePlan:
+            return TilePlan(1, tile, "passes", peak=bytes_per_position * area(tile))
+
+        chosen: TilePlan | None = None
         if self.mode == "on":
-            tile = self.tile
-        elif self.mode == "auto" and bytes_per_position * height * width > budget:
+            fitting = (lockstep_plan(mode, self.tile, fixed=True) for mode in self.lockstep_modes(lowered))
+            chosen = next((c for c in fitting if self.statistics != "auto" or c.peak <= budget), passes_plan(self.tile))
+        elif self.mode == "auto" and whole > budget:
+            smallest = max(4 * self.overlap, 8) if self.statistics == "auto" else 2 * self.overlap + 1
             for mode in self.lockstep_modes(lowered):
-                state = self.state_bytes(mode, height, width, bytes_per_position)
-                exact_tile = math.isqrt(int(max(budget - state, 0) // bytes_per_position))
-                if self.statistics != "auto" or exact_tile >= max(4 * self.overlap, 8):
-                    # the statistics pass fits: the tiles take what its lockstep state leaves of the budget
-                    tile, tile_budget = max(exact_tile, 2 * self.overlap + 1), budget
+                tile = math.isqrt(int(budget // lockstep_bytes(mode, bytes_per_position)))  # no room for a state
+                while tile > smallest and lockstep_plan(mode, tile).peak > budget:
+                    tile -= max(1, tile // 32)
+                if self.statistics != "auto" or lockstep_plan(mode, max(tile, smallest)).peak <= budget:
+                    chosen = lockstep_plan(mode, max(tile, smallest))
                     break
             else:
-                state = 0.0
-                tile = max(math.isqrt(int(tile_budget // bytes_per_position)), 2 * self.overlap + 1)
-        if tile is not None and height <= tile and width <= tile:
-            tile, state = None, 0.0
-        area = min(height, tile) * min(width, tile) if tile else height * width
-        budget = tile_budget if tile else budget
+                tile = math.isqrt(int(budget * TILE_BUDGET_SHARE // bytes_per_position))
+                chosen = passes_plan(max(tile, 2 * self.overlap + 1))
+        if chosen is None or chosen.tile is None or (height <= chosen.tile and width <= chosen.tile):
+            chosen = TilePlan(1, None, None, peak=whole)
+        if chosen.statistics == "passes":
+            budget = int(budget * TILE_BUDGET_SHARE)
         if cache_bytes is not None:
-            budget = min(budget, cache_bytes + state)
-        return max(1, int(budget // max(bytes_per_position * area + state, 1.0))), tile
+            budget = min(budget, int(cache_bytes + chosen.state))
+        return replace(chosen, images=max(1, int(budget // max(chosen.peak, 1.0))))
 
     def lockstep_modes(self, lowered: bool) -> list[LockstepMode]:
         """The lockstep statistics modes to consider, in order of preference: ``statistics`` itself
@@ -153,29 +173,43 @@ class TilingPolicy(StrictConfig):
             return ["exact", "bf16"] if lowered else ["exact"]
         return ["bf16" if self.statistics == "bf16" and lowered else "exact"]
 
-    @staticmethod
-    def state_bytes(mode: LockstepMode, height: int, width: int, bytes_per_position: float) -> float:
-        """Bytes a lockstep pass of ``mode`` keeps for one image of ``height x width`` latent positions:
-        :data:`LOCKSTEP_MAPS` of the :data:`~movq.memory_budget.ACTIVATION_MAPS` maps that
-        ``bytes_per_position`` counts (float32), half that for ``"bf16"``."""
-        state = height * width * bytes_per_position * LOCKSTEP_MAPS / ACTIVATION_MAPS
-        return state / 2 if mode == "bf16" else state
+    def lockstep_state(self, height: int, width: int, tile: int, bytes_per_position: float, maps: float) -> float:
+        """Bytes a lockstep pass keeps for one image of ``height x width`` latent positions while its
+        tiles of side ``tile`` wait at a norm layer: ``maps`` of the
+        :data:`~movq.memory_budget.ACTIVATION_MAPS` feature maps that ``bytes_per_position`` (that
+        pass's activation bytes per position) counts, over the area the tiles cover (the image and
+        the overlaps every tile holds again)."""
+        (tile_h, rows), (tile_w, cols) = tile_layout(height, tile, self.overlap), tile_layout(width, tile, self.overlap)
+        return tile_h * len(rows) * tile_w * len(cols) * bytes_per_position * maps / ACTIVATION_MAPS
 
-    def statistics_mode(self, batch: int, height: int, width: int, tile: int, bytes_per_position: float, budget: int,
-                        lowered: bool = False) -> LockstepMode | Literal["passes"]:
-        """How a tiled forward over ``batch`` latent grids ``height x width`` in tiles of side ``tile``
-        gets its statistics: ``statistics`` when it names a mode (``"bf16"`` only with ``lowered``, a
-        float32 network: else ``"exact"``); for ``"auto"`` the first lockstep mode
-        (:meth:`lockstep_modes`) whose state (:meth:`state_bytes`) for the whole batch plus one tile's
-        activations fit ``budget``, else ``"passes"``."""
-        if self.statistics != "auto":
-            modes = self.lockstep_modes(lowered)
-            return modes[0] if modes else "passes"
-        area = batch * min(tile, height) * min(tile, width) * bytes_per_position
-        for mode in self.lockstep_modes(lowered):
-            if batch * self.state_bytes(mode, height, width, bytes_per_position) + area <= budget:
-                return mode
-        return "passes"
+
+def lockstep_bytes(mode: LockstepMode, bytes_per_position: float) -> float:
+    """Activation bytes per latent position of a lockstep pass of ``mode`` for a network whose own
+    forward takes ``bytes_per_position``: half for a bfloat16 copy of a float32 network."""
+    return bytes_per_position / 2 if mode == "bf16" else bytes_per_position
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one call runs within its memory budget (:meth:`TilingPolicy.plan`).
+
+    - ``images``: images per forward (the batch is run in slices of that many);
+    - ``tile``: side of the output pass's tiles in latent positions, ``None`` when untiled;
+    - ``statistics``: how the tiles get the image-wide GroupNorm statistics: ``"exact"`` (the tiles
+      in lockstep), ``"bf16"`` (a lockstep pass on a bfloat16 copy, then the output pass), or
+      ``"passes"`` (:attr:`TilingPolicy.stat_passes` estimating passes); ``None`` when untiled;
+    - ``lockstep_tile``: side of the lockstep pass's tiles (with ``"bf16"`` it may be smaller than
+      ``tile``: its state and the output pass's tiles never coexist);
+    - ``state`` / ``peak``: estimated bytes of one image's lockstep state (0 without one) and of its
+      peak activations (:meth:`TilingPolicy.lockstep_state`).
+    """
+
+    images: int
+    tile: int | None
+    statistics: LockstepMode | Literal["passes"] | None
+    lockstep_tile: int | None = None
+    state: float = field(default=0.0, compare=False)
+    peak: float = field(default=0.0, compare=False)
 
 
 def tile_layout(size: int, tile: int, overlap: int) -> tuple[int, list[int]]:
@@ -246,14 +280,9 @@ class SharedGroupStats:
     def _record(self, key: int, f: Tensor) -> None:
         assert self.weights is not None, "SharedGroupStats.weights must be set for the current tile"
         weight = self.weights(f.shape[-2], f.shape[-1]).to(f.device)
-        x = f.detach().float()
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        centred = x - mean
         total = weight.sum().double()
-        s1 = torch.einsum("bchw,hw->bc", centred, weight).double()
-        s2 = torch.einsum("bchw,hw->bc", centred.square_(), weight).double()
-        tile_mean = mean.flatten(1).double() + s1 / total
-        tile_m2 = s2 - s1.square() / total
+        tile_mean, tile_m2 = (torch.cat(parts, dim=1) for parts in zip(*(
+            _weighted_moments(chunk, weight, total) for chunk in f.detach().split(RECORD_CHANNELS, dim=1))))
         if key not in self._totals:
             self._totals[key] = (total, tile_mean, tile_m2)
             return
@@ -266,6 +295,23 @@ class SharedGroupStats:
         """Turn the recorded totals into group statistics for the next pass and start a new record."""
         self._stats = {key: group_stats(*totals) for key, totals in self._totals.items()}
         self._totals = {}
+
+
+RECORD_CHANNELS = 32
+"""Channels of a tile's feature map whose statistics are recorded at once (in float32): the copies
+stay a fraction of the map, which matters in lockstep, where every other tile waits holding its own."""
+
+
+def _weighted_moments(f: Tensor, weight: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel float64 weighted mean and sum of squared deviations ``[B, C]`` of ``f``
+    ``[B, C, H, W]`` under ``weight`` ``[H, W]`` (whose sum is ``total``), shifted by the unweighted
+    mean for accuracy."""
+    x = f.float()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    centred = x.sub_(mean) if x is not f else x - mean
+    s1 = torch.einsum("bchw,hw->bc", centred, weight).double()
+    s2 = torch.einsum("bchw,hw->bc", centred.square_(), weight).double()
+    return mean.flatten(1).double() + s1 / total, s2 - s1.square() / total
 
 
 def group_stats(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor]:
@@ -350,8 +396,9 @@ class _Abandoned(Exception):
 
 LOCKSTEP_MAPS = 2.5
 """Feature maps of the widest full-resolution width (as :data:`movq.memory_budget.ACTIVATION_MAPS`)
-that a lockstep pass keeps for the whole image: at a norm layer every tile holds its block's input
-(the residual) and the normalised map, plus the tiles' overlaps and the blended output."""
+that a lockstep pass of the plain modules keeps over the area its tiles cover: at a norm layer every
+tile holds its block's input (the residual) and the normalised map, plus the blended output. The CPU
+engine holds less (:data:`movq.modules.cpu_engine.LOCKSTEP_MAPS`)."""
 
 
 def shared_norms(module: nn.Module) -> list[nn.Module]:
