@@ -297,6 +297,25 @@ def test_exact_statistics_when_they_fit_the_budget():
     assert codec.tiling.statistics == "passes" and codec.tiling.tile == 16
 
 
+def test_the_codec_plans_with_the_lockstep_memory_of_the_path_that_runs():
+    """The CPU engine's tiles in lockstep hold fewer maps than the plain modules': under eager CPU
+    inference the plan counts cpu_engine.LOCKSTEP_MAPS (larger tiles for the same budget), with
+    autograd on (the plain modules) tiling.LOCKSTEP_MAPS."""
+    from movq.modules import cpu_engine
+
+    codec = small_codec()
+    z_q = torch.zeros(1, 4, 64, 64)
+    codec.enable_tiling(auto=True, memory_budget=int(0.9 * codec._bytes_per_position() * 64 * 64),
+                        statistics="exact")
+    with torch.inference_mode():
+        engine = codec._plan(z_q, 1)
+    plain = codec._plan(z_q.requires_grad_(), 1)
+    assert cpu_engine.LOCKSTEP_MAPS < LOCKSTEP_MAPS and engine.tile > plain.tile
+    policy, per_position = codec.tiling, codec._bytes_per_position()
+    assert engine.state == policy.lockstep_state(64, 64, engine.tile, per_position, cpu_engine.LOCKSTEP_MAPS)
+    assert plain.state == policy.lockstep_state(64, 64, plain.tile, per_position, LOCKSTEP_MAPS)
+
+
 def test_statistics_from_a_bfloat16_lockstep_pass():
     """statistics="bf16": a lockstep pass on a bfloat16 copy gathers the statistics, the float32 tiles
     are normalised with them: close to the exact (float32 lockstep) tiles, the codec's own weights,

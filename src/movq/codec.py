@@ -303,8 +303,8 @@ class Codec(nn.Module):
         The levels with attention (at latent resolution in the presets) always see the whole image;
         the others run in tiles that share the image's GroupNorm statistics. ``statistics="exact"``
         runs the tiles in lockstep, so each is normalised with the untiled statistics (tiled decode
-        66-81 dB from untiled on real photos, in about 1.15x the untiled time, holding about 2.5 feature
-        maps of the whole image); ``"bf16"`` gathers them with that lockstep pass on a bfloat16 copy
+        66-81 dB from untiled on real photos, in about 1.15x the untiled time, holding 1.25 (CPU) to 2.5
+        feature maps of the whole image); ``"bf16"`` gathers them with that lockstep pass on a bfloat16 copy
         of the network (half its memory; a float32 codec), then decodes the float32 tiles with them;
         ``"passes"`` estimates them with ``stat_passes`` extra passes over the tiles (default 2; 0
         lets each tile use its own: memory of one tile, 27 to 47 dB at 1024 px); ``"auto"``

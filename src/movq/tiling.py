@@ -71,7 +71,7 @@ class TilingPolicy(StrictConfig):
     - ``statistics``: how the tiles get the image-wide GroupNorm statistics. ``"exact"``: one pass
       with the tiles in lockstep (:class:`LockstepGroupStats`): the untiled statistics (tiled
       decode 66-81 dB from untiled on real photos) in about 1.15x the untiled time, holding about
-      :data:`LOCKSTEP_MAPS` feature maps of the whole image; ``"bf16"``: the lockstep pass run on a
+      :data:`LOCKSTEP_MAPS` feature maps of the whole image (1.25 in the CPU engine); ``"bf16"``: the lockstep pass run on a
       bfloat16 copy of the network (half that memory, about half a float32 pass on hardware with
       bfloat16 arithmetic) gathers the statistics, then the output pass normalises float32 tiles
       with them (:func:`lowered_statistics`; for a float32 codec, else as ``"exact"``);
@@ -335,7 +335,7 @@ class LockstepGroupStats(SharedGroupStats):
     next tile; when the last tile has recorded, the layer's statistics are final and the first tile
     goes on with them. So every tile is normalised with exactly the statistics the untiled pass
     computes (up to float64 summation order), and the only difference left is at tile borders,
-    which see zero padding. The price is memory: all tiles' activations live at once (about two
+    which see zero padding. The price is memory: all tiles' activations live at once (1.25 to 2.5
     feature maps of the whole image, :data:`LOCKSTEP_MAPS`), against four for an untiled pass.
     """
 
