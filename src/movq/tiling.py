@@ -149,8 +149,9 @@ class TilingPolicy(StrictConfig):
                 tile = math.isqrt(int(budget // lockstep_bytes(mode, bytes_per_position)))  # no room for a state
                 while tile > smallest and lockstep_plan(mode, tile).peak > budget:
                     tile -= max(1, tile // 32)
-                if self.statistics != "auto" or lockstep_plan(mode, max(tile, smallest)).peak <= budget:
-                    chosen = lockstep_plan(mode, max(tile, smallest))
+                candidate = lockstep_plan(mode, max(tile, smallest))
+                if self.statistics != "auto" or candidate.peak <= budget:
+                    chosen = candidate
                     break
             else:
                 tile = math.isqrt(int(budget * TILE_BUDGET_SHARE // bytes_per_position))
